@@ -1,0 +1,60 @@
+"""rhei_lake: SQLite/PostgreSQL → Delta Lake, a durable, queryable, time-travelling mirror.
+
+>>> import rhei_lake
+>>> with rhei_lake.open(oltp_path=path, storage="memory://") as lake:  # doctest: +SKIP
+...     lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+...     lake.register_table("t")
+...     lake.execute("INSERT INTO t VALUES (1, 'a')")
+...     lake.sync_now()
+...     lake.query("SELECT * FROM t")
+"""
+
+from rhei_lake.catalog import Column, TableSpec
+from rhei_lake.config import LakeConfig
+from rhei_lake.errors import (
+    CommitConflictError,
+    ConfigError,
+    CorruptStorageError,
+    QueryError,
+    ReadOnlySourceError,
+    RheiError,
+    SchemaError,
+    SourceError,
+    SourceUnavailableError,
+    StorageError,
+    StorageUnavailableError,
+    TableNotFoundError,
+    TypeMismatchError,
+    WatermarkError,
+    WriteRefusedError,
+)
+from rhei_lake.lake import Lake, open
+from rhei_lake.sync.report import SyncReport, TableSyncReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "open",
+    "Lake",
+    "LakeConfig",
+    "TableSpec",
+    "Column",
+    "SyncReport",
+    "TableSyncReport",
+    "RheiError",
+    "ConfigError",
+    "SourceError",
+    "SchemaError",
+    "TypeMismatchError",
+    "SourceUnavailableError",
+    "ReadOnlySourceError",
+    "StorageError",
+    "StorageUnavailableError",
+    "CommitConflictError",
+    "TableNotFoundError",
+    "WatermarkError",
+    "CorruptStorageError",
+    "QueryError",
+    "WriteRefusedError",
+]

@@ -1,0 +1,156 @@
+"""The CDC log and registry tables rhei_lake keeps inside the SQLite database it owns.
+
+::
+
+    _rhei_cdc_log(seq INTEGER PRIMARY KEY, tbl, op, ts, c0, c1, ...)   change events
+    _rhei_tables(name, spec, state, snapshot_from, snapshot_to, synced_seq)
+    _rhei_meta(key, value)                                            source_id, format
+
+``seq`` is SQLite's rowid, i.e. ``max(seq) + 1``. Pruning never deletes the
+newest row, so a sequence number is never handed out twice (AUTOINCREMENT would
+guarantee the same but costs ~40% more per captured write).
+
+A snapshot reserves the sequence numbers ``snapshot_from+1 .. snapshot_to-1``
+for the table's existing rows with one marker row (op ``S``) at ``snapshot_to``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+
+from rhei_lake.capture.triggers import LOG_TABLE, NOW_MICROS
+from rhei_lake.catalog import TableSpec
+
+REGISTRY_TABLE = "_rhei_tables"
+META_TABLE = "_rhei_meta"
+LOG_FORMAT = "1"
+OP_SNAPSHOT_MARKER = "S"
+
+STATE_SNAPSHOT = "snapshot"
+STATE_READY = "ready"
+
+_FIXED = ("seq", "tbl", "op", "ts")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A captured table as the registry records it."""
+
+    spec: TableSpec
+    state: str
+    snapshot_from: int
+    snapshot_to: int
+    synced_seq: int
+
+    @property
+    def ready(self) -> bool:
+        return self.state == STATE_READY
+
+
+def install_log(conn: sqlite3.Connection) -> str:
+    """Create the log, registry and meta tables if missing; return the source id."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} "
+        "(seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, ts INTEGER NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
+        "state TEXT NOT NULL, snapshot_from INTEGER NOT NULL, snapshot_to INTEGER NOT NULL, "
+        "synced_seq INTEGER NOT NULL DEFAULT 0)"
+    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('format', ?)", (LOG_FORMAT,))
+    conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('source_id', ?)", (uuid.uuid4().hex,))
+    return conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'source_id'").fetchone()[0]
+
+
+def log_slots(conn: sqlite3.Connection) -> int:
+    """How many value columns (c0..cN-1) the log has."""
+    names = [r[1] for r in conn.execute(f"PRAGMA table_info({LOG_TABLE})")]
+    return len([n for n in names if n not in _FIXED])
+
+
+def ensure_slots(conn: sqlite3.Connection, count: int) -> int:
+    """Add untyped value columns until the log has at least ``count``."""
+    have = log_slots(conn)
+    for i in range(have, count):
+        conn.execute(f"ALTER TABLE {LOG_TABLE} ADD COLUMN c{i}")
+    return max(have, count)
+
+
+def max_seq(conn: sqlite3.Connection) -> int:
+    return conn.execute(f"SELECT coalesce(max(seq), 0) FROM {LOG_TABLE}").fetchone()[0]
+
+
+def reserve_snapshot(conn: sqlite3.Connection, table: str, rows: int) -> tuple[int, int, int]:
+    """Reserve sequence numbers for ``rows`` existing rows; returns (from, to, ts_micros)."""
+    start = max_seq(conn)
+    marker = start + rows + 1
+    conn.execute(
+        f"INSERT INTO {LOG_TABLE} (seq, tbl, op, ts) VALUES (?, ?, ?, {NOW_MICROS})",
+        (marker, table, OP_SNAPSHOT_MARKER),
+    )
+    ts = conn.execute(f"SELECT ts FROM {LOG_TABLE} WHERE seq = ?", (marker,)).fetchone()[0]
+    return start, marker, ts
+
+
+def read_registry(conn: sqlite3.Connection) -> dict[str, Registration]:
+    rows = conn.execute(
+        f"SELECT spec, state, snapshot_from, snapshot_to, synced_seq FROM {REGISTRY_TABLE} ORDER BY name"
+    ).fetchall()
+    out = {}
+    for spec_json, state, snap_from, snap_to, synced in rows:
+        spec = TableSpec.from_json(spec_json)
+        out[spec.name] = Registration(spec, state, snap_from, snap_to, synced)
+    return out
+
+
+def write_registration(conn: sqlite3.Connection, reg: Registration) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO {REGISTRY_TABLE} (name, spec, state, snapshot_from, snapshot_to, synced_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (reg.spec.name, reg.spec.to_json(), reg.state, reg.snapshot_from, reg.snapshot_to, reg.synced_seq),
+    )
+
+
+def delete_table_events(conn: sqlite3.Connection, table: str) -> None:
+    """Remove ``table``'s events (its state is about to be re-snapshotted), keeping the newest row."""
+    conn.execute(
+        f"DELETE FROM {LOG_TABLE} WHERE tbl = ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (table,)
+    )
+
+
+def read_events(conn: sqlite3.Connection, after: int, limit: int, slots: int) -> list[tuple]:
+    """Up to ``limit`` log rows with ``seq > after``, in order: (seq, tbl, op, ts, c0..)."""
+    cols = ", ".join(("seq", "tbl", "op", "ts", *[f"c{i}" for i in range(slots)]))
+    return conn.execute(
+        f"SELECT {cols} FROM {LOG_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    ).fetchall()
+
+
+def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int:
+    """Delete committed events up to ``through`` (never the newest row); record per-table progress."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cur = conn.execute(
+            f"DELETE FROM {LOG_TABLE} WHERE seq <= ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (through,)
+        )
+        for table, seq in synced.items():
+            conn.execute(
+                f"UPDATE {REGISTRY_TABLE} SET synced_seq = max(synced_seq, ?) WHERE name = ?", (seq, table)
+            )
+        conn.execute("COMMIT")
+        return cur.rowcount
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def pending_count(conn: sqlite3.Connection, after: int) -> tuple[int, int | None]:
+    """How many events wait after ``after``, and the timestamp of the oldest (micros)."""
+    count, oldest = conn.execute(
+        f"SELECT count(*), min(ts) FROM {LOG_TABLE} WHERE seq > ? AND op != ?", (after, OP_SNAPSHOT_MARKER)
+    ).fetchone()
+    return count, oldest

@@ -1,0 +1,85 @@
+"""Read a SQLite table's declared columns and primary key into a :class:`TableSpec`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from rhei_lake.capture.types import make_column
+from rhei_lake.catalog import TableSpec, validate_table_name
+from rhei_lake.errors import SchemaError
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier for SQLite (and PostgreSQL/DataFusion): ``"a""b"``."""
+    if "\x00" in name:
+        raise SchemaError(f"identifier {name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """Quote a string literal: ``'it''s'``."""
+    if "\x00" in value:
+        raise SchemaError(f"value {value!r} contains a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def canonical_table_name(conn: sqlite3.Connection, name: str) -> str:
+    """The table's name as created (SQLite names are case-insensitive); SchemaError if absent."""
+    validate_table_name(name)
+    row = conn.execute(
+        "SELECT name, type, sql FROM sqlite_master WHERE name = ? COLLATE NOCASE AND type IN ('table', 'view')",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise SchemaError(f"table {name!r} does not exist in the SQLite database")
+    canonical, kind, sql = row
+    if kind == "view":
+        raise SchemaError(f"{canonical!r} is a view; only tables can be mirrored")
+    if sql and sql.lstrip().upper().startswith("CREATE VIRTUAL"):
+        raise SchemaError(f"{canonical!r} is a virtual table; only ordinary tables can be mirrored")
+    return canonical
+
+
+def read_table_spec(
+    conn: sqlite3.Connection,
+    name: str,
+    *,
+    types: Mapping[str, str] | None = None,
+    source: str = "sqlite-trigger",
+    source_id: str | None = None,
+) -> TableSpec:
+    """Build the spec of table ``name`` from its declared schema.
+
+    ``types`` overrides declared types by column name (for columns declared
+    without a type, or to read a column differently).
+    """
+    canonical = canonical_table_name(conn, name)
+    rows = conn.execute(
+        'SELECT name, type, "notnull", pk, hidden FROM pragma_table_xinfo(?)', (canonical,)
+    ).fetchall()
+    overrides = dict(types or {})
+    columns = []
+    keyed: list[tuple[int, str]] = []
+    for col_name, declared, not_null, pk, hidden in rows:
+        if hidden == 1:  # hidden columns of virtual tables
+            continue
+        declared_type = overrides.pop(col_name, declared)
+        columns.append(make_column(col_name, declared_type, table=canonical, not_null=bool(not_null)))
+        if pk:
+            keyed.append((pk, col_name))
+    if overrides:
+        raise SchemaError(f"table {canonical!r}: types= names unknown columns {sorted(overrides)}")
+    if not keyed:
+        raise SchemaError(
+            f"table {canonical!r} has no PRIMARY KEY; rhei_lake needs one to track rows. "
+            "Add one (for example `id INTEGER PRIMARY KEY`) and register again"
+        )
+    primary_key = tuple(col for _, col in sorted(keyed))
+    return TableSpec(
+        name=canonical,
+        columns=tuple(columns),
+        primary_key=primary_key,
+        source=source,
+        source_id=source_id,
+    )

@@ -1,0 +1,295 @@
+"""HTAP-mode capture: triggers on a SQLite database the engine owns.
+
+Registering a table installs its triggers and reserves sequence numbers for its
+existing rows in one write transaction; the existing rows are then streamed
+from a read transaction that began *before* that commit while the write lock
+was held, so it sees exactly the rows the triggers did not capture: no gap, no
+duplicate, and concurrent writers are blocked only for the registration itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from rhei_lake.capture import cdc_log
+from rhei_lake.capture.cdc_log import STATE_READY, STATE_SNAPSHOT, Registration
+from rhei_lake.capture.events import events_from_log_rows, events_from_rows
+from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
+from rhei_lake.capture.sqlite_schema import quote_ident, read_table_spec
+from rhei_lake.capture.triggers import drop_triggers, install_triggers
+from rhei_lake.catalog import OP_INSERT, TableSpec
+from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
+
+SOURCE_KIND = "sqlite-trigger"
+
+
+@dataclass
+class LogBatch:
+    """Events read from the CDC log: per table, in order, up to ``through``."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    through: int = 0
+    rows: int = 0
+    error: TypeMismatchError | None = None
+    unknown: set[str] = field(default_factory=set)
+
+
+class SnapshotRun:
+    """The existing rows of a newly registered table, read from a pinned snapshot."""
+
+    def __init__(self, conn: sqlite3.Connection, registration: Registration, ts_micros: int) -> None:
+        self._conn = conn
+        self.registration = registration
+        self.ts_micros = ts_micros
+        self.error: BaseException | None = None
+        self.rows_read = 0
+
+    @property
+    def spec(self) -> TableSpec:
+        return self.registration.spec
+
+    @property
+    def expected_rows(self) -> int:
+        return self.registration.snapshot_to - self.registration.snapshot_from - 1
+
+    @property
+    def watermark(self) -> int:
+        return self.registration.snapshot_to
+
+    def reader(self, batch_rows: int) -> pa.RecordBatchReader:
+        """The snapshot as change events (``I``), in bounded batches."""
+        return pa.RecordBatchReader.from_batches(self.spec.changes_schema, self._batches(batch_rows))
+
+    def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        spec = self.spec
+        cols = ", ".join(quote_ident(c.name) for c in spec.columns)
+        next_seq = self.registration.snapshot_from + 1
+        try:
+            cursor = self._conn.execute(f"SELECT {cols} FROM {quote_ident(spec.name)}")
+            while True:
+                rows = cursor.fetchmany(batch_rows)
+                if not rows:
+                    break
+                table = events_from_rows(spec, rows, first_seq=next_seq, op=OP_INSERT, ts_micros=self.ts_micros)
+                next_seq += len(rows)
+                self.rows_read += len(rows)
+                if self.rows_read > self.expected_rows:
+                    raise SourceError(f"snapshot of {spec.name!r} read more rows than were counted; retry")
+                yield from table.to_batches()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+
+class TriggerSource:
+    """Change capture from ``_rhei_cdc_log`` in a SQLite database the engine owns."""
+
+    kind = SOURCE_KIND
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = connect(path)
+        try:
+            enable_wal(self._conn, path)
+            self._conn.execute("BEGIN IMMEDIATE")
+            self.source_id = cdc_log.install_log(self._conn)
+            self._conn.execute("COMMIT")
+            self._slots = cdc_log.log_slots(self._conn)
+            self._registrations = cdc_log.read_registry(self._conn)
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._conn.close()
+            raise translate_sqlite_error(exc, path) from exc
+
+    # -- registry --------------------------------------------------------
+    def registrations(self) -> dict[str, Registration]:
+        with self._lock:
+            return dict(self._registrations)
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def reload_registry(self) -> None:
+        """Re-read the registry (another connection may have registered tables)."""
+        with self._lock:
+            self._registrations = cdc_log.read_registry(self._conn)
+            self._slots = cdc_log.log_slots(self._conn)
+
+    def register(self, name: str, *, types: Mapping[str, str] | None = None) -> SnapshotRun | None:
+        """Install triggers for ``name`` and reserve its snapshot.
+
+        Returns the snapshot to stream into the lake, or ``None`` when the table
+        is already registered with the same schema.
+        """
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
+                current = self._registrations.get(spec.name)
+                if current is not None:
+                    self._conn.execute("ROLLBACK")
+                    if current.spec.columns != spec.columns or current.spec.primary_key != spec.primary_key:
+                        raise SchemaError(
+                            f"table {spec.name!r} is already registered with a different schema; "
+                            "use add_column/drop_column to evolve it"
+                        )
+                    return None
+                return self._begin_snapshot(spec)
+            except (SchemaError, SourceError):
+                self._rollback()
+                raise
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def restart_snapshot(self, table: str) -> SnapshotRun:
+        """Take a fresh snapshot of a registered table (its lake copy is missing or never landed)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                spec = self._registrations[table].spec
+                cdc_log.delete_table_events(self._conn, table)
+                return self._begin_snapshot(spec)
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def _begin_snapshot(self, spec: TableSpec) -> SnapshotRun:
+        """Inside an IMMEDIATE transaction: triggers + reservation + registry, then commit."""
+        self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
+        install_triggers(self._conn, spec)
+        rows = self._conn.execute(f"SELECT count(*) FROM {quote_ident(spec.name)}").fetchone()[0]
+        snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
+        registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
+        cdc_log.write_registration(self._conn, registration)
+        reader = connect(self.path)
+        try:
+            reader.execute("BEGIN")
+            # The first read pins this connection's WAL snapshot: the state just before
+            # our commit, which (we hold the write lock) equals the state at the commit.
+            reader.execute(f"SELECT 1 FROM {quote_ident(spec.name)} LIMIT 1").fetchall()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            reader.close()
+            raise
+        self._registrations[spec.name] = registration
+        return SnapshotRun(reader, registration, ts)
+
+    def mark_ready(self, table: str, synced_seq: int) -> None:
+        with self._lock:
+            reg = self._registrations[table]
+            ready = Registration(reg.spec, STATE_READY, reg.snapshot_from, reg.snapshot_to, max(reg.synced_seq, synced_seq))
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cdc_log.write_registration(self._conn, ready)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
+            self._registrations[table] = ready
+
+    def unregister(self, table: str) -> None:
+        """Drop the triggers and registry entry of ``table`` (its lake tables stay)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                drop_triggers(self._conn, table)
+                cdc_log.delete_table_events(self._conn, table)
+                self._conn.execute(f"DELETE FROM {cdc_log.REGISTRY_TABLE} WHERE name = ?", (table,))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
+            self._registrations.pop(table, None)
+
+    # -- events ----------------------------------------------------------
+    def read(self, after: int, limit: int) -> LogBatch:
+        """Events after sequence ``after`` (at most ``limit`` log rows), as Arrow per table.
+
+        If a value does not fit its declared type, the batch stops just before that
+        event and carries the error, so everything before it can still be committed.
+        """
+        with self._lock:
+            try:
+                rows = cdc_log.read_events(self._conn, after, limit, self._slots)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+            registrations = self._registrations
+        batch = LogBatch(through=rows[-1][0] if rows else after, rows=len(rows))
+        grouped: dict[str, list[tuple]] = {}
+        for row in rows:
+            if row[2] == cdc_log.OP_SNAPSHOT_MARKER:
+                continue
+            grouped.setdefault(row[1], []).append(row)
+        for table, table_rows in grouped.items():
+            reg = registrations.get(table)
+            if reg is None or not reg.ready:
+                batch.unknown.add(table)
+                continue
+            events, error = _convert_clean_prefix(reg.spec, table_rows)
+            batch.tables[table] = events
+            if error is not None and (batch.error is None or (error.seq or 0) < (batch.error.seq or 0)):
+                batch.error = error
+        if batch.error is not None:
+            stop = batch.error.seq or 0
+            batch.through = stop - 1
+            batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
+        return batch
+
+    def prune(self, through: int, synced: dict[str, int]) -> int:
+        """Delete events committed to the lake (up to ``through``) from the log."""
+        with self._lock:
+            try:
+                return cdc_log.prune(self._conn, through, synced)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def lag(self, after: int) -> tuple[int, int | None]:
+        """Events waiting after ``after`` and the oldest one's timestamp (micros)."""
+        with self._lock:
+            return cdc_log.pending_count(self._conn, after)
+
+    def max_seq(self) -> int:
+        with self._lock:
+            return cdc_log.max_seq(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _convert_clean_prefix(spec: TableSpec, rows: list[tuple]) -> tuple[pa.Table, TypeMismatchError | None]:
+    """Convert ``rows``; on a bad value, convert the rows before the earliest bad event instead."""
+    error: TypeMismatchError | None = None
+    while True:
+        if not rows:
+            return spec.changes_schema.empty_table(), error
+        try:
+            return events_from_log_rows(spec, rows), error
+        except TypeMismatchError as exc:
+            error = exc
+            rows = [r for r in rows if r[0] < (exc.seq or 0)]
+
+
+def _truncate(tables: dict[str, pa.Table], stop: int) -> dict[str, pa.Table]:
+    import pyarrow.compute as pc
+
+    from rhei_lake.catalog import SEQ
+
+    return {t: ev.filter(pc.less(ev.column(SEQ), stop)) for t, ev in tables.items()}

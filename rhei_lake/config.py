@@ -1,0 +1,126 @@
+"""Configuration: one pydantic model, resolved once at the edge and passed inward."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rhei_lake.errors import ConfigError
+
+DEFAULT_STORAGE = "memory://"
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_TAIL_FLUSH_SEGMENTS = 64
+DEFAULT_TAIL_FLUSH_ROWS = 200_000
+DEFAULT_PRUNE_INTERVAL = 1.0
+
+_SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an option name holds a secret whose value must never be shown."""
+    low = key.lower()
+    return any(word in low for word in _SECRET_WORDS) and "region" not in low
+
+
+def mask_options(options: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``options`` with secret values replaced by ``'***'``."""
+    return {k: ("***" if is_secret_key(k) else v) for k, v in options.items()}
+
+
+class LakeConfig(BaseModel):
+    """Everything :func:`rhei_lake.open` needs, validated.
+
+    Unknown fields are errors, so a misspelt option never silently does nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    storage: str = Field(
+        DEFAULT_STORAGE,
+        description="Where the lake lives: memory://, a local path or file:// URL, or s3://bucket/prefix.",
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Object-store options such as AWS_ENDPOINT_URL or AWS_ACCESS_KEY_ID (override AWS_* env).",
+        repr=False,
+    )
+    oltp_path: str | None = Field(
+        None, description="The SQLite database rhei_lake owns in HTAP mode (created if missing)."
+    )
+    sync_mode: Literal["temporal", "mirror"] = Field(
+        "temporal", description="temporal keeps SCD2 history; mirror keeps current rows only."
+    )
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE, gt=0, le=10_000_000, description="Change events read from the source per batch."
+    )
+    tail_flush_segments: int = Field(
+        DEFAULT_TAIL_FLUSH_SEGMENTS,
+        gt=0,
+        description="Hot-path segments a table accumulates before they are folded into its Delta changelog.",
+    )
+    tail_flush_rows: int = Field(
+        DEFAULT_TAIL_FLUSH_ROWS, gt=0, description="Rows in a table's hot-path tail that trigger a flush."
+    )
+    prune_interval: float = Field(
+        DEFAULT_PRUNE_INTERVAL,
+        ge=0,
+        description="Seconds between deletions of committed events from the SQLite CDC log (0: every sync).",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        from rhei_lake.storage.location import parse_storage_url
+
+        parse_storage_url(value)  # raises ConfigError naming the problem
+        return value
+
+    @field_validator("oltp_path")
+    @classmethod
+    def _oltp_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def __repr_args__(self):  # type: ignore[override]
+        for name, value in super().__repr_args__():
+            yield name, value
+        yield "storage_options", mask_options(self.storage_options)
+
+
+def build_config(config: LakeConfig | Mapping[str, Any] | None = None, **overrides: Any) -> LakeConfig:
+    """Validate ``config`` merged with keyword ``overrides`` into a :class:`LakeConfig`.
+
+    Raises :class:`~rhei_lake.errors.ConfigError` naming every invalid field.
+    """
+    if isinstance(config, LakeConfig):
+        base: dict[str, Any] = config.model_dump()
+    elif config is None:
+        base = {}
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    else:
+        raise ConfigError(f"config must be a LakeConfig or a mapping, not {type(config).__name__}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return LakeConfig(**base)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    except ConfigError:
+        raise
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One readable line per invalid field, secrets never echoed."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        parts.append(f"{field}: {msg}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,217 @@
+"""The rhei_lake exception hierarchy.
+
+Every error the library raises is a :class:`RheiError`. Each class says whether
+retrying the same operation later can succeed (``transient``): the sync loop
+retries transient errors with backoff and stops on terminal ones.
+
+::
+
+    RheiError
+    ├── ConfigError                 invalid configuration (names the field)
+    ├── SourceError                 the database rhei_lake captures from
+    │   ├── SchemaError             unknown table/column, no primary key, unsupported type
+    │   ├── TypeMismatchError       a stored value does not fit its declared type
+    │   ├── SourceUnavailableError  the source cannot be reached right now   [transient]
+    │   └── ReadOnlySourceError     a write sent to a source rhei_lake only reads
+    ├── StorageError                the lake on memory://, a local path or s3://
+    │   ├── StorageUnavailableError the store cannot be reached right now    [transient]
+    │   ├── CommitConflictError     another writer committed first; re-read and retry [transient]
+    │   ├── TableNotFoundError      no table at that location
+    │   ├── WatermarkError          the lake and the source disagree on what was synced
+    │   └── CorruptStorageError     files under the lake are not what rhei_lake wrote
+    └── QueryError                  SQL that cannot be planned or run
+        └── WriteRefusedError       DDL/DML sent to the read-only analytic path
+
+Native errors (deltalake, datafusion, sqlite3, obstore) are translated in one
+place, :func:`translate_storage_error` and friends, and chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+__all__ = [
+    "RheiError",
+    "ConfigError",
+    "SourceError",
+    "SchemaError",
+    "TypeMismatchError",
+    "SourceUnavailableError",
+    "ReadOnlySourceError",
+    "StorageError",
+    "StorageUnavailableError",
+    "CommitConflictError",
+    "TableNotFoundError",
+    "WatermarkError",
+    "CorruptStorageError",
+    "QueryError",
+    "WriteRefusedError",
+]
+
+
+class RheiError(Exception):
+    """Base class of every error rhei_lake raises."""
+
+    transient: bool = False
+
+
+class ConfigError(RheiError, ValueError):
+    """The configuration is invalid; the message names the offending field."""
+
+
+class SourceError(RheiError):
+    """A problem with the database rhei_lake captures changes from."""
+
+
+class SchemaError(SourceError):
+    """A table or column is unknown, lacks a primary key, or has an unusable type."""
+
+
+class TypeMismatchError(SourceError):
+    """A value stored in the source does not fit its column's declared type.
+
+    SQLite is dynamically typed, so a column declared ``INTEGER`` can hold
+    ``'abc'``. Nothing after the offending event is committed until it is fixed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str,
+        column: str,
+        primary_key: dict[str, Any] | None = None,
+        seq: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+        self.primary_key = primary_key
+        self.seq = seq
+
+
+class SourceUnavailableError(SourceError):
+    """The source database cannot be reached right now (retry later)."""
+
+    transient = True
+
+
+class ReadOnlySourceError(SourceError):
+    """A write was sent to a source that rhei_lake only reads (sidecar mode)."""
+
+
+class StorageError(RheiError):
+    """A problem with the lake's storage."""
+
+
+class StorageUnavailableError(StorageError):
+    """The store cannot be reached right now (network, throttling, 5xx, full disk)."""
+
+    transient = True
+
+
+class CommitConflictError(StorageError):
+    """Another writer committed first; re-read the table state and retry."""
+
+    transient = True
+
+
+class TableNotFoundError(StorageError):
+    """No table exists at the given location."""
+
+
+class WatermarkError(StorageError):
+    """The lake's recorded watermark contradicts the source (wrong lake or database)."""
+
+
+class CorruptStorageError(StorageError):
+    """Files under the lake prefix are not what rhei_lake wrote."""
+
+
+class QueryError(RheiError):
+    """SQL that cannot be parsed, planned or executed."""
+
+
+class WriteRefusedError(QueryError):
+    """A write (DDL/DML) was sent to the read-only analytic path."""
+
+
+_TRANSIENT_MARKERS = (
+    "connection",
+    "connect error",
+    "timed out",
+    "timeout",
+    "temporarily",
+    "service unavailable",
+    "slowdown",
+    "slow down",
+    "503",
+    "500 internal",
+    "502",
+    "504",
+    "broken pipe",
+    "reset by peer",
+    "no space left",
+    "dispatch failure",
+    "error sending request",
+    "io error",
+)
+
+_NOT_FOUND_MARKERS = ("not a delta table", "no such file", "not found", "does not exist")
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if len(text) > 2000 else text
+
+
+def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
+    """Map a deltalake/obstore/OS error raised while touching ``where`` to a StorageError."""
+    if isinstance(exc, StorageError):
+        return exc
+    name = type(exc).__name__
+    text = _message(exc)
+    low = text.lower()
+    if name in ("CommitFailedError", "AlreadyExistsError", "PreconditionError"):
+        return CommitConflictError(f"{where}: another writer committed first ({text})")
+    if name == "TableNotFoundError" or (
+        name in ("NotFoundError", "FileNotFoundError") and "delta" not in low
+    ):
+        return TableNotFoundError(f"{where}: no table here ({text})")
+    if name in ("PermissionDeniedError", "UnauthenticatedError", "PermissionError") or any(
+        m in low for m in ("access denied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "403")
+    ):
+        return StorageError(f"{where}: access denied, check the credentials ({text})")
+    if "nosuchbucket" in low or "bucket does not exist" in low or "the specified bucket does not exist" in low:
+        return StorageError(f"{where}: the bucket does not exist ({text})")
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+        return StorageUnavailableError(f"{where}: no space left on device ({text})")
+    if any(m in low for m in _TRANSIENT_MARKERS):
+        return StorageUnavailableError(f"{where}: storage unavailable ({text})")
+    if any(m in low for m in _NOT_FOUND_MARKERS):
+        return TableNotFoundError(f"{where}: {text}")
+    if name in ("DeltaProtocolError", "SchemaMismatchError") or "parquet" in low or "arrow" in low:
+        return CorruptStorageError(f"{where}: {text}")
+    return StorageError(f"{where}: {text}")
+
+
+def translate_query_error(exc: BaseException, *, sql: str) -> QueryError:
+    """Map a DataFusion error to a QueryError carrying DataFusion's message."""
+    if isinstance(exc, QueryError):
+        return exc
+    text = _message(exc)
+    for prefix in ("DataFusion error: ", "Execution error: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    low = text.lower()
+    if "ddl not supported" in low or "dml not supported" in low or "statement not supported" in low:
+        return WriteRefusedError(f"the analytic path is read-only: {text}")
+    snippet = " ".join(sql.split())
+    if len(snippet) > 200:
+        snippet = snippet[:197] + "..."
+    return QueryError(f"{text} (in: {snippet})")
+
+
+def raise_storage(exc: BaseException, *, where: str) -> NoReturn:
+    """Raise :func:`translate_storage_error` of ``exc`` chained to it."""
+    raise translate_storage_error(exc, where=where) from exc

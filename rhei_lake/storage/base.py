@@ -1,0 +1,169 @@
+"""The storage contract: one :class:`TableStore` protocol, one implementation per tier.
+
+Compaction, sync and query code talk only to this protocol and never branch on
+the URL scheme. The contract, checked by the same test suite on every tier:
+
+* A missing table: ``exists()`` is ``False``; every other call raises
+  :class:`~rhei_lake.errors.TableNotFoundError`.
+* A commit is atomic: all of its rows, and its app transaction, or nothing.
+* A commit carrying ``txn=AppTransaction(app_id, v)`` is refused with
+  :class:`~rhei_lake.errors.CommitConflictError` when the table already records
+  ``app_id`` at ``v`` or higher (delta-rs itself would accept it), or when another
+  writer committed the same ``app_id`` concurrently. The caller refreshes,
+  drops what is already committed, and retries.
+* Transient faults raise :class:`~rhei_lake.errors.StorageUnavailableError`;
+  nothing is half-written.
+* Durability once a call returns: ``memory://`` until the process exits; a local
+  path and ``s3://`` until deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from datafusion import SessionContext
+
+
+@dataclass(frozen=True)
+class AppTransaction:
+    """A watermark committed atomically with data (Delta's ``txn`` action)."""
+
+    app_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A MERGE of a source (alias ``s``) into the table (alias ``t``), expressions in SQL.
+
+    For each target row matched by ``on``: deleted if ``delete_when`` holds, else
+    updated with ``update`` where ``update_when`` holds (always when ``None``).
+    Each unmatched source row is inserted with ``insert`` where ``insert_when`` holds.
+    A target row may match at most one source row.
+    """
+
+    on: str
+    update: Mapping[str, str] | None = None
+    update_when: str | None = None
+    delete_when: str | None = None
+    insert: Mapping[str, str] | None = None
+    insert_when: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """What maintenance reports on: the table's version, data files, bytes and rows."""
+
+    version: int
+    files: int
+    bytes: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    files_added: int = 0
+    files_removed: int = 0
+    bytes_removed: int = 0
+    removed_paths: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class TableStore(Protocol):
+    """One table on one storage tier."""
+
+    uri: str
+
+    def exists(self) -> bool:
+        """Whether the table exists (a definite answer; transient faults raise)."""
+        ...
+
+    def create(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        """Create the empty table; CommitConflictError if it already exists."""
+        ...
+
+    def properties(self) -> dict[str, str]:
+        """The table's properties (rhei_lake keeps the :class:`TableSpec` here)."""
+        ...
+
+    def set_properties(self, properties: Mapping[str, str]) -> None: ...
+
+    def schema(self) -> pa.Schema: ...
+
+    def add_columns(self, fields: list[pa.Field]) -> None:
+        """Schema evolution: append nullable columns; existing rows read as NULL."""
+        ...
+
+    def version(self) -> int:
+        """A number that grows with every commit."""
+        ...
+
+    def app_version(self, app_id: str) -> int | None:
+        """The last version committed for ``app_id``, or ``None``."""
+        ...
+
+    def last_commit_metadata(self, key: str) -> str | None:
+        """The value of ``key`` in the newest commit that carried it, or ``None``."""
+        ...
+
+    def refresh(self) -> None:
+        """Load commits made by other writers since this object last looked."""
+        ...
+
+    def append(
+        self,
+        data: pa.Table | pa.RecordBatchReader,
+        *,
+        txn: AppTransaction | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Append rows in one commit, with an optional app transaction and commit metadata."""
+        ...
+
+    def merge(
+        self,
+        source: pa.Table,
+        merge: Merge,
+        *,
+        txn: AppTransaction | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> MergeResult: ...
+
+    def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
+        """Delete the rows where the SQL ``predicate`` holds; returns how many."""
+        ...
+
+    def to_arrow(self, *, filter: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Read the table (rows where ``filter`` holds), as one Arrow table."""
+        ...
+
+    def register(self, ctx: SessionContext, name: str) -> None:
+        """Make the current snapshot queryable in ``ctx`` as ``name``."""
+        ...
+
+    def stats(self) -> TableStats: ...
+
+    def optimize(self, *, target_size: int) -> MaintenanceResult:
+        """Bin-pack small files into files of about ``target_size`` bytes."""
+        ...
+
+    def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
+        """Delete files no longer referenced and older than ``retention``."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint so readers do not replay the whole log."""
+        ...

@@ -1,0 +1,228 @@
+"""A table's change feed with its synced watermark: the exactly-once commit point.
+
+``Changelog`` owns the rule from DESIGN.md: before committing, read back the
+stored watermark and drop events at or below it; commit the rows and the new
+watermark together; on a conflict, re-read and retry. On durable tiers the rows
+go to the hot-path :class:`~rhei_lake.storage.tail.SegmentTail` and are flushed
+into the Delta table in bulk; on ``memory://`` they go straight to the table.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rhei_lake.catalog import SEQ
+from rhei_lake.errors import CommitConflictError
+from rhei_lake.storage.base import AppTransaction, TableStore
+from rhei_lake.storage.tail import Segment, SegmentTail
+
+if TYPE_CHECKING:
+    from datafusion import SessionContext
+
+SYNCED_APP_ID = "rhei.synced"
+CURSOR_KEY = "rhei.cursor"
+_COMMIT_ATTEMPTS = 3
+
+
+class Changelog:
+    """The change feed of one table and the watermark of what it holds."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        tail: SegmentTail | None,
+        *,
+        flush_segments: int,
+        flush_rows: int,
+    ) -> None:
+        self.store = store
+        self.tail = tail
+        self.flush_segments = flush_segments
+        self.flush_rows = flush_rows
+        self._lock = threading.RLock()
+        self._stored = 0
+        self._stored_cursor: str | None = None
+        self._segments: list[Segment] = []
+        self._tail_rows = 0
+        self.generation = 0  # bumps on every change visible to readers
+
+    # -- state -----------------------------------------------------------
+    def load(self) -> None:
+        """(Re)read the committed watermark, cursor and tail chain from storage."""
+        with self._lock:
+            self.store.refresh()
+            self._stored = self.store.app_version(SYNCED_APP_ID) or 0
+            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if self._stored else None
+            if self.tail is not None:
+                self._segments = self.tail.load_chain(self._stored)
+                self._tail_rows = sum(s.rows.num_rows for s in self._segments)
+            self.generation += 1
+
+    @property
+    def watermark(self) -> int:
+        """The highest ``_rhei_seq`` committed (0 when nothing is)."""
+        with self._lock:
+            return self._segments[-1].end if self._segments else self._stored
+
+    @property
+    def stored_watermark(self) -> int:
+        """The watermark of the part already flushed into the table itself."""
+        return self._stored
+
+    @property
+    def cursor(self) -> str | None:
+        """The polling cursor committed with the newest events (sidecar mode)."""
+        with self._lock:
+            for segment in reversed(self._segments):
+                if segment.cursor is not None:
+                    return segment.cursor
+            return self._stored_cursor
+
+    @property
+    def tail_segments(self) -> int:
+        return len(self._segments)
+
+    @property
+    def tail_rows(self) -> int:
+        return self._tail_rows
+
+    # -- commits ---------------------------------------------------------
+    def commit(self, events: pa.Table, *, watermark: int | None = None, cursor: str | None = None) -> int:
+        """Commit ``events`` (sorted by ``_rhei_seq``) and the new watermark, exactly once.
+
+        Events at or below the committed watermark are dropped first. Returns the
+        number of events committed; 0 when everything was already there.
+        """
+        if watermark is None:
+            if events.num_rows == 0:
+                return 0
+            watermark = int(events.column(SEQ)[-1].as_py())
+        for attempt in range(_COMMIT_ATTEMPTS):
+            with self._lock:
+                current = self.watermark
+                if watermark <= current:
+                    return 0
+                fresh = _after(events, current)
+                try:
+                    if self.tail is not None:
+                        segment = Segment(current, watermark, fresh, cursor)
+                        self.tail.write(segment)
+                        self._segments.append(segment)
+                        self._tail_rows += fresh.num_rows
+                    else:
+                        self.store.append(
+                            fresh,
+                            txn=AppTransaction(SYNCED_APP_ID, watermark),
+                            metadata={CURSOR_KEY: cursor} if cursor is not None else None,
+                        )
+                        self._stored = watermark
+                        if cursor is not None:
+                            self._stored_cursor = cursor
+                except CommitConflictError:
+                    if attempt == _COMMIT_ATTEMPTS - 1:
+                        raise
+                    self.load()
+                    continue
+                self.generation += 1
+                break
+        if self._should_flush():
+            self.flush()
+        return fresh.num_rows
+
+    def commit_stream(self, reader: pa.RecordBatchReader, *, watermark: int) -> None:
+        """Commit a large stream (an initial snapshot) straight into the table, in one commit.
+
+        Requires an empty tail; the stream's events must all be above the watermark.
+        """
+        with self._lock:
+            self.flush()
+            if watermark <= self.watermark:
+                return
+            self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark))
+            self._stored = watermark
+            self.generation += 1
+
+    def _should_flush(self) -> bool:
+        return bool(self._segments) and (
+            len(self._segments) >= self.flush_segments or self._tail_rows >= self.flush_rows
+        )
+
+    def flush(self) -> int:
+        """Fold the tail into the table in one commit; returns the rows moved."""
+        if self.tail is None:
+            return 0
+        with self._lock:
+            if not self._segments:
+                return 0
+            tip = self._segments[-1]
+            cursor = self.cursor
+            rows = _after(pa.concat_tables([s.rows for s in self._segments]), self._stored)
+            try:
+                self.store.append(
+                    rows,
+                    txn=AppTransaction(SYNCED_APP_ID, tip.end),
+                    metadata={CURSOR_KEY: cursor} if cursor is not None else None,
+                )
+            except CommitConflictError:
+                # Someone else (a compaction job) flushed concurrently; keep what we have
+                # and let the next load() pick up their commit.
+                self.store.refresh()
+                if (self.store.app_version(SYNCED_APP_ID) or 0) < tip.end:
+                    raise
+            self._stored = tip.end
+            self._stored_cursor = cursor
+            self._segments = []
+            self._tail_rows = 0
+            self.generation += 1
+        self.tail.discard(below=tip.end)
+        return rows.num_rows
+
+    # -- reads -----------------------------------------------------------
+    def tail_table(self, schema: pa.Schema) -> pa.Table:
+        """The committed events not yet flushed into the table."""
+        with self._lock:
+            if not self._segments:
+                return schema.empty_table()
+            return pa.concat_tables([s.rows for s in self._segments]).cast(schema)
+
+    def to_arrow(self) -> pa.Table:
+        """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""
+        with self._lock:
+            stored = self.store.to_arrow()
+            tail = self.tail_table(stored.schema)
+        table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
+        return table.sort_by(SEQ)
+
+    def register(self, ctx: SessionContext, name: str) -> None:
+        """Register the change feed in ``ctx`` as ``name`` (table ∪ tail)."""
+        with self._lock:
+            if self.tail is None:
+                self.store.register(ctx, name)
+                return
+            stored_name = f"{name}__stored"
+            self.store.register(ctx, stored_name)
+            tail = self.tail_table(self.store.schema())
+            tail_name = f"{name}__tail"
+            if ctx.table_exist(tail_name):
+                ctx.deregister_table(tail_name)
+            batches = tail.to_batches() or [pa.RecordBatch.from_pylist([], schema=tail.schema)]
+            ctx.register_record_batches(tail_name, [batches])
+        cols = ", ".join(f'"{c}"' for c in tail.schema.names)
+        view = ctx.sql(f'SELECT {cols} FROM "{stored_name}" UNION ALL SELECT {cols} FROM "{tail_name}"')
+        if ctx.table_exist(name):
+            ctx.deregister_table(name)
+        ctx.register_view(name, view)
+
+
+def _after(events: pa.Table, watermark: int) -> pa.Table:
+    """The events with ``_rhei_seq > watermark`` (no copy when all are newer)."""
+    if events.num_rows == 0:
+        return events
+    seq = events.column(SEQ)
+    if seq[0].as_py() > watermark:
+        return events
+    return events.filter(pc.greater(seq, watermark))

@@ -1,0 +1,119 @@
+"""Blobs on S3 (or MinIO) through obstore; ``put_if_absent`` is a conditional PUT (If-None-Match)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from rhei_lake.errors import CommitConflictError, raise_storage
+from rhei_lake.storage.blobs import BlobInfo
+
+# How obstore should treat a flaky store: a few quick retries, then an error the
+# sync loop backs off on, instead of object_store's default of three minutes.
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_TIMEOUT = timedelta(seconds=20)
+
+_OPTION_MAP = {
+    "AWS_ACCESS_KEY_ID": "access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+    "AWS_SESSION_TOKEN": "session_token",
+    "AWS_REGION": "region",
+    "AWS_ENDPOINT_URL": "endpoint",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "virtual_hosted_style_request",
+}
+
+
+def obstore_s3_config(options: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split rhei_lake's AWS_* options into obstore's S3 config and client options."""
+    config: dict[str, Any] = {}
+    client: dict[str, Any] = {"timeout": "30s", "connect_timeout": "5s"}
+    for key, value in options.items():
+        target = _OPTION_MAP.get(key.upper())
+        if target:
+            config[target] = value
+        elif key.upper() == "AWS_ALLOW_HTTP":
+            client["allow_http"] = str(value).lower() in ("1", "true", "yes")
+    return config, client
+
+
+class S3Blobs:
+    """A :class:`~rhei_lake.storage.blobs.BlobStore` on an S3 bucket and prefix."""
+
+    def __init__(self, bucket: str, prefix: str, options: Mapping[str, str]) -> None:
+        from obstore.store import S3Store
+
+        config, client = obstore_s3_config(options)
+        self.where = f"s3://{bucket}/{prefix}".rstrip("/")
+        try:
+            self._store = S3Store(
+                bucket,
+                prefix=prefix or None,
+                config=config,
+                client_options=client,
+                retry_config={"max_retries": DEFAULT_MAX_RETRIES, "retry_timeout": DEFAULT_RETRY_TIMEOUT},
+            )
+        except Exception as exc:  # obstore raises on unknown or malformed options
+            raise_storage(exc, where=self.where)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        import obstore
+
+        try:
+            obstore.put(self._store, key, data, mode="create")
+        except Exception as exc:
+            if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+                raise CommitConflictError(f"{self.where}/{key} already exists: another writer committed first") from exc
+            raise_storage(exc, where=f"{self.where}/{key}")
+
+    def put(self, key: str, data: bytes) -> None:
+        import obstore
+
+        try:
+            obstore.put(self._store, key, data)
+        except Exception as exc:
+            raise_storage(exc, where=f"{self.where}/{key}")
+
+    def get(self, key: str) -> bytes | None:
+        import obstore
+
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except Exception as exc:
+            if type(exc).__name__ == "NotFoundError" or isinstance(exc, FileNotFoundError):
+                return None
+            raise_storage(exc, where=f"{self.where}/{key}")
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        import obstore
+
+        try:
+            out = []
+            for chunk in obstore.list(self._store, prefix or None):
+                out.extend(BlobInfo(obj["path"], obj["size"]) for obj in chunk)
+            return sorted(out, key=lambda b: b.key)
+        except Exception as exc:
+            raise_storage(exc, where=f"{self.where}/{prefix}")
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        import obstore
+
+        try:
+            result = obstore.list_with_delimiter(self._store, prefix.rstrip("/") + "/" if prefix else None)
+        except Exception as exc:
+            raise_storage(exc, where=f"{self.where}/{prefix}")
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        return sorted(p[len(base) :].rstrip("/") for p in result["common_prefixes"])
+
+    def delete(self, keys: Iterable[str]) -> None:
+        import obstore
+
+        batch = list(keys)
+        if not batch:
+            return
+        try:
+            obstore.delete(self._store, batch)
+        except Exception as exc:
+            if type(exc).__name__ == "NotFoundError":
+                return
+            raise_storage(exc, where=self.where)

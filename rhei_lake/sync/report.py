@@ -1,0 +1,57 @@
+"""What a sync cycle did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TableSyncReport:
+    """One table's part of a sync: events committed and the watermark after it."""
+
+    table: str
+    events: int
+    watermark: int
+    snapshot_rows: int = 0
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """Returned by ``sync_now()`` once every batch is committed in the store."""
+
+    tables: dict[str, TableSyncReport] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+    pruned: int = 0
+
+    @property
+    def events(self) -> int:
+        """Change events committed by this sync (snapshots included)."""
+        return sum(t.events + t.snapshot_rows for t in self.tables.values())
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{t.table}: {t.events + t.snapshot_rows}" for t in self.tables.values() if t.events or t.snapshot_rows)
+        return f"synced {self.events} events in {self.duration_seconds * 1000:.1f} ms" + (f" ({parts})" if parts else "")
+
+
+class ReportBuilder:
+    """Accumulates per-table counts during one sync."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, int] = {}
+        self._snapshots: dict[str, int] = {}
+        self._watermarks: dict[str, int] = {}
+
+    def add(self, table: str, events: int, watermark: int) -> None:
+        self._events[table] = self._events.get(table, 0) + events
+        self._watermarks[table] = watermark
+
+    def add_snapshot(self, table: str, rows: int, watermark: int) -> None:
+        self._snapshots[table] = self._snapshots.get(table, 0) + rows
+        self._watermarks[table] = watermark
+
+    def build(self, duration: float, pruned: int = 0) -> SyncReport:
+        tables = {
+            t: TableSyncReport(t, self._events.get(t, 0), wm, self._snapshots.get(t, 0))
+            for t, wm in self._watermarks.items()
+        }
+        return SyncReport(tables, duration, pruned)

@@ -1,0 +1,57 @@
+"""Creating and opening a table's changelog in the lake, with its spec as metadata."""
+
+from __future__ import annotations
+
+from rhei_lake.catalog import TableSpec
+from rhei_lake.config import LakeConfig
+from rhei_lake.errors import CommitConflictError, SchemaError, WatermarkError
+from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.lake_storage import LakeStorage
+
+SPEC_PROPERTY = "rhei.table"
+
+
+def read_spec(storage: LakeStorage, table: str) -> TableSpec:
+    """The spec recorded in ``table``'s changelog metadata."""
+    props = storage.table_store(table, "changes").properties()
+    if SPEC_PROPERTY not in props:
+        raise SchemaError(f"{table!r} in {storage.location.url} is a Delta table rhei_lake did not write")
+    return TableSpec.from_json(props[SPEC_PROPERTY])
+
+
+def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> tuple[Changelog, bool]:
+    """The loaded changelog of ``spec``, created if missing; also whether it was just created.
+
+    An existing changelog must come from the same source and have the same
+    columns and key, or this raises rather than mixing two tables' events.
+    """
+    store = storage.table_store(spec.name, "changes")
+    created = False
+    if not store.exists():
+        try:
+            store.create(spec.changes_schema, properties={SPEC_PROPERTY: spec.to_json()})
+            created = True
+        except CommitConflictError:
+            pass  # created concurrently by another process: check it below
+    if not created:
+        check_compatible(read_spec(storage, spec.name), spec, storage.location.url)
+    changelog = storage.changelog(
+        spec.name, flush_segments=config.tail_flush_segments, flush_rows=config.tail_flush_rows
+    )
+    changelog.load()
+    return changelog, created
+
+
+def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
+    if stored.source_id and wanted.source_id and stored.source_id != wanted.source_id:
+        raise WatermarkError(
+            f"table {wanted.name!r} in {url} was mirrored from a different database "
+            f"(source id {stored.source_id}, this one is {wanted.source_id}); "
+            "use a new storage location for this database"
+        )
+    if stored.primary_key != wanted.primary_key or stored.columns != wanted.columns:
+        raise SchemaError(
+            f"table {wanted.name!r} in {url} has columns {stored.column_names} and key {list(stored.primary_key)}, "
+            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; "
+            "evolve it with add_column/drop_column or use a new storage location"
+        )

@@ -1,0 +1,211 @@
+"""Exactly-once sync from the SQLite CDC log into each table's changelog.
+
+One cycle: read a bounded batch of log rows after the current position, convert
+them to Arrow per table, commit each table's events with its watermark (the
+changelog drops what is already there), advance. Committed events are deleted
+from the log at most every ``prune_interval`` seconds, and only after the
+commit returned: a crash before the commit re-reads the events (no loss), a
+crash after it re-reads events the watermark filters (no duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from rhei_lake.capture.trigger_source import SnapshotRun, TriggerSource
+from rhei_lake.catalog import TableSpec
+from rhei_lake.config import LakeConfig
+from rhei_lake.errors import WatermarkError
+from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.report import ReportBuilder, SyncReport
+from rhei_lake.sync.tables import open_changelog
+
+log = logging.getLogger("rhei_lake.sync")
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``progress(table, rows_done, rows_total)`` during long work."""
+
+
+class TriggerSync:
+    """Moves events from a :class:`TriggerSource` into the lake's changelogs."""
+
+    def __init__(self, source: TriggerSource, storage: LakeStorage, config: LakeConfig) -> None:
+        self.source = source
+        self.storage = storage
+        self.config = config
+        self.changelogs: dict[str, Changelog] = {}
+        self._position: int | None = None
+        self._last_prune = 0.0
+        self._lock = threading.RLock()
+
+    @property
+    def specs(self) -> dict[str, TableSpec]:
+        return {name: reg.spec for name, reg in self.source.registrations().items() if name in self.changelogs}
+
+    # -- attaching and registering ---------------------------------------
+    def attach(self, progress: ProgressCallback | None = None) -> None:
+        """Open the changelog of every registered table, finishing interrupted snapshots."""
+        with self._lock:
+            for name in self.source.registrations():
+                if name not in self.changelogs:
+                    self._attach(name, progress)
+
+    def _attach(self, table: str, progress: ProgressCallback | None) -> None:
+        reg = self.source.registrations()[table]
+        changelog, created = open_changelog(self.storage, reg.spec, self.config)
+        self.changelogs[table] = changelog
+        watermark = changelog.watermark
+        newest = self.source.max_seq()
+        if watermark > newest:
+            raise WatermarkError(
+                f"table {table!r}: the lake holds events up to {watermark} but this database's CDC log "
+                f"only reaches {newest}; the lake belongs to another copy of the database"
+            )
+        if reg.ready:
+            if created:
+                if self.storage.durable:
+                    log.warning("table %r has no changelog in %s: taking a fresh snapshot", table, self.storage.location.url)
+                self._snapshot(self.source.restart_snapshot(table), progress)
+            elif watermark < reg.synced_seq:
+                raise WatermarkError(
+                    f"table {table!r}: the lake's changelog ends at event {watermark}, but this database already "
+                    f"pruned events up to {reg.synced_seq} after committing them; the lake was restored from an "
+                    "older copy or is a different lake"
+                )
+        elif watermark >= reg.snapshot_to:
+            self.source.mark_ready(table, watermark)  # the snapshot landed; the registry missed it
+        elif watermark == 0:
+            self._snapshot(self.source.restart_snapshot(table), progress)
+        else:
+            raise WatermarkError(
+                f"table {table!r}: registration is incomplete but the lake already holds events up to {watermark}"
+            )
+
+    def register(
+        self, name: str, *, types: Mapping[str, str] | None = None, progress: ProgressCallback | None = None
+    ) -> TableSpec:
+        """Capture ``name`` from now on and commit its existing rows once."""
+        with self._lock:
+            run = self.source.register(name, types=types)
+            if run is None:
+                canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
+                if canonical not in self.changelogs:
+                    self._attach(canonical, progress)
+                return self.source.registrations()[canonical].spec
+            try:
+                changelog, _ = open_changelog(self.storage, run.spec, self.config)
+            except BaseException:
+                run.close()
+                raise
+            self.changelogs[run.spec.name] = changelog
+            self._snapshot(run, progress)
+            return run.spec
+
+    def _snapshot(self, run: SnapshotRun, progress: ProgressCallback | None) -> int:
+        table = run.spec.name
+        changelog = self.changelogs[table]
+        total = run.expected_rows
+        batch_rows = self.config.batch_size
+        reader = run.reader(batch_rows)
+        if progress is not None:
+            reader = _reporting(reader, lambda done: progress(table, done, total))
+        try:
+            changelog.commit_stream(reader, watermark=run.watermark)
+        except BaseException as exc:
+            if run.error is not None and run.error is not exc:
+                raise run.error from exc
+            raise
+        finally:
+            run.close()
+        self.source.mark_ready(table, run.watermark)
+        log.info("table %r: snapshot of %d rows committed", table, run.rows_read)
+        return run.rows_read
+
+    # -- the cycle -------------------------------------------------------
+    def sync_now(self) -> SyncReport:
+        """Commit every captured event to the lake; returns once all are committed."""
+        started = time.perf_counter()
+        report = ReportBuilder()
+        with self._lock:
+            position = self._start_position()
+            limit = self.config.batch_size
+            while True:
+                batch = self.source.read(position, limit)
+                if batch.unknown:
+                    self._adopt(batch.unknown)
+                    continue
+                for table, events in batch.tables.items():
+                    changelog = self.changelogs[table]
+                    report.add(table, changelog.commit(events), changelog.watermark)
+                position = batch.through
+                self._position = position
+                if batch.error is not None:
+                    raise batch.error
+                if batch.rows < limit:
+                    break
+            pruned = self._maybe_prune(position)
+        return report.build(time.perf_counter() - started, pruned)
+
+    def _start_position(self) -> int:
+        if self._position is None:
+            marks = [c.watermark for c in self.changelogs.values()]
+            self._position = min(marks) if marks else self.source.max_seq()
+        return self._position
+
+    def _adopt(self, tables: set[str]) -> None:
+        """Events of tables another connection registered: load and attach them before going on."""
+        self.source.reload_registry()
+        known = self.source.registrations()
+        for table in tables:
+            if table not in known:
+                raise WatermarkError(
+                    f"the CDC log holds events of {table!r}, which is not registered; "
+                    "was the registry edited by hand?"
+                )
+            self._attach(table, None)
+
+    def _maybe_prune(self, position: int) -> int:
+        now = time.monotonic()
+        if now - self._last_prune < self.config.prune_interval:
+            return 0
+        self._last_prune = now
+        return self.prune(position)
+
+    def prune(self, through: int | None = None) -> int:
+        """Delete committed events from the CDC log now; returns how many."""
+        with self._lock:
+            if through is None:
+                through = self._start_position()
+            synced = {name: cl.watermark for name, cl in self.changelogs.items()}
+            return self.source.prune(through, synced)
+
+    def flush(self) -> int:
+        """Fold every table's hot-path tail into its Delta changelog."""
+        with self._lock:
+            return sum(cl.flush() for cl in self.changelogs.values())
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                if self._position is not None:
+                    self.prune(self._position)
+            finally:
+                self.source.close()
+
+
+def _reporting(reader, tick: Callable[[int], None]):
+    import pyarrow as pa
+
+    def batches():
+        done = 0
+        tick(0)
+        for batch in reader:
+            done += batch.num_rows
+            yield batch
+            tick(done)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
