@@ -231,14 +231,20 @@ class DeltaTableStore:
             if ctx.table_exist(name):
                 ctx.deregister_table(name)
             try:
-                ctx.register_table(name, dt)
-            except Exception:
-                # delta-rs issue 4623: some datafusion/deltalake pairs cannot scan S3
-                # through the table provider; the pyarrow dataset path always works.
-                try:
-                    ctx.register_dataset(name, dt.to_pyarrow_dataset())
-                except Exception as exc:
-                    raise_storage(exc, where=self.uri)
+                if self.remote:
+                    # delta-rs issue 4623: DataFusion cannot scan S3 through the Delta
+                    # table provider (no object store registered); the pyarrow dataset can.
+                    # A dataset of zero files plans as UnknownPartitioning(0), which
+                    # DataFusion's sanity check rejects under a sort: use an empty batch.
+                    if dt.file_uris():
+                        ctx.register_dataset(name, dt.to_pyarrow_dataset())
+                    else:
+                        schema = pa.schema(dt.schema().to_arrow())
+                        ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
+                else:
+                    ctx.register_table(name, dt)
+            except Exception as exc:
+                raise_storage(exc, where=self.uri)
 
     # -- maintenance -----------------------------------------------------
     def stats(self) -> TableStats:

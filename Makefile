@@ -1,0 +1,31 @@
+# Two commands that work on a fresh machine with only Python 3.11+:
+#   make demo   set up, then mirror a generated SQLite database into ./demo-lake and query it
+#   make test   set up, then run the test suite (moto S3 and PostgreSQL are started by the tests)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-quick bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/python -m rhei_lake.demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: setup
+	$(BIN)/python -m pytest -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
+
+clean:
+	rm -rf demo.db demo.db-wal demo.db-shm demo-lake .pytest_cache

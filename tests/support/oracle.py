@@ -1,0 +1,38 @@
+"""SQLite as the oracle: compare what the lake answers with what the database holds."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import rhei_lake
+from rhei_lake.capture.sqlite_schema import quote_ident
+
+
+def _sort_key(row: tuple) -> tuple:
+    return tuple((v is None, type(v).__name__, v) for v in row)
+
+
+def sqlite_state(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """Every row of ``table`` as SQLite holds it, sorted."""
+    rows = conn.execute(f"SELECT * FROM {quote_ident(table)}").fetchall()
+    return sorted(rows, key=_sort_key)
+
+
+def lake_state(lake: rhei_lake.Lake, table: str, **query_options: Any) -> list[tuple[Any, ...]]:
+    """Every row of the lake's ``table`` view, sorted."""
+    result = lake.query(f"SELECT * FROM {quote_ident(table)}", **query_options)
+    return sorted((tuple(r.values()) for r in result.to_pylist()), key=_sort_key)
+
+
+def assert_same_state(lake: rhei_lake.Lake, conn: sqlite3.Connection, table: str) -> None:
+    """The lake's current ``table`` equals the SQLite table exactly (floats bit for bit)."""
+    expected = sqlite_state(conn, table)
+    actual = lake_state(lake, table)
+    if expected != actual:
+        missing = [r for r in expected if r not in actual][:5]
+        extra = [r for r in actual if r not in expected][:5]
+        raise AssertionError(
+            f"{table}: lake has {len(actual)} rows, SQLite {len(expected)}; "
+            f"missing from lake {missing}, unexpected in lake {extra}"
+        )
