@@ -107,9 +107,9 @@ def to_arrow(values: list[Any], dtype: pa.DataType) -> pa.Array:
             return _int_to_float(array, values)
         return array
     if pa.types.is_string(dtype):
-        return _strict(values, dtype, (pa.string(),))
+        return _strict(_only(values, str, "expected TEXT"), dtype, (pa.string(),))
     if pa.types.is_binary(dtype):
-        return _strict(values, dtype, (pa.binary(),))
+        return _strict(_only(values, bytes, "expected a BLOB"), dtype, (pa.binary(),))
     if pa.types.is_boolean(dtype):
         return _to_bool(values)
     if pa.types.is_timestamp(dtype):
@@ -119,6 +119,14 @@ def to_arrow(values: list[Any], dtype: pa.DataType) -> pa.Array:
     if pa.types.is_decimal(dtype):
         return _to_decimal(values, dtype)
     raise SchemaError(f"no converter for Arrow type {dtype}")
+
+
+def _only(values: list[Any], kind: type, reason: str) -> list[Any]:
+    """pyarrow silently turns str into binary and UTF-8 bytes into string: refuse both."""
+    for i, v in enumerate(values):
+        if v is not None and type(v) is not kind:
+            raise ValueMismatch(i, v, reason)
+    return values
 
 
 def _first_bad(values: list[Any], ok: tuple[type, ...], reason: str) -> ValueMismatch:

@@ -6,11 +6,12 @@ the URL scheme. The contract, checked by the same test suite on every tier:
 * A missing table: ``exists()`` is ``False``; every other call raises
   :class:`~rhei_lake.errors.TableNotFoundError`.
 * A commit is atomic: all of its rows, and its app transaction, or nothing.
-* A commit carrying ``txn=AppTransaction(app_id, v)`` is refused with
+* A commit carrying ``txn=AppTransaction(app_id, v, expected)`` is refused with
   :class:`~rhei_lake.errors.CommitConflictError` when the table already records
-  ``app_id`` at ``v`` or higher (delta-rs itself would accept it), or when another
-  writer committed the same ``app_id`` concurrently. The caller refreshes,
-  drops what is already committed, and retries.
+  ``app_id`` at ``v`` or higher (delta-rs itself would accept it), when it
+  records anything but ``expected``, or when another writer committed the same
+  ``app_id`` concurrently. The caller refreshes, drops what is already
+  committed, and retries.
 * Transient faults raise :class:`~rhei_lake.errors.StorageUnavailableError`;
   nothing is half-written.
 * Durability once a call returns: ``memory://`` until the process exits; a local
@@ -32,10 +33,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AppTransaction:
-    """A watermark committed atomically with data (Delta's ``txn`` action)."""
+    """A watermark committed atomically with data (Delta's ``txn`` action).
+
+    ``expected`` is the watermark the writer based its commit on (``0`` for
+    none yet): the commit is refused if the table has moved past it since, so a
+    writer with a stale view can never commit events twice.
+    """
 
     app_id: str
     version: int
+    expected: int | None = None
 
 
 @dataclass(frozen=True)

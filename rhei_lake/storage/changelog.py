@@ -116,7 +116,7 @@ class Changelog:
                     else:
                         self.store.append(
                             fresh,
-                            txn=AppTransaction(SYNCED_APP_ID, watermark),
+                            txn=AppTransaction(SYNCED_APP_ID, watermark, expected=current),
                             metadata={CURSOR_KEY: cursor} if cursor is not None else None,
                         )
                         self._stored = watermark
@@ -142,7 +142,7 @@ class Changelog:
             self.flush()
             if watermark <= self.watermark:
                 return
-            self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark))
+            self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
             self._stored = watermark
             self.generation += 1
 
@@ -164,7 +164,7 @@ class Changelog:
             try:
                 self.store.append(
                     rows,
-                    txn=AppTransaction(SYNCED_APP_ID, tip.end),
+                    txn=AppTransaction(SYNCED_APP_ID, tip.end, expected=self._stored),
                     metadata={CURSOR_KEY: cursor} if cursor is not None else None,
                 )
             except CommitConflictError:

@@ -140,10 +140,17 @@ class DeltaTableStore:
     def _check_txn(self, dt: DeltaTable, txn: AppTransaction | None) -> None:
         if txn is None:
             return
+        # Checked against this object's snapshot; commits made since that snapshot
+        # are caught by delta-rs, which refuses a commit whose app id a winning
+        # concurrent commit also wrote.
         current = dt.transaction_version(txn.app_id)
         if current is not None and current >= txn.version:
             raise CommitConflictError(
                 f"{self.uri}: {txn.app_id} is already at {current}, refusing to commit {txn.version}"
+            )
+        if txn.expected is not None and (current or 0) != txn.expected:
+            raise CommitConflictError(
+                f"{self.uri}: {txn.app_id} is at {current} but this writer expected {txn.expected}"
             )
 
     @staticmethod

@@ -78,7 +78,11 @@ class MemoryTableStore:
                 if f.name in schema.names:
                     raise StorageError(f"{self.uri}: column {f.name!r} already exists")
             new_schema = pa.schema(list(schema) + [f.with_nullable(True) for f in fields])
-            self._replace(self._conform(self._all_batches(), new_schema), new_schema)
+            widened = []
+            for batch in self._all_batches():
+                arrays = list(batch.columns) + [pa.nulls(batch.num_rows, f.type) for f in fields]
+                widened.append(pa.RecordBatch.from_arrays(arrays, schema=new_schema))
+            self._replace(widened, new_schema)
             self._version += 1
 
     def version(self) -> int:
@@ -104,6 +108,10 @@ class MemoryTableStore:
         if current is not None and current >= txn.version:
             raise CommitConflictError(
                 f"{self.uri}: {txn.app_id} is already at {current}, refusing to commit {txn.version}"
+            )
+        if txn.expected is not None and (current or 0) != txn.expected:
+            raise CommitConflictError(
+                f"{self.uri}: {txn.app_id} moved to {current} since this writer read {txn.expected}"
             )
 
     def _finish_commit(self, txn: AppTransaction | None, metadata: Mapping[str, str] | None) -> None:
@@ -153,11 +161,6 @@ class MemoryTableStore:
         self._sealed = [b for b in batches if b.num_rows]
         self._open = []
         self._open_rows = 0
-
-    def _conform(self, batches: list[pa.RecordBatch], schema: pa.Schema) -> list[pa.RecordBatch]:
-        if not batches:
-            return []
-        return _cast(pa.Table.from_batches(batches), schema, self.uri).to_batches()
 
     def merge(
         self,

@@ -1,0 +1,137 @@
+"""What the triggers capture, read back through a lake on memory://."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+import rhei_lake
+from rhei_lake.errors import SchemaError, TypeMismatchError
+from tests.support.oracle import assert_same_state
+
+
+@pytest.fixture
+def lake(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        yield lake
+
+
+def feed(lake, table="t"):
+    rows = lake.query(f'SELECT * FROM "{table}_changes" ORDER BY _rhei_seq').to_pylist()
+    for row in rows:
+        row.pop("_rhei_ts")
+        row.pop("_rhei_seq")
+    return rows
+
+
+def test_insert_update_delete_and_key_change(lake):
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    lake.register_table("t")
+    lake.execute("INSERT INTO t VALUES (1, 'a')")
+    lake.execute("UPDATE t SET v = 'b' WHERE id = 1")
+    lake.execute("UPDATE t SET v = 'b' WHERE id = 1")  # changes nothing: no event
+    lake.execute("UPDATE t SET id = 2 WHERE id = 1")
+    lake.execute("DELETE FROM t WHERE id = 2")
+    lake.sync_now()
+    assert feed(lake) == [
+        {"id": 1, "v": "a", "_rhei_op": "I"},
+        {"id": 1, "v": "b", "_rhei_op": "U"},
+        {"id": 1, "v": "b", "_rhei_op": "D"},
+        {"id": 2, "v": "b", "_rhei_op": "I"},
+        {"id": 2, "v": "b", "_rhei_op": "D"},
+    ]
+    assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 0}]
+
+
+def test_composite_key_and_replace(lake):
+    lake.execute("CREATE TABLE p (a TEXT NOT NULL, b INTEGER NOT NULL, v REAL, u TEXT UNIQUE, PRIMARY KEY (a, b))")
+    lake.register_table("p")
+    lake.execute("INSERT INTO p VALUES ('x', 1, 1.5, 'u1')")
+    lake.execute("INSERT INTO p VALUES ('x', 2, 2.5, 'u2')")
+    lake.execute("UPDATE p SET b = 3 WHERE a = 'x' AND b = 1")
+    # REPLACE removes the row holding u2 through the UNIQUE constraint: a delete the lake must see.
+    lake.execute("INSERT OR REPLACE INTO p VALUES ('y', 9, 9.5, 'u2')")
+    lake.sync_now()
+    assert_same_state(lake, lake._oltp, "p")
+
+
+def test_hostile_identifiers(lake):
+    name = 'we"ird ta\'ble'
+    lake.execute(f'CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT, "a-b" REAL)')
+    lake.register_table(name)
+    lake.execute(f'INSERT INTO "we""ird ta\'ble" VALUES (1, \'x\', 0.5)')
+    lake.sync_now()
+    assert_same_state(lake, lake._oltp, name)
+
+
+def test_table_without_primary_key_is_refused(lake):
+    lake.execute("CREATE TABLE nokey (a INTEGER, b TEXT)")
+    with pytest.raises(SchemaError, match="no PRIMARY KEY"):
+        lake.register_table("nokey")
+    with pytest.raises(SchemaError, match="does not exist"):
+        lake.register_table("missing")
+    lake.execute("CREATE VIEW v AS SELECT 1 AS x")
+    with pytest.raises(SchemaError, match="view"):
+        lake.register_table("v")
+
+
+def test_untyped_column_needs_a_type_override(lake):
+    lake.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v)")
+    with pytest.raises(SchemaError, match="declares no type"):
+        lake.register_table("kv")
+    spec = lake.register_table("kv", types={"v": "TEXT"})
+    assert str(spec.column("v").arrow_type) == "string"
+
+
+def test_type_mismatch_stops_before_the_bad_event_and_loses_nothing(lake):
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER)")
+    lake.register_table("t")
+    lake.execute("INSERT INTO t VALUES (1, 10)")
+    lake.execute("INSERT INTO t VALUES (2, 'lots')")
+    lake.execute("INSERT INTO t VALUES (3, 30)")
+    with pytest.raises(TypeMismatchError) as info:
+        lake.sync_now()
+    err = info.value
+    assert (err.table, err.column, err.primary_key) == ("t", "qty", {"id": 2})
+    assert "'lots'" in str(err) and "INTEGER" in str(err)
+    assert [r["id"] for r in feed(lake)] == [1]  # everything before the bad event, nothing after
+    with pytest.raises(TypeMismatchError):
+        lake.sync_now()  # still stopped: nothing is skipped
+
+
+def test_snapshot_is_exact_under_concurrent_writes(tmp_path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, i) for i in range(20_000)))
+    conn.execute("COMMIT")
+    stop = threading.Event()
+
+    def writer():
+        w = sqlite3.connect(db, isolation_level=None, timeout=30)
+        i = 20_000
+        while not stop.is_set():
+            w.execute("INSERT INTO t VALUES (?, ?)", (i, i))
+            w.execute("UPDATE t SET v = v + 1 WHERE id = ?", (i % 20_000,))
+            w.execute("DELETE FROM t WHERE id = ?", ((i * 7) % 20_000,))
+            i += 1
+        w.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with rhei_lake.open(oltp_path=str(db), storage="memory://", batch_size=1000) as lake:
+            lake.register_table("t")
+            stop.set()
+            thread.join()
+            lake.sync_now()
+            assert_same_state(lake, conn, "t")
+            seqs = lake.query("SELECT _rhei_seq FROM t_changes").column(0).to_pylist()
+            assert len(seqs) == len(set(seqs))
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,134 @@
+"""The TableStore contract, the same on every tier."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+from datafusion import SessionContext
+
+from rhei_lake.errors import CommitConflictError, TableNotFoundError
+from rhei_lake.storage.base import AppTransaction, Merge
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string()), ("x", pa.float64())])
+
+
+def rows(*items):
+    return pa.Table.from_pylist([{"id": i, "v": v, "x": x} for i, v, x in items], schema=SCHEMA)
+
+
+def test_missing_table(lake_storage):
+    store = lake_storage.table_store("nope", "changes")
+    assert not store.exists()
+    for call in (store.schema, store.properties, store.version, lambda: store.app_version("a"), store.to_arrow):
+        with pytest.raises(TableNotFoundError):
+            call()
+
+
+def test_create_is_exclusive_and_keeps_properties(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={"rhei.table": '{"a": 1}'})
+    assert store.exists()
+    assert store.properties()["rhei.table"] == '{"a": 1}'
+    assert store.schema().names == SCHEMA.names
+    with pytest.raises(CommitConflictError):
+        store.create(SCHEMA, properties={})
+    store.set_properties({"rhei.other": "x"})
+    assert store.properties()["rhei.other"] == "x"
+
+
+def test_append_with_watermark_refuses_going_back(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    assert store.app_version("w") is None
+    store.append(rows((1, "a", 0.1)), txn=AppTransaction("w", 5), metadata={"rhei.cursor": "c5"})
+    assert store.app_version("w") == 5
+    assert store.last_commit_metadata("rhei.cursor") == "c5"
+    for version in (5, 4):
+        with pytest.raises(CommitConflictError):
+            store.append(rows((2, "b", 0.2)), txn=AppTransaction("w", version))
+    assert store.to_arrow().num_rows == 1
+    store.append(rows((2, "b", 0.2)), txn=AppTransaction("w", 6))
+    assert sorted(store.to_arrow().column("id").to_pylist()) == [1, 2]
+
+
+def test_concurrent_writer_with_same_app_id_conflicts(lake_storage, second_lake_storage):
+    first = lake_storage.table_store("t", "changes")
+    first.create(SCHEMA, properties={})
+    second = second_lake_storage.table_store("t", "changes")
+    second.version()  # both have now loaded the same snapshot
+    first.append(rows((1, "a", 1.0)), txn=AppTransaction("w", 1))
+    with pytest.raises(CommitConflictError):
+        second.append(rows((1, "a", 1.0)), txn=AppTransaction("w", 1))
+    second.refresh()
+    assert second.app_version("w") == 1
+    assert second.to_arrow().num_rows == 1
+
+
+def test_merge_update_delete_insert(lake_storage):
+    store = lake_storage.table_store("t", "history")
+    store.create(SCHEMA, properties={})
+    store.append(rows((1, "a", 1.0), (2, "b", 2.0), (3, "c", 3.0)))
+    source = pa.table({"id": [2, 3, 4], "v": ["B", "del", "D"], "x": [20.0, 0.0, 40.0]}).cast(SCHEMA)
+    result = store.merge(
+        source,
+        Merge(
+            on="t.id = s.id",
+            delete_when="s.v = 'del'",
+            update={"v": "s.v", "x": "s.x"},
+            insert={"id": "s.id", "v": "s.v", "x": "s.x"},
+        ),
+        txn=AppTransaction("f", 1),
+    )
+    assert (result.inserted, result.updated, result.deleted) == (1, 1, 1)
+    got = sorted(store.to_arrow().to_pylist(), key=lambda r: r["id"])
+    assert got == [{"id": 1, "v": "a", "x": 1.0}, {"id": 2, "v": "B", "x": 20.0}, {"id": 4, "v": "D", "x": 40.0}]
+    assert store.app_version("f") == 1
+
+
+def test_delete_and_filtered_read(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    store.append(rows((1, "a", 1.0), (2, None, 2.0), (3, "c", None)))
+    assert store.to_arrow(filter="x > 1.5").column("id").to_pylist() == [2]
+    assert store.delete("id <= 2") == 2
+    assert store.to_arrow().column("id").to_pylist() == [3]
+
+
+def test_register_makes_rows_queryable(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    ctx = SessionContext()
+    store.register(ctx, "t")
+    assert ctx.sql("SELECT count(*) AS n FROM t ORDER BY n").to_pylist() == [{"n": 0}]
+    store.append(rows((1, "a", 1.0), (2, "b", 2.0)))
+    store.register(ctx, "t")
+    assert ctx.sql("SELECT sum(x) AS s FROM t").to_pylist() == [{"s": 3.0}]
+
+
+def test_add_columns_reads_old_rows_as_null(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    store.append(rows((1, "a", 1.0)))
+    store.add_columns([pa.field("extra", pa.string())])
+    assert store.schema().names == [*SCHEMA.names, "extra"]
+    new = pa.table({"id": [2], "v": ["b"], "x": [2.0], "extra": ["e"]}).cast(store.schema())
+    store.append(new)
+    got = sorted(store.to_arrow().to_pylist(), key=lambda r: r["id"])
+    assert [r["extra"] for r in got] == [None, "e"]
+
+
+def test_maintenance_keeps_rows(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    for i in range(6):
+        store.append(rows((i, str(i), float(i))))
+    before = store.stats()
+    assert before.rows == 6
+    store.optimize(target_size=1 << 20)
+    store.checkpoint()
+    store.vacuum(retention=timedelta(0), dry_run=True)
+    after = store.stats()
+    assert after.rows == 6 and after.files <= before.files
+    assert sorted(store.to_arrow().column("id").to_pylist()) == list(range(6))
