@@ -15,6 +15,8 @@ from rhei_lake.errors import (
     CommitConflictError,
     ConfigError,
     CorruptStorageError,
+    LeaseHeldError,
+    LeaseLostError,
     QueryError,
     ReadOnlySourceError,
     RheiError,
@@ -55,6 +57,8 @@ __all__ = [
     "TableNotFoundError",
     "WatermarkError",
     "CorruptStorageError",
+    "LeaseHeldError",
+    "LeaseLostError",
     "QueryError",
     "WriteRefusedError",
 ]

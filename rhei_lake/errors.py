@@ -44,6 +44,8 @@ __all__ = [
     "TableNotFoundError",
     "WatermarkError",
     "CorruptStorageError",
+    "LeaseHeldError",
+    "LeaseLostError",
     "QueryError",
     "WriteRefusedError",
 ]
@@ -126,6 +128,14 @@ class WatermarkError(StorageError):
 
 class CorruptStorageError(StorageError):
     """Files under the lake prefix are not what rhei_lake wrote."""
+
+
+class LeaseHeldError(StorageError):
+    """Another process holds the lake's writer lease (only one may sync into a lake)."""
+
+
+class LeaseLostError(StorageError):
+    """This process's writer lease was taken over (it expired while the process stalled)."""
 
 
 class QueryError(RheiError):
