@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,6 +15,9 @@ DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
+DEFAULT_VACUUM_RETENTION = timedelta(days=7)
+DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
+DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
 
@@ -68,6 +72,33 @@ class LakeConfig(BaseModel):
         ge=0,
         description="Seconds between deletions of committed events from the SQLite CDC log (0: every sync).",
     )
+
+    vacuum_retention: timedelta = Field(
+        DEFAULT_VACUUM_RETENTION,
+        description=(
+            "How long compaction keeps Delta files no longer referenced (readers of older snapshots and "
+            "time travel by version need them): 7d, 12h, 30m, seconds, or 0 to delete them at once."
+        ),
+    )
+    changelog_retention: timedelta | None = Field(
+        DEFAULT_CHANGELOG_RETENTION,
+        description=(
+            "How long folded change events stay in <table>/changes (the t_changes feed); "
+            "'forever' (or None) keeps them."
+        ),
+    )
+    target_file_size: int = Field(
+        DEFAULT_TARGET_FILE_SIZE, ge=1024, description="Bytes per data file that compaction bin-packs towards."
+    )
+
+    @field_validator("vacuum_retention", "changelog_retention", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        from rhei_lake.timeutil import parse_duration
+
+        if value is None or (isinstance(value, str) and value.strip().lower() == "forever"):
+            return None  # only changelog_retention accepts it; pydantic refuses None elsewhere
+        return parse_duration(value, what=None)
 
     @field_validator("storage")
     @classmethod

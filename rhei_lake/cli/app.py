@@ -15,6 +15,7 @@ import typer
 
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
+from rhei_lake.cli.compact import compact_command
 
 app = typer.Typer(
     name="rh",
@@ -103,6 +104,9 @@ def info_command(
             spec = lake.table_spec(name)
             table.add_row(f"table {name}", f"key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns")
         common.console.print(table)
+
+
+app.command("compact")(compact_command)
 
 
 def main() -> None:

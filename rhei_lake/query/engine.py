@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.storage.base import TableStore
@@ -26,16 +27,39 @@ from rhei_lake.storage.changelog import Changelog
 
 @dataclass
 class QueryTable:
-    """What the query layer needs of one mirrored table."""
+    """What the query layer needs of one mirrored table.
+
+    Temporal tables pass their ``history`` store, mirrored ones (``mirror=True``)
+    their ``current`` store, once it exists; ``folded`` is the highest
+    ``_rhei_seq`` folded into it.
+    """
 
     spec: TableSpec
     changelog: Changelog
     history: TableStore | None = None
     folded: int = 0
+    current: TableStore | None = None
+    mirror: bool = False
 
-    def generation(self) -> tuple[int, int, int]:
-        hist_version = self.history.version() if self.history is not None else -1
-        return (self.changelog.generation, hist_version, self.folded)
+    @classmethod
+    def of(cls, spec: TableSpec, changelog: Changelog, derived: DerivedTable) -> QueryTable:
+        """The query view of a table whose history or current rows live in ``derived``."""
+        store = derived.store if derived.exists() else None
+        mirror = derived.mode == "mirror"
+        return cls(
+            spec,
+            changelog,
+            history=None if mirror else store,
+            folded=derived.folded,
+            current=store if mirror else None,
+            mirror=mirror,
+        )
+
+    def generation(self) -> tuple[int, ...]:
+        derived = self.current if self.mirror else self.history
+        derived_version = derived.version() if derived is not None else -1
+        # The changes table's own version moves when compaction rewrites it (expiry, bin-packing).
+        return (self.changelog.generation, self.changelog.store.version(), derived_version, self.folded)
 
 
 TableProvider = Callable[[], dict[str, QueryTable]]
@@ -59,7 +83,7 @@ class QueryEngine:
         self._tables = tables
         self._lock = threading.RLock()
         self._ctx = None
-        self._generations: dict[str, tuple[int, int, int]] = {}
+        self._generations: dict[str, tuple[int, ...]] = {}
 
     def _context(self):
         from datafusion import SessionContext
@@ -87,6 +111,7 @@ class QueryEngine:
 
     def dataframe(self, sql: str, *, as_of: int | None = None):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet)."""
+        mirrored: list[str] = []
         if as_of is None:
             ctx = self._context()
         else:
@@ -95,10 +120,19 @@ class QueryEngine:
             ctx = SessionContext()
             for table in self._tables().values():
                 _register_table(ctx, table, as_of=as_of)
+                if table.mirror:
+                    mirrored.append(table.spec.name)
         try:
             return ctx.sql_with_options(sql, _sql_options())
         except Exception as exc:
-            raise translate_query_error(exc, sql=sql) from exc
+            error = translate_query_error(exc, sql=sql)
+            for name in mirrored:
+                if any(f"table '{alias}' not found" in str(error).lower() for alias in _names(name)):
+                    error = QueryError(
+                        f"table {name!r} is kept with sync_mode='mirror' (current rows only, no history): "
+                        f"as_of can only read {name}_changes"
+                    )
+            raise error from exc
 
     def query(self, sql: str, *, as_of: int | None = None) -> pa.Table:
         """Run ``sql`` and return all rows."""
@@ -124,6 +158,9 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     base = f"__rhei_{spec.name}"
     changes_src = f"{base}__changes"
     table.changelog.register(ctx, changes_src)
+    if table.mirror:
+        _register_mirror(ctx, table, changes_src, as_of=as_of)
+        return
     history_src = None
     if table.history is not None:
         history_src = f"{base}__history"
@@ -138,6 +175,21 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
         _put_view(ctx, f"{alias}_changes", changes_view)
         _put_view(ctx, f"{alias}_history", history_view)
         _put_view(ctx, alias, current_view)
+
+
+def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | None) -> None:
+    spec = table.spec
+    current_src = None
+    if table.current is not None:
+        current_src = f"__rhei_{spec.name}__current"
+        table.current.register(ctx, current_src)
+    sources = views.ViewSources(changes=changes_src, folded=table.folded, current=current_src)
+    changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
+    current_view = ctx.sql(views.mirror_current_sql(spec, sources)) if as_of is None else None
+    for alias in _names(spec.name):
+        _put_view(ctx, f"{alias}_changes", changes_view)
+        if current_view is not None:
+            _put_view(ctx, alias, current_view)
 
 
 def _put_view(ctx, name: str, df) -> None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 SYNCED_APP_ID = "rhei.synced"
 CURSOR_KEY = "rhei.cursor"
 _COMMIT_ATTEMPTS = 3
+_FLUSH_ATTEMPTS = 8  # a compaction job may commit to the same table several times in a row
 
 
 class Changelog:
@@ -55,11 +56,28 @@ class Changelog:
         """(Re)read the committed watermark, cursor and tail chain from storage."""
         with self._lock:
             self.store.refresh()
-            self._stored = self.store.app_version(SYNCED_APP_ID) or 0
-            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if self._stored else None
+            stored = self.store.app_version(SYNCED_APP_ID) or 0
+            segments: list[Segment] = []
             if self.tail is not None:
-                self._segments = self.tail.load_chain(self._stored)
-                self._tail_rows = sum(s.rows.num_rows for s in self._segments)
+                # A concurrent flush (a compaction job) commits and then deletes the
+                # segments it moved, so a chain read from a watermark that is stale by
+                # then stops early at a deleted file. Deletion only follows the commit:
+                # the chain is whole if the watermark did not move while it was read.
+                for _ in range(_COMMIT_ATTEMPTS * 3):
+                    segments = self.tail.load_chain(stored)
+                    self.store.refresh()
+                    now = self.store.app_version(SYNCED_APP_ID) or 0
+                    if now == stored:
+                        break
+                    stored = now
+                else:
+                    raise CommitConflictError(
+                        f"{self.store.uri}: the changelog kept moving while it was read; retry"
+                    )
+            self._stored = stored
+            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if stored else None
+            self._segments = segments
+            self._tail_rows = sum(s.rows.num_rows for s in segments)
             self.generation += 1
 
     @property
@@ -152,27 +170,32 @@ class Changelog:
         )
 
     def flush(self) -> int:
-        """Fold the tail into the table in one commit; returns the rows moved."""
+        """Fold the tail into the table in one commit; returns the rows moved.
+
+        Another writer (a compaction job) may flush the same segments or rewrite
+        the table concurrently; then the commit is refused, the stored watermark
+        re-read, the segments it already holds dropped, and the rest retried.
+        """
         if self.tail is None:
             return 0
         with self._lock:
-            if not self._segments:
-                return 0
-            tip = self._segments[-1]
-            cursor = self.cursor
-            rows = _after(pa.concat_tables([s.rows for s in self._segments]), self._stored)
-            try:
-                self.store.append(
-                    rows,
-                    txn=AppTransaction(SYNCED_APP_ID, tip.end, expected=self._stored),
-                    metadata={CURSOR_KEY: cursor} if cursor is not None else None,
-                )
-            except CommitConflictError:
-                # Someone else (a compaction job) flushed concurrently; keep what we have
-                # and let the next load() pick up their commit.
-                self.store.refresh()
-                if (self.store.app_version(SYNCED_APP_ID) or 0) < tip.end:
-                    raise
+            for attempt in range(_FLUSH_ATTEMPTS):
+                if not self._segments:
+                    return 0
+                tip = self._segments[-1]
+                cursor = self.cursor
+                rows = _after(pa.concat_tables([s.rows for s in self._segments]), self._stored)
+                try:
+                    self.store.append(
+                        rows,
+                        txn=AppTransaction(SYNCED_APP_ID, tip.end, expected=self._stored),
+                        metadata={CURSOR_KEY: cursor} if cursor is not None else None,
+                    )
+                    break
+                except CommitConflictError:
+                    if attempt == _FLUSH_ATTEMPTS - 1:
+                        raise
+                    self.load()
             self._stored = tip.end
             self._stored_cursor = cursor
             self._segments = []
@@ -180,6 +203,12 @@ class Changelog:
             self.generation += 1
         self.tail.discard(below=tip.end)
         return rows.num_rows
+
+    def discard_flushed_segments(self) -> int:
+        """Delete segment files already in the table (left by a crash between flush and cleanup)."""
+        if self.tail is None:
+            return 0
+        return self.tail.discard(below=self._stored)
 
     # -- reads -----------------------------------------------------------
     def tail_table(self, schema: pa.Schema) -> pa.Table:

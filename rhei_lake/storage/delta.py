@@ -8,6 +8,7 @@ every native error into the rhei_lake hierarchy.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
@@ -266,7 +267,9 @@ class DeltaTableStore:
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
-            metrics = dt.optimize.compact(target_size=target_size)
+            metrics = dt.optimize.compact(
+                target_size=target_size, commit_properties=self._commit_properties(None, None)
+            )
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
@@ -275,17 +278,62 @@ class DeltaTableStore:
         return self._call(_optimize)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
+        """Delete unreferenced files older than ``retention``.
+
+        Delta counts retention in whole hours, so a retention that is not a whole
+        number of hours is rounded up (a file is never deleted younger than asked).
+        Under one hour only files that a commit removed are considered; from one
+        hour on, also files no commit ever referenced (left by a writer that
+        crashed before committing): a writer in flight for less than the retention
+        is never disturbed.
+        """
+        seconds = retention.total_seconds()
+        hours = math.ceil(seconds / 3600)
+        full = seconds >= 3600
+
+        def _run(dt: DeltaTable, dry: bool) -> list[str]:
+            paths = dt.vacuum(retention_hours=hours, dry_run=dry, enforce_retention_duration=False, full=full)
+            return [self._relative(p) for p in paths]
+
         def _vacuum(dt: DeltaTable) -> MaintenanceResult:
-            hours = int(retention.total_seconds() // 3600)
-            paths = dt.vacuum(
-                retention_hours=hours,
-                dry_run=dry_run,
-                enforce_retention_duration=False,
-                full=False,
+            candidates = _run(dt, True)
+            if not candidates:
+                return MaintenanceResult()
+            # Files removed in commits stay listed as candidates after a vacuum
+            # deleted them (until their tombstones expire): count only real files.
+            sizes = self._file_sizes()
+            present = [p for p in candidates if p in sizes]
+            if not present:
+                return MaintenanceResult()
+            removed = present if dry_run else [p for p in _run(dt, False) if p in sizes]
+            return MaintenanceResult(
+                files_removed=len(removed),
+                bytes_removed=sum(sizes[p] for p in removed),
+                removed_paths=removed,
             )
-            return MaintenanceResult(files_removed=len(paths), removed_paths=list(paths))
 
         return self._call(_vacuum)
+
+    def _relative(self, path: str) -> str:
+        root = self.uri.rstrip("/") + "/"
+        if path.startswith(root):
+            return path[len(root) :]
+        if path.startswith("file://") and path[len("file://") :].startswith(root):
+            return path[len("file://") + len(root) :]
+        return path
+
+    def _file_sizes(self) -> dict[str, int]:
+        """Size of every data file below the table's root, by path relative to it."""
+        import pyarrow.fs as pafs
+        from deltalake.fs import DeltaStorageHandler
+
+        fs = pafs.PyFileSystem(DeltaStorageHandler(self.uri, self._options or None))
+        infos = fs.get_file_info(pafs.FileSelector("", recursive=True))
+        return {
+            info.path.lstrip("/"): int(info.size)
+            for info in infos
+            if info.type == pafs.FileType.File and not info.path.lstrip("/").startswith("_delta_log/")
+        }
 
     def checkpoint(self) -> None:
         self._call(lambda dt: dt.create_checkpoint())
