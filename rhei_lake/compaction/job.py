@@ -116,6 +116,7 @@ def compact_table(
         derived.load()
         changelog.load()
     files_before = _file_counts(changelog, derived)
+    versions_before = {kind: store.version() for kind, store in _stores(changelog, derived).items()}
 
     step("flush")
     flushed = 0
@@ -151,8 +152,11 @@ def compact_table(
         for store in stores.values():
             maintenance.optimize(store, target_size=options.target_file_size)
         step("checkpoint")
-        for store in stores.values():
-            maintenance.checkpoint(store)
+        for kind, store in stores.items():
+            # A table this run did not change has had its checkpoint written by the
+            # run that last changed it (or has too few commits to need one).
+            if store.version() != versions_before.get(kind):
+                maintenance.checkpoint(store)
 
     step("vacuum")
     vacuumed = [maintenance.vacuum(s, retention=options.vacuum_retention, dry_run=dry) for s in stores.values()]

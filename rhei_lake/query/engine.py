@@ -11,6 +11,7 @@ The analytic path is read-only: DDL, DML and ``SET`` are refused before planning
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,28 +112,24 @@ class QueryEngine:
 
     def dataframe(self, sql: str, *, as_of: int | None = None):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet)."""
-        mirrored: list[str] = []
         if as_of is None:
             ctx = self._context()
+            tables = self._tables()
         else:
             from datafusion import SessionContext
 
             ctx = SessionContext()
-            for table in self._tables().values():
+            tables = self._tables()
+            for table in tables.values():
                 _register_table(ctx, table, as_of=as_of)
-                if table.mirror:
-                    mirrored.append(table.spec.name)
         try:
-            return ctx.sql_with_options(sql, _sql_options())
+            df = ctx.sql_with_options(sql, _sql_options())
         except Exception as exc:
-            error = translate_query_error(exc, sql=sql)
-            for name in mirrored:
-                if any(f"table '{alias}' not found" in str(error).lower() for alias in _names(name)):
-                    error = QueryError(
-                        f"table {name!r} is kept with sync_mode='mirror' (current rows only, no history): "
-                        f"as_of can only read {name}_changes"
-                    )
-            raise error from exc
+            raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
+        # Delta scans reach back into their session when they run: a session made for
+        # this one query must live as long as the DataFrame does.
+        df._rhei_session = ctx
+        return df
 
     def query(self, sql: str, *, as_of: int | None = None) -> pa.Table:
         """Run ``sql`` and return all rows."""
@@ -151,6 +148,26 @@ class QueryEngine:
         for name in sorted(self._tables()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:
+    """Say why a mirrored table has no ``t_history`` (nor, under ``as_of``, ``t``)."""
+    text = str(error).lower()
+    for table in tables.values():
+        if not table.mirror:
+            continue
+        name = table.spec.name
+        views = [f"{alias}_history" for alias in _names(name)]
+        if as_of is not None:
+            views += _names(name)
+        for view in views:
+            if re.search(rf"table '(?:[^']*\.)?{re.escape(view.lower())}' not found", text):
+                readable = f"{name}_changes" if as_of is not None else f"{name} and {name}_changes"
+                return QueryError(
+                    f"table {name!r} is kept with sync_mode='mirror' (current rows only, no history): "
+                    f"{'as_of queries' if as_of is not None else 'queries'} can read {readable}"
+                )
+    return error
 
 
 def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:

@@ -46,6 +46,8 @@ class DeltaTableStore:
                 self._options.setdefault(key, value)
         self._dt: DeltaTable | None = None
         self._lock = threading.RLock()
+        self._txns_at = -1  # the table version self._txns describes
+        self._txns: dict[str, int | None] = {}
 
     # -- loading ---------------------------------------------------------
     def _table(self) -> DeltaTable:
@@ -108,7 +110,25 @@ class DeltaTableStore:
         return self._call(lambda dt: dt.version())
 
     def app_version(self, app_id: str) -> int | None:
-        return self._call(lambda dt: dt.transaction_version(app_id))
+        return self._call(lambda dt: self._app_version(dt, app_id))
+
+    def _app_version(self, dt: DeltaTable, app_id: str) -> int | None:
+        # delta-rs replays the log from storage on every call (~100 ms on S3), but a
+        # snapshot's app transactions never change: cache them per table version.
+        version = dt.version()
+        if self._txns_at != version:
+            self._txns_at, self._txns = version, {}
+        if app_id not in self._txns:
+            self._txns[app_id] = dt.transaction_version(app_id)
+        return self._txns[app_id]
+
+    def _committed(self, dt: DeltaTable, before: int, txn: AppTransaction | None) -> None:
+        """After this object's own commit: carry the cached app versions over when no other commit came between."""
+        after = dt.version()
+        if self._txns_at == before and after == before + 1:
+            self._txns_at = after
+            if txn is not None:
+                self._txns[txn.app_id] = txn.version
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
@@ -144,7 +164,7 @@ class DeltaTableStore:
         # Checked against this object's snapshot; commits made since that snapshot
         # are caught by delta-rs, which refuses a commit whose app id a winning
         # concurrent commit also wrote.
-        current = dt.transaction_version(txn.app_id)
+        current = self._app_version(dt, txn.app_id)
         if current is not None and current >= txn.version:
             raise CommitConflictError(
                 f"{self.uri}: {txn.app_id} is already at {current}, refusing to commit {txn.version}"
@@ -175,7 +195,9 @@ class DeltaTableStore:
 
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
+            before = dt.version()
             write_deltalake(dt, data, mode="append", commit_properties=self._commit_properties(txn, metadata))
+            self._committed(dt, before, txn)
 
         self._call(_append)
 
@@ -189,6 +211,7 @@ class DeltaTableStore:
     ) -> MergeResult:
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
+            before = dt.version()
             builder = dt.merge(
                 source,
                 merge.on,
@@ -203,6 +226,7 @@ class DeltaTableStore:
             if merge.insert is not None:
                 builder = builder.when_not_matched_insert(updates=dict(merge.insert), predicate=merge.insert_when)
             metrics = builder.execute()
+            self._committed(dt, before, txn)
             return MergeResult(
                 inserted=int(metrics.get("num_target_rows_inserted", 0)),
                 updated=int(metrics.get("num_target_rows_updated", 0)),
@@ -214,7 +238,9 @@ class DeltaTableStore:
     def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
         def _delete(dt: DeltaTable) -> int:
             self._check_txn(dt, txn)
+            before = dt.version()
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
+            self._committed(dt, before, txn)
             return int(metrics.get("num_deleted_rows", 0))
 
         return self._call(_delete)
@@ -267,9 +293,11 @@ class DeltaTableStore:
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
+            before = dt.version()
             metrics = dt.optimize.compact(
                 target_size=target_size, commit_properties=self._commit_properties(None, None)
             )
+            self._committed(dt, before, None)
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
