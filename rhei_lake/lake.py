@@ -110,11 +110,17 @@ class Lake:
         return entries[table][0]
 
     def refresh(self) -> None:
-        """Pick up commits other processes made to this lake (read-only lakes do it before each query)."""
+        """Pick up commits other processes made to this lake, such as a compaction job's.
+
+        Read-only lakes do it before each query.
+        """
         self._check_open()
         with self._lock:
             self._derived.load_all()  # before the changelogs: they then hold at least what was folded
-            if self._sync is None:
+            if self._sync is not None:
+                for changelog in self._sync.changelogs.values():
+                    changelog.load()
+            else:
                 known = set(self._readonly_tables)
                 for name, (_spec, changelog) in list(self._readonly_tables.items()):
                     changelog.load()

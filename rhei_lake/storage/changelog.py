@@ -212,11 +212,15 @@ class Changelog:
 
     # -- reads -----------------------------------------------------------
     def tail_table(self, schema: pa.Schema) -> pa.Table:
-        """The committed events not yet flushed into the table."""
+        """The committed events not yet in the table's loaded snapshot."""
         with self._lock:
             if not self._segments:
                 return schema.empty_table()
-            return pa.concat_tables([s.rows for s in self._segments]).cast(schema)
+            # The snapshot may be newer than this object's view of it (another process
+            # flushed, and something reloaded the table since): it holds exactly the
+            # events up to its own watermark, so the tail adds only those after it.
+            in_table = self.store.app_version(SYNCED_APP_ID) or 0
+            return _after(pa.concat_tables([s.rows for s in self._segments]), in_table).cast(schema)
 
     def to_arrow(self) -> pa.Table:
         """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""
