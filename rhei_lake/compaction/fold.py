@@ -22,6 +22,8 @@ Validity times are the events' source timestamps, never the time of the fold.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -192,30 +194,37 @@ def fold(
 ) -> FoldResult:
     """Fold every committed event past the folded watermark into ``derived``, batch by batch.
 
-    Each batch is one commit carrying the new folded watermark. A commit refused
-    because another compaction folded concurrently is retried from the watermark
-    it left.
+    Each batch is one commit carrying the new folded watermark. When another
+    compaction folds concurrently, this one goes on from the watermark that one
+    left (the events are folded once, by whichever commits first); other commit
+    conflicts are retried. Events committed after the fold began are left for
+    the next one, so a fold ends even while a sync keeps adding events.
     """
     derived.ensure()
     spec = derived.spec
     fold_batch = _fold_history_batch if derived.mode == "temporal" else _fold_current_batch
+    target = changelog.watermark  # what was committed when the fold began; later events wait for the next one
     total = FoldResult(watermark=derived.folded)
     pending = count_unfolded(changelog, total.watermark) if progress is not None else 0
     conflicts = 0
-    while True:
+    while derived.folded < target:
         folded = derived.folded
         events = read_unfolded(changelog, spec, folded, batch_events)
         if events.num_rows == 0:
-            return FoldResult(total.events, total.versions_written, total.versions_closed, folded)
+            break
         last = int(events.column(SEQ)[-1].as_py())
         try:
             done = fold_batch(derived, events, AppTransaction(FOLDED_APP_ID, last, expected=folded))
         except CommitConflictError:
+            derived.store.refresh()
+            if derived.folded > folded:
+                log.info("table %r: another compaction folded up to %d meanwhile", spec.name, derived.folded)
+                continue
             conflicts += 1
             if conflicts > _CONFLICT_RETRIES:
                 raise
             log.info("table %r: fold conflicted with another writer; retrying", spec.name)
-            derived.store.refresh()
+            time.sleep(random.uniform(0.01, 0.05) * conflicts)
             continue
         total = FoldResult(
             total.events + done.events,
@@ -225,6 +234,7 @@ def fold(
         )
         if progress is not None:
             progress(total.events, max(pending, total.events))
+    return FoldResult(total.events, total.versions_written, total.versions_closed, derived.folded)
 
 
 def plan_fold(changelog: Changelog, derived: DerivedTable) -> FoldResult:
