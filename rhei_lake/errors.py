@@ -175,34 +175,49 @@ def _message(exc: BaseException) -> str:
     return text.splitlines()[0] if len(text) > 2000 else text
 
 
+_MAX_STORAGE_DETAIL = 300
+
+
+def _storage_message(exc: BaseException) -> str:
+    """The first line of a native storage error, shortened: object stores append XML
+    bodies, debug dumps and Rust backtraces that belong in a debugger, not a message."""
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0].strip()
+    for marker in ("<?xml", " Debug source:"):
+        if marker in first:
+            first = first[: first.index(marker)].rstrip(" :")
+    return first if len(first) <= _MAX_STORAGE_DETAIL else first[: _MAX_STORAGE_DETAIL - 3] + "..."
+
+
 def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
     """Map a deltalake/obstore/OS error raised while touching ``where`` to a StorageError."""
     if isinstance(exc, StorageError):
         return exc
     name = type(exc).__name__
     text = _message(exc)
+    detail = _storage_message(exc)
     low = text.lower()
     if name in ("CommitFailedError", "AlreadyExistsError", "PreconditionError"):
-        return CommitConflictError(f"{where}: another writer committed first ({text})")
+        return CommitConflictError(f"{where}: another writer committed first ({detail})")
     if name == "TableNotFoundError" or (
         name in ("NotFoundError", "FileNotFoundError") and "delta" not in low
     ):
-        return TableNotFoundError(f"{where}: no table here ({text})")
+        return TableNotFoundError(f"{where}: no table here ({detail})")
     if name in ("PermissionDeniedError", "UnauthenticatedError", "PermissionError") or any(
         m in low for m in ("access denied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "403")
     ):
-        return StorageError(f"{where}: access denied, check the credentials ({text})")
+        return StorageError(f"{where}: access denied, check the credentials ({detail})")
     if "nosuchbucket" in low or "bucket does not exist" in low or "the specified bucket does not exist" in low:
-        return StorageError(f"{where}: the bucket does not exist ({text})")
+        return StorageError(f"{where}: the bucket does not exist ({detail})")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return StorageUnavailableError(f"{where}: no space left on device ({text})")
+        return StorageUnavailableError(f"{where}: no space left on device ({detail})")
     if any(m in low for m in _TRANSIENT_MARKERS):
-        return StorageUnavailableError(f"{where}: storage unavailable ({text})")
+        return StorageUnavailableError(f"{where}: storage unavailable ({detail})")
     if any(m in low for m in _NOT_FOUND_MARKERS):
-        return TableNotFoundError(f"{where}: {text}")
+        return TableNotFoundError(f"{where}: {detail}")
     if name in ("DeltaProtocolError", "SchemaMismatchError") or "parquet" in low or "arrow" in low:
-        return CorruptStorageError(f"{where}: {text}")
-    return StorageError(f"{where}: {text}")
+        return CorruptStorageError(f"{where}: {detail}")
+    return StorageError(f"{where}: {detail}")
 
 
 def translate_query_error(exc: BaseException, *, sql: str) -> QueryError:

@@ -14,7 +14,7 @@ from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, StorageOption
 from rhei_lake.compaction.job import STEPS
 from rhei_lake.compaction.report import CompactionReport, size_text
-from rhei_lake.errors import ConfigError
+from rhei_lake.errors import ConfigError, SchemaError
 from rhei_lake.timeutil import parse_duration
 
 TableOption = Annotated[
@@ -43,6 +43,8 @@ def compact_command(
     """
     retention = parse_duration(vacuum_retention, what="--vacuum-retention") if vacuum_retention is not None else None
     with _open(config, storage) as lake:
+        if not lake.tables():
+            raise SchemaError(f"no mirrored tables in {lake.location.url}: nothing to compact")
         with _Display(common.err_console) as display:
             report = lake.compact(table, vacuum_retention=retention, dry_run=dry_run, progress=display)
     _print_report(report)
