@@ -7,9 +7,11 @@
 ...     lake.execute("INSERT INTO t VALUES (1, 'a')")
 ...     lake.sync_now()
 ...     lake.query("SELECT * FROM t")
+...     lake.compact()                       # fold the change feed into t_history, tidy files
 """
 
 from rhei_lake.catalog import Column, TableSpec
+from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import (
     CommitConflictError,
@@ -44,6 +46,8 @@ __all__ = [
     "Column",
     "SyncReport",
     "TableSyncReport",
+    "CompactionReport",
+    "TableCompactionReport",
     "RheiError",
     "ConfigError",
     "SourceError",

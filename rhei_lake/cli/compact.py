@@ -98,17 +98,17 @@ class _Display:
 
 
 def _print_report(report: CompactionReport) -> None:
-    table = common.rich_table("table", "mode", "events folded", "versions", "expired", "files", "vacuumed", "time")
+    table = common.rich_table("table", "events", "versions", "closed", "expired", "files", "vacuumed", "time")
     for t in report.tables.values():
         table.add_row(
-            t.table,
-            t.mode,
+            t.table if t.mode == "temporal" else f"{t.table} (mirror)",
             str(t.events_folded),
-            f"{t.versions_written} new, {t.versions_closed} closed",
+            str(t.versions_written),
+            str(t.versions_closed),
             str(t.changes_expired),
-            f"{t.files_before} -> {t.files_after}",
-            f"{t.files_vacuumed} ({size_text(t.bytes_removed)})",
-            f"{t.duration_seconds:.2f} s",
+            f"{t.files_before}->{t.files_after}",
+            size_text(t.bytes_removed),
+            f"{t.duration_seconds:.2f}s",
         )
     common.console.print(table)
     if report.dry_run:
