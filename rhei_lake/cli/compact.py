@@ -88,8 +88,7 @@ class _Display:
     def __call__(self, table: str, step: str, done: int, total: int) -> None:
         detail = f" {done}/{total} events" if total else ""
         if self._progress is None:
-            if not total or done == total:
-                self.console.print(f"{table}: {step}{detail}", highlight=False, soft_wrap=True)
+            self.console.print(f"{table}: {step}{detail}", highlight=False, soft_wrap=True)
             return
         task = self._tasks.get(table)
         if task is None:
