@@ -79,7 +79,8 @@ def _run(ctx, sql: str, where: str) -> pa.Table:
     try:
         return ctx.sql(sql).to_arrow_table()
     except Exception as exc:
-        raise StorageError(f"{where}: the fold could not evaluate its plan: {exc}") from exc
+        first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise StorageError(f"{where}: the fold could not read or plan its events: {first_line}") from exc
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

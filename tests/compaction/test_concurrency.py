@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import uuid
 
 import rhei_lake
 from rhei_lake.catalog import SEQ
-from tests.support.history_model import HistoryModel, install_audit, lake_history
+from tests.support.history_model import HistoryModel, lake_history
 from tests.support.oracle import assert_same_state
-from tests.support.workload import SCHEMA, Workload
+from tests.support.workload import SCHEMA, Workload, create_tables
 
 KEYS = {"items": ("id",), "pairs": ("region", "code")}
 
@@ -42,17 +41,12 @@ def test_concurrent_sync_and_compactions_lose_nothing(storage, tmp_path):
     if url.startswith("memory://"):
         url = f"memory://shared-{uuid.uuid4().hex}"  # a second handle must see the same lake
     db = tmp_path / "app.db"
-    setup = sqlite3.connect(db, isolation_level=None)
-    for ddl in SCHEMA.values():
-        setup.execute(ddl)
-    setup.close()
+    reader = create_tables(db)
     app = rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=2)
     try:
         for table in SCHEMA:
             app.register_table(table)
-        reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        install_audit(reader)
-        model = HistoryModel(reader, KEYS)
+        model = HistoryModel.watching(reader, KEYS)
         workload = Workload(21, key_space=30)
         rng = random.Random(21)
         # A second handle with nothing but the URL, as a separate compaction job would have;

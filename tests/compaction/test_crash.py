@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import rhei_lake
 from rhei_lake.catalog import SEQ, VALID_FROM, VALID_TO
 from rhei_lake.timeutil import to_micros
-from tests.support.history_model import HistoryModel, install_audit
+from tests.support.history_model import HistoryModel
 from tests.support.oracle import _sort_key, assert_same_state
-from tests.support.workload import SCHEMA, Workload
+from tests.support.workload import SCHEMA, Workload, create_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"items": ("id",), "pairs": ("region", "code")}
@@ -49,26 +46,17 @@ def _stored_history(lake: rhei_lake.Lake, table: str) -> list[tuple]:
     return sorted(rows, key=_sort_key)
 
 
-@pytest.mark.parametrize("tier", ["local", pytest.param("s3", marks=pytest.mark.slow)])
-def test_sigkill_during_compaction_then_rerun_leaves_exact_history(tier, tmp_path, request):
-    if tier == "local":
-        url, options = str(tmp_path / "lake"), {}
-    else:
-        url, options = request.getfixturevalue("s3_lake")
+def test_sigkill_during_compaction_then_rerun_leaves_exact_history(durable_lake, tmp_path):
+    url, options = durable_lake
     env = {**os.environ, **options, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     db = tmp_path / "app.db"
-    setup = sqlite3.connect(db, isolation_level=None)
-    for ddl in SCHEMA.values():
-        setup.execute(ddl)
-    setup.close()
+    reader = create_tables(db)
     rng = random.Random(5)
     workload = Workload(5, key_space=40)
     with rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=4) as lake:
         for table in SCHEMA:
             lake.register_table(table)
-        reader = sqlite3.connect(db, isolation_level=None)
-        install_audit(reader)
-        model = HistoryModel(reader, KEYS)
+        model = HistoryModel.watching(reader, KEYS)
 
         def write(statements: int) -> None:
             for _ in range(statements):

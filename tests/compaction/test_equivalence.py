@@ -6,7 +6,7 @@ import sqlite3
 
 import rhei_lake
 from tests.support.oracle import _sort_key, assert_same_state
-from tests.support.workload import SCHEMA, Workload
+from tests.support.workload import SCHEMA, Workload, create_tables
 
 VIEWS = ("{t}", "{t}_history", "{t}_changes")
 
@@ -24,9 +24,7 @@ def _snapshot(lake: rhei_lake.Lake) -> dict[str, list[tuple]]:
 def _workload_lake(storage, tmp_path, **options) -> tuple[rhei_lake.Lake, sqlite3.Connection, Workload]:
     url, storage_options = storage
     db = tmp_path / "app.db"
-    oracle = sqlite3.connect(db, isolation_level=None)
-    for ddl in SCHEMA.values():
-        oracle.execute(ddl)
+    oracle = create_tables(db)
     workload = Workload(7, key_space=30)
     workload.run(lambda sql, params: oracle.execute(sql, params), 30)  # rows the snapshot brings in
     lake = rhei_lake.open(

@@ -12,9 +12,9 @@ import pytest
 
 import rhei_lake
 from rhei_lake.timeutil import from_micros
-from tests.support.history_model import HistoryModel, install_audit, lake_history
+from tests.support.history_model import HistoryModel, lake_history
 from tests.support.oracle import assert_same_state, lake_state
-from tests.support.workload import SCHEMA, Workload
+from tests.support.workload import SCHEMA, Workload, create_tables
 
 KEYS = {"items": ("id",), "pairs": ("region", "code")}
 STEPS = int(os.environ.get("RHEI_TIME_TRAVEL_STEPS", "45"))
@@ -56,10 +56,7 @@ def _check_hand_written_form(lake: rhei_lake.Lake, model: HistoryModel, table: s
 def test_as_of_and_history_match_the_model(storage, tmp_path, seed):
     url, options = storage
     db = tmp_path / "app.db"
-    setup = sqlite3.connect(db, isolation_level=None)
-    for ddl in SCHEMA.values():
-        setup.execute(ddl)
-    setup.close()
+    reader = create_tables(db)
     lake = rhei_lake.open(
         oltp_path=str(db),
         storage=url,
@@ -70,9 +67,7 @@ def test_as_of_and_history_match_the_model(storage, tmp_path, seed):
     try:
         for table in SCHEMA:
             lake.register_table(table)
-        reader = sqlite3.connect(db, isolation_level=None)
-        install_audit(reader)
-        model = HistoryModel(reader, KEYS)
+        model = HistoryModel.watching(reader, KEYS)
         workload = Workload(seed, key_space=24)
         rng = random.Random(seed)
         model.record_instant()  # before anything exists
@@ -113,9 +108,7 @@ def test_as_of_accepts_datetime_iso_and_epoch(tmp_path):
     with rhei_lake.open(oltp_path=str(tmp_path / "a.db"), storage="memory://") as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")
-        reader = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
-        install_audit(reader)
-        model = HistoryModel(reader, {"t": ("id",)})
+        model = HistoryModel.watching(sqlite3.connect(tmp_path / "a.db", isolation_level=None), {"t": ("id",)})
         lake.execute("INSERT INTO t VALUES (1, 'a')")
         model.apply()
         first = model.record_instant()

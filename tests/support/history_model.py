@@ -58,6 +58,12 @@ class HistoryModel:
         row = self.conn.execute(f"SELECT max(seq) FROM {AUDIT_TABLE}").fetchone()
         self._audited = row[0] or 0
 
+    @classmethod
+    def watching(cls, conn: sqlite3.Connection, keys: dict[str, tuple[str, ...]]) -> HistoryModel:
+        """Install the audit on ``conn``'s database (its tables registered already) and model ``keys``' tables."""
+        install_audit(conn)
+        return cls(conn, keys)
+
     def apply(self) -> None:
         """Take in the statement(s) run since the last call (each must be its own transaction)."""
         events = self.conn.execute(
