@@ -9,6 +9,7 @@
 ...     lake.query("SELECT * FROM t")
 """
 
+from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.catalog import Column, TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import (
@@ -17,6 +18,7 @@ from rhei_lake.errors import (
     CorruptStorageError,
     LeaseHeldError,
     LeaseLostError,
+    NonMonotonicUpdateError,
     QueryError,
     ReadOnlySourceError,
     RheiError,
@@ -40,6 +42,7 @@ __all__ = [
     "open",
     "Lake",
     "LakeConfig",
+    "PolledTable",
     "TableSpec",
     "Column",
     "SyncReport",
@@ -49,6 +52,7 @@ __all__ = [
     "SourceError",
     "SchemaError",
     "TypeMismatchError",
+    "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
     "StorageError",

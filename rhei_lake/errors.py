@@ -11,6 +11,7 @@ retries transient errors with backoff and stops on terminal ones.
     ├── SourceError                 the database rhei_lake captures from
     │   ├── SchemaError             unknown table/column, no primary key, unsupported type
     │   ├── TypeMismatchError       a stored value does not fit its declared type
+    │   ├── NonMonotonicUpdateError a polled row's updated_at went backwards
     │   ├── SourceUnavailableError  the source cannot be reached right now   [transient]
     │   └── ReadOnlySourceError     a write sent to a source rhei_lake only reads
     ├── StorageError                the lake on memory://, a local path or s3://
@@ -36,6 +37,7 @@ __all__ = [
     "SourceError",
     "SchemaError",
     "TypeMismatchError",
+    "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
     "StorageError",
@@ -90,6 +92,19 @@ class TypeMismatchError(SourceError):
         self.column = column
         self.primary_key = primary_key
         self.seq = seq
+
+
+class NonMonotonicUpdateError(SourceError):
+    """A polled row's ``updated_at`` is older than the version the lake already holds for it.
+
+    Its history would run backwards, so nothing from that row on is committed
+    until the source is fixed (set the row's ``updated_at`` to the current time).
+    """
+
+    def __init__(self, message: str, *, table: str, primary_key: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.primary_key = primary_key
 
 
 class SourceUnavailableError(SourceError):

@@ -12,14 +12,17 @@ from typing import Any
 import pyarrow as pa
 
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
+from rhei_lake.capture.polled_source import open_polled_source
+from rhei_lake.capture.source_url import parse_source_url
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.errors import RheiError, SchemaError, SourceError
+from rhei_lake.errors import ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
+from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
@@ -48,7 +51,7 @@ class Lake:
         self._lock = threading.RLock()
         self._closed = False
         self._oltp: sqlite3.Connection | None = None
-        self._sync: TriggerSync | None = None
+        self._sync: TriggerSync | PollingSync | None = None
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         try:
             if config.oltp_path is not None:
@@ -56,6 +59,9 @@ class Lake:
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
                 self._oltp.execute("PRAGMA recursive_triggers = ON")
+                self._sync.attach()
+            elif config.source is not None:
+                self._sync = PollingSync(open_polled_source(parse_source_url(config.source)), self.storage, config)
                 self._sync.attach()
             else:
                 self._discover()
@@ -112,6 +118,11 @@ class Lake:
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
         self._check_open()
+        if isinstance(self._sync, PollingSync):
+            raise ReadOnlySourceError(
+                f"{what}: this lake follows {self._sync.source.location.masked} read-only (sidecar mode); "
+                "write to that database directly and sync_now() picks the changes up"
+            )
         if self._oltp is None:
             raise SourceError(f"{what} needs an OLTP database: open the lake with oltp_path=")
         return self._oltp
@@ -144,11 +155,17 @@ class Lake:
         with self._lock:
             return self._sync.register(name, types=types, progress=progress)
 
-    def sync_now(self) -> SyncReport:
-        """Commit every captured change to the store; returns once it is committed."""
+    def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
+        """Commit every captured change to the store; returns once it is committed.
+
+        In sidecar mode ``progress(table, rows_done, rows_total)`` is called as
+        polled rows are committed (the first sync of a big table takes a while).
+        """
         self._check_open()
         if self._sync is None:
-            raise SourceError("sync_now() needs a source: open the lake with oltp_path=")
+            raise SourceError("sync_now() needs a source: open the lake with oltp_path= or source=")
+        if isinstance(self._sync, PollingSync):
+            return self._sync.sync_now(progress)
         return self._sync.sync_now()
 
     def flush(self) -> int:
@@ -210,6 +227,8 @@ class Lake:
 
     def __repr__(self) -> str:
         mode = f"oltp_path={self.config.oltp_path!r}" if self.config.oltp_path else "read-only"
+        if isinstance(self._sync, PollingSync):
+            mode = f"source={self._sync.source.location.masked!r}"
         return f"<Lake {self.location.url} {mode} tables={self.tables() if not self._closed else 'closed'}>"
 
 

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.moto_server import MotoServer, start_moto
+from tests.support.postgres import PostgresServer, PostgresUnavailable, start_postgres
 
 STORAGE_KINDS = ("memory", "local", "s3")
+# Read once at import: the autouse fixture below hides RHEI_* variables from the tests themselves.
+REQUIRE_POSTGRES = os.environ.get("RHEI_REQUIRE_POSTGRES") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +36,28 @@ def moto() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (skipped when the server binaries are missing,
+    unless RHEI_REQUIRE_POSTGRES=1, as CI sets, makes that a failure)."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"RHEI_REQUIRE_POSTGRES=1 but PostgreSQL is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer) -> str:
+    """A fresh database on the session's PostgreSQL server (owned by the test role)."""
+    return postgres.create_database()
 
 
 @pytest.fixture
@@ -68,6 +93,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "moto" in getattr(item, "fixturenames", ()) or "s3_lake" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.s3)
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "s3" in callspec.params.values():
             item.add_marker(pytest.mark.s3)

@@ -9,7 +9,8 @@ from rhei_lake import errors
 def test_public_names_are_pinned():
     assert sorted(rhei_lake.__all__) == sorted(
         [
-            "__version__", "open", "Lake", "LakeConfig", "TableSpec", "Column", "SyncReport", "TableSyncReport",
+            "__version__", "open", "Lake", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
+            "TableSyncReport",
             *errors.__all__,
         ]
     )

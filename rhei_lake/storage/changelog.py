@@ -91,11 +91,23 @@ class Changelog:
         return self._tail_rows
 
     # -- commits ---------------------------------------------------------
-    def commit(self, events: pa.Table, *, watermark: int | None = None, cursor: str | None = None) -> int:
+    def commit(
+        self,
+        events: pa.Table,
+        *,
+        watermark: int | None = None,
+        cursor: str | None = None,
+        expected: int | None = None,
+    ) -> int:
         """Commit ``events`` (sorted by ``_rhei_seq``) and the new watermark, exactly once.
 
         Events at or below the committed watermark are dropped first. Returns the
         number of events committed; 0 when everything was already there.
+
+        ``expected`` makes the commit conditional on the watermark still being
+        that value (CommitConflictError otherwise, nothing committed): polling
+        numbers its events itself, so events numbered against a watermark that
+        another writer has since moved must not be partly dropped.
         """
         if watermark is None:
             if events.num_rows == 0:
@@ -104,6 +116,11 @@ class Changelog:
         for attempt in range(_COMMIT_ATTEMPTS):
             with self._lock:
                 current = self.watermark
+                if expected is not None and current != expected:
+                    raise CommitConflictError(
+                        f"{self.store.uri}: the watermark moved from {expected} to {current} "
+                        "(another process syncs this table)"
+                    )
                 if watermark <= current:
                     return 0
                 fresh = _after(events, current)
