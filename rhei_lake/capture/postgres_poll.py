@@ -116,7 +116,7 @@ class PostgresPolledSource:
                 f"{self.location.masked}: permission denied for table {schema}.{relname}; "
                 "GRANT SELECT on it to the sidecar's role"
             )
-        columns = self._columns(oid, relname, table)
+        columns, bases = self._columns(oid, relname, table)
         primary_key = table.primary_key or tuple(r[0] for r in self._query(_PRIMARY_KEY_SQL, (oid,), where))
         names = [c.name for c in columns]
         for key in primary_key:
@@ -145,15 +145,17 @@ class PostgresPolledSource:
             spec=spec,
             table=table,
             relation=relation,
-            select={c.name: select_expression(_pg_ident(c.name), c.arrow_type) for c in columns},
+            select={c.name: select_expression(_pg_ident(c.name), bases[c.name], c.arrow_type) for c in columns},
             placeholder=lambda column: f"%s::{declared[column]}",
             byte_order=lambda column: _byte_order(column, arrow[column]),
             quote=_pg_ident,
         )
 
-    def _columns(self, oid: int, relname: str, table: PolledTable) -> list[Column]:
+    def _columns(self, oid: int, relname: str, table: PolledTable) -> tuple[list[Column], dict[str, str]]:
+        """The columns, and each one's base type name (``pg_type.typname``)."""
         overrides = dict(table.types)
         columns = []
+        bases: dict[str, str] = {}
         for name, declared, not_null, base, typmod in self._query(_COLUMNS_SQL, (oid,), f"table {relname!r}"):
             if name in overrides:
                 column = make_column(name, overrides.pop(name), table=relname, not_null=bool(not_null))
@@ -161,9 +163,10 @@ class PostgresPolledSource:
             else:
                 column = Column(name, declared, pg_arrow_type(base, int(typmod)), nullable=not not_null)
             columns.append(column)
+            bases[name] = base
         if overrides:
             raise SchemaError(f"table {relname!r}: types= names unknown columns {sorted(overrides)}")
-        return columns
+        return columns, bases
 
     # -- reads -----------------------------------------------------------
     def _stream(self, sql: str, params: Sequence[Any], batch_rows: int, where: str) -> Iterator[list[tuple]]:

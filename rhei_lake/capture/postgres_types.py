@@ -8,7 +8,7 @@ PostgreSQL type                             Arrow type                 read as
 ==========================================  =========================  =======================================
 boolean                                     bool                       bool
 smallint, integer, bigint, oid              int64                      int
-real, double precision                      float64                    float (a real widens exactly)
+real, double precision                      float64                    float (a real is widened exactly)
 numeric(p,s) with p <= 38, 0 <= s <= p      decimal128(p, s)           Decimal
 numeric without precision, or p > 38        string                     its exact text (override with types=)
 date                                        date32                     date
@@ -69,8 +69,14 @@ def pg_arrow_type(base_type: str, typmod: int) -> pa.DataType:
     return pa.string()
 
 
-def select_expression(quoted_column: str, arrow_type: pa.DataType) -> str:
-    """How a column is selected: string-typed columns as their text form, others natively."""
+def select_expression(quoted_column: str, base_type: str, arrow_type: pa.DataType) -> str:
+    """How a column is selected: string-typed columns as their text form, others natively.
+
+    A ``real`` is widened to ``double precision`` on the server: its shortest
+    text form ("0.1") would otherwise be parsed as a different double.
+    """
     if pa.types.is_string(arrow_type):
         return f"{quoted_column}::text"
+    if base_type == "float4" and pa.types.is_float64(arrow_type):
+        return f"{quoted_column}::float8"
     return quoted_column

@@ -14,7 +14,7 @@ soft-deleted               none, or ``D``      nothing
 
 ``_rhei_ts`` is the row's own ``updated_at`` (see :func:`updated_at_micros`),
 except for a soft delete that did not move ``updated_at``, which carries the
-instant it was detected. A row whose ``updated_at`` is older than the lake's
+``clock`` it was detected at (the source time the table's cursor had reached). A row whose ``updated_at`` is older than the lake's
 last event for its key raises :class:`~rhei_lake.errors.NonMonotonicUpdateError`
 (its history would run backwards); everything before it is still committed.
 """
@@ -139,7 +139,7 @@ class EventBuilder:
                 )
         return stamps, None
 
-    def build(self, rows: list[tuple], base: int, lookup: Lookup | None, now: int) -> PolledBatch:
+    def build(self, rows: list[tuple], base: int, lookup: Lookup | None, clock: int) -> PolledBatch:
         """Events for ``rows`` with ``_rhei_seq`` from ``base + 1``; ``lookup=None`` when the lake holds none of these keys."""
         arrays, usable, error = self._convert(rows, base)
         stamps, stamp_error = self._stamps(rows[:usable])
@@ -158,7 +158,7 @@ class EventBuilder:
             row, ts = rows[i], stamps[i]
             deleted = self.deleted_index is not None and is_deleted(row[self.deleted_index])
             previous = last.get(keys[i])
-            op, at = self._classify(deleted, ts, values[i], previous, now)
+            op, at = self._classify(deleted, ts, values[i], previous, clock)
             if op == "!":
                 error = self._backwards(row, ts, previous)
                 usable = i
@@ -179,7 +179,7 @@ class EventBuilder:
 
     @staticmethod
     def _classify(
-        deleted: bool, ts: int, values: tuple[Any, ...], previous: LastEvent | None, now: int
+        deleted: bool, ts: int, values: tuple[Any, ...], previous: LastEvent | None, clock: int
     ) -> tuple[str, int]:
         """``(op, _rhei_ts)``; op ``""`` means no event, ``"!"`` means updated_at went backwards."""
         if previous is None or not previous.live:
@@ -191,7 +191,7 @@ class EventBuilder:
         if ts < previous.ts:
             return "!", ts
         if deleted:
-            return OP_DELETE, ts if ts > previous.ts else max(now, previous.ts)
+            return OP_DELETE, ts if ts > previous.ts else max(clock, previous.ts)
         if ts == previous.ts and values == previous.row:
             return "", ts
         return OP_UPDATE, ts
@@ -210,8 +210,9 @@ class EventBuilder:
             primary_key=self._key_dict(row),
         )
 
-    def deletes(self, rows: pa.Table, base: int, now: int) -> pa.Table:
-        """``D`` events for live lake rows (user columns + ``_rhei_ts``) that vanished from the source."""
+    def deletes(self, rows: pa.Table, base: int, clock: int) -> pa.Table:
+        """``D`` events for live lake rows (user columns + ``_rhei_ts``) that vanished from the source,
+        stamped ``clock`` (or the row's last event, if later)."""
         from rhei_lake.catalog import TS
 
         last = rows.column(TS).cast(pa.int64()).to_pylist()
@@ -221,7 +222,7 @@ class EventBuilder:
                 *(rows.column(c).cast(self.spec.column(c).arrow_type) for c in self.spec.column_names),
                 pa.array(range(base + 1, base + 1 + n), pa.int64()),
                 pa.array([OP_DELETE] * n, pa.string()),
-                pa.array([max(now, t) for t in last], pa.int64()).cast(TIMESTAMP_TYPE),
+                pa.array([max(clock, t) for t in last], pa.int64()).cast(TIMESTAMP_TYPE),
             ],
             schema=self.spec.changes_schema,
         )

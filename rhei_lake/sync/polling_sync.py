@@ -165,7 +165,7 @@ class PollingSync:
                 base = changelog.watermark
                 # Within one stream (one snapshot) a key appears once: an empty lake needs no lookups.
                 lookup = None if fresh else table.state.last_events
-                built = table.builder.build(rows, base, lookup, now_micros())
+                built = table.builder.build(rows, base, lookup, now_micros())  # clock unused by polled rows
                 if built.consumed:
                     last = rows[built.consumed - 1]
                     cursor = PollCursor(last[table.builder.updated_index], table.builder.raw_key(last))

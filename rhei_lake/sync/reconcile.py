@@ -5,7 +5,11 @@ Both sides are streamed in key order and merged, one bounded batch at a time
 so no side is ever held in memory whole:
 
 * a live lake key the source no longer has was hard-deleted: a ``D`` event
-  carrying the row's last known values, stamped with the detection time;
+  carrying the row's last known values. A hard delete leaves no time behind, so
+  it is stamped on the source's own clock: the ``updated_at`` the table's
+  cursor has reached (or the row's last version, if later). A stamp from the
+  sidecar's wall clock would make a row re-inserted by an application whose
+  clock lags look like it went backwards;
 * a source row at or before the cursor that the lake does not have, or has with
   another ``updated_at``, or has live while it is soft-deleted, changed without
   moving past the cursor (a transaction that committed late, or a soft delete
@@ -95,8 +99,9 @@ def _ordered(items: Iterator, side: str, table: str) -> Iterator:
 class _Emitter:
     """Collects deletes and late keys, committing each kind in bounded batches."""
 
-    def __init__(self, table: PolledTableSync, source: PolledSource, batch_rows: int) -> None:
+    def __init__(self, table: PolledTableSync, source: PolledSource, batch_rows: int, clock: int) -> None:
         self.table = table
+        self.clock = clock
         self.source = source
         self.batch_rows = batch_rows
         self.deletes: list[pa.Table] = []
@@ -134,7 +139,7 @@ class _Emitter:
         self.deletes, self.delete_rows = [], 0
         changelog = self.table.changelog
         base = changelog.watermark
-        events = self.table.builder.deletes(rows, base, now_micros())
+        events = self.table.builder.deletes(rows, base, self.clock)
         self.committed += self.table.commit(events, base=base, cursor=None)
         self.hard_deletes += events.num_rows
 
@@ -146,7 +151,7 @@ class _Emitter:
         if not rows:
             return
         base = self.table.changelog.watermark
-        built = self.table.builder.build(rows, base, self.table.state.last_events, now_micros())
+        built = self.table.builder.build(rows, base, self.table.state.last_events, self.clock)
         if built.events.num_rows:
             self.committed += self.table.commit(built.events, base=base, cursor=None)
         if built.error is not None:
@@ -159,7 +164,11 @@ def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> 
     if cursor is None:
         return 0  # nothing polled yet: the first poll reads everything
     name = table.name
-    emitter = _Emitter(table, source, batch_rows)
+    try:
+        clock = updated_at_micros(cursor.updated_at, table.plan.table.epoch_unit)
+    except (ValueError, OverflowError, TypeError):
+        clock = now_micros()
+    emitter = _Emitter(table, source, batch_rows, clock)
     scan = source.scan_keys(table.plan, cursor, batch_rows)
     try:
         src = _ordered(_source_keys(table, scan), "source", name)
