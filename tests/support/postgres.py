@@ -99,6 +99,22 @@ class PostgresServer:
 
         return psycopg.connect(self.url(database), autocommit=True)
 
+    def server_options(self) -> str:
+        return (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
+        )
+
+    def start_server(self) -> None:
+        self._run(
+            os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-o", self.server_options(),
+            "-l", os.path.join(self.root, "server.log"), "-w", "-t", "60", "start",
+        )
+
+    def stop_server(self) -> None:
+        """Stop the server but keep its data (an outage)."""
+        self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "stop", check=False)
+
     def stop(self) -> None:
         self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop",
                   check=False)
@@ -135,14 +151,7 @@ def start_postgres() -> PostgresServer:
             os.path.join(bin_dir, "initdb"), "-D", server.data_dir, "-U", SUPERUSER, "--auth-local=trust",
             "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8",
         )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={server.socket_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
-        )
-        server._run(
-            os.path.join(bin_dir, "pg_ctl"), "-D", server.data_dir, "-o", options,
-            "-l", os.path.join(root, "server.log"), "-w", "-t", "60", "start",
-        )
+        server.start_server()
         server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
     except subprocess.CalledProcessError as exc:
         log = ""
