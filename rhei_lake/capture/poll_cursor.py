@@ -49,7 +49,7 @@ def _tag(value: Any) -> list[Any]:
 
 
 _UNTAG = {
-    "null": lambda v: None,
+    "null": lambda: None,
     "bool": bool,
     "int": int,
     "float": float.fromhex,

@@ -15,7 +15,7 @@ date                                        date32                     date
 timestamp with time zone                    timestamp[us, UTC]         the instant
 timestamp without time zone                 timestamp[us, UTC]         the wall time, taken as UTC
 bytea                                       binary                     bytes
-text, varchar, char, name, citext           string                     text
+text, varchar, char(n), name, citext        string                     text (char(n) loses its padding)
 anything else (uuid, json, jsonb, enums,    string                     its PostgreSQL text form (``col::text``)
 interval, time, inet, arrays, ...)
 ==========================================  =========================  =======================================

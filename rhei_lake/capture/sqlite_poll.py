@@ -18,8 +18,8 @@ from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, poll
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
-from rhei_lake.capture.sqlite_schema import quote_ident, read_table_spec
-from rhei_lake.errors import SourceError
+from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.errors import SchemaError, SourceError
 
 SOURCE_KIND = "sqlite-poll"
 _FETCH_CHUNK = 400  # keys per fetch statement (SQLite's parameter limit is far above)
@@ -47,6 +47,16 @@ class SqlitePolledSource:
     def describe(self, table: PolledTable) -> PollPlan:
         with self._lock:
             try:
+                if table.primary_key is None:
+                    canonical = canonical_table_name(self._conn, table.name)
+                    declared = self._conn.execute(
+                        "SELECT count(*) FROM pragma_table_xinfo(?) WHERE pk > 0", (canonical,)
+                    ).fetchone()[0]
+                    if not declared:
+                        raise SchemaError(
+                            f"{self.path}: table {canonical!r} declares no primary key; name the columns that "
+                            "identify a row with PolledTable(..., primary_key=[...])"
+                        )
                 spec = read_table_spec(
                     self._conn,
                     table.name,
