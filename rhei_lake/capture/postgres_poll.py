@@ -177,7 +177,7 @@ class PostgresPolledSource:
             self._streams += 1
         name = f"rhei_{uuid.uuid4().hex[:12]}"
         try:
-            with conn.cursor(name=name) as cur:
+            with conn.cursor(name=name, binary=True) as cur:
                 cur.itersize = batch_rows
                 cur.execute(sql, params)
                 while True:

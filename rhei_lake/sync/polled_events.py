@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.polled_table import PolledTable
@@ -86,6 +87,34 @@ class PolledBatch:
     error: RheiError | None = None
 
 
+_ISO = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?"
+_ISO_ZONED = _ISO + r"(Z|[+-]\d\d:\d\d)$"
+_ISO_NAIVE = _ISO + r"$"
+
+
+def _fast_stamps(column: pa.ChunkedArray, unit: str) -> list[int] | None:
+    """Vectorized :func:`updated_at_micros` for the common shapes; ``None`` means "use the per-value rules"."""
+    if column.null_count:
+        return None
+    dtype = column.type
+    try:
+        if pa.types.is_timestamp(dtype) and unit == "s":  # converted by the declared-type rules already
+            return column.cast(pa.int64()).to_pylist()
+        if pa.types.is_int64(dtype):
+            micros = pc.multiply_checked(column, _UNIT_MICROS[unit])
+            if pc.min(micros).as_py() < _MIN_US or pc.max(micros).as_py() > _MAX_US:
+                return None
+            return micros.to_pylist()
+        if pa.types.is_string(dtype):
+            if pc.all(pc.match_substring_regex(column, _ISO_ZONED)).as_py():
+                return column.cast(TIMESTAMP_TYPE).cast(pa.int64()).to_pylist()
+            if pc.all(pc.match_substring_regex(column, _ISO_NAIVE)).as_py():
+                return column.cast(pa.timestamp("us")).cast(pa.int64()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return None
+
+
 def iso(micros: int) -> str:
     return from_micros(micros).isoformat().replace("+00:00", "Z")
 
@@ -122,7 +151,11 @@ class EventBuilder:
                 rows = rows[: (exc.seq or base + 1) - base - 1]
         return [], 0, error
 
-    def _stamps(self, rows: list[tuple]) -> tuple[list[int], RheiError | None]:
+    def _stamps(self, rows: list[tuple], converted: pa.Table | None) -> tuple[list[int], RheiError | None]:
+        """Each row's updated_at in UTC micros, for the longest readable prefix, and the error that ended it."""
+        fast = _fast_stamps(converted.column(self.table.updated_at), self.table.epoch_unit) if converted else None
+        if fast is not None:
+            return fast, None
         stamps = []
         for row in rows:
             value = row[self.updated_index]
@@ -142,15 +175,41 @@ class EventBuilder:
     def build(self, rows: list[tuple], base: int, lookup: Lookup | None, clock: int) -> PolledBatch:
         """Events for ``rows`` with ``_rhei_seq`` from ``base + 1``; ``lookup=None`` when the lake holds none of these keys."""
         arrays, usable, error = self._convert(rows, base)
-        stamps, stamp_error = self._stamps(rows[:usable])
+        converted = pa.Table.from_arrays(arrays, schema=self.spec.schema) if usable else None
+        stamps, stamp_error = self._stamps(rows[:usable], converted)
         if stamp_error is not None:
             error, usable = stamp_error, len(stamps)
-        converted = pa.Table.from_arrays(arrays, schema=self.spec.schema).slice(0, usable) if usable else None
-        last: dict[tuple[Any, ...], LastEvent] = {}
-        if lookup is not None and converted is not None:
-            last = lookup(converted.select(list(self.spec.primary_key)))
-        keys = key_tuples(converted, self.spec.primary_key) if converted is not None else []
-        values = list(zip(*(converted.column(c).to_pylist() for c in self.spec.column_names))) if usable else []
+            converted = converted.slice(0, usable) if converted is not None and usable else None
+        if converted is None:
+            return PolledBatch(self.spec.changes_schema.empty_table(), usable, error)
+        if lookup is None:
+            take, ops, times = self._inserts(rows, stamps, usable)
+        else:
+            take, ops, times, usable, backwards = self._classified(rows, converted, stamps, usable, lookup, clock)
+            error = backwards or error
+        if not take:
+            return PolledBatch(self.spec.changes_schema.empty_table(), usable, error)
+        chosen = converted if len(take) == converted.num_rows else converted.take(take)
+        seqs = pa.array(range(base + 1, base + 1 + len(take)), pa.int64())
+        events = pa.Table.from_arrays(
+            [*chosen.columns, seqs, pa.array(ops, pa.string()), pa.array(times, pa.int64()).cast(TIMESTAMP_TYPE)],
+            schema=self.spec.changes_schema,
+        )
+        return PolledBatch(events, usable, error)
+
+    def _inserts(self, rows: list[tuple], stamps: list[int], usable: int) -> tuple[list[int], list[str], list[int]]:
+        """Keys the lake does not hold: every live row is an insert, soft-deleted rows are nothing."""
+        if self.deleted_index is None:
+            return list(range(usable)), [OP_INSERT] * usable, stamps
+        take = [i for i in range(usable) if not is_deleted(rows[i][self.deleted_index])]
+        return take, [OP_INSERT] * len(take), [stamps[i] for i in take]
+
+    def _classified(
+        self, rows: list[tuple], converted: pa.Table, stamps: list[int], usable: int, lookup: Lookup, clock: int
+    ) -> tuple[list[int], list[str], list[int], int, RheiError | None]:
+        last = lookup(converted.select(list(self.spec.primary_key)))
+        keys = key_tuples(converted, self.spec.primary_key)
+        values = list(zip(*(converted.column(c).to_pylist() for c in self.spec.column_names)))
         take: list[int] = []
         ops: list[str] = []
         times: list[int] = []
@@ -160,22 +219,12 @@ class EventBuilder:
             previous = last.get(keys[i])
             op, at = self._classify(deleted, ts, values[i], previous, clock)
             if op == "!":
-                error = self._backwards(row, ts, previous)
-                usable = i
-                break
+                return take, ops, times, i, self._backwards(row, ts, previous)
             if op:
                 take.append(i)
                 ops.append(op)
                 times.append(at)
-        if converted is None or not take:
-            return PolledBatch(self.spec.changes_schema.empty_table(), usable, error)
-        chosen = converted.take(take)
-        seqs = pa.array(range(base + 1, base + 1 + len(take)), pa.int64())
-        events = pa.Table.from_arrays(
-            [*chosen.columns, seqs, pa.array(ops, pa.string()), pa.array(times, pa.int64()).cast(TIMESTAMP_TYPE)],
-            schema=self.spec.changes_schema,
-        )
-        return PolledBatch(events, usable, error)
+        return take, ops, times, usable, None
 
     @staticmethod
     def _classify(
