@@ -27,10 +27,6 @@ from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import SchemaError
 
-KEY_SCAN_EXTRA = 3
-"""A key-scan row is ``(*key, updated_at, deleted_at, after_cursor)``."""
-
-
 @dataclass(frozen=True)
 class PollPlan:
     """How one polled table is read from one source dialect."""
@@ -89,6 +85,12 @@ class PollPlan:
         cols = ", ".join(self.quote(k) for k in self.key)
         one = "(" + ", ".join(self.placeholder(k) for k in self.key) + ")"
         return f"SELECT {self._columns()} FROM {self.relation} WHERE ({cols}) IN (VALUES {', '.join([one] * count)})"
+
+
+def fetch_batches(fetchmany: Callable[[int], list], size: int) -> Iterator[list[tuple]]:
+    """Yield ``fetchmany(size)`` results until one comes back empty."""
+    while rows := fetchmany(size):
+        yield rows
 
 
 def check_polled_columns(spec: TableSpec, table: PolledTable, where: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, polled_spec_options
+from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.postgres_db import connect, translate_postgres_error
 from rhei_lake.capture.postgres_types import pg_arrow_type, select_expression
@@ -180,12 +180,12 @@ class PostgresPolledSource:
             with conn.cursor(name=name, binary=True) as cur:
                 cur.itersize = batch_rows
                 cur.execute(sql, params)
-                while True:
+
+                def fetchmany(size: int) -> list:
                     with self._lock:
-                        rows = cur.fetchmany(batch_rows)
-                    if not rows:
-                        return
-                    yield rows
+                        return cur.fetchmany(size)
+
+                yield from fetch_batches(fetchmany, batch_rows)
         except psycopg.Error as exc:
             raise self._error(exc, where) from exc
         finally:

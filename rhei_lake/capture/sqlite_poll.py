@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, polled_spec_options
+from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
@@ -82,12 +82,7 @@ class SqlitePolledSource:
         # generator is exhausted or closed, while this object keeps serving fetch().
         conn = connect(self.path, readonly=True)
         try:
-            cursor = conn.execute(sql, params)
-            while True:
-                rows = cursor.fetchmany(batch_rows)
-                if not rows:
-                    return
-                yield rows
+            yield from fetch_batches(conn.execute(sql, params).fetchmany, batch_rows)
         except sqlite3.Error as exc:
             raise self._error(exc, plan) from exc
         finally:

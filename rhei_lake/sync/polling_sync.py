@@ -30,7 +30,7 @@ from rhei_lake.errors import CommitConflictError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.lake_state import LakeState
-from rhei_lake.sync.polled_events import EventBuilder
+from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import open_changelog
@@ -56,6 +56,15 @@ class PolledTableSync:
 
     def cursor(self) -> PollCursor | None:
         return PollCursor.decode(self.changelog.cursor, table=self.name)
+
+    def clock(self, cursor: PollCursor | None) -> int:
+        """The source time the cursor has reached (UTC micros): what undated deletes are stamped with."""
+        if cursor is not None:
+            try:
+                return updated_at_micros(cursor.updated_at, self.plan.table.epoch_unit)
+            except (ValueError, OverflowError, TypeError):
+                pass
+        return now_micros()
 
     def commit(self, events, *, base: int, cursor: PollCursor | None) -> int:
         """Commit ``events`` (numbered from ``base + 1``) and ``cursor``; the watermark must still be ``base``."""
@@ -165,7 +174,7 @@ class PollingSync:
                 base = changelog.watermark
                 # Within one stream (one snapshot) a key appears once: an empty lake needs no lookups.
                 lookup = None if fresh else table.state.last_events
-                built = table.builder.build(rows, base, lookup, now_micros())  # clock unused by polled rows
+                built = table.builder.build(rows, base, lookup, table.clock(cursor))
                 if built.consumed:
                     last = rows[built.consumed - 1]
                     cursor = PollCursor(last[table.builder.updated_index], table.builder.raw_key(last))

@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from rhei_lake.capture.polled_source import KEY_SCAN_EXTRA, PolledSource
+from rhei_lake.capture.polled_source import PolledSource
 from rhei_lake.capture.types import ValueMismatch, describe_value, to_arrow
 from rhei_lake.catalog import TS
 from rhei_lake.errors import SourceError, TypeMismatchError
 from rhei_lake.sync.lake_state import key_tuples
 from rhei_lake.sync.polled_events import is_deleted, updated_at_micros
-from rhei_lake.timeutil import now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.sync.polling_sync import PolledTableSync
@@ -164,11 +163,7 @@ def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> 
     if cursor is None:
         return 0  # nothing polled yet: the first poll reads everything
     name = table.name
-    try:
-        clock = updated_at_micros(cursor.updated_at, table.plan.table.epoch_unit)
-    except (ValueError, OverflowError, TypeError):
-        clock = now_micros()
-    emitter = _Emitter(table, source, batch_rows, clock)
+    emitter = _Emitter(table, source, batch_rows, table.clock(cursor))
     scan = source.scan_keys(table.plan, cursor, batch_rows)
     try:
         src = _ordered(_source_keys(table, scan), "source", name)

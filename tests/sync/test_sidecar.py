@@ -9,8 +9,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 import rhei_lake
 from tests.support.sidecar_source import START, items_table
 
