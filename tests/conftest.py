@@ -9,11 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.moto_server import MotoServer, start_moto
-from tests.support.postgres import PostgresServer, PostgresUnavailable, start_postgres
+from tests.support.postgres import REQUIRE_POSTGRES, PostgresServer, PostgresUnavailable, start_postgres
 
 STORAGE_KINDS = ("memory", "local", "s3")
-# Read once at import: the autouse fixture below hides RHEI_* variables from the tests themselves.
-REQUIRE_POSTGRES = os.environ.get("RHEI_REQUIRE_POSTGRES") == "1"
 
 
 @pytest.fixture(autouse=True)

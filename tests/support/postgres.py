@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from tests.support.moto_server import free_port
 
+# Read at import (conftest imports this module before any test hides RHEI_* variables).
+REQUIRE_POSTGRES = os.environ.get("RHEI_REQUIRE_POSTGRES") == "1"
 ROLE = "rhei_app"
 PASSWORD = "s3cr3t-pw"
 SUPERUSER = "postgres"

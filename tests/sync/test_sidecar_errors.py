@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import timedelta
 
@@ -17,7 +16,7 @@ from rhei_lake.errors import (
     SourceUnavailableError,
     TypeMismatchError,
 )
-from tests.support.postgres import PASSWORD, start_postgres
+from tests.support.postgres import PASSWORD, REQUIRE_POSTGRES, PostgresUnavailable, start_postgres
 from tests.support.sidecar_source import START, items_table, postgres_source
 
 
@@ -149,8 +148,8 @@ def test_source_outage_then_catch_up(tmp_path):
     """The server goes away: sync_now raises a transient error; once it is back the mirror catches up."""
     try:
         server = start_postgres()
-    except Exception as exc:  # same policy as the session fixture
-        if os.environ.get("RHEI_REQUIRE_POSTGRES") == "1":
+    except PostgresUnavailable as exc:  # same policy as the session fixture
+        if REQUIRE_POSTGRES:
             raise
         pytest.skip(f"PostgreSQL unavailable: {exc}")
     try:
