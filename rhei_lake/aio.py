@@ -104,7 +104,9 @@ class AsyncLake:
         """See :meth:`rhei_lake.Lake.sync_status`."""
         return await _run(self.lake.sync_status)
 
-    async def restore_sqlite(self, path: str, as_of: Instant | None = None, tables: Iterable[str] | None = None, **options: Any) -> RestoreReport:
+    async def restore_sqlite(
+        self, path: str, as_of: Instant | None = None, tables: Iterable[str] | None = None, **options: Any
+    ) -> RestoreReport:
         """See :meth:`rhei_lake.Lake.restore_sqlite`."""
         return await _run(self.lake.restore_sqlite, path, as_of, tables, **options)
 

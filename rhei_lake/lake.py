@@ -254,7 +254,10 @@ class Lake:
         before the change is committed first.
         """
         with self._lock:
-            return evolution.add_column(self._evolving("add_column()"), table, column, sql_type)
+            try:
+                return evolution.add_column(self._evolving("add_column()"), table, column, sql_type)
+            finally:
+                self._reload_schema()
 
     def drop_column(self, table: str, column: str) -> TableSpec:
         """Drop a column of a mirrored table from SQLite, its triggers and the views; returns the new spec.
@@ -262,7 +265,16 @@ class Lake:
         The values it held stay in the lake's storage (see README, "Schema evolution").
         """
         with self._lock:
-            return evolution.drop_column(self._evolving("drop_column()"), table, column)
+            try:
+                return evolution.drop_column(self._evolving("drop_column()"), table, column)
+            finally:
+                self._reload_schema()
+
+    def _reload_schema(self) -> None:
+        # The change ran on the capture connection; SQLite only notices it on this one when a
+        # statement checks the schema cookie, and until then may plan against the old columns.
+        if self._oltp is not None and not self._closed:
+            self._oltp.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
 
     def rename_column(self, table: str, column: str, new_name: str) -> TableSpec:
         """Not supported: raises SchemaError explaining how to add, copy and drop instead."""

@@ -116,9 +116,7 @@ def restore_sqlite(
         raise
     from rhei_lake.timeutil import from_micros
 
-    return RestoreReport(
-        target, from_micros(as_of) if as_of is not None else None, rows, time.perf_counter() - started
-    )
+    return RestoreReport(target, from_micros(as_of) if as_of is not None else None, rows, time.perf_counter() - started)
 
 
 def _copy_table(

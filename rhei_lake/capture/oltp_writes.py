@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from rhei_lake.capture.sqlite_db import translate_sqlite_error
 from rhei_lake.capture.sqlite_guard import BATCH_SAVEPOINT, Refusal, mentions_alter, write_guard
 from rhei_lake.errors import ConfigError, RheiError
 
-Params = Union[Sequence[Any], Mapping[str, Any]]
-Statement = Union[str, tuple[str, Params]]
+Params = Sequence[Any] | Mapping[str, Any]
+Statement = str | tuple[str, Params]
 """One statement of a batch: SQL text, or ``(sql, params)``."""
 
 
@@ -80,8 +80,7 @@ def _normalize(index: int, statement: Statement) -> tuple[str, Params]:
     if isinstance(statement, tuple) and len(statement) == 2 and isinstance(statement[0], str):
         return statement[0], statement[1] if statement[1] is not None else ()
     raise ConfigError(
-        f"execute_batch: statement {index + 1} must be SQL text or a (sql, params) pair, "
-        f"not {type(statement).__name__}"
+        f"execute_batch: statement {index + 1} must be SQL text or a (sql, params) pair, not {type(statement).__name__}"
     )
 
 

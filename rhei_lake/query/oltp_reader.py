@@ -122,9 +122,7 @@ class OltpReader:
             arrays.append(_typed(name, list(columns[i]), dtype))
         return pa.Table.from_arrays(arrays, names=names)
 
-    def _run(
-        self, sql: str, params: Sequence[Any], conn: sqlite3.Connection | None
-    ) -> tuple[list[str], list[tuple]]:
+    def _run(self, sql: str, params: Sequence[Any], conn: sqlite3.Connection | None) -> tuple[list[str], list[tuple]]:
         context = self._borrowed(conn) if conn is not None else self._connection()
         with context as (connection, refusal):
             try:

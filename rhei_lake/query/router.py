@@ -125,18 +125,16 @@ def _read_statement(sql: str) -> Any:
     Writes are refused here; whatever is not understood goes to DataFusion,
     which refuses DDL/DML itself, so no write ever runs through ``query()``.
     """
-    import sqlglot
     from sqlglot import exp
+    from sqlglot.dialects.dialect import Dialect
     from sqlglot.errors import SqlglotError
 
+    dialect = Dialect.get_or_raise(None)
     try:
-        tokens = sqlglot.tokenize(sql)
-    except SqlglotError:
-        return None
-    if tokens and tokens[0].text.upper() in _READ_COMMANDS:
-        return None
-    try:
-        statements = [s for s in sqlglot.parse(sql) if s is not None]
+        tokens = dialect.tokenize(sql)
+        if tokens and tokens[0].text.upper() in _READ_COMMANDS:
+            return None  # parsing them would only log sqlglot's "unsupported syntax" warning
+        statements = [s for s in dialect.parser().parse(tokens, sql) if s is not None]
     except SqlglotError:
         return None
     if len(statements) > 1:

@@ -66,6 +66,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, RheiError) and exc.transient
 
 
+def summary(exc: BaseException, limit: int = 400) -> str:
+    """The first line of an error, for logs repeated on every retry (native errors can span pages)."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class SyncLoop:
     """Runs ``cycle()`` every ``interval`` seconds in a daemon thread until stopped."""
 
@@ -149,22 +155,22 @@ class SyncLoop:
 
     def _failed(self, exc: Exception) -> bool:
         """Record a failed cycle; wait out the backoff. Returns whether to go on."""
+        if not is_transient(exc):
+            log.error(
+                "sync loop stopped on a terminal error (fix it, then call start_sync()): %s",
+                summary(exc),
+                exc_info=not isinstance(exc, RheiError),
+            )
         with self._lock:
             self._cycles += 1
             self._failures += 1
             self._error, self._error_at = exc, datetime.now(UTC)
             if not is_transient(exc):
                 self._state = "failed"
-        if not is_transient(exc):
-            log.error(
-                "sync loop stopped on a terminal error (fix it, then call start_sync()): %s",
-                exc,
-                exc_info=not isinstance(exc, RheiError),
-            )
-            return False
+                return False
         delay = self.backoff.delay(self._failures, self._rng)
         with self._lock:
             self._state = "backing_off"
             self._next_attempt = time.monotonic() + delay
-        log.warning("sync failed (attempt %d), retrying in %.2fs: %s", self._failures, delay, exc)
+        log.warning("sync failed (attempt %d), retrying in %.2fs: %s", self._failures, delay, summary(exc))
         return not self._stop.wait(delay)

@@ -53,6 +53,11 @@ class ErrorInfo:
 class TableStatus:
     """One mirrored table.
 
+    ``synced_seq`` is the table's synced watermark; ``lag_events`` /
+    ``lag_seconds`` are the captured events not committed yet and the age of
+    the oldest; ``last_commit_*`` and ``events_synced`` describe this process'
+    sync cycles; ``tail_*`` the hot-path segments not yet flushed into the
+    Delta changelog (which holds ``changelog_rows`` in ``changelog_files``).
     ``unfolded_events`` counts change events not folded into the ``history``
     table yet (all of them while the table has none); ``folded_seq`` is the
     folded watermark, ``None`` while there is no history table.
