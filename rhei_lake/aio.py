@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import pyarrow as pa
 
@@ -42,7 +43,12 @@ async def _run(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 
 async def open(config: LakeConfig | Mapping[str, Any] | None = None, /, **options: Any) -> AsyncLake:  # noqa: A001
-    """Open a lake without blocking the event loop; options as :func:`rhei_lake.open`."""
+    """Open a lake without blocking the event loop; options as :func:`rhei_lake.open`.
+
+    Like every call here, opening is not abandoned half-way when the caller is
+    cancelled: the lake is returned and the cancellation arrives at the next
+    checkpoint, so ``async with await rhei_lake.aio.open(...)`` always closes it.
+    """
     return AsyncLake(await _run(_open_lake, config, **options))
 
 

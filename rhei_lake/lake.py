@@ -321,7 +321,7 @@ class Lake:
             position = getattr(self._sync, "position", None)
         else:
             position = max((t.changelog.watermark for t in tables.values()), default=None)
-        loop = self._loop.snapshot() if self._loop is not None else None
+        loop = self._loop.status() if self._loop is not None else None
         return collect_status(tables, self._tracker, loop, lag=lag, position=position)
 
     # -- restore -------------------------------------------------------------
@@ -369,7 +369,7 @@ class Lake:
         error: RheiError | None = None
         loop = self._loop
         if loop is not None:
-            active = loop.snapshot().running
+            active = loop.status().running
             loop.stop()
             wanted = self.config.final_sync if final_sync is None else final_sync
             if wanted and active and self._sync is not None:

@@ -136,7 +136,7 @@ def _read_statement(sql: str) -> Any:
             return None  # parsing them would only log sqlglot's "unsupported syntax" warning
         statements = [s for s in dialect.parser().parse(tokens, sql) if s is not None]
     except SqlglotError:
-        return None
+        return _unreadable(sql)
     if len(statements) > 1:
         raise QueryError("query() runs one statement at a time; use execute_batch() for several writes")
     if not statements:
@@ -158,6 +158,23 @@ def _read_statement(sql: str) -> Any:
     if not isinstance(statement, exp.Query):
         raise WriteRefusedError(f"query() runs SELECT statements only, not {type(statement).__name__.upper()}")
     return statement
+
+
+def _unreadable(sql: str) -> None:
+    """SQL the generic dialect cannot read: refused if SQLite's dialect reads a write in it, else DataFusion's."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
+    except SqlglotError:
+        return None
+    writes = [s for s in statements if not isinstance(s, exp.Query)]
+    if writes:
+        keyword = str(writes[0].this).upper() if isinstance(writes[0], exp.Command) else type(writes[0]).__name__
+        raise WriteRefusedError(f"query() is read-only ({keyword.upper()} refused); run writes with execute()")
+    return None
 
 
 def _forced_oltp(statement: Any, specs: Mapping[str, TableSpec], *, as_of: int | None, oltp_available: bool) -> Route:

@@ -46,16 +46,37 @@ class Backoff:
 
 
 @dataclass(frozen=True)
-class LoopSnapshot:
-    """The loop's state at one moment (see :class:`~rhei_lake.sync.status.SyncStatus`)."""
+class ErrorInfo:
+    """A failure as the status reports it."""
+
+    kind: str
+    message: str
+    transient: bool
+    at: datetime
+
+    @classmethod
+    def of(cls, exc: BaseException, at: datetime | None = None) -> ErrorInfo:
+        return cls(
+            kind=type(exc).__name__,
+            message=str(exc),
+            transient=bool(getattr(exc, "transient", False)),
+            at=at or datetime.now(UTC),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LoopStatus:
+    """The background sync loop: ``stopped``, ``running``, ``backing_off`` (retrying) or ``failed``."""
 
     state: LoopState
     interval: float | None
     cycles: int
     consecutive_failures: int
     next_attempt_in: float | None
-    error: BaseException | None
-    error_at: datetime | None = None
+    last_error: ErrorInfo | None
 
     @property
     def running(self) -> bool:
@@ -96,8 +117,7 @@ class SyncLoop:
         self._cycles = 0
         self._failures = 0
         self._next_attempt: float | None = None
-        self._error: BaseException | None = None
-        self._error_at: datetime | None = None
+        self._error: ErrorInfo | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -115,14 +135,12 @@ class SyncLoop:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def snapshot(self) -> LoopSnapshot:
+    def status(self) -> LoopStatus:
         with self._lock:
             wait = None
             if self._state == "backing_off" and self._next_attempt is not None:
                 wait = max(0.0, self._next_attempt - time.monotonic())
-            return LoopSnapshot(
-                self._state, self.interval, self._cycles, self._failures, wait, self._error, self._error_at
-            )
+            return LoopStatus(self._state, self.interval, self._cycles, self._failures, wait, self._error)
 
     # -- the thread ----------------------------------------------------------
     def _run(self) -> None:
@@ -138,13 +156,13 @@ class SyncLoop:
                 with self._lock:
                     self._cycles += 1
                     self._failures = 0
-                    self._error = self._error_at = None
+                    self._error = None
                     self._state = "running"
                     self._next_attempt = None
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
         except BaseException as exc:  # pragma: no cover - interpreter shutdown and the like
             with self._lock:
-                self._state, self._error, self._error_at = "failed", exc, datetime.now(UTC)
+                self._state, self._error = "failed", ErrorInfo.of(exc)
             log.exception("the sync loop stopped unexpectedly")
             raise
         finally:
@@ -164,7 +182,7 @@ class SyncLoop:
         with self._lock:
             self._cycles += 1
             self._failures += 1
-            self._error, self._error_at = exc, datetime.now(UTC)
+            self._error = ErrorInfo.of(exc)
             if not is_transient(exc):
                 self._state = "failed"
                 return False

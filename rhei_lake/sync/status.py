@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import RheiError
-from rhei_lake.sync.loop import LoopSnapshot, LoopState
+from rhei_lake.sync.loop import ErrorInfo, LoopStatus
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.timeutil import now_micros
 
@@ -25,28 +25,6 @@ if TYPE_CHECKING:
 
 LagProbe = Callable[[str, int], tuple[int, int | None]]
 """``probe(table, after_seq) -> (events waiting, oldest one's timestamp in micros)``."""
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """A failure as the status reports it."""
-
-    kind: str
-    message: str
-    transient: bool
-    at: datetime
-
-    @classmethod
-    def of(cls, exc: BaseException, at: datetime | None = None) -> ErrorInfo:
-        return cls(
-            kind=type(exc).__name__,
-            message=str(exc),
-            transient=bool(getattr(exc, "transient", False)),
-            at=at or datetime.now(UTC),
-        )
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -77,22 +55,6 @@ class TableStatus:
     changelog_files: int
     folded_seq: int | None
     unfolded_events: int
-
-
-@dataclass(frozen=True)
-class LoopStatus:
-    """The background sync loop: ``stopped``, ``running``, ``backing_off`` (retrying) or ``failed``."""
-
-    state: LoopState
-    interval: float | None
-    cycles: int
-    consecutive_failures: int
-    next_attempt_in: float | None
-    last_error: ErrorInfo | None
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("running", "backing_off")
 
 
 @dataclass(frozen=True)
@@ -184,7 +146,7 @@ class SyncTracker:
 def collect_status(
     tables: Mapping[str, QueryTable],
     tracker: SyncTracker,
-    loop: LoopSnapshot | None,
+    loop: LoopStatus | None,
     *,
     lag: LagProbe | None,
     position: int | None,
@@ -221,7 +183,7 @@ def collect_status(
     ages = [t.lag_seconds for t in per_table.values() if t.lag_seconds is not None]
     return SyncStatus(
         tables=per_table,
-        loop=_loop_status(loop),
+        loop=loop or LoopStatus("stopped", None, 0, 0, None, None),
         synced_seq=position,
         lag_events=sum(lags) if lag is not None else None,
         lag_seconds=max(ages, default=0.0) if lag is not None else None,
@@ -251,16 +213,3 @@ def unfolded_events(table: QueryTable, stored_rows: int) -> int:
 
         stored += int(pc.sum(pc.greater(tail.column(SEQ), table.folded)).as_py() or 0)
     return stored
-
-
-def _loop_status(loop: LoopSnapshot | None) -> LoopStatus:
-    if loop is None:
-        return LoopStatus("stopped", None, 0, 0, None, None)
-    return LoopStatus(
-        state=loop.state,
-        interval=loop.interval,
-        cycles=loop.cycles,
-        consecutive_failures=loop.consecutive_failures,
-        next_attempt_in=loop.next_attempt_in,
-        last_error=ErrorInfo.of(loop.error, loop.error_at) if loop.error is not None else None,
-    )

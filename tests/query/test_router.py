@@ -89,6 +89,11 @@ WRITES = [
     "BEGIN",
     "VACUUM",
     "CREATE TABLE z AS SELECT * FROM items",
+    "REPLACE INTO items (id) VALUES (1)",
+    "ATTACH DATABASE 'elsewhere.db' AS x",
+    "DETACH x",
+    "ANALYZE",
+    "DELETE FROM items WHERE name = `n1`",
 ]
 
 
@@ -161,9 +166,9 @@ def test_forced_oltp_runs_sqlite_sql_read_only(routing_lake):
     assert result.schema.field("n").type == pa.int64()
     typed = routing_lake.query("SELECT price, name FROM items WHERE id > 27 ORDER BY id", hint="oltp")
     assert typed.schema == routing_lake.query("SELECT price, name FROM items WHERE id > 27", hint="olap").schema
-    # SQL sqlglot cannot read is not trusted to be a read: it is refused on the forced SQLite route
-    with pytest.raises(QueryError):
-        routing_lake.query("REPLACE INTO items (id) VALUES (1)", hint="oltp")
+    # SQL sqlglot cannot read as a query is not trusted to be one: refused on the forced SQLite route
+    with pytest.raises(QueryError, match="SELECT statements only"):
+        routing_lake.query("SELECT * FROM items WHERE id = `1`", hint="oltp")
     # and SQLite itself refuses writes on read connections, whatever the SQL looks like
     reader = routing_lake._reader
     with pytest.raises(WriteRefusedError):
