@@ -10,6 +10,7 @@ def test_public_names_are_pinned():
     assert sorted(rhei_lake.__all__) == sorted(
         [
             "__version__", "open", "Lake", "LakeConfig", "TableSpec", "Column", "SyncReport", "TableSyncReport",
+            "SyncStatus", "TableStatus", "LoopStatus", "ErrorInfo", "Route", "RestoreReport",
             *errors.__all__,
         ]
     )
