@@ -82,6 +82,10 @@ class AsyncLake:
         """See :meth:`rhei_lake.Lake.sync_now`."""
         return await _run(self.lake.sync_now)
 
+    async def repair_event(self, table: str, seq: int, values: Mapping[str, Any]) -> None:
+        """See :meth:`rhei_lake.Lake.repair_event`."""
+        await _run(self.lake.repair_event, table, seq, values)
+
     async def flush(self) -> int:
         """See :meth:`rhei_lake.Lake.flush`."""
         return await _run(self.lake.flush)

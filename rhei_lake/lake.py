@@ -179,6 +179,20 @@ class Lake:
             raise SourceError("sync_now() needs a source: open the lake with oltp_path=")
         return self._tracker.run(self._sync.sync_now)
 
+    def repair_event(self, table: str, seq: int, values: Mapping[str, Any]) -> None:
+        """Correct a captured change event that stops the sync with a TypeMismatchError.
+
+        SQLite lets a column declared ``INTEGER`` hold ``'abc'``; such an event
+        stops the sync (nothing after it is committed, nothing is skipped), and
+        fixing the row later adds a new event but leaves the bad one in the CDC
+        log. This replaces the named values of that one event (``seq`` is in the
+        error) with ones that fit the declared types; the change is logged.
+        """
+        sync = self._evolving("repair_event()")
+        with self._lock:
+            replaced = sync.source.repair_event(table, seq, values)
+        log.warning("repaired event %d of table %r: %r replaced by %r", seq, table, replaced, dict(values))
+
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog now; returns rows moved."""
         self._check_open()

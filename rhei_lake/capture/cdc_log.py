@@ -156,3 +156,15 @@ def pending_count(conn: sqlite3.Connection, after: int, *, table: str | None = N
         f"SELECT count(*), min(ts) FROM {LOG_TABLE} WHERE seq > ? AND op != ?{where}", params
     ).fetchone()
     return count, oldest
+
+
+def read_event(conn: sqlite3.Connection, seq: int, slots: int) -> tuple | None:
+    """The log row of event ``seq`` (seq, tbl, op, ts, c0..), or ``None`` if it is not in the log."""
+    cols = ", ".join(("seq", "tbl", "op", "ts", *[f"c{i}" for i in range(slots)]))
+    return conn.execute(f"SELECT {cols} FROM {LOG_TABLE} WHERE seq = ?", (seq,)).fetchone()
+
+
+def set_event_slots(conn: sqlite3.Connection, seq: int, slots: dict[int, object]) -> None:
+    """Overwrite value slots of event ``seq`` (inside the caller's transaction)."""
+    assignments = ", ".join(f"c{i} = ?" for i in slots)
+    conn.execute(f"UPDATE {LOG_TABLE} SET {assignments} WHERE seq = ?", (*slots.values(), seq))

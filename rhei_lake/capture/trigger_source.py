@@ -289,6 +289,41 @@ class TriggerSource:
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
         return batch
 
+    def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
+        """Correct values of one captured event that does not fit its declared types.
+
+        The only way past a :class:`TypeMismatchError` short of changing the
+        column's type: the event stays in place and in order, with the given
+        values, which must convert exactly. Returns the values it replaced.
+        """
+        with self._lock:
+            reg = self._registrations.get(table)
+            if reg is None:
+                raise SchemaError(f"table {table!r} is not registered")
+            spec = reg.spec
+            unknown = [c for c in values if c not in spec.column_names]
+            if unknown:
+                raise SchemaError(f"table {table!r} has no column(s) {unknown}; its columns are {spec.column_names}")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                row = cdc_log.read_event(self._conn, seq, self._slots)
+                if row is None or row[1] != table or row[2] == cdc_log.OP_SNAPSHOT_MARKER:
+                    raise SourceError(
+                        f"event {seq} of table {table!r} is not in the CDC log (already committed and pruned, "
+                        "or another table's)"
+                    )
+                slots = {spec.column_names.index(c): v for c, v in values.items()}
+                patched = list(row)
+                for index, value in slots.items():
+                    patched[4 + index] = value
+                events_from_log_rows(spec, [tuple(patched)])  # raises TypeMismatchError if still wrong
+                cdc_log.set_event_slots(self._conn, seq, slots)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return {c: row[4 + spec.column_names.index(c)] for c in values}
+
     def prune(self, through: int, synced: dict[str, int]) -> int:
         """Delete events committed to the lake (up to ``through``) from the log."""
         with self._lock:
