@@ -33,7 +33,10 @@ from rhei_lake.errors import (
     WriteRefusedError,
 )
 from rhei_lake.lake import Lake, open
+from rhei_lake.query.router import Route
+from rhei_lake.restore import RestoreReport
 from rhei_lake.sync.report import SyncReport, TableSyncReport
+from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,12 @@ __all__ = [
     "Column",
     "SyncReport",
     "TableSyncReport",
+    "SyncStatus",
+    "TableStatus",
+    "LoopStatus",
+    "ErrorInfo",
+    "Route",
+    "RestoreReport",
     "RheiError",
     "ConfigError",
     "SourceError",

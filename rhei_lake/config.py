@@ -16,6 +16,7 @@ DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
+DEFAULT_SYNC_MAX_BACKOFF = 30.0
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
 
@@ -83,6 +84,19 @@ class LakeConfig(BaseModel):
         DEFAULT_HARD_DELETE_INTERVAL,
         ge=0,
         description="Sidecar mode: seconds between scans for rows deleted from the source (0: every sync).",
+    )
+    sync_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between background sync cycles; set to start the sync loop at open() (needs a source).",
+    )
+    sync_max_backoff: float = Field(
+        DEFAULT_SYNC_MAX_BACKOFF,
+        gt=0,
+        description="Longest wait, in seconds, between retries of a failing background sync.",
+    )
+    final_sync: bool = Field(
+        True, description="Whether close() runs a last sync when the background sync loop is running."
     )
 
     @field_validator("storage")

@@ -29,6 +29,7 @@ place, :func:`translate_storage_error` and friends, and chained with ``from``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 __all__ = [
@@ -185,9 +186,22 @@ _TRANSIENT_MARKERS = (
 _NOT_FOUND_MARKERS = ("not a delta table", "no such file", "not found", "does not exist")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TIMING = re.compile(r" in [0-9.]+(?:µs|ms|s)\b")
+_ROOT_CAUSE = re.compile(r'message: "([^"]+)"')
+
+
 def _message(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text) > 2000 else text
+    """One readable line: native errors carry multi-line debug dumps and colour codes."""
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
+    head, _, debug = text.partition("\n\nDebug source:")
+    parts = [p.strip(" \t↳") for p in head.splitlines()]
+    summary = ": ".join(dict.fromkeys(p for p in parts if p))
+    roots = _ROOT_CAUSE.findall(debug)
+    if roots and roots[-1] not in summary:
+        summary += f" ({roots[-1]})"
+    summary = _TIMING.sub("", summary)
+    return summary if len(summary) <= 1000 else summary[:997] + "..."
 
 
 def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:

@@ -96,9 +96,14 @@ class QueryEngine:
             for table in self._tables().values():
                 _register_table(ctx, table, as_of=as_of)
         try:
-            return ctx.sql_with_options(sql, _sql_options())
+            df = ctx.sql_with_options(sql, _sql_options())
         except Exception as exc:
             raise translate_query_error(exc, sql=sql) from exc
+        # A Delta table registered through FFI only holds a weak reference to its
+        # session: a DataFrame whose throwaway as_of session is gone fails to scan
+        # ("TaskContextProvider went out of scope"). Keep the session alive with it.
+        df._rhei_session = ctx
+        return df
 
     def query(self, sql: str, *, as_of: int | None = None) -> pa.Table:
         """Run ``sql`` and return all rows."""

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import CommitConflictError
+from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore
 from rhei_lake.storage.tail import Segment, SegmentTail
 
@@ -132,7 +132,7 @@ class Changelog:
                         self._tail_rows += fresh.num_rows
                     else:
                         self.store.append(
-                            fresh,
+                            conform(fresh, self.store.schema(), self.store.uri),
                             txn=AppTransaction(SYNCED_APP_ID, watermark, expected=current),
                             metadata={CURSOR_KEY: cursor} if cursor is not None else None,
                         )
@@ -159,6 +159,7 @@ class Changelog:
             self.flush()
             if watermark <= self.watermark:
                 return
+            reader = conform_reader(reader, self.store.schema(), self.store.uri)
             self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
             self._stored = watermark
             self.generation += 1
@@ -177,7 +178,8 @@ class Changelog:
                 return 0
             tip = self._segments[-1]
             cursor = self.cursor
-            rows = _after(pa.concat_tables([s.rows for s in self._segments]), self._stored)
+            schema = self.store.schema()
+            rows = _after(pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), self._stored)
             try:
                 self.store.append(
                     rows,
@@ -204,7 +206,7 @@ class Changelog:
         with self._lock:
             if not self._segments:
                 return schema.empty_table()
-            return pa.concat_tables([s.rows for s in self._segments]).cast(schema)
+            return pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments])
 
     def to_arrow(self) -> pa.Table:
         """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""
@@ -243,3 +245,33 @@ def _after(events: pa.Table, watermark: int) -> pa.Table:
     if seq[0].as_py() > watermark:
         return events
     return events.filter(pc.greater(seq, watermark))
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order; columns it lacks read as NULL.
+
+    After schema evolution a table's Delta schema is the union of every column
+    it ever had, while rows carry the columns of their time.
+    """
+    if table.schema.names == schema.names:
+        return table if table.schema == schema else table.cast(schema)
+    extra = [name for name in table.schema.names if name not in schema.names]
+    if extra:
+        raise StorageError(f"{where}: rows carry columns {extra} that the table does not have")
+    names = set(table.schema.names)
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in names else pa.nulls(table.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def conform_reader(reader: pa.RecordBatchReader, schema: pa.Schema, where: str) -> pa.RecordBatchReader:
+    """:func:`conform` for a stream of batches."""
+    if reader.schema == schema:
+        return reader
+
+    def batches():
+        for batch in reader:
+            yield from conform(pa.Table.from_batches([batch]), schema, where).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

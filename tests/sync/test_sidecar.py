@@ -9,6 +9,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 import rhei_lake
 from tests.support.sidecar_source import START, items_table
 
@@ -116,3 +118,23 @@ def test_restart_in_a_fresh_process_loses_and_duplicates_nothing(source_db, dura
         assert ops.count("I") == 3010 and ops.count("U") == 10 and ops.count("D") == 11
         deleted = lake.query("SELECT id, name FROM items_changes WHERE _rhei_op = 'D' AND id <= 20 ORDER BY id")
         assert deleted.to_pylist() == [{"id": i, "name": f"r{i}"} for i in range(11, 21)], "deletes keep last values"
+
+
+def test_background_sync_loop_and_status(source_db, tmp_path):
+    """The building blocks of a long-running follower: open(config) with sync_interval, sync_status()."""
+    import time
+
+    _insert(source_db, range(1, 11), START)
+    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
+                        sync_interval=0.05) as lake:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_lake_items(lake)) < 10:
+            time.sleep(0.05)
+        _insert(source_db, range(11, 16), START + timedelta(seconds=1))
+        while time.monotonic() < deadline and len(_lake_items(lake)) < 15:
+            time.sleep(0.05)
+        assert _lake_items(lake) == source_db.live_items()
+        status = lake.sync_status()
+        assert status.loop_running and status.tables["items"].synced_seq >= 15
+        with pytest.raises(rhei_lake.ReadOnlySourceError):
+            lake.add_column("items", "x", "TEXT")
