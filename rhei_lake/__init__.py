@@ -10,6 +10,7 @@
 ...     lake.compact()                       # fold the change feed into t_history, tidy files
 """
 
+from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.catalog import Column, TableSpec
 from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
 from rhei_lake.config import LakeConfig
@@ -19,6 +20,7 @@ from rhei_lake.errors import (
     CorruptStorageError,
     LeaseHeldError,
     LeaseLostError,
+    NonMonotonicUpdateError,
     QueryError,
     ReadOnlySourceError,
     RheiError,
@@ -33,7 +35,10 @@ from rhei_lake.errors import (
     WriteRefusedError,
 )
 from rhei_lake.lake import Lake, open
+from rhei_lake.query.router import Route
+from rhei_lake.restore import RestoreReport
 from rhei_lake.sync.report import SyncReport, TableSyncReport
+from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
 
 __version__ = "0.1.0"
 
@@ -42,10 +47,17 @@ __all__ = [
     "open",
     "Lake",
     "LakeConfig",
+    "PolledTable",
     "TableSpec",
     "Column",
     "SyncReport",
     "TableSyncReport",
+    "SyncStatus",
+    "TableStatus",
+    "LoopStatus",
+    "ErrorInfo",
+    "Route",
+    "RestoreReport",
     "CompactionReport",
     "TableCompactionReport",
     "RheiError",
@@ -53,6 +65,7 @@ __all__ = [
     "SourceError",
     "SchemaError",
     "TypeMismatchError",
+    "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
     "StorageError",

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.errors import ConfigError
 
 DEFAULT_STORAGE = "memory://"
@@ -15,6 +16,8 @@ DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
+DEFAULT_HARD_DELETE_INTERVAL = 300.0
+DEFAULT_SYNC_MAX_BACKOFF = 30.0
 DEFAULT_VACUUM_RETENTION = timedelta(days=7)
 DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
@@ -73,6 +76,33 @@ class LakeConfig(BaseModel):
         description="Seconds between deletions of committed events from the SQLite CDC log (0: every sync).",
     )
 
+    source: str | None = Field(
+        None,
+        description="Sidecar mode: the external database to follow, sqlite:///path or postgresql://user@host/db.",
+        repr=False,
+    )
+    tables: list[PolledTable] = Field(
+        default_factory=list, description="Sidecar mode: the tables to poll (see rhei_lake.PolledTable)."
+    )
+    hard_delete_interval: float = Field(
+        DEFAULT_HARD_DELETE_INTERVAL,
+        ge=0,
+        description="Sidecar mode: seconds between scans for rows deleted from the source (0: every sync).",
+    )
+    sync_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between background sync cycles; set to start the sync loop at open() (needs a source).",
+    )
+    sync_max_backoff: float = Field(
+        DEFAULT_SYNC_MAX_BACKOFF,
+        gt=0,
+        description="Longest wait, in seconds, between retries of a failing background sync.",
+    )
+    final_sync: bool = Field(
+        True, description="Whether close() runs a last sync when the background sync loop is running."
+    )
+
     vacuum_retention: timedelta = Field(
         DEFAULT_VACUUM_RETENTION,
         description=(
@@ -115,10 +145,39 @@ class LakeConfig(BaseModel):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("source")
+    @classmethod
+    def _source_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from rhei_lake.capture.source_url import parse_source_url
+
+            try:
+                parse_source_url(value)
+            except ConfigError as exc:  # its message names the field already; pydantic adds it again
+                raise ValueError(str(exc).removeprefix("source: ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> LakeConfig:
+        if self.source is not None and self.oltp_path is not None:
+            raise ValueError("source and oltp_path exclude each other: a lake follows one database")
+        if self.tables and self.source is None:
+            raise ValueError("tables are polled from a source: set source= (sqlite:///path or postgresql://...)")
+        if self.source is not None and not self.tables:
+            raise ValueError("sidecar mode needs tables=[PolledTable(...)] naming the tables to follow")
+        names = [t.name.lower() for t in self.tables]
+        if len(set(names)) != len(names):
+            raise ValueError("tables: a table is listed twice")
+        return self
+
     def __repr_args__(self):  # type: ignore[override]
         for name, value in super().__repr_args__():
             yield name, value
         yield "storage_options", mask_options(self.storage_options)
+        if self.source is not None:
+            from rhei_lake.capture.source_url import mask_url
+
+            yield "source", mask_url(self.source)
 
 
 def build_config(config: LakeConfig | Mapping[str, Any] | None = None, **overrides: Any) -> LakeConfig:

@@ -11,6 +11,7 @@ retries transient errors with backoff and stops on terminal ones.
     ├── SourceError                 the database rhei_lake captures from
     │   ├── SchemaError             unknown table/column, no primary key, unsupported type
     │   ├── TypeMismatchError       a stored value does not fit its declared type
+    │   ├── NonMonotonicUpdateError a polled row's updated_at went backwards
     │   ├── SourceUnavailableError  the source cannot be reached right now   [transient]
     │   └── ReadOnlySourceError     a write sent to a source rhei_lake only reads
     ├── StorageError                the lake on memory://, a local path or s3://
@@ -28,6 +29,7 @@ place, :func:`translate_storage_error` and friends, and chained with ``from``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "SourceError",
     "SchemaError",
     "TypeMismatchError",
+    "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
     "StorageError",
@@ -90,6 +93,19 @@ class TypeMismatchError(SourceError):
         self.column = column
         self.primary_key = primary_key
         self.seq = seq
+
+
+class NonMonotonicUpdateError(SourceError):
+    """A polled row's ``updated_at`` is older than the version the lake already holds for it.
+
+    Its history would run backwards, so nothing from that row on is committed
+    until the source is fixed (set the row's ``updated_at`` to the current time).
+    """
+
+    def __init__(self, message: str, *, table: str, primary_key: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.primary_key = primary_key
 
 
 class SourceUnavailableError(SourceError):
@@ -170,23 +186,22 @@ _TRANSIENT_MARKERS = (
 _NOT_FOUND_MARKERS = ("not a delta table", "no such file", "not found", "does not exist")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TIMING = re.compile(r" in [0-9.]+(?:µs|ms|s)\b")
+_ROOT_CAUSE = re.compile(r'message: "([^"]+)"')
+
+
 def _message(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text) > 2000 else text
-
-
-_MAX_STORAGE_DETAIL = 300
-
-
-def _storage_message(exc: BaseException) -> str:
-    """The first line of a native storage error, shortened: object stores append XML
-    bodies, debug dumps and Rust backtraces that belong in a debugger, not a message."""
-    text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0].strip()
-    for marker in ("<?xml", " Debug source:"):
-        if marker in first:
-            first = first[: first.index(marker)].rstrip(" :")
-    return first if len(first) <= _MAX_STORAGE_DETAIL else first[: _MAX_STORAGE_DETAIL - 3] + "..."
+    """One readable line: native errors carry multi-line debug dumps and colour codes."""
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
+    head, _, debug = text.partition("\n\nDebug source:")
+    parts = [p.strip(" \t↳") for p in head.splitlines()]
+    summary = ": ".join(dict.fromkeys(p for p in parts if p))
+    roots = _ROOT_CAUSE.findall(debug)
+    if roots and roots[-1] not in summary:
+        summary += f" ({roots[-1]})"
+    summary = _TIMING.sub("", summary)
+    return summary if len(summary) <= 1000 else summary[:997] + "..."
 
 
 def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
@@ -195,29 +210,28 @@ def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
         return exc
     name = type(exc).__name__
     text = _message(exc)
-    detail = _storage_message(exc)
     low = text.lower()
     if name in ("CommitFailedError", "AlreadyExistsError", "PreconditionError"):
-        return CommitConflictError(f"{where}: another writer committed first ({detail})")
+        return CommitConflictError(f"{where}: another writer committed first ({text})")
     if name == "TableNotFoundError" or (
         name in ("NotFoundError", "FileNotFoundError") and "delta" not in low
     ):
-        return TableNotFoundError(f"{where}: no table here ({detail})")
+        return TableNotFoundError(f"{where}: no table here ({text})")
     if name in ("PermissionDeniedError", "UnauthenticatedError", "PermissionError") or any(
         m in low for m in ("access denied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "403")
     ):
-        return StorageError(f"{where}: access denied, check the credentials ({detail})")
+        return StorageError(f"{where}: access denied, check the credentials ({text})")
     if "nosuchbucket" in low or "bucket does not exist" in low or "the specified bucket does not exist" in low:
-        return StorageError(f"{where}: the bucket does not exist ({detail})")
+        return StorageError(f"{where}: the bucket does not exist ({text})")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return StorageUnavailableError(f"{where}: no space left on device ({detail})")
+        return StorageUnavailableError(f"{where}: no space left on device ({text})")
     if any(m in low for m in _TRANSIENT_MARKERS):
-        return StorageUnavailableError(f"{where}: storage unavailable ({detail})")
+        return StorageUnavailableError(f"{where}: storage unavailable ({text})")
     if any(m in low for m in _NOT_FOUND_MARKERS):
-        return TableNotFoundError(f"{where}: {detail}")
+        return TableNotFoundError(f"{where}: {text}")
     if name in ("DeltaProtocolError", "SchemaMismatchError") or "parquet" in low or "arrow" in low:
-        return CorruptStorageError(f"{where}: {detail}")
-    return StorageError(f"{where}: {detail}")
+        return CorruptStorageError(f"{where}: {text}")
+    return StorageError(f"{where}: {text}")
 
 
 def translate_query_error(exc: BaseException, *, sql: str) -> QueryError:

@@ -6,29 +6,43 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
+from rhei_lake.capture import oltp_writes
+from rhei_lake.capture.oltp_writes import Statement
+from rhei_lake.capture.polled_source import open_polled_source
+from rhei_lake.capture.source_url import parse_source_url
+from rhei_lake.capture.sqlite_db import connect
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.compaction.derived import DerivedTables
 from rhei_lake.compaction.job import CompactionOptions, CompactionProgress, CompactionTarget, compact, select_targets
 from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.errors import RheiError, SchemaError, SourceError
+from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
+from rhei_lake.query.oltp_reader import OltpReader
+from rhei_lake.query.router import Route, route
+from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
+from rhei_lake.sync import evolution
+from rhei_lake.sync.loop import SyncLoop
+from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
+from rhei_lake.sync.status import SyncStatus, SyncTracker, collect_status
 from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
 log = logging.getLogger("rhei_lake")
+
+ROUTE_METADATA_KEY = b"rhei.route"
+"""Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
 
 
 class Lake:
@@ -51,7 +65,10 @@ class Lake:
         self._lock = threading.RLock()
         self._closed = False
         self._oltp: sqlite3.Connection | None = None
-        self._sync: TriggerSync | None = None
+        self._sync: TriggerSync | PollingSync | None = None
+        self._reader: OltpReader | None = None
+        self._loop: SyncLoop | None = None
+        self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._derived = DerivedTables(self.storage)
         try:
@@ -61,12 +78,18 @@ class Lake:
                 self._oltp = connect(config.oltp_path)
                 self._oltp.execute("PRAGMA recursive_triggers = ON")
                 self._sync.attach()
+                self._reader = OltpReader(config.oltp_path)
+            elif config.source is not None:
+                self._sync = PollingSync(open_polled_source(parse_source_url(config.source)), self.storage, config)
+                self._sync.attach()
             else:
                 self._discover()
+            self._queries = QueryEngine(self._query_tables)
+            if config.sync_interval is not None:
+                self.start_sync(config.sync_interval)
         except BaseException:
             self._release()
             raise
-        self._queries = QueryEngine(self._query_tables)
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
@@ -122,8 +145,11 @@ class Lake:
                     changelog.load()
             else:
                 known = set(self._readonly_tables)
-                for name, (_spec, changelog) in list(self._readonly_tables.items()):
+                for name, (spec, changelog) in list(self._readonly_tables.items()):
                     changelog.load()
+                    evolved = read_spec(self.storage, name)
+                    if evolved != spec:  # another process added or dropped a column
+                        self._readonly_tables[name] = (evolved, changelog)
                 if set(self.storage.list_tables()) != known:
                     self._readonly_tables.clear()
                     self._discover()
@@ -131,6 +157,11 @@ class Lake:
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
         self._check_open()
+        if isinstance(self._sync, PollingSync):
+            raise ReadOnlySourceError(
+                f"{what}: this lake follows {self._sync.source.location.masked} read-only (sidecar mode); "
+                "write to that database directly and sync_now() picks the changes up"
+            )
         if self._oltp is None:
             raise SourceError(f"{what} needs an OLTP database: open the lake with oltp_path=")
         return self._oltp
@@ -139,12 +170,20 @@ class Lake:
         """Run one SQL statement on the SQLite database; returns the number of rows changed."""
         conn = self._require_oltp("execute()")
         with self._lock:
-            try:
-                cursor = conn.execute(sql, params)
-                cursor.fetchall()
-                return max(cursor.rowcount, 0)
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self.config.oltp_path or "") from exc
+            return oltp_writes.execute(conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "")
+
+    def execute_batch(self, statements: Iterable[Statement]) -> int:
+        """Run many statements in one SQLite transaction, all or nothing; returns the rows changed.
+
+        Each statement is SQL text or a ``(sql, params)`` pair. If one fails,
+        none is applied and the error names the failing statement. Far faster
+        than one :meth:`execute` per statement (one commit instead of many).
+        """
+        conn = self._require_oltp("execute_batch()")
+        with self._lock:
+            return oltp_writes.execute_batch(
+                conn, statements, mirrored=self._entries(), path=self.config.oltp_path or ""
+            )
 
     def register_table(
         self,
@@ -163,12 +202,33 @@ class Lake:
         with self._lock:
             return self._sync.register(name, types=types, progress=progress)
 
-    def sync_now(self) -> SyncReport:
-        """Commit every captured change to the store; returns once it is committed."""
+    def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
+        """Commit every captured change to the store; returns once it is committed.
+
+        In sidecar mode ``progress(table, rows_done, rows_total)`` is called as
+        polled rows are committed (the first sync of a big table takes a while).
+        """
         self._check_open()
         if self._sync is None:
-            raise SourceError("sync_now() needs a source: open the lake with oltp_path=")
-        return self._sync.sync_now()
+            raise SourceError("sync_now() needs a source: open the lake with oltp_path= or source=")
+        sync = self._sync
+        if isinstance(sync, PollingSync):
+            return self._tracker.run(lambda: sync.sync_now(progress))
+        return self._tracker.run(sync.sync_now)
+
+    def repair_event(self, table: str, seq: int, values: Mapping[str, Any]) -> None:
+        """Correct a captured change event that stops the sync with a TypeMismatchError.
+
+        SQLite lets a column declared ``INTEGER`` hold ``'abc'``; such an event
+        stops the sync (nothing after it is committed, nothing is skipped), and
+        fixing the row later adds a new event but leaves the bad one in the CDC
+        log. This replaces the named values of that one event (``seq`` is in the
+        error) with ones that fit the declared types; the change is logged.
+        """
+        sync = self._evolving("repair_event()")
+        with self._lock:
+            replaced = sync.source.repair_event(table, seq, values)
+        log.warning("repaired event %d of table %r: %r replaced by %r", seq, table, replaced, dict(values))
 
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog now; returns rows moved."""
@@ -212,34 +272,207 @@ class Lake:
         return compact(select_targets(targets, tables), options, reload=self._sync is None, progress=progress)
 
     # -- reads -----------------------------------------------------------
-    def query(self, sql: str, *, as_of: Instant | None = None) -> pa.Table:
-        """Run read-only SQL over the lake; returns a ``pyarrow.Table``.
+    def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:
+        """Run read-only SQL; returns a ``pyarrow.Table``.
 
         Each mirrored table ``t`` is queryable as ``t`` (current rows),
         ``t_history`` (SCD2 versions) and ``t_changes`` (the change feed).
         ``as_of`` (datetime, ISO 8601 string or epoch seconds) makes them mean
         their state at that instant.
+
+        Point reads by primary key go to SQLite (fresh: they see every write,
+        synced or not); everything else goes to the lake (what is synced). See
+        :meth:`explain_route`; ``hint="oltp"`` or ``"olap"`` forces the route.
+        The route taken is in ``result.schema.metadata[b"rhei.route"]``. Both
+        routes give the same Arrow types; writes raise WriteRefusedError.
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
+        chosen = self._route(sql, micros, hint)
+        if chosen.target == "oltp":
+            result = self._read_oltp(sql, chosen)
+        else:
+            if self._sync is None:
+                self.refresh()
+            result = self._queries.query(sql, as_of=micros)
+        metadata = dict(result.schema.metadata or {})
+        metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
+        return result.replace_schema_metadata(metadata)
+
+    def explain_route(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> Route:
+        """Where :meth:`query` would run ``sql`` (``oltp``: SQLite, ``olap``: the lake), and why."""
+        self._check_open()
+        return self._route(sql, to_micros(as_of) if as_of is not None else None, hint)
+
+    def _route(self, sql: str, as_of: int | None, hint: str | None) -> Route:
+        specs = {name: spec for name, (spec, _) in self._entries().items()}
+        return route(sql, specs, as_of=as_of, hint=hint, oltp_available=self._reader is not None)
+
+    def _read_oltp(self, sql: str, chosen: Route) -> pa.Table:
+        assert self._reader is not None
+        if self._oltp is not None and self._oltp.in_transaction:
+            with self._lock:  # an open transaction on the write connection: read its own writes
+                if self._oltp.in_transaction:
+                    return self._read_oltp_on(sql, chosen, self._oltp)
+        return self._read_oltp_on(sql, chosen, None)
+
+    def _read_oltp_on(self, sql: str, chosen: Route, conn: sqlite3.Connection | None) -> pa.Table:
+        assert self._reader is not None
+        if chosen.plan is not None:
+            return self._reader.read_point(chosen.plan, self.table_spec(chosen.plan.table), conn=conn)
+        return self._reader.read_sql(sql, chosen.column_types, conn=conn)
+
+    # -- schema evolution --------------------------------------------------
+    def _evolving(self, what: str) -> TriggerSync:
+        conn = self._require_oltp(what)
+        if not isinstance(self._sync, TriggerSync):
+            raise SourceError(f"{what} needs a source: open the lake with oltp_path=")
+        if conn.in_transaction:
+            raise SourceError(f"{what}: finish the transaction open on this lake's connection first")
+        return self._sync
+
+    def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
+        """Add a nullable column to a mirrored table, in SQLite, its triggers and the lake; returns the new spec.
+
+        Existing rows, versions and events read NULL in it. Everything captured
+        before the change is committed first.
+        """
+        with self._lock:
+            try:
+                return evolution.add_column(self._evolving("add_column()"), table, column, sql_type)
+            finally:
+                self._reload_schema()
+
+    def drop_column(self, table: str, column: str) -> TableSpec:
+        """Drop a column of a mirrored table from SQLite, its triggers and the views; returns the new spec.
+
+        The values it held stay in the lake's storage (see README, "Schema evolution").
+        """
+        with self._lock:
+            try:
+                return evolution.drop_column(self._evolving("drop_column()"), table, column)
+            finally:
+                self._reload_schema()
+
+    def _reload_schema(self) -> None:
+        # The change ran on the capture connection; SQLite only notices it on this one when a
+        # statement checks the schema cookie, and until then may plan against the old columns.
+        if self._oltp is not None and not self._closed:
+            self._oltp.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+
+    def rename_column(self, table: str, column: str, new_name: str) -> TableSpec:
+        """Not supported: raises SchemaError explaining how to add, copy and drop instead."""
+        with self._lock:
+            return evolution.rename_column(self._evolving("rename_column()"), table, column, new_name)
+
+    # -- background sync and status ----------------------------------------
+    def start_sync(self, interval: float | None = None) -> None:
+        """Start syncing in a background thread every ``interval`` seconds (default: ``sync_interval`` or 1).
+
+        Transient failures are retried with exponential backoff; a terminal one
+        stops the loop. Either way it shows in :meth:`sync_status`.
+        """
+        self._check_open()
+        if self._sync is None:
+            raise ConfigError("background sync needs a source to sync from: open the lake with oltp_path=")
+        interval = interval if interval is not None else (self.config.sync_interval or 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+            raise ConfigError(f"sync interval must be a positive number of seconds, not {interval!r}")
+        sync = self._sync
+        with self._lock:
+            if self._loop is not None:
+                self._loop.stop()
+            self._loop = SyncLoop(
+                lambda: self._tracker.run(sync.sync_now),
+                float(interval),
+                max_backoff=self.config.sync_max_backoff,
+                name=f"rhei-sync {self.location.url}",
+            )
+            self._loop.start()
+
+    def stop_sync(self) -> None:
+        """Stop the background sync loop, waiting for a cycle in progress to finish."""
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
+
+    def sync_status(self) -> SyncStatus:
+        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""
+        self._check_open()
+        lag = getattr(self._sync.source, "table_lag", None) if self._sync is not None else None
+        tables = self._query_tables()
+        if self._sync is not None:
+            position = getattr(self._sync, "position", None)
+        else:
+            position = max((t.changelog.watermark for t in tables.values()), default=None)
+        loop = self._loop.status() if self._loop is not None else None
+        return collect_status(tables, self._tracker, loop, lag=lag, position=position)
+
+    # -- restore -------------------------------------------------------------
+    def restore_sqlite(
+        self,
+        path: str | os.PathLike[str],
+        as_of: Instant | None = None,
+        tables: Iterable[str] | None = None,
+        *,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> RestoreReport:
+        """Write a new SQLite database with the tables' state at ``as_of`` (default: latest synced), from the lake alone.
+
+        Tables are created with their declared types and primary keys. The file
+        appears atomically; an existing file is replaced only with
+        ``overwrite=True``. ``progress(table, rows_done, rows_total)`` reports long work.
+        """
+        self._check_open()
+        micros = to_micros(as_of) if as_of is not None else None
+        target = os.path.abspath(os.fspath(path))
+        if self.config.oltp_path is not None and target == os.path.abspath(self.config.oltp_path):
+            raise ConfigError("restore: refusing to overwrite the lake's own live SQLite database")
         if self._sync is None:
             self.refresh()
-        return self._queries.query(sql, as_of=micros)
+        names = self.tables() if tables is None else [self.table_spec(t).name for t in tables]
+        specs = {name: self.table_spec(name) for name in names}
+        return restore_sqlite(self._queries, specs, target, as_of=micros, overwrite=overwrite, progress=progress)
 
     # -- lifecycle -------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise RheiError("this lake is closed")
 
-    def close(self) -> None:
-        """Release connections; the CDC log is pruned of everything committed."""
+    def close(self, *, final_sync: bool | None = None) -> None:
+        """Stop background sync, release connections; the CDC log is pruned of everything committed.
+
+        With the background loop running, a last sync commits what is still
+        captured first (``final_sync``, default from the config); if it fails
+        the lake still closes, then its error is raised (the events stay in the
+        CDC log and are synced at the next open).
+        """
         if self._closed:
             return
+        error: RheiError | None = None
+        loop = self._loop
+        if loop is not None:
+            active = loop.status().running
+            loop.stop()
+            wanted = self.config.final_sync if final_sync is None else final_sync
+            if wanted and active and self._sync is not None:
+                try:
+                    self._tracker.run(self._sync.sync_now)
+                except RheiError as exc:
+                    log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
+                    error = exc
         self._closed = True
         self._release()
+        if error is not None:
+            raise error
 
     def _release(self) -> None:
         errors = []
+        if self._loop is not None:
+            self._loop.stop()
+        if self._reader is not None:
+            self._reader.close()
         if self._sync is not None:
             try:
                 self._sync.close()
@@ -262,6 +495,8 @@ class Lake:
 
     def __repr__(self) -> str:
         mode = f"oltp_path={self.config.oltp_path!r}" if self.config.oltp_path else "read-only"
+        if isinstance(self._sync, PollingSync):
+            mode = f"source={self._sync.source.location.masked!r}"
         return f"<Lake {self.location.url} {mode} tables={self.tables() if not self._closed else 'closed'}>"
 
 

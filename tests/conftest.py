@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.moto_server import MotoServer, start_moto
+from tests.support.postgres import REQUIRE_POSTGRES, PostgresServer, PostgresUnavailable, start_postgres
 
 STORAGE_KINDS = ("memory", "local", "s3")
 
@@ -33,6 +34,28 @@ def moto() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (skipped when the server binaries are missing,
+    unless RHEI_REQUIRE_POSTGRES=1, as CI sets, makes that a failure)."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"RHEI_REQUIRE_POSTGRES=1 but PostgreSQL is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer) -> str:
+    """A fresh database on the session's PostgreSQL server (owned by the test role)."""
+    return postgres.create_database()
 
 
 @pytest.fixture
@@ -68,6 +91,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "moto" in getattr(item, "fixturenames", ()) or "s3_lake" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.s3)
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "s3" in callspec.params.values():
             item.add_marker(pytest.mark.s3)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)

@@ -9,7 +9,8 @@ from rhei_lake import errors
 def test_public_names_are_pinned():
     assert sorted(rhei_lake.__all__) == sorted(
         [
-            "__version__", "open", "Lake", "LakeConfig", "TableSpec", "Column", "SyncReport", "TableSyncReport",
+            "__version__", "open", "Lake", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
+            "TableSyncReport", "SyncStatus", "TableStatus", "LoopStatus", "ErrorInfo", "Route", "RestoreReport",
             "CompactionReport", "TableCompactionReport",
             *errors.__all__,
         ]
@@ -25,3 +26,16 @@ def test_every_error_is_a_rhei_error_with_a_transient_marker():
         assert isinstance(cls.transient, bool)
     assert errors.StorageUnavailableError.transient and errors.CommitConflictError.transient
     assert not errors.SchemaError.transient
+
+
+def test_native_error_dumps_become_one_line():
+    dump = Exception(
+        "Generic S3 error: Error performing PUT http://127.0.0.1:1/b/k in 299.495µs - HTTP error: error sending "
+        'request\n\nDebug source:\nGeneric {\n    source: ConnectError(\n  Os {\n message: "Connection refused",\n }'
+    )
+    text = str(errors.translate_storage_error(dump, where="s3://b"))
+    assert "\n" not in text and "Debug source" not in text and "µs" not in text
+    assert "Connection refused" in text and isinstance(errors.translate_storage_error(dump, where="x"), errors.StorageUnavailableError)
+    kernel = OSError("Kernel error -> Generic S3 error\n  \x1b[31m↳\x1b[0m error sending request\n   \x1b[31m↳\x1b[0m Connection refused (os error 111)\n")
+    text = str(errors.translate_storage_error(kernel, where="s3://b"))
+    assert text == "s3://b: storage unavailable (Kernel error -> Generic S3 error: error sending request: Connection refused (os error 111))"

@@ -148,9 +148,23 @@ def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int
         raise
 
 
-def pending_count(conn: sqlite3.Connection, after: int) -> tuple[int, int | None]:
-    """How many events wait after ``after``, and the timestamp of the oldest (micros)."""
+def pending_count(conn: sqlite3.Connection, after: int, *, table: str | None = None) -> tuple[int, int | None]:
+    """How many events wait after ``after`` (of ``table`` only, if given), and the oldest one's timestamp (micros)."""
+    where = "" if table is None else " AND tbl = ?"
+    params = (after, OP_SNAPSHOT_MARKER) if table is None else (after, OP_SNAPSHOT_MARKER, table)
     count, oldest = conn.execute(
-        f"SELECT count(*), min(ts) FROM {LOG_TABLE} WHERE seq > ? AND op != ?", (after, OP_SNAPSHOT_MARKER)
+        f"SELECT count(*), min(ts) FROM {LOG_TABLE} WHERE seq > ? AND op != ?{where}", params
     ).fetchone()
     return count, oldest
+
+
+def read_event(conn: sqlite3.Connection, seq: int, slots: int) -> tuple | None:
+    """The log row of event ``seq`` (seq, tbl, op, ts, c0..), or ``None`` if it is not in the log."""
+    cols = ", ".join(("seq", "tbl", "op", "ts", *[f"c{i}" for i in range(slots)]))
+    return conn.execute(f"SELECT {cols} FROM {LOG_TABLE} WHERE seq = ?", (seq,)).fetchone()
+
+
+def set_event_slots(conn: sqlite3.Connection, seq: int, slots: dict[int, object]) -> None:
+    """Overwrite value slots of event ``seq`` (inside the caller's transaction)."""
+    assignments = ", ".join(f"c{i} = ?" for i in slots)
+    conn.execute(f"UPDATE {LOG_TABLE} SET {assignments} WHERE seq = ?", (*slots.values(), seq))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rhei_lake.capture.types import make_column
 from rhei_lake.catalog import TableSpec, validate_table_name
@@ -48,11 +48,13 @@ def read_table_spec(
     types: Mapping[str, str] | None = None,
     source: str = "sqlite-trigger",
     source_id: str | None = None,
+    primary_key: Sequence[str] | None = None,
 ) -> TableSpec:
     """Build the spec of table ``name`` from its declared schema.
 
     ``types`` overrides declared types by column name (for columns declared
-    without a type, or to read a column differently).
+    without a type, or to read a column differently); ``primary_key``
+    overrides the declared key (a sidecar may follow a table without one).
     """
     canonical = canonical_table_name(conn, name)
     rows = conn.execute(
@@ -70,6 +72,12 @@ def read_table_spec(
             keyed.append((pk, col_name))
     if overrides:
         raise SchemaError(f"table {canonical!r}: types= names unknown columns {sorted(overrides)}")
+    if primary_key is not None:
+        names = [c.name for c in columns]
+        for key in primary_key:
+            if key not in names:
+                raise SchemaError(f"table {canonical!r} has no column {key!r} (named in primary_key); its columns are {names}")
+        keyed = list(enumerate(primary_key, 1))
     if not keyed:
         raise SchemaError(
             f"table {canonical!r} has no PRIMARY KEY; rhei_lake needs one to track rows. "

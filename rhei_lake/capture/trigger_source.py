@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -204,6 +204,43 @@ class TriggerSource:
                 raise translate_sqlite_error(exc, self.path) from exc
             self._registrations[table] = ready
 
+    def alter_table(self, table: str, spec: TableSpec, ddl: list[str], *, before: Callable[[], None]) -> None:
+        """Run ``ddl`` on ``table`` so its columns become ``spec``'s, with triggers and registry to match.
+
+        One IMMEDIATE transaction: no other writer can capture an event while
+        ``before()`` runs (it commits the events already in the log, which use
+        the old column layout) and until the new triggers are in place.
+        """
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+            try:
+                before()
+                drop_triggers(self._conn, table)
+                for statement in ddl:
+                    self._conn.execute(statement)
+                live = [r[0] for r in self._conn.execute("SELECT name FROM pragma_table_xinfo(?)", (table,))]
+                if live != spec.column_names:
+                    raise SchemaError(
+                        f"table {table!r}: after the change SQLite has columns {live}, expected {spec.column_names}"
+                    )
+                self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
+                install_triggers(self._conn, spec)
+                registration = replace(self._registrations[table], spec=spec)
+                cdc_log.write_registration(self._conn, registration)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._slots = cdc_log.log_slots(self._conn)
+                raise SchemaError(f"table {table!r}: SQLite refused the change: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                self._slots = cdc_log.log_slots(self._conn)
+                raise
+            self._registrations[table] = registration
+
     def unregister(self, table: str) -> None:
         """Drop the triggers and registry entry of ``table`` (its lake tables stay)."""
         with self._lock:
@@ -252,6 +289,41 @@ class TriggerSource:
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
         return batch
 
+    def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
+        """Correct values of one captured event that does not fit its declared types.
+
+        The only way past a :class:`TypeMismatchError` short of changing the
+        column's type: the event stays in place and in order, with the given
+        values, which must convert exactly. Returns the values it replaced.
+        """
+        with self._lock:
+            reg = self._registrations.get(table)
+            if reg is None:
+                raise SchemaError(f"table {table!r} is not registered")
+            spec = reg.spec
+            unknown = [c for c in values if c not in spec.column_names]
+            if unknown:
+                raise SchemaError(f"table {table!r} has no column(s) {unknown}; its columns are {spec.column_names}")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                row = cdc_log.read_event(self._conn, seq, self._slots)
+                if row is None or row[1] != table or row[2] == cdc_log.OP_SNAPSHOT_MARKER:
+                    raise SourceError(
+                        f"event {seq} of table {table!r} is not in the CDC log (already committed and pruned, "
+                        "or another table's)"
+                    )
+                slots = {spec.column_names.index(c): v for c, v in values.items()}
+                patched = list(row)
+                for index, value in slots.items():
+                    patched[4 + index] = value
+                events_from_log_rows(spec, [tuple(patched)])  # raises TypeMismatchError if still wrong
+                cdc_log.set_event_slots(self._conn, seq, slots)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return {c: row[4 + spec.column_names.index(c)] for c in values}
+
     def prune(self, through: int, synced: dict[str, int]) -> int:
         """Delete events committed to the lake (up to ``through``) from the log."""
         with self._lock:
@@ -264,6 +336,14 @@ class TriggerSource:
         """Events waiting after ``after`` and the oldest one's timestamp (micros)."""
         with self._lock:
             return cdc_log.pending_count(self._conn, after)
+
+    def table_lag(self, table: str, after: int) -> tuple[int, int | None]:
+        """Events of ``table`` waiting after ``after`` and the oldest one's timestamp (micros)."""
+        with self._lock:
+            try:
+                return cdc_log.pending_count(self._conn, after, table=table)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
 
     def max_seq(self) -> int:
         with self._lock:

@@ -169,6 +169,8 @@ def _to_bool(values: list[Any]) -> pa.Array:
             out.append(None)
         elif type(v) is int and v in (0, 1):
             out.append(bool(v))
+        elif type(v) is bool:  # drivers with a boolean type (PostgreSQL)
+            out.append(v)
         else:
             raise ValueMismatch(i, v, "expected 0 or 1 for a BOOLEAN")
     return pa.array(out, pa.bool_())
@@ -179,6 +181,9 @@ def _to_date(values: list[Any]) -> pa.Array:
     for i, v in enumerate(values):
         if v is None:
             out.append(None)
+            continue
+        if type(v) is date:  # drivers with a date type (PostgreSQL)
+            out.append(v)
             continue
         if type(v) is str and len(v) == 10:
             try:
@@ -247,10 +252,10 @@ def _to_decimal(values: list[Any], dtype: pa.DataType) -> pa.Array:
         if v is None:
             out.append(None)
             continue
-        if type(v) not in (int, float, str):
+        if type(v) not in (int, float, str, Decimal):
             raise ValueMismatch(i, v, f"expected a number for {dtype}")
         try:
-            d = Decimal(v if type(v) is not float else repr(v))
+            d = v if type(v) is Decimal else Decimal(v if type(v) is not float else repr(v))
         except InvalidOperation:
             raise ValueMismatch(i, v, f"expected a number for {dtype}") from None
         if not d.is_finite():

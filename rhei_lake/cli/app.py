@@ -73,9 +73,18 @@ def sync_command(
     storage: StorageOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Commit every captured change to the lake once, and report what was synced."""
-    with common.open_lake(config=config, storage=storage, db=db, require_db=True) as lake:
-        report = lake.sync_now()
+    """Commit every captured change to the lake once, and report what was synced.
+
+    With --db it syncs the SQLite database rhei_lake owns; with a --config that
+    sets `source` and `[[tables]]` it polls an external database (sidecar mode),
+    showing progress while a big table is first copied.
+    """
+    with common.open_lake(config=config, storage=storage, db=db, require_source=True) as lake:
+        if lake.config.source is not None:
+            with common.sync_progress() as progress:
+                report = lake.sync_now(progress=progress)
+        else:
+            report = lake.sync_now()
     common.console.print(str(report))
 
 
@@ -99,7 +108,12 @@ def info_command(
         table.add_row("deltalake", deltalake.__version__)
         table.add_row("datafusion", datafusion.__version__)
         table.add_row("storage", lake.location.describe())
-        table.add_row("oltp database", lake.config.oltp_path or "(none: read-only)")
+        if lake.config.source is not None:
+            from rhei_lake.capture.source_url import mask_url
+
+            table.add_row("source (sidecar)", mask_url(lake.config.source))
+        else:
+            table.add_row("oltp database", lake.config.oltp_path or "(none: read-only)")
         for name in lake.tables():
             spec = lake.table_spec(name)
             table.add_row(f"table {name}", f"key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns")

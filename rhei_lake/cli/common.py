@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -52,14 +54,45 @@ def resolve_options(
 
 
 def open_lake(
-    *, config: Path | None, storage: str | None = None, db: str | None = None, require_db: bool = False, **extra: Any
+    *,
+    config: Path | None,
+    storage: str | None = None,
+    db: str | None = None,
+    require_db: bool = False,
+    require_source: bool = False,
+    **extra: Any,
 ) -> rhei_lake.Lake:
     options = resolve_options(config=config, storage=storage, db=db, **extra)
     if require_db and not options.get("oltp_path"):
         raise ConfigError("this command needs a SQLite database: pass --db PATH or set oltp_path in --config")
-    if not options.get("oltp_path") and "storage" not in options:
+    if require_source and not options.get("oltp_path") and not options.get("source"):
+        raise ConfigError(
+            "this command needs a database to sync from: pass --db PATH, or a --config FILE with "
+            "source = \"postgresql://...\" and [[tables]] entries (sidecar mode)"
+        )
+    if not options.get("oltp_path") and not options.get("source") and "storage" not in options:
         raise ConfigError("nothing to open: pass --storage URL and/or --db PATH (or --config FILE)")
     return rhei_lake.open(**options)
+
+
+@contextmanager
+def sync_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(table, done, total)`` callback drawing one bar per table on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = bars.add_task(table, total=total)
+        bars.update(tasks[table], completed=done, total=total)
+
+    with bars:
+        yield update
 
 
 def parse_instant(text: str | None) -> str | float | None:

@@ -126,8 +126,9 @@ class QueryEngine:
             df = ctx.sql_with_options(sql, _sql_options())
         except Exception as exc:
             raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
-        # Delta scans reach back into their session when they run: a session made for
-        # this one query must live as long as the DataFrame does.
+        # A Delta table registered through FFI only holds a weak reference to its
+        # session: a DataFrame whose throwaway as_of session is gone fails to scan
+        # ("TaskContextProvider went out of scope"). Keep the session alive with it.
         df._rhei_session = ctx
         return df
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import CommitConflictError
+from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore
 from rhei_lake.storage.tail import Segment, SegmentTail
 
@@ -109,11 +109,23 @@ class Changelog:
         return self._tail_rows
 
     # -- commits ---------------------------------------------------------
-    def commit(self, events: pa.Table, *, watermark: int | None = None, cursor: str | None = None) -> int:
+    def commit(
+        self,
+        events: pa.Table,
+        *,
+        watermark: int | None = None,
+        cursor: str | None = None,
+        expected: int | None = None,
+    ) -> int:
         """Commit ``events`` (sorted by ``_rhei_seq``) and the new watermark, exactly once.
 
         Events at or below the committed watermark are dropped first. Returns the
         number of events committed; 0 when everything was already there.
+
+        ``expected`` makes the commit conditional on the watermark still being
+        that value (CommitConflictError otherwise, nothing committed): polling
+        numbers its events itself, so events numbered against a watermark that
+        another writer has since moved must not be partly dropped.
         """
         if watermark is None:
             if events.num_rows == 0:
@@ -122,6 +134,11 @@ class Changelog:
         for attempt in range(_COMMIT_ATTEMPTS):
             with self._lock:
                 current = self.watermark
+                if expected is not None and current != expected:
+                    raise CommitConflictError(
+                        f"{self.store.uri}: the watermark moved from {expected} to {current} "
+                        "(another process syncs this table)"
+                    )
                 if watermark <= current:
                     return 0
                 fresh = _after(events, current)
@@ -133,7 +150,7 @@ class Changelog:
                         self._tail_rows += fresh.num_rows
                     else:
                         self.store.append(
-                            fresh,
+                            conform(fresh, self.store.schema(), self.store.uri),
                             txn=AppTransaction(SYNCED_APP_ID, watermark, expected=current),
                             metadata={CURSOR_KEY: cursor} if cursor is not None else None,
                         )
@@ -160,6 +177,7 @@ class Changelog:
             self.flush()
             if watermark <= self.watermark:
                 return
+            reader = conform_reader(reader, self.store.schema(), self.store.uri)
             self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
             self._stored = watermark
             self.generation += 1
@@ -184,7 +202,10 @@ class Changelog:
                     return 0
                 tip = self._segments[-1]
                 cursor = self.cursor
-                rows = _after(pa.concat_tables([s.rows for s in self._segments]), self._stored)
+                schema = self.store.schema()
+                rows = _after(
+                    pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), self._stored
+                )
                 try:
                     self.store.append(
                         rows,
@@ -220,7 +241,7 @@ class Changelog:
             # flushed, and something reloaded the table since): it holds exactly the
             # events up to its own watermark, so the tail adds only those after it.
             in_table = self.store.app_version(SYNCED_APP_ID) or 0
-            return _after(pa.concat_tables([s.rows for s in self._segments]), in_table).cast(schema)
+            return _after(pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), in_table)
 
     def to_arrow(self) -> pa.Table:
         """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""
@@ -259,3 +280,33 @@ def _after(events: pa.Table, watermark: int) -> pa.Table:
     if seq[0].as_py() > watermark:
         return events
     return events.filter(pc.greater(seq, watermark))
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order; columns it lacks read as NULL.
+
+    After schema evolution a table's Delta schema is the union of every column
+    it ever had, while rows carry the columns of their time.
+    """
+    if table.schema.names == schema.names:
+        return table if table.schema == schema else table.cast(schema)
+    extra = [name for name in table.schema.names if name not in schema.names]
+    if extra:
+        raise StorageError(f"{where}: rows carry columns {extra} that the table does not have")
+    names = set(table.schema.names)
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in names else pa.nulls(table.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def conform_reader(reader: pa.RecordBatchReader, schema: pa.Schema, where: str) -> pa.RecordBatchReader:
+    """:func:`conform` for a stream of batches."""
+    if reader.schema == schema:
+        return reader
+
+    def batches():
+        for batch in reader:
+            yield from conform(pa.Table.from_batches([batch]), schema, where).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

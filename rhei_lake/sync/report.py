@@ -13,6 +13,7 @@ class TableSyncReport:
     events: int
     watermark: int
     snapshot_rows: int = 0
+    commit_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,12 @@ class ReportBuilder:
         self._events: dict[str, int] = {}
         self._snapshots: dict[str, int] = {}
         self._watermarks: dict[str, int] = {}
+        self._seconds: dict[str, float] = {}
 
-    def add(self, table: str, events: int, watermark: int) -> None:
+    def add(self, table: str, events: int, watermark: int, seconds: float = 0.0) -> None:
         self._events[table] = self._events.get(table, 0) + events
         self._watermarks[table] = watermark
+        self._seconds[table] = self._seconds.get(table, 0.0) + seconds
 
     def add_snapshot(self, table: str, rows: int, watermark: int) -> None:
         self._snapshots[table] = self._snapshots.get(table, 0) + rows
@@ -51,7 +54,7 @@ class ReportBuilder:
 
     def build(self, duration: float, pruned: int = 0) -> SyncReport:
         tables = {
-            t: TableSyncReport(t, self._events.get(t, 0), wm, self._snapshots.get(t, 0))
+            t: TableSyncReport(t, self._events.get(t, 0), wm, self._snapshots.get(t, 0), self._seconds.get(t, 0.0))
             for t, wm in self._watermarks.items()
         }
         return SyncReport(tables, duration, pruned)

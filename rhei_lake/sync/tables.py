@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError, WatermarkError
 from rhei_lake.storage.changelog import Changelog
-from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.storage.lake_storage import TABLE_KINDS, LakeStorage
 
 SPEC_PROPERTY = "rhei.table"
 MODE_PROPERTY = "rhei.sync_mode"
@@ -51,13 +53,16 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
         except CommitConflictError:
             pass  # created concurrently by another process: check it below
     if not created:
-        check_compatible(read_spec(storage, spec.name), spec, storage.location.url)
+        stored = read_spec(storage, spec.name)
+        check_compatible(stored, spec, storage.location.url)
         stored_mode = read_mode(storage, spec.name)
         if stored_mode != config.sync_mode:
             raise ConfigError(
                 f"sync_mode: table {spec.name!r} in {storage.location.url} is kept in {stored_mode} mode; "
                 f"open the lake with sync_mode={stored_mode!r} or use a new storage location"
             )
+        if stored.columns != spec.columns:
+            apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
     changelog = storage.changelog(
         spec.name, flush_segments=config.tail_flush_segments, flush_rows=config.tail_flush_rows
     )
@@ -72,9 +77,53 @@ def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
             f"(source id {stored.source_id}, this one is {wanted.source_id}); "
             "use a new storage location for this database"
         )
-    if stored.primary_key != wanted.primary_key or stored.columns != wanted.columns:
+    # In trigger mode the source's registry is the authority on columns (only add_column/drop_column
+    # change it), so a difference is an evolution whose lake part did not finish: open_changelog completes it.
+    evolved = (
+        wanted.source == stored.source == "sqlite-trigger"
+        and bool(stored.source_id)
+        and stored.source_id == wanted.source_id
+        and stored.name == wanted.name
+    )
+    if stored.primary_key != wanted.primary_key or (stored.columns != wanted.columns and not evolved):
         raise SchemaError(
             f"table {wanted.name!r} in {url} has columns {stored.column_names} and key {list(stored.primary_key)}, "
             f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; "
             "evolve it with add_column/drop_column or use a new storage location"
         )
+
+
+def apply_spec(storage: LakeStorage, spec: TableSpec) -> None:
+    """Make the lake's tables of ``spec.name`` carry ``spec`` (idempotent; schema evolution's lake part).
+
+    Every existing Delta table of the table (``changes``, ``history``,
+    ``current``) gains the spec's columns it lacks; columns the spec no longer
+    has stay in storage, keeping the values written before they were dropped
+    (new rows hold NULL there). Then the ``rhei.table`` property records the
+    spec, ``changes`` last, since readers take the spec from it.
+    """
+    stores = [s for s in (storage.table_store(spec.name, kind) for kind in reversed(TABLE_KINDS)) if s.exists()]
+    for store in stores:
+        missing = missing_fields(store.schema(), spec, store.uri)
+        if missing:
+            store.add_columns(missing)
+    text = spec.to_json()
+    for store in stores:
+        if store.properties().get(SPEC_PROPERTY) != text:
+            store.set_properties({SPEC_PROPERTY: text})
+
+
+def missing_fields(schema: pa.Schema, spec: TableSpec, where: str) -> list[pa.Field]:
+    """The user columns of ``spec`` that ``schema`` lacks; SchemaError if one is there with another type."""
+    present = {name.lower(): schema.field(name) for name in schema.names}
+    missing = []
+    for column in spec.columns:
+        existing = present.get(column.name.lower())
+        if existing is None:
+            missing.append(pa.field(column.name, column.arrow_type, nullable=True))
+        elif existing.name != column.name or existing.type != column.arrow_type:
+            raise SchemaError(
+                f"{where} already has a column {existing.name!r} of type {existing.type} (kept from before it was "
+                f"dropped), so {column.name!r} cannot come back as {column.arrow_type}; choose another name"
+            )
+    return missing

@@ -22,7 +22,7 @@ from rhei_lake.errors import WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.report import ReportBuilder, SyncReport
-from rhei_lake.sync.tables import open_changelog
+from rhei_lake.sync.tables import apply_spec, open_changelog
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -40,7 +40,13 @@ class TriggerSync:
         self.changelogs: dict[str, Changelog] = {}
         self._position: int | None = None
         self._last_prune = 0.0
+        self._lake_specs: dict[str, TableSpec] = {}
         self._lock = threading.RLock()
+
+    @property
+    def position(self) -> int | None:
+        """The CDC log sequence up to which every captured event is committed (``None`` before a sync)."""
+        return self._position
 
     @property
     def specs(self) -> dict[str, TableSpec]:
@@ -58,6 +64,7 @@ class TriggerSync:
         reg = self.source.registrations()[table]
         changelog, created = open_changelog(self.storage, reg.spec, self.config)
         self.changelogs[table] = changelog
+        self._lake_specs[table] = reg.spec
         watermark = changelog.watermark
         newest = self.source.max_seq()
         if watermark > newest:
@@ -102,6 +109,7 @@ class TriggerSync:
                 run.close()
                 raise
             self.changelogs[run.spec.name] = changelog
+            self._lake_specs[run.spec.name] = run.spec
             self._snapshot(run, progress)
             return run.spec
 
@@ -131,24 +139,67 @@ class TriggerSync:
         started = time.perf_counter()
         report = ReportBuilder()
         with self._lock:
-            position = self._start_position()
-            limit = self.config.batch_size
-            while True:
-                batch = self.source.read(position, limit)
-                if batch.unknown:
-                    self._adopt(batch.unknown)
-                    continue
-                for table, events in batch.tables.items():
-                    changelog = self.changelogs[table]
-                    report.add(table, changelog.commit(events), changelog.watermark)
-                position = batch.through
-                self._position = position
-                if batch.error is not None:
-                    raise batch.error
-                if batch.rows < limit:
-                    break
+            position = self._drain(report)
             pruned = self._maybe_prune(position)
         return report.build(time.perf_counter() - started, pruned)
+
+    def drain(self) -> SyncReport:
+        """Like :meth:`sync_now` without pruning, so it can run inside a source write transaction."""
+        started = time.perf_counter()
+        report = ReportBuilder()
+        with self._lock:
+            self._drain(report)
+        return report.build(time.perf_counter() - started)
+
+    def _drain(self, report: ReportBuilder) -> int:
+        position = self._start_position()
+        limit = self.config.batch_size
+        while True:
+            batch = self.source.read(position, limit)
+            if batch.unknown:
+                self._adopt(batch.unknown)
+                continue
+            for table, events in batch.tables.items():
+                changelog = self.changelogs[table]
+                self._ensure_lake_spec(table)
+                began = time.perf_counter()
+                committed = changelog.commit(events)
+                report.add(table, committed, changelog.watermark, time.perf_counter() - began)
+            position = batch.through
+            self._position = position
+            if batch.error is not None:
+                raise batch.error
+            if batch.rows < limit:
+                return position
+
+    # -- schema evolution ------------------------------------------------
+    def _ensure_lake_spec(self, table: str) -> None:
+        """Bring the lake's copy of ``table``'s spec up to the registry's before committing its events."""
+        spec = self.source.registrations()[table].spec
+        if self._lake_specs.get(table) != spec:
+            apply_spec(self.storage, spec)
+            self.changelogs[table].load()
+            self._lake_specs[table] = spec
+
+    def alter(self, table: str, spec: TableSpec, ddl: list[str], *, prepare_lake: Callable[[], None]) -> None:
+        """Change ``table``'s columns to ``spec`` by running ``ddl`` on the source.
+
+        Under the source's write lock: commit every captured event (they use the
+        old column layout), run ``prepare_lake`` (physical changes to the Delta
+        tables that are harmless if the rest fails), then alter the table,
+        reinstall its triggers and record ``spec`` in one transaction. Last,
+        the lake's copy of the spec; should that fail, the next sync retries it
+        before committing any event of the new layout.
+        """
+        with self._lock:
+
+            def before_alter() -> None:
+                self._drain(ReportBuilder())
+                prepare_lake()
+
+            self.source.alter_table(table, spec, ddl, before=before_alter)
+            self._lake_specs.pop(table, None)
+            self._ensure_lake_spec(table)
 
     def _start_position(self) -> int:
         if self._position is None:

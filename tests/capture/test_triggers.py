@@ -135,3 +135,25 @@ def test_snapshot_is_exact_under_concurrent_writes(tmp_path):
     finally:
         stop.set()
         thread.join()
+
+
+def test_repair_event_unblocks_a_type_mismatch_without_losing_anything(lake):
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER)")
+    lake.register_table("t")
+    lake.execute("INSERT INTO t VALUES (1, 10)")
+    lake.execute("INSERT INTO t VALUES (2, 'lots')")
+    lake.execute("UPDATE t SET qty = 20 WHERE id = 2")  # the source is fixed; the bad event remains
+    with pytest.raises(TypeMismatchError) as info:
+        lake.sync_now()
+    seq = info.value.seq
+    assert f"repair_event('t', {seq}" in str(info.value)
+    with pytest.raises(TypeMismatchError):
+        lake.repair_event("t", seq, {"qty": "still text"})
+    with pytest.raises(SchemaError):
+        lake.repair_event("t", seq, {"nope": 1})
+    lake.repair_event("t", seq, {"qty": 0})
+    lake.sync_now()
+    assert [(r["id"], r["qty"], r["_rhei_op"]) for r in feed(lake)] == [(1, 10, "I"), (2, 0, "I"), (2, 20, "U")]
+    assert_same_state(lake, lake._oltp, "t")
+    with pytest.raises(rhei_lake.SourceError, match="not in the CDC log"):
+        lake.repair_event("t", 10_000, {"qty": 1})

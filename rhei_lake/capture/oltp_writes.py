@@ -1,0 +1,100 @@
+"""Writes to the SQLite database a lake owns: one statement, or a batch in one transaction.
+
+Both run on the lake's single write connection (the caller holds its lock).
+Mirrored tables cannot be altered here (see :mod:`rhei_lake.capture.sqlite_guard`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from rhei_lake.capture.sqlite_db import translate_sqlite_error
+from rhei_lake.capture.sqlite_guard import BATCH_SAVEPOINT, Refusal, mentions_alter, write_guard
+from rhei_lake.errors import ConfigError, RheiError
+
+Params = Sequence[Any] | Mapping[str, Any]
+Statement = str | tuple[str, Params]
+"""One statement of a batch: SQL text, or ``(sql, params)``."""
+
+
+def execute(conn: sqlite3.Connection, sql: str, params: Params, *, mirrored: Collection[str], path: str) -> int:
+    """Run one statement; returns the number of rows changed."""
+    refusal = Refusal()
+    guarded = mentions_alter(sql)
+    if guarded:
+        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=False))
+    try:
+        cursor = conn.execute(sql, params)
+        cursor.fetchall()
+        return max(cursor.rowcount, 0)
+    except sqlite3.Error as exc:
+        raise _translate(exc, refusal, path) from exc
+    finally:
+        if guarded:
+            conn.set_authorizer(None)
+
+
+def execute_batch(
+    conn: sqlite3.Connection, statements: Iterable[Statement], *, mirrored: Collection[str], path: str
+) -> int:
+    """Run ``statements`` in one transaction, all or nothing; returns the rows changed in total.
+
+    Inside a transaction the caller opened, the batch is a savepoint of it.
+    A failing statement rolls the whole batch back and the error names its
+    position. Statements that would end or open the transaction are refused.
+    """
+    batch = [_normalize(i, s) for i, s in enumerate(statements)]
+    refusal = Refusal()
+    nested = conn.in_transaction
+    try:
+        conn.execute(f"SAVEPOINT {BATCH_SAVEPOINT}" if nested else "BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise translate_sqlite_error(exc, path) from exc
+    changed = 0
+    index = -1
+    try:
+        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True))
+        try:
+            for index, (sql, params) in enumerate(batch):
+                cursor = conn.execute(sql, params)
+                cursor.fetchall()
+                changed += max(cursor.rowcount, 0)
+        finally:
+            conn.set_authorizer(None)
+        conn.execute(f"RELEASE {BATCH_SAVEPOINT}" if nested else "COMMIT")
+        return changed
+    except BaseException as exc:
+        _undo(conn, nested)
+        if isinstance(exc, sqlite3.Error):
+            error = _translate(exc, refusal, path)
+            where = f"statement {index + 1} of {len(batch)}" if index >= 0 else "the batch"
+            raise type(error)(f"execute_batch: {where} failed, nothing was applied: {error}") from exc
+        raise
+
+
+def _normalize(index: int, statement: Statement) -> tuple[str, Params]:
+    if isinstance(statement, str):
+        return statement, ()
+    if isinstance(statement, tuple) and len(statement) == 2 and isinstance(statement[0], str):
+        return statement[0], statement[1] if statement[1] is not None else ()
+    raise ConfigError(
+        f"execute_batch: statement {index + 1} must be SQL text or a (sql, params) pair, not {type(statement).__name__}"
+    )
+
+
+def _undo(conn: sqlite3.Connection, nested: bool) -> None:
+    try:
+        if nested:
+            conn.execute(f"ROLLBACK TO {BATCH_SAVEPOINT}")
+            conn.execute(f"RELEASE {BATCH_SAVEPOINT}")
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
+
+
+def _translate(exc: sqlite3.Error, refusal: Refusal, path: str) -> RheiError:
+    refused = refusal.take()
+    return refused if refused is not None else translate_sqlite_error(exc, path)

@@ -1,0 +1,151 @@
+"""Polling capture: what a sidecar source offers, and the SQL it reads with.
+
+A :class:`PolledSource` reads a table it does not own, never writing to it:
+
+* :meth:`~PolledSource.read_changes` streams the rows after a
+  :class:`~rhei_lake.capture.poll_cursor.PollCursor` in ``(updated_at, key)``
+  order, in bounded batches, from one statement (one consistent snapshot, so
+  no key appears twice in one stream);
+* :meth:`~PolledSource.scan_keys` streams every key in byte order with its
+  ``updated_at`` and soft-delete value (for hard-delete detection);
+* :meth:`~PolledSource.fetch` reads the current rows of given keys.
+
+The SQL is shared by both dialects; only placeholders, collations and the
+expression a column is selected with differ (see :class:`PollPlan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.polled_table import PolledTable
+from rhei_lake.capture.source_url import SourceLocation
+from rhei_lake.capture.sqlite_schema import quote_ident as q
+from rhei_lake.catalog import TableSpec
+from rhei_lake.errors import SchemaError
+
+@dataclass(frozen=True)
+class PollPlan:
+    """How one polled table is read from one source dialect."""
+
+    spec: TableSpec
+    table: PolledTable
+    relation: str  # the quoted (qualified) table name
+    select: dict[str, str]  # column -> the expression it is selected with
+    placeholder: Callable[[str], str]  # column -> a parameter placeholder typed like the column
+    byte_order: Callable[[str], str]  # column -> an ORDER BY term sorting like Python compares its values
+    quote: Callable[[str], str] = q  # identifier quoting of the dialect
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.spec.primary_key
+
+    def _row_after(self, cursor: PollCursor) -> str:
+        cols = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
+        params = ", ".join(self.placeholder(c) for c in (self.table.updated_at, *self.key))
+        return f"({cols}) > ({params})"
+
+    def _columns(self) -> str:
+        return ", ".join(f"{self.select[c]}" for c in self.spec.column_names)
+
+    def changes_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
+        """Rows after ``cursor`` in ``(updated_at, key)`` order."""
+        order = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
+        where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
+        return f"SELECT {self._columns()} FROM {self.relation}{where} ORDER BY {order}", params
+
+    def count_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
+        where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
+        return f"SELECT count(*) FROM {self.relation}{where}", params
+
+    def key_scan_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
+        """Every key in byte order, with its updated_at, soft-delete value and whether it is after ``cursor``."""
+        keys = ", ".join(self.select[k] for k in self.key)
+        deleted = self.select[self.table.deleted_at] if self.table.deleted_at else "NULL"
+        if cursor is None:
+            after, params = "1", ()
+        else:
+            after, params = f"CASE WHEN {self._row_after(cursor)} THEN 1 ELSE 0 END", cursor.params
+        order = ", ".join(self.byte_order(k) for k in self.key)
+        sql = (
+            f"SELECT {keys}, {self.select[self.table.updated_at]}, {deleted}, {after} "
+            f"FROM {self.relation} ORDER BY {order}"
+        )
+        return sql, params
+
+    def fetch_sql(self, count: int) -> str:
+        """The current rows of ``count`` keys (parameters: the keys' values, flattened)."""
+        if len(self.key) == 1:
+            ph = self.placeholder(self.key[0])
+            column = self.quote(self.key[0])
+            return f"SELECT {self._columns()} FROM {self.relation} WHERE {column} IN ({', '.join([ph] * count)})"
+        cols = ", ".join(self.quote(k) for k in self.key)
+        one = "(" + ", ".join(self.placeholder(k) for k in self.key) + ")"
+        return f"SELECT {self._columns()} FROM {self.relation} WHERE ({cols}) IN (VALUES {', '.join([one] * count)})"
+
+
+def fetch_batches(fetchmany: Callable[[int], list], size: int) -> Iterator[list[tuple]]:
+    """Yield ``fetchmany(size)`` results until one comes back empty."""
+    while rows := fetchmany(size):
+        yield rows
+
+
+def check_polled_columns(spec: TableSpec, table: PolledTable, where: str) -> None:
+    """SchemaError naming the first configured column the source table lacks."""
+    names = spec.column_names
+    for role, column in (("updated_at", table.updated_at), ("deleted_at", table.deleted_at)):
+        if column is not None and column not in names:
+            raise SchemaError(
+                f"{where}: table {spec.name!r} has no column {column!r} (configured as {role}); "
+                f"its columns are {names}"
+            )
+
+
+def polled_spec_options(table: PolledTable, location: SourceLocation) -> dict[str, str]:
+    """What a polled table's spec records about its capture (shown by ``rh info``)."""
+    options = {"updated_at": table.updated_at, "epoch_unit": table.epoch_unit, "source_url": location.masked}
+    if table.deleted_at:
+        options["deleted_at"] = table.deleted_at
+    return options
+
+
+class PolledSource(Protocol):
+    """A database a sidecar polls, read-only."""
+
+    location: SourceLocation
+
+    def describe(self, table: PolledTable) -> PollPlan:
+        """Read the table's declared columns and key; SchemaError naming anything missing."""
+        ...
+
+    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+        """Rows (spec column order) after ``cursor``, ``(updated_at, key)`` order, one snapshot."""
+        ...
+
+    def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
+        """How many rows :meth:`read_changes` would return now (for progress)."""
+        ...
+
+    def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+        """Every row's ``(*key, updated_at, deleted_at, after_cursor)`` in byte order of the key."""
+        ...
+
+    def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
+        """The current rows (spec column order) of ``keys``; vanished keys are absent."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_polled_source(location: SourceLocation) -> PolledSource:
+    """The :class:`PolledSource` for a parsed source URL."""
+    if location.kind == "sqlite":
+        from rhei_lake.capture.sqlite_poll import SqlitePolledSource
+
+        return SqlitePolledSource(location)
+    from rhei_lake.capture.postgres_poll import PostgresPolledSource
+
+    return PostgresPolledSource(location)

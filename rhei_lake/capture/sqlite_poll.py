@@ -1,0 +1,121 @@
+"""Polling capture from a SQLite file the engine does not own, opened read-only (``mode=ro``).
+
+Each stream is one statement, so it reads one consistent snapshot. In WAL mode
+(recommended) that never blocks the application's writers; in rollback-journal
+mode a writer waits while a batch is being read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
+from rhei_lake.capture.polled_table import PolledTable
+from rhei_lake.capture.source_url import SourceLocation
+from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
+from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.errors import SchemaError, SourceError
+
+SOURCE_KIND = "sqlite-poll"
+_FETCH_CHUNK = 400  # keys per fetch statement (SQLite's parameter limit is far above)
+
+
+class SqlitePolledSource:
+    """A :class:`~rhei_lake.capture.polled_source.PolledSource` over a SQLite file."""
+
+    def __init__(self, location: SourceLocation) -> None:
+        assert location.path is not None
+        self.location = location
+        self.path = location.path
+        self._lock = threading.RLock()
+        self._conn = connect(self.path, readonly=True)
+        try:
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise translate_sqlite_error(exc, self.path) from exc
+
+    def _error(self, exc: sqlite3.Error, plan: PollPlan | None = None) -> SourceError:
+        where = f"{self.path}" + (f", table {plan.spec.name!r}" if plan else "")
+        return translate_sqlite_error(exc, where)
+
+    def describe(self, table: PolledTable) -> PollPlan:
+        with self._lock:
+            try:
+                if table.primary_key is None:
+                    canonical = canonical_table_name(self._conn, table.name)
+                    declared = self._conn.execute(
+                        "SELECT count(*) FROM pragma_table_xinfo(?) WHERE pk > 0", (canonical,)
+                    ).fetchone()[0]
+                    if not declared:
+                        raise SchemaError(
+                            f"{self.path}: table {canonical!r} declares no primary key; name the columns that "
+                            "identify a row with PolledTable(..., primary_key=[...])"
+                        )
+                spec = read_table_spec(
+                    self._conn,
+                    table.name,
+                    types=table.types,
+                    source=SOURCE_KIND,
+                    primary_key=table.primary_key,
+                )
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+        spec = replace(spec, options=polled_spec_options(table, self.location))
+        check_polled_columns(spec, table, self.path)
+        return PollPlan(
+            spec=spec,
+            table=table,
+            relation=quote_ident(spec.name),
+            select={c: quote_ident(c) for c in spec.column_names},
+            placeholder=lambda _column: "?",
+            byte_order=lambda column: f"{quote_ident(column)} COLLATE BINARY",
+        )
+
+    def _stream(self, plan: PollPlan, sql: str, params: tuple[Any, ...], batch_rows: int) -> Iterator[list[tuple]]:
+        # A dedicated connection: the statement holds its read snapshot until the
+        # generator is exhausted or closed, while this object keeps serving fetch().
+        conn = connect(self.path, readonly=True)
+        try:
+            yield from fetch_batches(conn.execute(sql, params).fetchmany, batch_rows)
+        except sqlite3.Error as exc:
+            raise self._error(exc, plan) from exc
+        finally:
+            conn.close()
+
+    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+        sql, params = plan.changes_sql(cursor)
+        return self._stream(plan, sql, params, batch_rows)
+
+    def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
+        sql, params = plan.count_sql(cursor)
+        with self._lock:
+            try:
+                return int(self._conn.execute(sql, params).fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc, plan) from exc
+
+    def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+        sql, params = plan.key_scan_sql(cursor)
+        return self._stream(plan, sql, params, batch_rows)
+
+    def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
+        out: list[tuple] = []
+        with self._lock:
+            try:
+                for start in range(0, len(keys), _FETCH_CHUNK):
+                    chunk = keys[start : start + _FETCH_CHUNK]
+                    params = [v for key in chunk for v in key]
+                    out.extend(self._conn.execute(plan.fetch_sql(len(chunk)), params).fetchall())
+            except sqlite3.Error as exc:
+                raise self._error(exc, plan) from exc
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,202 @@
+"""Sidecar sync: follow tables of a database the engine does not own, by polling.
+
+One cycle per table: read the rows after the committed ``(updated_at, key)``
+cursor in bounded batches from one consistent read; turn each batch into
+events (:mod:`rhei_lake.sync.polled_events`) numbered after the table's
+watermark; commit events, watermark and the batch's last cursor together,
+conditional on the watermark not having moved. A crash before a commit re-reads
+the batch from the previous cursor (no loss); a crash after it resumes from
+the new cursor (no duplicate); everything needed to resume is in the lake.
+
+Every ``hard_delete_interval`` seconds each table is also reconciled
+(:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
+rows whose change the cursor cannot see (committed late, with an
+``updated_at`` at or before the cursor) are caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.polled_source import PolledSource, PollPlan
+from rhei_lake.catalog import TableSpec
+from rhei_lake.config import LakeConfig
+from rhei_lake.errors import CommitConflictError
+from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.lake_state import LakeState
+from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
+from rhei_lake.sync.reconcile import reconcile
+from rhei_lake.sync.report import ReportBuilder, SyncReport
+from rhei_lake.sync.tables import open_changelog
+from rhei_lake.sync.trigger_sync import ProgressCallback
+from rhei_lake.timeutil import now_micros
+
+log = logging.getLogger("rhei_lake.sync")
+
+
+class PolledTableSync:
+    """The polling state of one table: its plan, changelog and event builder."""
+
+    def __init__(self, plan: PollPlan, changelog: Changelog) -> None:
+        self.plan = plan
+        self.changelog = changelog
+        self.builder = EventBuilder(plan.spec, plan.table)
+        self.state = LakeState(plan.spec, changelog)
+        self.last_reconcile: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.spec.name
+
+    def cursor(self) -> PollCursor | None:
+        return PollCursor.decode(self.changelog.cursor, table=self.name)
+
+    def clock(self, cursor: PollCursor | None) -> int:
+        """The source time the cursor has reached (UTC micros): what undated deletes are stamped with."""
+        if cursor is not None:
+            try:
+                return updated_at_micros(cursor.updated_at, self.plan.table.epoch_unit)
+            except (ValueError, OverflowError, TypeError):
+                pass
+        return now_micros()
+
+    def commit(self, events, *, base: int, cursor: PollCursor | None) -> int:
+        """Commit ``events`` (numbered from ``base + 1``) and ``cursor``; the watermark must still be ``base``."""
+        watermark = base + max(events.num_rows, 1)
+        self.changelog.commit(
+            events, watermark=watermark, cursor=cursor.encode() if cursor else None, expected=base
+        )
+        return events.num_rows
+
+
+@contextmanager
+def _reload_on_conflict(table: PolledTableSync) -> Iterator[None]:
+    """Another process committed to this table: re-read its watermark and cursor, let the caller retry."""
+    try:
+        yield
+    except CommitConflictError:
+        log.warning("table %r: another writer committed to it; reloading", table.name)
+        table.changelog.load()
+        raise
+
+
+class PollingSync:
+    """Moves rows polled from a :class:`PolledSource` into the lake's changelogs.
+
+    Same surface as :class:`~rhei_lake.sync.trigger_sync.TriggerSync`:
+    ``changelogs``, ``specs``, ``sync_now()``, ``flush()``, ``close()``.
+    """
+
+    def __init__(self, source: PolledSource, storage: LakeStorage, config: LakeConfig) -> None:
+        self.source = source
+        self.storage = storage
+        self.config = config
+        self.changelogs: dict[str, Changelog] = {}
+        self._tables: dict[str, PolledTableSync] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def specs(self) -> dict[str, TableSpec]:
+        return {name: t.plan.spec for name, t in self._tables.items()}
+
+    def attach(self) -> None:
+        """Describe every configured table at the source and open (or create) its changelog."""
+        with self._lock:
+            for table in self.config.tables:
+                plan = self.source.describe(table)
+                changelog, _created = open_changelog(self.storage, plan.spec, self.config)
+                self._tables[plan.spec.name] = PolledTableSync(plan, changelog)
+                self.changelogs[plan.spec.name] = changelog
+
+    # -- the cycle -------------------------------------------------------
+    def sync_now(self, progress: ProgressCallback | None = None) -> SyncReport:
+        """Poll every table and commit what changed; returns once all of it is committed."""
+        started = time.perf_counter()
+        report = ReportBuilder()
+        with self._lock:
+            for table in self._tables.values():
+                with _reload_on_conflict(table):
+                    events, fresh = self._poll(table, progress)
+                report.add(table.name, events, table.changelog.watermark)
+                if fresh:
+                    table.last_reconcile = time.monotonic()
+            for table in self._tables.values():
+                if self._reconcile_due(table):
+                    with _reload_on_conflict(table):
+                        events = reconcile(table, self.source, self.config.batch_size)
+                    table.last_reconcile = time.monotonic()
+                    report.add(table.name, events, table.changelog.watermark)
+        return report.build(time.perf_counter() - started)
+
+    def _reconcile_due(self, table: PolledTableSync) -> bool:
+        if not table.plan.table.hard_deletes:
+            return False
+        if table.last_reconcile is None:
+            return True
+        return time.monotonic() - table.last_reconcile >= self.config.hard_delete_interval
+
+    def reconcile_now(self) -> int:
+        """Run the hard-delete / late-row scan of every table now; returns the events it committed."""
+        with self._lock:
+            total = 0
+            for table in self._tables.values():
+                if table.plan.table.hard_deletes:
+                    with _reload_on_conflict(table):
+                        total += reconcile(table, self.source, self.config.batch_size)
+                    table.last_reconcile = time.monotonic()
+            return total
+
+    def _poll(self, table: PolledTableSync, progress: ProgressCallback | None) -> tuple[int, bool]:
+        """Commit the rows changed after the table's cursor; returns (events, whether the lake was empty)."""
+        changelog = table.changelog
+        cursor = table.cursor()
+        fresh = cursor is None and changelog.watermark == 0
+        batch_rows = self.config.batch_size
+        tick: Callable[[int], None] | None = None
+        if progress is not None:
+            total = self.source.count_changes(table.plan, cursor)
+
+            def tick(done: int) -> None:
+                progress(table.name, done, max(total, done))
+
+            tick(0)
+        committed = 0
+        done = 0
+        stream: Iterator[list[tuple]] = self.source.read_changes(table.plan, cursor, batch_rows)
+        try:
+            for rows in stream:
+                base = changelog.watermark
+                # Within one stream (one snapshot) a key appears once: an empty lake needs no lookups.
+                lookup = None if fresh else table.state.last_events
+                built = table.builder.build(rows, base, lookup, table.clock(cursor))
+                if built.consumed:
+                    last = rows[built.consumed - 1]
+                    cursor = PollCursor(last[table.builder.updated_index], table.builder.raw_key(last))
+                    committed += table.commit(built.events, base=base, cursor=cursor)
+                done += len(rows)
+                if tick is not None:
+                    tick(done)
+                if built.error is not None:
+                    raise built.error
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if committed:
+            log.info("table %r: %d polled events committed", table.name, committed)
+        return committed, fresh
+
+    def flush(self) -> int:
+        """Fold every table's hot-path tail into its Delta changelog."""
+        with self._lock:
+            return sum(cl.flush() for cl in self.changelogs.values())
+
+    def close(self) -> None:
+        with self._lock:
+            self.source.close()
