@@ -42,7 +42,7 @@ from rhei_lake.compaction.versions import (
 )
 from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, Merge
-from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.changelog import Changelog, conform
 
 log = logging.getLogger("rhei_lake.compaction")
 
@@ -151,7 +151,7 @@ def _fold_history_batch(derived: DerivedTable, events: pa.Table, txn: AppTransac
     if store.stats().rows == 0:
         # Nothing to close yet (the first fold): a plain append is far cheaper than a MERGE.
         versions = source.filter(pc.equal(source.column(KIND), "V")).drop([KIND])
-        store.append(_conform(versions, spec.history_schema), txn=txn)
+        store.append(conform(_conform(versions, spec.history_schema), store.schema(), store.uri), txn=txn)
         closed = 0
     else:
         closed = store.merge(source, history_merge(spec), txn=txn).updated
@@ -177,7 +177,7 @@ def _fold_current_batch(derived: DerivedTable, events: pa.Table, txn: AppTransac
     store = derived.store
     if store.stats().rows == 0:
         rows = latest.filter(pc.not_equal(latest.column(OP), OP_DELETE))
-        store.append(_conform(rows, current_schema(spec)), txn=txn)
+        store.append(conform(_conform(rows, current_schema(spec)), store.schema(), store.uri), txn=txn)
         return FoldResult(len(events), rows.num_rows, 0, txn.version)
     result = store.merge(latest, mirror_merge(spec), txn=txn)
     return FoldResult(
@@ -257,10 +257,10 @@ def plan_fold(changelog: Changelog, derived: DerivedTable) -> FoldResult:
     if derived.exists() and derived.store.stats().rows:
         target = "__rhei_target"
         derived.store.register(ctx, target)
-    open_filter = f" AND d.{q(VALID_TO)} IS NULL" if derived.mode == "temporal" else ""
+    open_filter = f" AND _rhei_d.{q(VALID_TO)} IS NULL" if derived.mode == "temporal" else ""
     existing = (
-        f"(SELECT count(*) FROM {target} d WHERE EXISTS (SELECT 1 FROM {tail} e WHERE {key_match(spec, 'e', 'd')})"
-        f"{open_filter})"
+        f"(SELECT count(*) FROM {target} _rhei_d WHERE EXISTS (SELECT 1 FROM {tail} _rhei_e "
+        f"WHERE {key_match(spec, '_rhei_e', '_rhei_d')}){open_filter})"
         if target
         else "0"
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
 from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
@@ -106,8 +107,8 @@ class QueryEngine:
     def _drop(self, ctx, name: str) -> None:
         for alias in _names(name):
             for view in (alias, f"{alias}_history", f"{alias}_changes"):
-                if ctx.table_exist(view):
-                    ctx.deregister_table(view)
+                if ctx.table_exist(q(view)):
+                    ctx.deregister_table(q(view))
         self._generations.pop(name, None)
 
     def dataframe(self, sql: str, *, as_of: int | None = None):
@@ -171,9 +172,15 @@ def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_o
     return error
 
 
+def _source_base(table: str) -> str:
+    # DataFusion parses a registered name as SQL and folds it to lower case: internal
+    # names must be plain lower-case identifiers whatever the table is called.
+    return f"__rhei_{table.encode().hex()}"
+
+
 def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     spec = table.spec
-    base = f"__rhei_{spec.name}"
+    base = _source_base(spec.name)
     changes_src = f"{base}__changes"
     table.changelog.register(ctx, changes_src)
     if table.mirror:
@@ -199,7 +206,7 @@ def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | N
     spec = table.spec
     current_src = None
     if table.current is not None:
-        current_src = f"__rhei_{spec.name}__current"
+        current_src = f"{_source_base(spec.name)}__current"
         table.current.register(ctx, current_src)
     sources = views.ViewSources(changes=changes_src, folded=table.folded, current=current_src)
     changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
@@ -211,9 +218,10 @@ def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | N
 
 
 def _put_view(ctx, name: str, df) -> None:
-    if ctx.table_exist(name):
-        ctx.deregister_table(name)
-    ctx.register_view(name, df)
+    # Quoted: DataFusion parses the name as SQL, and would fold "Orders" to orders.
+    if ctx.table_exist(q(name)):
+        ctx.deregister_table(q(name))
+    ctx.register_view(q(name), df)
 
 
 _VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}

@@ -51,6 +51,11 @@ class ViewSources:
     current: str | None = None
 
 
+# Relation aliases carry the reserved prefix, so no user column can shadow one
+# (inside a subquery DataFusion would read ``c."id"`` as field ``id`` of a column ``c``).
+_ALIASES = {"history": "_rhei_h", "first": "_rhei_f", "current": "_rhei_c", "event": "_rhei_e"}
+
+
 def changes_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> str:
     where = f" WHERE {q(TS)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
     cols = ", ".join(q(c) for c in spec.changes_schema.names)
@@ -66,12 +71,13 @@ def history_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> 
     tail = _unfolded(src, as_of)
     parts = []
     if src.history is not None:
-        folded_where = f" WHERE h.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
+        h, f = _ALIASES["history"], _ALIASES["first"]
+        folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
         parts.append(
-            f"SELECT {user_columns(spec, 'h')}, h.{q(VALID_FROM)}, "
-            f"coalesce(h.{q(VALID_TO)}, f.{q(CLOSED_AT)}) AS {q(VALID_TO)}, h.{q(SEQ)} "
-            f"FROM {q(src.history)} h LEFT JOIN ({first_events_sql(spec, tail)}) f "
-            f"ON {key_match(spec, 'h', 'f')} AND h.{q(VALID_TO)} IS NULL{folded_where}"
+            f"SELECT {user_columns(spec, h)}, {h}.{q(VALID_FROM)}, "
+            f"coalesce({h}.{q(VALID_TO)}, {f}.{q(CLOSED_AT)}) AS {q(VALID_TO)}, {h}.{q(SEQ)} "
+            f"FROM {q(src.history)} {h} LEFT JOIN ({first_events_sql(spec, tail)}) {f} "
+            f"ON {key_match(spec, h, f)} AND {h}.{q(VALID_TO)} IS NULL{folded_where}"
         )
     parts.append(versions_sql(spec, tail))
     union = " UNION ALL ".join(parts)
@@ -95,9 +101,10 @@ def mirror_current_sql(spec: TableSpec, src: ViewSources) -> str:
     tail = _unfolded(src, None)
     parts = []
     if src.current is not None:
+        c, e = _ALIASES["current"], _ALIASES["event"]
         parts.append(
-            f"SELECT {user_columns(spec, 'c')} FROM {q(src.current)} c "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {tail} e WHERE {key_match(spec, 'e', 'c')})"
+            f"SELECT {user_columns(spec, c)} FROM {q(src.current)} {c} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {tail} {e} WHERE {key_match(spec, e, c)})"
         )
     parts.append(
         f"SELECT {user_columns(spec)} FROM ({latest_events_sql(spec, tail)}) WHERE {q(OP)} <> '{OP_DELETE}'"

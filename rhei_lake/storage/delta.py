@@ -271,7 +271,7 @@ class DeltaTableStore:
                     # A dataset of zero files plans as UnknownPartitioning(0), which
                     # DataFusion's sanity check rejects under a sort: use an empty batch.
                     if dt.file_uris():
-                        ctx.register_dataset(name, dt.to_pyarrow_dataset())
+                        ctx.register_dataset(name, _unpruned(dt.to_pyarrow_dataset()))
                     else:
                         schema = pa.schema(dt.schema().to_arrow())
                         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
@@ -365,3 +365,18 @@ class DeltaTableStore:
 
     def checkpoint(self) -> None:
         self._call(lambda dt: dt.create_checkpoint())
+
+
+def _unpruned(dataset: Any) -> Any:
+    """``dataset`` without the per-file statistics delta-rs attaches to its fragments.
+
+    With them, a filter that excludes every file (``_rhei_seq > F`` once all is
+    folded) leaves zero fragments, the same UnknownPartitioning(0) as an empty
+    table. Without them each file stays a fragment, and Parquet row-group
+    statistics still skip the data the filter excludes. (rhei_lake's tables are
+    not partitioned, so the expressions hold statistics only.)
+    """
+    import pyarrow.dataset as ds
+
+    fragments = [dataset.format.make_fragment(f.path, dataset.filesystem) for f in dataset.get_fragments()]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)

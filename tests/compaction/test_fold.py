@@ -217,3 +217,49 @@ def test_validity_columns_are_utc_microseconds(tmp_path):
         schema = lake.query("SELECT * FROM acct_history LIMIT 0").schema
         assert schema.field(VALID_FROM).type == pa.timestamp("us", tz="UTC")
         assert schema.field(VALID_TO).type == pa.timestamp("us", tz="UTC")
+
+
+@pytest.mark.parametrize("mode", ["temporal", "mirror"])
+def test_column_names_that_look_like_aliases_and_schema_evolution(storage, tmp_path, mode):
+    """Columns named like the views' and merges' relation aliases; add and drop columns between folds."""
+    url, options = storage
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode
+    ) as lake:
+        lake.execute('CREATE TABLE "Odd" (s INTEGER, t TEXT, h TEXT, f REAL, c TEXT, e TEXT, d TEXT, '
+                     "PRIMARY KEY (s, t))")
+        lake.register_table("Odd")
+        lake.execute("INSERT INTO \"Odd\" VALUES (1, 'k', 'h1', 0.5, 'c1', 'e1', 'd1'), (2, 'k', 'h2', 1.5, 'c2', 'e2', 'd2')")
+        lake.sync_now()
+        lake.compact()
+        lake.execute("UPDATE \"Odd\" SET c = 'c1b' WHERE s = 1")
+        lake.execute("DELETE FROM \"Odd\" WHERE s = 2")
+        lake.sync_now()
+        assert lake.compact(dry_run=True).tables["Odd"].events_folded == 2
+        expected = [{"s": 1, "t": "k", "h": "h1", "f": 0.5, "c": "c1b", "e": "e1", "d": "d1"}]
+        assert lake.query('SELECT * FROM "Odd"').to_pylist() == expected
+        assert lake.query("SELECT * FROM Odd").to_pylist() == expected  # unquoted: folded to odd
+        lake.compact()
+        assert lake.query('SELECT * FROM "Odd"').to_pylist() == expected
+
+        lake.add_column("Odd", "added", "TEXT")
+        lake.execute("UPDATE \"Odd\" SET added = 'new' WHERE s = 1")
+        lake.sync_now()
+        lake.compact()
+        lake.drop_column("Odd", "h")
+        lake.execute("INSERT INTO \"Odd\" VALUES (3, 'k', 3.5, 'c3', 'e3', 'd3', NULL)")
+        lake.sync_now()
+        expected = [
+            {"s": 1, "t": "k", "f": 0.5, "c": "c1b", "e": "e1", "d": "d1", "added": "new"},
+            {"s": 3, "t": "k", "f": 3.5, "c": "c3", "e": "e3", "d": "d3", "added": None},
+        ]
+        assert lake.query('SELECT * FROM "Odd" ORDER BY s').to_pylist() == expected
+        lake.compact()
+        assert lake.query('SELECT * FROM "Odd" ORDER BY s').to_pylist() == expected
+        if mode == "temporal":
+            versions = lake.query('SELECT s, c, added FROM "Odd_history" ORDER BY _rhei_seq').to_pylist()
+            assert versions == [
+                {"s": 1, "c": "c1", "added": None}, {"s": 2, "c": "c2", "added": None},
+                {"s": 1, "c": "c1b", "added": None}, {"s": 1, "c": "c1b", "added": "new"},
+                {"s": 3, "c": "c3", "added": None},
+            ]

@@ -149,3 +149,13 @@ def test_vacuum_honours_the_retention_and_counts_bytes(lake_storage):
         assert done.files_removed == 3 and done.bytes_removed > 0
     assert store.vacuum(retention=timedelta(0)).files_removed == 0  # nothing left to remove
     assert sorted(store.to_arrow().column("id").to_pylist()) == [0, 1, 2]
+
+
+def test_a_filter_excluding_every_file_still_plans_under_a_sort(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    store.append(rows((1, "a", 1.0), (2, "b", 2.0)))
+    ctx = SessionContext()
+    store.register(ctx, "t")
+    assert ctx.sql("SELECT id FROM t WHERE id > 5 ORDER BY id").to_pylist() == []
+    assert ctx.sql("SELECT id FROM t WHERE id > 1 ORDER BY id").to_pylist() == [{"id": 2}]
