@@ -1,6 +1,6 @@
 """Query time before and after compaction, after many small syncs.
 
-    python bench/compaction_bench.py [--storage PATH_OR_URL] [--syncs 200] [--rows-per-sync 25] [--repeat 7]
+    python bench/bench_compaction.py [--storage PATH_OR_URL] [--syncs 200] [--rows-per-sync 25] [--repeat 7]
 
 Each sync commits a few inserts and three updates; with ``--flush-every 1`` (the
 default) every sync also lands in Delta as its own small file, the worst case
@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rhei_lake  # noqa: E402
+import rhei_lake
 
 QUERIES = {
     "current: count": "SELECT count(*) FROM ticks",
