@@ -123,12 +123,24 @@ class DeltaTableStore:
         return self._txns[app_id]
 
     def _committed(self, dt: DeltaTable, before: int, txn: AppTransaction | None) -> None:
-        """After this object's own commit: carry the cached app versions over when no other commit came between."""
+        """After this object's own commit: keep the loaded snapshot and the app-version cache right."""
         after = dt.version()
-        if self._txns_at == before and after == before + 1:
-            self._txns_at = after
-            if txn is not None:
-                self._txns[txn.app_id] = txn.version
+        if after == before + 1:
+            if self._txns_at == before:
+                self._txns_at = after
+                if txn is not None:
+                    self._txns[txn.app_id] = txn.version
+        elif after > before + 1:
+            # Other writers committed first and delta-rs placed this commit after theirs.
+            # The snapshot it then holds has been seen to miss those commits' actions on
+            # S3 (stale files listed, new ones missing: duplicated and lost rows on the
+            # next read or rewrite). Load the table afresh instead of trusting it.
+            self._reload()
+
+    def _reload(self) -> None:
+        from deltalake import DeltaTable
+
+        self._dt = DeltaTable(self.uri, storage_options=self._options or None)
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
