@@ -122,6 +122,10 @@ def info_command(
 
 app.command("compact")(compact_command)
 
+from rhei_lake.cli.flight import flight_command  # noqa: E402
+
+app.command("flight")(flight_command)
+
 
 def main() -> None:
     """Console-script entry point."""

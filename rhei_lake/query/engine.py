@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -111,25 +112,28 @@ class QueryEngine:
                     ctx.deregister_table(q(view))
         self._generations.pop(name, None)
 
-    def dataframe(self, sql: str, *, as_of: int | None = None):
-        """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet)."""
-        if as_of is None:
-            ctx = self._context()
-            tables = self._tables()
-        else:
-            from datafusion import SessionContext
+    def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
+        """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
-            ctx = SessionContext()
-            tables = self._tables()
-            for table in tables.values():
-                _register_table(ctx, table, as_of=as_of)
-        try:
-            df = ctx.sql_with_options(sql, _sql_options())
-        except Exception as exc:
-            raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
-        # A Delta table registered through FFI only holds a weak reference to its
-        # session: a DataFrame whose throwaway as_of session is gone fails to scan
-        # ("TaskContextProvider went out of scope"). Keep the session alive with it.
+        ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
+        bound to the tables as registered now, so it can be executed or
+        streamed from any thread without the engine lock.
+        """
+        if as_of is None:
+            # Planned under the lock: re-registering a view deregisters it first, and a
+            # query planned in that window would find no such table.
+            with self._lock:
+                ctx = self._context()
+                return _plan(ctx, sql, params, self._tables(), as_of)
+        from datafusion import SessionContext
+
+        ctx = SessionContext()
+        tables = self._tables()
+        for table in tables.values():
+            _register_table(ctx, table, as_of=as_of)
+        df = _plan(ctx, sql, params, tables, as_of)
+        # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
+        # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
         df._rhei_session = ctx
         return df
 
@@ -139,8 +143,7 @@ class QueryEngine:
             raise QueryError("query: SQL must be a non-empty string")
         df = self.dataframe(sql, as_of=as_of)
         try:
-            with self._lock:
-                table = df.to_arrow_table()
+            table = df.to_arrow_table()
         except Exception as exc:
             raise translate_query_error(exc, sql=sql) from exc
         return normalize_types(table)
@@ -150,6 +153,13 @@ class QueryEngine:
         for name in sorted(self._tables()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
+    try:
+        return ctx.sql_with_options(sql, _sql_options(), param_values=params)
+    except Exception as exc:
+        raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
 
 
 def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:
@@ -227,14 +237,20 @@ def _put_view(ctx, name: str, df) -> None:
 _VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
 
 
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with ``string_view``/``binary_view`` fields as ``string``/``binary``."""
+    fields = [
+        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f
+        for f in schema
+    ]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def normalize_types(table: pa.Table) -> pa.Table:
     """Results use ``string``/``binary`` whatever view types the scan produced."""
-    fields = [
-        pa.field(f.name, _VIEW_TYPES.get(f.type, f.type), f.nullable) if f.type in _VIEW_TYPES else f
-        for f in table.schema
-    ]
-    if all(f.type == o.type for f, o in zip(fields, table.schema)):
+    schema = normalize_schema(table.schema)
+    if schema.equals(table.schema):
         return table
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+    return table.cast(schema)
 
 
