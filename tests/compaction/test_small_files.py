@@ -33,7 +33,8 @@ def test_two_hundred_small_syncs_then_compact_leaves_a_handful_of_files(durable_
             lake.execute("INSERT INTO ticks VALUES (?, ?, ?)", (i, i * 0.5, f"tick {i}"))
             if i % 3 == 0 and i:
                 lake.execute("UPDATE ticks SET value = value + 1 WHERE id = ?", (i - 1,))
-            lake.sync_now()  # one changes file per sync
+            lake.sync_now()
+            lake.flush()  # one changes file per sync
             if i % 20 == 19:
                 fold(lake._sync.changelogs["ticks"], lake._derived_table(spec))  # a history file or more per fold
         changes = lake.storage.table_store("ticks", "changes")

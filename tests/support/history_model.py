@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhei_lake.capture.triggers import TS_MICROS
 from rhei_lake.capture.sqlite_schema import quote_ident
 from tests.support.oracle import _sort_key
 
@@ -67,7 +68,7 @@ class HistoryModel:
     def apply(self) -> None:
         """Take in the statement(s) run since the last call (each must be its own transaction)."""
         events = self.conn.execute(
-            f"SELECT seq, tbl, op, ts, c0, c1 FROM {AUDIT_TABLE} WHERE seq > ? ORDER BY seq", (self._audited,)
+            f"SELECT seq, tbl, op, {TS_MICROS}, c0, c1 FROM {AUDIT_TABLE} WHERE seq > ? ORDER BY seq", (self._audited,)
         ).fetchall()
         if not events:
             return
