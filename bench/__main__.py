@@ -72,7 +72,7 @@ def plots(results: list[Result], out: Path) -> list[str]:
         fig.savefig(out / "steady_sync_latency.png", dpi=110)
         plt.close(fig)
         written.append("steady_sync_latency.png")
-    scaling = [r for r in results if r.scenario == "scaling"]
+    scaling = [r for r in results if r.scenario == "scaling" and "rows" in r.details]
     if scaling:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for metric in sorted({r.details.get("series", r.metric) for r in scaling}):

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from rhei_lake.capture.sqlite_schema import quote_ident as q
-from rhei_lake.catalog import TableSpec
+from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
 from rhei_lake.query import views
@@ -64,6 +64,9 @@ class QueryTable:
         # The changes table's own version moves when compaction rewrites it (expiry, bin-packing).
         return (self.changelog.generation, self.changelog.store.version(), derived_version, self.folded)
 
+
+UNFOLDED_IN_MEMORY = 200_000
+"""Up to this many pending events, a table's unfolded events are held in memory by its views."""
 
 TableProvider = Callable[[], dict[str, QueryTable]]
 
@@ -200,7 +203,7 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     if table.history is not None:
         history_src = f"{base}__history"
         table.history.register(ctx, history_src)
-    sources = views.ViewSources(changes=changes_src, history=history_src, folded=table.folded)
+    sources = _unfolded_sources(ctx, table, changes_src, history=history_src)
     changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
     history_view = ctx.sql(views.history_sql(spec, sources, as_of))
     history_name = f"{base}__history_view"
@@ -212,13 +215,38 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
         _put_view(ctx, alias, current_view)
 
 
+def _unfolded_sources(
+    ctx, table: QueryTable, changes_src: str, *, history: str | None = None, current: str | None = None
+) -> views.ViewSources:
+    """The view sources, with the events not yet folded read once here rather than at every query.
+
+    Checked after the change feed is registered: the watermark only grows, so
+    if it is still at the folded one, the registered feed holds nothing past it.
+    """
+    base = _source_base(table.spec.name)
+    pending = table.changelog.watermark - table.folded  # an upper bound: sequence numbers span tables
+    derived = current if table.mirror else history
+    if pending <= 0 and derived is not None:
+        return views.ViewSources(changes_src, history, table.folded, current, all_folded=True)
+    if pending > UNFOLDED_IN_MEMORY:
+        return views.ViewSources(changes_src, history, table.folded, current)
+    seq = q(SEQ)
+    events = ctx.sql(f"SELECT * FROM {q(changes_src)} WHERE {seq} > {int(table.folded)} ORDER BY {seq}")
+    batches = events.to_arrow_table().to_batches()
+    name = f"{base}__unfolded"
+    if ctx.table_exist(name):
+        ctx.deregister_table(name)
+    ctx.register_record_batches(name, [batches or [pa.RecordBatch.from_pylist([], schema=events.schema())]])
+    return views.ViewSources(changes_src, history, table.folded, current, unfolded=name)
+
+
 def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | None) -> None:
     spec = table.spec
     current_src = None
     if table.current is not None:
         current_src = f"{_source_base(spec.name)}__current"
         table.current.register(ctx, current_src)
-    sources = views.ViewSources(changes=changes_src, folded=table.folded, current=current_src)
+    sources = _unfolded_sources(ctx, table, changes_src, current=current_src)
     changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
     current_view = ctx.sql(views.mirror_current_sql(spec, sources)) if as_of is None else None
     for alias in _names(spec.name):

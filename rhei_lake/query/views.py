@@ -43,12 +43,18 @@ class ViewSources:
 
     ``history`` (temporal mode) or ``current`` (mirror mode) is the derived
     table when it exists, ``folded`` the highest ``_rhei_seq`` folded into it.
+    ``unfolded`` names a table holding exactly the change feed's events past
+    ``folded`` (read once when the views are registered), or is ``None`` to
+    filter them from ``changes`` at each query. ``all_folded`` says there are
+    none: the views are then the derived table alone.
     """
 
     changes: str
     history: str | None = None
     folded: int = 0
     current: str | None = None
+    unfolded: str | None = None
+    all_folded: bool = False
 
 
 # Relation aliases carry the reserved prefix, so no user column can shadow one
@@ -63,14 +69,23 @@ def changes_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> 
 
 
 def _unfolded(src: ViewSources, as_of: int | None) -> str:
-    cutoff = f" AND {q(TS)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
-    return f"(SELECT * FROM {q(src.changes)} WHERE {q(SEQ)} > {int(src.folded)}{cutoff})"
+    cutoff = f"{q(TS)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
+    if src.unfolded is not None:
+        return f"(SELECT * FROM {q(src.unfolded)}{' WHERE ' + cutoff if cutoff else ''})"
+    return f"(SELECT * FROM {q(src.changes)} WHERE {q(SEQ)} > {int(src.folded)}{' AND ' + cutoff if cutoff else ''})"
 
 
 def history_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> str:
     tail = _unfolded(src, as_of)
     parts = []
-    if src.history is not None:
+    if src.history is not None and src.all_folded:
+        h = _ALIASES["history"]
+        folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
+        parts.append(
+            f"SELECT {user_columns(spec, h)}, {h}.{q(VALID_FROM)}, {h}.{q(VALID_TO)}, {h}.{q(SEQ)} "
+            f"FROM {q(src.history)} {h}{folded_where}"
+        )
+    elif src.history is not None:
         h, f = _ALIASES["history"], _ALIASES["first"]
         folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
         parts.append(
@@ -79,7 +94,8 @@ def history_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> 
             f"FROM {q(src.history)} {h} LEFT JOIN ({first_events_sql(spec, tail)}) {f} "
             f"ON {key_match(spec, h, f)} AND {h}.{q(VALID_TO)} IS NULL{folded_where}"
         )
-    parts.append(versions_sql(spec, tail))
+    if not (src.history is not None and src.all_folded):
+        parts.append(versions_sql(spec, tail))
     union = " UNION ALL ".join(parts)
     if as_of is None:
         return union
@@ -98,6 +114,8 @@ def current_sql(spec: TableSpec, history_view: str) -> str:
 def mirror_current_sql(spec: TableSpec, src: ViewSources) -> str:
     """Mirror mode's ``t``: the current table's rows whose key has no unfolded event, plus
     each key's last unfolded event unless it is a delete."""
+    if src.current is not None and src.all_folded:
+        return f"SELECT {user_columns(spec)} FROM {q(src.current)}"
     tail = _unfolded(src, None)
     parts = []
     if src.current is not None:

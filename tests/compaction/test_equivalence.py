@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 import rhei_lake
+from rhei_lake.query import engine
 from tests.support.oracle import _sort_key, assert_same_state
 from tests.support.workload import SCHEMA, Workload, create_tables
 
@@ -35,7 +38,10 @@ def _workload_lake(storage, tmp_path, **options) -> tuple[rhei_lake.Lake, sqlite
     return lake, oracle, workload
 
 
-def test_views_are_the_same_before_and_after_compaction(storage, tmp_path):
+@pytest.mark.parametrize("unfolded_in_memory", [engine.UNFOLDED_IN_MEMORY, 0], ids=["tail-in-memory", "tail-filtered"])
+def test_views_are_the_same_before_and_after_compaction(storage, tmp_path, monkeypatch, unfolded_in_memory):
+    # Both ways the views read the events not folded yet: held in memory, or filtered at each query.
+    monkeypatch.setattr(engine, "UNFOLDED_IN_MEMORY", unfolded_in_memory)
     lake, oracle, workload = _workload_lake(storage, tmp_path)
     with lake:
         for round_ in range(4):
