@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo test test-quick bench clean
 
@@ -26,6 +27,14 @@ test: setup
 
 test-quick: setup
 	$(BIN)/python -m pytest -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $@
+
+# Every scenario beside its physical limit; results in bench/results/ (BENCH_ARGS=--quick: ~2 minutes).
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf demo.db demo.db-wal demo.db-shm demo-lake .pytest_cache
