@@ -15,6 +15,11 @@ import typer
 
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
+from rhei_lake.cli.init import init_command
+from rhei_lake.cli.repl import repl_command
+from rhei_lake.cli.restore import restore_command
+from rhei_lake.cli.serve import serve_command
+from rhei_lake.cli.status import status_command
 
 app = typer.Typer(
     name="rh",
@@ -59,10 +64,13 @@ def query_command(
         str, typer.Option("--format", "-f", help="Output format: table, csv, json, parquet or arrow.")
     ] = "table",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    hint: Annotated[
+        Optional[str], typer.Option("--hint", help="Force the route: oltp (SQLite) or olap (the lake).")
+    ] = None,
 ) -> None:
     """Run read-only SQL over the lake and print the result."""
     with common.open_lake(config=config, storage=storage, db=db) as lake:
-        result = lake.query(sql, as_of=common.parse_instant(as_of))
+        result = lake.query(sql, as_of=common.parse_instant(as_of), hint=hint)
     common.write_table(result, fmt, output)
 
 
@@ -85,6 +93,27 @@ def sync_command(
         else:
             report = lake.sync_now()
     common.console.print(str(report))
+
+
+@app.command("register")
+def register_command(
+    tables: Annotated[list[str], typer.Argument(help="Tables of the SQLite database to mirror.")],
+    db: DbOption = None,
+    storage: StorageOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Mirror SQLite tables: install capture triggers and commit their existing rows once.
+
+    The first copy of a big table shows a progress bar (plain lines when not a terminal).
+    """
+    with common.open_lake(config=config, storage=storage, db=db, require_db=True) as lake:
+        with common.sync_progress("registering") as progress:
+            for name in tables:
+                spec = lake.register_table(name, progress=progress)
+                common.console.print(
+                    f"mirroring {spec.name}: key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns",
+                    highlight=False,
+                )
 
 
 @app.command("info")
@@ -117,6 +146,13 @@ def info_command(
             spec = lake.table_spec(name)
             table.add_row(f"table {name}", f"key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns")
         common.console.print(table)
+
+
+app.command("status")(status_command)
+app.command("restore")(restore_command)
+app.command("repl")(repl_command)
+app.command("init")(init_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
