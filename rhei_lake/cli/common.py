@@ -204,8 +204,8 @@ def _with_sources(message: str) -> str:
 def run(app: typer.Typer) -> int:
     """Run the typer app; library errors become one line and exit code 1."""
     try:
-        app(standalone_mode=False)
-        return 0
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
+        return code if isinstance(code, int) else 0
     except RheiError as exc:
         if STATE.debug:
             raise
@@ -225,10 +225,10 @@ def run(app: typer.Typer) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            usage = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            error(f"{exc.format_message()}{usage}")
             return exc.exit_code
         if STATE.debug:
             raise

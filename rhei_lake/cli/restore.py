@@ -10,7 +10,7 @@ import typer
 import rhei_lake
 from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, StorageOption
-from rhei_lake.errors import ConfigError
+from rhei_lake.errors import ConfigError, SchemaError
 
 
 def restore_command(
@@ -37,6 +37,8 @@ def restore_command(
     if "storage" not in options:
         raise ConfigError("rh restore needs the lake: pass --storage URL (or set storage in --config)")
     with rhei_lake.open(**options) as lake:
+        if not lake.tables():
+            raise SchemaError(f"no mirrored tables in {lake.location.url}: nothing to restore")
         with common.sync_progress("restoring") as progress:
             report = lake.restore_sqlite(
                 output, as_of=common.parse_instant(as_of), tables=table, overwrite=overwrite, progress=progress
