@@ -148,11 +148,14 @@ def info_command(
         common.console.print(table)
 
 
+from rhei_lake.cli.flight import flight_command  # noqa: E402
+
 app.command("status")(status_command)
 app.command("restore")(restore_command)
 app.command("repl")(repl_command)
 app.command("init")(init_command)
 app.command("serve")(serve_command)
+app.command("flight")(flight_command)
 
 
 def main() -> None:
