@@ -42,6 +42,9 @@ def serve_command(
     metrics_port: Annotated[
         Optional[int], typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: any free one).")
     ] = None,
+    flight_port: Annotated[
+        Optional[int], typer.Option("--flight-port", help="Also serve Arrow Flight SQL on this port (0: any free one).")
+    ] = None,
     log_format: Annotated[
         Optional[str], typer.Option("--log-format", help="Headless log lines: json (default) or text.")
     ] = None,
@@ -50,11 +53,11 @@ def serve_command(
 
     Shows a live dashboard on a terminal (q quits, c compacts now), or with
     --headless logs one line per event to stdout. SIGTERM/SIGINT stop it after
-    a final sync, with exit code 0.
+    a final sync, with exit code 0. Settings: the [serve] table of --config.
     """
     lake_options, serve_options = common.resolve_settings(
         config=config, storage=storage, db=db,
-        sync_interval=sync_interval, metrics_port=metrics_port, log_format=log_format,
+        sync_interval=sync_interval, metrics_port=metrics_port, flight_port=flight_port, log_format=log_format,
     )
     settings = build_service_config(serve_options)
     interval = lake_options.pop("sync_interval", None)
@@ -74,7 +77,7 @@ def serve_command(
             lake,
             settings,
             sync_interval=(float(interval) if interval else DEFAULT_SYNC_INTERVAL) if has_source else None,
-            flight=getattr(lake.config, "flight_port", None) is not None,
+            flight=lake.config.flight_port is not None,
         )
         try:
             service.start()
@@ -97,6 +100,11 @@ def serve_command(
     finally:
         signals.restore()
         service_logs.detach(handler)
+    if service.flight_abandoned:
+        # pyarrow's exit hook would wait for streams to clients that stopped reading (see `rh flight`).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class _StopSignals:

@@ -110,6 +110,7 @@ class LakeService:
         self.schedule = config.compaction_schedule
         self._flight_wanted = flight
         self._flight: Any = None
+        self.flight_abandoned = False  # True when Flight SQL stopped with streams to stalled clients open
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._compact_request = threading.Event()
@@ -168,7 +169,7 @@ class LakeService:
             self._stop.set()
         log.info("stopping: finishing work in progress, then a final sync", extra={"event": "stopping"})
         if self._flight is not None:
-            self._flight.shutdown()
+            self.flight_abandoned = not self._flight.shutdown()
         for thread in self._threads:
             thread.join()
         final: SyncReport | None = None
@@ -256,6 +257,7 @@ class LakeService:
 
     def compact_now(self) -> None:
         """Compact as soon as possible, schedule or not (a request during a run starts another after it)."""
+        log.info("compaction requested", extra={"event": "compaction_requested"})
         self._compact_request.set()
 
     # -- sync events -----------------------------------------------------------
