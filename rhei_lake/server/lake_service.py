@@ -137,9 +137,9 @@ class LakeService:
 
                 self._flight = serve_flight(lake)
             self._remove_listener = lake.add_sync_listener(self._on_sync)
-            self._refresh_status()
             if self.sync_interval is not None:
                 lake.start_sync(self.sync_interval)
+            self._refresh_status()
             self._compaction = self._compaction_state(next_at=self._next_compaction())
             self._spawn("rhei-serve-status", self._status_loop)
             self._spawn("rhei-serve-compaction", self._compaction_loop)

@@ -38,10 +38,15 @@ class Terminal:
         return subprocess.run([self.tmux, "-S", str(self.socket), *args], capture_output=True, text=True, timeout=30)
 
     def start(self, command: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> None:
-        """Run ``command`` in the pane; its exit code lands in :attr:`exit_file`."""
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        """Run ``command`` in the pane with only ``env`` (plus PATH and HOME); its exit code lands in :attr:`exit_file`.
+
+        The environment is explicit so that nothing of the test runner's (COLUMNS, LINES, ...) leaks in.
+        """
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+                "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**base, **env}.items())
         script = (
-            f"cd {shlex.quote(str(cwd))} && env {exports} {shlex.join(command)}; "
+            f"cd {shlex.quote(str(cwd))} && env -i {exports} {shlex.join(command)}; "
             f"echo $? > {shlex.quote(str(self.exit_file))}; sleep 600"
         )
         result = self._run(
