@@ -147,8 +147,8 @@ class Repl:
         )
         try:
             for entry in self._entries(self._prompt, run_incomplete=False):
-                if readline is not None:
-                    readline.add_history(" ".join(entry.split()))
+                if readline is not None:  # one entry per statement, on one line, ready to run again
+                    readline.add_history(" ".join(entry.split()) + ("" if entry.startswith(".") else ";"))
                 self.run(entry)
                 if self.done:
                     break

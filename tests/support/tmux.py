@@ -59,6 +59,8 @@ class Terminal:
 
     def type(self, text: str) -> None:
         """Type ``text`` literally (no Enter)."""
+        if text.endswith(";"):  # tmux reads a trailing ';' as its own command separator
+            text = text[:-1] + "\\;"
         self.send(text, literal=True)
 
     def screen(self) -> str:
