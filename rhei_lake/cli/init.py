@@ -63,7 +63,10 @@ HEADER = """\
 
 
 def init_command(
-    path: Annotated[Path, typer.Argument(help="The file to write.")] = DEFAULT_PATH,
+    path: Annotated[Optional[Path], typer.Argument(help=f"The file to write (default {DEFAULT_PATH}).")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="The file to write (the same as PATH).")
+    ] = None,
     db: common.DbOption = None,
     storage: common.StorageOption = None,
     source: Annotated[
@@ -85,6 +88,9 @@ def init_command(
     """
     from rhei_lake.config_file import read_config_file
 
+    if path is not None and config is not None and path != config:
+        raise ConfigError("give the file to write once: as PATH or as --config")
+    path = path or config or DEFAULT_PATH
     if path.exists() and not force:
         raise ConfigError(f"{str(path)!r} exists; pass --force to overwrite it")
     if table and source is None:
