@@ -15,6 +15,7 @@ DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
+DEFAULT_COLUMNAR_MIN_ROWS = 100_000
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
 DEFAULT_SYNC_MAX_BACKOFF = 30.0
 DEFAULT_FLIGHT_HOST = "127.0.0.1"
@@ -66,6 +67,12 @@ class LakeConfig(BaseModel):
     )
     tail_flush_rows: int = Field(
         DEFAULT_TAIL_FLUSH_ROWS, gt=0, description="Rows in a table's hot-path tail that trigger a flush."
+    )
+    columnar_min_rows: int = Field(
+        DEFAULT_COLUMNAR_MIN_ROWS,
+        ge=0,
+        description="Snapshots of tables with at least this many rows are read by the ADBC reader process "
+        "(an order of magnitude faster); 0 always reads through sqlite3.",
     )
     prune_interval: float = Field(
         DEFAULT_PRUNE_INTERVAL,

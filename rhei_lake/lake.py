@@ -69,7 +69,7 @@ class Lake:
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         try:
             if config.oltp_path is not None:
-                source = TriggerSource(config.oltp_path)
+                source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
                 self._oltp.execute("PRAGMA recursive_triggers = ON")

@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from rhei_lake.capture.trigger_source import SnapshotRun, TriggerSource
+from rhei_lake.capture.snapshot import SnapshotRun
+from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import WatermarkError
@@ -100,8 +101,8 @@ class TriggerSync:
             run = self.source.register(name, types=types)
             if run is None:
                 canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
-                if canonical not in self.changelogs:
-                    self._attach(canonical, progress)
+                if canonical not in self.changelogs or not self.source.registrations()[canonical].ready:
+                    self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
                 changelog, _ = open_changelog(self.storage, run.spec, self.config)
