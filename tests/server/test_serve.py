@@ -104,3 +104,43 @@ def test_serve_with_a_bad_environment_value_names_the_variable(tmp_path):
     result = rh("serve", "--headless", "--config", "serve.toml", cwd=tmp_path, env={"RHEI_STATUS_INTERVAL": "often"})
     line = one_error_line(result)
     assert "serve.status_interval" in line and "RHEI_STATUS_INTERVAL" in line
+
+
+def test_a_terminal_sync_error_shows_in_metrics_and_the_exit_code(tmp_path):
+    db, lake = _htap_lake(tmp_path, extra="heartbeat_interval = 0.5\n")
+    serve = ServeProcess("--config", "serve.toml", cwd=tmp_path)
+    try:
+        metrics = serve.event("start")["metrics"]
+        _insert(db, range(0, 10))
+        conn = sqlite3.connect(db)
+        with conn:  # SQLite lets a TEXT column hold a blob: the sync stops on it, nothing is skipped
+            conn.execute("INSERT INTO events VALUES (10, x'00ff')")
+        conn.close()
+        failed = _wait_for(lambda: (s := scrape(metrics))
+                           and value(s, "rhei_sync_loop_state", rhei_sync_loop_state="failed") == 1 and s)
+        assert value(failed, "rhei_errors_total", operation="sync", kind="TypeMismatchError") >= 1
+        assert value(failed, "rhei_sync_cycles_total", result="error") >= 1
+        status = serve.event("status")
+        assert status["level"] == "error" and status["loop"] == "failed"
+        assert serve.stop() == 1  # the final sync fails on the same event: not a clean stop
+    finally:
+        serve.kill()
+    assert serve.stderr.count("error:") == 1 and "kind" in serve.stderr and "Traceback" not in serve.stderr, serve.stderr
+    assert serve.lines[-1]["event"] == "final_sync_failed"
+    with rhei_lake.open(storage=lake) as reopened:  # what came before the bad event is committed
+        assert reopened.query("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 10}]
+
+
+def test_a_lake_without_a_source_serves_metrics_only(tmp_path):
+    _htap_lake(tmp_path)
+    serve = ServeProcess("--storage", "lake", "--metrics-port", "0", cwd=tmp_path)
+    try:
+        start = serve.event("start")
+        assert start["mode"] == "lake only" and start["tables"] == ["events"] and start["sync_interval"] is None
+        samples = scrape(start["metrics"])
+        assert value(samples, "rhei_sync_watermark", table="events") is not None
+        assert value(samples, "rhei_sync_loop_state", rhei_sync_loop_state="stopped") == 1
+        assert serve.stop() == 0
+    finally:
+        serve.kill()
+    assert [line["event"] for line in serve.lines][-2:] == ["stopping", "stopped"]
