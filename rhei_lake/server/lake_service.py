@@ -295,14 +295,15 @@ class LakeService:
     def _refresh_status(self) -> None:
         try:
             status = self.lake.sync_status()
-        except RheiError as exc:
+        except Exception as exc:  # noqa: BLE001 - the store may be unreachable for a while; keep serving
             info = ErrorInfo.of(exc)
             with self._lock:
                 repeated = self._status_error is not None and self._status_error.message == info.message
                 self._status_error = info
             self.metrics.observe_error("status", info)
             if not repeated:
-                log.warning("reading the sync status failed: %s", summary(exc), extra={"event": "status_failed"})
+                log.warning("reading the sync status failed: %s", summary(exc), exc_info=not isinstance(exc, RheiError),
+                            extra={"event": "status_failed"})
             return
         self.metrics.observe_status(status)
         with self._lock:
@@ -364,11 +365,11 @@ class LakeService:
         at = datetime.now(UTC)
         try:
             report = self.lake.compact()
-        except RheiError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed run is reported and the schedule goes on
             info = ErrorInfo.of(exc)
             self.metrics.observe_error("compaction", info)
-            log.error("compaction failed: %s", summary(exc), extra={"event": "compaction_failed",
-                                                                    "fields": {"kind": info.kind}})
+            log.error("compaction failed: %s", summary(exc), exc_info=not isinstance(exc, RheiError),
+                      extra={"event": "compaction_failed", "fields": {"kind": info.kind}})
             with self._lock:
                 self._compaction = self._compaction_state(
                     running=False, failures=self._compaction.failures + 1, last_at=at,
