@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import rhei_lake
 from rhei_lake.cli.repl import is_read, split_statements
 from tests.support.rh import RH, ROOT, rh
