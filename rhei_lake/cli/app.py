@@ -108,12 +108,11 @@ def register_command(
     """
     with common.open_lake(config=config, storage=storage, db=db, require_db=True) as lake:
         with common.sync_progress("registering") as progress:
-            for name in tables:
-                spec = lake.register_table(name, progress=progress)
-                common.console.print(
-                    f"mirroring {spec.name}: key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns",
-                    highlight=False,
-                )
+            specs = [lake.register_table(name, progress=progress) for name in tables]
+    for spec in specs:
+        common.console.print(
+            f"mirroring {spec.name}: key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns", highlight=False
+        )
 
 
 @app.command("info")
