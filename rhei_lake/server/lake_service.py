@@ -20,6 +20,7 @@ from typing import Any
 
 import rhei_lake
 from rhei_lake.errors import RheiError
+from rhei_lake.server.compaction_scheduler import CompactionScheduler, CompactionState
 from rhei_lake.server.metrics import LakeMetrics, MetricsServer
 from rhei_lake.server.service_config import ServiceConfig
 from rhei_lake.sync.loop import ErrorInfo, summary
@@ -30,21 +31,6 @@ log = logging.getLogger("rhei_lake.serve")
 
 RATE_WINDOW = 10.0
 """Seconds over which events/s is averaged."""
-
-
-@dataclass(frozen=True)
-class CompactionState:
-    """The compaction schedule and its last run, as the dashboard shows it."""
-
-    schedule: str | None
-    next_at: datetime | None
-    running: bool
-    runs: int
-    failures: int
-    last_at: datetime | None
-    last_seconds: float | None
-    last_summary: str | None
-    last_error: ErrorInfo | None
 
 
 @dataclass(frozen=True)
@@ -107,18 +93,16 @@ class LakeService:
         self.config = config
         self.sync_interval = sync_interval
         self.metrics = metrics or LakeMetrics()
-        self.schedule = config.compaction_schedule
         self._flight_wanted = flight
         self._flight: Any = None
         self.flight_abandoned = False  # True when Flight SQL stopped with streams to stalled clients open
         self._metrics_server: MetricsServer | None = None
+        self.compaction = CompactionScheduler(lake, config.compaction_schedule, self.metrics)
         self._stop = threading.Event()
-        self._compact_request = threading.Event()
         self._lock = threading.Lock()
         self._rates = _Rates()
         self._status: SyncStatus | None = None
         self._status_error: ErrorInfo | None = None
-        self._compaction = CompactionState(None, None, False, 0, 0, None, None, None, None)
         self._threads: list[threading.Thread] = []
         self._remove_listener = None
         self._started = time.monotonic()
@@ -140,9 +124,8 @@ class LakeService:
             if self.sync_interval is not None:
                 lake.start_sync(self.sync_interval)
             self._refresh_status()
-            self._compaction = self._compaction_state(next_at=self._next_compaction())
             self._spawn("rhei-serve-status", self._status_loop)
-            self._spawn("rhei-serve-compaction", self._compaction_loop)
+            self.compaction.start()
         except BaseException:
             self._teardown()
             raise
@@ -151,7 +134,7 @@ class LakeService:
             lake.location.url,
             self.mode,
             f", sync every {self.sync_interval:g}s" if self.sync_interval is not None else "",
-            f", compaction {self.schedule}" if self.schedule is not None else "",
+            f", compaction {self.compaction.schedule}" if self.compaction.schedule is not None else "",
             f", metrics at {self.metrics_url}" if self.metrics_url else "",
             extra={"event": "start", "fields": self._start_fields()},
         )
@@ -170,6 +153,7 @@ class LakeService:
         log.info("stopping: finishing work in progress, then a final sync", extra={"event": "stopping"})
         if self._flight is not None:
             self.flight_abandoned = not self._flight.shutdown()
+        self.compaction.stop()
         for thread in self._threads:
             thread.join()
         final: SyncReport | None = None
@@ -202,6 +186,7 @@ class LakeService:
 
     def _teardown(self, final_sync: bool = False) -> None:
         self._stop.set()
+        self.compaction.stop()
         if self._remove_listener is not None:
             self._remove_listener()
         if self._flight is not None:
@@ -246,7 +231,7 @@ class LakeService:
             return ServiceSnapshot(
                 status=self._status,
                 rates=rates,
-                compaction=self._compaction,
+                compaction=self.compaction.state,
                 started_at=self.started_at,
                 sync_interval=self.sync_interval,
                 metrics_url=self.metrics_url,
@@ -257,8 +242,7 @@ class LakeService:
 
     def compact_now(self) -> None:
         """Compact as soon as possible, schedule or not (a request during a run starts another after it)."""
-        log.info("compaction requested", extra={"event": "compaction_requested"})
-        self._compact_request.set()
+        self.compaction.request()
 
     # -- sync events -----------------------------------------------------------
     def _on_sync(self, report: SyncReport | None, error: ErrorInfo | None) -> None:
@@ -331,82 +315,13 @@ class LakeService:
                                                  "lag_seconds": status.lag_seconds, "tables": tables}},
         )
 
-    # -- compaction ------------------------------------------------------------
-    def _next_compaction(self) -> datetime | None:
-        if self.schedule is None:
-            return None
-        return self.schedule.next_after(datetime.now(UTC))
-
-    def _compaction_state(self, **changes: Any) -> CompactionState:
-        from dataclasses import replace
-
-        base = replace(self._compaction, schedule=str(self.schedule) if self.schedule is not None else None)
-        return replace(base, **changes)
-
-    def _compaction_loop(self) -> None:
-        while not self._stop.is_set():
-            next_at = self._compaction.next_at
-            remaining = 1.0 if next_at is None else (next_at - datetime.now(UTC)).total_seconds()
-            if next_at is None or remaining > 0:
-                if not self._compact_request.wait(min(max(remaining, 0.0), 1.0)):
-                    continue
-            if self._stop.is_set():
-                return
-            self._compact_request.clear()
-            self._run_compaction()
-            with self._lock:
-                self._compaction = self._compaction_state(next_at=self._next_compaction())
-
-    def _run_compaction(self) -> None:
-        with self._lock:
-            self._compaction = self._compaction_state(running=True)
-        log.info("compaction started", extra={"event": "compaction_started"})
-        started = time.perf_counter()
-        at = datetime.now(UTC)
-        try:
-            report = self.lake.compact()
-        except Exception as exc:  # noqa: BLE001 - a failed run is reported and the schedule goes on
-            info = ErrorInfo.of(exc)
-            self.metrics.observe_error("compaction", info)
-            log.error("compaction failed: %s", summary(exc), exc_info=not isinstance(exc, RheiError),
-                      extra={"event": "compaction_failed", "fields": {"kind": info.kind}})
-            with self._lock:
-                self._compaction = self._compaction_state(
-                    running=False, failures=self._compaction.failures + 1, last_at=at,
-                    last_seconds=time.perf_counter() - started, last_error=info,
-                )
-            return
-        self.metrics.observe_compaction(report)
-        line = (
-            f"folded {report.events_folded} events in {len(report.tables)} table(s), "
-            f"files {sum(t.files_before for t in report.tables.values())} -> "
-            f"{sum(t.files_after for t in report.tables.values())}"
-        )
-        log.info(
-            "compaction done in %.2f s: %s",
-            report.duration_seconds,
-            line,
-            extra={"event": "compaction", "fields": {
-                "seconds": round(report.duration_seconds, 3),
-                "tables": {name: {"events_folded": t.events_folded, "files_before": t.files_before,
-                                  "files_after": t.files_after, "files_vacuumed": t.files_vacuumed,
-                                  "bytes_removed": t.bytes_removed}
-                           for name, t in report.tables.items()},
-            }},
-        )
-        with self._lock:
-            self._compaction = self._compaction_state(
-                running=False, runs=self._compaction.runs + 1, last_at=at,
-                last_seconds=report.duration_seconds, last_summary=line, last_error=None,
-            )
-
     def _start_fields(self) -> dict[str, Any]:
         return {
             "storage": self.lake.location.url,
             "mode": self.mode,
             "tables": self.lake.tables(),
             "sync_interval": self.sync_interval,
-            "compaction": str(self.schedule) if self.schedule is not None else None,
+            "compaction": self.compaction.state.schedule,
             "metrics": self.metrics_url,
             "flight": self.flight_url,
         }
