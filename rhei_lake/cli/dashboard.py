@@ -30,7 +30,8 @@ _STATE_STYLES = {"running": "green", "backing_off": "yellow", "failed": "bold re
 def render(snapshot: ServiceSnapshot, service: LakeService, log: RecentLog, height: int) -> Group:
     """The whole screen for one snapshot."""
     tables = _tables(snapshot)
-    log_rows = max(3, height - 9 - max(1, len(snapshot.status.tables) if snapshot.status else 1))
+    shown = len(snapshot.status.tables) if snapshot.status else 1
+    log_rows = max(3, height - 12 - max(1, shown))
     return Group(_header(snapshot, service), tables, _log_panel(log, log_rows), _footer(snapshot))
 
 
@@ -75,22 +76,25 @@ def _header(snapshot: ServiceSnapshot, service: LakeService) -> Panel:
     return Panel(Group(*lines), padding=(0, 1))
 
 
-def _tables(snapshot: ServiceSnapshot) -> Table:
-    table = Table(expand=True, header_style="bold", show_edge=False, pad_edge=False)
-    for heading, justify in (
-        ("table", "left"), ("synced seq", "right"), ("lag ev", "right"), ("lag s", "right"),
-        ("events/s", "right"), ("last commit", "right"), ("commit ms", "right"), ("synced", "right"),
-        ("unfolded", "right"), ("tail", "right"), ("files", "right"), ("error", "left"),
-    ):
-        table.add_column(heading, justify=justify, no_wrap=heading != "error", overflow="ellipsis")
+COLUMNS = ("table", "seq", "lag", "lag s", "ev/s", "committed", "ms", "synced", "unfolded", "tail", "files")
+"""Per table: synced watermark, lag in events and seconds, events/s, last commit (age, duration in ms),
+events synced by this process, events not folded into history yet, hot-path tail segments, changelog files."""
+
+
+def _tables(snapshot: ServiceSnapshot) -> Group:
+    table = Table(expand=True, header_style="bold", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for heading in COLUMNS:
+        table.add_column(heading, justify="left" if heading == "table" else "right", no_wrap=True,
+                         overflow="ellipsis", min_width=len(heading))
     status = snapshot.status
     if status is None or not status.tables:
-        table.add_row(Text("no mirrored tables yet", style="dim"), *[""] * 11)
-        return table
+        table.add_row(Text("no mirrored tables yet", style="dim"), *[""] * (len(COLUMNS) - 1))
+        return Group(table)
+    errors = []
     for name, t in status.tables.items():
         lagging = (t.lag_events or 0) > 0
         table.add_row(
-            name,
+            Text(name, style="red" if t.last_error else ""),
             number(t.synced_seq),
             Text(number(t.lag_events), style="yellow" if lagging else ""),
             number(t.lag_seconds, 1),
@@ -101,19 +105,21 @@ def _tables(snapshot: ServiceSnapshot) -> Table:
             number(t.unfolded_events),
             number(t.tail_segments),
             number(t.changelog_files),
-            Text(str(t.last_error), style="red") if t.last_error else "",
         )
-    return table
+        if t.last_error:
+            errors.append(Text(f"{name}: {t.last_error}", style="red", overflow="ellipsis", no_wrap=True))
+    return Group(table, *errors)
 
 
 def _log_panel(log: RecentLog, rows: int) -> Panel:
-    lines = [
-        Text.assemble(
+    lines = []
+    for line in log.recent(rows):
+        text = Text.assemble(
             (line.at.strftime("%H:%M:%S "), "dim"), (f"{line.level:<7} ", _LEVEL_STYLES.get(line.level, "dim")),
             line.message,
         )
-        for line in log.recent(rows)
-    ]
+        text.no_wrap, text.overflow = True, "ellipsis"
+        lines.append(text)
     return Panel(Group(*lines) if lines else Text("(nothing yet)", style="dim"), title="recent log",
                  title_align="left", padding=(0, 1))
 
