@@ -142,9 +142,10 @@ class LakeService:
     def stop(self) -> SyncReport | None:
         """Stop cleanly: Flight SQL and the scheduler first, then a final sync, then close the lake.
 
-        Returns the final sync's report (``None`` without a source). If the
-        final sync fails, the lake is still closed and the error raised: the
-        events stay in the source's log for the next start.
+        Returns the final sync's report (``None`` without a source, or with
+        ``final_sync = false`` in the lake's configuration). If the final
+        sync fails, the lake is still closed and the error raised: the events
+        stay in the source's log for the next start.
         """
         with self._lock:
             if self._stop.is_set():
@@ -161,11 +162,12 @@ class LakeService:
         try:
             if self.sync_interval is not None:
                 self.lake.stop_sync()
+            if self.sync_interval is not None and self.lake.config.final_sync:
                 final = self.lake.sync_now()
                 log.info(
                     "final sync: %s",
                     final,
-                    extra={"event": "final_sync", "fields": {"events": final.events, **_table_events(final)}},
+                    extra={"event": "final_sync", "fields": {"events": final.events, "tables": _table_events(final)}},
                 )
         except RheiError as exc:
             error = exc
