@@ -42,8 +42,9 @@ class ServeProcess:
     def stderr(self) -> str:
         return "".join(self._stderr)
 
-    def event(self, name: str, timeout: float = 60) -> dict[str, Any]:
-        """The next log line whose ``event`` is ``name`` (fails if the process exits first)."""
+    def event(self, name: str, timeout: float = 60, where: Any = None) -> dict[str, Any]:
+        """The next log line whose ``event`` is ``name`` (and that ``where(line)`` accepts); fails if the process
+        exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -52,7 +53,7 @@ class ServeProcess:
                 break
             if line is None:
                 raise AssertionError(f"rh serve exited ({self.process.wait()}) before {name!r}: {self.stderr}")
-            if line.get("event") == name:
+            if line.get("event") == name and (where is None or where(line)):
                 return line
         raise AssertionError(f"no {name!r} line within {timeout}s; lines: {self.lines[-5:]}; stderr: {self.stderr}")
 
