@@ -23,11 +23,13 @@ from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_availabl
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
-from rhei_lake.capture.triggers import drop_triggers, install_triggers
-from rhei_lake.catalog import TableSpec
+from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
+from rhei_lake.capture.typed_select import NeedsDiagnosis, convert, log_sql, without_witness
+from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 
 SOURCE_KIND = "sqlite-trigger"
+_WARM_COLUMNAR_EVENTS = 2_000
 
 
 @dataclass
@@ -49,13 +51,19 @@ class TriggerSource:
     def __init__(self, path: str, *, columnar_min_rows: int = 0) -> None:
         self.path = path
         self.columnar_min_rows = columnar_min_rows
+        self._log_reader: ReaderProcess | None = None
+        self._prune_conn: sqlite3.Connection | None = None
+        self._prune_lock = threading.Lock()
         self._lock = threading.RLock()
         self._conn = connect(path)
         try:
             enable_wal(self._conn, path)
-            self._conn.execute("BEGIN IMMEDIATE")
-            self.source_id = cdc_log.install_log(self._conn)
-            self._conn.execute("COMMIT")
+            installed = cdc_log.installed_source_id(self._conn)
+            if installed is None:  # first open: create the log (the only write an open needs)
+                self._conn.execute("BEGIN IMMEDIATE")
+                installed = cdc_log.install_log(self._conn)
+                self._conn.execute("COMMIT")
+            self.source_id = installed
             self._slots = cdc_log.log_slots(self._conn)
             self._registrations = cdc_log.read_registry(self._conn)
         except sqlite3.Error as exc:
@@ -244,6 +252,9 @@ class TriggerSource:
         If a value does not fit its declared type, the batch stops just before that
         event and carries the error, so everything before it can still be committed.
         """
+        columnar = self._read_columnar(after, limit)
+        if columnar is not None:
+            return columnar
         with self._lock:
             try:
                 rows = cdc_log.read_events(self._conn, after, limit, self._slots)
@@ -269,6 +280,40 @@ class TriggerSource:
             stop = batch.error.seq or 0
             batch.through = stop - 1
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
+        return batch
+
+    def _read_columnar(self, after: int, limit: int) -> LogBatch | None:
+        """A big backlog read per table by the ADBC reader process, or ``None`` to read row by row.
+
+        Also ``None`` when a value may not fit its declared type: the row path
+        then finds the exact event and commits everything before it.
+        """
+        if self.columnar_min_rows <= 0 or not fast_reader_available():
+            return None
+        with self._lock:
+            newest = cdc_log.max_seq(self._conn)
+            # Starting the reader costs a fraction of a second, worth it for a big backlog;
+            # once running, it beats reading row by row from a few thousand events on.
+            threshold = self.columnar_min_rows if self._log_reader is None else _WARM_COLUMNAR_EVENTS
+            if newest - after < threshold:
+                return None
+            through = min(newest, after + limit)
+            tables = cdc_log.tables_between(self._conn, after, through)
+            registrations = self._registrations
+            if self._log_reader is None:
+                self._log_reader = ReaderProcess(self.path)
+            reader = self._log_reader
+        batch = LogBatch(through=through, rows=limit if through < newest else through - after)
+        for table in tables:
+            reg = registrations.get(table)
+            if reg is None or not reg.ready:
+                batch.unknown.add(table)
+                continue
+            events = _columnar_events(reader, reg.spec, after, through, limit)
+            if events is None:
+                return None
+            if events.num_rows:
+                batch.tables[table] = events
         return batch
 
     def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
@@ -307,10 +352,16 @@ class TriggerSource:
             return {c: row[4 + spec.column_names.index(c)] for c in values}
 
     def prune(self, through: int, synced: dict[str, int]) -> int:
-        """Delete events committed to the lake (up to ``through``) from the log."""
-        with self._lock:
+        """Delete events committed to the lake (up to ``through``) from the log.
+
+        On a connection of its own, so a prune running in the background never
+        holds up reading the log.
+        """
+        with self._prune_lock:
             try:
-                return cdc_log.prune(self._conn, through, synced)
+                if self._prune_conn is None:
+                    self._prune_conn = connect(self.path)
+                return cdc_log.prune(self._prune_conn, through, synced)
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self.path) from exc
 
@@ -333,7 +384,37 @@ class TriggerSource:
 
     def close(self) -> None:
         with self._lock:
+            if self._log_reader is not None:
+                self._log_reader.close()
+                self._log_reader = None
+            with self._prune_lock:
+                if self._prune_conn is not None:
+                    self._prune_conn.close()
+                    self._prune_conn = None
             self._conn.close()
+
+
+def _columnar_events(
+    reader: ReaderProcess, spec: TableSpec, after: int, through: int, limit: int
+) -> pa.Table | None:
+    """``spec``'s events in ``(after, through]`` read columnar, or ``None`` if they need the row path."""
+    sql, typed = log_sql(spec, LOG_TABLE)
+    parts = []
+    try:
+        for raw in reader.query(sql, (spec.name, after, through), batch_rows=min(limit, 65_536)):
+            raw = without_witness(raw)
+            if raw.num_rows == 0:
+                continue
+            arrays, _ = convert(typed, raw)
+            ts = raw.column(3).cast(pa.int64()).cast(TIMESTAMP_TYPE)
+            parts.append(pa.Table.from_arrays([*arrays, raw.column(1), raw.column(2), ts], schema=spec.changes_schema))
+    except NeedsDiagnosis:
+        return None
+    except SourceError as exc:
+        if "type mismatch" in str(exc).lower():
+            return None
+        raise
+    return pa.concat_tables(parts) if parts else spec.changes_schema.empty_table()
 
 
 def _convert_clean_prefix(spec: TableSpec, rows: list[tuple]) -> tuple[pa.Table, TypeMismatchError | None]:

@@ -22,6 +22,7 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.housekeeping import Housekeeper
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import apply_spec, open_changelog
 
@@ -43,6 +44,7 @@ class TriggerSync:
         self._last_prune = 0.0
         self._lake_specs: dict[str, TableSpec] = {}
         self._lock = threading.RLock()
+        self._housekeeper = Housekeeper("rhei-trigger-housekeeping")
 
     @property
     def position(self) -> int | None:
@@ -141,8 +143,8 @@ class TriggerSync:
         report = ReportBuilder()
         with self._lock:
             position = self._drain(report)
-            pruned = self._maybe_prune(position)
-        return report.build(time.perf_counter() - started, pruned)
+            self._after_cycle(position)
+        return report.build(time.perf_counter() - started)
 
     def drain(self) -> SyncReport:
         """Like :meth:`sync_now` without pruning, so it can run inside a source write transaction."""
@@ -220,12 +222,15 @@ class TriggerSync:
                 )
             self._attach(table, None)
 
-    def _maybe_prune(self, position: int) -> int:
+    def _after_cycle(self, position: int) -> None:
+        """Hand the upkeep the cycle made due to the housekeeper, off the sync's critical path."""
+        for name, changelog in self.changelogs.items():
+            if changelog.needs_flush:
+                self._housekeeper.submit(("flush", name), changelog.flush)
         now = time.monotonic()
-        if now - self._last_prune < self.config.prune_interval:
-            return 0
-        self._last_prune = now
-        return self.prune(position)
+        if now - self._last_prune >= self.config.prune_interval:
+            self._last_prune = now
+            self._housekeeper.submit("prune", lambda: self.prune(position))
 
     def prune(self, through: int | None = None) -> int:
         """Delete committed events from the CDC log now; returns how many."""
@@ -233,7 +238,7 @@ class TriggerSync:
             if through is None:
                 through = self._start_position()
             synced = {name: cl.watermark for name, cl in self.changelogs.items()}
-            return self.source.prune(through, synced)
+        return self.source.prune(through, synced)
 
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog."""
@@ -241,6 +246,7 @@ class TriggerSync:
             return sum(cl.flush() for cl in self.changelogs.values())
 
     def close(self) -> None:
+        self._housekeeper.close()
         with self._lock:
             try:
                 if self._position is not None:
