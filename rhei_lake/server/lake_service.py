@@ -121,6 +121,15 @@ class LakeService:
 
                 self._flight = serve_flight(lake)
             self._remove_listener = lake.add_sync_listener(self._on_sync)
+            log.info(
+                "serving %s (%s)%s%s%s",
+                lake.location.url,
+                self.mode,
+                f", sync every {self.sync_interval:g}s" if self.sync_interval is not None else "",
+                f", compaction {self.compaction.schedule}" if self.compaction.schedule is not None else "",
+                f", metrics at {self.metrics_url}" if self.metrics_url else "",
+                extra={"event": "start", "fields": self._start_fields()},
+            )
             if self.sync_interval is not None:
                 lake.start_sync(self.sync_interval)
             self._refresh_status()
@@ -129,15 +138,6 @@ class LakeService:
         except BaseException:
             self._teardown()
             raise
-        log.info(
-            "serving %s (%s)%s%s%s",
-            lake.location.url,
-            self.mode,
-            f", sync every {self.sync_interval:g}s" if self.sync_interval is not None else "",
-            f", compaction {self.compaction.schedule}" if self.compaction.schedule is not None else "",
-            f", metrics at {self.metrics_url}" if self.metrics_url else "",
-            extra={"event": "start", "fields": self._start_fields()},
-        )
 
     def stop(self) -> SyncReport | None:
         """Stop cleanly: Flight SQL and the scheduler first, then a final sync, then close the lake.
