@@ -15,6 +15,7 @@ import typer
 
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
+from rhei_lake.cli.compact import compact_command
 from rhei_lake.cli.init import init_command
 from rhei_lake.cli.repl import repl_command
 from rhei_lake.cli.restore import restore_command
@@ -146,6 +147,8 @@ def info_command(
             table.add_row(f"table {name}", f"key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns")
         common.console.print(table)
 
+
+app.command("compact")(compact_command)
 
 from rhei_lake.cli.flight import flight_command  # noqa: E402
 
