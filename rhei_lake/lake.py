@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +34,7 @@ from rhei_lake.sync import evolution
 from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
-from rhei_lake.sync.status import SyncStatus, SyncTracker, collect_status
+from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status
 from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
@@ -410,6 +410,16 @@ class Lake:
         loop = self._loop
         if loop is not None:
             loop.stop()
+
+    def add_sync_listener(self, listener: SyncListener) -> Callable[[], None]:
+        """Call ``listener(report, error)`` after every sync cycle, manual or background.
+
+        ``report`` is the cycle's :class:`SyncReport` (``error`` is ``None``), or
+        ``error`` the :class:`ErrorInfo` of a failed cycle (``report`` is ``None``).
+        It runs on the syncing thread, so it must be quick; its own exceptions
+        are logged and never disturb the sync. Returns a function that removes it.
+        """
+        return self._tracker.add_listener(listener)
 
     def sync_status(self) -> SyncStatus:
         """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""

@@ -16,6 +16,11 @@ import typer
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
 from rhei_lake.cli.compact import compact_command
+from rhei_lake.cli.init import init_command
+from rhei_lake.cli.repl import repl_command
+from rhei_lake.cli.restore import restore_command
+from rhei_lake.cli.serve import serve_command
+from rhei_lake.cli.status import status_command
 
 app = typer.Typer(
     name="rh",
@@ -60,10 +65,13 @@ def query_command(
         str, typer.Option("--format", "-f", help="Output format: table, csv, json, parquet or arrow.")
     ] = "table",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    hint: Annotated[
+        Optional[str], typer.Option("--hint", help="Force the route: oltp (SQLite) or olap (the lake).")
+    ] = None,
 ) -> None:
     """Run read-only SQL over the lake and print the result."""
     with common.open_lake(config=config, storage=storage, db=db) as lake:
-        result = lake.query(sql, as_of=common.parse_instant(as_of))
+        result = lake.query(sql, as_of=common.parse_instant(as_of), hint=hint)
     common.write_table(result, fmt, output)
 
 
@@ -86,6 +94,26 @@ def sync_command(
         else:
             report = lake.sync_now()
     common.console.print(str(report))
+
+
+@app.command("register")
+def register_command(
+    tables: Annotated[list[str], typer.Argument(help="Tables of the SQLite database to mirror.")],
+    db: DbOption = None,
+    storage: StorageOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Mirror SQLite tables: install capture triggers and commit their existing rows once.
+
+    The first copy of a big table shows a progress bar (plain lines when not a terminal).
+    """
+    with common.open_lake(config=config, storage=storage, db=db, require_db=True) as lake:
+        with common.sync_progress("registering") as progress:
+            specs = [lake.register_table(name, progress=progress) for name in tables]
+    for spec in specs:
+        common.console.print(
+            f"mirroring {spec.name}: key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns", highlight=False
+        )
 
 
 @app.command("info")
@@ -124,6 +152,11 @@ app.command("compact")(compact_command)
 
 from rhei_lake.cli.flight import flight_command  # noqa: E402
 
+app.command("status")(status_command)
+app.command("restore")(restore_command)
+app.command("repl")(repl_command)
+app.command("init")(init_command)
+app.command("serve")(serve_command)
 app.command("flight")(flight_command)
 
 

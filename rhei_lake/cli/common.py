@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 import rhei_lake
-from rhei_lake.config_file import load_config_file
+from rhei_lake.config import LakeConfig
+from rhei_lake.config_file import environment_options, read_config_file
 from rhei_lake.errors import ConfigError, RheiError
 
 console = Console()
@@ -35,22 +37,50 @@ OUTPUT_FORMATS = ("table", "csv", "json", "parquet", "arrow")
 @dataclass
 class _State:
     debug: bool = False
+    env_sources: dict[str, str] = field(default_factory=dict)  # option -> the RHEI_* variable that set it
 
 
 STATE = _State()
+
+_STRUCTURED_FIELDS = ("storage_options", "tables")
+
+
+def resolve_settings(
+    *, config: Path | None, storage: str | None = None, db: str | None = None, **extra: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lake's options and ``rh serve``'s settings: defaults < config file < ``RHEI_*`` < flags.
+
+    ``extra`` flags go to whichever of the two names them. The usual ``AWS_*``
+    variables are not read here: :func:`rhei_lake.open` resolves them.
+    """
+    from rhei_lake.server.service_config import ServiceConfig
+
+    file = read_config_file(config) if config is not None else None
+    lake: dict[str, Any] = dict(file.lake) if file else {}
+    serve: dict[str, Any] = dict(file.serve) if file else {}
+    lake_fields, serve_fields = set(LakeConfig.model_fields), set(ServiceConfig.model_fields)
+    env, warnings = environment_options(os.environ, lake_fields | serve_fields, structured=_STRUCTURED_FIELDS)
+    for message in warnings:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    for name, value in env.items():
+        (serve if name in serve_fields else lake)[name] = value
+        STATE.env_sources[name] = f"RHEI_{name.upper()}"
+    if storage is not None:
+        lake["storage"] = storage
+    if db is not None:
+        lake["oltp_path"] = db
+    for name, value in extra.items():
+        if value is not None:
+            (serve if name in serve_fields else lake)[name] = value
+            STATE.env_sources.pop(name, None)
+    return lake, serve
 
 
 def resolve_options(
     *, config: Path | None, storage: str | None = None, db: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """Merge a config file with command-line flags (flags win)."""
-    options: dict[str, Any] = load_config_file(config) if config is not None else {}
-    if storage is not None:
-        options["storage"] = storage
-    if db is not None:
-        options["oltp_path"] = db
-    options.update({k: v for k, v in extra.items() if v is not None})
-    return options
+    """The lake's options: a config file, then ``RHEI_*`` variables, then flags (each overriding the one before)."""
+    return resolve_settings(config=config, storage=storage, db=db, **extra)[0]
 
 
 def open_lake(
@@ -63,6 +93,7 @@ def open_lake(
     **extra: Any,
 ) -> rhei_lake.Lake:
     options = resolve_options(config=config, storage=storage, db=db, **extra)
+    options.pop("sync_interval", None)  # one-shot commands never start the background loop (`rh serve` does)
     if require_db and not options.get("oltp_path"):
         raise ConfigError("this command needs a SQLite database: pass --db PATH or set oltp_path in --config")
     if require_source and not options.get("oltp_path") and not options.get("source"):
@@ -76,22 +107,11 @@ def open_lake(
 
 
 @contextmanager
-def sync_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(table, done, total)`` callback drawing one bar per table on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def sync_progress(verb: str = "syncing") -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(table, done, total)`` callback: bars on a terminal, plain lines on stderr otherwise."""
+    from rhei_lake.cli.progress import progress_reporter
 
-    bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(table: str, done: int, total: int) -> None:
-        if table not in tasks:
-            tasks[table] = bars.add_task(table, total=total)
-        bars.update(tasks[table], completed=done, total=total)
-
-    with bars:
+    with progress_reporter(err_console, verb) as update:
         yield update
 
 
@@ -168,15 +188,34 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def error(message: str) -> None:
+    """Print one error line on stderr."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _with_sources(message: str) -> str:
+    """Name the RHEI_* variable behind each invalid option the message mentions."""
+    named = [var for name, var in STATE.env_sources.items() if f"{name}:" in message or f"serve.{name}:" in message]
+    return message + (f" (set by {', '.join(named)})" if named else "")
+
+
 def run(app: typer.Typer) -> int:
     """Run the typer app; library errors become one line and exit code 1."""
     try:
-        app(standalone_mode=False)
-        return 0
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
+        return code if isinstance(code, int) else 0
     except RheiError as exc:
         if STATE.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error(_with_sources(str(exc)) if isinstance(exc, ConfigError) else str(exc))
+        return 1
+    except OSError as exc:  # a file the user named cannot be read or written
+        if STATE.debug:
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        error(f"{exc.strerror or exc}{':' if where else ''}{where}")
         return 1
     except typer.Exit as exc:
         return exc.exit_code
@@ -186,12 +225,12 @@ def run(app: typer.Typer) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            usage = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            error(f"{exc.format_message()}{usage}")
             return exc.exit_code
         if STATE.debug:
             raise
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (rerun with --debug)")
+        error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug)")
         return 2

@@ -7,6 +7,7 @@ and the loop's state into one immutable :class:`SyncStatus`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,11 @@ from rhei_lake.timeutil import now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryTable
+
+log = logging.getLogger("rhei_lake.sync")
+
+SyncListener = Callable[[SyncReport | None, ErrorInfo | None], None]
+"""``listener(report, error)`` after every sync cycle: the report of a successful one, or its error."""
 
 LagProbe = Callable[[str, int], tuple[int, int | None]]
 """``probe(table, after_seq) -> (events waiting, oldest one's timestamp in micros)``."""
@@ -98,18 +104,41 @@ class SyncTracker:
     failing: bool = False
     last_error: ErrorInfo | None = None
     tables: dict[str, _TableRecord] = field(default_factory=dict)
+    listeners: list[SyncListener] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self, sync: Callable[[], SyncReport]) -> SyncReport:
-        """Run one sync cycle and record what it did or how it failed."""
+        """Run one sync cycle, record what it did or how it failed, and tell the listeners."""
         started = time.perf_counter()
         try:
             report = sync()
         except Exception as exc:
-            self._failed(exc)
+            self._notify(None, self._failed(exc))
             raise
         self._succeeded(report, time.perf_counter() - started)
+        self._notify(report, None)
         return report
+
+    def add_listener(self, listener: SyncListener) -> Callable[[], None]:
+        """Call ``listener`` after every cycle from now on; returns a function that removes it."""
+        with self._lock:
+            self.listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self.listeners:
+                    self.listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, report: SyncReport | None, error: ErrorInfo | None) -> None:
+        with self._lock:
+            listeners = list(self.listeners)
+        for listener in listeners:
+            try:
+                listener(report, error)
+            except Exception:  # noqa: BLE001 - an observer must never break the sync it observes
+                log.exception("a sync listener failed")
 
     def _succeeded(self, report: SyncReport, seconds: float) -> None:
         now = datetime.now(UTC)
@@ -127,7 +156,7 @@ class SyncTracker:
                 record.last_commit_seconds = part.commit_seconds
                 record.events_synced += committed
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> ErrorInfo:
         info = ErrorInfo.of(exc)
         with self._lock:
             self.syncs += 1
@@ -136,6 +165,7 @@ class SyncTracker:
             table = getattr(exc, "table", None)
             if isinstance(exc, RheiError) and isinstance(table, str):
                 self.tables.setdefault(table, _TableRecord()).last_error = info
+        return info
 
     def record(self, table: str) -> _TableRecord:
         with self._lock:
