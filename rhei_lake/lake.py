@@ -269,7 +269,13 @@ class Lake:
                 name: CompactionTarget(spec, changelog, self._derived_table(spec))
                 for name, (spec, changelog) in self._entries().items()
             }
-        return compact(select_targets(targets, tables), options, reload=self._sync is None, progress=progress)
+        return compact(
+            select_targets(targets, tables),
+            options,
+            reload=self._sync is None,
+            blobs=self.storage.blobs,
+            progress=progress,
+        )
 
     # -- reads -----------------------------------------------------------
     def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:

@@ -19,9 +19,11 @@ from rhei_lake.compaction import maintenance
 from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.compaction.fold import FOLD_BATCH_EVENTS, FoldResult, fold, plan_fold
 from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
+from rhei_lake.compaction.table_lock import compaction_lock
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import SchemaError
 from rhei_lake.storage.base import TableStore
+from rhei_lake.storage.blobs import BlobStore
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.timeutil import Duration, now_micros, parse_duration
 
@@ -86,13 +88,24 @@ def compact(
     options: CompactionOptions,
     *,
     reload: bool,
+    blobs: BlobStore | None = None,
     progress: CompactionProgress | None = None,
 ) -> CompactionReport:
-    """Compact each target in turn; ``reload`` re-reads changelogs first (a process that does not sync)."""
+    """Compact each target in turn; ``reload`` re-reads changelogs first (a process that does not sync).
+
+    With ``blobs`` (the lake's), each table is compacted under its compaction
+    lease (:mod:`~rhei_lake.compaction.table_lock`): one compaction per table at
+    a time across processes. A dry run takes none.
+    """
     started = time.perf_counter()
     reports = {}
     for target in targets:
-        reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
+        if blobs is None or options.dry_run:
+            reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
+            continue
+        with compaction_lock(blobs, target.spec.name):
+            target.derived.load()  # what another compaction committed while this one waited
+            reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
     return CompactionReport(reports, time.perf_counter() - started, options.dry_run)
 
 

@@ -9,7 +9,9 @@ into the Delta table in bulk; on ``memory://`` they go straight to the table.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -222,6 +224,7 @@ class Changelog:
                 except CommitConflictError:
                     if attempt == _FLUSH_ATTEMPTS - 1:
                         raise
+                    time.sleep(random.uniform(0.005, 0.03) * (attempt + 1))  # let the other writer finish
                     self.load()
             with self._lock:
                 if tip > self._stored:

@@ -1,0 +1,45 @@
+"""Compactions of one table take turns across processes; other tables are not held up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rhei_lake.compaction.table_lock import compaction_lock
+from rhei_lake.errors import LeaseHeldError
+from rhei_lake.storage.blobs import LocalBlobs
+
+
+def test_a_second_compaction_of_a_table_waits_for_the_first(tmp_path):
+    blobs = LocalBlobs(str(tmp_path))
+    events: list[str] = []
+    first_in = threading.Event()
+
+    def first() -> None:
+        with compaction_lock(blobs, "orders", ttl=1.0):
+            events.append("first in")
+            first_in.set()
+            time.sleep(0.5)  # longer than a third of the TTL: the lease is renewed meanwhile
+            events.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with compaction_lock(blobs, "orders", ttl=1.0):
+        events.append("second in")
+    thread.join()
+    assert events == ["first in", "first out", "second in"]
+
+
+def test_waiting_too_long_names_the_table_and_other_tables_are_free(tmp_path):
+    blobs = LocalBlobs(str(tmp_path))
+    with compaction_lock(blobs, "orders"):
+        with pytest.raises(LeaseHeldError, match="'orders' is being compacted by another process"):
+            with compaction_lock(blobs, "orders", wait=0.2):
+                pass
+        with compaction_lock(blobs, "customers", wait=0):
+            pass
+    with compaction_lock(blobs, "orders", wait=0):  # released
+        pass
