@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from rhei_lake import faults
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import ConfigError, RheiError, SchemaError, SourceError
@@ -97,10 +98,12 @@ def restore_sqlite(
             for name, spec in specs.items():
                 conn.execute(create_table_sql(spec))
                 rows[name] = _copy_table(engine, conn, spec, as_of, progress, batch_rows)
+                faults.point("restore.after_table")
             conn.execute("COMMIT")
         finally:
             conn.close()
         _fsync(temp)
+        faults.point("restore.before_rename")
         for suffix in _SUFFIXES:  # a stale WAL next to the target would be replayed into the new file
             if os.path.exists(target + suffix):
                 os.remove(target + suffix)

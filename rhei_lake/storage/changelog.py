@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore
@@ -125,6 +126,7 @@ class Changelog:
                     return 0
                 fresh = _after(events, current)
                 try:
+                    faults.point("changelog.before_commit")
                     if self.tail is not None:
                         segment = Segment(current, watermark, fresh, cursor)
                         self.tail.write(segment)
@@ -144,6 +146,7 @@ class Changelog:
                         raise
                     self.load()
                     continue
+                faults.point("changelog.after_commit")
                 self.generation += 1
                 break
         if self._should_flush():
@@ -180,6 +183,7 @@ class Changelog:
             cursor = self.cursor
             schema = self.store.schema()
             rows = _after(pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), self._stored)
+            faults.point("flush.before_commit")
             try:
                 self.store.append(
                     rows,
@@ -197,6 +201,7 @@ class Changelog:
             self._segments = []
             self._tail_rows = 0
             self.generation += 1
+        faults.point("flush.after_commit_before_discard")
         self.tail.discard(below=tip.end)
         return rows.num_rows
 

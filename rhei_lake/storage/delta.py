@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from rhei_lake import faults
 from rhei_lake.errors import (
     CommitConflictError,
     StorageError,
@@ -174,6 +175,7 @@ class DeltaTableStore:
 
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             write_deltalake(dt, data, mode="append", commit_properties=self._commit_properties(txn, metadata))
 
         self._call(_append)
@@ -188,6 +190,7 @@ class DeltaTableStore:
     ) -> MergeResult:
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             builder = dt.merge(
                 source,
                 merge.on,
@@ -213,6 +216,7 @@ class DeltaTableStore:
     def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
         def _delete(dt: DeltaTable) -> int:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
             return int(metrics.get("num_deleted_rows", 0))
 
