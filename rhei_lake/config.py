@@ -17,6 +17,7 @@ DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
 DEFAULT_SYNC_MAX_BACKOFF = 30.0
+DEFAULT_LEASE_TTL = 30.0
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
 
@@ -97,6 +98,19 @@ class LakeConfig(BaseModel):
     )
     final_sync: bool = Field(
         True, description="Whether close() runs a last sync when the background sync loop is running."
+    )
+    lease_ttl: float = Field(
+        DEFAULT_LEASE_TTL,
+        gt=0,
+        le=3600,
+        description="Seconds a syncing lake's writer lease lasts unless renewed (every third of it); "
+        "another process may take an expired lease over.",
+    )
+    lease_wait: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds open() waits for another process's writer lease before raising LeaseHeldError "
+        "(0: refuse at once).",
     )
 
     @field_validator("storage")
