@@ -163,7 +163,11 @@ class Changelog:
             if watermark <= self.watermark:
                 return
             reader = conform_reader(reader, self.store.schema(), self.store.uri)
-            self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
+            try:
+                self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
+            except CommitConflictError:
+                if not self._landed(watermark):
+                    raise
             self._stored = watermark
             self.generation += 1
 
@@ -193,8 +197,7 @@ class Changelog:
             except CommitConflictError:
                 # Someone else (a compaction job) flushed concurrently; keep what we have
                 # and let the next load() pick up their commit.
-                self.store.refresh()
-                if (self.store.app_version(SYNCED_APP_ID) or 0) < tip.end:
+                if not self._landed(tip.end):
                     raise
             self._stored = tip.end
             self._stored_cursor = cursor
@@ -204,6 +207,17 @@ class Changelog:
         faults.point("flush.after_commit_before_discard")
         self.tail.discard(below=tip.end)
         return rows.num_rows
+
+    def _landed(self, watermark: int) -> bool:
+        """After a commit conflict: whether the table holds ``watermark`` all the same.
+
+        Either another writer committed the same events, or the conflict is our
+        own commit: on S3 a commit whose reply was lost is retried, the retry
+        finds the log entry the first attempt wrote, and delta-rs reports the
+        commit carrying our own app transaction as a concurrent one.
+        """
+        self.store.refresh()
+        return (self.store.app_version(SYNCED_APP_ID) or 0) >= watermark
 
     # -- reads -----------------------------------------------------------
     def tail_table(self, schema: pa.Schema) -> pa.Table:
