@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake import faults
+from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore
@@ -249,8 +250,10 @@ class Changelog:
                 ctx.deregister_table(tail_name)
             batches = tail.to_batches() or [pa.RecordBatch.from_pylist([], schema=tail.schema)]
             ctx.register_record_batches(tail_name, [batches])
-        cols = ", ".join(f'"{c}"' for c in tail.schema.names)
-        view = ctx.sql(f'SELECT {cols} FROM "{stored_name}" UNION ALL SELECT {cols} FROM "{tail_name}"')
+        cols = ", ".join(quote_ident(c) for c in tail.schema.names)
+        view = ctx.sql(
+            f"SELECT {cols} FROM {quote_ident(stored_name)} UNION ALL SELECT {cols} FROM {quote_ident(tail_name)}"
+        )
         if ctx.table_exist(name):
             ctx.deregister_table(name)
         ctx.register_view(name, view)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from rhei_lake import faults
+from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import (
     CommitConflictError,
     StorageError,
@@ -230,7 +231,7 @@ class DeltaTableStore:
 
         ctx = SessionContext()
         self.register(ctx, "t")
-        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        cols = ", ".join(quote_ident(c) for c in columns) if columns else "*"
         try:
             return ctx.sql(f"SELECT {cols} FROM t WHERE {filter}").to_arrow_table()
         except Exception as exc:
