@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-quick bench clean
+.PHONY: setup demo test test-quick test-crash bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 
 test-quick: setup
 	$(BIN)/python -m pytest -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
+
+# The reliability suite with the full crash matrix (well over a hundred kill points).
+test-crash: setup
+	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf demo.db demo.db-wal demo.db-shm demo-lake .pytest_cache
