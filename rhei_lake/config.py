@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.errors import ConfigError
@@ -15,9 +15,11 @@ DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
 DEFAULT_PRUNE_INTERVAL = 1.0
+DEFAULT_COLUMNAR_MIN_ROWS = 100_000
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
 DEFAULT_SYNC_MAX_BACKOFF = 30.0
 DEFAULT_LEASE_TTL = 30.0
+DEFAULT_FLIGHT_HOST = "127.0.0.1"
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
 
@@ -67,6 +69,12 @@ class LakeConfig(BaseModel):
     tail_flush_rows: int = Field(
         DEFAULT_TAIL_FLUSH_ROWS, gt=0, description="Rows in a table's hot-path tail that trigger a flush."
     )
+    columnar_min_rows: int = Field(
+        DEFAULT_COLUMNAR_MIN_ROWS,
+        ge=0,
+        description="Snapshots of tables with at least this many rows are read by the ADBC reader process "
+        "(an order of magnitude faster); 0 always reads through sqlite3.",
+    )
     prune_interval: float = Field(
         DEFAULT_PRUNE_INTERVAL,
         ge=0,
@@ -113,6 +121,28 @@ class LakeConfig(BaseModel):
         "(0: refuse at once).",
     )
 
+    flight_host: str = Field(
+        DEFAULT_FLIGHT_HOST,
+        min_length=1,
+        description="Address the Flight SQL server binds (127.0.0.1: this machine only; 0.0.0.0: every interface).",
+    )
+    flight_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Flight SQL server; `rh serve` starts it when set (0: any free port).",
+    )
+    flight_token: SecretStr | None = Field(
+        None, description="Bearer token every Flight SQL call must present (none: no authentication)."
+    )
+    flight_tls_cert: str | None = Field(
+        None, min_length=1, description="PEM certificate file: the Flight SQL server speaks TLS (with flight_tls_key)."
+    )
+    flight_tls_key: str | None = Field(None, min_length=1, description="PEM private key file of flight_tls_cert.")
+    flight_compression: Literal["zstd", "lz4", "none"] = Field(
+        "zstd", description="IPC body compression of the record batches the Flight SQL server streams."
+    )
+
     @field_validator("storage")
     @classmethod
     def _storage_url(cls, value: str) -> str:
@@ -151,6 +181,19 @@ class LakeConfig(BaseModel):
         names = [t.name.lower() for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError("tables: a table is listed twice")
+        return self
+
+    @field_validator("flight_token")
+    @classmethod
+    def _flight_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> LakeConfig:
+        if (self.flight_tls_cert is None) != (self.flight_tls_key is None):
+            raise ValueError("flight_tls_cert and flight_tls_key go together: set both or neither")
         return self
 
     def __repr_args__(self):  # type: ignore[override]

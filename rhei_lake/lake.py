@@ -75,7 +75,7 @@ class Lake:
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
             if config.oltp_path is not None:
-                source = TriggerSource(config.oltp_path)
+                source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
                 self._oltp.execute("PRAGMA recursive_triggers = ON")
@@ -285,6 +285,21 @@ class Lake:
         if chosen.plan is not None:
             return self._reader.read_point(chosen.plan, self.table_spec(chosen.plan.table), conn=conn)
         return self._reader.read_sql(sql, chosen.column_types, conn=conn)
+
+    def dataframe(self, sql: str, *, as_of: Instant | None = None, params: Mapping[str, Any] | None = None):
+        """Plan read-only SQL over the lake (never routed to SQLite), without running it.
+
+        Returns a DataFusion ``DataFrame`` bound to the lake as it is now;
+        stream its rows with ``execute_stream()`` (the Flight SQL server does)
+        rather than materialising them. ``params`` binds placeholders
+        (``{"1": value}`` is ``$1``). Planning errors raise
+        :class:`~rhei_lake.errors.QueryError`.
+        """
+        self._check_open()
+        micros = to_micros(as_of) if as_of is not None else None
+        if self._sync is None:
+            self.refresh()
+        return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
 
     # -- schema evolution --------------------------------------------------
     def _evolving(self, what: str) -> TriggerSync:

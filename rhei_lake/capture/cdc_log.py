@@ -67,6 +67,15 @@ def install_log(conn: sqlite3.Connection) -> str:
     return conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'source_id'").fetchone()[0]
 
 
+def installed_source_id(conn: sqlite3.Connection) -> str | None:
+    """The source id if the log, registry and meta tables all exist, else ``None`` (read only)."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '_rhei_%'")}
+    if not {LOG_TABLE, REGISTRY_TABLE, META_TABLE} <= names:
+        return None
+    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'source_id'").fetchone()
+    return row[0] if row else None
+
+
 def log_slots(conn: sqlite3.Connection) -> int:
     """How many value columns (c0..cN-1) the log has."""
     names = [r[1] for r in conn.execute(f"PRAGMA table_info({LOG_TABLE})")]
@@ -170,3 +179,12 @@ def set_event_slots(conn: sqlite3.Connection, seq: int, slots: dict[int, object]
     """Overwrite value slots of event ``seq`` (inside the caller's transaction)."""
     assignments = ", ".join(f"c{i} = ?" for i in slots)
     conn.execute(f"UPDATE {LOG_TABLE} SET {assignments} WHERE seq = ?", (*slots.values(), seq))
+
+
+def tables_between(conn: sqlite3.Connection, after: int, through: int) -> list[str]:
+    """The tables with events in ``(after, through]``."""
+    rows = conn.execute(
+        f"SELECT DISTINCT tbl FROM {LOG_TABLE} WHERE seq > ? AND seq <= ? AND op != ?",
+        (after, through, OP_SNAPSHOT_MARKER),
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -59,7 +59,8 @@ def parse_source_url(url: str) -> SourceLocation:
     """Parse a source URL; ConfigError (with the password masked) if it is not one.
 
     ``sqlite://`` is followed by the file path as is: ``sqlite:///srv/app.db`` is
-    the absolute path ``/srv/app.db``, ``sqlite://app.db`` is relative to the
+    the absolute path ``/srv/app.db`` (so is SQLAlchemy's ``sqlite:////srv/app.db``),
+    ``sqlite://app.db`` is relative to the
     working directory.
     """
     if not isinstance(url, str) or not url.strip():
@@ -76,6 +77,8 @@ def parse_source_url(url: str) -> SourceLocation:
         path = rest.split("?", 1)[0]
         if not path or path in (":memory:",) or path.startswith("file::memory:"):
             raise ConfigError("source: a sqlite:// URL needs a database file path (sqlite:///srv/app.db)")
+        if path.startswith("//"):  # SQLAlchemy's spelling of an absolute path: sqlite:////srv/app.db
+            path = "/" + path.lstrip("/")
         return SourceLocation("sqlite", text, os.path.expanduser(path))
     try:
         parts = urlsplit(text)

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
 from rhei_lake.capture import cdc_log
 from rhei_lake.capture.cdc_log import STATE_READY, STATE_SNAPSHOT, Registration
-from rhei_lake.capture.events import events_from_log_rows, events_from_rows
+from rhei_lake.capture.events import events_from_log_rows
+from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
-from rhei_lake.capture.sqlite_schema import quote_ident, read_table_spec
-from rhei_lake.capture.triggers import drop_triggers, install_triggers
-from rhei_lake.catalog import OP_INSERT, TableSpec
+from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
+from rhei_lake.capture.typed_select import NeedsDiagnosis, convert, log_sql, without_witness
+from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 
 SOURCE_KIND = "sqlite-trigger"
+_WARM_COLUMNAR_EVENTS = 2_000
 
 
 @dataclass
@@ -39,74 +43,27 @@ class LogBatch:
     unknown: set[str] = field(default_factory=set)
 
 
-class SnapshotRun:
-    """The existing rows of a newly registered table, read from a pinned snapshot."""
-
-    def __init__(self, conn: sqlite3.Connection, registration: Registration, ts_micros: int) -> None:
-        self._conn = conn
-        self.registration = registration
-        self.ts_micros = ts_micros
-        self.error: BaseException | None = None
-        self.rows_read = 0
-
-    @property
-    def spec(self) -> TableSpec:
-        return self.registration.spec
-
-    @property
-    def expected_rows(self) -> int:
-        return self.registration.snapshot_to - self.registration.snapshot_from - 1
-
-    @property
-    def watermark(self) -> int:
-        return self.registration.snapshot_to
-
-    def reader(self, batch_rows: int) -> pa.RecordBatchReader:
-        """The snapshot as change events (``I``), in bounded batches."""
-        return pa.RecordBatchReader.from_batches(self.spec.changes_schema, self._batches(batch_rows))
-
-    def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        spec = self.spec
-        cols = ", ".join(quote_ident(c.name) for c in spec.columns)
-        next_seq = self.registration.snapshot_from + 1
-        try:
-            cursor = self._conn.execute(f"SELECT {cols} FROM {quote_ident(spec.name)}")
-            while True:
-                rows = cursor.fetchmany(batch_rows)
-                if not rows:
-                    break
-                table = events_from_rows(spec, rows, first_seq=next_seq, op=OP_INSERT, ts_micros=self.ts_micros)
-                next_seq += len(rows)
-                self.rows_read += len(rows)
-                if self.rows_read > self.expected_rows:
-                    raise SourceError(f"snapshot of {spec.name!r} read more rows than were counted; retry")
-                yield from table.to_batches()
-        except BaseException as exc:
-            self.error = exc
-            raise
-
-    def close(self) -> None:
-        try:
-            self._conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        self._conn.close()
-
-
 class TriggerSource:
     """Change capture from ``_rhei_cdc_log`` in a SQLite database the engine owns."""
 
     kind = SOURCE_KIND
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, columnar_min_rows: int = 0) -> None:
         self.path = path
+        self.columnar_min_rows = columnar_min_rows
+        self._log_reader: ReaderProcess | None = None
+        self._prune_conn: sqlite3.Connection | None = None
+        self._prune_lock = threading.Lock()
         self._lock = threading.RLock()
         self._conn = connect(path)
         try:
             enable_wal(self._conn, path)
-            self._conn.execute("BEGIN IMMEDIATE")
-            self.source_id = cdc_log.install_log(self._conn)
-            self._conn.execute("COMMIT")
+            installed = cdc_log.installed_source_id(self._conn)
+            if installed is None:  # first open: create the log (the only write an open needs)
+                self._conn.execute("BEGIN IMMEDIATE")
+                installed = cdc_log.install_log(self._conn)
+                self._conn.execute("COMMIT")
+            self.source_id = installed
             self._slots = cdc_log.log_slots(self._conn)
             self._registrations = cdc_log.read_registry(self._conn)
         except sqlite3.Error as exc:
@@ -138,7 +95,10 @@ class TriggerSource:
         is already registered with the same schema.
         """
         with self._lock:
+            reader = None
             try:
+                if canonical_table_name(self._conn, name) not in self._registrations:
+                    reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
@@ -149,47 +109,77 @@ class TriggerSource:
                             f"table {spec.name!r} is already registered with a different schema; "
                             "use add_column/drop_column to evolve it"
                         )
+                    if reader is not None:
+                        reader.close()
                     return None
-                return self._begin_snapshot(spec)
-            except (SchemaError, SourceError):
+                return self._begin_snapshot(spec, reader)
+            except BaseException as exc:
                 self._rollback()
+                if reader is not None:
+                    reader.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
                 raise
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise translate_sqlite_error(exc, self.path) from exc
 
     def restart_snapshot(self, table: str) -> SnapshotRun:
         """Take a fresh snapshot of a registered table (its lake copy is missing or never landed)."""
         with self._lock:
+            reader = self._columnar_reader(table)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = self._registrations[table].spec
                 cdc_log.delete_table_events(self._conn, table)
-                return self._begin_snapshot(spec)
-            except sqlite3.Error as exc:
+                return self._begin_snapshot(spec, reader)
+            except BaseException as exc:
                 self._rollback()
-                raise translate_sqlite_error(exc, self.path) from exc
+                if reader is not None:
+                    reader.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
+                raise
 
-    def _begin_snapshot(self, spec: TableSpec) -> SnapshotRun:
-        """Inside an IMMEDIATE transaction: triggers + reservation + registry, then commit."""
+    def _columnar_reader(self, table: str) -> ReaderProcess | None:
+        """A reader process for a big table's snapshot, started before any lock is taken."""
+        if self.columnar_min_rows <= 0 or not fast_reader_available():
+            return None
+        name = canonical_table_name(self._conn, table)
+        (rows,) = self._conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()
+        if rows < self.columnar_min_rows:
+            return None
+        return ReaderProcess(self.path)
+
+    def _begin_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None) -> SnapshotRun:
+        """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
         rows = self._conn.execute(f"SELECT count(*) FROM {quote_ident(spec.name)}").fetchone()[0]
         snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
         registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
         cdc_log.write_registration(self._conn, registration)
-        reader = connect(self.path)
+        # The reader's first read pins its WAL snapshot: the state just before our
+        # commit, which (we hold the write lock) equals the state at the commit.
+        pin = f"SELECT 1 FROM {quote_ident(spec.name)} LIMIT 1"
+        run: SnapshotRun
+        if columnar is not None:
+            columnar.begin()
+            columnar.query(pin).read_all()
+            run = ColumnarSnapshot(columnar, registration, ts)
+        else:
+            reader = connect(self.path)
+            try:
+                reader.execute("BEGIN")
+                reader.execute(pin).fetchall()
+            except BaseException:
+                reader.close()
+                raise
+            run = RowSnapshot(reader, registration, ts)
         try:
-            reader.execute("BEGIN")
-            # The first read pins this connection's WAL snapshot: the state just before
-            # our commit, which (we hold the write lock) equals the state at the commit.
-            reader.execute(f"SELECT 1 FROM {quote_ident(spec.name)} LIMIT 1").fetchall()
             self._conn.execute("COMMIT")
         except BaseException:
-            reader.close()
+            run.close()
             raise
         self._registrations[spec.name] = registration
-        return SnapshotRun(reader, registration, ts)
+        return run
 
     def mark_ready(self, table: str, synced_seq: int) -> None:
         with self._lock:
@@ -262,6 +252,9 @@ class TriggerSource:
         If a value does not fit its declared type, the batch stops just before that
         event and carries the error, so everything before it can still be committed.
         """
+        columnar = self._read_columnar(after, limit)
+        if columnar is not None:
+            return columnar
         with self._lock:
             try:
                 rows = cdc_log.read_events(self._conn, after, limit, self._slots)
@@ -287,6 +280,40 @@ class TriggerSource:
             stop = batch.error.seq or 0
             batch.through = stop - 1
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
+        return batch
+
+    def _read_columnar(self, after: int, limit: int) -> LogBatch | None:
+        """A big backlog read per table by the ADBC reader process, or ``None`` to read row by row.
+
+        Also ``None`` when a value may not fit its declared type: the row path
+        then finds the exact event and commits everything before it.
+        """
+        if self.columnar_min_rows <= 0 or not fast_reader_available():
+            return None
+        with self._lock:
+            newest = cdc_log.max_seq(self._conn)
+            # Starting the reader costs a fraction of a second, worth it for a big backlog;
+            # once running, it beats reading row by row from a few thousand events on.
+            threshold = self.columnar_min_rows if self._log_reader is None else _WARM_COLUMNAR_EVENTS
+            if newest - after < threshold:
+                return None
+            through = min(newest, after + limit)
+            tables = cdc_log.tables_between(self._conn, after, through)
+            registrations = self._registrations
+            if self._log_reader is None:
+                self._log_reader = ReaderProcess(self.path)
+            reader = self._log_reader
+        batch = LogBatch(through=through, rows=limit if through < newest else through - after)
+        for table in tables:
+            reg = registrations.get(table)
+            if reg is None or not reg.ready:
+                batch.unknown.add(table)
+                continue
+            events = _columnar_events(reader, reg.spec, after, through, limit)
+            if events is None:
+                return None
+            if events.num_rows:
+                batch.tables[table] = events
         return batch
 
     def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
@@ -325,10 +352,16 @@ class TriggerSource:
             return {c: row[4 + spec.column_names.index(c)] for c in values}
 
     def prune(self, through: int, synced: dict[str, int]) -> int:
-        """Delete events committed to the lake (up to ``through``) from the log."""
-        with self._lock:
+        """Delete events committed to the lake (up to ``through``) from the log.
+
+        On a connection of its own, so a prune running in the background never
+        holds up reading the log.
+        """
+        with self._prune_lock:
             try:
-                return cdc_log.prune(self._conn, through, synced)
+                if self._prune_conn is None:
+                    self._prune_conn = connect(self.path)
+                return cdc_log.prune(self._prune_conn, through, synced)
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self.path) from exc
 
@@ -351,7 +384,37 @@ class TriggerSource:
 
     def close(self) -> None:
         with self._lock:
+            if self._log_reader is not None:
+                self._log_reader.close()
+                self._log_reader = None
+            with self._prune_lock:
+                if self._prune_conn is not None:
+                    self._prune_conn.close()
+                    self._prune_conn = None
             self._conn.close()
+
+
+def _columnar_events(
+    reader: ReaderProcess, spec: TableSpec, after: int, through: int, limit: int
+) -> pa.Table | None:
+    """``spec``'s events in ``(after, through]`` read columnar, or ``None`` if they need the row path."""
+    sql, typed = log_sql(spec, LOG_TABLE)
+    parts = []
+    try:
+        for raw in reader.query(sql, (spec.name, after, through), batch_rows=min(limit, 65_536)):
+            raw = without_witness(raw)
+            if raw.num_rows == 0:
+                continue
+            arrays, _ = convert(typed, raw)
+            ts = raw.column(3).cast(pa.int64()).cast(TIMESTAMP_TYPE)
+            parts.append(pa.Table.from_arrays([*arrays, raw.column(1), raw.column(2), ts], schema=spec.changes_schema))
+    except NeedsDiagnosis:
+        return None
+    except SourceError as exc:
+        if "type mismatch" in str(exc).lower():
+            return None
+        raise
+    return pa.concat_tables(parts) if parts else spec.changes_schema.empty_table()
 
 
 def _convert_clean_prefix(spec: TableSpec, rows: list[tuple]) -> tuple[pa.Table, TypeMismatchError | None]:

@@ -119,6 +119,11 @@ def info_command(
         common.console.print(table)
 
 
+from rhei_lake.cli.flight import flight_command  # noqa: E402
+
+app.command("flight")(flight_command)
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(common.run(app))

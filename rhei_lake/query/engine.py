@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -85,23 +86,26 @@ class QueryEngine:
                     ctx.deregister_table(view)
         self._generations.pop(name, None)
 
-    def dataframe(self, sql: str, *, as_of: int | None = None):
-        """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet)."""
-        if as_of is None:
-            ctx = self._context()
-        else:
-            from datafusion import SessionContext
+    def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
+        """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
-            ctx = SessionContext()
-            for table in self._tables().values():
-                _register_table(ctx, table, as_of=as_of)
-        try:
-            df = ctx.sql_with_options(sql, _sql_options())
-        except Exception as exc:
-            raise translate_query_error(exc, sql=sql) from exc
-        # A Delta table registered through FFI only holds a weak reference to its
-        # session: a DataFrame whose throwaway as_of session is gone fails to scan
-        # ("TaskContextProvider went out of scope"). Keep the session alive with it.
+        ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
+        bound to the tables as registered now, so it can be executed or
+        streamed from any thread without the engine lock.
+        """
+        if as_of is None:
+            # Planned under the lock: re-registering a view deregisters it first, and a
+            # query planned in that window would find no such table.
+            with self._lock:
+                return _plan(self._context(), sql, params)
+        from datafusion import SessionContext
+
+        ctx = SessionContext()
+        for table in self._tables().values():
+            _register_table(ctx, table, as_of=as_of)
+        df = _plan(ctx, sql, params)
+        # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
+        # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
         df._rhei_session = ctx
         return df
 
@@ -111,8 +115,7 @@ class QueryEngine:
             raise QueryError("query: SQL must be a non-empty string")
         df = self.dataframe(sql, as_of=as_of)
         try:
-            with self._lock:
-                table = df.to_arrow_table()
+            table = df.to_arrow_table()
         except Exception as exc:
             raise translate_query_error(exc, sql=sql) from exc
         return normalize_types(table)
@@ -122,6 +125,13 @@ class QueryEngine:
         for name in sorted(self._tables()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+def _plan(ctx, sql: str, params: dict[str, Any] | None):
+    try:
+        return ctx.sql_with_options(sql, _sql_options(), param_values=params)
+    except Exception as exc:
+        raise translate_query_error(exc, sql=sql) from exc
 
 
 def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
@@ -154,14 +164,20 @@ def _put_view(ctx, name: str, df) -> None:
 _VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
 
 
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with ``string_view``/``binary_view`` fields as ``string``/``binary``."""
+    fields = [
+        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f
+        for f in schema
+    ]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def normalize_types(table: pa.Table) -> pa.Table:
     """Results use ``string``/``binary`` whatever view types the scan produced."""
-    fields = [
-        pa.field(f.name, _VIEW_TYPES.get(f.type, f.type), f.nullable) if f.type in _VIEW_TYPES else f
-        for f in table.schema
-    ]
-    if all(f.type == o.type for f, o in zip(fields, table.schema)):
+    schema = normalize_schema(table.schema)
+    if schema.equals(table.schema):
         return table
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+    return table.cast(schema)
 
 

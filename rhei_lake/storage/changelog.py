@@ -45,7 +45,8 @@ class Changelog:
         self.tail = tail
         self.flush_segments = flush_segments
         self.flush_rows = flush_rows
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the commit state: watermark, segments
+        self._store_lock = threading.RLock()  # what readers see of table + tail: held across a flush
         self._stored = 0
         self._stored_cursor: str | None = None
         self._segments: list[Segment] = []
@@ -150,8 +151,6 @@ class Changelog:
                 faults.point("changelog.after_commit")
                 self.generation += 1
                 break
-        if self._should_flush():
-            self.flush()
         return fresh.num_rows
 
     def commit_stream(self, reader: pa.RecordBatchReader, *, watermark: int) -> None:
@@ -159,8 +158,8 @@ class Changelog:
 
         Requires an empty tail; the stream's events must all be above the watermark.
         """
-        with self._lock:
-            self.flush()
+        self.flush()
+        with self._store_lock, self._lock:
             if watermark <= self.watermark:
                 return
             reader = conform_reader(reader, self.store.schema(), self.store.uri)
@@ -172,41 +171,53 @@ class Changelog:
             self._stored = watermark
             self.generation += 1
 
-    def _should_flush(self) -> bool:
+    @property
+    def needs_flush(self) -> bool:
+        """Whether the tail has grown past the thresholds at which it should be folded into the table."""
         return bool(self._segments) and (
             len(self._segments) >= self.flush_segments or self._tail_rows >= self.flush_rows
         )
 
     def flush(self) -> int:
-        """Fold the tail into the table in one commit; returns the rows moved."""
+        """Fold the tail into the table in one commit; returns the rows moved.
+
+        Commits go on while the (slow) Delta append runs: they only extend the
+        tail. Readers wait for it (``_store_lock``), so they never see the folded
+        rows twice or not at all.
+        """
         if self.tail is None:
             return 0
-        with self._lock:
-            if not self._segments:
-                return 0
-            tip = self._segments[-1]
-            cursor = self.cursor
+        with self._store_lock:
+            with self._lock:
+                if not self._segments:
+                    return 0
+                segments = list(self._segments)
+                stored = self._stored
+                cursor = next((seg.cursor for seg in reversed(segments) if seg.cursor is not None), self._stored_cursor)
+            tip = segments[-1].end
             schema = self.store.schema()
-            rows = _after(pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), self._stored)
+            rows = _after(pa.concat_tables([conform(seg.rows, schema, self.store.uri) for seg in segments]), stored)
             faults.point("flush.before_commit")
             try:
                 self.store.append(
                     rows,
-                    txn=AppTransaction(SYNCED_APP_ID, tip.end, expected=self._stored),
+                    txn=AppTransaction(SYNCED_APP_ID, tip, expected=stored),
                     metadata={CURSOR_KEY: cursor} if cursor is not None else None,
                 )
             except CommitConflictError:
                 # Someone else (a compaction job) flushed concurrently; keep what we have
                 # and let the next load() pick up their commit.
-                if not self._landed(tip.end):
+                if not self._landed(tip):
                     raise
-            self._stored = tip.end
-            self._stored_cursor = cursor
-            self._segments = []
-            self._tail_rows = 0
-            self.generation += 1
+            with self._lock:
+                if tip > self._stored:
+                    self._stored = tip
+                    self._stored_cursor = cursor
+                self._segments = [seg for seg in self._segments if seg.start >= self._stored]
+                self._tail_rows = sum(seg.rows.num_rows for seg in self._segments)
+                self.generation += 1
         faults.point("flush.after_commit_before_discard")
-        self.tail.discard(below=tip.end)
+        self.tail.discard(below=tip)
         return rows.num_rows
 
     def _landed(self, watermark: int) -> bool:
@@ -230,7 +241,7 @@ class Changelog:
 
     def to_arrow(self) -> pa.Table:
         """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""
-        with self._lock:
+        with self._store_lock, self._lock:
             stored = self.store.to_arrow()
             tail = self.tail_table(stored.schema)
         table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
@@ -238,7 +249,7 @@ class Changelog:
 
     def register(self, ctx: SessionContext, name: str) -> None:
         """Register the change feed in ``ctx`` as ``name`` (table ∪ tail)."""
-        with self._lock:
+        with self._store_lock, self._lock:
             if self.tail is None:
                 self.store.register(ctx, name)
                 return

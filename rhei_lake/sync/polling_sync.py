@@ -29,6 +29,7 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.housekeeping import Housekeeper
 from rhei_lake.sync.lake_state import LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
@@ -100,6 +101,7 @@ class PollingSync:
         self.changelogs: dict[str, Changelog] = {}
         self._tables: dict[str, PolledTableSync] = {}
         self._lock = threading.RLock()
+        self._housekeeper = Housekeeper("rhei-polling-housekeeping")
 
     @property
     def specs(self) -> dict[str, TableSpec]:
@@ -132,6 +134,9 @@ class PollingSync:
                         events = reconcile(table, self.source, self.config.batch_size)
                     table.last_reconcile = time.monotonic()
                     report.add(table.name, events, table.changelog.watermark)
+            for name, changelog in self.changelogs.items():
+                if changelog.needs_flush:
+                    self._housekeeper.submit(("flush", name), changelog.flush)
         return report.build(time.perf_counter() - started)
 
     def _reconcile_due(self, table: PolledTableSync) -> bool:
@@ -198,5 +203,6 @@ class PollingSync:
             return sum(cl.flush() for cl in self.changelogs.values())
 
     def close(self) -> None:
+        self._housekeeper.close()
         with self._lock:
             self.source.close()

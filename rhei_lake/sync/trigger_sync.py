@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable, Mapping
 
 from rhei_lake import faults
-from rhei_lake.capture.trigger_source import SnapshotRun, TriggerSource
+from rhei_lake.capture.snapshot import SnapshotRun
+from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.housekeeping import Housekeeper
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import apply_spec, open_changelog
 
@@ -43,6 +45,7 @@ class TriggerSync:
         self._last_prune = 0.0
         self._lake_specs: dict[str, TableSpec] = {}
         self._lock = threading.RLock()
+        self._housekeeper = Housekeeper("rhei-trigger-housekeeping")
 
     @property
     def position(self) -> int | None:
@@ -105,8 +108,8 @@ class TriggerSync:
             run = self.source.register(name, types=types)
             if run is None:
                 canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
-                if canonical not in self.changelogs:
-                    self._attach(canonical, progress)
+                if canonical not in self.changelogs or not self.source.registrations()[canonical].ready:
+                    self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
                 changelog, _ = open_changelog(self.storage, run.spec, self.config)
@@ -148,8 +151,8 @@ class TriggerSync:
         with self._lock:
             position = self._drain(report)
             faults.point("sync.after_commit_before_prune")
-            pruned = self._maybe_prune(position)
-        return report.build(time.perf_counter() - started, pruned)
+            self._after_cycle(position)
+        return report.build(time.perf_counter() - started)
 
     def drain(self) -> SyncReport:
         """Like :meth:`sync_now` without pruning, so it can run inside a source write transaction."""
@@ -231,12 +234,15 @@ class TriggerSync:
                 )
             self._attach(table, None)
 
-    def _maybe_prune(self, position: int) -> int:
+    def _after_cycle(self, position: int) -> None:
+        """Hand the upkeep the cycle made due to the housekeeper, off the sync's critical path."""
+        for name, changelog in self.changelogs.items():
+            if changelog.needs_flush:
+                self._housekeeper.submit(("flush", name), changelog.flush)
         now = time.monotonic()
-        if now - self._last_prune < self.config.prune_interval:
-            return 0
-        self._last_prune = now
-        return self.prune(position)
+        if now - self._last_prune >= self.config.prune_interval:
+            self._last_prune = now
+            self._housekeeper.submit("prune", lambda: self.prune(position))
 
     def prune(self, through: int | None = None) -> int:
         """Delete committed events from the CDC log now; returns how many."""
@@ -244,7 +250,7 @@ class TriggerSync:
             if through is None:
                 through = self._start_position()
             synced = {name: cl.watermark for name, cl in self.changelogs.items()}
-            return self.source.prune(through, synced)
+        return self.source.prune(through, synced)
 
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog."""
@@ -252,6 +258,7 @@ class TriggerSync:
             return sum(cl.flush() for cl in self.changelogs.values())
 
     def close(self) -> None:
+        self._housekeeper.close()
         with self._lock:
             try:
                 if self._position is not None:

@@ -21,6 +21,7 @@ def test_source_urls():
     loc = parse_source_url("sqlite:///srv/app.db")
     assert (loc.kind, loc.path) == ("sqlite", "/srv/app.db")
     assert parse_source_url("sqlite://rel.db").path == "rel.db"
+    assert parse_source_url("sqlite:////srv/app.db").path == "/srv/app.db"  # SQLAlchemy's spelling
     pg = parse_source_url("postgres://app:pw@db:5432/shop")
     assert pg.kind == "postgresql" and pg.masked == "postgres://app:***@db:5432/shop"
     assert "pw" not in repr(pg)

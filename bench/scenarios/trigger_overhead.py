@@ -1,0 +1,67 @@
+"""OLTP write overhead of the CDC triggers: 100K single-row and 100K batched inserts.
+
+Limit: the same inserts into the same table without triggers. Target: <= 2x.
+Both databases use the same connection settings (WAL, synchronous=NORMAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import rhei_lake
+from bench.core import Result, Settings, timer
+
+DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, customer TEXT, total REAL, qty INTEGER, placed_at TEXT)"
+
+
+def _db(path: Path, captured: bool) -> sqlite3.Connection:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(DDL)
+    if captured:
+        with rhei_lake.open(oltp_path=str(path), storage="memory://") as lake:
+            lake.register_table("t")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _rows(start: int, count: int):
+    return [(i, f"customer {i % 997}", i * 0.25, i % 50, "2026-11-23 10:00:00") for i in range(start, start + count)]
+
+
+def _time_inserts(conn: sqlite3.Connection, rows, batched: bool) -> float:
+    with timer() as elapsed:
+        if batched:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        else:
+            for row in rows:
+                conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)", row)
+    return elapsed()
+
+
+def run(settings: Settings) -> list[Result]:
+    count = settings.size(20_000, 100_000)
+    results = []
+    for batched in (False, True):
+        plain = _db(settings.workdir / "plain.db", captured=False)
+        captured = _db(settings.workdir / "captured.db", captured=True)
+        rows = _rows(1, count)
+        # alternate to share the machine's noise fairly
+        t_plain = _time_inserts(plain, rows[: count // 2], batched)
+        t_capt = _time_inserts(captured, rows[: count // 2], batched)
+        t_plain += _time_inserts(plain, rows[count // 2 :], batched)
+        t_capt += _time_inserts(captured, rows[count // 2 :], batched)
+        plain.close()
+        captured.close()
+        label = "batched" if batched else "single-row"
+        results.append(
+            Result("trigger overhead", f"{count // 1000}K {label} inserts", count / t_capt, "rows/s",
+                   count / t_plain, t_capt / t_plain, "<= 2x the time without triggers", t_capt / t_plain <= 2.0,
+                   False, {"ratio_is": "time with triggers / time without"})
+        )
+    return results

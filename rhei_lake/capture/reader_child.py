@@ -1,0 +1,90 @@
+"""The columnar SQLite reader process (``python -m rhei_lake.capture.reader_child``).
+
+ADBC reads SQLite into Arrow an order of magnitude faster than the ``sqlite3``
+module, but it links its own copy of SQLite; two copies in one process can
+corrupt a database (closing one copy's file descriptor drops the other's POSIX
+locks). So ADBC runs here, alone, and streams Arrow IPC to the parent.
+
+Protocol: JSON commands, one per line, on stdin; on stdout, for each command a
+frame ``kind(1) + length(4, big-endian) + JSON`` where kind is ``K`` (ok) or
+``E`` (error), except ``query``, which answers ``S`` followed by an Arrow IPC
+stream and then an ``K``/``E`` trailer frame.
+
+Commands: ``{"op": "open", "path": ..., "readonly": bool}``, ``{"op": "begin"}``
+(a read transaction: the next query pins its snapshot), ``{"op": "query",
+"sql": ..., "params": [...], "batch_rows": n}``, ``{"op": "rollback"}``,
+``{"op": "close"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from typing import Any, BinaryIO
+
+
+def _frame(out: BinaryIO, kind: bytes, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    out.write(kind + struct.pack(">I", len(data)) + data)
+    out.flush()
+
+
+def serve(commands, out: BinaryIO) -> None:
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+
+    conn = None
+    for line in commands:
+        if not line.strip():
+            continue
+        try:
+            cmd = json.loads(line)
+            op = cmd["op"]
+            if op == "close":
+                break
+            if op == "open":
+                uri = cmd["path"]
+                if cmd.get("readonly"):
+                    uri = f"file:{uri}?mode=ro"
+                conn = adbc.connect(uri, autocommit=True)
+                _frame(out, b"K", {})
+            elif op == "begin":
+                conn.adbc_connection.set_autocommit(False)
+                _frame(out, b"K", {})
+            elif op == "rollback":
+                conn.rollback()
+                conn.adbc_connection.set_autocommit(True)
+                _frame(out, b"K", {})
+            elif op == "query":
+                cursor = conn.cursor()
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(cmd.get("batch_rows", 65536))})
+                cursor.execute(cmd["sql"], cmd.get("params") or None)
+                reader = cursor.fetch_record_batch()
+                out.write(b"S")
+                rows = 0
+                try:
+                    with pa.ipc.new_stream(out, reader.schema) as writer:
+                        for batch in reader:
+                            writer.write_batch(batch)
+                            rows += batch.num_rows
+                except Exception as exc:  # the stream is closed; report after it
+                    cursor.close()
+                    _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
+                    continue
+                cursor.close()
+                _frame(out, b"K", {"rows": rows})
+            else:
+                _frame(out, b"E", {"type": "ProtocolError", "message": f"unknown op {op!r}"})
+        except Exception as exc:
+            _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
+    if conn is not None:
+        conn.close()
+
+
+def main() -> None:
+    serve(sys.stdin, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The parent side of :mod:`rhei_lake.capture.reader_child`: Arrow from SQLite, fast and safely."""
+
+from __future__ import annotations
+
+import json
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from rhei_lake.errors import SourceError
+
+
+def fast_reader_available() -> bool:
+    """Whether the ADBC SQLite driver is installed (otherwise rhei_lake reads with sqlite3)."""
+    try:
+        import adbc_driver_sqlite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ReaderProcess:
+    """A child process reading one SQLite database into Arrow with ADBC.
+
+    Start it before taking any lock (it needs a fraction of a second to start);
+    ``begin()`` + a first ``query()`` pin a read snapshot for later queries.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "rhei_lake.capture.reader_child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise SourceError(f"could not start the SQLite reader process: {exc}") from exc
+        self._call({"op": "open", "path": path, "readonly": readonly})
+
+    def _send(self, command: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(command).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise SourceError(f"the SQLite reader process for {self.path} died ({exc})") from exc
+
+    def _read_exact(self, size: int) -> bytes:
+        assert self._proc.stdout is not None
+        data = self._proc.stdout.read(size)
+        if data is None or len(data) < size:
+            code = self._proc.poll()
+            raise SourceError(f"the SQLite reader process for {self.path} stopped (exit code {code})")
+        return data
+
+    def _frame_after(self, kind: bytes) -> dict[str, Any]:
+        (length,) = struct.unpack(">I", self._read_exact(4))
+        payload = json.loads(self._read_exact(length))
+        if kind == b"E":
+            raise SourceError(f"{self.path}: {payload.get('message')} ({payload.get('type')})")
+        return payload
+
+    def _call(self, command: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._send(command)
+            return self._frame_after(self._read_exact(1))
+
+    def begin(self) -> None:
+        """Start a read transaction: the next query pins the snapshot every later query sees."""
+        self._call({"op": "begin"})
+
+    def rollback(self) -> None:
+        """End the read transaction."""
+        self._call({"op": "rollback"})
+
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536, prefetch: int = 0
+    ) -> pa.RecordBatchReader:
+        """Run ``sql`` in the child; its rows stream back as Arrow record batches.
+
+        With ``prefetch`` > 0 a thread reads up to that many batches ahead, so
+        the child keeps reading while the consumer (say, a Delta writer) works.
+        An error raised by the child mid-stream is raised at the end of the stream.
+        """
+        self._lock.acquire()
+        try:
+            self._send({"op": "query", "sql": sql, "params": list(params), "batch_rows": batch_rows})
+            kind = self._read_exact(1)
+            if kind != b"S":
+                self._frame_after(kind)
+                raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
+            reader = pa.ipc.open_stream(self._proc.stdout)
+        except BaseException:
+            self._lock.release()
+            raise
+        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+
+    def _stream(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        finished = False
+        try:
+            yield from reader
+            finished = True
+            self._frame_after(self._read_exact(1))
+        finally:
+            if not finished:  # abandoned mid-stream: the pipe holds unread data, the protocol is lost
+                self._proc.kill()
+            self._lock.release()
+
+    def _prefetched(self, reader: pa.RecordBatchReader, depth: int) -> Iterator[pa.RecordBatch]:
+        items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        end = object()
+
+        def pump() -> None:
+            try:
+                for batch in reader:
+                    while not stop.is_set():
+                        try:
+                            items.put(batch, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                self._frame_after(self._read_exact(1))
+                items.put(end)
+            except BaseException as exc:  # handed to the consumer
+                items.put(exc)
+
+        thread = threading.Thread(target=pump, name="rhei-reader-prefetch", daemon=True)
+        thread.start()
+        finished = False
+        try:
+            while True:
+                item = items.get()
+                if item is end:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True  # the child reported it; the protocol is intact unless the pipe broke
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if not finished:
+                self._proc.kill()
+            thread.join(timeout=10)
+            self._lock.release()
+
+    def close(self) -> None:
+        """Stop the child (politely if it is idle, else by killing it) and release its pipes."""
+        if self._proc.poll() is None:
+            try:
+                self._send({"op": "close"})
+                self._proc.wait(timeout=5)
+            except (SourceError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:  # a killed child: buffered bytes have nowhere to go
+                    pass
+
+    def __enter__(self) -> ReaderProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,59 @@
+"""The ADBC reader process: its protocol, pinned snapshots and failure modes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.errors import SourceError
+
+pytestmark = pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "r.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, f"v{i}") for i in range(1000)))
+    yield path, conn
+    conn.close()
+
+
+def test_pinned_snapshot_ignores_later_writes(db):
+    path, conn = db
+    with ReaderProcess(str(path)) as reader:
+        reader.begin()
+        assert reader.query("SELECT count(*) AS n FROM t").read_all().to_pylist() == [{"n": 1000}]
+        conn.execute("INSERT INTO t VALUES (5000, 'late')")
+        assert reader.query("SELECT count(*) AS n FROM t").read_all().to_pylist() == [{"n": 1000}]
+        reader.rollback()
+        assert reader.query("SELECT count(*) AS n FROM t").read_all().to_pylist() == [{"n": 1001}]
+
+
+def test_sql_errors_leave_the_process_usable(db):
+    path, _ = db
+    with ReaderProcess(str(path)) as reader:
+        with pytest.raises(SourceError, match="no such table"):
+            reader.query("SELECT * FROM missing").read_all()
+        rows = reader.query("SELECT id FROM t WHERE id < ?", (3,), batch_rows=2, prefetch=2).read_all()
+        assert rows.column(0).to_pylist() == [0, 1, 2]
+
+
+def test_an_abandoned_stream_stops_the_process(db):
+    path, _ = db
+    reader = ReaderProcess(str(path))
+    stream = reader.query("SELECT * FROM t", batch_rows=10)
+    next(iter(stream))
+    del stream  # half read: the protocol cannot continue
+    with pytest.raises(SourceError):
+        reader.query("SELECT 1").read_all()
+    reader.close()
+
+
+def test_a_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError):
+        ReaderProcess(str(tmp_path / "nope" / "x.db"), readonly=True)

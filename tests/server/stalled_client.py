@@ -1,0 +1,26 @@
+"""A client process that starts a large query, reads one batch, then stops reading (until killed).
+
+python -m tests.server.stalled_client LOCATION
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import adbc_driver_flightsql.dbapi as flight_sql
+
+BIG = "SELECT value, uuid() || uuid() || uuid() AS pad FROM range(300000)"
+
+
+def main() -> None:
+    conn = flight_sql.connect(sys.argv[1], autocommit=True)
+    cursor = conn.cursor()
+    cursor.execute(BIG)
+    cursor.fetch_record_batch().read_next_batch()
+    print("stalled", flush=True)
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The Flight SQL messages: the protocol's package and commands, packed as clients pack them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
+from rhei_lake.server import protocol
+
+
+def test_messages_are_the_flight_sql_protocol():
+    assert pb.DESCRIPTOR.package == "arrow.flight.protocol.sql"
+    needed = {
+        "CommandStatementQuery", "CommandStatementUpdate", "TicketStatementQuery", "CommandPreparedStatementQuery",
+        "ActionCreatePreparedStatementRequest", "ActionCreatePreparedStatementResult",
+        "ActionClosePreparedStatementRequest", "CommandGetCatalogs", "CommandGetDbSchemas", "CommandGetTables",
+        "CommandGetTableTypes", "CommandGetSqlInfo", "CommandGetPrimaryKeys", "CommandGetXdbcTypeInfo",
+    }
+    assert needed <= set(pb.DESCRIPTOR.message_types_by_name)
+    assert "SqlInfo" in pb.DESCRIPTOR.enum_types_by_name
+
+
+def test_commands_round_trip_through_any():
+    cmd = pb.CommandGetTables(table_name_filter_pattern="o%", include_schema=True)
+    data = protocol.pack(cmd)
+    assert b"type.googleapis.com/arrow.flight.protocol.sql.CommandGetTables" in data
+    assert protocol.unpack(data) == cmd
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"SELECT 1", "not a Flight SQL command"),
+        (protocol.pack(pb.ActionCreatePreparedStatementResult()), "not a Flight SQL command"),
+        (b"", "not a Flight SQL command: (empty)"),
+    ],
+)
+def test_unknown_bytes_are_protocol_errors(data, message):
+    with pytest.raises(protocol.ProtocolError, match=re.escape(message)):
+        protocol.unpack(data)
