@@ -54,12 +54,13 @@ class Ctx:
 
     def lake(self) -> rhei_lake.Lake:
         if self._lake is None:
-            lake = rhei_lake.open(oltp_path=str(self.db), storage=self.url, tail_flush_segments=2)
+            lake = rhei_lake.open(oltp_path=str(self.db), storage=self.url, tail_flush_segments=100)
             lake.execute(f"CREATE TABLE t ({COLUMNS})")
             lake.register_table("t")
             lake.execute_batch([("INSERT INTO t (id, n, s) VALUES (?, ?, ?)", (i, i, f"s{i}")) for i in range(3)])
             lake.sync_now()
             self._lake = lake
+        _settle(self._lake)
         return self._lake
 
     def sqlite(self, sql: str, params: tuple = ()) -> None:
@@ -75,6 +76,13 @@ class Ctx:
     def close(self) -> None:
         if self._lake is not None:
             self._lake.close(final_sync=False)
+
+
+def _settle(lake: rhei_lake.Lake) -> None:
+    """Let the background upkeep a sync hands off (CDC-log pruning, tail folding) finish."""
+    housekeeper = getattr(lake._sync, "_housekeeper", None)
+    if housekeeper is not None:
+        assert housekeeper.wait_idle(30)
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,11 @@ def _lake_file(pattern: str, write: Callable[[str], None]) -> Callable[[Ctx], No
 
     def setup(ctx: Ctx) -> None:
         lake = ctx.lake()
-        for i in range(3, 5):
-            lake.execute("INSERT INTO t (id) VALUES (?)", (i,))
-            lake.sync_now()  # three syncs: two segments flushed into Delta, one left in the tail
+        lake.execute("INSERT INTO t (id) VALUES (3)")
+        lake.sync_now()
+        lake.flush()  # the segments folded into Delta
+        lake.execute("INSERT INTO t (id) VALUES (4)")
+        lake.sync_now()  # and one left in the tail
         ctx.close()
         ctx._lake = None
         path = sorted(glob.glob(os.path.join(ctx.url, pattern)))[-1]
@@ -352,6 +362,8 @@ def test_bad_input_is_refused_with_a_specific_error_and_nothing_written(case: Ca
             ctx.lake()
         if case.setup is not None:
             case.setup(ctx)
+        if ctx._lake is not None:
+            _settle(ctx._lake)
         before = _fingerprint(ctx)
         with pytest.raises(RheiError) as raised:
             result = case.act(ctx)

@@ -111,6 +111,27 @@ def _verify_exactly_once(db: Path, url: str, options: dict[str, str]) -> int:
         conn.close()
 
 
+def _freeze(process: subprocess.Popen, db: Path) -> None:
+    """SIGSTOP ``process`` at a moment it holds no SQLite write lock.
+
+    A process frozen inside a write transaction blocks every writer of that
+    database, lake or not; that is SQLite's business, not the lease's.
+    """
+    for _ in range(100):
+        process.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            probe.close()
+    raise AssertionError("the writer never paused outside a SQLite write transaction")
+
+
 @pytest.mark.slow
 def test_a_second_writer_is_refused_or_waits_and_readers_need_no_lease(durable_storage, tmp_path):
     url, options = durable_storage
@@ -169,7 +190,7 @@ def test_a_writer_that_stalls_past_its_lease_stops_with_a_terminal_error(durable
     second = None
     try:
         first.wait_for("status running")
-        first.process.send_signal(signal.SIGSTOP)  # a stalled process: a long GC pause, a frozen VM
+        _freeze(first.process, db)  # a stalled process: a long GC pause, a frozen VM
         summary.count("faults.stalled_lease_holder")
         second = Service(db, url, options, ttl=1.0, wait=30, name="second")
         second.wait_for("open", timeout=40)

@@ -303,3 +303,45 @@ def test_the_analytic_path_cannot_write_files_or_tables(tmp_path):
         assert [p for p in after if p not in before and not p.startswith("app.db")] == []
         assert lake.query("SELECT * FROM t").to_pylist() == [{"id": 1, "v": "a"}]
         assert not list(tmp_path.glob("exfiltrated*"))
+
+
+def test_the_flight_token_never_appears_in_the_servers_output(tmp_path):
+    """``rh flight`` with its token from the environment, refused and admitted clients, then Ctrl-C."""
+    import re
+    import select
+    import signal
+    import time
+
+    from tests.server.flight_clients import adbc_connect
+
+    token = "rhei-flight-token-Zp4kR8"
+    url = str(tmp_path / "lake")
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (1)")
+        lake.sync_now()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RHEI_FLIGHT_TOKEN": token}
+    server = subprocess.Popen([sys.executable, "-m", "rhei_lake.cli.app", "--debug", "flight", "--storage", url,
+                               "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        output = b""
+        deadline = time.monotonic() + 60
+        while b"grpc" not in output and time.monotonic() < deadline and server.poll() is None:
+            if select.select([server.stdout], [], [], 0.5)[0]:
+                output += os.read(server.stdout.fileno(), 4096)
+        location = re.search(rb"grpc(?:\+tcp)?://[0-9.]+:\d+", output).group().decode()
+        for wrong in (None, "wrong", token[:-1]):
+            with pytest.raises(Exception) as refused:
+                with adbc_connect(location, token=wrong) as conn, conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM t")
+            assert token not in str(refused.value)
+        with adbc_connect(location, token=token) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM t")
+            assert cur.fetch_arrow_table().column(0)[0].as_py() == 1
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=60)
+    text = (output + out + err).decode(errors="replace")
+    assert "serving" in text and token not in text, text[-2000:]
+    assert token.encode() not in _everything_stored(url, {})
