@@ -24,8 +24,8 @@ from rhei_lake.errors import (
     raise_storage,
     translate_storage_error,
 )
-from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.local_durability import newest_version, sync_commits
 
 if TYPE_CHECKING:
     from datafusion import SessionContext

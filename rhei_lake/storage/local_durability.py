@@ -37,19 +37,19 @@ def sync_commits(table_dir: str, *, after: int) -> list[str]:
         stem = name.split(".", 1)[0]
         if not stem.isdigit():
             if name == "_last_checkpoint":
-                synced.append(_fsync(os.path.join(log_dir, name)))
+                synced.append(fsync_path(os.path.join(log_dir, name)))
             continue
         version = int(stem)
         path = os.path.join(log_dir, name)
         if name.endswith(".json") and version > after:
             for data_file in _added_files(table_dir, path):
-                synced.append(_fsync(data_file))
+                synced.append(fsync_path(data_file))
                 directories.add(os.path.dirname(data_file))
-            synced.append(_fsync(path))
+            synced.append(fsync_path(path))
         elif ".checkpoint" in name and version >= after:
-            synced.append(_fsync(path))
+            synced.append(fsync_path(path))
     for directory in sorted(directories):
-        _fsync(directory)
+        fsync_path(directory)
     return synced
 
 
@@ -66,7 +66,8 @@ def _added_files(table_dir: str, commit: str) -> list[str]:
     return files
 
 
-def _fsync(path: str) -> str:
+def fsync_path(path: str) -> str:
+    """fsync the file or directory at ``path``; returns ``path``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

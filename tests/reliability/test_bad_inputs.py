@@ -133,7 +133,7 @@ def _lake_file(pattern: str, write: Callable[[str], None]) -> Callable[[Ctx], No
         lake.sync_now()  # and one left in the tail
         ctx.close()
         ctx._lake = None
-        path = sorted(glob.glob(os.path.join(ctx.url, pattern)))[-1]
+        path = max(glob.glob(os.path.join(ctx.url, pattern)))
         write(path)
 
     return setup
@@ -167,7 +167,7 @@ def _missing_bucket(ctx: Ctx) -> object:
 
 def _authed(options: dict[str, str] | None = None, *, writer: bool = False) -> Callable[[Ctx], object]:
     def act(ctx: Ctx) -> object:
-        endpoint, good, bucket = ctx.request.getfixturevalue("authed_moto")
+        _endpoint, good, bucket = ctx.request.getfixturevalue("authed_moto")
         extra = {"oltp_path": str(ctx.db)} if writer else {}
         return rhei_lake.open(storage=f"s3://{bucket}/{ctx.tmp.name}", storage_options={**good, **(options or {})},
                               **extra)

@@ -24,6 +24,7 @@ from rhei_lake.errors import StorageUnavailableError
 from tests.reliability import summary
 from tests.support.oracle import assert_same_state
 from tests.support.s3_fault_proxy import Rule, S3FaultProxy
+from tests.support.waiting import wait_for
 
 TAIL_PUT = r"/_tail/\d+\.arrow"
 COMMIT_PUT = r"/_delta_log/\d+\.json"
@@ -177,16 +178,16 @@ def test_an_outage_longer_than_the_lease_backs_off_and_catches_up(proxy, faulty_
     try:
         _insert(lake, 0, 5)
         lake.start_sync(0.05)
-        _wait(lambda: lake.sync_status().tables["t"].lag_events == 0, "first sync")
+        wait_for(lambda: lake.sync_status().tables["t"].lag_events == 0, 60, "first sync")
         proxy.down()
         _insert(lake, 5, 20)
-        _wait(lambda: lake.sync_status().failing, "the outage to show")
+        wait_for(lambda: lake.sync_status().failing, 60, "the outage to show")
         time.sleep(1.5)  # past the lease's TTL: nobody renewed it, nobody took it
         status = lake.sync_status()
         assert status.loop.state == "backing_off" and status.loop.last_error.transient, status.loop
         assert status.tables["t"].lag_events == 20
         proxy.up()
-        _wait(lambda: not (s := lake.sync_status()).failing and s.tables["t"].lag_events == 0, "recovery")
+        wait_for(lambda: not (s := lake.sync_status()).failing and s.tables["t"].lag_events == 0, 60, "recovery")
         lake.stop_sync()
         lake.flush()
         _assert_exact(lake, tmp_path, url, options)
@@ -275,12 +276,3 @@ def test_injected_enospc_is_transient_and_nothing_is_half_written(where, tmp_pat
         _assert_exact(lake, tmp_path, url, {})
     finally:
         lake.close()
-
-
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

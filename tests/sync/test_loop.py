@@ -6,7 +6,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
@@ -14,15 +13,7 @@ import rhei_lake
 from rhei_lake.errors import ConfigError, StorageUnavailableError
 from rhei_lake.sync.loop import Backoff
 from tests.support.fault_proxy import FaultProxy
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.waiting import wait_for
 
 
 def _sync_threads() -> list[threading.Thread]:
