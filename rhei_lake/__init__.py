@@ -7,10 +7,12 @@
 ...     lake.execute("INSERT INTO t VALUES (1, 'a')")
 ...     lake.sync_now()
 ...     lake.query("SELECT * FROM t")
+...     lake.compact()                       # fold the change feed into t_history, tidy files
 """
 
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.catalog import Column, TableSpec
+from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import (
     CommitConflictError,
@@ -57,6 +59,8 @@ __all__ = [
     "ErrorInfo",
     "Route",
     "RestoreReport",
+    "CompactionReport",
+    "TableCompactionReport",
     "RheiError",
     "ConfigError",
     "SourceError",

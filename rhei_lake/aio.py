@@ -24,6 +24,7 @@ import anyio.to_thread
 import pyarrow as pa
 
 from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig
 from rhei_lake.lake import Lake
 from rhei_lake.lake import open as _open_lake
@@ -119,6 +120,10 @@ class AsyncLake:
     ) -> RestoreReport:
         """See :meth:`rhei_lake.Lake.restore_sqlite`."""
         return await _run(self.lake.restore_sqlite, path, as_of, tables, **options)
+
+    async def compact(self, tables: Iterable[str] | None = None, **options: Any) -> CompactionReport:
+        """See :meth:`rhei_lake.Lake.compact`."""
+        return await _run(self.lake.compact, tables, **options)
 
     async def tables(self) -> list[str]:
         """See :meth:`rhei_lake.Lake.tables`."""

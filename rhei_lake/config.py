@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -19,6 +20,9 @@ DEFAULT_COLUMNAR_MIN_ROWS = 100_000
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
 DEFAULT_SYNC_MAX_BACKOFF = 30.0
 DEFAULT_LEASE_TTL = 30.0
+DEFAULT_VACUUM_RETENTION = timedelta(days=7)
+DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
+DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 DEFAULT_FLIGHT_HOST = "127.0.0.1"
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
@@ -120,6 +124,33 @@ class LakeConfig(BaseModel):
         description="Seconds open() waits for another process's writer lease before raising LeaseHeldError "
         "(0: refuse at once).",
     )
+
+    vacuum_retention: timedelta = Field(
+        DEFAULT_VACUUM_RETENTION,
+        description=(
+            "How long compaction keeps Delta files no longer referenced (readers of older snapshots and "
+            "time travel by version need them): 7d, 12h, 30m, seconds, or 0 to delete them at once."
+        ),
+    )
+    changelog_retention: timedelta | None = Field(
+        DEFAULT_CHANGELOG_RETENTION,
+        description=(
+            "How long folded change events stay in <table>/changes (the t_changes feed); "
+            "'forever' (or None) keeps them."
+        ),
+    )
+    target_file_size: int = Field(
+        DEFAULT_TARGET_FILE_SIZE, ge=1024, description="Bytes per data file that compaction bin-packs towards."
+    )
+
+    @field_validator("vacuum_retention", "changelog_retention", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        from rhei_lake.timeutil import parse_duration
+
+        if value is None or (isinstance(value, str) and value.strip().lower() == "forever"):
+            return None  # only changelog_retention accepts it; pydantic refuses None elsewhere
+        return parse_duration(value, what=None)
 
     flight_host: str = Field(
         DEFAULT_FLIGHT_HOST,

@@ -18,6 +18,9 @@ from rhei_lake.capture.source_url import parse_source_url
 from rhei_lake.capture.sqlite_db import connect
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction.derived import DerivedTables
+from rhei_lake.compaction.job import CompactionOptions, CompactionProgress, CompactionTarget, compact, select_targets
+from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
 from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
@@ -35,7 +38,7 @@ from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncStatus, SyncTracker, collect_status
 from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
-from rhei_lake.timeutil import Instant, to_micros
+from rhei_lake.timeutil import Duration, Instant, to_micros
 
 log = logging.getLogger("rhei_lake")
 T = TypeVar("T")
@@ -70,6 +73,7 @@ class Lake:
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
+        self._derived = DerivedTables(self.storage)
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
@@ -119,8 +123,16 @@ class Lake:
             return {name: (specs[name], cl) for name, cl in self._sync.changelogs.items() if name in specs}
         return dict(self._readonly_tables)
 
+    def _derived_table(self, spec: TableSpec):
+        # HTAP lakes keep tables in the configured mode (checked when attached); read-only
+        # lakes use the mode each table recorded.
+        return self._derived.get(spec, self.config.sync_mode if self._sync is not None else None)
+
     def _query_tables(self) -> dict[str, QueryTable]:
-        return {name: QueryTable(spec, changelog) for name, (spec, changelog) in self._entries().items()}
+        return {
+            name: QueryTable.of(spec, changelog, self._derived_table(spec))
+            for name, (spec, changelog) in self._entries().items()
+        }
 
     def tables(self) -> list[str]:
         """Names of the mirrored tables."""
@@ -137,10 +149,17 @@ class Lake:
         return entries[table][0]
 
     def refresh(self) -> None:
-        """Pick up commits other processes made to this lake (read-only lakes do it before each query)."""
+        """Pick up commits other processes made to this lake, such as a compaction job's.
+
+        Read-only lakes do it before each query.
+        """
         self._check_open()
         with self._lock:
-            if self._sync is None:
+            self._derived.load_all()  # before the changelogs: they then hold at least what was folded
+            if self._sync is not None:
+                for changelog in self._sync.changelogs.values():
+                    changelog.load()
+            else:
                 known = set(self._readonly_tables)
                 for name, (spec, changelog) in list(self._readonly_tables.items()):
                     changelog.load()
@@ -234,6 +253,39 @@ class Lake:
             if self._sync is not None:
                 return self._leased(self._sync.flush)
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
+
+    # -- maintenance -----------------------------------------------------
+    def compact(
+        self,
+        tables: Sequence[str] | None = None,
+        *,
+        vacuum_retention: Duration | None = None,
+        dry_run: bool = False,
+        progress: CompactionProgress | None = None,
+    ) -> CompactionReport:
+        """Fold each table's change feed into its history (or current rows), then tidy its files.
+
+        Per table: flush the hot-path tail into the changelog, fold the events
+        past the folded watermark (one commit per batch, exactly once), expire
+        folded change rows older than ``changelog_retention``, bin-pack small
+        files, write checkpoints, and vacuum files unreferenced for longer than
+        ``vacuum_retention`` (the configured one unless given here, e.g. ``"7d"``
+        or ``0``). Safe while a sync runs and against a concurrent compaction.
+        ``dry_run=True`` writes nothing and reports what would be done.
+        """
+        self._check_open()
+        options = CompactionOptions.from_config(self.config, vacuum_retention=vacuum_retention, dry_run=dry_run)
+        if isinstance(tables, str):
+            tables = [tables]
+        with self._lock:
+            if self._sync is None and set(self.storage.list_tables()) != set(self._readonly_tables):
+                self._readonly_tables.clear()
+                self._discover()
+            targets = {
+                name: CompactionTarget(spec, changelog, self._derived_table(spec))
+                for name, (spec, changelog) in self._entries().items()
+            }
+        return compact(select_targets(targets, tables), options, reload=self._sync is None, progress=progress)
 
     # -- reads -----------------------------------------------------------
     def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:

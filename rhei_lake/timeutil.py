@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from datetime import timedelta as timedelta_type
 from typing import Union
 
 from rhei_lake.errors import ConfigError
@@ -57,3 +59,72 @@ def sql_timestamp(micros: int) -> str:
 
 def now_micros() -> int:
     return _datetime_micros(datetime.now(UTC))
+
+
+Duration = Union[timedelta_type, str, int, float]
+"""A ``timedelta``, seconds, or text such as ``7d``, ``12h``, ``1h30m``, ``90s``, ``0`` or ISO 8601 ``P7D``."""
+
+_DURATION_UNITS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+
+
+def parse_duration(value: Duration, *, what: str | None = "duration") -> timedelta_type:
+    """Convert a :data:`Duration` to a non-negative ``timedelta``; ConfigError if it is not one.
+
+    The error message starts with ``what`` (omitted when ``None``).
+    """
+    where = f"{what}: " if what else ""
+    if isinstance(value, timedelta_type):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise ConfigError(f"{where}expected a duration such as 7d, 12h or 30m, got a bool")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _duration_text_seconds(value.strip().lower(), where)
+    else:
+        raise ConfigError(f"{where}expected a duration such as 7d, 12h or 30m, got {type(value).__name__}")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}{value!r} is not a finite duration")
+    if seconds < 0:
+        raise ConfigError(f"{where}{value!r} is negative")
+    return timedelta_type(seconds=seconds)
+
+
+def _duration_text_seconds(text: str, where: str) -> float:
+    if not text:
+        raise ConfigError(f"{where}empty duration; write e.g. 7d, 12h, 30m or 0")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.startswith("p"):
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            return TypeAdapter(timedelta_type).validate_python(text.upper()).total_seconds()
+        except ValidationError:
+            raise ConfigError(f"{where}{text!r} is not an ISO 8601 duration (e.g. P7D, PT12H)") from None
+    compact = text.replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise ConfigError(f"{where}{text!r} is not a duration; write e.g. 7d, 12h, 1h30m, 90s or 0")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def format_duration(value: timedelta_type) -> str:
+    """A short text form of ``value`` (``7d``, ``1h30m``, ``0s``), the inverse of :func:`parse_duration`."""
+    seconds = value.total_seconds()
+    if seconds == 0:
+        return "0s"
+    out = []
+    rest = seconds
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        count = int(rest // size)
+        if count:
+            out.append(f"{count}{unit}")
+            rest -= count * size
+    if rest:
+        out.append(f"{rest:g}s")
+    return "".join(out)

@@ -127,3 +127,15 @@ async def test_a_cancellation_while_opening_still_closes_the_lake(tmp_path, monk
             await anyio.sleep(60)
     assert scope.cancelled_caught
     assert len(opened) == 1 and opened[0]._closed
+
+
+async def test_async_compact(tmp_path):
+    async with await rhei_lake.aio.open(oltp_path=str(tmp_path / "c.db"), storage=str(tmp_path / "lake")) as lake:
+        await lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        await lake.register_table("t")
+        await lake.execute("INSERT INTO t VALUES (1, 'a')")
+        await lake.execute("UPDATE t SET v = 'b' WHERE id = 1")
+        await lake.sync_now()
+        report = await lake.compact(["t"], vacuum_retention=0)
+        assert isinstance(report, rhei_lake.CompactionReport)
+        assert report.tables["t"].versions_written == 2 and report.tables["t"].versions_closed == 1

@@ -11,6 +11,7 @@ def test_public_names_are_pinned():
         [
             "__version__", "open", "Lake", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
             "TableSyncReport", "SyncStatus", "TableStatus", "LoopStatus", "ErrorInfo", "Route", "RestoreReport",
+            "CompactionReport", "TableCompactionReport",
             *errors.__all__,
         ]
     )

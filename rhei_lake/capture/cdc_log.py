@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from rhei_lake import faults
-from rhei_lake.capture.triggers import LOG_TABLE, NOW_MICROS
+from rhei_lake.capture.triggers import LOG_TABLE, NOW, TS_MICROS
 from rhei_lake.catalog import TableSpec
 
 REGISTRY_TABLE = "_rhei_tables"
@@ -54,7 +54,7 @@ def install_log(conn: sqlite3.Connection) -> str:
     """Create the log, registry and meta tables if missing; return the source id."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} "
-        "(seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, ts INTEGER NOT NULL)"
+        "(seq INTEGER PRIMARY KEY, tbl, op, ts)"
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
@@ -99,10 +99,10 @@ def reserve_snapshot(conn: sqlite3.Connection, table: str, rows: int) -> tuple[i
     start = max_seq(conn)
     marker = start + rows + 1
     conn.execute(
-        f"INSERT INTO {LOG_TABLE} (seq, tbl, op, ts) VALUES (?, ?, ?, {NOW_MICROS})",
+        f"INSERT INTO {LOG_TABLE} (seq, tbl, op, ts) VALUES (?, ?, ?, {NOW})",
         (marker, table, OP_SNAPSHOT_MARKER),
     )
-    ts = conn.execute(f"SELECT ts FROM {LOG_TABLE} WHERE seq = ?", (marker,)).fetchone()[0]
+    ts = conn.execute(f"SELECT {TS_MICROS} FROM {LOG_TABLE} WHERE seq = ?", (marker,)).fetchone()[0]
     return start, marker, ts
 
 
@@ -134,7 +134,7 @@ def delete_table_events(conn: sqlite3.Connection, table: str) -> None:
 
 def read_events(conn: sqlite3.Connection, after: int, limit: int, slots: int) -> list[tuple]:
     """Up to ``limit`` log rows with ``seq > after``, in order: (seq, tbl, op, ts, c0..)."""
-    cols = ", ".join(("seq", "tbl", "op", "ts", *[f"c{i}" for i in range(slots)]))
+    cols = ", ".join(("seq", "tbl", "op", TS_MICROS, *[f"c{i}" for i in range(slots)]))
     return conn.execute(
         f"SELECT {cols} FROM {LOG_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
     ).fetchall()
@@ -164,14 +164,14 @@ def pending_count(conn: sqlite3.Connection, after: int, *, table: str | None = N
     where = "" if table is None else " AND tbl = ?"
     params = (after, OP_SNAPSHOT_MARKER) if table is None else (after, OP_SNAPSHOT_MARKER, table)
     count, oldest = conn.execute(
-        f"SELECT count(*), min(ts) FROM {LOG_TABLE} WHERE seq > ? AND op != ?{where}", params
+        f"SELECT count(*), min({TS_MICROS}) FROM {LOG_TABLE} WHERE seq > ? AND op != ?{where}", params
     ).fetchone()
     return count, oldest
 
 
 def read_event(conn: sqlite3.Connection, seq: int, slots: int) -> tuple | None:
     """The log row of event ``seq`` (seq, tbl, op, ts, c0..), or ``None`` if it is not in the log."""
-    cols = ", ".join(("seq", "tbl", "op", "ts", *[f"c{i}" for i in range(slots)]))
+    cols = ", ".join(("seq", "tbl", "op", TS_MICROS, *[f"c{i}" for i in range(slots)]))
     return conn.execute(f"SELECT {cols} FROM {LOG_TABLE} WHERE seq = ?", (seq,)).fetchone()
 
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.triggers import TS_MICROS
 from rhei_lake.capture.types import ValueMismatch, timestamp_micros, to_arrow
 from rhei_lake.catalog import TIMESTAMP_TYPE, Column, TableSpec
 
@@ -180,7 +181,7 @@ def log_sql(spec: TableSpec, log_table: str, *, strict: bool = False) -> tuple[s
     exprs, witnesses = typed.select_list()
     sql = (
         f"SELECT 1 AS {WITNESS}, -1, '', 0, {', '.join(witnesses)} UNION ALL "
-        f"SELECT NULL, seq, op, ts, {', '.join(exprs)} FROM {log_table} {LOG_WHERE}"
+        f"SELECT NULL, seq, op, {TS_MICROS}, {', '.join(exprs)} FROM {log_table} {LOG_WHERE}"
     )
     return sql, typed
 

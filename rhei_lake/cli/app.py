@@ -15,6 +15,7 @@ import typer
 
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
+from rhei_lake.cli.compact import compact_command
 
 app = typer.Typer(
     name="rh",
@@ -118,6 +119,8 @@ def info_command(
             table.add_row(f"table {name}", f"key ({', '.join(spec.primary_key)}), {len(spec.columns)} columns")
         common.console.print(table)
 
+
+app.command("compact")(compact_command)
 
 from rhei_lake.cli.flight import flight_command  # noqa: E402
 

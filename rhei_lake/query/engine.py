@@ -11,6 +11,7 @@ The analytic path is read-only: DDL, DML and ``SET`` are refused before planning
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.storage.base import TableStore
@@ -27,16 +30,39 @@ from rhei_lake.storage.changelog import Changelog
 
 @dataclass
 class QueryTable:
-    """What the query layer needs of one mirrored table."""
+    """What the query layer needs of one mirrored table.
+
+    Temporal tables pass their ``history`` store, mirrored ones (``mirror=True``)
+    their ``current`` store, once it exists; ``folded`` is the highest
+    ``_rhei_seq`` folded into it.
+    """
 
     spec: TableSpec
     changelog: Changelog
     history: TableStore | None = None
     folded: int = 0
+    current: TableStore | None = None
+    mirror: bool = False
 
-    def generation(self) -> tuple[int, int, int]:
-        hist_version = self.history.version() if self.history is not None else -1
-        return (self.changelog.generation, hist_version, self.folded)
+    @classmethod
+    def of(cls, spec: TableSpec, changelog: Changelog, derived: DerivedTable) -> QueryTable:
+        """The query view of a table whose history or current rows live in ``derived``."""
+        store = derived.store if derived.exists() else None
+        mirror = derived.mode == "mirror"
+        return cls(
+            spec,
+            changelog,
+            history=None if mirror else store,
+            folded=derived.folded,
+            current=store if mirror else None,
+            mirror=mirror,
+        )
+
+    def generation(self) -> tuple[int, ...]:
+        derived = self.current if self.mirror else self.history
+        derived_version = derived.version() if derived is not None else -1
+        # The changes table's own version moves when compaction rewrites it (expiry, bin-packing).
+        return (self.changelog.generation, self.changelog.store.version(), derived_version, self.folded)
 
 
 TableProvider = Callable[[], dict[str, QueryTable]]
@@ -60,7 +86,7 @@ class QueryEngine:
         self._tables = tables
         self._lock = threading.RLock()
         self._ctx = None
-        self._generations: dict[str, tuple[int, int, int]] = {}
+        self._generations: dict[str, tuple[int, ...]] = {}
 
     def _context(self):
         from datafusion import SessionContext
@@ -82,8 +108,8 @@ class QueryEngine:
     def _drop(self, ctx, name: str) -> None:
         for alias in _names(name):
             for view in (alias, f"{alias}_history", f"{alias}_changes"):
-                if ctx.table_exist(view):
-                    ctx.deregister_table(view)
+                if ctx.table_exist(q(view)):
+                    ctx.deregister_table(q(view))
         self._generations.pop(name, None)
 
     def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
@@ -97,13 +123,15 @@ class QueryEngine:
             # Planned under the lock: re-registering a view deregisters it first, and a
             # query planned in that window would find no such table.
             with self._lock:
-                return _plan(self._context(), sql, params)
+                ctx = self._context()
+                return _plan(ctx, sql, params, self._tables(), as_of)
         from datafusion import SessionContext
 
         ctx = SessionContext()
-        for table in self._tables().values():
+        tables = self._tables()
+        for table in tables.values():
             _register_table(ctx, table, as_of=as_of)
-        df = _plan(ctx, sql, params)
+        df = _plan(ctx, sql, params, tables, as_of)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
         df._rhei_session = ctx
@@ -127,18 +155,47 @@ class QueryEngine:
         return names
 
 
-def _plan(ctx, sql: str, params: dict[str, Any] | None):
+def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
     try:
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
-        raise translate_query_error(exc, sql=sql) from exc
+        raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
+
+
+def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:
+    """Say why a mirrored table has no ``t_history`` (nor, under ``as_of``, ``t``)."""
+    text = str(error).lower()
+    for table in tables.values():
+        if not table.mirror:
+            continue
+        name = table.spec.name
+        views = [f"{alias}_history" for alias in _names(name)]
+        if as_of is not None:
+            views += _names(name)
+        for view in views:
+            if re.search(rf"table '(?:[^']*\.)?{re.escape(view.lower())}' not found", text):
+                readable = f"{name}_changes" if as_of is not None else f"{name} and {name}_changes"
+                return QueryError(
+                    f"table {name!r} is kept with sync_mode='mirror' (current rows only, no history): "
+                    f"{'as_of queries' if as_of is not None else 'queries'} can read {readable}"
+                )
+    return error
+
+
+def _source_base(table: str) -> str:
+    # DataFusion parses a registered name as SQL and folds it to lower case: internal
+    # names must be plain lower-case identifiers whatever the table is called.
+    return f"__rhei_{table.encode().hex()}"
 
 
 def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     spec = table.spec
-    base = f"__rhei_{spec.name}"
+    base = _source_base(spec.name)
     changes_src = f"{base}__changes"
     table.changelog.register(ctx, changes_src)
+    if table.mirror:
+        _register_mirror(ctx, table, changes_src, as_of=as_of)
+        return
     history_src = None
     if table.history is not None:
         history_src = f"{base}__history"
@@ -155,10 +212,26 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
         _put_view(ctx, alias, current_view)
 
 
+def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | None) -> None:
+    spec = table.spec
+    current_src = None
+    if table.current is not None:
+        current_src = f"{_source_base(spec.name)}__current"
+        table.current.register(ctx, current_src)
+    sources = views.ViewSources(changes=changes_src, folded=table.folded, current=current_src)
+    changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
+    current_view = ctx.sql(views.mirror_current_sql(spec, sources)) if as_of is None else None
+    for alias in _names(spec.name):
+        _put_view(ctx, f"{alias}_changes", changes_view)
+        if current_view is not None:
+            _put_view(ctx, alias, current_view)
+
+
 def _put_view(ctx, name: str, df) -> None:
-    if ctx.table_exist(name):
-        ctx.deregister_table(name)
-    ctx.register_view(name, df)
+    # Quoted: DataFusion parses the name as SQL, and would fold "Orders" to orders.
+    if ctx.table_exist(q(name)):
+        ctx.deregister_table(q(name))
+    ctx.register_view(q(name), df)
 
 
 _VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 SYNCED_APP_ID = "rhei.synced"
 CURSOR_KEY = "rhei.cursor"
 _COMMIT_ATTEMPTS = 3
+_FLUSH_ATTEMPTS = 8  # a compaction job may commit to the same table several times in a row
 
 
 class Changelog:
@@ -58,11 +59,28 @@ class Changelog:
         """(Re)read the committed watermark, cursor and tail chain from storage."""
         with self._lock:
             self.store.refresh()
-            self._stored = self.store.app_version(SYNCED_APP_ID) or 0
-            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if self._stored else None
+            stored = self.store.app_version(SYNCED_APP_ID) or 0
+            segments: list[Segment] = []
             if self.tail is not None:
-                self._segments = self.tail.load_chain(self._stored)
-                self._tail_rows = sum(s.rows.num_rows for s in self._segments)
+                # A concurrent flush (a compaction job) commits and then deletes the
+                # segments it moved, so a chain read from a watermark that is stale by
+                # then stops early at a deleted file. Deletion only follows the commit:
+                # the chain is whole if the watermark did not move while it was read.
+                for _ in range(_COMMIT_ATTEMPTS * 3):
+                    segments = self.tail.load_chain(stored)
+                    self.store.refresh()
+                    now = self.store.app_version(SYNCED_APP_ID) or 0
+                    if now == stored:
+                        break
+                    stored = now
+                else:
+                    raise CommitConflictError(
+                        f"{self.store.uri}: the changelog kept moving while it was read; retry"
+                    )
+            self._stored = stored
+            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if stored else None
+            self._segments = segments
+            self._tail_rows = sum(s.rows.num_rows for s in segments)
             self.generation += 1
 
     @property
@@ -183,32 +201,39 @@ class Changelog:
 
         Commits go on while the (slow) Delta append runs: they only extend the
         tail. Readers wait for it (``_store_lock``), so they never see the folded
-        rows twice or not at all.
+        rows twice or not at all. Another writer (a compaction job) may flush the
+        same segments or rewrite the table concurrently; then the commit is
+        refused, the stored watermark and chain re-read, and the rest retried.
         """
         if self.tail is None:
             return 0
         with self._store_lock:
-            with self._lock:
-                if not self._segments:
-                    return 0
-                segments = list(self._segments)
-                stored = self._stored
-                cursor = next((seg.cursor for seg in reversed(segments) if seg.cursor is not None), self._stored_cursor)
-            tip = segments[-1].end
-            schema = self.store.schema()
-            rows = _after(pa.concat_tables([conform(seg.rows, schema, self.store.uri) for seg in segments]), stored)
-            faults.point("flush.before_commit")
-            try:
-                self.store.append(
-                    rows,
-                    txn=AppTransaction(SYNCED_APP_ID, tip, expected=stored),
-                    metadata={CURSOR_KEY: cursor} if cursor is not None else None,
-                )
-            except CommitConflictError:
-                # Someone else (a compaction job) flushed concurrently; keep what we have
-                # and let the next load() pick up their commit.
-                if not self._landed(tip):
-                    raise
+            for attempt in range(_FLUSH_ATTEMPTS):
+                with self._lock:
+                    if not self._segments:
+                        return 0
+                    segments = list(self._segments)
+                    stored = self._stored
+                    cursor = next(
+                        (seg.cursor for seg in reversed(segments) if seg.cursor is not None), self._stored_cursor
+                    )
+                tip = segments[-1].end
+                schema = self.store.schema()
+                rows = _after(pa.concat_tables([conform(seg.rows, schema, self.store.uri) for seg in segments]), stored)
+                faults.point("flush.before_commit")
+                try:
+                    self.store.append(
+                        rows,
+                        txn=AppTransaction(SYNCED_APP_ID, tip, expected=stored),
+                        metadata={CURSOR_KEY: cursor} if cursor is not None else None,
+                    )
+                    break
+                except CommitConflictError:
+                    if self._landed(tip):
+                        break
+                    if attempt == _FLUSH_ATTEMPTS - 1:
+                        raise
+                    self.load()
             with self._lock:
                 if tip > self._stored:
                     self._stored = tip
@@ -231,13 +256,23 @@ class Changelog:
         self.store.refresh()
         return (self.store.app_version(SYNCED_APP_ID) or 0) >= watermark
 
+    def discard_flushed_segments(self) -> int:
+        """Delete segment files already in the table (left by a crash between flush and cleanup)."""
+        if self.tail is None:
+            return 0
+        return self.tail.discard(below=self._stored)
+
     # -- reads -----------------------------------------------------------
     def tail_table(self, schema: pa.Schema) -> pa.Table:
-        """The committed events not yet flushed into the table."""
+        """The committed events not yet in the table's loaded snapshot."""
         with self._lock:
             if not self._segments:
                 return schema.empty_table()
-            return pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments])
+            # The snapshot may be newer than this object's view of it (another process
+            # flushed, and something reloaded the table since): it holds exactly the
+            # events up to its own watermark, so the tail adds only those after it.
+            in_table = self.store.app_version(SYNCED_APP_ID) or 0
+            return _after(pa.concat_tables([conform(s.rows, schema, self.store.uri) for s in self._segments]), in_table)
 
     def to_arrow(self) -> pa.Table:
         """Every event in the change feed (table plus tail), in ``_rhei_seq`` order."""

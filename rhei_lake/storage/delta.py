@@ -8,6 +8,7 @@ every native error into the rhei_lake hierarchy.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
@@ -48,6 +49,8 @@ class DeltaTableStore:
                 self._options.setdefault(key, value)
         self._dt: DeltaTable | None = None
         self._lock = threading.RLock()
+        self._txns_at = -1  # the table version self._txns describes
+        self._txns: dict[str, int | None] = {}
 
     # -- loading ---------------------------------------------------------
     def _table(self) -> DeltaTable:
@@ -115,7 +118,37 @@ class DeltaTableStore:
         return self._call(lambda dt: dt.version())
 
     def app_version(self, app_id: str) -> int | None:
-        return self._call(lambda dt: dt.transaction_version(app_id))
+        return self._call(lambda dt: self._app_version(dt, app_id))
+
+    def _app_version(self, dt: DeltaTable, app_id: str) -> int | None:
+        # delta-rs replays the log from storage on every call (~100 ms on S3), but a
+        # snapshot's app transactions never change: cache them per table version.
+        version = dt.version()
+        if self._txns_at != version:
+            self._txns_at, self._txns = version, {}
+        if app_id not in self._txns:
+            self._txns[app_id] = dt.transaction_version(app_id)
+        return self._txns[app_id]
+
+    def _committed(self, dt: DeltaTable, before: int, txn: AppTransaction | None) -> None:
+        """After this object's own commit: keep the loaded snapshot and the app-version cache right."""
+        after = dt.version()
+        if after == before + 1:
+            if self._txns_at == before:
+                self._txns_at = after
+                if txn is not None:
+                    self._txns[txn.app_id] = txn.version
+        elif after > before + 1:
+            # Other writers committed first and delta-rs placed this commit after theirs.
+            # The snapshot it then holds has been seen to miss those commits' actions on
+            # S3 (stale files listed, new ones missing: duplicated and lost rows on the
+            # next read or rewrite). Load the table afresh instead of trusting it.
+            self._reload()
+
+    def _reload(self) -> None:
+        from deltalake import DeltaTable
+
+        self._dt = DeltaTable(self.uri, storage_options=self._options or None)
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
@@ -167,7 +200,7 @@ class DeltaTableStore:
         # Checked against this object's snapshot; commits made since that snapshot
         # are caught by delta-rs, which refuses a commit whose app id a winning
         # concurrent commit also wrote.
-        current = dt.transaction_version(txn.app_id)
+        current = self._app_version(dt, txn.app_id)
         if current is not None and current >= txn.version:
             raise CommitConflictError(
                 f"{self.uri}: {txn.app_id} is already at {current}, refusing to commit {txn.version}"
@@ -199,7 +232,9 @@ class DeltaTableStore:
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
+            before = dt.version()
             write_deltalake(dt, data, mode="append", commit_properties=self._commit_properties(txn, metadata))
+            self._committed(dt, before, txn)
 
         self._commit(_append)
 
@@ -214,6 +249,7 @@ class DeltaTableStore:
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
+            before = dt.version()
             builder = dt.merge(
                 source,
                 merge.on,
@@ -228,6 +264,7 @@ class DeltaTableStore:
             if merge.insert is not None:
                 builder = builder.when_not_matched_insert(updates=dict(merge.insert), predicate=merge.insert_when)
             metrics = builder.execute()
+            self._committed(dt, before, txn)
             return MergeResult(
                 inserted=int(metrics.get("num_target_rows_inserted", 0)),
                 updated=int(metrics.get("num_target_rows_updated", 0)),
@@ -240,7 +277,9 @@ class DeltaTableStore:
         def _delete(dt: DeltaTable) -> int:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
+            before = dt.version()
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
+            self._committed(dt, before, txn)
             return int(metrics.get("num_deleted_rows", 0))
 
         return self._commit(_delete)
@@ -271,7 +310,7 @@ class DeltaTableStore:
                     # A dataset of zero files plans as UnknownPartitioning(0), which
                     # DataFusion's sanity check rejects under a sort: use an empty batch.
                     if dt.file_uris():
-                        ctx.register_dataset(name, dt.to_pyarrow_dataset())
+                        ctx.register_dataset(name, _unpruned(dt.to_pyarrow_dataset()))
                     else:
                         schema = pa.schema(dt.schema().to_arrow())
                         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
@@ -293,7 +332,11 @@ class DeltaTableStore:
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
-            metrics = dt.optimize.compact(target_size=target_size)
+            before = dt.version()
+            metrics = dt.optimize.compact(
+                target_size=target_size, commit_properties=self._commit_properties(None, None)
+            )
+            self._committed(dt, before, None)
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
@@ -302,17 +345,77 @@ class DeltaTableStore:
         return self._commit(_optimize)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
+        """Delete unreferenced files older than ``retention``.
+
+        Delta counts retention in whole hours, so a retention that is not a whole
+        number of hours is rounded up (a file is never deleted younger than asked).
+        Under one hour only files that a commit removed are considered; from one
+        hour on, also files no commit ever referenced (left by a writer that
+        crashed before committing): a writer in flight for less than the retention
+        is never disturbed.
+        """
+        seconds = retention.total_seconds()
+        hours = math.ceil(seconds / 3600)
+        full = seconds >= 3600
+
+        def _run(dt: DeltaTable, dry: bool) -> list[str]:
+            paths = dt.vacuum(retention_hours=hours, dry_run=dry, enforce_retention_duration=False, full=full)
+            return [self._relative(p) for p in paths]
+
         def _vacuum(dt: DeltaTable) -> MaintenanceResult:
-            hours = int(retention.total_seconds() // 3600)
-            paths = dt.vacuum(
-                retention_hours=hours,
-                dry_run=dry_run,
-                enforce_retention_duration=False,
-                full=False,
+            candidates = _run(dt, True)
+            if not candidates:
+                return MaintenanceResult()
+            # Files removed in commits stay listed as candidates after a vacuum
+            # deleted them (until their tombstones expire): count only real files.
+            sizes = self._file_sizes()
+            present = [p for p in candidates if p in sizes]
+            if not present:
+                return MaintenanceResult()
+            removed = present if dry_run else [p for p in _run(dt, False) if p in sizes]
+            return MaintenanceResult(
+                files_removed=len(removed),
+                bytes_removed=sum(sizes[p] for p in removed),
+                removed_paths=removed,
             )
-            return MaintenanceResult(files_removed=len(paths), removed_paths=list(paths))
 
         return self._call(_vacuum)
 
+    def _relative(self, path: str) -> str:
+        root = self.uri.rstrip("/") + "/"
+        if path.startswith(root):
+            return path[len(root) :]
+        if path.startswith("file://") and path[len("file://") :].startswith(root):
+            return path[len("file://") + len(root) :]
+        return path
+
+    def _file_sizes(self) -> dict[str, int]:
+        """Size of every data file below the table's root, by path relative to it."""
+        import pyarrow.fs as pafs
+        from deltalake.fs import DeltaStorageHandler
+
+        fs = pafs.PyFileSystem(DeltaStorageHandler(self.uri, self._options or None))
+        infos = fs.get_file_info(pafs.FileSelector("", recursive=True))
+        return {
+            info.path.lstrip("/"): int(info.size)
+            for info in infos
+            if info.type == pafs.FileType.File and not info.path.lstrip("/").startswith("_delta_log/")
+        }
+
     def checkpoint(self) -> None:
         self._commit(lambda dt: dt.create_checkpoint())
+
+
+def _unpruned(dataset: Any) -> Any:
+    """``dataset`` without the per-file statistics delta-rs attaches to its fragments.
+
+    With them, a filter that excludes every file (``_rhei_seq > F`` once all is
+    folded) leaves zero fragments, the same UnknownPartitioning(0) as an empty
+    table. Without them each file stays a fragment, and Parquet row-group
+    statistics still skip the data the filter excludes. (rhei_lake's tables are
+    not partitioned, so the expressions hold statistics only.)
+    """
+    import pyarrow.dataset as ds
+
+    fragments = [dataset.format.make_fragment(f.path, dataset.filesystem) for f in dataset.get_fragments()]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)

@@ -7,11 +7,13 @@ import pyarrow as pa
 from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import CommitConflictError, SchemaError, WatermarkError
+from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError, WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import TABLE_KINDS, LakeStorage
 
 SPEC_PROPERTY = "rhei.table"
+MODE_PROPERTY = "rhei.sync_mode"
+SYNC_MODES = ("temporal", "mirror")
 
 
 def read_spec(storage: LakeStorage, table: str) -> TableSpec:
@@ -20,6 +22,18 @@ def read_spec(storage: LakeStorage, table: str) -> TableSpec:
     if SPEC_PROPERTY not in props:
         raise SchemaError(f"{table!r} in {storage.location.url} is a Delta table rhei_lake did not write")
     return TableSpec.from_json(props[SPEC_PROPERTY])
+
+
+def read_mode(storage: LakeStorage, table: str) -> str:
+    """How ``table`` is kept: ``temporal`` (history) or ``mirror`` (current rows only)."""
+    return _mode(storage.table_store(table, "changes").properties(), table)
+
+
+def _mode(properties: dict[str, str], table: str) -> str:
+    mode = properties.get(MODE_PROPERTY, "temporal")  # lakes written before the property existed
+    if mode not in SYNC_MODES:
+        raise SchemaError(f"table {table!r} records an unknown sync mode {mode!r}; upgrade rhei_lake")
+    return mode
 
 
 def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> tuple[Changelog, bool]:
@@ -32,13 +46,22 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
     created = False
     if not store.exists():
         try:
-            store.create(spec.changes_schema, properties={SPEC_PROPERTY: spec.to_json()})
+            store.create(
+                spec.changes_schema,
+                properties={SPEC_PROPERTY: spec.to_json(), MODE_PROPERTY: config.sync_mode},
+            )
             created = True
         except CommitConflictError:
             pass  # created concurrently by another process: check it below
     if not created:
         stored = read_spec(storage, spec.name)
         check_compatible(stored, spec, storage.location.url)
+        stored_mode = read_mode(storage, spec.name)
+        if stored_mode != config.sync_mode:
+            raise ConfigError(
+                f"sync_mode: table {spec.name!r} in {storage.location.url} is kept in {stored_mode} mode; "
+                f"open the lake with sync_mode={stored_mode!r} or use a new storage location"
+            )
         if stored.columns != spec.columns:
             apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
     changelog = storage.changelog(

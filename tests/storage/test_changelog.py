@@ -106,3 +106,55 @@ def test_stale_segments_are_ignored(lake_storage):
     tail.write(Segment(1, 9, events(5)))  # off the chain: never read
     assert [s.end for s in tail.load_chain(0)] == [2, 4]
     assert [s.end for s in tail.load_chain(2)] == [4]
+
+
+def _stored_seqs(log) -> list[int]:
+    log.store.refresh()
+    return sorted(log.store.to_arrow().column("_rhei_seq").to_pylist())
+
+
+def test_a_flush_after_a_compaction_job_flushed_moves_only_the_rest(lake_storage, second_lake_storage):
+    syncer = open_log(lake_storage)
+    syncer.commit(events(1, 2))
+    syncer.commit(events(3))
+    job = open_log(second_lake_storage)  # a compaction job: it flushes the syncer's segments
+    assert job.flush() == (3 if lake_storage.durable else 0)
+    syncer.commit(events(4, 5))
+    syncer.flush()  # its view of the table is stale: refused, reloaded, then only 4-5 go in
+    assert _stored_seqs(syncer) == [1, 2, 3, 4, 5]
+    assert syncer.watermark == 5 and seqs(syncer) == [1, 2, 3, 4, 5]
+    assert seqs(open_log(second_lake_storage)) == [1, 2, 3, 4, 5]
+
+
+def test_load_is_not_fooled_by_a_concurrent_flush(lake_storage, second_lake_storage):
+    """A flush that commits and deletes its segments while load() reads the chain: load retries."""
+    if not lake_storage.durable:
+        pytest.skip("memory lakes have no segment tail")
+    syncer = open_log(lake_storage)
+    syncer.commit(events(1, 2))
+    syncer.commit(events(3))
+    job = open_log(second_lake_storage)
+    real_load_chain = syncer.tail.load_chain
+    raced = []
+
+    def load_chain_racing_a_flush(base: int):
+        if not raced:
+            raced.append(base)
+            job.flush()  # commits 1-3 into the table, then deletes their segment files
+        return real_load_chain(base)
+
+    syncer.tail.load_chain = load_chain_racing_a_flush
+    syncer.load()
+    assert raced == [0]
+    assert syncer.watermark == 3, "a stale watermark would let the next segment overwrite the chain"
+    syncer.commit(events(3, 4))
+    syncer.flush()
+    assert _stored_seqs(syncer) == [1, 2, 3, 4]
+
+
+def test_the_tail_never_repeats_what_the_loaded_table_holds(lake_storage, second_lake_storage):
+    syncer = open_log(lake_storage)
+    syncer.commit(events(1, 2))
+    open_log(second_lake_storage).flush()
+    syncer.store.refresh()  # the table now holds 1-2 while the syncer still keeps their segment
+    assert seqs(syncer) == [1, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import struct
 from collections.abc import Callable
 
@@ -93,3 +94,11 @@ class Workload:
     def run(self, execute: Callable[[str, tuple], object], count: int) -> None:
         for _ in range(count):
             execute(*self.statement())
+
+
+def create_tables(db) -> sqlite3.Connection:
+    """Create the workload's tables in the SQLite file ``db``; returns an autocommit connection to it."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    for ddl in SCHEMA.values():
+        conn.execute(ddl)
+    return conn

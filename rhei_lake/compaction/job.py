@@ -1,0 +1,204 @@
+"""A compaction run over a lake's tables: flush, fold, expire, bin-pack, checkpoint, vacuum.
+
+Works the same inside an HTAP process (on the live changelogs its sync writes)
+and as a batch job that has only the storage URL (on changelogs it loads
+itself): every step is a commit that is safe against a concurrent sync and
+another compaction, and safe to repeat after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction import maintenance
+from rhei_lake.compaction.derived import DerivedTable
+from rhei_lake.compaction.fold import FOLD_BATCH_EVENTS, FoldResult, fold, plan_fold
+from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
+from rhei_lake.config import LakeConfig
+from rhei_lake.errors import SchemaError
+from rhei_lake.storage.base import TableStore
+from rhei_lake.storage.changelog import Changelog
+from rhei_lake.timeutil import Duration, now_micros, parse_duration
+
+log = logging.getLogger("rhei_lake.compaction")
+
+STEPS = ("flush", "fold", "expire", "optimize", "checkpoint", "vacuum")
+"""The steps of compacting one table, in order (a dry run only plans fold, expire and vacuum)."""
+
+CompactionProgress = Callable[[str, str, int, int], None]
+"""Called as ``progress(table, step, done, total)`` when a step starts (``0, 0``) and as a fold advances
+(events done of events pending)."""
+
+
+@dataclass(frozen=True)
+class CompactionOptions:
+    """How to compact: retentions, target file size, and whether to only report."""
+
+    vacuum_retention: timedelta
+    changelog_retention: timedelta | None
+    target_file_size: int
+    dry_run: bool = False
+    fold_batch_events: int = FOLD_BATCH_EVENTS
+
+    @classmethod
+    def from_config(
+        cls, config: LakeConfig, *, vacuum_retention: Duration | None = None, dry_run: bool = False
+    ) -> CompactionOptions:
+        """The lake's settings, with ``vacuum_retention`` overriding the configured one."""
+        retention = (
+            config.vacuum_retention
+            if vacuum_retention is None
+            else parse_duration(vacuum_retention, what="vacuum_retention")
+        )
+        return cls(retention, config.changelog_retention, config.target_file_size, dry_run)
+
+
+@dataclass(frozen=True)
+class CompactionTarget:
+    """One table to compact: its spec, its change feed, and the table folded from it."""
+
+    spec: TableSpec
+    changelog: Changelog
+    derived: DerivedTable
+
+
+def select_targets(targets: Mapping[str, CompactionTarget], tables: Iterable[str] | None) -> list[CompactionTarget]:
+    """The targets named in ``tables`` (case-insensitively), or all of them."""
+    if tables is None:
+        return [targets[name] for name in sorted(targets)]
+    chosen = []
+    for wanted in tables:
+        match = targets.get(wanted) or next((t for n, t in targets.items() if n.lower() == wanted.lower()), None)
+        if match is None:
+            raise SchemaError(f"no mirrored table {wanted!r}; known: {sorted(targets) or 'none'}")
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
+
+
+def compact(
+    targets: list[CompactionTarget],
+    options: CompactionOptions,
+    *,
+    reload: bool,
+    progress: CompactionProgress | None = None,
+) -> CompactionReport:
+    """Compact each target in turn; ``reload`` re-reads changelogs first (a process that does not sync)."""
+    started = time.perf_counter()
+    reports = {}
+    for target in targets:
+        reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
+    return CompactionReport(reports, time.perf_counter() - started, options.dry_run)
+
+
+def compact_table(
+    target: CompactionTarget,
+    options: CompactionOptions,
+    *,
+    reload: bool,
+    progress: CompactionProgress | None = None,
+) -> TableCompactionReport:
+    """Compact one table; see the module docstring for the steps."""
+    started = time.perf_counter()
+    spec, changelog, derived = target.spec, target.changelog, target.derived
+    dry = options.dry_run
+
+    def step(name: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(spec.name, name, done, total)
+
+    if reload:
+        derived.load()
+        changelog.load()
+    files_before = _file_counts(changelog, derived)
+    versions_before = {kind: store.version() for kind, store in _stores(changelog, derived).items()}
+
+    step("flush")
+    flushed = 0
+    if not dry:
+        flushed = changelog.flush()
+        changelog.discard_flushed_segments()
+
+    step("fold")
+    if dry:
+        folded = plan_fold(changelog, derived)
+    else:
+        folded = fold(
+            changelog,
+            derived,
+            batch_events=options.fold_batch_events,
+            progress=lambda done, total: step("fold", done, total),
+        )
+
+    step("expire")
+    expired = 0
+    if options.changelog_retention is not None:
+        expired = maintenance.expire_changes(
+            changelog.store,
+            folded=derived.folded,
+            retention=options.changelog_retention,
+            now_micros=now_micros(),
+            dry_run=dry,
+        )
+
+    stores = _stores(changelog, derived)
+    if not dry:
+        step("optimize")
+        for store in stores.values():
+            maintenance.optimize(store, target_size=options.target_file_size)
+        step("checkpoint")
+        for kind, store in stores.items():
+            # A table this run did not change has had its checkpoint written by the
+            # run that last changed it (or has too few commits to need one).
+            if store.version() != versions_before.get(kind):
+                maintenance.checkpoint(store)
+
+    step("vacuum")
+    vacuumed = [maintenance.vacuum(s, retention=options.vacuum_retention, dry_run=dry) for s in stores.values()]
+    files_after = files_before if dry else _file_counts(changelog, derived)
+    report = _report(spec, derived, flushed, folded, expired, files_before, files_after, vacuumed, started)
+    log.info("%s", report)
+    return report
+
+
+def _stores(changelog: Changelog, derived: DerivedTable) -> dict[str, TableStore]:
+    stores = {"changes": changelog.store}
+    if derived.exists():
+        stores[derived.kind] = derived.store
+    return stores
+
+
+def _file_counts(changelog: Changelog, derived: DerivedTable) -> dict[str, int]:
+    return {kind: store.stats().files for kind, store in _stores(changelog, derived).items()}
+
+
+def _report(
+    spec: TableSpec,
+    derived: DerivedTable,
+    flushed: int,
+    folded: FoldResult,
+    expired: int,
+    before: dict[str, int],
+    after: dict[str, int],
+    vacuumed: list,
+    started: float,
+) -> TableCompactionReport:
+    return TableCompactionReport(
+        table=spec.name,
+        mode=derived.mode,
+        events_flushed=flushed,
+        events_folded=folded.events,
+        versions_written=folded.versions_written,
+        versions_closed=folded.versions_closed,
+        changes_expired=expired,
+        folded_watermark=folded.watermark,
+        files={kind: (before.get(kind, 0), after.get(kind, 0)) for kind in after},
+        files_vacuumed=sum(v.files_removed for v in vacuumed),
+        bytes_removed=sum(v.bytes_removed for v in vacuumed),
+        duration_seconds=time.perf_counter() - started,
+    )
