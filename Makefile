@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-quick bench clean
+.PHONY: setup demo test test-quick test-crash bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 # Every scenario beside its physical limit; results in bench/results/ (BENCH_ARGS=--quick: ~2 minutes).
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The reliability suite with the full crash matrix (well over a hundred kill points).
+test-crash: setup
+	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf demo.db demo.db-wal demo.db-shm demo-lake .pytest_cache

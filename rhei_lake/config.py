@@ -19,6 +19,7 @@ DEFAULT_PRUNE_INTERVAL = 1.0
 DEFAULT_COLUMNAR_MIN_ROWS = 100_000
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
 DEFAULT_SYNC_MAX_BACKOFF = 30.0
+DEFAULT_LEASE_TTL = 30.0
 DEFAULT_VACUUM_RETENTION = timedelta(days=7)
 DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
@@ -109,6 +110,19 @@ class LakeConfig(BaseModel):
     )
     final_sync: bool = Field(
         True, description="Whether close() runs a last sync when the background sync loop is running."
+    )
+    lease_ttl: float = Field(
+        DEFAULT_LEASE_TTL,
+        gt=0,
+        le=3600,
+        description="Seconds a syncing lake's writer lease lasts unless renewed (every third of it); "
+        "another process may take an expired lease over.",
+    )
+    lease_wait: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds open() waits for another process's writer lease before raising LeaseHeldError "
+        "(0: refuse at once).",
     )
 
     vacuum_retention: timedelta = Field(

@@ -16,6 +16,7 @@ retries transient errors with backoff and stops on terminal ones.
     │   └── ReadOnlySourceError     a write sent to a source rhei_lake only reads
     ├── StorageError                the lake on memory://, a local path or s3://
     │   ├── StorageUnavailableError the store cannot be reached right now    [transient]
+    │   ├── StorageAccessError      credentials refused, no permission, no such bucket
     │   ├── CommitConflictError     another writer committed first; re-read and retry [transient]
     │   ├── TableNotFoundError      no table at that location
     │   ├── WatermarkError          the lake and the source disagree on what was synced
@@ -29,6 +30,7 @@ place, :func:`translate_storage_error` and friends, and chained with ``from``.
 
 from __future__ import annotations
 
+import errno
 import re
 from typing import Any, NoReturn
 
@@ -43,6 +45,7 @@ __all__ = [
     "ReadOnlySourceError",
     "StorageError",
     "StorageUnavailableError",
+    "StorageAccessError",
     "CommitConflictError",
     "TableNotFoundError",
     "WatermarkError",
@@ -128,6 +131,13 @@ class StorageUnavailableError(StorageError):
     transient = True
 
 
+class StorageAccessError(StorageError):
+    """The store refused access: wrong credentials, a missing permission, no such bucket, a read-only disk.
+
+    Retrying cannot help; the message says what to fix.
+    """
+
+
 class CommitConflictError(StorageError):
     """Another writer committed first; re-read the table state and retry."""
 
@@ -171,13 +181,20 @@ _TRANSIENT_MARKERS = (
     "service unavailable",
     "slowdown",
     "slow down",
-    "503",
+    "reduce your request rate",
+    "too many requests",
+    "throttl",
+    "requesttimeout",
+    "internalerror",
     "500 internal",
-    "502",
-    "504",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway",
+    "429 too many",
     "broken pipe",
     "reset by peer",
     "no space left",
+    "disk quota exceeded",
     "dispatch failure",
     "error sending request",
     "io error",
@@ -185,17 +202,47 @@ _TRANSIENT_MARKERS = (
 
 _NOT_FOUND_MARKERS = ("not a delta table", "no such file", "not found", "does not exist")
 
+# Status codes are matched with their reason phrase: a bare "403" also matches port 40312 in a URL.
+
+# The log itself cannot be read: no retry will fix it, whatever else the message says.
+_DAMAGED_LOG_MARKERS = ("json error", "invalid json", "no table metadata or protocol")
+
+_CORRUPT_MARKERS = (
+    *_DAMAGED_LOG_MARKERS,
+    "parquet error",
+    "invalid parquet",
+    "out of specification",
+    "unexpected eof",
+    "corrupt",
+    "checksum",
+    "invalid log",
+    "logtailversionsnotcontiguous",
+    "not contiguous",
+)
+
+_CREDENTIAL_MARKERS = (
+    "access denied",
+    "accessdenied",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "invalidtoken",
+    "expiredtoken",
+    "403 forbidden",
+    "401 unauthorized",
+)
+
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TIMING = re.compile(r" in [0-9.]+(?:µs|ms|s)\b")
 _ROOT_CAUSE = re.compile(r'message: "([^"]+)"')
+_BACKTRACE_FRAME = re.compile(r"^\s*(?:\d+: |at \S)")
 
 
 def _message(exc: BaseException) -> str:
-    """One readable line: native errors carry multi-line debug dumps and colour codes."""
+    """One readable line: native errors carry multi-line debug dumps, backtraces and colour codes."""
     text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
     head, _, debug = text.partition("\n\nDebug source:")
-    parts = [p.strip(" \t↳") for p in head.splitlines()]
+    parts = [p.strip(" \t↳") for p in head.splitlines() if not _BACKTRACE_FRAME.match(p)]
     summary = ": ".join(dict.fromkeys(p for p in parts if p))
     roots = _ROOT_CAUSE.findall(debug)
     if roots and roots[-1] not in summary:
@@ -211,34 +258,55 @@ def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
     name = type(exc).__name__
     text = _message(exc)
     low = text.lower()
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if name in ("CommitFailedError", "AlreadyExistsError", "PreconditionError"):
         return CommitConflictError(f"{where}: another writer committed first ({text})")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return StorageUnavailableError(f"{where}: no space left on device ({text})")
+    if code == errno.EROFS or "read-only file system" in low:
+        return StorageAccessError(f"{where}: the file system is read-only; a lake needs a writable directory ({text})")
+    if name == "PermissionError" or code == errno.EACCES:
+        return StorageAccessError(f"{where}: permission denied; check the permissions of the lake directory ({text})")
     if name == "TableNotFoundError" or (
         name in ("NotFoundError", "FileNotFoundError") and "delta" not in low
     ):
         return TableNotFoundError(f"{where}: no table here ({text})")
-    if name in ("PermissionDeniedError", "UnauthenticatedError", "PermissionError") or any(
-        m in low for m in ("access denied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "403")
-    ):
-        return StorageError(f"{where}: access denied, check the credentials ({text})")
-    if "nosuchbucket" in low or "bucket does not exist" in low or "the specified bucket does not exist" in low:
-        return StorageError(f"{where}: the bucket does not exist ({text})")
-    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return StorageUnavailableError(f"{where}: no space left on device ({text})")
-    if any(m in low for m in _TRANSIENT_MARKERS):
+    if "nosuchbucket" in low or "bucket does not exist" in low:
+        return StorageAccessError(f"{where}: the bucket does not exist; create it or fix the bucket name ({text})")
+    if "requesttimetooskewed" in low:
+        return StorageAccessError(f"{where}: this machine's clock is too far off for the store; sync it (NTP) ({text})")
+    if name in ("PermissionDeniedError", "UnauthenticatedError") or any(m in low for m in _CREDENTIAL_MARKERS):
+        return StorageAccessError(
+            f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            f"AWS_SESSION_TOKEN) and that they may read and write this bucket and prefix ({text})"
+        )
+    if any(m in low for m in _TRANSIENT_MARKERS) and not any(m in low for m in _DAMAGED_LOG_MARKERS):
         return StorageUnavailableError(f"{where}: storage unavailable ({text})")
+    if name in ("DeltaProtocolError", "SchemaMismatchError") or any(m in low for m in _CORRUPT_MARKERS):
+        return CorruptStorageError(f"{where}: files under the lake are damaged or not rhei_lake's ({text})")
     if any(m in low for m in _NOT_FOUND_MARKERS):
         return TableNotFoundError(f"{where}: {text}")
-    if name in ("DeltaProtocolError", "SchemaMismatchError") or "parquet" in low or "arrow" in low:
+    if "arrow" in low:
         return CorruptStorageError(f"{where}: {text}")
     return StorageError(f"{where}: {text}")
 
 
-def translate_query_error(exc: BaseException, *, sql: str) -> QueryError:
-    """Map a DataFusion error to a QueryError carrying DataFusion's message."""
+# DataFusion reports failures of the files it scans inside its own errors.
+_SCAN_MARKERS = ("object store error", "parquet error", "objectstore", "io error", "os error")
+
+
+def translate_query_error(exc: BaseException, *, sql: str) -> QueryError | StorageError:
+    """Map a DataFusion error to a QueryError carrying DataFusion's message.
+
+    Failures of the files a query scans are storage errors: transient when the
+    store is unreachable, CorruptStorageError when a file is missing or damaged.
+    """
     if isinstance(exc, QueryError):
         return exc
     text = _message(exc)
+    if any(m in text.lower() for m in _SCAN_MARKERS):
+        # Not the SQL: the files behind a table (missing, damaged, or the store unreachable).
+        return translate_storage_error(exc, where="query")
     for prefix in ("DataFusion error: ", "Execution error: "):
         if text.startswith(prefix):
             text = text[len(prefix) :]

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +28,7 @@ from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.lease import WriterLease
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
@@ -40,6 +41,7 @@ from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
 log = logging.getLogger("rhei_lake")
+T = TypeVar("T")
 
 ROUTE_METADATA_KEY = b"rhei.route"
 """Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
@@ -70,8 +72,12 @@ class Lake:
         self._loop: SyncLoop | None = None
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
+        self._lease: WriterLease | None = None
         self._derived = DerivedTables(self.storage)
         try:
+            if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
+                self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
+                self._lease.acquire()
             if config.oltp_path is not None:
                 source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
@@ -90,6 +96,16 @@ class Lake:
         except BaseException:
             self._release()
             raise
+
+    def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``work`` (which commits to the lake) if this process still holds the writer lease.
+
+        Another process that took the lease over stops this one with a terminal
+        LeaseLostError: retrying cannot help, and the background loop must stop.
+        """
+        if self._lease is not None:
+            self._lease.ensure()
+        return work(*args, **kwargs)
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
@@ -200,7 +216,7 @@ class Lake:
         self._require_oltp("register_table()")
         assert self._sync is not None
         with self._lock:
-            return self._sync.register(name, types=types, progress=progress)
+            return self._leased(self._sync.register, name, types=types, progress=progress)
 
     def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
         """Commit every captured change to the store; returns once it is committed.
@@ -213,8 +229,8 @@ class Lake:
             raise SourceError("sync_now() needs a source: open the lake with oltp_path= or source=")
         sync = self._sync
         if isinstance(sync, PollingSync):
-            return self._tracker.run(lambda: sync.sync_now(progress))
-        return self._tracker.run(sync.sync_now)
+            return self._tracker.run(lambda: self._leased(sync.sync_now, progress))
+        return self._tracker.run(lambda: self._leased(sync.sync_now))
 
     def repair_event(self, table: str, seq: int, values: Mapping[str, Any]) -> None:
         """Correct a captured change event that stops the sync with a TypeMismatchError.
@@ -235,7 +251,7 @@ class Lake:
         self._check_open()
         with self._lock:
             if self._sync is not None:
-                return self._sync.flush()
+                return self._leased(self._sync.flush)
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
     # -- maintenance -----------------------------------------------------
@@ -350,6 +366,8 @@ class Lake:
             raise SourceError(f"{what} needs a source: open the lake with oltp_path=")
         if conn.in_transaction:
             raise SourceError(f"{what}: finish the transaction open on this lake's connection first")
+        if self._lease is not None:
+            self._lease.ensure()
         return self._sync
 
     def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
@@ -404,7 +422,7 @@ class Lake:
             if self._loop is not None:
                 self._loop.stop()
             self._loop = SyncLoop(
-                lambda: self._tracker.run(sync.sync_now),
+                lambda: self._tracker.run(lambda: self._leased(sync.sync_now)),
                 float(interval),
                 max_backoff=self.config.sync_max_backoff,
                 name=f"rhei-sync {self.location.url}",
@@ -489,7 +507,7 @@ class Lake:
             wanted = self.config.final_sync if final_sync is None else final_sync
             if wanted and active and self._sync is not None:
                 try:
-                    self._tracker.run(self._sync.sync_now)
+                    self._tracker.run(lambda: self._leased(self._sync.sync_now))
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc
@@ -511,6 +529,8 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        if self._lease is not None:
+            self._lease.release()
         if self.location.scheme == "memory" and self.location.url == "memory://":
             from rhei_lake.storage.memory import MemoryLakeRegistry
 

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from rhei_lake import faults
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import ConfigError, RheiError, SchemaError, SourceError
+from rhei_lake.storage.local_durability import fsync_path
 from rhei_lake.sync.trigger_sync import ProgressCallback
 
 if TYPE_CHECKING:
@@ -97,10 +99,12 @@ def restore_sqlite(
             for name, spec in specs.items():
                 conn.execute(create_table_sql(spec))
                 rows[name] = _copy_table(engine, conn, spec, as_of, progress, batch_rows)
+                faults.point("restore.after_table")
             conn.execute("COMMIT")
         finally:
             conn.close()
-        _fsync(temp)
+        fsync_path(temp)
+        faults.point("restore.before_rename")
         for suffix in _SUFFIXES:  # a stale WAL next to the target would be replayed into the new file
             if os.path.exists(target + suffix):
                 os.remove(target + suffix)
@@ -177,14 +181,6 @@ def _sqlite_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise SchemaError(f"restore: no SQLite form for a {type(value).__name__} value")
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_directory(directory: str) -> None:

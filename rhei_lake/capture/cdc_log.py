@@ -20,6 +20,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass
 
+from rhei_lake import faults
 from rhei_lake.capture.triggers import LOG_TABLE, NOW, TS_MICROS
 from rhei_lake.catalog import TableSpec
 
@@ -150,6 +151,7 @@ def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int
             conn.execute(
                 f"UPDATE {REGISTRY_TABLE} SET synced_seq = max(synced_seq, ?) WHERE name = ?", (seq, table)
             )
+        faults.point("cdc.before_prune_commit")
         conn.execute("COMMIT")
         return cur.rowcount
     except BaseException:

@@ -6,7 +6,8 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from rhei_lake.errors import ConfigError, SourceError, SourceUnavailableError
+from rhei_lake.capture.types import decode_text
+from rhei_lake.errors import ConfigError, SchemaError, SourceError, SourceUnavailableError
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -32,6 +33,7 @@ def connect(path: str, *, readonly: bool = False, create: bool = True) -> sqlite
                 raise ConfigError(f"oltp_path: directory {parent!r} does not exist")
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.text_factory = decode_text  # one bad value is reported as such, not a failed read
         if not readonly:
             conn.execute("PRAGMA foreign_keys = ON")
         return conn
@@ -52,6 +54,12 @@ def translate_sqlite_error(exc: BaseException, path: str) -> SourceError:
     low = text.lower()
     if "locked" in low or "busy" in low or "disk i/o" in low:
         return SourceUnavailableError(f"{path}: {text}")
+    if "database or disk is full" in low:
+        return SourceUnavailableError(f"{path}: the disk holding the SQLite database is full ({text})")
+    if "readonly database" in low or "read-only" in low:
+        return SourceError(f"{path}: SQLite cannot write the database; check the permissions of the file and its directory ({text})")
+    if "no such table" in low or "no such column" in low:
+        return SchemaError(f"{path}: {text}")
     if "not a database" in low or "malformed" in low:
         return SourceError(f"{path}: not a usable SQLite database ({text})")
     if "unable to open" in low:

@@ -79,6 +79,25 @@ def make_column(name: str, declared: str, *, table: str, not_null: bool = False)
     return Column(name, declared or "", arrow_type_for(declared, table=table, column=name), nullable=not not_null)
 
 
+class InvalidText(bytes):
+    """A TEXT value whose bytes are not UTF-8 (SQLite stores whatever it is given).
+
+    Kept as its raw bytes so that the one value is reported, by table, column
+    and event, instead of the whole read failing on it.
+    """
+
+    def __repr__(self) -> str:
+        return f"<TEXT that is not UTF-8: {bytes(self)!r}>"
+
+
+def decode_text(raw: bytes) -> str | InvalidText:
+    """SQLite ``text_factory``: UTF-8 text as ``str``, anything else as :class:`InvalidText`."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(raw)
+
+
 class ValueMismatch(Exception):
     """Raised by :func:`to_arrow` with the index of the first value that does not fit."""
 
@@ -93,7 +112,9 @@ def describe_value(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    kind = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), type(value).__name__)
+    kind = "TEXT" if isinstance(value, InvalidText) else {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(
+        type(value), type(value).__name__
+    )
     return f"{text} ({kind})"
 
 
@@ -125,7 +146,7 @@ def _only(values: list[Any], kind: type, reason: str) -> list[Any]:
     """pyarrow silently turns str into binary and UTF-8 bytes into string: refuse both."""
     for i, v in enumerate(values):
         if v is not None and type(v) is not kind:
-            raise ValueMismatch(i, v, reason)
+            raise ValueMismatch(i, v, "not valid UTF-8" if isinstance(v, InvalidText) and kind is str else reason)
     return values
 
 

@@ -4,8 +4,12 @@ Hot-path changelog segments, leases and catalog listing use a :class:`BlobStore`
 Its contract, the same for every tier (tested by one suite):
 
 * ``put_if_absent(key, data)`` creates ``key`` atomically, or raises
-  :class:`~rhei_lake.errors.CommitConflictError` if it exists. A reader never
-  sees a partial object. It returns only once the object is durable on that tier.
+  :class:`~rhei_lake.errors.CommitConflictError` if it exists with other
+  content. A reader never sees a partial object. It returns only once the
+  object is durable on that tier. If ``key`` already holds exactly ``data``
+  it succeeds: that is our own write, retried after its reply was lost (a
+  timeout on S3 after the server stored the object), and reporting a conflict
+  would make the caller treat its own commit as someone else's.
 * ``get(key)`` returns the bytes, or ``None`` if there is no such key.
 * ``list(prefix)`` returns every key below ``prefix`` (sorted), ``list_dirs(prefix)``
   the immediate sub-directories.
@@ -23,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rhei_lake import faults
 from rhei_lake.errors import CommitConflictError, StorageUnavailableError, raise_storage
 
 
@@ -57,7 +62,7 @@ class MemoryBlobs:
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         with self._lock:
-            if key in self._data:
+            if key in self._data and self._data[key] != data:
                 raise CommitConflictError(f"memory blob {key!r} already exists")
             self._data[key] = bytes(data)
 
@@ -141,9 +146,11 @@ class LocalBlobs:
             self._ensure_dir(directory)
             tmp = self._write_temp(directory, data)
             try:
+                faults.point("blob.after_data_before_commit")
                 os.link(tmp, path)
             except FileExistsError:
-                raise CommitConflictError(f"{path} already exists: another writer committed first") from None
+                if not _holds(path, data):
+                    raise CommitConflictError(f"{path} already exists: another writer committed first") from None
             finally:
                 _unlink_quietly(tmp)
             self._fsync_dir(directory)
@@ -203,6 +210,17 @@ class LocalBlobs:
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
             _unlink_quietly(self._path(key))
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (our own earlier write of it)."""
+    try:
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read() == data
+    except FileNotFoundError:
+        return False
 
 
 def _unlink_quietly(path: str) -> None:

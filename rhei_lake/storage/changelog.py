@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
+from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore
@@ -146,6 +148,7 @@ class Changelog:
                     return 0
                 fresh = _after(events, current)
                 try:
+                    faults.point("changelog.before_commit")
                     if self.tail is not None:
                         segment = Segment(current, watermark, fresh, cursor)
                         self.tail.write(segment)
@@ -165,6 +168,7 @@ class Changelog:
                         raise
                     self.load()
                     continue
+                faults.point("changelog.after_commit")
                 self.generation += 1
                 break
         return fresh.num_rows
@@ -179,7 +183,11 @@ class Changelog:
             if watermark <= self.watermark:
                 return
             reader = conform_reader(reader, self.store.schema(), self.store.uri)
-            self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
+            try:
+                self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
+            except CommitConflictError:
+                if not self._landed(watermark):
+                    raise
             self._stored = watermark
             self.generation += 1
 
@@ -214,6 +222,7 @@ class Changelog:
                 tip = segments[-1].end
                 schema = self.store.schema()
                 rows = _after(pa.concat_tables([conform(seg.rows, schema, self.store.uri) for seg in segments]), stored)
+                faults.point("flush.before_commit")
                 try:
                     self.store.append(
                         rows,
@@ -222,6 +231,8 @@ class Changelog:
                     )
                     break
                 except CommitConflictError:
+                    if self._landed(tip):
+                        break
                     if attempt == _FLUSH_ATTEMPTS - 1:
                         raise
                     time.sleep(random.uniform(0.005, 0.03) * (attempt + 1))  # let the other writer finish
@@ -233,8 +244,20 @@ class Changelog:
                 self._segments = [seg for seg in self._segments if seg.start >= self._stored]
                 self._tail_rows = sum(seg.rows.num_rows for seg in self._segments)
                 self.generation += 1
+        faults.point("flush.after_commit_before_discard")
         self.tail.discard(below=tip)
         return rows.num_rows
+
+    def _landed(self, watermark: int) -> bool:
+        """After a commit conflict: whether the table holds ``watermark`` all the same.
+
+        Either another writer committed the same events, or the conflict is our
+        own commit: on S3 a commit whose reply was lost is retried, the retry
+        finds the log entry the first attempt wrote, and delta-rs reports the
+        commit carrying our own app transaction as a concurrent one.
+        """
+        self.store.refresh()
+        return (self.store.app_version(SYNCED_APP_ID) or 0) >= watermark
 
     def discard_flushed_segments(self) -> int:
         """Delete segment files already in the table (left by a crash between flush and cleanup)."""
@@ -276,8 +299,10 @@ class Changelog:
                 ctx.deregister_table(tail_name)
             batches = tail.to_batches() or [pa.RecordBatch.from_pylist([], schema=tail.schema)]
             ctx.register_record_batches(tail_name, [batches])
-        cols = ", ".join(f'"{c}"' for c in tail.schema.names)
-        view = ctx.sql(f'SELECT {cols} FROM "{stored_name}" UNION ALL SELECT {cols} FROM "{tail_name}"')
+        cols = ", ".join(quote_ident(c) for c in tail.schema.names)
+        view = ctx.sql(
+            f"SELECT {cols} FROM {quote_ident(stored_name)} UNION ALL SELECT {cols} FROM {quote_ident(tail_name)}"
+        )
         if ctx.table_exist(name):
             ctx.deregister_table(name)
         ctx.register_view(name, view)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from rhei_lake import faults
+from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import (
     CommitConflictError,
     StorageError,
@@ -24,6 +26,7 @@ from rhei_lake.errors import (
     translate_storage_error,
 )
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.local_durability import newest_version, sync_commits
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -76,6 +79,7 @@ class DeltaTableStore:
 
         with self._lock:
             try:
+                before = -1 if self.remote else newest_version(self.uri)
                 self._dt = DeltaTable.create(
                     self.uri,
                     schema=schema,
@@ -84,6 +88,10 @@ class DeltaTableStore:
                     storage_options=self._options or None,
                     raise_if_key_not_exists=False,
                 )
+                if not self.remote:
+                    self._sync(before)
+            except StorageError:
+                raise
             except Exception as exc:
                 if "already exists" in str(exc).lower():
                     raise CommitConflictError(f"{self.uri}: table already exists") from exc
@@ -93,7 +101,7 @@ class DeltaTableStore:
         return dict(self._call(lambda dt: dt.metadata().configuration))
 
     def set_properties(self, properties: Mapping[str, str]) -> None:
-        self._call(lambda dt: dt.alter.set_table_properties(dict(properties), raise_if_not_exists=False))
+        self._commit(lambda dt: dt.alter.set_table_properties(dict(properties), raise_if_not_exists=False))
 
     def schema(self) -> pa.Schema:
         return self._call(lambda dt: pa.schema(dt.schema().to_arrow()))
@@ -104,7 +112,7 @@ class DeltaTableStore:
         def _add(dt: DeltaTable) -> None:
             dt.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in fields])
 
-        self._call(_add)
+        self._commit(_add)
 
     def version(self) -> int:
         return self._call(lambda dt: dt.version())
@@ -169,6 +177,22 @@ class DeltaTableStore:
             except Exception as exc:
                 raise translate_storage_error(exc, where=self.uri) from exc
 
+    def _commit(self, fn: Any) -> Any:
+        """Run an operation that commits; locally, its commit is on disk (fsynced) when this returns."""
+        if self.remote:
+            return self._call(fn)
+        with self._lock:
+            before = newest_version(self.uri)
+            result = self._call(fn)
+            self._sync(before)
+            return result
+
+    def _sync(self, before: int) -> None:
+        try:
+            sync_commits(self.uri, after=before)
+        except OSError as exc:
+            raise_storage(exc, where=self.uri)
+
     # -- writes ----------------------------------------------------------
     def _check_txn(self, dt: DeltaTable, txn: AppTransaction | None) -> None:
         if txn is None:
@@ -207,11 +231,12 @@ class DeltaTableStore:
 
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             before = dt.version()
             write_deltalake(dt, data, mode="append", commit_properties=self._commit_properties(txn, metadata))
             self._committed(dt, before, txn)
 
-        self._call(_append)
+        self._commit(_append)
 
     def merge(
         self,
@@ -223,6 +248,7 @@ class DeltaTableStore:
     ) -> MergeResult:
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             before = dt.version()
             builder = dt.merge(
                 source,
@@ -245,17 +271,18 @@ class DeltaTableStore:
                 deleted=int(metrics.get("num_target_rows_deleted", 0)),
             )
 
-        return self._call(_merge)
+        return self._commit(_merge)
 
     def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
         def _delete(dt: DeltaTable) -> int:
             self._check_txn(dt, txn)
+            faults.point("delta.before_commit")
             before = dt.version()
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
             self._committed(dt, before, txn)
             return int(metrics.get("num_deleted_rows", 0))
 
-        return self._call(_delete)
+        return self._commit(_delete)
 
     # -- reads -----------------------------------------------------------
     def to_arrow(self, *, filter: str | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -265,7 +292,7 @@ class DeltaTableStore:
 
         ctx = SessionContext()
         self.register(ctx, "t")
-        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        cols = ", ".join(quote_ident(c) for c in columns) if columns else "*"
         try:
             return ctx.sql(f"SELECT {cols} FROM t WHERE {filter}").to_arrow_table()
         except Exception as exc:
@@ -315,7 +342,7 @@ class DeltaTableStore:
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
             )
 
-        return self._call(_optimize)
+        return self._commit(_optimize)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         """Delete unreferenced files older than ``retention``.
@@ -376,7 +403,7 @@ class DeltaTableStore:
         }
 
     def checkpoint(self) -> None:
-        self._call(lambda dt: dt.create_checkpoint())
+        self._commit(lambda dt: dt.create_checkpoint())
 
 
 def _unpruned(dataset: Any) -> Any:

@@ -11,7 +11,14 @@ S3). The newest record says who holds the lease and until when:
 * a holder that finds a newer epoch it did not write has lost the lease.
 
 Expiry compares wall clocks of different machines: keep them in sync (NTP) and
-the TTL well above their skew (the default is 30 s).
+the TTL well above their skew (the default is 30 s). A holder that died on this
+very machine (same host and PID namespace, its PID gone) is not waited for: a
+process restarted after a crash takes the lease over at once.
+
+The lease gives a second writer a clear refusal; correctness never depends on
+it. Every commit is conditional (watermarks, put-if-absent segments), so even
+two processes that both believe they hold the lease cannot commit an event
+twice or lose one.
 """
 
 from __future__ import annotations
@@ -37,24 +44,61 @@ _KEEP_EPOCHS = 3
 
 
 @dataclass(frozen=True)
+class ProcessId:
+    """Where a holder runs: enough to tell, on the same machine, that it has died."""
+
+    host: str
+    pid: int
+    pid_namespace: int | None
+
+    @classmethod
+    def current(cls) -> ProcessId:
+        try:
+            namespace: int | None = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:  # not Linux: no quick takeover, the TTL still applies
+            namespace = None
+        return cls(socket.gethostname(), os.getpid(), namespace)
+
+    def is_dead_here(self, here: ProcessId) -> bool:
+        """Whether this process is known dead: it ran on ``here``'s machine and its PID is gone."""
+        if self.pid_namespace is None or (self.host, self.pid_namespace) != (here.host, here.pid_namespace):
+            return False
+        if self.pid == here.pid:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, owned by someone else
+            return False
+        return False
+
+
+@dataclass(frozen=True)
 class LeaseRecord:
     epoch: int
     owner: str
     holder: str
     expires_at: float
     released: bool = False
+    process: ProcessId | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {"owner": self.owner, "holder": self.holder, "expires_at": self.expires_at, "released": self.released}
-        ).encode()
+        raw: dict = {"owner": self.owner, "holder": self.holder, "expires_at": self.expires_at, "released": self.released}
+        if self.process is not None:
+            raw.update(host=self.process.host, pid=self.process.pid, pid_namespace=self.process.pid_namespace)
+        return json.dumps(raw).encode()
 
     @classmethod
     def from_json(cls, epoch: int, data: bytes) -> LeaseRecord:
         try:
             raw = json.loads(data)
+            process = None
+            if "pid" in raw and "host" in raw:
+                ns = raw.get("pid_namespace")
+                process = ProcessId(str(raw["host"]), int(raw["pid"]), int(ns) if ns is not None else None)
             return cls(epoch, str(raw["owner"]), str(raw.get("holder", "?")), float(raw["expires_at"]),
-                       bool(raw.get("released", False)))
+                       bool(raw.get("released", False)), process)
         except (ValueError, KeyError, TypeError):
             # An unreadable record cannot be honoured; treat it as expired so the lake is not stuck.
             return cls(epoch, "?", "unreadable lease record", 0.0, True)
@@ -71,13 +115,15 @@ class Lease:
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
         holder: str | None = None,
+        process: ProcessId | None = None,
     ) -> None:
         self.blobs = blobs
         self.prefix = f"{LEASE_DIR}/{name}/"
         self.ttl = ttl
         self.clock = clock
         self.owner = uuid.uuid4().hex
-        self.holder = holder or f"{socket.gethostname()} pid {os.getpid()}"
+        self.process = process or ProcessId.current()
+        self.holder = holder or f"{self.process.host} pid {self.process.pid}"
         self.epoch: int | None = None
         self.expires_at = 0.0
         self._lock = threading.Lock()
@@ -100,7 +146,7 @@ class Lease:
 
     def _write(self, epoch: int, *, released: bool = False) -> LeaseRecord:
         expires = 0.0 if released else self.clock() + self.ttl
-        record = LeaseRecord(epoch, self.owner, self.holder, expires, released)
+        record = LeaseRecord(epoch, self.owner, self.holder, expires, released, self.process)
         self.blobs.put_if_absent(f"{self.prefix}{epoch:020d}.json", record.to_json())
         return record
 
@@ -109,7 +155,11 @@ class Lease:
         with self._lock:
             latest = self.current()
             now = self.clock()
-            if latest is not None and latest.owner != self.owner and not latest.released and latest.expires_at > now:
+            held = latest is not None and latest.owner != self.owner and not latest.released and latest.expires_at > now
+            if held and latest.process is not None and latest.process.is_dead_here(self.process):
+                log.info("taking over the lake's lease from %s, which is no longer running", latest.holder)
+                held = False
+            if held:
                 raise LeaseHeldError(
                     f"the lake is being written by another process ({latest.holder}); its lease expires in "
                     f"{latest.expires_at - now:.0f}s unless renewed. Stop that process, or wait for it"
@@ -200,3 +250,52 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+class WriterLease:
+    """The lease a syncing lake holds from ``open()`` to ``close()``: taken, kept renewed, checked, released."""
+
+    def __init__(self, blobs: BlobStore, *, ttl: float = DEFAULT_TTL, wait: float = 0.0) -> None:
+        self.lease = Lease(blobs, ttl=ttl)
+        self.wait = wait
+        self._keeper: LeaseKeeper | None = None
+
+    def acquire(self) -> None:
+        """Take the lease, waiting up to ``wait`` seconds for another holder; :class:`LeaseHeldError` after."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self.lease.acquire()
+                break
+            except (LeaseHeldError, StorageError) as exc:
+                transient = isinstance(exc, LeaseHeldError) or exc.transient
+                remaining = deadline - time.monotonic()
+                if not transient or remaining <= 0:
+                    if isinstance(exc, LeaseHeldError) and self.wait > 0:
+                        raise LeaseHeldError(f"{exc} (waited {self.wait:g}s)") from None
+                    raise
+                time.sleep(min(remaining, max(self.lease.ttl / 10, 0.05), 1.0))
+        self._keeper = LeaseKeeper(self.lease)
+        self._keeper.start()
+
+    def ensure(self) -> None:
+        """Before a commit: :class:`LeaseLostError` if another process took the lease over.
+
+        A lease that lapsed while this process stalled (a long pause, the store
+        unreachable for a while) is renewed if nobody took it meanwhile.
+        """
+        keeper = self._keeper
+        if keeper is not None and keeper.error is not None:
+            raise LeaseLostError(str(keeper.error))
+        try:
+            self.lease.check()
+        except LeaseLostError:
+            if self.lease.epoch is None:
+                raise
+            self.lease.renew()  # LeaseLostError if it was taken over
+
+    def release(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+        self.lease.release()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import CommitConflictError, QueryError, StorageError, TableNotFoundError
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 
@@ -270,7 +271,7 @@ def _evaluate_merge(
     sid = pa.array(range(source.num_rows), pa.int64())
     t = target.append_column("__rid", rid)
     s = source.append_column("__sid", sid)
-    quoted = [f'"{n}"' for n in schema.names]
+    quoted = [quote_ident(n) for n in schema.names]
 
     delete_expr = f"coalesce(({merge.delete_when}), false)" if merge.delete_when else "false"
     update_when = f"coalesce(({merge.update_when}), false)" if merge.update_when else "true"

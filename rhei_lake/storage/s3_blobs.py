@@ -62,9 +62,12 @@ class S3Blobs:
         try:
             obstore.put(self._store, key, data, mode="create")
         except Exception as exc:
-            if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+            if type(exc).__name__ not in ("AlreadyExistsError", "PreconditionError"):
+                raise_storage(exc, where=f"{self.where}/{key}")
+            # obstore retries a PUT whose reply was lost; the retry's If-None-Match then
+            # fails on the object the first attempt stored. Our own bytes are a success.
+            if self.get(key) != bytes(data):
                 raise CommitConflictError(f"{self.where}/{key} already exists: another writer committed first") from exc
-            raise_storage(exc, where=f"{self.where}/{key}")
 
     def put(self, key: str, data: bytes) -> None:
         import obstore

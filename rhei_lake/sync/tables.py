@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError, WatermarkError
@@ -107,6 +108,7 @@ def apply_spec(storage: LakeStorage, spec: TableSpec) -> None:
         missing = missing_fields(store.schema(), spec, store.uri)
         if missing:
             store.add_columns(missing)
+    faults.point("schema.mid_apply_spec")
     text = spec.to_json()
     for store in stores:
         if store.properties().get(SPEC_PROPERTY) != text:

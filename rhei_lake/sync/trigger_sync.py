@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from rhei_lake import faults
 from rhei_lake.capture.snapshot import SnapshotRun
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
@@ -76,9 +77,13 @@ class TriggerSync:
                 f"only reaches {newest}; the lake belongs to another copy of the database"
             )
         if reg.ready:
-            if created:
-                if self.storage.durable:
+            if created or watermark == 0:
+                # A ready table's registry records at least its snapshot as synced, so an empty
+                # changelog is a lake that lost (or never got) it: a crash between creating the
+                # changelog and committing the snapshot. It holds nothing to contradict; re-snapshot.
+                if self.storage.durable and created:
                     log.warning("table %r has no changelog in %s: taking a fresh snapshot", table, self.storage.location.url)
+                faults.point("snapshot.before_start")
                 self._snapshot(self.source.restart_snapshot(table), progress)
             elif watermark < reg.synced_seq:
                 raise WatermarkError(
@@ -113,6 +118,7 @@ class TriggerSync:
                 raise
             self.changelogs[run.spec.name] = changelog
             self._lake_specs[run.spec.name] = run.spec
+            faults.point("snapshot.before_start")
             self._snapshot(run, progress)
             return run.spec
 
@@ -132,6 +138,7 @@ class TriggerSync:
             raise
         finally:
             run.close()
+        faults.point("snapshot.after_commit_before_ready")
         self.source.mark_ready(table, run.watermark)
         log.info("table %r: snapshot of %d rows committed", table, run.rows_read)
         return run.rows_read
@@ -143,6 +150,7 @@ class TriggerSync:
         report = ReportBuilder()
         with self._lock:
             position = self._drain(report)
+            faults.point("sync.after_commit_before_prune")
             self._after_cycle(position)
         return report.build(time.perf_counter() - started)
 
@@ -162,6 +170,8 @@ class TriggerSync:
             if batch.unknown:
                 self._adopt(batch.unknown)
                 continue
+            if batch.tables:
+                faults.point("sync.after_read_before_commit")
             for table, events in batch.tables.items():
                 changelog = self.changelogs[table]
                 self._ensure_lake_spec(table)
@@ -199,8 +209,10 @@ class TriggerSync:
             def before_alter() -> None:
                 self._drain(ReportBuilder())
                 prepare_lake()
+                faults.point("schema.after_lake_prepare")
 
             self.source.alter_table(table, spec, ddl, before=before_alter)
+            faults.point("schema.after_source_commit")
             self._lake_specs.pop(table, None)
             self._ensure_lake_spec(table)
 

@@ -38,3 +38,14 @@ def test_put_overwrites(blobs):
     blobs.put("lease", b"a")
     blobs.put("lease", b"b")
     assert blobs.get("lease") == b"b"
+
+
+def test_put_if_absent_of_the_same_bytes_is_our_own_retry(blobs):
+    """A retried create whose first reply was lost finds its own object: a success, not a conflict."""
+    blobs.put_if_absent("seg/0001", b"events 1..5")
+    blobs.put_if_absent("seg/0001", b"events 1..5")
+    with pytest.raises(CommitConflictError):
+        blobs.put_if_absent("seg/0001", b"events 1..6")
+    with pytest.raises(CommitConflictError):
+        blobs.put_if_absent("seg/0001", b"events 1..")
+    assert blobs.get("seg/0001") == b"events 1..5"

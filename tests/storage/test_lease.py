@@ -66,3 +66,59 @@ def test_keeper_renews_in_the_background(lake_storage):
     lease.check()
     assert keeper.error is None
     assert lease.current().epoch >= 3
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_holder_that_died_on_this_machine_is_not_waited_for(lake_storage):
+    from rhei_lake.storage.lease import ProcessId
+
+    here = ProcessId.current()
+    dead = Lease(lake_storage.blobs, ttl=3600, holder="crashed", process=ProcessId(here.host, _dead_pid(), here.pid_namespace))
+    dead.acquire()
+    taker = Lease(lake_storage.blobs, ttl=30)
+    taker.acquire()  # taken over at once, long before the TTL
+    taker.release()
+
+    elsewhere = Lease(lake_storage.blobs, ttl=3600, holder="other host",
+                      process=ProcessId("another-host", _dead_pid(), here.pid_namespace))
+    elsewhere.acquire()
+    with pytest.raises(LeaseHeldError, match="other host"):
+        Lease(lake_storage.blobs, ttl=30).acquire()  # a PID on another machine says nothing
+
+
+def test_writer_lease_waits_renews_a_lapsed_lease_and_detects_a_takeover(lake_storage):
+    import threading
+    import time
+
+    from rhei_lake.storage.lease import WriterLease
+
+    first = WriterLease(lake_storage.blobs, ttl=0.5)
+    first.acquire()
+    second = WriterLease(lake_storage.blobs, ttl=0.5, wait=0)
+    with pytest.raises(LeaseHeldError):
+        second.acquire()
+    waiting = WriterLease(lake_storage.blobs, ttl=0.5, wait=10)
+    threading.Timer(0.3, first.release).start()
+    started = time.monotonic()
+    waiting.acquire()
+    assert 0.2 < time.monotonic() - started < 5
+    waiting.ensure()
+
+    waiting._keeper.stop()  # a stalled process: nobody renews
+    time.sleep(0.6)
+    waiting.ensure()  # lapsed but not taken: renewed
+    waiting.lease.expires_at = 0
+    thief = Lease(lake_storage.blobs, ttl=30, holder="thief")
+    time.sleep(0.6)
+    thief.acquire()
+    with pytest.raises(LeaseLostError, match="thief"):
+        waiting.ensure()
+    waiting.release()

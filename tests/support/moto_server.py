@@ -62,10 +62,11 @@ class MotoServer:
             self.process.wait()
 
 
-def start_moto(port: int | None = None, timeout: float = 30.0) -> MotoServer:
+def start_moto(port: int | None = None, timeout: float = 30.0, extra_env: dict[str, str] | None = None) -> MotoServer:
     port = port or free_port()
     env = dict(os.environ)
     env.pop("AWS_ENDPOINT_URL", None)
+    env.update(extra_env or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -1,0 +1,134 @@
+"""A child process of the crash matrix: does one kind of work on a lake until it is killed (or done).
+
+Usage: python -m tests.support.crash_child SCENARIO DB STORAGE SEED [--final]
+
+Scenarios:
+
+``sync``      random writes to the workload tables, ``sync_now()`` after each burst, a flush now and then
+``register``  register the tables ``snap_*`` the parent created (a snapshot each), then write and sync
+``schema``    writes to ``evolving`` with ``add_column`` / ``drop_column`` between syncs
+``restore``   ``restore_sqlite()`` of the lake, again and again, into the file named by RHEI_RESTORE_TARGET
+
+This is the edge, so it reads the environment: storage options (``AWS_*``) as a
+user would set them, and ``RHEI_FAULTS``, a :mod:`rhei_lake.faults` spec. It prints
+``ready`` once the lake is open, so the parent can time random kills from there.
+With ``--final`` it only finishes pending work (sync, flush) and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import sys
+
+import rhei_lake
+from rhei_lake import faults
+from tests.support.workload import SCHEMA, Workload
+
+EVOLVING = "evolving"
+ROUNDS = 400
+
+
+def open_lake(db: str, storage: str) -> rhei_lake.Lake:
+    return rhei_lake.open(oltp_path=db, storage=storage, tail_flush_segments=3, prune_interval=0)
+
+
+def snapshot_tables(db: str) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'snap_%' ORDER BY name")
+        return [r[0] for r in rows]
+    finally:
+        conn.close()
+
+
+def run_sync(lake: rhei_lake.Lake, seed: int) -> None:
+    workload = Workload(seed)
+    for round_ in range(ROUNDS):
+        lake.execute_batch([workload.statement() for _ in range(workload.rng.randint(1, 8))])
+        lake.sync_now()
+        if round_ % 7 == 6:
+            lake.flush()
+
+
+def run_register(lake: rhei_lake.Lake, db: str, seed: int) -> None:
+    for table in snapshot_tables(db):
+        lake.register_table(table)
+    rng = random.Random(seed)
+    tables = snapshot_tables(db)
+    for _ in range(ROUNDS):
+        table = rng.choice(tables)
+        key = rng.randint(1, 400)
+        if rng.random() < 0.5:
+            lake.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, f"v{rng.random()}"))
+        else:
+            lake.execute(f"DELETE FROM {table} WHERE id = ?", (key,))
+        lake.sync_now()
+
+
+def run_schema(lake: rhei_lake.Lake, seed: int) -> None:
+    rng = random.Random(seed)
+    for round_ in range(ROUNDS):
+        extra = [c for c in lake.table_spec(EVOLVING).column_names if c.startswith("x")]
+        statements = []
+        for _ in range(rng.randint(1, 5)):
+            key = rng.randint(1, 50)
+            cols = ["id", "v", *extra]
+            values = [key, f"v{rng.randint(0, 999)}", *[rng.choice([None, rng.randint(0, 99)]) for _ in extra]]
+            verb = "INSERT OR REPLACE" if rng.random() < 0.8 else "DELETE"
+            if verb == "DELETE":
+                statements.append((f"DELETE FROM {EVOLVING} WHERE id = ?", (key,)))
+            else:
+                marks = ", ".join("?" * len(cols))
+                statements.append((f"{verb} INTO {EVOLVING} ({', '.join(cols)}) VALUES ({marks})", tuple(values)))
+        lake.execute_batch(statements)
+        lake.sync_now()
+        if round_ % 3 == 2:
+            if len(extra) < 3 and (not extra or rng.random() < 0.6):
+                name = f"x{seed}_{round_}"
+                lake.add_column(EVOLVING, name, "INTEGER")
+            elif extra:
+                lake.drop_column(EVOLVING, rng.choice(extra))
+
+
+def run_restore(storage: str, target: str) -> None:
+    with rhei_lake.open(storage=storage) as lake:
+        print("ready", flush=True)
+        for _ in range(ROUNDS):
+            lake.restore_sqlite(target, overwrite=True)
+
+
+def main() -> None:
+    scenario, db, storage, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    final = "--final" in sys.argv
+    faults.arm_spec(os.environ.get("RHEI_FAULTS"))
+    if scenario == "restore":
+        run_restore(storage, os.environ["RHEI_RESTORE_TARGET"])
+        return
+    lake = open_lake(db, storage)
+    tables = list(SCHEMA) if scenario == "sync" else [EVOLVING] if scenario == "schema" else []
+    for table in tables:
+        lake.register_table(table)
+    print("ready", flush=True)
+    if final:
+        if scenario == "register":
+            for table in snapshot_tables(db):
+                lake.register_table(table)
+        lake.sync_now()
+        lake.flush()
+        lake.close()
+        return
+    if scenario == "sync":
+        run_sync(lake, seed)
+    elif scenario == "register":
+        run_register(lake, db, seed)
+    elif scenario == "schema":
+        run_schema(lake, seed)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    lake.close()
+
+
+if __name__ == "__main__":
+    main()
