@@ -265,7 +265,8 @@ class Lake:
     ) -> CompactionReport:
         """Fold each table's change feed into its history (or current rows), then tidy its files.
 
-        Per table: flush the hot-path tail into the changelog, fold the events
+        Per table: flush the hot-path tail into the changelog (only a lake that
+        syncs does; a compaction job reads the tail as it is), fold the events
         past the folded watermark (one commit per batch, exactly once), expire
         folded change rows older than ``changelog_retention``, bin-pack small
         files, write checkpoints, and vacuum files unreferenced for longer than

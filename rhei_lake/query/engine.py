@@ -232,7 +232,10 @@ def _unfolded_sources(
         return views.ViewSources(changes_src, history, table.folded, current)
     seq = q(SEQ)
     events = ctx.sql(f"SELECT * FROM {q(changes_src)} WHERE {seq} > {int(table.folded)} ORDER BY {seq}")
-    batches = events.to_arrow_table().to_batches()
+    try:
+        batches = events.to_arrow_table().to_batches()
+    except Exception:  # noqa: BLE001 - a damaged or unreachable file: the query that scans it says so
+        return views.ViewSources(changes_src, history, table.folded, current)
     name = f"{base}__unfolded"
     if ctx.table_exist(name):
         ctx.deregister_table(name)
