@@ -59,6 +59,10 @@ POINTS: dict[str, str] = {
     "schema.mid_apply_spec": "schema change: Delta columns added, the table's spec property not written yet",
     "restore.after_table": "restore: one table copied into the temporary file",
     "restore.before_rename": "restore: the temporary file is complete and synced, not renamed into place yet",
+    "fold.before_commit": "compaction: a batch of events is read and turned into versions; its commit not started",
+    "fold.after_commit": "compaction: one fold batch committed (with its folded watermark); the next not read",
+    "compact.after_fold": "compaction: the table is folded; expiry, bin-packing and checkpoint not started",
+    "compact.before_vacuum": "compaction: bin-packed and checkpointed; unreferenced files not vacuumed yet",
 }
 """Every fault point and the state the engine is in when it is reached."""
 

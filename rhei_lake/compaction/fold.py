@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import OP, OP_DELETE, SEQ, VALID_TO, TableSpec
 from rhei_lake.compaction.derived import FOLDED_APP_ID, DerivedTable, current_schema
@@ -214,6 +215,7 @@ def fold(
         if events.num_rows == 0:
             break
         last = int(events.column(SEQ)[-1].as_py())
+        faults.point("fold.before_commit")
         try:
             done = fold_batch(derived, events, AppTransaction(FOLDED_APP_ID, last, expected=folded))
         except CommitConflictError:
@@ -233,6 +235,7 @@ def fold(
             total.versions_closed + done.versions_closed,
             last,
         )
+        faults.point("fold.after_commit")
         if progress is not None:
             progress(total.events, max(pending, total.events))
     return FoldResult(total.events, total.versions_written, total.versions_closed, derived.folded)

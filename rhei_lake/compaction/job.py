@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.compaction import maintenance
 from rhei_lake.compaction.derived import DerivedTable
@@ -152,6 +153,8 @@ def compact_table(
             progress=lambda done, total: step("fold", done, total),
         )
 
+    if not dry:
+        faults.point("compact.after_fold")
     step("expire")
     expired = 0
     if options.changelog_retention is not None:
@@ -175,6 +178,8 @@ def compact_table(
             if store.version() != versions_before.get(kind):
                 maintenance.checkpoint(store)
 
+    if not dry:
+        faults.point("compact.before_vacuum")
     step("vacuum")
     vacuumed = [maintenance.vacuum(s, retention=options.vacuum_retention, dry_run=dry) for s in stores.values()]
     files_after = files_before if dry else _file_counts(changelog, derived)

@@ -30,11 +30,14 @@ from pathlib import Path
 
 import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.catalog import OP, OP_DELETE, SEQ, TS, VALID_FROM, VALID_TO
 from tests.reliability import summary
 from tests.support.oracle import assert_same_state
 from tests.support.workload import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
+HISTORY_SCENARIOS = ("sync", "compact")
+"""Scenarios whose tables' history is checked against their change feed after every kill."""
 CHILD_TIMEOUT = 120.0
 
 
@@ -184,12 +187,54 @@ class CrashLab:
                     # ready (its snapshot recorded as committed) and they are not in the lake.
                     lost = [e for e in events if e not in in_log and e not in kept and (table in ready or e > snap[table])]
                     assert not lost, f"{table}: events {lost[:5]} left the CDC log but are not in the lake"
+                    if self.scenario in HISTORY_SCENARIOS and table in present:
+                        assert_history_follows_changes(lake, table)
                     if final:
                         assert seqs == events, f"{table}: {len(events) - len(seqs)} events missing after recovery"
                         assert_same_state(lake, conn, table)
             return committed
         finally:
             conn.close()
+
+
+def expected_history(lake: rhei_lake.Lake, table: str) -> list[tuple]:
+    """The versions the change feed implies: each insert or update opens one (its row image, from
+    its ``_rhei_ts``), closed at the ``_rhei_ts`` of the key's next event; a delete opens none."""
+    spec = lake.table_spec(table)
+    changes = lake.query(f"SELECT * FROM {quote_ident(table + '_changes')} ORDER BY _rhei_seq").to_pylist()
+    versions: list[list] = []
+    open_at: dict[tuple, int] = {}
+    for event in changes:
+        key = tuple(event[k] for k in spec.primary_key)
+        if key in open_at:
+            versions[open_at.pop(key)][-2] = event[TS]
+        if event[OP] != OP_DELETE:
+            versions.append([*(event[c] for c in spec.column_names), event[TS], None, event[SEQ]])
+            open_at[key] = len(versions) - 1
+    return [tuple(v) for v in versions]
+
+
+def lake_history(lake: rhei_lake.Lake, table: str) -> list[tuple]:
+    """``t_history`` as (user columns..., valid_from, valid_to, seq), in ``_rhei_seq`` order."""
+    spec = lake.table_spec(table)
+    cols = ", ".join(quote_ident(c) for c in (*spec.column_names, VALID_FROM, VALID_TO, SEQ))
+    rows = lake.query(f"SELECT {cols} FROM {quote_ident(table + '_history')} ORDER BY _rhei_seq")
+    return [tuple(r.values()) for r in rows.to_pylist()]
+
+
+def assert_history_follows_changes(lake: rhei_lake.Lake, table: str) -> None:
+    """History exact: ``t_history`` holds exactly the versions its change feed implies (floats by repr, so
+    NaN equals NaN and -0.0 differs from 0.0)."""
+    actual, expected = lake_history(lake, table), expected_history(lake, table)
+    if repr(actual) != repr(expected):
+        seqs = [v[-1] for v in actual]
+        doubled = sorted({s for s in seqs if seqs.count(s) > 1})[:5]
+        first = next((i for i, (a, e) in enumerate(zip(actual, expected)) if repr(a) != repr(e)), None)
+        raise AssertionError(
+            f"{table}: history is not what its change feed implies: {len(actual)} versions, expected "
+            f"{len(expected)}; doubled seqs {doubled}; first difference at {first}: "
+            f"{actual[first] if first is not None else None!r} != {expected[first] if first is not None else None!r}"
+        )
 
 
 def _seqs(lake: rhei_lake.Lake, table: str) -> list[int]:

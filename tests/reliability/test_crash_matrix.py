@@ -1,4 +1,4 @@
-"""The crash matrix: SIGKILL sync, snapshots, schema changes and restore at many points, on local and S3.
+"""The crash matrix: SIGKILL sync, compaction, snapshots, schema changes and restore at many points, on local and S3.
 
 Each scenario runs children (:mod:`tests.support.crash_child`) on one lake and
 kills them: at named fault points (:mod:`rhei_lake.faults`), inside a Delta
@@ -39,13 +39,27 @@ SYNC_POINTS = (
 REGISTER_POINTS = ("snapshot.before_start", "snapshot.after_commit_before_ready")
 SCHEMA_POINTS = ("schema.after_lake_prepare", "schema.after_source_commit", "schema.mid_apply_spec")
 RESTORE_POINTS = ("restore.after_table", "restore.before_rename")
+COMPACT_POINTS = (
+    "fold.before_commit",
+    "fold.after_commit",
+    "compact.after_fold",
+    "compact.before_vacuum",
+    "flush.before_commit",
+    "sync.after_commit_before_prune",
+)
 # A kill at a random moment inside the Delta write that follows this point (a flush, a snapshot).
 WINDOW = "delta.before_commit=kill~80"
 
 
 def _plan(scenario: str, tier: str, rng: random.Random) -> list[Kill]:
     """The kills of one scenario on one tier. S3 children are slow to start, so S3 gets fewer repeats."""
-    points = {"sync": SYNC_POINTS, "register": REGISTER_POINTS, "schema": SCHEMA_POINTS, "restore": RESTORE_POINTS}
+    points = {
+        "sync": SYNC_POINTS,
+        "register": REGISTER_POINTS,
+        "schema": SCHEMA_POINTS,
+        "restore": RESTORE_POINTS,
+        "compact": COMPACT_POINTS,
+    }
     chosen = [p for p in points[scenario] if tier == "local" or p != "blob.after_data_before_commit"]
     if not FULL and tier == "s3":
         chosen = chosen[::2]
@@ -73,7 +87,7 @@ def _lake(tier: str, tmp_path, request) -> tuple[str, dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tier", ["local", pytest.param("s3", marks=pytest.mark.s3)])
-@pytest.mark.parametrize("scenario", ["sync", "register", "schema"])
+@pytest.mark.parametrize("scenario", ["sync", "register", "schema", "compact"])
 def test_kills_lose_and_double_nothing(scenario, tier, tmp_path, request):
     url, options = _lake(tier, tmp_path, request)
     lab = CrashLab(tmp_path, url, options, scenario, seed=sum(map(ord, scenario + tier)))

@@ -7,6 +7,7 @@ Scenarios:
 ``sync``      random writes to the workload tables, ``sync_now()`` after each burst, a flush now and then
 ``register``  register the tables ``snap_*`` the parent created (a snapshot each), then write and sync
 ``schema``    writes to ``evolving`` with ``add_column`` / ``drop_column`` between syncs
+``compact``   like ``sync``, with ``compact(vacuum_retention=0)`` every few rounds, folding in small batches
 ``restore``   ``restore_sqlite()`` of the lake, again and again, into the file named by RHEI_RESTORE_TARGET
 
 This is the edge, so it reads the environment: storage options (``AWS_*``) as a
@@ -50,6 +51,33 @@ def run_sync(lake: rhei_lake.Lake, seed: int) -> None:
         lake.sync_now()
         if round_ % 7 == 6:
             lake.flush()
+
+
+COMPACT_EVERY = 6
+FOLD_BATCH = 40  # events per fold commit: a fold spans several commits, so kills land between them
+
+
+def small_fold_batches() -> None:
+    """Make every compaction fold ``FOLD_BATCH`` events per commit (the default folds far more at once)."""
+    import dataclasses
+
+    from rhei_lake.compaction import job
+
+    original = job.CompactionOptions.from_config.__func__
+
+    def from_config(cls, config, **kwargs):
+        return dataclasses.replace(original(cls, config, **kwargs), fold_batch_events=FOLD_BATCH)
+
+    job.CompactionOptions.from_config = classmethod(from_config)
+
+
+def run_compact(lake: rhei_lake.Lake, seed: int) -> None:
+    workload = Workload(seed)
+    for round_ in range(ROUNDS):
+        lake.execute_batch([workload.statement() for _ in range(workload.rng.randint(1, 8))])
+        lake.sync_now()
+        if round_ % COMPACT_EVERY == COMPACT_EVERY - 1:
+            lake.compact(vacuum_retention=0)
 
 
 def run_register(lake: rhei_lake.Lake, db: str, seed: int) -> None:
@@ -107,7 +135,9 @@ def main() -> None:
         run_restore(storage, os.environ["RHEI_RESTORE_TARGET"])
         return
     lake = open_lake(db, storage)
-    tables = list(SCHEMA) if scenario == "sync" else [EVOLVING] if scenario == "schema" else []
+    if scenario == "compact":
+        small_fold_batches()
+    tables = list(SCHEMA) if scenario in ("sync", "compact") else [EVOLVING] if scenario == "schema" else []
     for table in tables:
         lake.register_table(table)
     print("ready", flush=True)
@@ -117,10 +147,14 @@ def main() -> None:
                 lake.register_table(table)
         lake.sync_now()
         lake.flush()
+        if scenario == "compact":
+            lake.compact(vacuum_retention=0)
         lake.close()
         return
     if scenario == "sync":
         run_sync(lake, seed)
+    elif scenario == "compact":
+        run_compact(lake, seed)
     elif scenario == "register":
         run_register(lake, db, seed)
     elif scenario == "schema":
