@@ -25,7 +25,7 @@ from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.storage.base import TableStore
-from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.changelog import Changelog, register_arrow
 
 
 @dataclass
@@ -233,13 +233,11 @@ def _unfolded_sources(
     seq = q(SEQ)
     events = ctx.sql(f"SELECT * FROM {q(changes_src)} WHERE {seq} > {int(table.folded)} ORDER BY {seq}")
     try:
-        batches = events.to_arrow_table().to_batches()
+        unfolded = events.to_arrow_table()
     except Exception:  # noqa: BLE001 - a damaged or unreachable file: the query that scans it says so
         return views.ViewSources(changes_src, history, table.folded, current)
     name = f"{base}__unfolded"
-    if ctx.table_exist(name):
-        ctx.deregister_table(name)
-    ctx.register_record_batches(name, [batches or [pa.RecordBatch.from_pylist([], schema=events.schema())]])
+    register_arrow(ctx, name, unfolded)
     return views.ViewSources(changes_src, history, table.folded, current, unfolded=name)
 
 

@@ -295,10 +295,7 @@ class Changelog:
             self.store.register(ctx, stored_name)
             tail = self.tail_table(self.store.schema())
             tail_name = f"{name}__tail"
-            if ctx.table_exist(tail_name):
-                ctx.deregister_table(tail_name)
-            batches = tail.to_batches() or [pa.RecordBatch.from_pylist([], schema=tail.schema)]
-            ctx.register_record_batches(tail_name, [batches])
+            register_arrow(ctx, tail_name, tail)
         cols = ", ".join(quote_ident(c) for c in tail.schema.names)
         view = ctx.sql(
             f"SELECT {cols} FROM {quote_ident(stored_name)} UNION ALL SELECT {cols} FROM {quote_ident(tail_name)}"
@@ -306,6 +303,13 @@ class Changelog:
         if ctx.table_exist(name):
             ctx.deregister_table(name)
         ctx.register_view(name, view)
+
+
+def register_arrow(ctx: SessionContext, name: str, table: pa.Table) -> None:
+    """Register ``table`` (held in memory) in ``ctx`` as ``name``, replacing any table of that name."""
+    if ctx.table_exist(name):
+        ctx.deregister_table(name)
+    ctx.register_record_batches(name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]])
 
 
 def _after(events: pa.Table, watermark: int) -> pa.Table:
