@@ -15,6 +15,10 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rhei_lake.storage.changelog import Changelog
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -73,3 +77,19 @@ class Housekeeper:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def bound_tail(housekeeper: Housekeeper, name: str, changelog: Changelog) -> None:
+    """Fold ``changelog``'s tail in the background once it is due; past twice the threshold, here and now.
+
+    Called after each batch of a long catch-up (a first sync of millions of
+    rows, a big CDC-log backlog), which would otherwise hold every segment in
+    memory until the sync ends. (Not a wait for the housekeeper: its other
+    jobs may need the SQLite write lock the caller holds.)
+    """
+    if not changelog.needs_flush:
+        return
+    if changelog.tail_rows >= 2 * changelog.flush_rows:
+        changelog.flush()
+    else:
+        housekeeper.submit(("flush", name), changelog.flush)

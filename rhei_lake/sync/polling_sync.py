@@ -29,7 +29,7 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.sync.housekeeping import Housekeeper
+from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.lake_state import LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
@@ -184,6 +184,7 @@ class PollingSync:
                     last = rows[built.consumed - 1]
                     cursor = PollCursor(last[table.builder.updated_index], table.builder.raw_key(last))
                     committed += table.commit(built.events, base=base, cursor=cursor)
+                    bound_tail(self._housekeeper, table.name, changelog)
                 done += len(rows)
                 if tick is not None:
                     tick(done)

@@ -23,7 +23,7 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.sync.housekeeping import Housekeeper
+from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import apply_spec, open_changelog
 
@@ -177,6 +177,7 @@ class TriggerSync:
                 self._ensure_lake_spec(table)
                 began = time.perf_counter()
                 committed = changelog.commit(events)
+                bound_tail(self._housekeeper, table, changelog)
                 report.add(table, committed, changelog.watermark, time.perf_counter() - began)
             position = batch.through
             self._position = position
