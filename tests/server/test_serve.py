@@ -137,8 +137,9 @@ def test_a_lake_without_a_source_serves_metrics_only(tmp_path):
     try:
         start = serve.event("start")
         assert start["mode"] == "lake only" and start["tables"] == ["events"] and start["sync_interval"] is None
-        samples = scrape(start["metrics"])
-        assert value(samples, "rhei_sync_watermark", table="events") is not None
+        # The table gauges come with the first status refresh, which may follow the start line.
+        samples = _wait_for(lambda: (s := scrape(start["metrics"]))
+                            and value(s, "rhei_sync_watermark", table="events") is not None and s)
         assert value(samples, "rhei_sync_loop_state", rhei_sync_loop_state="stopped") == 1
         assert serve.stop() == 0
     finally:
