@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 SYNCED_APP_ID = "rhei.synced"
 CURSOR_KEY = "rhei.cursor"
 _COMMIT_ATTEMPTS = 3
+_LOAD_ATTEMPTS = 20
+# Flushed segments stay this long before they are deleted, so that a reader that
+# took the watermark just before a flush still finds the chain it is following.
+DISCARD_GRACE_SECONDS = 5.0
 _FLUSH_ATTEMPTS = 8  # a compaction job may commit to the same table several times in a row
 
 
@@ -43,8 +47,10 @@ class Changelog:
         *,
         flush_segments: int,
         flush_rows: int,
+        discard_grace: float = DISCARD_GRACE_SECONDS,
     ) -> None:
         self.store = store
+        self.discard_grace = discard_grace
         self.tail = tail
         self.flush_segments = flush_segments
         self.flush_rows = flush_rows
@@ -54,6 +60,7 @@ class Changelog:
         self._stored_cursor: str | None = None
         self._segments: list[Segment] = []
         self._tail_rows = 0
+        self._flushed: list[tuple[float, int]] = []  # (when, watermark) of flushes not yet cleaned up
         self.generation = 0  # bumps on every change visible to readers
 
     # -- state -----------------------------------------------------------
@@ -64,26 +71,36 @@ class Changelog:
             stored = self.store.app_version(SYNCED_APP_ID) or 0
             segments: list[Segment] = []
             if self.tail is not None:
-                # A concurrent flush (a compaction job) commits and then deletes the
-                # segments it moved, so a chain read from a watermark that is stale by
-                # then stops early at a deleted file. Deletion only follows the commit:
-                # the chain is whole if the watermark did not move while it was read.
-                for _ in range(_COMMIT_ATTEMPTS * 3):
-                    segments = self.tail.load_chain(stored)
-                    self.store.refresh()
-                    now = self.store.app_version(SYNCED_APP_ID) or 0
-                    if now == stored:
-                        break
-                    stored = now
-                else:
-                    raise CommitConflictError(
-                        f"{self.store.uri}: the changelog kept moving while it was read; retry"
-                    )
+                segments, stored = self._load_tail(stored)
             self._stored = stored
             self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if stored else None
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
             self.generation += 1
+
+    def _load_tail(self, stored: int) -> tuple[list[Segment], int]:
+        """The segment chain past the table's watermark, read consistently with the table.
+
+        A concurrent flush commits a new watermark and then deletes the segments
+        it moved, so a chain read from a watermark that is stale by then may stop
+        early at a deleted file. Deletion only follows the commit: if the
+        watermark did not move while the chain was read, or the chain read
+        reaches past where it moved to, the table (re-read) plus the segments
+        after its watermark is one committed state.
+        """
+        assert self.tail is not None
+        for attempt in range(_LOAD_ATTEMPTS):
+            chain = self.tail.load_chain(stored)
+            self.store.refresh()
+            now = self.store.app_version(SYNCED_APP_ID) or 0
+            if now == stored:
+                return chain, stored
+            boundaries = {stored} | {segment.end for segment in chain}
+            if now in boundaries:
+                return [segment for segment in chain if segment.start >= now], now
+            stored = now
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise CommitConflictError(f"{self.store.uri}: the changelog kept moving while it was read; retry")
 
     @property
     def watermark(self) -> int:
@@ -245,8 +262,21 @@ class Changelog:
                 self._tail_rows = sum(seg.rows.num_rows for seg in self._segments)
                 self.generation += 1
         faults.point("flush.after_commit_before_discard")
-        self.tail.discard(below=tip)
+        self._discard_after_grace(tip)
         return rows.num_rows
+
+    def _discard_after_grace(self, flushed: int) -> None:
+        """Delete the segments of flushes older than the grace period (this one included if it is 0)."""
+        assert self.tail is not None
+        now = time.monotonic()
+        with self._lock:
+            self._flushed.append((now, flushed))
+            due = [watermark for when, watermark in self._flushed if now - when >= self.discard_grace]
+            if not due:
+                return
+            below = max(due)
+            self._flushed = [(when, watermark) for when, watermark in self._flushed if watermark > below]
+        self.tail.discard(below=below)
 
     def _landed(self, watermark: int) -> bool:
         """After a commit conflict: whether the table holds ``watermark`` all the same.

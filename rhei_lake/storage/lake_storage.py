@@ -110,12 +110,13 @@ class LakeStorage:
             return None
         return SegmentTail(self.blobs, f"{encode_table_dir(table)}/{TAIL_DIR}")
 
-    def changelog(self, table: str, *, flush_segments: int, flush_rows: int) -> Changelog:
+    def changelog(self, table: str, *, flush_segments: int, flush_rows: int, **options: float) -> Changelog:
         return Changelog(
             self.table_store(table, "changes"),
             self.tail(table),
             flush_segments=flush_segments,
             flush_rows=flush_rows,
+            **options,
         )
 
     def list_tables(self) -> list[str]:

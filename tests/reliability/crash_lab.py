@@ -121,7 +121,8 @@ class CrashLab:
 
     def run(self, kill: Kill) -> Outcome:
         """One child, ended as ``kill`` says; a child that fails on its own is a test failure."""
-        child = self._spawn(faults=kill.spec)
+        # A randomly timed kill needs a child still at work when it fires, however fast the machine.
+        child = self._spawn(*(["--until-killed"] if kill.after is not None else []), faults=kill.spec)
         try:
             if kill.after is not None:
                 if not kill.before_ready:

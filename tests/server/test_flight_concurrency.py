@@ -15,6 +15,7 @@ import rhei_lake
 from rhei_lake.server import serve_flight
 from tests.server.conftest import ORDERS
 from tests.server.flight_clients import RawClient, adbc_connect, pb, query
+from tests.support.waiting import wait_for
 
 # Far more than gRPC and socket buffers hold, and incompressible: the server cannot
 # have sent it all before the client has read it.
@@ -27,15 +28,6 @@ QUERIES = {
     "SELECT customer, sum(total) AS s FROM orders GROUP BY customer ORDER BY customer": None,
     "SELECT count(*) AS n FROM orders_history": None,
 }
-
-
-def _wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_concurrent_clients_get_correct_answers(served):
@@ -52,7 +44,8 @@ def test_concurrent_clients_get_correct_answers(served):
 
     with ThreadPoolExecutor(8) as pool:
         assert sorted(pool.map(client, range(8))) == list(range(8))
-    assert _wait_for(lambda: server.stats() == {"active_streams": 0, "open_tickets": 0, "open_statements": 0})
+    idle = {"active_streams": 0, "open_tickets": 0, "open_statements": 0}
+    wait_for(lambda: server.stats() == idle, timeout=10, what="the server to free every stream, ticket and statement")
 
 
 def test_a_slow_client_does_not_block_others_and_a_vanished_one_frees_its_stream(served):
@@ -77,7 +70,7 @@ def test_a_slow_client_does_not_block_others_and_a_vanished_one_frees_its_stream
     reader.close()  # stops mid-stream and goes away
     cursor.close()
     slow.close()
-    assert _wait_for(lambda: server.stats()["active_streams"] == 0), server.stats()
+    wait_for(lambda: server.stats()["active_streams"] == 0, timeout=10, what="the server's streams to settle")
 
 
 def test_a_raw_client_dropping_mid_stream_frees_the_stream(served):
@@ -91,7 +84,7 @@ def test_a_raw_client_dropping_mid_stream_frees_the_stream(served):
     assert server.stats()["active_streams"] == 1
     reader.cancel()
     raw.close()
-    assert _wait_for(lambda: server.stats()["active_streams"] == 0), server.stats()
+    wait_for(lambda: server.stats()["active_streams"] == 0, timeout=10, what="the server's streams to settle")
     assert server.stats()["open_tickets"] == 0
 
 
@@ -103,7 +96,7 @@ def test_a_stream_read_to_the_end_is_complete(served):
         for batch in cur.fetch_record_batch():
             rows += batch.num_rows
         assert rows == BIG_ROWS
-    assert _wait_for(lambda: server.stats()["active_streams"] == 0)
+    wait_for(lambda: server.stats()["active_streams"] == 0, timeout=10, what="the server's streams to settle")
 
 
 def test_shutdown_ends_open_streams():
@@ -134,7 +127,7 @@ def stalled_client(served):
     )
     try:
         assert process.stdout.readline().strip() == "stalled"
-        assert _wait_for(lambda: server.stats()["active_streams"] == 1)
+        wait_for(lambda: server.stats()["active_streams"] == 1, timeout=10, what="the server's streams to settle")
         yield process
     finally:
         process.kill()
@@ -147,7 +140,7 @@ def test_a_killed_client_frees_its_stream(served, stalled_client):
     assert server.stats()["active_streams"] == 1
     stalled_client.kill()
     stalled_client.wait()
-    assert _wait_for(lambda: server.stats()["active_streams"] == 0), server.stats()
+    wait_for(lambda: server.stats()["active_streams"] == 0, timeout=10, what="the server's streams to settle")
 
 
 def test_shutdown_does_not_wait_forever_for_a_client_that_stopped_reading(shop_lake):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ import rhei_lake
 from tests.server.flight_clients import adbc_connect
 from tests.server.serve_process import ServeProcess, scrape, value
 from tests.support.rh import one_error_line, rh
+from tests.support.waiting import wait_for
 
 
 def _htap_lake(tmp_path, extra: str = "") -> tuple[str, str]:
@@ -33,16 +33,6 @@ def _insert(db: str, ids: range) -> None:
     conn.close()
 
 
-def _wait_for(check, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_cleanly_after_a_final_sync_and_metrics_move(tmp_path, sig):
     db, lake = _htap_lake(tmp_path)
@@ -55,12 +45,12 @@ def test_signal_stops_cleanly_after_a_final_sync_and_metrics_move(tmp_path, sig)
         assert value(before, "rhei_sync_events_total", table="events") in (None, 0.0)
 
         _insert(db, range(0, 200))
-        synced = _wait_for(lambda: (s := scrape(metrics)) and (value(s, "rhei_sync_events_total", table="events")
+        synced = wait_for(lambda: (s := scrape(metrics)) and (value(s, "rhei_sync_events_total", table="events")
                                                                  or 0) >= 200 and s)
         assert value(synced, "rhei_sync_commit_seconds_count", table="events") >= 1
         assert value(synced, "rhei_sync_cycles_total", result="ok") > value(before, "rhei_sync_cycles_total",
                                                                              result="ok")
-        caught_up = _wait_for(lambda: (s := scrape(metrics)) and value(s, "rhei_sync_lag_events", table="events") == 0
+        caught_up = wait_for(lambda: (s := scrape(metrics)) and value(s, "rhei_sync_lag_events", table="events") == 0
                               and value(s, "rhei_sync_watermark", table="events") >= 200 and s)
         assert value(caught_up, "rhei_sync_lag_seconds", table="events") == 0
         assert value(caught_up, "rhei_sync_loop_state", rhei_sync_loop_state="running") == 1
@@ -116,7 +106,7 @@ def test_a_terminal_sync_error_shows_in_metrics_and_the_exit_code(tmp_path):
         with conn:  # SQLite lets a TEXT column hold a blob: the sync stops on it, nothing is skipped
             conn.execute("INSERT INTO events VALUES (10, x'00ff')")
         conn.close()
-        failed = _wait_for(lambda: (s := scrape(metrics))
+        failed = wait_for(lambda: (s := scrape(metrics))
                            and value(s, "rhei_sync_loop_state", rhei_sync_loop_state="failed") == 1 and s)
         assert value(failed, "rhei_errors_total", operation="sync", kind="TypeMismatchError") >= 1
         assert value(failed, "rhei_sync_cycles_total", result="error") >= 1
@@ -138,7 +128,7 @@ def test_a_lake_without_a_source_serves_metrics_only(tmp_path):
         start = serve.event("start")
         assert start["mode"] == "lake only" and start["tables"] == ["events"] and start["sync_interval"] is None
         # The table gauges come with the first status refresh, which may follow the start line.
-        samples = _wait_for(lambda: (s := scrape(start["metrics"]))
+        samples = wait_for(lambda: (s := scrape(start["metrics"]))
                             and value(s, "rhei_sync_watermark", table="events") is not None and s)
         assert value(samples, "rhei_sync_loop_state", rhei_sync_loop_state="stopped") == 1
         assert serve.stop() == 0

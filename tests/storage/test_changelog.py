@@ -23,7 +23,8 @@ def open_log(lake_storage, **kw):
     store = lake_storage.table_store("t", "changes")
     if not store.exists():
         store.create(SPEC.changes_schema, properties={})
-    log = lake_storage.changelog("t", flush_segments=kw.get("flush_segments", 1000), flush_rows=10**9)
+    log = lake_storage.changelog("t", flush_segments=kw.get("flush_segments", 1000), flush_rows=10**9,
+                                 discard_grace=kw.get("discard_grace", 0.0))
     log.load()
     return log
 
@@ -75,6 +76,47 @@ def test_flush_moves_the_tail_into_the_table(lake_storage, second_lake_storage):
         assert log.tail.starts() == []
     reopened = open_log(second_lake_storage)
     assert seqs(reopened) == [1, 2, 3, 4, 5]
+
+
+def test_flushed_segments_outlive_the_flush_by_the_grace_period(lake_storage, second_lake_storage):
+    if not lake_storage.durable:
+        pytest.skip("memory has no tail")
+    log = open_log(lake_storage, discard_grace=60.0)
+    reader = open_log(second_lake_storage)  # took the watermark before the flushes
+    for s in range(1, 4):
+        log.commit(events(s))
+    log.flush()
+    log.commit(events(4))
+    log.flush()
+    assert log.tail.starts() == [0, 1, 2, 3], "a reader following the chain from 0 must still find it"
+    assert [seg.end for seg in reader.tail.load_chain(0)] == [1, 2, 3, 4]
+    reader.load()
+    assert seqs(reader) == [1, 2, 3, 4] and reader.tail_segments == 0
+    log.discard_grace = 0.0
+    log.commit(events(5))
+    log.flush()
+    assert log.tail.starts() == []
+
+
+def test_a_reader_overtaken_by_flushes_still_loads_one_committed_state(lake_storage, second_lake_storage):
+    if not lake_storage.durable:
+        pytest.skip("memory has no tail")
+    log = open_log(lake_storage)  # grace 0: segments vanish right after each flush
+    reader = open_log(second_lake_storage)
+    for s in range(1, 4):
+        log.commit(events(s))
+    chain = reader.tail.load_chain
+
+    def chain_overtaken_once(base):  # a flush lands between the reader's watermark and its chain read
+        reader.tail.load_chain = chain
+        log.flush()
+        log.commit(events(4))
+        return chain(base)
+
+    reader.tail.load_chain = chain_overtaken_once
+    reader.load()
+    assert seqs(reader) == [1, 2, 3, 4]
+    assert reader.stored_watermark == 3 and reader.tail_segments == 1
 
 
 def test_concurrent_flushes_do_not_double(lake_storage, second_lake_storage):

@@ -1,6 +1,6 @@
 """A child process of the crash matrix: does one kind of work on a lake until it is killed (or done).
 
-Usage: python -m tests.support.crash_child SCENARIO DB STORAGE SEED [--final]
+Usage: python -m tests.support.crash_child SCENARIO DB STORAGE SEED [--final | --until-killed]
 
 Scenarios:
 
@@ -13,15 +13,19 @@ Scenarios:
 This is the edge, so it reads the environment: storage options (``AWS_*``) as a
 user would set them, and ``RHEI_FAULTS``, a :mod:`rhei_lake.faults` spec. It prints
 ``ready`` once the lake is open, so the parent can time random kills from there.
-With ``--final`` it only finishes pending work (sync, flush) and exits 0.
+With ``--final`` it only finishes pending work (sync, flush) and exits 0; with
+``--until-killed`` it repeats its work with no end, so a kill timed at random
+always lands on a working child however fast the machine is.
 """
 
 from __future__ import annotations
 
 import os
+import itertools
 import random
 import sqlite3
 import sys
+from collections.abc import Iterable
 
 import rhei_lake
 from rhei_lake import faults
@@ -29,6 +33,11 @@ from tests.support.workload import SCHEMA, Workload
 
 EVOLVING = "evolving"
 ROUNDS = 400
+
+
+def rounds() -> Iterable[int]:
+    """The rounds of work: ``ROUNDS`` of them, or endless under ``--until-killed``."""
+    return itertools.count() if "--until-killed" in sys.argv else range(ROUNDS)
 
 
 def open_lake(db: str, storage: str) -> rhei_lake.Lake:
@@ -46,7 +55,7 @@ def snapshot_tables(db: str) -> list[str]:
 
 def run_sync(lake: rhei_lake.Lake, seed: int) -> None:
     workload = Workload(seed)
-    for round_ in range(ROUNDS):
+    for round_ in rounds():
         lake.execute_batch([workload.statement() for _ in range(workload.rng.randint(1, 8))])
         lake.sync_now()
         if round_ % 7 == 6:
@@ -73,7 +82,7 @@ def small_fold_batches() -> None:
 
 def run_compact(lake: rhei_lake.Lake, seed: int) -> None:
     workload = Workload(seed)
-    for round_ in range(ROUNDS):
+    for round_ in rounds():
         lake.execute_batch([workload.statement() for _ in range(workload.rng.randint(1, 8))])
         lake.sync_now()
         if round_ % COMPACT_EVERY == COMPACT_EVERY - 1:
@@ -85,7 +94,7 @@ def run_register(lake: rhei_lake.Lake, db: str, seed: int) -> None:
         lake.register_table(table)
     rng = random.Random(seed)
     tables = snapshot_tables(db)
-    for _ in range(ROUNDS):
+    for _ in rounds():
         table = rng.choice(tables)
         key = rng.randint(1, 400)
         if rng.random() < 0.5:
@@ -97,7 +106,7 @@ def run_register(lake: rhei_lake.Lake, db: str, seed: int) -> None:
 
 def run_schema(lake: rhei_lake.Lake, seed: int) -> None:
     rng = random.Random(seed)
-    for round_ in range(ROUNDS):
+    for round_ in rounds():
         extra = [c for c in lake.table_spec(EVOLVING).column_names if c.startswith("x")]
         statements = []
         for _ in range(rng.randint(1, 5)):
@@ -123,7 +132,7 @@ def run_schema(lake: rhei_lake.Lake, seed: int) -> None:
 def run_restore(storage: str, target: str) -> None:
     with rhei_lake.open(storage=storage) as lake:
         print("ready", flush=True)
-        for _ in range(ROUNDS):
+        for _ in rounds():
             lake.restore_sqlite(target, overwrite=True)
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    """Return once ``condition()`` is true; AssertionError naming ``what`` after ``timeout`` seconds."""
+def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Return ``condition()``'s first true value; AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        result = condition()
+        if result:
+            return result
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
