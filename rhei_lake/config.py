@@ -76,8 +76,9 @@ class LakeConfig(BaseModel):
     columnar_min_rows: int = Field(
         DEFAULT_COLUMNAR_MIN_ROWS,
         ge=0,
-        description="Snapshots of tables with at least this many rows are read by the ADBC reader process "
-        "(an order of magnitude faster); 0 always reads through sqlite3.",
+        description="Tables with at least this many rows are read by the ADBC reader process when first "
+        "captured (a trigger-mode snapshot, a sidecar's first sync of a SQLite table): several times faster; "
+        "0 always reads through sqlite3.",
     )
     prune_interval: float = Field(
         DEFAULT_PRUNE_INTERVAL,

@@ -53,6 +53,9 @@ POINTS: dict[str, str] = {
     "flush.after_commit_before_discard": "the tail is folded into Delta; its segment files are not deleted yet",
     "delta.before_commit": "a Delta write (data files and commit, one delta-rs call) is about to start",
     "snapshot.before_start": "a registered table's changelog exists (maybe empty); its snapshot has not started",
+    "first_sync.after_events_before_cursor": (
+        "sidecar: a table's first columnar read is committed as events; the cursor it ended on is not yet"
+    ),
     "snapshot.after_commit_before_ready": "a snapshot is committed to the lake; SQLite's registry not updated yet",
     "schema.after_lake_prepare": "schema change: the Delta tables have the new columns; SQLite not altered yet",
     "schema.after_source_commit": "schema change: SQLite, triggers and registry altered; the lake's spec not yet",

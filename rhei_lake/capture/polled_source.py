@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_table import PolledTable
@@ -26,6 +26,10 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import SchemaError
+
+if TYPE_CHECKING:
+    from rhei_lake.capture.sqlite_first_read import FirstRead
+
 
 @dataclass(frozen=True)
 class PollPlan:
@@ -127,6 +131,11 @@ class PolledSource(Protocol):
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
         """How many rows :meth:`read_changes` would return now (for progress)."""
+        ...
+
+    def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:
+        """A whole-table columnar read for a table the lake holds nothing of, when the source
+        offers one and the table has at least ``min_rows`` rows (see :mod:`rhei_lake.capture.sqlite_first_read`)."""
         ...
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:

@@ -201,6 +201,10 @@ class PostgresPolledSource:
         sql, params = plan.count_sql(cursor)
         return int(self._query(sql, params, f"counting table {plan.spec.name!r}")[0][0])
 
+    def first_read(self, plan: PollPlan, min_rows: int) -> None:
+        """PostgreSQL tables are always read by the row poll (server-side cursor)."""
+        return None
+
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(sql, params, batch_rows, f"scanning keys of {plan.spec.name!r}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import replace
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
@@ -18,6 +18,7 @@ from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetc
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
+from rhei_lake.capture.sqlite_first_read import FirstRead, open_first_read
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
 from rhei_lake.errors import SchemaError, SourceError
 
@@ -97,6 +98,13 @@ class SqlitePolledSource:
         with self._lock:
             try:
                 return int(self._conn.execute(sql, params).fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc, plan) from exc
+
+    def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:
+        with self._lock:
+            try:
+                return open_first_read(self._conn, self.path, plan, min_rows)
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
 

@@ -19,6 +19,7 @@ Conversion has the same semantics as :func:`rhei_lake.capture.types.to_arrow`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,24 +154,36 @@ class TypedSelect:
         witnesses.append("''")
         return exprs, witnesses
 
-    def raw_value(self, batch: pa.RecordBatch, name: str, row: int) -> Any:
-        """Column ``name``'s value at ``row`` of a raw batch, as read (for error messages)."""
+    def raw_parts(self, batch: pa.RecordBatch, name: str) -> list[pa.Array]:
+        """The raw output columns column ``name`` is read into (one, or three for a split read)."""
         pos = self.leading
         for column, width in zip(self.spec.columns, self._widths(), strict=True):
             if column.name == name:
-                values = [batch.column(pos + k)[row].as_py() for k in range(width)]
-                return next((v for v in values if v is not None), None)
+                return [batch.column(pos + k) for k in range(width)]
             pos += width
         raise KeyError(name)
 
+    def raw_value(self, batch: pa.RecordBatch, name: str, row: int) -> Any:
+        """Column ``name``'s value at ``row`` of a raw batch, as stored (for error messages and cursors)."""
+        values = [part[row].as_py() for part in self.raw_parts(batch, name)]
+        return next((v for v in values if v is not None), None)
 
-def snapshot_sql(spec: TableSpec, *, strict: bool = False) -> tuple[str, TypedSelect]:
-    """A typed read of every row of ``spec``'s table."""
-    typed = TypedSelect(spec, tuple(quote_ident(c.name) for c in spec.columns), leading=1, strict=strict)
+
+def snapshot_sql(
+    spec: TableSpec, *, strict: bool = False, extra: Sequence[tuple[str, str]] = ()
+) -> tuple[str, TypedSelect]:
+    """A typed read of every row of ``spec``'s table.
+
+    ``extra`` adds ``(expression, witness)`` columns right after the witness
+    marker, before the user columns (say, a flag computed per row).
+    """
+    typed = TypedSelect(spec, tuple(quote_ident(c.name) for c in spec.columns), leading=1 + len(extra), strict=strict)
     exprs, witnesses = typed.select_list()
+    extra_exprs = "".join(f"{expr}, " for expr, _ in extra)
+    extra_witnesses = "".join(f"{witness}, " for _, witness in extra)
     sql = (
-        f"SELECT 1 AS {WITNESS}, {', '.join(witnesses)} UNION ALL "
-        f"SELECT NULL, {', '.join(exprs)} FROM {quote_ident(spec.name)}"
+        f"SELECT 1 AS {WITNESS}, {extra_witnesses}{', '.join(witnesses)} UNION ALL "
+        f"SELECT NULL, {extra_exprs}{', '.join(exprs)} FROM {quote_ident(spec.name)}"
     )
     return sql, typed
 

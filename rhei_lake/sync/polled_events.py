@@ -92,24 +92,25 @@ _ISO_ZONED = _ISO + r"(Z|[+-]\d\d:\d\d)$"
 _ISO_NAIVE = _ISO + r"$"
 
 
-def _fast_stamps(column: pa.ChunkedArray, unit: str) -> list[int] | None:
-    """Vectorized :func:`updated_at_micros` for the common shapes; ``None`` means "use the per-value rules"."""
+def vectorized_stamps(column: pa.ChunkedArray, unit: str) -> pa.ChunkedArray | None:
+    """:func:`updated_at_micros` of a whole column at once (int64), for the common shapes;
+    ``None`` means "use the per-value rules"."""
     if column.null_count:
         return None
     dtype = column.type
     try:
         if pa.types.is_timestamp(dtype) and unit == "s":  # converted by the declared-type rules already
-            return column.cast(pa.int64()).to_pylist()
+            return column.cast(pa.int64())
         if pa.types.is_int64(dtype):
             micros = pc.multiply_checked(column, _UNIT_MICROS[unit])
-            if pc.min(micros).as_py() < _MIN_US or pc.max(micros).as_py() > _MAX_US:
+            if len(micros) and (pc.min(micros).as_py() < _MIN_US or pc.max(micros).as_py() > _MAX_US):
                 return None
-            return micros.to_pylist()
+            return micros
         if pa.types.is_string(dtype):
             if pc.all(pc.match_substring_regex(column, _ISO_ZONED)).as_py():
-                return column.cast(TIMESTAMP_TYPE).cast(pa.int64()).to_pylist()
+                return column.cast(TIMESTAMP_TYPE).cast(pa.int64())
             if pc.all(pc.match_substring_regex(column, _ISO_NAIVE)).as_py():
-                return column.cast(pa.timestamp("us")).cast(pa.int64()).to_pylist()
+                return column.cast(pa.timestamp("us")).cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return None
@@ -153,9 +154,9 @@ class EventBuilder:
 
     def _stamps(self, rows: list[tuple], converted: pa.Table | None) -> tuple[list[int], RheiError | None]:
         """Each row's updated_at in UTC micros, for the longest readable prefix, and the error that ended it."""
-        fast = _fast_stamps(converted.column(self.table.updated_at), self.table.epoch_unit) if converted else None
+        fast = vectorized_stamps(converted.column(self.table.updated_at), self.table.epoch_unit) if converted else None
         if fast is not None:
-            return fast, None
+            return fast.to_pylist(), None
         stamps = []
         for row in rows:
             value = row[self.updated_index]
@@ -196,6 +197,26 @@ class EventBuilder:
             schema=self.spec.changes_schema,
         )
         return PolledBatch(events, usable, error)
+
+    def first_events(self, columns: pa.Table, deleted: pa.Array | None, base: int) -> pa.Table | None:
+        """``I`` events (``_rhei_seq`` from ``base + 1``) for rows of a table the lake holds nothing of,
+        built a column at a time; ``None`` when an ``updated_at`` needs the per-value rules (or their errors)."""
+        stamps = vectorized_stamps(columns.column(self.table.updated_at), self.table.epoch_unit)
+        if stamps is None:
+            return None
+        if deleted is not None and deleted.true_count:
+            live = pc.invert(deleted)
+            columns, stamps = columns.filter(live), stamps.filter(live)
+        n = columns.num_rows
+        return pa.Table.from_arrays(
+            [
+                *columns.columns,
+                pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), base),
+                pa.repeat(pa.scalar(OP_INSERT), n),
+                stamps.cast(TIMESTAMP_TYPE),
+            ],
+            schema=self.spec.changes_schema,
+        )
 
     def _inserts(self, rows: list[tuple], stamps: list[int], usable: int) -> tuple[list[int], list[str], list[int]]:
         """Keys the lake does not hold: every live row is an insert, soft-deleted rows are nothing."""

@@ -8,6 +8,10 @@ conditional on the watermark not having moved. A crash before a commit re-reads
 the batch from the previous cursor (no loss); a crash after it resumes from
 the new cursor (no duplicate); everything needed to resume is in the lake.
 
+A big SQLite table the lake holds nothing of is read whole instead, a column
+at a time (:mod:`rhei_lake.capture.sqlite_first_read`), and committed in one
+Delta write followed by its cursor.
+
 Every ``hard_delete_interval`` seconds each table is also reconciled
 (:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
 rows whose change the cursor cannot see (committed late, with an
@@ -22,8 +26,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
+
+from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PolledSource, PollPlan
+from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError
@@ -171,6 +179,10 @@ class PollingSync:
                 progress(table.name, done, max(total, done))
 
             tick(0)
+        if fresh:
+            first = self._first_sync(table, tick)
+            if first is not None:
+                return first, fresh
         committed = 0
         done = 0
         stream: Iterator[list[tuple]] = self.source.read_changes(table.plan, cursor, batch_rows)
@@ -197,6 +209,59 @@ class PollingSync:
         if committed:
             log.info("table %r: %d polled events committed", table.name, committed)
         return committed, fresh
+
+    def _first_sync(self, table: PolledTableSync, tick: Callable[[int], None] | None) -> int | None:
+        """Commit a table the lake holds nothing of in one go, read a column at a time.
+
+        Two commits: the events, with the watermark at the rows counted, then the cursor
+        the read ended on. A crash between them leaves no cursor: the next poll re-reads
+        the table from the start and finds every row already in the lake (same
+        ``updated_at``, same values: no event). Returns the events committed, or ``None``
+        when the source has no such read for this table, or a value needs the row path
+        (which then commits the rows before it and names it).
+        """
+        first = self.source.first_read(table.plan, self.config.columnar_min_rows)
+        if first is None:
+            return None
+        changelog = table.changelog
+        base = changelog.watermark
+        fallback: list[BaseException] = []
+        built_events = 0
+
+        def events() -> Iterator[pa.RecordBatch]:
+            nonlocal built_events
+            done = 0
+            try:
+                for columns, deleted in first.batches(self.config.batch_size):
+                    built = table.builder.first_events(columns, deleted, base + built_events)
+                    if built is None:
+                        raise NeedsDiagnosis
+                    built_events += built.num_rows
+                    done += columns.num_rows
+                    yield from built.to_batches()
+                    if tick is not None:
+                        tick(done)
+            except NeedsDiagnosis as exc:
+                fallback.append(exc)
+                raise
+
+        try:
+            if first.rows == 0:
+                return None
+            reader = pa.RecordBatchReader.from_batches(table.plan.spec.changes_schema, events())
+            try:
+                changelog.commit_stream(reader, watermark=base + first.rows)
+            except Exception:
+                if fallback:
+                    log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
+                    return None
+                raise
+        finally:
+            first.close()
+        faults.point("first_sync.after_events_before_cursor")
+        table.commit(table.plan.spec.changes_schema.empty_table(), base=base + first.rows, cursor=first.cursor)
+        log.info("table %r: first sync of %d rows committed in one read", table.name, built_events)
+        return built_events
 
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog."""

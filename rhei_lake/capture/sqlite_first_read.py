@@ -1,0 +1,122 @@
+"""A polled SQLite table's first read, whole, as declared-type Arrow from the ADBC reader process.
+
+The row poll (:mod:`rhei_lake.capture.sqlite_poll`) reads a table in
+``(updated_at, key)`` order through ``sqlite3``: exact, but a fraction of the
+speed of reading the table at all. A table the lake holds nothing of yet is
+read here instead, in one pinned snapshot of the reader process
+(:mod:`rhei_lake.capture.reader_process`), typed by declared column
+(:mod:`rhei_lake.capture.typed_select`), in storage order: a first sync may
+number its events in any order, since each key appears once. The row count
+comes from the same snapshot beforehand; the cursor the row poll would have
+ended on (the greatest ``(updated_at, key)``) is tracked while the rows stream
+by (:mod:`rhei_lake.capture.sqlite_order`), so the table is read once.
+
+A value that does not fit its declared type ends the read with
+:class:`~rhei_lake.capture.typed_select.NeedsDiagnosis`: the caller then
+falls back to the row poll, which commits the rows before it and names it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.polled_source import PollPlan
+from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
+from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.typed_select import (
+    NeedsDiagnosis,
+    convert,
+    snapshot_sql,
+    without_witness,
+)
+from rhei_lake.errors import SourceError
+
+
+def soft_deleted_sql(column: str) -> str:
+    """1 where a soft-delete value marks its row deleted, else 0 (the rule of ``polled_events.is_deleted``)."""
+    x = quote_ident(column)
+    return f"CASE WHEN {x} IS NULL THEN 0 WHEN typeof({x}) IN ('integer', 'real') AND {x} = 0 THEN 0 ELSE 1 END"
+
+
+class FirstRead:
+    """One pinned snapshot of a polled table, streamed as declared-type Arrow.
+
+    ``rows`` counts the snapshot; once :meth:`batches` is exhausted, ``cursor``
+    is its greatest ``(updated_at, key)`` (``None`` for an empty table).
+    """
+
+    def __init__(self, reader: ReaderProcess, plan: PollPlan, *, sql_order_only: bool) -> None:
+        self._reader = reader
+        self.plan = plan
+        self._sql_order_only = sql_order_only  # text sorted by a declared collation: ask SQLite for the cursor
+        deleted_at = plan.table.deleted_at
+        self._flag = soft_deleted_sql(deleted_at) if deleted_at else None
+        reader.begin()  # the first query pins the snapshot every later one reads
+        counted = reader.query(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").read_all()
+        self.rows = int(counted.column(0)[0].as_py())
+        self.cursor: PollCursor | None = None
+
+    def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.Array | None]]:
+        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis on a misfit."""
+        spec = self.plan.spec
+        sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
+        greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
+        read = 0
+        try:
+            for raw in self._reader.query(sql, batch_rows=batch_rows, prefetch=4):
+                raw = without_witness(raw)
+                if raw.num_rows == 0:
+                    continue
+                read += raw.num_rows
+                if read > self.rows:
+                    raise SourceError(f"the first read of {spec.name!r} read more rows than it counted; retry")
+                arrays, _ = convert(typed, raw)
+                if not self._sql_order_only:
+                    greatest.observe(raw)
+                flags = pc.equal(raw.column(1), 1) if self._flag else None
+                yield pa.Table.from_arrays(arrays, schema=spec.schema), flags
+        except SourceError as exc:
+            if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch
+                raise NeedsDiagnosis from exc
+            raise
+        if read != self.rows:
+            raise SourceError(f"the first read of {spec.name!r} read {read} rows of the {self.rows} it counted; retry")
+        last = greatest.values if not self._sql_order_only else self._greatest_by_sql()
+        self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
+
+    def _greatest_by_sql(self) -> tuple | None:
+        columns = (self.plan.table.updated_at, *self.plan.key)
+        order = ", ".join(f"{quote_ident(c)} DESC" for c in columns)
+        sql = f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {quote_ident(self.plan.spec.name)} " \
+              f"ORDER BY {order} LIMIT 1"
+        rows = self._reader.query(sql).read_all().to_pylist()
+        return tuple(rows[0][c] for c in columns) if rows else None
+
+    def close(self) -> None:
+        try:
+            self._reader.rollback()
+        except SourceError:
+            pass
+        self._reader.close()
+
+
+def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int) -> FirstRead | None:
+    """A :class:`FirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
+    if min_rows <= 0 or not fast_reader_available():
+        return None
+    (rows,) = conn.execute(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").fetchone()
+    if rows < min_rows:
+        return None
+    sql_order_only = declares_collation(conn, plan.spec.name)
+    reader = ReaderProcess(path, readonly=True)
+    try:
+        return FirstRead(reader, plan, sql_order_only=sql_order_only)
+    except BaseException:
+        reader.close()
+        raise

@@ -1,0 +1,228 @@
+"""A polled SQLite table's first sync read whole by the ADBC reader process, checked against the row poll.
+
+``columnar_min_rows=1`` sends every first sync through the columnar read,
+``columnar_min_rows=0`` through the row poll: both must leave the same lake
+(events, cursor, history) and agree with SQLite itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+
+import pyarrow as pa
+import pytest
+
+import rhei_lake
+from rhei_lake import faults
+from rhei_lake.capture.sqlite_order import GreatestRow
+from rhei_lake.capture.typed_select import without_witness
+from rhei_lake.errors import TypeMismatchError
+from tests.support.sidecar_source import SidecarWorkload, items_table, sqlite_source
+from tests.sync.test_sidecar_random import COLUMNS
+
+pytest.importorskip("adbc_driver_sqlite")
+
+COLUMNAR, ROWS = 1, 0  # columnar_min_rows
+
+
+def _open(source_url: str, storage: str, min_rows: int, table=None, **options) -> rhei_lake.Lake:
+    return rhei_lake.open(source=source_url, storage=storage, tables=[table or items_table()],
+                          columnar_min_rows=min_rows, hard_delete_interval=0, **options)
+
+
+def _feed(lake: rhei_lake.Lake) -> list[dict]:
+    """The change feed without sequence numbers (the columnar read numbers rows in storage order)."""
+    return lake.query(f"SELECT {COLUMNS}, _rhei_op, _rhei_ts FROM items_changes ORDER BY id, _rhei_seq").to_pylist()
+
+
+def _used_columnar(caplog) -> bool:
+    return any("committed in one read" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_first_read_leaves_the_lake_the_row_poll_leaves(tmp_path, caplog, seed, durable_storage):
+    """Random rows (soft deletes, ties on updated_at, NULLs, exact doubles, 64-bit integers), then more syncs.
+
+    The columnar lake is on each durable tier, the row-poll lake beside it on local disk.
+    """
+    url, options = durable_storage
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
+    workload = SidecarWorkload(source, seed, key_space=400)
+    workload.run(700)
+    caplog.set_level(logging.INFO, logger="rhei_lake.sync")
+    lakes = {
+        COLUMNAR: _open(source.url, url, COLUMNAR, batch_size=64, storage_options=options),
+        ROWS: _open(source.url, str(tmp_path / "lake-rows"), ROWS, batch_size=64),
+    }
+    try:
+        for round_ in range(3):
+            for mode, lake in lakes.items():
+                lake.sync_now()
+                if round_ == 0 and mode == COLUMNAR:
+                    assert _used_columnar(caplog)
+            workload.synced()
+            assert _feed(lakes[COLUMNAR]) == _feed(lakes[ROWS]), f"round {round_}"
+            current = lakes[COLUMNAR].query(f"SELECT {COLUMNS} FROM items").to_pylist()
+            assert {r["id"]: tuple(r.values()) for r in current} == source.live_items(), f"round {round_}"
+            cursors = {m: lake._sync.changelogs["items"].cursor for m, lake in lakes.items()}
+            assert cursors[COLUMNAR] == cursors[ROWS]
+            workload.run(workload.rng.randint(20, 60))
+        seqs = lakes[COLUMNAR].query("SELECT _rhei_seq FROM items_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs))
+    finally:
+        for lake in lakes.values():
+            lake.close()
+        source.close()
+
+
+def test_a_table_whose_rows_are_all_soft_deleted_commits_only_its_cursor(tmp_path):
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, 'x', 1.5, 1, ?, ?)",
+                       [(i, f"2026-01-01T00:00:0{i}Z", "gone") for i in range(1, 6)])
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        assert lake.sync_now().events == 0
+        assert lake._sync.changelogs["items"].cursor is not None
+        source.execute("UPDATE items SET deleted_at = NULL, updated_at = '2026-01-02T00:00:00Z' WHERE id = 2")
+        assert lake.sync_now().events == 1
+        assert lake.query("SELECT id FROM items").to_pylist() == [{"id": 2}]
+    source.close()
+
+
+@pytest.mark.parametrize("min_rows", [COLUMNAR, ROWS])
+def test_a_misfit_value_is_named_and_the_rows_before_it_are_committed(tmp_path, min_rows, caplog):
+    """The columnar read hands a table with a bad value to the row poll, which commits up to it and names it."""
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT NOT NULL)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                       [(i, i, f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)])
+    source.execute("UPDATE items SET qty = 'many' WHERE id = 30")
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    caplog.set_level(logging.INFO, logger="rhei_lake.sync")
+    with _open(source.url, str(tmp_path / "lake"), min_rows, table, batch_size=8) as lake:
+        with pytest.raises(TypeMismatchError, match=r"'qty', row id=30") as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"id": 30}
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 29}]
+        assert not _used_columnar(caplog)
+        source.execute("UPDATE items SET qty = 30 WHERE id = 30")
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n, sum(qty) AS s FROM items").to_pylist() == [{"n": 40, "s": 820}]
+    source.close()
+
+
+def test_an_unreadable_updated_at_is_named_by_the_row_poll(tmp_path):
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?)", [(1, "2026-01-01"), (2, "2026-01-02"), (3, "soon")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR, table) as lake:
+        with pytest.raises(TypeMismatchError, match=r"'updated_at', row id=3: 'soon'"):
+            lake.sync_now()
+        assert lake.query("SELECT id FROM items ORDER BY id").to_pylist() == [{"id": 1}, {"id": 2}]
+    source.close()
+
+
+def test_a_crash_between_the_events_and_the_cursor_doubles_nothing(tmp_path):
+    """The events commit first, the cursor second: without the cursor the next poll re-reads, adding nothing."""
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
+    SidecarWorkload(source, 5, key_space=200).run(300)
+    lake_path = str(tmp_path / "lake")
+
+    class Crash(Exception):
+        pass
+
+    def crash(_point: str) -> None:
+        raise Crash
+
+    with _open(source.url, lake_path, COLUMNAR) as lake, faults.armed("first_sync.after_events_before_cursor", crash):
+        with pytest.raises(Crash):
+            lake.sync_now()
+        assert lake._sync.changelogs["items"].cursor is None
+    with _open(source.url, lake_path, COLUMNAR) as lake:
+        assert lake.sync_now().events == 0
+        assert lake._sync.changelogs["items"].cursor is not None
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+        inserts = lake.query("SELECT id, count(*) AS n FROM items_changes GROUP BY id HAVING count(*) > 1")
+        assert inserts.num_rows == 0
+    source.close()
+
+
+def test_a_declared_collation_is_left_to_sqlite(tmp_path):
+    """Text compared NOCASE sorts unlike its bytes: the cursor must be the one SQLite's order ends on."""
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (code TEXT COLLATE NOCASE PRIMARY KEY, updated_at TEXT NOT NULL)")
+    source.executemany("INSERT INTO items VALUES (?, '2026-01-01T00:00:00Z')", [("a",), ("B",), ("c",), ("D",)])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    cursors = {}
+    for mode in (COLUMNAR, ROWS):
+        with _open(source.url, str(tmp_path / f"lake-{mode}"), mode, table) as lake:
+            assert lake.sync_now().events == 4
+            cursors[mode] = lake._sync.changelogs["items"].cursor
+    assert cursors[COLUMNAR] == cursors[ROWS]
+    assert '"D"' in cursors[ROWS]
+    source.close()
+
+
+def _stored(rng: random.Random):
+    roll = rng.random()
+    if roll < 0.1:
+        return None
+    if roll < 0.35:
+        return rng.choice([0, 1, -1, 2**62, -(2**62), rng.randint(-50, 50)])
+    if roll < 0.55:
+        return rng.choice([0.0, -0.5, 1.0, 1e300, rng.uniform(-50, 50)])
+    if roll < 0.85:
+        return "".join(rng.choice("aAbZ0 é漢") for _ in range(rng.randint(0, 4)))
+    return bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 3)))
+
+
+class _FourParts:
+    """Stands in for TypedSelect: each column read as four storage-class parts (integer, real, text, blob)."""
+
+    names = ("u", "k1", "k2")
+
+    def raw_parts(self, batch: pa.RecordBatch, name: str) -> list[pa.Array]:
+        start = 1 + 4 * self.names.index(name)
+        return [batch.column(start + k) for k in range(4)]
+
+    @classmethod
+    def sql(cls) -> str:
+        parts = [f"CASE WHEN typeof({c}) = '{kind}' THEN {c} END"
+                 for c in cls.names for kind in ("integer", "real", "text", "blob")]
+        witness = "SELECT 1, " + ", ".join(["0", "0.0", "''", "x''"] * len(cls.names))
+        return f"{witness} UNION ALL SELECT NULL, {', '.join(parts)} FROM t"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greatest_row_agrees_with_sqlites_order(tmp_path, seed):
+    """Every storage class, NULLs and ties in untyped columns: the greatest (u, k1, k2) is ORDER BY's first."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    rng = random.Random(seed)
+    conn = sqlite3.connect(tmp_path / "order.db")
+    conn.execute("CREATE TABLE t (u, k1, k2, PRIMARY KEY (k1, k2))")
+    rows = {}
+    for _ in range(300):
+        key = (rng.choice([1, 2, 2.5, "x", "X", b"\x01"]), rng.randint(0, 40) if rng.random() < 0.7 else rng.choice("ab"))
+        rows[key] = _stored(rng) if rng.random() < 0.5 else rng.choice([5, 5.0, "zz", b"\xff"])
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(u, *k) for k, u in rows.items()])
+    conn.commit()
+    expected = conn.execute("SELECT u, k1, k2 FROM t ORDER BY u DESC, k1 DESC, k2 DESC LIMIT 1").fetchone()
+    conn.close()
+    greatest = GreatestRow(_FourParts(), _FourParts.names)
+    with adbc.connect(str(tmp_path / "order.db")) as reader, reader.cursor() as cur:
+        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "37"})
+        cur.execute(_FourParts.sql())
+        for batch in cur.fetch_record_batch():
+            greatest.observe(without_witness(batch))
+    assert greatest.values == tuple(expected)
+    assert [type(v) for v in greatest.values] == [type(v) for v in expected]
