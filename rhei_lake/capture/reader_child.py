@@ -30,11 +30,41 @@ def _frame(out: BinaryIO, kind: bytes, payload: dict[str, Any]) -> None:
     out.flush()
 
 
-def serve(commands, out: BinaryIO) -> None:
-    import adbc_driver_sqlite.dbapi as adbc
+def _query(conn, cmd: dict[str, Any], out: BinaryIO) -> None:
+    import adbc_driver_manager
     import pyarrow as pa
 
-    conn = None
+    stmt = adbc_driver_manager.AdbcStatement(conn)
+    try:
+        stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(cmd.get("batch_rows", 65536))})
+        stmt.set_sql_query(cmd["sql"])
+        params = cmd.get("params") or []
+        if params:
+            stmt.bind(pa.record_batch([[value] for value in params], names=[str(i) for i in range(len(params))]))
+        handle, _ = stmt.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(handle.address)
+        out.write(b"S")
+        rows = 0
+        try:
+            with pa.ipc.new_stream(out, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        except Exception as exc:  # the stream is closed; report after it
+            _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
+            return
+        _frame(out, b"K", {"rows": rows})
+    finally:
+        stmt.close()
+
+
+def serve(commands, out: BinaryIO) -> None:
+    # The driver manager's low-level API, not its DB-API layer: that one imports
+    # pyarrow.dataset and pyarrow.compute, a third of this process's start-up.
+    import adbc_driver_manager
+    import adbc_driver_sqlite
+
+    database = conn = None
     for line in commands:
         if not line.strip():
             continue
@@ -47,39 +77,26 @@ def serve(commands, out: BinaryIO) -> None:
                 uri = cmd["path"]
                 if cmd.get("readonly"):
                     uri = f"file:{uri}?mode=ro"
-                conn = adbc.connect(uri, autocommit=True)
+                database = adbc_driver_sqlite.connect(uri)
+                conn = adbc_driver_manager.AdbcConnection(database)
                 _frame(out, b"K", {})
             elif op == "begin":
-                conn.adbc_connection.set_autocommit(False)
+                conn.set_autocommit(False)
                 _frame(out, b"K", {})
             elif op == "rollback":
                 conn.rollback()
-                conn.adbc_connection.set_autocommit(True)
+                conn.set_autocommit(True)
                 _frame(out, b"K", {})
             elif op == "query":
-                cursor = conn.cursor()
-                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(cmd.get("batch_rows", 65536))})
-                cursor.execute(cmd["sql"], cmd.get("params") or None)
-                reader = cursor.fetch_record_batch()
-                out.write(b"S")
-                rows = 0
-                try:
-                    with pa.ipc.new_stream(out, reader.schema) as writer:
-                        for batch in reader:
-                            writer.write_batch(batch)
-                            rows += batch.num_rows
-                except Exception as exc:  # the stream is closed; report after it
-                    cursor.close()
-                    _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
-                    continue
-                cursor.close()
-                _frame(out, b"K", {"rows": rows})
+                _query(conn, cmd, out)
             else:
                 _frame(out, b"E", {"type": "ProtocolError", "message": f"unknown op {op!r}"})
         except Exception as exc:
             _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
     if conn is not None:
         conn.close()
+    if database is not None:
+        database.close()
 
 
 def main() -> None:
