@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import pyarrow as pa
 
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_table import PolledTable
@@ -26,9 +28,6 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import SchemaError
-
-if TYPE_CHECKING:
-    from rhei_lake.capture.sqlite_first_read import FirstRead
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,20 @@ def polled_spec_options(table: PolledTable, location: SourceLocation) -> dict[st
     return options
 
 
+class FirstRead(Protocol):
+    """A whole table read at once for its first sync: one snapshot, declared-type Arrow, any row order."""
+
+    rows: int  # rows in the snapshot
+    cursor: PollCursor | None  # its greatest (updated_at, key); set once batches() is exhausted at the latest
+
+    def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.Array | pa.ChunkedArray | None]]:
+        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when the row
+        poll must take over (a value only the row-by-row rules can convert, or name)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class PolledSource(Protocol):
     """A database a sidecar polls, read-only."""
 
@@ -135,7 +148,7 @@ class PolledSource(Protocol):
 
     def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:
         """A whole-table columnar read for a table the lake holds nothing of, when the source
-        offers one and the table has at least ``min_rows`` rows (see :mod:`rhei_lake.capture.sqlite_first_read`)."""
+        offers one and the table has at least ``min_rows`` rows."""
         ...
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:

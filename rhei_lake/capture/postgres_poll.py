@@ -7,6 +7,7 @@ are typed by ``pg_catalog`` (see ``postgres_types.py``).
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -16,12 +17,15 @@ from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.postgres_db import connect, translate_postgres_error
+from rhei_lake.capture.postgres_first_read import PostgresFirstRead, adbc_postgres_available
 from rhei_lake.capture.postgres_types import pg_arrow_type, select_expression
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.types import make_column
 from rhei_lake.catalog import Column, TableSpec, validate_table_name
 from rhei_lake.errors import SchemaError, SourceError
+
+log = logging.getLogger("rhei_lake.capture")
 
 SOURCE_KIND = "postgresql-poll"
 _FETCH_CHUNK = 500
@@ -201,9 +205,25 @@ class PostgresPolledSource:
         sql, params = plan.count_sql(cursor)
         return int(self._query(sql, params, f"counting table {plan.spec.name!r}")[0][0])
 
-    def first_read(self, plan: PollPlan, min_rows: int) -> None:
-        """PostgreSQL tables are always read by the row poll (server-side cursor)."""
-        return None
+    def first_read(self, plan: PollPlan, min_rows: int) -> PostgresFirstRead | None:
+        if min_rows <= 0 or not adbc_postgres_available():
+            return None
+        import psycopg
+
+        conn = connect(self.location)
+        try:
+            first = PostgresFirstRead(conn, plan)  # closes conn if it fails
+            if first.rows < min_rows:
+                first.close()
+                return None
+            first.start(self.location.url)
+            return first
+        except psycopg.Error as exc:
+            raise self._error(exc, f"reading table {plan.spec.name!r}") from exc
+        except Exception as exc:  # the ADBC driver: its message may echo the URL, so only its kind is shown
+            log.warning("table %r: the columnar read is unavailable (%s); reading row by row",
+                        plan.spec.name, type(exc).__name__)
+            return None
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)

@@ -44,7 +44,7 @@ def soft_deleted_sql(column: str) -> str:
     return f"CASE WHEN {x} IS NULL THEN 0 WHEN typeof({x}) IN ('integer', 'real') AND {x} = 0 THEN 0 ELSE 1 END"
 
 
-class FirstRead:
+class SqliteFirstRead:
     """One pinned snapshot of a polled table, streamed as declared-type Arrow.
 
     ``rows`` counts the snapshot; once :meth:`batches` is exhausted, ``cursor``
@@ -106,8 +106,8 @@ class FirstRead:
         self._reader.close()
 
 
-def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int) -> FirstRead | None:
-    """A :class:`FirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
+def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
+    """A :class:`SqliteFirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
     if min_rows <= 0 or not fast_reader_available():
         return None
     (rows,) = conn.execute(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").fetchone()
@@ -116,7 +116,7 @@ def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_row
     sql_order_only = declares_collation(conn, plan.spec.name)
     reader = ReaderProcess(path, readonly=True)
     try:
-        return FirstRead(reader, plan, sql_order_only=sql_order_only)
+        return SqliteFirstRead(reader, plan, sql_order_only=sql_order_only)
     except BaseException:
         reader.close()
         raise

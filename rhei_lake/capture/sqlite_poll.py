@@ -18,7 +18,7 @@ from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetc
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
-from rhei_lake.capture.sqlite_first_read import FirstRead, open_first_read
+from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
 from rhei_lake.errors import SchemaError, SourceError
 
@@ -101,7 +101,7 @@ class SqlitePolledSource:
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
 
-    def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:
+    def first_read(self, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
         with self._lock:
             try:
                 return open_first_read(self._conn, self.path, plan, min_rows)

@@ -1,0 +1,142 @@
+"""A polled PostgreSQL table's first read, whole, as declared-type Arrow through ADBC (binary COPY).
+
+psycopg hands rows to Python one value at a time; ``adbc-driver-postgresql``
+reads a result with PostgreSQL's binary COPY straight into Arrow. A table the
+lake holds nothing of is read that way, in storage order (each key appears
+once, so the order of a first sync's events does not matter), from the same
+snapshot as the row count and the cursor, which psycopg reads exactly as the
+row poll would have (``pg_export_snapshot``: one REPEATABLE READ snapshot
+shared by both connections).
+
+Each column is cast to its declared Arrow type (:mod:`rhei_lake.capture.postgres_types`);
+a value the cast refuses ends the read with
+:class:`~rhei_lake.capture.typed_select.NeedsDiagnosis`, and the caller falls
+back to the row poll, which names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.polled_source import PollPlan
+from rhei_lake.capture.typed_select import NeedsDiagnosis
+from rhei_lake.errors import SourceError
+
+
+def adbc_postgres_available() -> bool:
+    """Whether ``adbc-driver-postgresql`` is installed (otherwise every read goes through psycopg)."""
+    try:
+        import adbc_driver_postgresql  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def soft_deleted(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row, whether a declared-type soft-delete value marks it deleted (``polled_events.is_deleted``)."""
+    dtype = column.type
+    if pa.types.is_boolean(dtype):
+        return pc.fill_null(column, False)
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return pc.fill_null(pc.not_equal(column, pa.scalar(0).cast(dtype)), False)
+    return pc.is_valid(column)
+
+
+class PostgresFirstRead:
+    """One REPEATABLE READ snapshot of a polled PostgreSQL table, streamed as declared-type Arrow.
+
+    ``rows`` counts the snapshot and ``cursor`` is its greatest ``(updated_at, key)``
+    (``None`` for an empty table), both known before the rows are read.
+    """
+
+    def __init__(self, psycopg_conn: Any, plan: PollPlan) -> None:
+        """Pin a snapshot on ``psycopg_conn`` (a dedicated connection, closed with this read) and count it."""
+        import psycopg
+
+        self.plan = plan
+        self._pg = psycopg_conn
+        self._adbc = None
+        self.cursor: PollCursor | None = None
+        try:
+            self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # read-only already
+            with self._pg.cursor() as cur:
+                cur.execute("SELECT pg_export_snapshot()", ())
+                (self._snapshot,) = cur.fetchone()
+                cur.execute(f"SELECT count(*) FROM {plan.relation}", ())
+                self.rows = int(cur.fetchone()[0])
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, url: str) -> None:
+        """Read the cursor and open the ADBC connection on the same snapshot."""
+        try:
+            self._start(url)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, url: str) -> None:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        plan = self.plan
+        with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
+            columns = (plan.table.updated_at, *plan.key)
+            order = ", ".join(f"{plan.quote(c)} DESC" for c in columns)
+            cur.execute(
+                f"SELECT {', '.join(plan.select[c] for c in columns)} FROM {plan.relation} ORDER BY {order} LIMIT 1",
+                (),
+            )
+            last = cur.fetchone()
+        self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
+        self._adbc = adbc.connect(url)
+        with self._adbc.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute(f"SET TRANSACTION SNAPSHOT '{self._snapshot}'")
+            cur.execute("SET TRANSACTION READ ONLY")
+
+    def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
+
+        Batches are as large as the driver reads them (16 MB of COPY data), whatever ``batch_rows`` says.
+        """
+        spec = self.plan.spec
+        # ADBC's PostgreSQL driver reads a psycopg-style "%%" in a quoted name literally.
+        select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
+        sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
+        deleted_at = self.plan.table.deleted_at
+        read = 0
+        with self._adbc.cursor() as cur:
+            cur.execute(sql)
+            for raw in cur.fetch_record_batch():
+                if raw.num_rows == 0:
+                    continue
+                read += raw.num_rows
+                if read > self.rows:
+                    raise SourceError(f"the first read of {spec.name!r} read more rows than it counted; retry")
+                try:
+                    arrays = [raw.column(i).cast(c.arrow_type) for i, c in enumerate(spec.columns)]
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    raise NeedsDiagnosis from None
+                table = pa.Table.from_arrays(arrays, schema=spec.schema)
+                yield table, soft_deleted(table.column(deleted_at)) if deleted_at else None
+        if read != self.rows:
+            raise SourceError(f"the first read of {spec.name!r} read {read} rows of the {self.rows} it counted; retry")
+
+    def close(self) -> None:
+        for conn in (self._adbc, self._pg):
+            if conn is None:
+                continue
+            try:
+                conn.rollback()
+            except Exception:  # closing anyway
+                pass
+            try:
+                conn.close()
+            except Exception:
+                pass
