@@ -218,11 +218,11 @@ class PostgresPolledSource:
                 return None
             first.start(self.location.url)
             return first
-        except psycopg.Error as exc:
-            raise self._error(exc, f"reading table {plan.spec.name!r}") from exc
-        except Exception as exc:  # the ADBC driver: its message may echo the URL, so only its kind is shown
-            log.warning("table %r: the columnar read is unavailable (%s); reading row by row",
-                        plan.spec.name, type(exc).__name__)
+        except Exception as exc:
+            # The row poll reads any table; if it cannot either, it raises the error that says why.
+            # An ADBC message may echo the URL, so only its kind is logged.
+            why = str(self._error(exc, "columnar read")) if isinstance(exc, psycopg.Error) else type(exc).__name__
+            log.warning("table %r: the columnar first read is unavailable (%s); reading row by row", plan.spec.name, why)
             return None
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:

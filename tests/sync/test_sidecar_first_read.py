@@ -305,3 +305,33 @@ def test_a_postgres_value_the_cast_refuses_is_named_by_the_row_poll(postgres, tm
         assert not _used_columnar(caplog)
         assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 39}]
     source.close()
+
+
+def test_a_failing_columnar_setup_falls_back_to_the_row_poll_without_echoing_the_url(
+    postgres, tmp_path, caplog, monkeypatch
+):
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    SidecarWorkload(source, 2).run(50)
+
+    def refuse(url, *args, **kwargs):
+        raise RuntimeError(f"cannot reach {url}")
+
+    monkeypatch.setattr(adbc_pg, "connect", refuse)
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        lake.sync_now()
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+    assert not _used_columnar(caplog)
+    warnings = [r.getMessage() for r in caplog.records if "columnar first read is unavailable" in r.getMessage()]
+    assert warnings and "RuntimeError" in warnings[0]
+    from tests.support.postgres import PASSWORD
+
+    assert PASSWORD in source.url
+    assert all(PASSWORD not in r.getMessage() for r in caplog.records)
+    source.close()
