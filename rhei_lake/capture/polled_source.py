@@ -60,6 +60,12 @@ class PollPlan:
         where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
         return f"SELECT {self._columns()} FROM {self.relation}{where} ORDER BY {order}", params
 
+    def last_row_sql(self) -> str:
+        """The ``(updated_at, *key)`` of the row :meth:`changes_sql` without a cursor would end on."""
+        columns = (self.table.updated_at, *self.key)
+        order = ", ".join(f"{self.quote(c)} DESC" for c in columns)
+        return f"SELECT {', '.join(self.select[c] for c in columns)} FROM {self.relation} ORDER BY {order} LIMIT 1"
+
     def count_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
         where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
         return f"SELECT count(*) FROM {self.relation}{where}", params
@@ -118,7 +124,7 @@ def polled_spec_options(table: PolledTable, location: SourceLocation) -> dict[st
 class FirstRead(Protocol):
     """A whole table read at once for its first sync: one snapshot, declared-type Arrow, any row order."""
 
-    rows: int  # rows in the snapshot
+    rows: int  # rows in the snapshot: what the batches must add up to
     cursor: PollCursor | None  # its greatest (updated_at, key); set once batches() is exhausted at the latest
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.Array | pa.ChunkedArray | None]]:

@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
-from rhei_lake.errors import SourceError
 
 
 def adbc_postgres_available() -> bool:
@@ -84,14 +83,8 @@ class PostgresFirstRead:
     def _start(self, url: str) -> None:
         import adbc_driver_postgresql.dbapi as adbc
 
-        plan = self.plan
         with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
-            columns = (plan.table.updated_at, *plan.key)
-            order = ", ".join(f"{plan.quote(c)} DESC" for c in columns)
-            cur.execute(
-                f"SELECT {', '.join(plan.select[c] for c in columns)} FROM {plan.relation} ORDER BY {order} LIMIT 1",
-                (),
-            )
+            cur.execute(self.plan.last_row_sql(), ())
             last = cur.fetchone()
         self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
         self._adbc = adbc.connect(url)
@@ -110,23 +103,17 @@ class PostgresFirstRead:
         select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
         deleted_at = self.plan.table.deleted_at
-        read = 0
         with self._adbc.cursor() as cur:
             cur.execute(sql)
             for raw in cur.fetch_record_batch():
                 if raw.num_rows == 0:
                     continue
-                read += raw.num_rows
-                if read > self.rows:
-                    raise SourceError(f"the first read of {spec.name!r} read more rows than it counted; retry")
                 try:
                     arrays = [raw.column(i).cast(c.arrow_type) for i, c in enumerate(spec.columns)]
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                     raise NeedsDiagnosis from None
                 table = pa.Table.from_arrays(arrays, schema=spec.schema)
                 yield table, soft_deleted(table.column(deleted_at)) if deleted_at else None
-        if read != self.rows:
-            raise SourceError(f"the first read of {spec.name!r} read {read} rows of the {self.rows} it counted; retry")
 
     def close(self) -> None:
         for conn in (self._adbc, self._pg):

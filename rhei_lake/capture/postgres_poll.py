@@ -222,7 +222,8 @@ class PostgresPolledSource:
             # The row poll reads any table; if it cannot either, it raises the error that says why.
             # An ADBC message may echo the URL, so only its kind is logged.
             why = str(self._error(exc, "columnar read")) if isinstance(exc, psycopg.Error) else type(exc).__name__
-            log.warning("table %r: the columnar first read is unavailable (%s); reading row by row", plan.spec.name, why)
+            log.warning("table %r: the columnar first read is unavailable (%s); reading row by row",
+                        plan.spec.name, why)
             return None
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:

@@ -39,6 +39,7 @@ class ReaderProcess:
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._in_transaction = False
         try:
             self._proc = subprocess.Popen(
                 # Run as a plain script (-P: its folder not on sys.path), not as part of the
@@ -83,10 +84,12 @@ class ReaderProcess:
     def begin(self) -> None:
         """Start a read transaction: the next query pins the snapshot every later query sees."""
         self._call({"op": "begin"})
+        self._in_transaction = True
 
     def rollback(self) -> None:
         """End the read transaction."""
         self._call({"op": "rollback"})
+        self._in_transaction = False
 
     def query(
         self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536, prefetch: int = 0
@@ -164,9 +167,12 @@ class ReaderProcess:
             self._lock.release()
 
     def close(self) -> None:
-        """Stop the child (politely if it is idle, else by killing it) and release its pipes."""
+        """End any read transaction, stop the child (politely if it is idle, else by killing it)
+        and release its pipes."""
         if self._proc.poll() is None:
             try:
+                if self._in_transaction:
+                    self.rollback()
                 self._send({"op": "close"})
                 self._proc.wait(timeout=5)
             except (SourceError, subprocess.TimeoutExpired):

@@ -144,10 +144,6 @@ class ColumnarSnapshot(SnapshotRun):
         return SourceError(f"snapshot of {self.spec.name!r}: the fast read saw a misfit the strict read did not")
 
     def close(self) -> None:
-        try:
-            self._reader.rollback()
-        except SourceError:
-            pass
         self._reader.close()
 
 

@@ -29,12 +29,7 @@ from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.capture.typed_select import (
-    NeedsDiagnosis,
-    convert,
-    snapshot_sql,
-    without_witness,
-)
+from rhei_lake.capture.typed_select import NeedsDiagnosis, convert, snapshot_sql, without_witness
 from rhei_lake.errors import SourceError
 
 
@@ -67,15 +62,11 @@ class SqliteFirstRead:
         spec = self.plan.spec
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
-        read = 0
         try:
             for raw in self._reader.query(sql, batch_rows=batch_rows, prefetch=4):
                 raw = without_witness(raw)
                 if raw.num_rows == 0:
                     continue
-                read += raw.num_rows
-                if read > self.rows:
-                    raise SourceError(f"the first read of {spec.name!r} read more rows than it counted; retry")
                 arrays, _ = convert(typed, raw)
                 if not self._sql_order_only:
                     greatest.observe(raw)
@@ -85,24 +76,14 @@ class SqliteFirstRead:
             if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch
                 raise NeedsDiagnosis from exc
             raise
-        if read != self.rows:
-            raise SourceError(f"the first read of {spec.name!r} read {read} rows of the {self.rows} it counted; retry")
         last = greatest.values if not self._sql_order_only else self._greatest_by_sql()
         self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
 
     def _greatest_by_sql(self) -> tuple | None:
-        columns = (self.plan.table.updated_at, *self.plan.key)
-        order = ", ".join(f"{quote_ident(c)} DESC" for c in columns)
-        sql = f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {quote_ident(self.plan.spec.name)} " \
-              f"ORDER BY {order} LIMIT 1"
-        rows = self._reader.query(sql).read_all().to_pylist()
-        return tuple(rows[0][c] for c in columns) if rows else None
+        rows = self._reader.query(self.plan.last_row_sql()).read_all()
+        return tuple(column[0].as_py() for column in rows.columns) if rows.num_rows else None
 
     def close(self) -> None:
-        try:
-            self._reader.rollback()
-        except SourceError:
-            pass
         self._reader.close()
 
 

@@ -8,9 +8,9 @@ conditional on the watermark not having moved. A crash before a commit re-reads
 the batch from the previous cursor (no loss); a crash after it resumes from
 the new cursor (no duplicate); everything needed to resume is in the lake.
 
-A big SQLite table the lake holds nothing of is read whole instead, a column
-at a time (:mod:`rhei_lake.capture.sqlite_first_read`), and committed in one
-Delta write followed by its cursor.
+A big table the lake holds nothing of is read whole instead, a column at a
+time (``sqlite_first_read`` / ``postgres_first_read`` in :mod:`rhei_lake.capture`),
+and committed in one Delta write followed by its cursor.
 
 Every ``hard_delete_interval`` seconds each table is also reconciled
 (:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
@@ -34,7 +34,7 @@ from rhei_lake.capture.polled_source import PolledSource, PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import CommitConflictError
+from rhei_lake.errors import CommitConflictError, SourceError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
@@ -238,12 +238,16 @@ class PollingSync:
                         raise NeedsDiagnosis
                     built_events += built.num_rows
                     done += columns.num_rows
+                    if done > first.rows:
+                        raise SourceError(f"the first read of {table.name!r} read more rows than it counted; retry")
                     yield from built.to_batches()
                     if tick is not None:
                         tick(done)
             except NeedsDiagnosis as exc:
                 fallback.append(exc)
                 raise
+            if done != first.rows:
+                raise SourceError(f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted")
 
         try:
             if first.rows == 0:
