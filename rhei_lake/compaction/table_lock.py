@@ -7,12 +7,12 @@ commit (a rebased commit checked against a snapshot missing the winner's
 actions), doubling versions. Compactions of a table therefore take turns: a
 second one waits while the first holds the table's lease (renewed while it
 runs, taken over at once if its holder died on this machine, or after the TTL
-elsewhere).
+elsewhere), and waiters are served in turn: a job compacting in a loop cannot
+starve another compaction of the table.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,21 +34,14 @@ def compaction_lock(
 ) -> Iterator[None]:
     """Hold ``table``'s compaction lease for the ``with`` block, waiting up to ``wait`` seconds for it."""
     lease = Lease(blobs, f"compact-{encode_table_dir(table)}", ttl=ttl)
-    deadline = time.monotonic() + wait
-    pause = 0.05
-    while True:
-        try:
-            lease.acquire()
-            break
-        except LeaseHeldError:
-            if time.monotonic() >= deadline:
-                holder = lease.current()
-                raise LeaseHeldError(
-                    f"table {table!r} is being compacted by another process "
-                    f"({holder.holder if holder else 'unknown'}) for more than {wait:.0f}s; try again later"
-                ) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+    try:
+        lease.acquire_within(wait)
+    except LeaseHeldError:
+        holder = lease.current()
+        raise LeaseHeldError(
+            f"table {table!r} is being compacted by another process "
+            f"({holder.holder if holder else 'unknown'}) for more than {wait:.0f}s; try again later"
+        ) from None
     keeper = LeaseKeeper(lease)
     keeper.start()
     try:

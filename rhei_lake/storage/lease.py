@@ -10,6 +10,13 @@ S3). The newest record says who holds the lease and until when:
 * anyone may take an expired (or released) lease by creating the next epoch;
 * a holder that finds a newer epoch it did not write has lost the lease.
 
+Waiting is fair: a process that waits for the lease joins a queue of tickets
+beside the records (``queue/<since>-<owner>-<expires>.json``, refreshed while
+it waits, read in the same listing as the records). A free lease goes to the
+oldest fresh ticket; everyone else defers to it, including a holder that lets
+go and at once asks again, which would otherwise win every time against a
+waiter polling with backoff.
+
 Expiry compares wall clocks of different machines: keep them in sync (NTP) and
 the TTL well above their skew (the default is 30 s). A holder that died on this
 very machine (same host and PID namespace, its PID gone) is not waited for: a
@@ -41,6 +48,10 @@ log = logging.getLogger("rhei_lake.lease")
 DEFAULT_TTL = 30.0
 LEASE_DIR = "_rhei/leases"
 _KEEP_EPOCHS = 3
+_QUEUE = "queue/"
+_TICKET_TTL = 5.0
+"""Seconds a waiter's ticket counts without a refresh (it refreshes at every poll, at most 1 s apart)."""
+_MAX_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,25 @@ class LeaseRecord:
             return cls(epoch, "?", "unreadable lease record", 0.0, True)
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A waiter's place in the queue: who, since when, counted until when (µs of its clock)."""
+
+    since: int
+    owner: str
+    expires: int
+
+    def key(self, prefix: str) -> str:
+        return f"{prefix}{_QUEUE}{self.since:020d}-{self.owner}-{self.expires:020d}.json"
+
+    @classmethod
+    def parse(cls, name: str) -> Ticket | None:
+        parts = name.removesuffix(".json").split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[2].isdigit()):
+            return None
+        return cls(int(parts[0]), parts[1], int(parts[2]))
+
+
 class Lease:
     """The writer lease ``name`` of a lake, as seen by one process (``owner``)."""
 
@@ -126,19 +156,30 @@ class Lease:
         self.holder = holder or f"{self.process.host} pid {self.process.pid}"
         self.epoch: int | None = None
         self.expires_at = 0.0
+        self._ticket: Ticket | None = None
         self._lock = threading.Lock()
 
-    def _epochs(self) -> list[int]:
-        out = []
+    def _listing(self) -> tuple[list[int], list[Ticket]]:
+        """The record epochs and the queue's tickets, from one listing."""
+        epochs, tickets = [], []
         for info in self.blobs.list(self.prefix):
-            stem = info.key[len(self.prefix) :].removesuffix(".json")
+            name = info.key[len(self.prefix) :]
+            stem = name.removesuffix(".json")
             if stem.isdigit():
-                out.append(int(stem))
-        return sorted(out)
+                epochs.append(int(stem))
+            elif name.startswith(_QUEUE) and (ticket := Ticket.parse(name[len(_QUEUE) :])) is not None:
+                tickets.append(ticket)
+        return sorted(epochs), tickets
+
+    def _epochs(self) -> list[int]:
+        return self._listing()[0]
 
     def current(self) -> LeaseRecord | None:
         """The newest lease record, or ``None`` if the lease was never taken."""
-        for epoch in reversed(self._epochs()):
+        return self._newest(self._epochs())
+
+    def _newest(self, epochs: list[int]) -> LeaseRecord | None:
+        for epoch in reversed(epochs):
             data = self.blobs.get(f"{self.prefix}{epoch:020d}.json")
             if data is not None:
                 return LeaseRecord.from_json(epoch, data)
@@ -151,9 +192,10 @@ class Lease:
         return record
 
     def acquire(self) -> LeaseRecord:
-        """Take the lease, or raise :class:`LeaseHeldError` naming who holds it."""
+        """Take the lease, or raise :class:`LeaseHeldError` naming who holds it (or who waits first)."""
         with self._lock:
-            latest = self.current()
+            epochs, tickets = self._listing()
+            latest = self._newest(epochs)
             now = self.clock()
             held = latest is not None and latest.owner != self.owner and not latest.released and latest.expires_at > now
             if held and latest.process is not None and latest.process.is_dead_here(self.process):
@@ -163,6 +205,12 @@ class Lease:
                 raise LeaseHeldError(
                     f"the lake is being written by another process ({latest.holder}); its lease expires in "
                     f"{latest.expires_at - now:.0f}s unless renewed. Stop that process, or wait for it"
+                )
+            ahead = self._ahead_of_me(tickets, now)
+            if ahead:
+                raise LeaseHeldError(
+                    f"the lease is free but {ahead} other process(es) waited for it first and take their turn before"
+                    " this one"
                 )
             epoch = (latest.epoch if latest else 0) + 1
             try:
@@ -174,7 +222,69 @@ class Lease:
                 ) from None
             self.epoch, self.expires_at = record.epoch, record.expires_at
             self._prune(record.epoch)
+            self._leave_queue()
             return record
+
+    def _ahead_of_me(self, tickets: list[Ticket], now: float) -> int:
+        """How many fresh tickets of other waiters come before this process's (all of them if it has none)."""
+        now_us = int(now * 1e6)
+        mine = (self._ticket.since, self.owner) if self._ticket else None
+        return sum(
+            1
+            for t in tickets
+            if t.owner != self.owner and t.expires > now_us and (mine is None or (t.since, t.owner) < mine)
+        )
+
+    def join_queue(self) -> None:
+        """Take (or refresh) this process's place in the queue of waiters; a ticket lapses unless refreshed."""
+        now_us = int(self.clock() * 1e6)
+        old = self._ticket
+        ticket = Ticket(old.since if old else now_us, self.owner, now_us + int(_TICKET_TTL * 1e6))
+        self.blobs.put(ticket.key(self.prefix), b"")
+        self._ticket = ticket
+        if old is not None:
+            self._delete_quietly(old.key(self.prefix))
+
+    def _leave_queue(self) -> None:
+        if self._ticket is not None:
+            self._delete_quietly(self._ticket.key(self.prefix))
+            self._ticket = None
+
+    def leave_queue(self) -> None:
+        """Give up this process's place in the queue (it stopped waiting)."""
+        with self._lock:
+            self._leave_queue()
+
+    def acquire_within(self, wait: float) -> LeaseRecord:
+        """Take the lease, waiting in the queue up to ``wait`` seconds; the last :class:`LeaseHeldError` after.
+
+        Transient storage errors are retried within the same deadline.
+        """
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        try:
+            while True:
+                try:
+                    return self.acquire()
+                except (LeaseHeldError, StorageError) as exc:
+                    transient = isinstance(exc, LeaseHeldError) or exc.transient
+                    remaining = deadline - time.monotonic()
+                    if not transient or remaining <= 0:
+                        raise
+                try:
+                    self.join_queue()
+                except StorageError as exc:  # a missed refresh only costs this waiter its turn
+                    log.debug("could not refresh the lease queue ticket: %s", exc)
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, _MAX_POLL)
+        finally:
+            self.leave_queue()
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.blobs.delete([key])
+        except StorageError as exc:  # garbage only: a stale ticket lapses on its own
+            log.debug("could not delete lease queue ticket: %s", exc)
 
     def renew(self) -> LeaseRecord:
         """Extend the lease; :class:`LeaseLostError` if another process took it."""
@@ -262,19 +372,12 @@ class WriterLease:
 
     def acquire(self) -> None:
         """Take the lease, waiting up to ``wait`` seconds for another holder; :class:`LeaseHeldError` after."""
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                self.lease.acquire()
-                break
-            except (LeaseHeldError, StorageError) as exc:
-                transient = isinstance(exc, LeaseHeldError) or exc.transient
-                remaining = deadline - time.monotonic()
-                if not transient or remaining <= 0:
-                    if isinstance(exc, LeaseHeldError) and self.wait > 0:
-                        raise LeaseHeldError(f"{exc} (waited {self.wait:g}s)") from None
-                    raise
-                time.sleep(min(remaining, max(self.lease.ttl / 10, 0.05), 1.0))
+        try:
+            self.lease.acquire_within(self.wait)
+        except LeaseHeldError as exc:
+            if self.wait > 0:
+                raise LeaseHeldError(f"{exc} (waited {self.wait:g}s)") from None
+            raise
         self._keeper = LeaseKeeper(self.lease)
         self._keeper.start()
 

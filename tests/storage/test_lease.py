@@ -122,3 +122,88 @@ def test_writer_lease_waits_renews_a_lapsed_lease_and_detects_a_takeover(lake_st
     with pytest.raises(LeaseLostError, match="thief"):
         waiting.ensure()
     waiting.release()
+
+
+def test_a_free_lease_goes_to_the_process_that_waited_first(lake_storage):
+    clock = Clock()
+    holder = Lease(lake_storage.blobs, clock=clock, holder="holder")
+    early = Lease(lake_storage.blobs, clock=clock, holder="early")
+    late = Lease(lake_storage.blobs, clock=clock, holder="late")
+    holder.acquire()
+    for waiter in (early, late):
+        with pytest.raises(LeaseHeldError, match="holder"):
+            waiter.acquire()
+        waiter.join_queue()
+        clock.now += 0.5
+    holder.release()
+    with pytest.raises(LeaseHeldError, match="2 other process"):
+        holder.acquire()  # letting go and asking again at once does not jump the queue
+    with pytest.raises(LeaseHeldError, match="1 other process"):
+        late.acquire()
+    early.acquire()
+    assert not [i for i in lake_storage.blobs.list(early.prefix + "queue/") if early.owner in i.key]
+    early.release()
+    late.acquire()
+    late.release()
+    holder.acquire()  # the queue is empty again
+
+
+def test_a_ticket_not_refreshed_lapses(lake_storage):
+    clock = Clock()
+    gone = Lease(lake_storage.blobs, clock=clock, holder="gone")
+    gone.join_queue()  # then the waiter died without leaving the queue
+    other = Lease(lake_storage.blobs, clock=clock, holder="other")
+    with pytest.raises(LeaseHeldError, match="waited for it first"):
+        other.acquire()
+    clock.now += 4
+    gone.join_queue()  # a refresh keeps its place (and replaces the old ticket)
+    assert len(lake_storage.blobs.list(gone.prefix + "queue/")) == 1
+    clock.now += 4
+    with pytest.raises(LeaseHeldError):
+        other.acquire()
+    clock.now += 2
+    other.acquire()
+
+
+def test_a_holder_in_a_tight_loop_cannot_starve_a_waiter(lake_storage):
+    import threading
+    import time
+
+    hot = Lease(lake_storage.blobs, ttl=30, holder="hot")
+    stop = threading.Event()
+    turns = {"hot": 0}
+
+    def hot_loop() -> None:
+        while not stop.is_set():
+            hot.acquire_within(30)
+            turns["hot"] += 1
+            time.sleep(0.01)  # short work, then at once asks again
+            hot.release()
+
+    thread = threading.Thread(target=hot_loop)
+    thread.start()
+    try:
+        while turns["hot"] < 3:
+            time.sleep(0.01)
+        waiter = Lease(lake_storage.blobs, ttl=30, holder="waiter")
+        for _ in range(3):
+            started = time.monotonic()
+            waiter.acquire_within(10)
+            assert time.monotonic() - started < 3, "the waiter was starved"
+            waiter.release()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert turns["hot"] > 3
+
+
+def test_acquire_within_gives_up_and_leaves_the_queue(lake_storage):
+    import time
+
+    Lease(lake_storage.blobs, ttl=30, holder="holder").acquire()
+    waiter = Lease(lake_storage.blobs, holder="waiter")
+    started = time.monotonic()
+    with pytest.raises(LeaseHeldError, match="holder"):
+        waiter.acquire_within(0.3)
+    assert 0.25 < time.monotonic() - started < 3
+    assert lake_storage.blobs.list(waiter.prefix + "queue/") == []
