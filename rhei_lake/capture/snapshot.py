@@ -23,7 +23,7 @@ from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import events_from_rows
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, convert, snapshot_sql, without_witness
+from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
 from rhei_lake.catalog import OP_INSERT, TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SourceError, TypeMismatchError
 
@@ -113,10 +113,7 @@ class ColumnarSnapshot(SnapshotRun):
         schema = spec.changes_schema
         stream = self._reader.query(sql, batch_rows=batch_rows, prefetch=4)
         try:
-            for raw in stream:
-                raw = without_witness(raw)
-                if raw.num_rows == 0:
-                    continue
+            for raw in after_witness(stream):
                 arrays, _ = convert(typed, raw)
                 n = raw.num_rows
                 seq = pa.array(range(next_seq, next_seq + n), pa.int64())
@@ -136,8 +133,7 @@ class ColumnarSnapshot(SnapshotRun):
     def _diagnose(self, batch_rows: int) -> BaseException:
         """The exact error for a value that does not fit, found by a strict read of the same snapshot."""
         sql, typed = snapshot_sql(self.spec, strict=True)
-        for raw in self._reader.query(sql, batch_rows=batch_rows):
-            raw = without_witness(raw)
+        for raw in after_witness(self._reader.query(sql, batch_rows=batch_rows)):
             _, misfit = convert(typed, raw)
             if misfit is not None:
                 return misfit_error(self.spec, typed, raw, misfit, seq=None)

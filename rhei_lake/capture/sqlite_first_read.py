@@ -29,7 +29,7 @@ from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.capture.typed_select import NeedsDiagnosis, convert, snapshot_sql, without_witness
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
 from rhei_lake.errors import SourceError
 
 
@@ -63,14 +63,11 @@ class SqliteFirstRead:
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
         try:
-            for raw in self._reader.query(sql, batch_rows=batch_rows, prefetch=4):
-                raw = without_witness(raw)
-                if raw.num_rows == 0:
-                    continue
+            for raw in after_witness(self._reader.query(sql, batch_rows=batch_rows, prefetch=4)):
                 arrays, _ = convert(typed, raw)
                 if not self._sql_order_only:
                     greatest.observe(raw)
-                flags = pc.equal(raw.column(1), 1) if self._flag else None
+                flags = pc.equal(raw.column(0), 1) if self._flag else None
                 yield pa.Table.from_arrays(arrays, schema=spec.schema), flags
         except SourceError as exc:
             if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch

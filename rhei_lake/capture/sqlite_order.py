@@ -86,7 +86,7 @@ class GreatestRow:
         self.values: tuple[Any, ...] | None = None
 
     def observe(self, raw: pa.RecordBatch) -> None:
-        """Take the rows of one raw batch (witness row removed) into account."""
+        """Take the rows of one raw batch (after the witness row) into account."""
         if raw.num_rows == 0:
             return
         lead = self.typed.raw_parts(raw, self.columns[0])

@@ -24,7 +24,7 @@ from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRu
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
-from rhei_lake.capture.typed_select import NeedsDiagnosis, convert, log_sql, without_witness
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 
@@ -401,13 +401,10 @@ def _columnar_events(
     sql, typed = log_sql(spec, LOG_TABLE)
     parts = []
     try:
-        for raw in reader.query(sql, (spec.name, after, through), batch_rows=min(limit, 65_536)):
-            raw = without_witness(raw)
-            if raw.num_rows == 0:
-                continue
+        for raw in after_witness(reader.query(sql, (spec.name, after, through), batch_rows=min(limit, 65_536))):
             arrays, _ = convert(typed, raw)
-            ts = raw.column(3).cast(pa.int64()).cast(TIMESTAMP_TYPE)
-            parts.append(pa.Table.from_arrays([*arrays, raw.column(1), raw.column(2), ts], schema=spec.changes_schema))
+            ts = raw.column(2).cast(pa.int64()).cast(TIMESTAMP_TYPE)
+            parts.append(pa.Table.from_arrays([*arrays, raw.column(0), raw.column(1), ts], schema=spec.changes_schema))
     except NeedsDiagnosis:
         return None
     except SourceError as exc:

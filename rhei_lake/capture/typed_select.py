@@ -9,17 +9,23 @@ strings) and fails across batches. Two read modes make it exact:
   column whose SQLite affinity already guarantees its storage class (INTEGER
   → integers, REAL → reals, TEXT → text or a blob) needs no check in SQL: a
   misfit shows up as a wrong Arrow type or an error, and the read is *diagnosed*.
-  Other columns carry a SQL check.
+  Other columns carry a SQL check, reported in one trailing column (absent
+  when no column needs one).
 * **strict** (the diagnosis, only after a fast read saw something wrong): one
   storage class per output column (``CAST``/``CASE typeof``) and, per row, the
   first column whose value does not fit, with ``typeof`` and ``quote`` of it.
+
+The witness is the first row of the stream: it is the left arm of a ``UNION
+ALL``, which SQLite emits before the right one (and, under the log read's
+``ORDER BY seq``, its sequence number -1 sorts first). It has no marker column:
+every column ADBC reads costs about as much as a column of user data.
 
 Conversion has the same semantics as :func:`rhei_lake.capture.types.to_arrow`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +37,7 @@ from rhei_lake.capture.triggers import TS_MICROS
 from rhei_lake.capture.types import ValueMismatch, timestamp_micros, to_arrow
 from rhei_lake.catalog import TIMESTAMP_TYPE, Column, TableSpec
 
-WITNESS = "__rhei_witness"
-LOG_WHERE = "WHERE tbl = ? AND seq > ? AND seq <= ? AND op <> 'S' ORDER BY 2"
+LOG_WHERE = "WHERE tbl = ? AND seq > ? AND seq <= ? AND op <> 'S' ORDER BY 1"
 
 _MAX_EXACT = 9007199254740992
 _MIN_US = -62_135_596_800_000_000
@@ -131,6 +136,11 @@ class TypedSelect:
     leading: int
     strict: bool
 
+    @property
+    def reports(self) -> bool:
+        """Whether the read ends with a misfit-report column (strict, or a column its affinity does not guard)."""
+        return self.strict or not all(_guaranteed(c, _kind(c.arrow_type)) for c in self.spec.columns)
+
     def _widths(self) -> list[int]:
         return [3 if _kind(c.arrow_type) == "split" else 1 for c in self.spec.columns]
 
@@ -150,8 +160,9 @@ class TypedSelect:
             )
         else:
             report = " ".join(f"WHEN {m} THEN '{i}'" for i, m, _ in misfits)
-        exprs.append(f"CASE {report} END" if misfits else "NULL")
-        witnesses.append("''")
+        if self.reports:
+            exprs.append(f"CASE {report} END")
+            witnesses.append("''")
         return exprs, witnesses
 
     def raw_parts(self, batch: pa.RecordBatch, name: str) -> list[pa.Array]:
@@ -174,27 +185,27 @@ def snapshot_sql(
 ) -> tuple[str, TypedSelect]:
     """A typed read of every row of ``spec``'s table.
 
-    ``extra`` adds ``(expression, witness)`` columns right after the witness
-    marker, before the user columns (say, a flag computed per row).
+    ``extra`` adds ``(expression, witness)`` columns before the user columns
+    (say, a flag computed per row).
     """
-    typed = TypedSelect(spec, tuple(quote_ident(c.name) for c in spec.columns), leading=1 + len(extra), strict=strict)
+    typed = TypedSelect(spec, tuple(quote_ident(c.name) for c in spec.columns), leading=len(extra), strict=strict)
     exprs, witnesses = typed.select_list()
     extra_exprs = "".join(f"{expr}, " for expr, _ in extra)
     extra_witnesses = "".join(f"{witness}, " for _, witness in extra)
     sql = (
-        f"SELECT 1 AS {WITNESS}, {extra_witnesses}{', '.join(witnesses)} UNION ALL "
-        f"SELECT NULL, {extra_exprs}{', '.join(exprs)} FROM {quote_ident(spec.name)}"
+        f"SELECT {extra_witnesses}{', '.join(witnesses)} UNION ALL "
+        f"SELECT {extra_exprs}{', '.join(exprs)} FROM {quote_ident(spec.name)}"
     )
     return sql, typed
 
 
 def log_sql(spec: TableSpec, log_table: str, *, strict: bool = False) -> tuple[str, TypedSelect]:
     """A typed read of ``spec``'s events in the CDC log (params: table, after, through)."""
-    typed = TypedSelect(spec, tuple(f"c{i}" for i in range(len(spec.columns))), leading=4, strict=strict)
+    typed = TypedSelect(spec, tuple(f"c{i}" for i in range(len(spec.columns))), leading=3, strict=strict)
     exprs, witnesses = typed.select_list()
     sql = (
-        f"SELECT 1 AS {WITNESS}, -1, '', 0, {', '.join(witnesses)} UNION ALL "
-        f"SELECT NULL, seq, op, {TS_MICROS}, {', '.join(exprs)} FROM {log_table} {LOG_WHERE}"
+        f"SELECT -1, '', 0, {', '.join(witnesses)} UNION ALL "
+        f"SELECT seq, op, {TS_MICROS}, {', '.join(exprs)} FROM {log_table} {LOG_WHERE}"
     )
     return sql, typed
 
@@ -209,11 +220,14 @@ class Misfit:
     storage: str
 
 
-def without_witness(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` minus the typed witness row (column 0 is non-NULL only there)."""
-    if batch.column(0).null_count == batch.num_rows:
-        return batch
-    return batch.filter(pc.is_null(batch.column(0)))
+def after_witness(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches of a typed read without its witness row (the stream's first row); empty ones skipped."""
+    seen_witness = False
+    for batch in batches:
+        if not seen_witness and batch.num_rows:
+            batch, seen_witness = batch.slice(1), True
+        if batch.num_rows:
+            yield batch
 
 
 def convert(typed: TypedSelect, batch: pa.RecordBatch) -> tuple[list[pa.Array], Misfit | None]:
@@ -222,8 +236,8 @@ def convert(typed: TypedSelect, batch: pa.RecordBatch) -> tuple[list[pa.Array], 
     A fast read raises :class:`NeedsDiagnosis` instead of naming a misfit: rerun strictly.
     """
     names = typed.spec.column_names
-    report = batch.column(batch.num_columns - 1)
-    if report.null_count != len(report):
+    report = batch.column(batch.num_columns - 1) if typed.reports else None
+    if report is not None and report.null_count != len(report):
         if not typed.strict:
             raise NeedsDiagnosis
         row = pc.index(pc.is_valid(report), True).as_py()

@@ -17,7 +17,7 @@ import pytest
 import rhei_lake
 from rhei_lake import faults
 from rhei_lake.capture.sqlite_order import GreatestRow
-from rhei_lake.capture.typed_select import without_witness
+from rhei_lake.capture.typed_select import after_witness
 from rhei_lake.errors import TypeMismatchError
 from tests.support.sidecar_source import SidecarWorkload, items_table, sqlite_source
 from tests.sync.test_sidecar_random import COLUMNS
@@ -193,15 +193,15 @@ class _FourParts:
     names = ("u", "k1", "k2")
 
     def raw_parts(self, batch: pa.RecordBatch, name: str) -> list[pa.Array]:
-        start = 1 + 4 * self.names.index(name)
+        start = 4 * self.names.index(name)
         return [batch.column(start + k) for k in range(4)]
 
     @classmethod
     def sql(cls) -> str:
         parts = [f"CASE WHEN typeof({c}) = '{kind}' THEN {c} END"
                  for c in cls.names for kind in ("integer", "real", "text", "blob")]
-        witness = "SELECT 1, " + ", ".join(["0", "0.0", "''", "x''"] * len(cls.names))
-        return f"{witness} UNION ALL SELECT NULL, {', '.join(parts)} FROM t"
+        witness = "SELECT " + ", ".join(["0", "0.0", "''", "x''"] * len(cls.names))
+        return f"{witness} UNION ALL SELECT {', '.join(parts)} FROM t"
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -224,8 +224,8 @@ def test_greatest_row_agrees_with_sqlites_order(tmp_path, seed):
     with adbc.connect(str(tmp_path / "order.db")) as reader, reader.cursor() as cur:
         cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "37"})
         cur.execute(_FourParts.sql())
-        for batch in cur.fetch_record_batch():
-            greatest.observe(without_witness(batch))
+        for batch in after_witness(cur.fetch_record_batch()):
+            greatest.observe(batch)
     assert greatest.values == tuple(expected)
     assert [type(v) for v in greatest.values] == [type(v) for v in expected]
 

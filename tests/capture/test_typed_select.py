@@ -1,0 +1,57 @@
+"""Typed reads: the witness row and the misfit report cost a column only where they are needed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pyarrow as pa
+import pytest
+
+from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.capture.sqlite_schema import read_table_spec
+from rhei_lake.capture.typed_select import after_witness, convert, snapshot_sql
+
+
+def _batch(*values: int) -> pa.RecordBatch:
+    return pa.record_batch([pa.array(values, pa.int64())], names=["x"])
+
+
+@pytest.mark.parametrize(
+    "batches, expected",
+    [
+        ([_batch(0, 1, 2), _batch(3)], [[1, 2], [3]]),
+        ([_batch(), _batch(0), _batch(1, 2)], [[1, 2]]),  # the witness alone in a batch, after an empty one
+        ([_batch(0), _batch(0, 5)], [[0, 5]]),  # a row equal to the witness later on is data
+        ([_batch(0)], []),
+    ],
+)
+def test_after_witness_drops_exactly_the_first_row(batches, expected):
+    assert [b.column(0).to_pylist() for b in after_witness(batches)] == expected
+
+
+@pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
+@pytest.mark.parametrize(
+    "ddl, values, reports",
+    [
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, r REAL, q INTEGER)", ("x", 1.5, 2), False),
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, n NUMERIC)", ("x", 2.5), True),  # NUMERIC may hold text
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TIMESTAMP)", ("2026-01-01 10:00:00",), True),
+    ],
+)
+def test_a_fast_read_returns_every_row_and_reports_only_when_needed(tmp_path, ddl, values, reports):
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(ddl)
+    rows = [(i, *([None] * len(values))) for i in range(1, 6)]  # NULLs first: typing comes from the witness
+    rows += [(i, *values) for i in range(6, 9)]
+    conn.executemany(f"INSERT INTO t VALUES ({', '.join('?' * (1 + len(values)))})", rows)
+    spec = read_table_spec(conn, "t")
+    sql, typed = snapshot_sql(spec)
+    assert typed.reports is reports
+    with ReaderProcess(str(db), readonly=True) as reader:
+        raws = list(after_witness(reader.query(sql, batch_rows=3)))
+    assert all(raw.num_columns == sum(typed._widths()) + (1 if reports else 0) for raw in raws)
+    converted = pa.Table.from_batches([pa.record_batch(convert(typed, raw)[0], schema=spec.schema) for raw in raws])
+    assert converted.column("id").to_pylist() == list(range(1, 9))
+    others = converted.drop_columns(["id"])
+    assert all(column.null_count == 5 and column[5].is_valid for column in others.columns)
