@@ -189,7 +189,7 @@ def test_a_holder_in_a_tight_loop_cannot_starve_a_waiter(lake_storage):
         for _ in range(3):
             started = time.monotonic()
             waiter.acquire_within(10)
-            assert time.monotonic() - started < 3, "the waiter was starved"
+            assert time.monotonic() - started < 5, "the waiter was starved"
             waiter.release()
     finally:
         stop.set()
