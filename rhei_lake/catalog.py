@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rhei_lake.errors import SchemaError
 
@@ -190,6 +191,14 @@ class TableSpec:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"unreadable table metadata: {exc}") from exc
+
+
+def int_range(first: int, count: int) -> pa.Array:
+    """``count`` consecutive int64 values from ``first`` (sequence numbers, row ids), built in Arrow.
+
+    ``pa.array(range(...))`` converts Python ints one by one: ~90 ms per million.
+    """
+    return pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count), start=first - 1)
 
 
 def changes_schema(user: pa.Schema) -> pa.Schema:

@@ -24,7 +24,7 @@ from rhei_lake.capture.events import events_from_rows
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
-from rhei_lake.catalog import OP_INSERT, TIMESTAMP_TYPE, TableSpec
+from rhei_lake.catalog import OP_INSERT, TIMESTAMP_TYPE, TableSpec, int_range
 from rhei_lake.errors import SourceError, TypeMismatchError
 
 
@@ -116,7 +116,7 @@ class ColumnarSnapshot(SnapshotRun):
             for raw in after_witness(stream):
                 arrays, _ = convert(typed, raw)
                 n = raw.num_rows
-                seq = pa.array(range(next_seq, next_seq + n), pa.int64())
+                seq = int_range(next_seq, n)
                 op = pc.fill_null(pa.nulls(n, pa.string()), OP_INSERT)
                 ts = pc.fill_null(pa.nulls(n, pa.int64()), self.ts_micros).cast(TIMESTAMP_TYPE)
                 next_seq += n

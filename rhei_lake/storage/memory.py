@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.catalog import int_range
 from rhei_lake.errors import CommitConflictError, QueryError, StorageError, TableNotFoundError
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 
@@ -267,8 +268,8 @@ def _evaluate_merge(
     target: pa.Table, source: pa.Table, merge: Merge, schema: pa.Schema
 ) -> tuple[pa.Table, MergeResult]:
     """Apply ``merge`` to ``target`` with DataFusion; returns the new table and counts."""
-    rid = pa.array(range(target.num_rows), pa.int64())
-    sid = pa.array(range(source.num_rows), pa.int64())
+    rid = int_range(0, target.num_rows)
+    sid = int_range(0, source.num_rows)
     t = target.append_column("__rid", rid)
     s = source.append_column("__sid", sid)
     quoted = [quote_ident(n) for n in schema.names]

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.types import describe_value, timestamp_micros
-from rhei_lake.catalog import OP_DELETE, OP_INSERT, OP_UPDATE, TIMESTAMP_TYPE, TableSpec
+from rhei_lake.catalog import OP_DELETE, OP_INSERT, OP_UPDATE, TIMESTAMP_TYPE, TableSpec, int_range
 from rhei_lake.errors import NonMonotonicUpdateError, RheiError, TypeMismatchError
 from rhei_lake.sync.lake_state import LastEvent, key_tuples
 from rhei_lake.timeutil import from_micros
@@ -191,7 +191,7 @@ class EventBuilder:
         if not take:
             return PolledBatch(self.spec.changes_schema.empty_table(), usable, error)
         chosen = converted if len(take) == converted.num_rows else converted.take(take)
-        seqs = pa.array(range(base + 1, base + 1 + len(take)), pa.int64())
+        seqs = int_range(base + 1, len(take))
         events = pa.Table.from_arrays(
             [*chosen.columns, seqs, pa.array(ops, pa.string()), pa.array(times, pa.int64()).cast(TIMESTAMP_TYPE)],
             schema=self.spec.changes_schema,
@@ -213,7 +213,7 @@ class EventBuilder:
         return pa.Table.from_arrays(
             [
                 *columns.columns,
-                pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), base),
+                int_range(base + 1, n),
                 pa.repeat(pa.scalar(OP_INSERT), n),
                 stamps.cast(TIMESTAMP_TYPE),
             ],
@@ -292,7 +292,7 @@ class EventBuilder:
         return pa.Table.from_arrays(
             [
                 *(rows.column(c).cast(self.spec.column(c).arrow_type) for c in self.spec.column_names),
-                pa.array(range(base + 1, base + 1 + n), pa.int64()),
+                int_range(base + 1, n),
                 pa.array([OP_DELETE] * n, pa.string()),
                 pa.array([max(clock, t) for t in last], pa.int64()).cast(TIMESTAMP_TYPE),
             ],
