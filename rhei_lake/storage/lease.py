@@ -15,7 +15,8 @@ beside the records (``queue/<since>-<owner>-<expires>.json``, refreshed while
 it waits, read in the same listing as the records). A free lease goes to the
 oldest fresh ticket; everyone else defers to it, including a holder that lets
 go and at once asks again, which would otherwise win every time against a
-waiter polling with backoff.
+waiter polling with backoff. A ticket whose waiter died on this machine is
+dropped at once, like a dead holder's lease.
 
 Expiry compares wall clocks of different machines: keep them in sync (NTP) and
 the TTL well above their skew (the default is 30 s). A holder that died on this
@@ -39,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rhei_lake.errors import CommitConflictError, LeaseHeldError, LeaseLostError, StorageError
 from rhei_lake.storage.blobs import BlobStore
@@ -70,6 +72,20 @@ class ProcessId:
             namespace = None
         return cls(socket.gethostname(), os.getpid(), namespace)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "pid": self.pid, "pid_namespace": self.pid_namespace}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProcessId | None:
+        """The process a record names, or ``None`` if it names none (or an unreadable one)."""
+        try:
+            if "pid" not in raw or "host" not in raw:
+                return None
+            ns = raw.get("pid_namespace")
+            return cls(str(raw["host"]), int(raw["pid"]), int(ns) if ns is not None else None)
+        except (TypeError, ValueError):
+            return None
+
     def is_dead_here(self, here: ProcessId) -> bool:
         """Whether this process is known dead: it ran on ``here``'s machine and its PID is gone."""
         if self.pid_namespace is None or (self.host, self.pid_namespace) != (here.host, here.pid_namespace):
@@ -97,19 +113,15 @@ class LeaseRecord:
     def to_json(self) -> bytes:
         raw: dict = {"owner": self.owner, "holder": self.holder, "expires_at": self.expires_at, "released": self.released}
         if self.process is not None:
-            raw.update(host=self.process.host, pid=self.process.pid, pid_namespace=self.process.pid_namespace)
+            raw.update(self.process.as_dict())
         return json.dumps(raw).encode()
 
     @classmethod
     def from_json(cls, epoch: int, data: bytes) -> LeaseRecord:
         try:
             raw = json.loads(data)
-            process = None
-            if "pid" in raw and "host" in raw:
-                ns = raw.get("pid_namespace")
-                process = ProcessId(str(raw["host"]), int(raw["pid"]), int(ns) if ns is not None else None)
             return cls(epoch, str(raw["owner"]), str(raw.get("holder", "?")), float(raw["expires_at"]),
-                       bool(raw.get("released", False)), process)
+                       bool(raw.get("released", False)), ProcessId.from_dict(raw))
         except (ValueError, KeyError, TypeError):
             # An unreadable record cannot be honoured; treat it as expired so the lake is not stuck.
             return cls(epoch, "?", "unreadable lease record", 0.0, True)
@@ -229,18 +241,33 @@ class Lease:
         """How many fresh tickets of other waiters come before this process's (all of them if it has none)."""
         now_us = int(now * 1e6)
         mine = (self._ticket.since, self.owner) if self._ticket else None
-        return sum(
-            1
-            for t in tickets
-            if t.owner != self.owner and t.expires > now_us and (mine is None or (t.since, t.owner) < mine)
-        )
+        ahead = 0
+        for t in tickets:
+            if t.owner == self.owner or t.expires <= now_us or (mine is not None and (t.since, t.owner) >= mine):
+                continue
+            if not self._waiter_died_here(t):
+                ahead += 1
+        return ahead
+
+    def _waiter_died_here(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``'s waiter is known dead (see :class:`ProcessId`); its ticket is then removed
+        rather than honoured until it lapses, so a process restarted after a crash is not queued behind it."""
+        key = ticket.key(self.prefix)
+        try:
+            process = ProcessId.from_dict(json.loads(self.blobs.get(key) or b"{}"))
+        except ValueError:
+            process = None
+        if process is None or not process.is_dead_here(self.process):
+            return False
+        self._delete_quietly(key)
+        return True
 
     def join_queue(self) -> None:
         """Take (or refresh) this process's place in the queue of waiters; a ticket lapses unless refreshed."""
         now_us = int(self.clock() * 1e6)
         old = self._ticket
         ticket = Ticket(old.since if old else now_us, self.owner, now_us + int(_TICKET_TTL * 1e6))
-        self.blobs.put(ticket.key(self.prefix), b"")
+        self.blobs.put(ticket.key(self.prefix), json.dumps(self.process.as_dict()).encode())
         self._ticket = ticket
         if old is not None:
             self._delete_quietly(old.key(self.prefix))

@@ -165,6 +165,23 @@ def test_a_ticket_not_refreshed_lapses(lake_storage):
     other.acquire()
 
 
+def test_a_waiter_that_died_on_this_machine_holds_up_nobody(lake_storage):
+    from rhei_lake.storage.lease import ProcessId
+
+    here = ProcessId.current()
+    dead = Lease(lake_storage.blobs, holder="crashed", process=ProcessId(here.host, _dead_pid(), here.pid_namespace))
+    dead.join_queue()  # then killed while it waited
+    elsewhere = Lease(lake_storage.blobs, holder="elsewhere",
+                      process=ProcessId("another-host", _dead_pid(), here.pid_namespace))
+    elsewhere.join_queue()
+    restarted = Lease(lake_storage.blobs)
+    with pytest.raises(LeaseHeldError, match="1 other process"):  # a PID on another machine says nothing
+        restarted.acquire()
+    elsewhere.leave_queue()
+    restarted.acquire()
+    assert lake_storage.blobs.list(restarted.prefix + "queue/") == []
+
+
 def test_a_holder_in_a_tight_loop_cannot_starve_a_waiter(lake_storage):
     import threading
     import time
