@@ -174,7 +174,7 @@ class ReaderProcess:
                 if self._in_transaction:
                     self.rollback()
                 self._send({"op": "close"})
-                self._wait_for_exit(timeout=5)
+                self._proc.wait(timeout=5)
             except (SourceError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait()
@@ -184,15 +184,6 @@ class ReaderProcess:
                     pipe.close()
                 except OSError:  # a killed child: buffered bytes have nowhere to go
                     pass
-
-    def _wait_for_exit(self, timeout: float) -> None:
-        # Popen.wait(timeout) polls with sleeps of up to 50 ms; a blocking waitpid in a
-        # helper thread returns the moment the child (which exits within milliseconds) is gone.
-        waiter = threading.Thread(target=self._proc.wait, name="rhei-reader-exit", daemon=True)
-        waiter.start()
-        waiter.join(timeout)
-        if waiter.is_alive():
-            raise subprocess.TimeoutExpired(self._proc.args, timeout)
 
     def __enter__(self) -> ReaderProcess:
         return self

@@ -190,11 +190,10 @@ class Changelog:
                 break
         return fresh.num_rows
 
-    def commit_stream(self, reader: pa.RecordBatchReader, *, watermark: int, cursor: str | None = None) -> None:
+    def commit_stream(self, reader: pa.RecordBatchReader, *, watermark: int) -> None:
         """Commit a large stream (an initial snapshot) straight into the table, in one commit.
 
         Requires an empty tail; the stream's events must all be above the watermark.
-        ``cursor`` (sidecar mode) is committed with them, as :meth:`commit` does.
         """
         self.flush()
         with self._store_lock, self._lock:
@@ -202,19 +201,11 @@ class Changelog:
                 return
             reader = conform_reader(reader, self.store.schema(), self.store.uri)
             try:
-                self.store.append(
-                    reader,
-                    txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored),
-                    metadata={CURSOR_KEY: cursor} if cursor is not None else None,
-                )
+                self.store.append(reader, txn=AppTransaction(SYNCED_APP_ID, watermark, expected=self._stored))
             except CommitConflictError:
                 if not self._landed(watermark):
                     raise
-                self.load()  # whoever landed it, the cursor is the one committed with it
-                return
             self._stored = watermark
-            if cursor is not None:
-                self._stored_cursor = cursor
             self.generation += 1
 
     @property

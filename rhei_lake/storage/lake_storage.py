@@ -21,7 +21,7 @@ from typing import Literal
 from rhei_lake.errors import ConfigError
 from rhei_lake.storage.base import TableStore
 from rhei_lake.storage.blobs import BlobStore, LocalBlobs, MemoryBlobs
-from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.changelog import DISCARD_GRACE_SECONDS, Changelog
 from rhei_lake.storage.location import StorageLocation
 from rhei_lake.storage.tail import SegmentTail
 
@@ -110,13 +110,15 @@ class LakeStorage:
             return None
         return SegmentTail(self.blobs, f"{encode_table_dir(table)}/{TAIL_DIR}")
 
-    def changelog(self, table: str, *, flush_segments: int, flush_rows: int, **options: float) -> Changelog:
+    def changelog(
+        self, table: str, *, flush_segments: int, flush_rows: int, discard_grace: float = DISCARD_GRACE_SECONDS
+    ) -> Changelog:
         return Changelog(
             self.table_store(table, "changes"),
             self.tail(table),
             flush_segments=flush_segments,
             flush_rows=flush_rows,
-            **options,
+            discard_grace=discard_grace,
         )
 
     def list_tables(self) -> list[str]:
