@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -24,6 +24,8 @@ from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
 from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
+from rhei_lake.query.followed_tables import FollowedTables
+from rhei_lake.query.references import referenced_names
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
 from rhei_lake.restore import RestoreReport, restore_sqlite
@@ -36,7 +38,6 @@ from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status
-from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
@@ -74,6 +75,7 @@ class Lake:
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
         self._derived = DerivedTables(self.storage)
+        self._followed = FollowedTables(self.storage, config, self._derived, self._readonly_tables)
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
@@ -90,7 +92,7 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables)
+            self._queries = QueryEngine(self._query_tables, self.tables)
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
@@ -109,13 +111,7 @@ class Lake:
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
-        for name in self.storage.list_tables():
-            spec = read_spec(self.storage, name)
-            changelog = self.storage.changelog(
-                name, flush_segments=self.config.tail_flush_segments, flush_rows=self.config.tail_flush_rows
-            )
-            changelog.load()
-            self._readonly_tables[name] = (spec, changelog)
+        self._followed.discover()
 
     def _entries(self) -> dict[str, tuple[TableSpec, Changelog]]:
         if self._sync is not None:
@@ -128,10 +124,11 @@ class Lake:
         # lakes use the mode each table recorded.
         return self._derived.get(spec, self.config.sync_mode if self._sync is not None else None)
 
-    def _query_tables(self) -> dict[str, QueryTable]:
+    def _query_tables(self, only: Collection[str] | None = None) -> dict[str, QueryTable]:
         return {
             name: QueryTable.of(spec, changelog, self._derived_table(spec))
             for name, (spec, changelog) in self._entries().items()
+            if only is None or name in only
         }
 
     def tables(self) -> list[str]:
@@ -149,26 +146,24 @@ class Lake:
         return entries[table][0]
 
     def refresh(self) -> None:
-        """Pick up commits other processes made to this lake, such as a compaction job's.
+        """Pick up commits other processes made to this lake now, such as a compaction job's.
 
-        Read-only lakes do it before each query.
+        A read-only lake does it by itself for the tables a query reads, at most
+        every ``refresh_interval`` seconds; see README "Freshness".
         """
         self._check_open()
         with self._lock:
-            self._derived.load_all()  # before the changelogs: they then hold at least what was folded
             if self._sync is not None:
+                self._derived.load_all()  # before the changelogs: they then hold at least what was folded
                 for changelog in self._sync.changelogs.values():
                     changelog.load()
             else:
-                known = set(self._readonly_tables)
-                for name, (spec, changelog) in list(self._readonly_tables.items()):
-                    changelog.load()
-                    evolved = read_spec(self.storage, name)
-                    if evolved != spec:  # another process added or dropped a column
-                        self._readonly_tables[name] = (evolved, changelog)
-                if set(self.storage.list_tables()) != known:
-                    self._readonly_tables.clear()
-                    self._discover()
+                self._followed.refresh()
+
+    def _follow(self, sql: str) -> None:
+        """Before a read-only lake's query: look at the store for what ``sql`` reads, if due."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql))
 
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
@@ -315,8 +310,7 @@ class Lake:
         if chosen.target == "oltp":
             result = self._read_oltp(sql, chosen)
         else:
-            if self._sync is None:
-                self.refresh()
+            self._follow(sql)
             result = self._queries.query(sql, as_of=micros)
         metadata = dict(result.schema.metadata or {})
         metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
@@ -356,8 +350,7 @@ class Lake:
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
-        if self._sync is None:
-            self.refresh()
+        self._follow(sql)
         return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
 
     # -- schema evolution --------------------------------------------------

@@ -1,0 +1,135 @@
+"""The tables of a lake that another process syncs, followed cheaply.
+
+A read-only lake (``open(storage=...)``) loads every table once, concurrently.
+After that it looks at the store again only for the tables a query reads, and
+only when its last look at a table started more than ``refresh_interval``
+seconds ago. A look costs a constant number of requests whatever the table's
+history: the derived table's next commit, the tail segment extending the
+watermark, the change feed's next commit (see :meth:`Changelog.poll`); only
+what is new is then read. So the rule a reader can rely on:
+
+    A query that starts ``refresh_interval`` seconds or more after another
+    process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
+    ``refresh_interval=0``) makes it see everything committed before it.
+
+Names a query reads that are not known tables make the lake list the store's
+tables again (at most once per interval) to find tables created meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+
+from rhei_lake.catalog import TableSpec
+from rhei_lake.compaction.derived import DerivedTables
+from rhei_lake.config import DEFAULT_REMOTE_REFRESH_INTERVAL, LakeConfig
+from rhei_lake.query.references import parts_named
+from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.tables import read_spec
+
+_THREADS = 8
+"""Tables opened or looked at concurrently: each look is a round trip or two on S3."""
+
+
+def concurrently(work: Callable[[str], object], names: Collection[str]) -> None:
+    """Run ``work(name)`` for every name, several at a time; the first error is raised."""
+    names = list(names)
+    if len(names) <= 1:
+        for name in names:
+            work(name)
+        return
+    with ThreadPoolExecutor(max_workers=min(_THREADS, len(names)), thread_name_prefix="rhei-look") as pool:
+        for _ in pool.map(work, names):
+            pass
+
+
+def refresh_interval(config: LakeConfig, storage: LakeStorage) -> float:
+    """The configured ``refresh_interval``, or by default 0 where a look is cheap and 0.5 s on S3."""
+    if config.refresh_interval is not None:
+        return config.refresh_interval
+    return DEFAULT_REMOTE_REFRESH_INTERVAL if storage.location.scheme == "s3" else 0.0
+
+
+class FollowedTables:
+    """The spec and changelog of each table of a read-only lake, looked at again when due.
+
+    ``tables`` is the mapping this object keeps up to date (the lake's own).
+    """
+
+    def __init__(
+        self,
+        storage: LakeStorage,
+        config: LakeConfig,
+        derived: DerivedTables,
+        tables: dict[str, tuple[TableSpec, Changelog]],
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.interval = refresh_interval(config, storage)
+        self.tables = tables
+        self._derived = derived
+        self._looked: dict[str, float] = {}  # when the last look at a table started (monotonic)
+        self._listed = float("-inf")
+        self._lock = threading.Lock()  # one look at a time: a query arriving meanwhile waits for its result
+
+    # -- loading ---------------------------------------------------------
+    def discover(self) -> None:
+        """Load every table in the store that is not loaded yet (all of them at open)."""
+        started = time.monotonic()
+        found = self.storage.list_tables(known=self.tables.keys())
+        self._listed = started
+        new = [name for name in found if name not in self.tables]
+        loaded: dict[str, tuple[TableSpec, Changelog]] = {}
+
+        def load(name: str) -> None:
+            spec = read_spec(self.storage, name)
+            changelog = self.storage.changelog(
+                name, flush_segments=self.config.tail_flush_segments, flush_rows=self.config.tail_flush_rows
+            )
+            changelog.load()
+            loaded[name] = (spec, changelog)
+
+        concurrently(load, new)
+        for name in new:
+            self.tables[name] = loaded[name]
+            self._looked[name] = started
+
+    # -- following -------------------------------------------------------
+    def freshen(self, relations: frozenset[str] | None) -> None:
+        """Before a query reading ``relations`` (lower-cased names; ``None``: all): look at what is due."""
+        with self._lock:
+            now = time.monotonic()
+            if relations is None:
+                wanted: Collection[str] = list(self.tables)
+                unknown = True
+            else:
+                wanted = parts_named(relations, self.tables)
+                named = {n for t in self.tables for n in (t.lower(), f"{t.lower()}_history", f"{t.lower()}_changes")}
+                unknown = bool(relations - named)
+            due = [name for name in wanted if now - self._looked.get(name, float("-inf")) >= self.interval]
+            self._look(due, now)
+            if unknown and now - self._listed >= self.interval:
+                self.discover()
+
+    def refresh(self) -> None:
+        """Look at every table and list the store's tables now."""
+        with self._lock:
+            self._look(list(self.tables), time.monotonic())
+            self.discover()
+
+    def _look(self, names: list[str], started: float) -> None:
+        def look(name: str) -> None:
+            spec, changelog = self.tables[name]
+            # The derived table first: the change feed then holds at least every event folded into it.
+            self._derived.get(spec).poll()
+            if changelog.poll():
+                evolved = read_spec(self.storage, name)  # from the snapshot just loaded: no request
+                if evolved != spec:  # another process added or dropped a column
+                    self.tables[name] = (evolved, changelog)
+            self._looked[name] = started
+
+        concurrently(look, names)
