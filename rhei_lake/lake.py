@@ -92,7 +92,7 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables, self.tables)
+            self._queries = QueryEngine(self._query_tables, self.tables, look_again=self._look_again)
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
@@ -164,6 +164,13 @@ class Lake:
         """Before a read-only lake's query: look at the store for what ``sql`` reads, if due."""
         if self._sync is None:
             self._followed.freshen(referenced_names(sql))
+
+    def _look_again(self, sql: str) -> None:
+        """After a query found a file gone (another process compacted and vacuumed): look now."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql), force=True)
+        else:
+            self.refresh()
 
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:

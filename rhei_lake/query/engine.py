@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import QueryError, translate_query_error
+from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.query.references import every_part, referenced_parts
 from rhei_lake.query.table_state import (
@@ -59,9 +59,16 @@ class QueryEngine:
     (see :mod:`rhei_lake.query.table_state`).
     """
 
-    def __init__(self, tables: TableProvider, names: Callable[[], list[str]]) -> None:
+    def __init__(
+        self,
+        tables: TableProvider,
+        names: Callable[[], list[str]],
+        *,
+        look_again: Callable[[str], None] | None = None,
+    ) -> None:
         self._tables = tables
         self._names = names
+        self._look_again = look_again
         self._lock = threading.RLock()
         self._ctx = None
         self._states: dict[str, TableState] = {}
@@ -83,7 +90,11 @@ class QueryEngine:
                 if state is not None:
                     state.drop(ctx)
                 state = self._states[name] = TableState(table.spec)
-            state.update(ctx, table, parts)
+            try:
+                state.update(ctx, table, parts)
+            except BaseException:
+                self._states.pop(name).drop(ctx)  # half brought forward: start over next time
+                raise
         return ctx
 
     def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
@@ -113,21 +124,41 @@ class QueryEngine:
         return df
 
     def query(self, sql: str, *, as_of: int | None = None) -> pa.Table:
-        """Run ``sql`` and return all rows."""
+        """Run ``sql`` and return all rows.
+
+        A file found gone (vacuumed by a compaction since the tables were last
+        looked at) makes the engine look again, through ``look_again``, and
+        run the query once more.
+        """
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError("query: SQL must be a non-empty string")
-        df = self.dataframe(sql, as_of=as_of)
-        try:
-            table = df.to_arrow_table()
-        except Exception as exc:
-            raise translate_query_error(exc, sql=sql) from exc
-        return normalize_types(table)
+        for attempt in range(2):
+            try:
+                return normalize_types(self.dataframe(sql, as_of=as_of).to_arrow_table())
+            except Exception as exc:
+                if attempt == 0 and self._look_again is not None and _missing_file(exc):
+                    self._look_again(sql)
+                    continue
+                if isinstance(exc, RheiError):
+                    raise
+                raise translate_query_error(exc, sql=sql) from exc
+        raise AssertionError("unreachable")
 
     def table_names(self) -> list[str]:
         names = []
         for name in sorted(self._names()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+def _missing_file(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was translated from) says a data file was not found."""
+    while exc is not None:
+        text = str(exc).lower()
+        if "not found" in text and ("object at location" in text or "no such file" in text or "nosuchkey" in text):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):

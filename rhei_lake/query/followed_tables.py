@@ -99,8 +99,11 @@ class FollowedTables:
             self._looked[name] = started
 
     # -- following -------------------------------------------------------
-    def freshen(self, relations: frozenset[str] | None) -> None:
-        """Before a query reading ``relations`` (lower-cased names; ``None``: all): look at what is due."""
+    def freshen(self, relations: frozenset[str] | None, *, force: bool = False) -> None:
+        """Before a query reading ``relations`` (lower-cased names; ``None``: all): look at what is due.
+
+        ``force`` looks whether due or not.
+        """
         with self._lock:
             now = time.monotonic()
             if relations is None:
@@ -110,7 +113,9 @@ class FollowedTables:
                 wanted = parts_named(relations, self.tables)
                 named = {n for t in self.tables for n in (t.lower(), f"{t.lower()}_history", f"{t.lower()}_changes")}
                 unknown = bool(relations - named)
-            due = [name for name in wanted if now - self._looked.get(name, float("-inf")) >= self.interval]
+            due = [
+                name for name in wanted if force or now - self._looked.get(name, float("-inf")) >= self.interval
+            ]
             self._look(due, now)
             if unknown and now - self._listed >= self.interval:
                 self.discover()
