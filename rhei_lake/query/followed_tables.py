@@ -3,10 +3,12 @@
 A read-only lake (``open(storage=...)``) loads every table once, concurrently.
 After that it looks at the store again only for the tables a query reads, and
 only when its last look at a table started more than ``refresh_interval``
-seconds ago. A look costs a constant number of requests whatever the table's
-history: the derived table's next commit, the tail segment extending the
-watermark, the change feed's next commit (see :meth:`Changelog.poll`); only
-what is new is then read. So the rule a reader can rely on:
+seconds ago. A look costs two requests whatever the table's history: the tail
+segment extending the watermark and the change feed's next commit (see
+:meth:`Changelog.poll`); only what is new is then read. The derived table
+(``history``/``current``) is looked at less often: after the change feed
+moved, and every :data:`DERIVED_EVERY` intervals, since a compaction
+reorganises the events but changes no result. So the rule a reader can rely on:
 
     A query that starts ``refresh_interval`` seconds or more after another
     process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
@@ -33,6 +35,9 @@ from rhei_lake.sync.tables import read_spec
 
 _THREADS = 8
 """Tables opened or looked at concurrently: each look is a round trip or two on S3."""
+
+DERIVED_EVERY = 10
+"""A table's derived table is looked at every this many refresh intervals, or after its change feed moved."""
 
 
 def concurrently(work: Callable[[str], object], names: Collection[str]) -> None:
@@ -73,6 +78,9 @@ class FollowedTables:
         self.tables = tables
         self._derived = derived
         self._looked: dict[str, float] = {}  # when the last look at a table started (monotonic)
+        self._derived_looked: dict[str, float] = {}
+        self._feed_moved: set[str] = set()  # tables whose change feed's table moved at their last look
+        self._feed_versions: dict[str, int] = {}
         self._listed = float("-inf")
         self._lock = threading.Lock()  # one look at a time: a query arriving meanwhile waits for its result
 
@@ -104,8 +112,8 @@ class FollowedTables:
 
         ``force`` looks whether due or not.
         """
+        now = time.monotonic()  # before waiting: a look that began while this query waited serves it too
         with self._lock:
-            now = time.monotonic()
             if relations is None:
                 wanted: Collection[str] = list(self.tables)
                 unknown = True
@@ -114,27 +122,34 @@ class FollowedTables:
                 named = {n for t in self.tables for n in (t.lower(), f"{t.lower()}_history", f"{t.lower()}_changes")}
                 unknown = bool(relations - named)
             due = [
-                name for name in wanted if force or now - self._looked.get(name, float("-inf")) >= self.interval
+                name for name in wanted if force or self._looked.get(name, float("-inf")) <= now - self.interval
             ]
-            self._look(due, now)
-            if unknown and now - self._listed >= self.interval:
+            self._look(due, time.monotonic(), derived_too=force)
+            if unknown and self._listed <= now - self.interval:
                 self.discover()
 
     def refresh(self) -> None:
         """Look at every table and list the store's tables now."""
         with self._lock:
-            self._look(list(self.tables), time.monotonic())
+            self._look(list(self.tables), time.monotonic(), derived_too=True)
             self.discover()
 
-    def _look(self, names: list[str], started: float) -> None:
+    def _look(self, names: list[str], started: float, *, derived_too: bool) -> None:
         def look(name: str) -> None:
             spec, changelog = self.tables[name]
-            # The derived table first: the change feed then holds at least every event folded into it.
-            self._derived.get(spec).poll()
+            derived_due = self._derived_looked.get(name, float("-inf")) <= started - DERIVED_EVERY * self.interval
+            if derived_too or derived_due or name in self._feed_moved:
+                # The derived table first: the change feed then holds at least every event folded into it.
+                self._derived.get(spec).poll()
+                self._derived_looked[name] = started
+                self._feed_moved.discard(name)
             if changelog.poll():
+                if changelog.store.version() != self._feed_versions.get(name):
+                    self._feed_moved.add(name)  # a flush or a compaction: the derived table may follow
                 evolved = read_spec(self.storage, name)  # from the snapshot just loaded: no request
                 if evolved != spec:  # another process added or dropped a column
                     self.tables[name] = (evolved, changelog)
+            self._feed_versions[name] = changelog.store.version()
             self._looked[name] = started
 
         concurrently(look, names)
