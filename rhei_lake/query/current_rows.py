@@ -50,6 +50,35 @@ def conform_rows(rows: pa.Table, spec: TableSpec) -> pa.Table:
     return rows if rows.schema == schema else rows.cast(schema)
 
 
+def collect_rows(stream, spec: TableSpec) -> pa.Table:
+    """``t`` from a DataFusion record batch stream, conformed and packed batch by batch.
+
+    Never holds the stream's whole output beside its converted copy: the peak
+    is the rows plus one chunk.
+    """
+    schema = rows_schema(spec)
+    chunks: list[pa.RecordBatch] = []
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def pack() -> None:
+        nonlocal pending, pending_rows
+        if pending:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            chunks.extend(conform_rows(table, spec).to_batches())
+        pending, pending_rows = [], 0
+
+    for batch in stream:
+        batch = batch.to_pyarrow()
+        if batch.num_rows:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+        if pending_rows >= CHUNK_ROWS:
+            pack()
+    pack()
+    return pa.Table.from_batches(chunks, schema=schema)
+
+
 def _hashable_key(spec: TableSpec) -> bool:
     return all(any(check(spec.column(key).arrow_type) for check in _HASHABLE) for key in spec.primary_key)
 

@@ -23,8 +23,9 @@ import pyarrow as pa
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.compaction.derived import FOLDED_APP_ID, DerivedTable
+from rhei_lake.errors import CommitConflictError
 from rhei_lake.query import views
-from rhei_lake.query.current_rows import apply_events, conform_rows
+from rhei_lake.query.current_rows import apply_events, collect_rows
 from rhei_lake.storage.changelog import Changelog, FeedSnapshot, register_arrow
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class TableState:
             if store.version() == version:  # a concurrent commit would make `folded` another snapshot's
                 self.derived_version, self.folded = version, folded
                 return True
-        raise RuntimeError(f"{store.uri}: the table kept moving while it was registered")
+        raise CommitConflictError(f"{store.uri}: the table kept moving while it was registered; retry")
 
     def _events_after(self, ctx, feed: FeedSnapshot, seq: int) -> pa.Table:
         """The feed's events after ``seq``, from its tail in memory when it holds them all."""
@@ -232,7 +233,7 @@ class TableState:
             history = f"{self.base}__history_view"
             put_view(ctx, history, ctx.sql(views.history_sql(self.spec, sources, None)))
             sql = views.current_sql(self.spec, history)
-        rows = conform_rows(ctx.sql(sql).to_arrow_table(), self.spec)
+        rows = collect_rows(ctx.sql(sql).execute_stream(), self.spec)
         self.moves += 1
         return rows
 
