@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -26,6 +25,7 @@ from rhei_lake.catalog import SEQ
 from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.query.references import every_part, referenced_parts
+from rhei_lake.query.rwlock import ReadWriteLock
 from rhei_lake.query.table_state import (
     UNFOLDED_IN_MEMORY,
     QueryTable,
@@ -69,9 +69,19 @@ class QueryEngine:
         self._tables = tables
         self._names = names
         self._look_again = look_again
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()  # planning reads the session; bringing tables forward changes it
         self._ctx = None
         self._states: dict[str, TableState] = {}
+
+    def _current(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]) -> bool:
+        """Whether the session holds the named parts of these tables as they are now (nothing to register)."""
+        if self._ctx is None:
+            return False
+        for name, parts in (every_part(tables) if wanted is None else wanted).items():
+            state = self._states.get(name)
+            if state is None or not state.current(tables[name], parts):
+                return False
+        return True
 
     def _context(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]):
         if self._ctx is None:
@@ -108,8 +118,12 @@ class QueryEngine:
         tables = self._tables(None if wanted is None else wanted.keys())
         if as_of is None:
             # Planned under the lock: re-registering a view deregisters it first, and a
-            # query planned in that window would find no such table.
-            with self._lock:
+            # query planned in that window would find no such table. Queries over tables
+            # that did not move are planned side by side.
+            with self._lock.reading():
+                if self._current(wanted, tables):
+                    return _plan(self._ctx, sql, params, tables, as_of)
+            with self._lock.writing():
                 ctx = self._context(wanted, tables)
                 return _plan(ctx, sql, params, tables, as_of)
         from datafusion import SessionContext

@@ -130,6 +130,22 @@ class TableState:
         return f"{self.base}__current" if self.mirror else f"{self.base}__history"
 
     # -- bringing the state forward ------------------------------------------------
+    def current(self, table: QueryTable, parts: set[str]) -> bool:
+        """Whether the named ``parts`` are registered as ``table`` is now: :meth:`update` would change nothing."""
+        if self.feed is None or table.spec != self.spec or table.mirror != self.mirror:
+            return False
+        store = table.derived
+        if (None if store is None else store.version()) != self.derived_version:
+            return False
+        if table.changelog.feed_key() != (self.feed.version, self.feed.stored, self.feed.watermark):
+            return False
+        registered = self.registered
+        return (
+            ("current" not in parts or (self.rows is not None and registered.current == self.moves))
+            and ("changes" not in parts or registered.changes == self.moves)
+            and ("history" not in parts or self.mirror or registered.history == self.moves)
+        )
+
     def update(self, ctx, table: QueryTable, parts: set[str]) -> None:
         """Bring the named ``parts`` (see :data:`~rhei_lake.query.references.PARTS`) up to ``table``'s state."""
         self.mirror = table.mirror

@@ -384,6 +384,12 @@ class Changelog:
         table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
         return table.sort_by(SEQ)
 
+    def feed_key(self) -> tuple[int, int, int]:
+        """``(version, stored, watermark)`` that :meth:`register` would record now (no I/O)."""
+        with self._lock:
+            in_table = self.store.app_version(SYNCED_APP_ID) or 0
+            return self.store.version(), in_table, max(self.watermark, in_table)
+
     def register(self, ctx: SessionContext, name: str, *, previous: FeedSnapshot | None = None) -> FeedSnapshot:
         """Register the change feed in ``ctx`` as ``name`` (table ∪ tail); returns what was registered.
 
