@@ -497,6 +497,12 @@ class Lake:
         captured first (``final_sync``, default from the config); if it fails
         the lake still closes, then its error is raised (the events stay in the
         CDC log and are synced at the next open).
+
+        A lake that syncs then flushes every table's hot-path tail into its
+        Delta changelog (at most one commit per table), so that engines reading
+        the Delta tables directly see every synced event once ``close()``
+        returns. Should that fail, the events stay committed in the tail, the
+        lake still closes and the error is raised.
         """
         if self._closed:
             return
@@ -512,6 +518,12 @@ class Lake:
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc
+        if self._sync is not None:
+            try:
+                self._leased(self._sync.flush)  # outside readers see only Delta, never the tail
+            except RheiError as exc:
+                log.warning("flush at close failed; the events stay in the tail for the next open: %s", exc)
+                error = error or exc
         self._closed = True
         self._release()
         if error is not None:
