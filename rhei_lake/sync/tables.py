@@ -65,7 +65,10 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
         if stored.columns != spec.columns:
             apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
     changelog = storage.changelog(
-        spec.name, flush_segments=config.tail_flush_segments, flush_rows=config.tail_flush_rows
+        spec.name,
+        flush_segments=config.tail_flush_segments,
+        flush_rows=config.tail_flush_rows,
+        flush_interval=config.tail_flush_interval,
     )
     changelog.load()
     return changelog, created
