@@ -27,6 +27,7 @@ from rhei_lake.errors import (
 )
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.local_durability import newest_version, sync_commits
+from rhei_lake.storage.plain_types import PlainTypes, file_seq_minimums
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -51,6 +52,7 @@ class DeltaTableStore:
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
+        self._plain_types = PlainTypes(uri, self._options)
 
     # -- loading ---------------------------------------------------------
     def _table(self) -> DeltaTable:
@@ -250,6 +252,7 @@ class DeltaTableStore:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
+            files_before = set(file_seq_minimums(dt))
             builder = dt.merge(
                 source,
                 merge.on,
@@ -265,6 +268,7 @@ class DeltaTableStore:
                 builder = builder.when_not_matched_insert(updates=dict(merge.insert), predicate=merge.insert_when)
             metrics = builder.execute()
             self._committed(dt, before, txn)
+            self._keep_plain(files_before)
             return MergeResult(
                 inserted=int(metrics.get("num_target_rows_inserted", 0)),
                 updated=int(metrics.get("num_target_rows_updated", 0)),
@@ -278,8 +282,10 @@ class DeltaTableStore:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
+            files_before = set(file_seq_minimums(dt))
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
             self._committed(dt, before, txn)
+            self._keep_plain(files_before)
             return int(metrics.get("num_deleted_rows", 0))
 
         return self._commit(_delete)
@@ -337,12 +343,26 @@ class DeltaTableStore:
                 target_size=target_size, commit_properties=self._commit_properties(None, None)
             )
             self._committed(dt, before, None)
+            self._keep_plain(set())  # and any view-typed file an earlier rewrite left (a crash in between)
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
             )
 
         return self._commit(_optimize)
+
+    def _keep_plain(self, files_before: set[str]) -> None:
+        """Rewrite with plain types the files added since ``files_before`` that delta-rs wrote with view types.
+
+        See :mod:`rhei_lake.storage.plain_types`; one more commit, made only when there are such files.
+        """
+        dt = self._table()  # _committed may have loaded the table afresh
+        added = [path for path in file_seq_minimums(dt) if path not in files_before]
+        if not added:
+            return
+        before = dt.version()
+        if self._plain_types.rewrite(dt, added, commit_properties=lambda meta: self._commit_properties(None, meta)):
+            self._committed(dt, before, None)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         """Delete unreferenced files older than ``retention``.
