@@ -360,6 +360,34 @@ class Lake:
             self.refresh()
         return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
 
+    def outside_views(self, dialect: str, *, as_of: Instant | None = None, show_secrets: bool = False) -> str:
+        """SQL that gives DuckDB, Spark or Trino this lake's views, reading its Delta tables alone.
+
+        ``dialect`` is ``duckdb``, ``spark`` or ``trino``. Returns the store
+        settings the engine needs (secrets ``***`` unless ``show_secrets``) and,
+        per table ``t``, ``CREATE VIEW`` statements for ``t``, ``t_history``
+        and ``t_changes`` (the same merge-on-read rhei_lake runs), and the
+        ``as_of`` form: DuckDB table macros ``t_as_of(instant)``; Spark and
+        Trino views ``t_as_of`` at ``as_of``, when given. They show what is in
+        Delta (a syncing process's tail once flushed, see ``tail_flush_interval``);
+        regenerate them after a schema change or a table's first compaction.
+        """
+        from rhei_lake.query.outside_views import OutsideTable, render
+
+        self._check_open()
+        if self.location.scheme == "memory":
+            raise ConfigError("outside_views: a memory:// lake lives in this process only; no other engine can read it")
+        if self._sync is None:
+            self.refresh()
+        tables = []
+        for name, (spec, changelog) in sorted(self._entries().items()):
+            derived = self._derived_table(spec)
+            derived.load()  # another process may have compacted it since
+            derived_uri = derived.store.uri if derived.exists() else None
+            tables.append(OutsideTable(spec, derived.mode, changelog.store.uri, derived_uri))
+        micros = to_micros(as_of) if as_of is not None else None
+        return render(tables, dialect, storage_options=self.location.options, as_of=micros, show_secrets=show_secrets)
+
     # -- schema evolution --------------------------------------------------
     def _evolving(self, what: str) -> TriggerSync:
         conn = self._require_oltp(what)
