@@ -128,6 +128,13 @@ class LakeConfig(BaseModel):
         description="Seconds a syncing lake's writer lease lasts unless renewed (every third of it); "
         "another process may take an expired lease over.",
     )
+    conditional_writes: Literal["verify", "single_writer"] = Field(
+        "verify",
+        description="S3: 'verify' proves at open() (one request) that the store refuses a create of an object "
+        "that exists, which safe concurrent writers and exactly-once retries rely on, and refuses a store that "
+        "does not (StorageAccessError); 'single_writer' skips the proof, for a store without conditional writes "
+        "that exactly one process ever writes to.",
+    )
     lease_wait: float = Field(
         0.0,
         ge=0,

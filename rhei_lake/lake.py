@@ -74,8 +74,10 @@ class Lake:
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
         self._derived = DerivedTables(self.storage)
+        self._store_verified = False
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
+                self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
             if config.oltp_path is not None:
@@ -96,6 +98,15 @@ class Lake:
         except BaseException:
             self._release()
             raise
+
+    def _verify_store(self) -> None:
+        """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
+        if self._store_verified or self.location.scheme != "s3" or self.config.conditional_writes == "single_writer":
+            return
+        from rhei_lake.storage.write_probe import verify_conditional_writes
+
+        verify_conditional_writes(self.storage.blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
+        self._store_verified = True
 
     def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``work`` (which commits to the lake) if this process still holds the writer lease.
@@ -252,6 +263,7 @@ class Lake:
         with self._lock:
             if self._sync is not None:
                 return self._leased(self._sync.flush)
+            self._verify_store()
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
     # -- maintenance -----------------------------------------------------
@@ -276,6 +288,8 @@ class Lake:
         """
         self._check_open()
         options = CompactionOptions.from_config(self.config, vacuum_retention=vacuum_retention, dry_run=dry_run)
+        if not dry_run:
+            self._verify_store()
         if isinstance(tables, str):
             tables = [tables]
         with self._lock:
