@@ -65,16 +65,25 @@ IN_PROCESS: dict[str, Callable[[str, Mapping[str, str] | None], pa.Table]] = {
 
 
 def read_with_daft(
-    reads: Mapping[str, tuple[str, str | None]], options: Mapping[str, str] | None, *, runner: str = "native"
+    reads: Mapping[str, tuple[str, str | None]],
+    options: Mapping[str, str] | None,
+    *,
+    runner: str = "native",
+    info: dict | None = None,
 ) -> dict[str, pa.Table]:
-    """Daft reads ``{name: (uri, as_of)}`` in one child process; ``as_of`` filters a history table there."""
+    """Daft reads ``{name: (uri, as_of)}`` in one child process; ``as_of`` filters a history table there.
+
+    ``info`` receives the reader's summary (runner, Daft version, Ray nodes).
+    """
     with tempfile.TemporaryDirectory(prefix="rhei-daft-") as out:
         request = {
             "runner": runner,
             "storage_options": dict(options or {}),
             "reads": [{"name": name, "uri": uri, "as_of": as_of} for name, (uri, as_of) in reads.items()],
         }
-        daft_env.run_reader(request, Path(out))
+        reply = daft_env.run_reader(request, Path(out))
+        if info is not None:
+            info.update(reply)
         return {name: ipc.open_file(str(Path(out) / f"{name}.arrow")).read_all() for name in reads}
 
 
