@@ -8,6 +8,7 @@ every native error into the rhei_lake hierarchy.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from rhei_lake.storage.plain_types import PlainTypes, file_seq_minimums
 if TYPE_CHECKING:
     from datafusion import SessionContext
     from deltalake import DeltaTable
+
+log = logging.getLogger("rhei_lake.storage")
 
 # Retries for object-store calls delta-rs makes: fail in seconds, not minutes, and
 # let the sync loop's backoff take over.
@@ -361,7 +364,16 @@ class DeltaTableStore:
         if not added:
             return
         before = dt.version()
-        if self._plain_types.rewrite(dt, added, commit_properties=lambda meta: self._commit_properties(None, meta)):
+        try:
+            rewritten = self._plain_types.rewrite(
+                dt, added, commit_properties=lambda meta: self._commit_properties(None, meta)
+            )
+        except Exception as exc:  # noqa: BLE001 - the data is committed; the next optimize() retries this
+            log.warning("%s: files with view types stay until the next compaction: %s", self.uri,
+                        translate_storage_error(exc, where=self.uri))
+            self._reload()
+            return
+        if rewritten:
             self._committed(dt, before, None)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from deltalake import DeltaTable
 
 import rhei_lake
 from tests.server.serve_process import ServeProcess, scrape, value
+from tests.server.test_serve import _htap_lake, _insert
 from tests.support.outside import table_uri
 from tests.support.waiting import wait_for
 
@@ -56,21 +56,11 @@ def test_an_idle_tables_tail_reaches_delta_while_another_table_stays_busy(tmp_pa
 
 
 def test_rh_serve_flushes_an_idle_tail_and_reports_its_age(tmp_path):
-    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
-    with rhei_lake.open(oltp_path=db, storage=url) as setup:
-        setup.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL)")
-        setup.register_table("events")
-    (tmp_path / "serve.toml").write_text(
-        f'oltp_path = "{db}"\nstorage = "{url}"\nsync_interval = 0.2\ntail_flush_interval = 2\n'
-        "[serve]\nmetrics_port = 0\nstatus_interval = 0.2\n"
-    )
-    serve = ServeProcess("--config", "serve.toml", cwd=tmp_path)
+    db, url = _htap_lake(tmp_path)
+    serve = ServeProcess("--config", "serve.toml", cwd=tmp_path, env={"RHEI_TAIL_FLUSH_INTERVAL": "2"})
     try:
         metrics = serve.event("start")["metrics"]
-        conn = sqlite3.connect(db, timeout=30)
-        with conn:
-            conn.executemany("INSERT INTO events VALUES (?, 'click')", [(i,) for i in range(50)])
-        conn.close()
+        _insert(db, range(50))
         waiting = wait_for(lambda: (s := scrape(metrics)) and (value(s, "rhei_tail_age_seconds", table="events") or 0) > 0
                            and s, what="a tail age above 0")
         top = value(waiting, "rhei_sync_watermark", table="events")

@@ -112,3 +112,23 @@ def test_the_rewrite_keeps_rows_whose_sequence_repeats_elsewhere(store):
     store.optimize(target_size=1)
     _assert_plain(store)
     assert _content(store) == content
+
+
+def test_a_failed_rewrite_leaves_the_merge_committed_and_the_next_optimize_finishes_it(store, monkeypatch, caplog):
+    from rhei_lake.storage.plain_types import PlainTypes
+
+    store.append(_rows(range(0, 10)))
+    real = PlainTypes.rewrite
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("injected: the store went away")
+
+    monkeypatch.setattr(PlainTypes, "rewrite", refuse)
+    assert store.merge(_rows(range(5, 15), name="u"), UPSERT).updated == 5
+    assert "view types stay until the next compaction" in caplog.text
+    assert any(has_view_types(s) for s in _file_schemas(store).values())
+    content = _content(store)
+    monkeypatch.setattr(PlainTypes, "rewrite", real)
+    store.optimize(target_size=1)
+    _assert_plain(store)
+    assert _content(store) == content

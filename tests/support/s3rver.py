@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.moto_server import free_port
+from tests.support.moto_server import free_port, stop_process
 from tests.support.tool_cache import ToolUnavailable, cached, run_step, skip_or_fail
 
 VERSION = "3.7.1"
@@ -32,12 +32,7 @@ class S3rver:
                 "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def _install() -> Path:
