@@ -8,8 +8,9 @@ half-done and no SQL has to be parsed by us to find out what it does.
   The OLTP read path runs user SQL under it (on top of ``PRAGMA query_only``).
 * :func:`write_guard`: everything, except altering a mirrored table (its
   triggers and lake schema would silently drift: use ``add_column`` /
-  ``drop_column``) and, inside :meth:`~rhei_lake.Lake.execute_batch`, ending
-  or opening the batch's transaction.
+  ``drop_column``), dropping one outside a batch (a rebuild's ``DROP TABLE``
+  belongs in :meth:`~rhei_lake.Lake.execute_batch`, whose end judges the
+  result) and, inside a batch, ending or opening the batch's transaction.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def read_only(refusal: Refusal) -> Authorizer:
 
 
 def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) -> Authorizer:
-    """Allow everything but ALTER TABLE on a mirrored table (and transaction control in a batch)."""
+    """Allow everything but ALTER TABLE on a mirrored table, DROP TABLE of one outside a batch
+    (and transaction control in a batch)."""
     lowered = {name.lower() for name in mirrored}
 
     def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
@@ -63,6 +65,15 @@ def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) 
                 SchemaError(
                     f"table {arg2!r} is mirrored: change its columns with add_column()/drop_column() so its "
                     "triggers and lake schema follow (renaming it or its columns is not supported)"
+                )
+            )
+        if not in_batch and action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered:
+            return refusal.deny(
+                SchemaError(
+                    f"table {arg1!r} is mirrored: dropping it would end its capture. To rebuild it (create a new "
+                    "table, copy the rows, drop the old one, rename the new one), run those statements in one "
+                    f"execute_batch(): a rebuild that keeps the primary key is followed. To stop mirroring it, "
+                    f"unregister_table({arg1!r}) first"
                 )
             )
         if in_batch and action == sqlite3.SQLITE_TRANSACTION:
@@ -74,6 +85,7 @@ def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) 
     return authorize
 
 
-def mentions_alter(sql: str) -> bool:
-    """Whether ``sql`` could be an ALTER statement (a cheap pre-check before installing the guard)."""
-    return "alter" in sql.lower()
+def may_change_schema(sql: str) -> bool:
+    """Whether ``sql`` could be an ALTER or DROP statement (a cheap pre-check before installing the guard)."""
+    low = sql.lower()
+    return "alter" in low or "drop" in low
