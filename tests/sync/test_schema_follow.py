@@ -468,3 +468,24 @@ def test_a_blind_value_that_does_not_fit_stops_the_follow_until_it_is_fixed(tmp_
         check.mark()
         check.assert_all()
         app.close()
+
+
+def test_a_write_captured_between_reading_the_lake_and_taking_the_lock_gets_no_second_event(tmp_path, monkeypatch):
+    from rhei_lake.sync import schema_follow
+
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        seed(lake)
+        app = app_connection(lake)
+        app.execute("ALTER TABLE t ADD COLUMN m INTEGER")  # the old triggers go on capturing
+        read_lake = schema_follow.LakeSide.__init__
+
+        def then_write(self, *args, **kwargs):
+            read_lake(self, *args, **kwargs)
+            app.execute("UPDATE t SET name = 'slipped in' WHERE id = 1")  # captured, committed under the lock
+
+        monkeypatch.setattr(schema_follow.LakeSide, "__init__", then_write)
+        assert lake.sync_now().events == 1
+        check = MirrorCheck(lake, app, "t")
+        check.mark()
+        check.assert_all()
+        app.close()
