@@ -198,19 +198,21 @@ class Lake:
         conn = self._require_oltp("execute_batch()")
         with self._lock:
             mirrored = {name: spec for name, (spec, _) in self._entries().items()}
-            cookie = schema_watch.schema_cookie(conn)
             nested = conn.in_transaction
+            rebuilt: set[str] = set()
 
-            def refuse_unfollowable(conn: sqlite3.Connection) -> None:
-                if schema_watch.schema_cookie(conn) != cookie:
-                    refused = [d for d in schema_watch.judge(conn, mirrored) if d.action == "refuse"]
-                    if refused:
-                        raise refused[0].batch_error()
+            def refuse_unfollowable(conn: sqlite3.Connection, dropped: set[str]) -> None:
+                # ALTER TABLE of a mirrored table is refused, so only a DROP (a rebuild) changes one here
+                drifts = schema_watch.judge(conn, {name: mirrored[name] for name in dropped})
+                refused = [d for d in drifts if d.action == "refuse"]
+                if refused:
+                    raise refused[0].batch_error()
+                rebuilt.update(dropped)
 
             changed = oltp_writes.execute_batch(
                 conn, statements, mirrored=mirrored, path=self.config.oltp_path or "", check=refuse_unfollowable
             )
-            if not nested and schema_watch.schema_cookie(conn) != cookie:
+            if rebuilt and not nested:
                 self._follow_schema_now()
             return changed
 

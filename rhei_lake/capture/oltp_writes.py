@@ -42,15 +42,16 @@ def execute_batch(
     *,
     mirrored: Collection[str],
     path: str,
-    check: Callable[[sqlite3.Connection], None] | None = None,
+    check: Callable[[sqlite3.Connection, set[str]], None] | None = None,
 ) -> int:
     """Run ``statements`` in one transaction, all or nothing; returns the rows changed in total.
 
     Inside a transaction the caller opened, the batch is a savepoint of it.
     A failing statement rolls the whole batch back and the error names its
     position. Statements that would end or open the transaction are refused.
-    ``check(conn)`` runs after the last statement, before the batch commits;
-    an error it raises rolls the batch back.
+    ``check(conn, dropped)`` runs after the last statement, before the batch
+    commits, with the mirrored tables the batch dropped (a rebuild); an error it
+    raises rolls the batch back.
     """
     batch = [_normalize(i, s) for i, s in enumerate(statements)]
     refusal = Refusal()
@@ -62,7 +63,8 @@ def execute_batch(
     changed = 0
     index = -1
     try:
-        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True))
+        dropped: set[str] = set()
+        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True, dropped=dropped))
         try:
             for index, (sql, params) in enumerate(batch):
                 cursor = conn.execute(sql, params)
@@ -71,7 +73,7 @@ def execute_batch(
         finally:
             conn.set_authorizer(None)
         if check is not None:
-            check(conn)
+            check(conn, dropped)
         conn.execute(f"RELEASE {BATCH_SAVEPOINT}" if nested else "COMMIT")
         return changed
     except BaseException as exc:

@@ -54,10 +54,12 @@ def read_only(refusal: Refusal) -> Authorizer:
     return authorize
 
 
-def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) -> Authorizer:
+def write_guard(
+    refusal: Refusal, mirrored: Collection[str], *, in_batch: bool, dropped: set[str] | None = None
+) -> Authorizer:
     """Allow everything but ALTER TABLE on a mirrored table, DROP TABLE of one outside a batch
-    (and transaction control in a batch)."""
-    lowered = {name.lower() for name in mirrored}
+    (and transaction control in a batch). ``dropped`` collects the mirrored tables a batch drops."""
+    lowered = {name.lower(): name for name in mirrored}
 
     def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
         if action == sqlite3.SQLITE_ALTER_TABLE and (arg2 or "").lower() in lowered:
@@ -67,7 +69,10 @@ def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) 
                     "triggers and lake schema follow (renaming it or its columns is not supported)"
                 )
             )
-        if not in_batch and action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered:
+        if action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered and in_batch:
+            if dropped is not None:
+                dropped.add(lowered[(arg1 or "").lower()])
+        elif action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered:
             return refusal.deny(
                 SchemaError(
                     f"table {arg1!r} is mirrored: dropping it would end its capture. To rebuild it (create a new "

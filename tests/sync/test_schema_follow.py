@@ -118,6 +118,20 @@ def test_a_rebuild_through_execute_batch_is_followed_at_once(tmp_path):
         assert flags == [None, 1, 2, 3]  # before the column existed; the batch's value; each later update
 
 
+def test_a_rebuild_batch_inside_an_open_transaction_is_followed_once_it_commits(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        seed(lake)
+        lake.execute("BEGIN")
+        lake.execute_batch(rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, k INTEGER", "id, name, score, data"))
+        lake.execute("UPDATE t SET k = 1 WHERE id = 1")
+        with pytest.raises(SchemaChangedError, match="nothing was applied"):  # judged as a savepoint of it too
+            lake.execute_batch(["DROP TABLE t"])
+        lake.execute("COMMIT")
+        lake.sync_now()
+        assert lake.table_spec("t").column_names[-1] == "k"
+        MirrorCheck(lake, lake._oltp, "t").assert_all()
+
+
 def test_rebuilds_that_cannot_be_followed_roll_back_the_whole_batch(tmp_path):
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
         seed(lake)
@@ -137,6 +151,19 @@ def test_rebuilds_that_cannot_be_followed_roll_back_the_whole_batch(tmp_path):
             assert lake._oltp.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '%tmp%' OR name = 't_copy'").fetchone() == (0,)
         lake.execute("INSERT INTO t VALUES (100, 'still captured', 0.0, NULL)")
         assert lake.sync_now().events == 1
+
+
+def test_a_batch_is_judged_on_the_mirrored_tables_it_drops_only(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        seed(lake)
+        lake.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+        lake.register_table("other")
+        app = app_connection(lake)
+        app.execute("ALTER TABLE other RENAME TO other_away")  # refused at the next sync, not by this batch
+        lake.execute_batch(["CREATE INDEX t_name ON t (name)", "UPDATE t SET name = 'x' WHERE id = 1"])
+        with pytest.raises(SchemaChangedError, match="'other'"):
+            lake.sync_now()
+        app.close()
 
 
 def test_dropping_a_mirrored_table_with_execute_is_refused(tmp_path):
