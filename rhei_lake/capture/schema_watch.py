@@ -229,7 +229,15 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
             try:
                 columns.append(make_column(column.name, column.declared, table=table, not_null=column.not_null))
             except SchemaError as exc:
-                return SchemaDrift(table, "refuse", f"column {column.name!r} was added: {exc}", advice="")
+                return SchemaDrift(
+                    table,
+                    "refuse",
+                    f"column {column.name!r} was added with a declared type the lake cannot map ({exc})",
+                    advice=(
+                        "Declare it with a type such as TEXT, INTEGER or REAL (rebuild the table) and sync again, "
+                        f"or stop mirroring it with unregister_table({table!r}) (the lake keeps its history)"
+                    ),
+                )
             changes.append(f"column {column.name!r} added")
             continue
         mirrored = spec.column(column.name)

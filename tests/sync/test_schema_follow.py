@@ -206,6 +206,7 @@ REFUSED = [
     ("dropped", "DROP TABLE t", "no longer exists"),
     ("renamed-away", "ALTER TABLE t RENAME TO t_archive", "renamed to 't_archive'"),
     ("column-renamed", "ALTER TABLE t RENAME COLUMN name TO label", r"\['name'\] are gone and \['label'\] are new"),
+    ("untyped-column-added", "ALTER TABLE t ADD COLUMN anything", "'anything' was added with a declared type"),
     ("retyped", "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score TEXT, data BLOB);"
      "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT", "'score' is now declared TEXT"),
 ]
