@@ -74,14 +74,21 @@ class Column:
     declared_type: str
     arrow_type: pa.DataType
     nullable: bool = True
+    # The type the source itself declares when ``types=`` overrides ``declared_type``: SQLite
+    # stores values by *its* affinity. Not part of equality: specs recorded before it existed
+    # lack it, and registering such a table again must not look like a schema change.
+    source_type: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "declared_type": self.declared_type,
             "arrow_type": type_to_text(self.arrow_type),
             "nullable": self.nullable,
         }
+        if self.source_type is not None:
+            data["source_type"] = self.source_type
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Column:
@@ -90,6 +97,7 @@ class Column:
             declared_type=data["declared_type"],
             arrow_type=type_from_text(data["arrow_type"]),
             nullable=bool(data.get("nullable", True)),
+            source_type=data.get("source_type"),
         )
 
 
