@@ -97,6 +97,25 @@ class DeltaTableStore:
                     raise CommitConflictError(f"{self.uri}: table already exists") from exc
                 raise_storage(exc, where=self.uri)
 
+    def reset_empty(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        from deltalake import DeltaTable
+
+        if self._call(lambda dt: dt.file_uris()):
+            raise StorageError(f"{self.uri}: the table holds rows; its schema cannot be replaced")
+
+        def _reset(_dt: DeltaTable) -> DeltaTable:
+            return DeltaTable.create(
+                self.uri,
+                schema=schema,
+                mode="overwrite",
+                configuration=dict(properties),
+                storage_options=self._options or None,
+                raise_if_key_not_exists=False,
+            )
+
+        with self._lock:
+            self._dt = self._commit(_reset)
+
     def properties(self) -> dict[str, str]:
         return dict(self._call(lambda dt: dt.metadata().configuration))
 

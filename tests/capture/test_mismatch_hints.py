@@ -1,0 +1,214 @@
+"""Item 12: a TypeMismatchError names a way on, and following it literally works.
+
+Each test reads the way on out of the error message (the ``lake.…(…)`` call or
+the ``UPDATE`` it names) and runs exactly that; only a placeholder such as
+``<a value that fits>`` is filled in.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+import rhei_lake
+from rhei_lake.errors import TypeMismatchError
+from tests.support.oracle import assert_same_state
+
+PLACEHOLDER = "<a value that fits>"
+
+
+def calls(message: str, name: str) -> list[str]:
+    """The ``lake.<name>(...)`` calls a message names, as written."""
+    found = []
+    for match in re.finditer(rf"lake\.{name}\(", message):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(message)):
+            depth += {"(": 1, ")": -1}.get(message[end], 0)
+            if depth == 0:
+                break
+        found.append(message[match.start() : end + 1])
+    return found
+
+
+def update_statement(message: str, fill: str | None = None) -> str:
+    """The ``UPDATE …`` statement a message names (the placeholder replaced by ``fill``)."""
+    match = re.search(r"\((UPDATE .*? WHERE .*?)\)", message)
+    assert match, message
+    statement = match.group(1)
+    assert (PLACEHOLDER in statement) == (fill is not None), statement
+    return statement.replace(PLACEHOLDER, fill) if fill is not None else statement
+
+
+def follow(lake: rhei_lake.Lake, call: str) -> object:
+    """Run a ``lake.…(…)`` call exactly as a message wrote it."""
+    return eval(call, {"lake": lake})  # noqa: S307 - the text under test is the library's own message
+
+
+def _sqlite_app(path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+@pytest.fixture(params=["rows", "columnar"])
+def open_lake(request, tmp_path):
+    """Opens a lake on app.db; snapshots read row by row or by the columnar reader."""
+    options = {"columnar_min_rows": 1} if request.param == "columnar" else {}
+    storage = str(tmp_path / "lake")
+
+    def opener():
+        return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=storage, **options)
+
+    return opener
+
+
+def _bad_table(path) -> None:
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+    app.executemany("INSERT INTO t VALUES (?, ?)", [(1, 10), (2, "lots"), (3, 30)])
+    app.close()
+
+
+def test_a_bad_value_in_a_snapshot_is_fixed_in_sqlite_and_registered_again(tmp_path, open_lake):
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("t")
+        message = str(info.value)
+        assert "repair_event" not in message  # the snapshot's rows are no events
+        assert (info.value.table, info.value.column, info.value.primary_key, info.value.seq) == ("t", "n", {"id": 2}, None)
+        lake.execute(update_statement(message, "20"))
+        (register,) = [c for c in calls(message, "register_table") if "types=" not in c]
+        follow(lake, register)
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_a_bad_value_in_a_snapshot_can_be_mirrored_with_the_type_named(tmp_path, open_lake):
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("t")
+        (retype,) = [c for c in calls(str(info.value), "register_table") if "types=" in c]
+        assert retype == "lake.register_table('t', types={'n': 'TEXT'})"
+        follow(lake, retype)
+        assert lake.query("SELECT id, n FROM t ORDER BY id").to_pylist() == [
+            {"id": 1, "n": "10"}, {"id": 2, "n": "lots"}, {"id": 3, "n": "30"}]
+        lake.execute("INSERT INTO t VALUES (4, 40)")
+        lake.sync_now()
+        assert lake.query("SELECT n FROM t WHERE id = 4").to_pylist() == [{"n": "40"}]
+
+
+def test_a_registration_that_failed_half_way_reopens_and_recovers(tmp_path, open_lake):
+    """The process ends after the refused snapshot: the lake opens again, and the way on still works."""
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("t")
+    message = str(info.value)
+    with open_lake() as lake:  # opening does not fail on the unfinished registration
+        assert lake.sync_status().tables.get("t") is None or lake.query("SELECT count(*) AS n FROM t").to_pylist() == [
+            {"n": 0}]
+        (retype,) = [c for c in calls(message, "register_table") if "types=" in c]
+        follow(lake, retype)
+        assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 3}]
+    with open_lake() as lake:
+        assert lake.table_spec("t").column("n").declared_type == "TEXT"
+        assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "30"]
+
+
+def test_a_refused_key_spelling_in_a_snapshot_names_its_canonical_form(tmp_path, open_lake):
+    app = _sqlite_app(tmp_path / "app.db")
+    app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
+    app.executemany("INSERT INTO e VALUES (?, ?)", [("2026-01-01 10:00:00", "a"), ("2026-01-01T11:00:00Z", "b")])
+    with open_lake() as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("e")
+        message = str(info.value)
+        assert "'2026-01-01 11:00:00'" in message
+        lake.execute(update_statement(message))
+        (register,) = [c for c in calls(message, "register_table") if "types=" not in c]
+        follow(lake, register)
+        assert lake.query("SELECT v FROM e ORDER BY at").column(0).to_pylist() == ["a", "b"]
+
+
+def test_two_spellings_of_one_key_can_be_mirrored_as_text(tmp_path, open_lake):
+    app = _sqlite_app(tmp_path / "app.db")
+    app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
+    app.executemany("INSERT INTO e VALUES (?, ?)", [("2026-01-01 10:00:00", "a"), ("2026-01-01T10:00:00", "b")])
+    with open_lake() as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("e")
+        (retype,) = [c for c in calls(str(info.value), "register_table") if "types=" in c]
+        follow(lake, retype)
+        assert lake.query("SELECT at, v FROM e ORDER BY v").to_pylist() == [
+            {"at": "2026-01-01 10:00:00", "v": "a"}, {"at": "2026-01-01T10:00:00", "v": "b"}]
+
+
+def test_a_bad_event_is_repaired_as_its_message_says(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (1, 'lots')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        message = str(info.value)
+        (repair,) = calls(message, "repair_event")
+        follow(lake, repair.replace(PLACEHOLDER, "7"))
+        lake.execute(update_statement(message, "7"))
+        lake.sync_now()
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_a_refused_key_spelling_in_an_event_is_repaired_as_its_messages_say(tmp_path):
+    """The UPDATE that fixes the row logs a delete of the old spelling, which stops the same way once."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE e (at TIMESTAMP PRIMARY KEY, v TEXT)")
+        lake.register_table("e")
+        lake.execute("INSERT INTO e VALUES ('2026-01-01 10:00:00', 'a')")
+        lake.execute("INSERT INTO e VALUES ('2026-01-01T12:00:00+01:00', 'b')")
+        stops = 0
+        while True:
+            try:
+                lake.sync_now()
+                break
+            except TypeMismatchError as exc:
+                stops += 1
+                assert stops <= 2, exc
+                message = str(exc)
+                (repair,) = calls(message, "repair_event")
+                follow(lake, repair)
+                lake.execute(update_statement(message))
+        assert stops == 2
+        assert lake.query("SELECT at, v FROM e ORDER BY at").to_pylist() == [
+            {"at": datetime(2026, 1, 1, 10, tzinfo=UTC), "v": "a"}, {"at": datetime(2026, 1, 1, 11, tzinfo=UTC), "v": "b"}]
+        assert [r[0] for r in lake._oltp.execute("SELECT at FROM e ORDER BY at")] == [
+            "2026-01-01 10:00:00", "2026-01-01 11:00:00"]
+
+
+def test_a_bad_value_in_a_polled_table_is_fixed_in_the_source(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)", [(1, 1, "2026-01-01"), (2, "x", "2026-01-02")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        message = str(info.value)
+        assert "repair_event" not in message and "event" not in message.split(":")[0]
+        source.execute(update_statement(message, "2"))
+        lake.sync_now()
+        assert lake.query("SELECT id, n FROM items ORDER BY id").to_pylist() == [{"id": 1, "n": 1}, {"id": 2, "n": 2}]
+
+
+def test_a_refused_key_spelling_in_a_polled_table_is_fixed_in_the_source(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?)", [("2026-01-01T10:00:00", "2026-01-01")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        source.execute(update_statement(str(info.value)))
+        lake.sync_now()
+        assert lake.query("SELECT at FROM items").to_pylist() == [{"at": datetime(2026, 1, 1, 10, tzinfo=UTC)}]
