@@ -212,3 +212,43 @@ def test_a_refused_key_spelling_in_a_polled_table_is_fixed_in_the_source(tmp_pat
         source.execute(update_statement(str(info.value)))
         lake.sync_now()
         assert lake.query("SELECT at FROM items").to_pylist() == [{"at": datetime(2026, 1, 1, 10, tzinfo=UTC)}]
+
+
+def test_a_refused_key_spelling_met_by_hard_delete_detection_is_fixed_in_the_source(tmp_path):
+    """A row that commits late (updated_at behind the cursor) is found by the key scan, which refuses alike."""
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
+    source.execute("INSERT INTO items VALUES ('2026-01-01 09:00:00', '2026-01-05')")
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
+                        hard_delete_interval=0) as lake:
+        lake.sync_now()
+        source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', '2026-01-02')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"at": "2026-01-01T10:00:00"}
+        source.execute(update_statement(str(info.value)))
+        lake.sync_now()
+        assert lake.query("SELECT at FROM items ORDER BY at").column(0).to_pylist() == [
+            datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 10, tzinfo=UTC)]
+
+
+def test_hard_delete_detection_does_not_take_another_spelling_for_the_deleted_key(tmp_path):
+    """Item 5 in the key scan: K deleted and K' (K's instant, spelt otherwise) inserted behind the cursor."""
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, v TEXT, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)", [
+        ("2026-01-01 10:00:00", "k", "2026-01-05"), ("2026-01-02 10:00:00", "l", "2026-01-06")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
+                        hard_delete_interval=0) as lake:
+        lake.sync_now()
+        source.execute("DELETE FROM items WHERE v = 'k'")
+        source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', 'other', '2026-01-05')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"at": "2026-01-01T10:00:00"}
+        source.execute(update_statement(str(info.value)))
+        source.execute("UPDATE items SET updated_at = '2026-01-07' WHERE v = 'other'")
+        lake.sync_now()
+        assert lake.query("SELECT v FROM items ORDER BY at").column(0).to_pylist() == ["other", "l"]
