@@ -252,3 +252,27 @@ def test_hard_delete_detection_does_not_take_another_spelling_for_the_deleted_ke
         source.execute("UPDATE items SET updated_at = '2026-01-07' WHERE v = 'other'")
         lake.sync_now()
         assert lake.query("SELECT v FROM items ORDER BY at").column(0).to_pylist() == ["other", "l"]
+
+
+@pytest.mark.parametrize("columnar_min_rows", [0, 1])
+def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(postgres, pg_database, tmp_path,
+                                                                          columnar_min_rows):
+    """PostgreSQL's own types are canonical; a text key that types= reads as a timestamp is checked like SQLite's."""
+    if columnar_min_rows:
+        pytest.importorskip("adbc_driver_postgresql")
+    conn = postgres.connect(pg_database)
+    conn.execute("CREATE TABLE items (at text PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    spellings = ["2026-01-01 10:00:00+00:00", "2026-01-01T10:00:00Z"]  # both cast by Arrow to one instant
+    conn.execute("INSERT INTO items VALUES (%s, now()), (%s, now())", spellings)
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", types={"at": "TIMESTAMP"})
+    with rhei_lake.open(source=postgres.url(pg_database), storage=str(tmp_path / "lake"), tables=[table],
+                        columnar_min_rows=columnar_min_rows) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key["at"] in spellings
+        assert "'2026-01-01 10:00:00'" in str(info.value)
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 0}]
+        conn.execute("UPDATE items SET at = '2026-01-01 10:00:00' WHERE at = %s", spellings[:1])
+        conn.execute("DELETE FROM items WHERE at = %s", spellings[1:])
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 1}]
