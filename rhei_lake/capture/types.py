@@ -96,7 +96,8 @@ def arrow_type_for(declared: str, *, table: str = "?", column: str = "?") -> pa.
     if not upper:
         raise SchemaError(
             f"table {table!r}: column {column!r} declares no type, so its Arrow type cannot be derived; "
-            f"declare one in the table or pass types={{{column!r}: 'TEXT'}} to register_table"
+            f"declare one in the table or pass types={{{column!r}: 'TEXT'}} (to register_table, or to "
+            "PolledTable for a polled table)"
         )
     base = upper.split("(")[0].strip()
     if base in ("BOOL", "BOOLEAN"):

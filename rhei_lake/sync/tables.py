@@ -111,10 +111,14 @@ def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
         and stored.name == wanted.name
     )
     if stored.primary_key != wanted.primary_key or (stored.columns != wanted.columns and not evolved):
+        way = (
+            "evolve it with add_column/drop_column or use a new storage location"
+            if wanted.source == "sqlite-trigger"
+            else "mirror it to a new storage location (a polled table's columns are fixed when it is first synced)"
+        )
         raise SchemaError(
             f"table {wanted.name!r} in {url} has columns {stored.column_names} and key {list(stored.primary_key)}, "
-            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; "
-            "evolve it with add_column/drop_column or use a new storage location"
+            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; {way}"
         )
 
 

@@ -276,3 +276,92 @@ def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(postg
         conn.execute("DELETE FROM items WHERE at = %s", spellings[1:])
         lake.sync_now()
         assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 1}]
+
+
+# -- the other ways on a registration names -------------------------------------------
+
+
+def test_an_untyped_column_is_mirrored_with_the_types_its_error_names(tmp_path):
+    app = _sqlite_app(tmp_path / "app.db")
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, note)")
+    app.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, 42)])
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        with pytest.raises(rhei_lake.SchemaError) as info:
+            lake.register_table("t")
+        types = re.search(r"types=(\{.*?\})", str(info.value)).group(1)
+        follow(lake, f"lake.register_table('t', types={types})")
+        assert lake.query("SELECT note FROM t ORDER BY id").column(0).to_pylist() == ["a", "42"]
+    polled = _sqlite_app(tmp_path / "ext.db")
+    polled.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note, updated_at TEXT)")
+    polled.execute("INSERT INTO items VALUES (1, 'a', '2026-01-01')")
+    url = f"sqlite://{tmp_path}/ext.db"
+    with pytest.raises(rhei_lake.SchemaError) as info:
+        rhei_lake.open(source=url, tables=[rhei_lake.PolledTable("items", updated_at="updated_at")])
+    assert "PolledTable" in str(info.value)
+    types = eval(re.search(r"types=(\{.*?\})", str(info.value)).group(1))  # noqa: S307
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", types=types)
+    with rhei_lake.open(source=url, tables=[table]) as lake:
+        lake.sync_now()
+        assert lake.query("SELECT note FROM items").to_pylist() == [{"note": "a"}]
+
+
+def test_a_table_without_a_primary_key_gets_one_and_is_registered_again(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (name TEXT, n INTEGER)")
+        lake.execute("INSERT INTO t VALUES ('a', 1)")
+        with pytest.raises(rhei_lake.SchemaError, match="Add one .* and register again"):
+            lake.register_table("t")
+        lake.execute_batch([  # SQLite adds a key by rebuilding the table
+            "CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)",
+            "INSERT INTO t_new (name, n) SELECT name, n FROM t",
+            "DROP TABLE t",
+            "ALTER TABLE t_new RENAME TO t",
+        ])
+        lake.register_table("t")
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_changing_an_unfinished_registration_names_register_table(tmp_path):
+    _bad_table(tmp_path / "app.db")
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        with pytest.raises(TypeMismatchError):
+            lake.register_table("t")
+        with pytest.raises(rhei_lake.SchemaError) as info:
+            lake.add_column("t", "extra", "TEXT")
+        lake.execute("UPDATE t SET n = 20 WHERE id = 2")
+        (register,) = calls(str(info.value), "register_table")
+        follow(lake, register)
+        lake.add_column("t", "extra", "TEXT")
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_registering_a_mirrored_table_with_other_types_says_what_can_change(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+        lake.register_table("t")
+        with pytest.raises(rhei_lake.SchemaError, match="types= applies to a table's first registration only") as info:
+            lake.register_table("t", types={"n": "TEXT"})
+        assert "lake.add_column" in str(info.value)
+        lake.add_column("t", "n_text", "TEXT")
+        assert lake.register_table("t").column_names == ["id", "n", "n_text"]
+
+
+def test_a_polled_table_whose_columns_changed_names_a_way_that_works(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at TEXT)")
+    source.execute("INSERT INTO items VALUES (1, '2026-01-01')")
+    url, table = f"sqlite://{tmp_path}/ext.db", rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=url, storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        lake.sync_now()
+    source.execute("ALTER TABLE items ADD COLUMN note TEXT")
+    try:
+        lake = rhei_lake.open(source=url, storage=str(tmp_path / "lake"), tables=[table])
+    except rhei_lake.SchemaError as exc:
+        assert "add_column" not in str(exc) and "new storage location" in str(exc)
+        with rhei_lake.open(source=url, storage=str(tmp_path / "lake-2"), tables=[table]) as lake:
+            lake.sync_now()
+            assert lake.query("SELECT id, note FROM items").to_pylist() == [{"id": 1, "note": None}]
+    else:  # the added column is followed
+        with lake:
+            lake.sync_now()
+            assert lake.query("SELECT id, note FROM items").to_pylist() == [{"id": 1, "note": None}]
