@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import rhei_lake
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_schema import read_table_spec
@@ -377,3 +378,25 @@ def test_the_columnar_reader_converts_and_refuses_as_the_row_path_does(columnar,
     want = sorted(zip(*(_bits(a) for a in expected_arrays)), key=repr)
     have = sorted(zip(*(_bits(a) for a in got)), key=repr)
     assert have == want
+
+
+@pytest.mark.parametrize("columnar_min_rows", [0, 1])
+def test_numbers_in_json_and_uuid_columns_sync_as_their_text(tmp_path, columnar_min_rows):
+    """Item 7 end to end: what stalled every table (a JSON '42' stored as 42) mirrors, in snapshots and events."""
+    db = tmp_path / "app.db"
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("CREATE TABLE docs (id UUID PRIMARY KEY, body JSON, at DATETIME)")
+    app.executemany("INSERT INTO docs VALUES (?, ?, ?)", [
+        ("123", "42", "2026-01-01 10:00:00"), ("a-b", '{"k": 1}', 1_767_261_600), ("4.5", "0.30000000000000004", None)])
+    with rhei_lake.open(oltp_path=str(db), storage="memory://", columnar_min_rows=columnar_min_rows) as lake:
+        lake.register_table("docs")
+        app.execute("INSERT INTO docs VALUES ('12345678901234567890123', '-7', '2026-01-01T10:00:00Z')")
+        app.execute("UPDATE docs SET body = '1e400' WHERE id = 'a-b'")  # SQLite stores +infinity
+        lake.sync_now()
+        assert lake.query("SELECT id, body, CAST(at AS BIGINT) AS at FROM docs ORDER BY body").to_pylist() == [
+            {"id": "1.2345678901234568e+22", "body": "-7", "at": 1_767_261_600_000_000},
+            {"id": "4.5", "body": "0.30000000000000004", "at": None},
+            {"id": "123", "body": "42", "at": 1_767_261_600_000_000},
+            {"id": "a-b", "body": "9.0e+999", "at": 1_767_261_600_000_000},
+        ]
+    assert app.execute("SELECT typeof(id), typeof(body) FROM docs WHERE body = 42").fetchone() == ("integer", "integer")
