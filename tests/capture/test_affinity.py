@@ -374,6 +374,7 @@ def test_the_columnar_reader_converts_and_refuses_as_the_row_path_does(columnar,
     if expected_arrays is None or got is None:
         assert got is None and expected_arrays is None, (rows, got, expected_arrays)
         return
+    assert len(set(_bits(got[0]))) == len(rows)  # distinct SQLite keys stay distinct
     # storage order may differ from the sqlite3 read: compare as sets of rows
     want = sorted(zip(*(_bits(a) for a in expected_arrays)), key=repr)
     have = sorted(zip(*(_bits(a) for a in got)), key=repr)
