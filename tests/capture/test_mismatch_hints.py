@@ -63,6 +63,19 @@ def open_lake(request, tmp_path):
     return opener
 
 
+def refused_registration(lake: rhei_lake.Lake, table: str) -> TypeMismatchError:
+    with pytest.raises(TypeMismatchError) as info:
+        lake.register_table(table)
+    return info.value
+
+
+def register_calls(message: str) -> tuple[str, str]:
+    """The message's ``register_table`` call without ``types=``, and the one with."""
+    (again,) = [c for c in calls(message, "register_table") if "types=" not in c]
+    (retype,) = [c for c in calls(message, "register_table") if "types=" in c]
+    return again, retype
+
+
 def _bad_table(path) -> None:
     app = _sqlite_app(path)
     app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
@@ -73,23 +86,19 @@ def _bad_table(path) -> None:
 def test_a_bad_value_in_a_snapshot_is_fixed_in_sqlite_and_registered_again(tmp_path, open_lake):
     _bad_table(tmp_path / "app.db")
     with open_lake() as lake:
-        with pytest.raises(TypeMismatchError) as info:
-            lake.register_table("t")
-        message = str(info.value)
+        error = refused_registration(lake, "t")
+        message = str(error)
         assert "repair_event" not in message  # the snapshot's rows are no events
-        assert (info.value.table, info.value.column, info.value.primary_key, info.value.seq) == ("t", "n", {"id": 2}, None)
+        assert (error.table, error.column, error.primary_key, error.seq) == ("t", "n", {"id": 2}, None)
         lake.execute(update_statement(message, "20"))
-        (register,) = [c for c in calls(message, "register_table") if "types=" not in c]
-        follow(lake, register)
+        follow(lake, register_calls(message)[0])
         assert_same_state(lake, lake._oltp, "t")
 
 
 def test_a_bad_value_in_a_snapshot_can_be_mirrored_with_the_type_named(tmp_path, open_lake):
     _bad_table(tmp_path / "app.db")
     with open_lake() as lake:
-        with pytest.raises(TypeMismatchError) as info:
-            lake.register_table("t")
-        (retype,) = [c for c in calls(str(info.value), "register_table") if "types=" in c]
+        retype = register_calls(str(refused_registration(lake, "t")))[1]
         assert retype == "lake.register_table('t', types={'n': 'TEXT'})"
         follow(lake, retype)
         assert lake.query("SELECT id, n FROM t ORDER BY id").to_pylist() == [
@@ -103,44 +112,38 @@ def test_a_registration_that_failed_half_way_reopens_and_recovers(tmp_path, open
     """The process ends after the refused snapshot: the lake opens again, and the way on still works."""
     _bad_table(tmp_path / "app.db")
     with open_lake() as lake:
-        with pytest.raises(TypeMismatchError) as info:
-            lake.register_table("t")
-    message = str(info.value)
+        message = str(refused_registration(lake, "t"))
     with open_lake() as lake:  # opening does not fail on the unfinished registration
         assert lake.sync_status().tables.get("t") is None or lake.query("SELECT count(*) AS n FROM t").to_pylist() == [
             {"n": 0}]
-        (retype,) = [c for c in calls(message, "register_table") if "types=" in c]
-        follow(lake, retype)
+        follow(lake, register_calls(message)[1])
         assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 3}]
     with open_lake() as lake:
         assert lake.table_spec("t").column("n").declared_type == "TEXT"
         assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "30"]
 
 
-def test_a_refused_key_spelling_in_a_snapshot_names_its_canonical_form(tmp_path, open_lake):
-    app = _sqlite_app(tmp_path / "app.db")
+def _events_table(path, *keys: str) -> None:
+    app = _sqlite_app(path)
     app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
-    app.executemany("INSERT INTO e VALUES (?, ?)", [("2026-01-01 10:00:00", "a"), ("2026-01-01T11:00:00Z", "b")])
+    app.executemany("INSERT INTO e VALUES (?, ?)", zip(keys, "ab", strict=False))
+    app.close()
+
+
+def test_a_refused_key_spelling_in_a_snapshot_names_its_canonical_form(tmp_path, open_lake):
+    _events_table(tmp_path / "app.db", "2026-01-01 10:00:00", "2026-01-01T11:00:00Z")
     with open_lake() as lake:
-        with pytest.raises(TypeMismatchError) as info:
-            lake.register_table("e")
-        message = str(info.value)
+        message = str(refused_registration(lake, "e"))
         assert "'2026-01-01 11:00:00'" in message
         lake.execute(update_statement(message))
-        (register,) = [c for c in calls(message, "register_table") if "types=" not in c]
-        follow(lake, register)
+        follow(lake, register_calls(message)[0])
         assert lake.query("SELECT v FROM e ORDER BY at").column(0).to_pylist() == ["a", "b"]
 
 
 def test_two_spellings_of_one_key_can_be_mirrored_as_text(tmp_path, open_lake):
-    app = _sqlite_app(tmp_path / "app.db")
-    app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
-    app.executemany("INSERT INTO e VALUES (?, ?)", [("2026-01-01 10:00:00", "a"), ("2026-01-01T10:00:00", "b")])
+    _events_table(tmp_path / "app.db", "2026-01-01 10:00:00", "2026-01-01T10:00:00")
     with open_lake() as lake:
-        with pytest.raises(TypeMismatchError) as info:
-            lake.register_table("e")
-        (retype,) = [c for c in calls(str(info.value), "register_table") if "types=" in c]
-        follow(lake, retype)
+        follow(lake, register_calls(str(refused_registration(lake, "e")))[1])
         assert lake.query("SELECT at, v FROM e ORDER BY v").to_pylist() == [
             {"at": "2026-01-01 10:00:00", "v": "a"}, {"at": "2026-01-01T10:00:00", "v": "b"}]
 
@@ -324,8 +327,7 @@ def test_a_table_without_a_primary_key_gets_one_and_is_registered_again(tmp_path
 def test_changing_an_unfinished_registration_names_register_table(tmp_path):
     _bad_table(tmp_path / "app.db")
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
-        with pytest.raises(TypeMismatchError):
-            lake.register_table("t")
+        refused_registration(lake, "t")
         with pytest.raises(rhei_lake.SchemaError) as info:
             lake.add_column("t", "extra", "TEXT")
         lake.execute("UPDATE t SET n = 20 WHERE id = 2")
