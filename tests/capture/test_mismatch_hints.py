@@ -367,3 +367,22 @@ def test_a_polled_table_whose_columns_changed_names_a_way_that_works(tmp_path):
         with lake:
             lake.sync_now()
             assert lake.query("SELECT id, note FROM items").to_pylist() == [{"id": 1, "note": None}]
+
+
+def test_a_refused_registration_takes_other_types_on_every_storage_tier(tmp_path, storage):
+    """The empty changelog of a refused snapshot gets the new types on memory://, a local path and S3."""
+    url, options = storage
+    _bad_table(tmp_path / "app.db")
+
+    def opened() -> rhei_lake.Lake:
+        return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options)
+
+    with opened() as lake:
+        message = str(refused_registration(lake, "t"))
+    with opened() as lake:
+        follow(lake, register_calls(message)[1])
+        lake.execute("UPDATE t SET n = 'more' WHERE id = 3")
+        lake.sync_now()
+    with opened() as lake:
+        assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "more"]
+        assert lake.query("SELECT count(*) AS n FROM t_changes").to_pylist() == [{"n": 4}]
