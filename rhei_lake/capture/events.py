@@ -138,7 +138,7 @@ def type_mismatch(
     that did not fit (for the type to suggest). Shared by the row and the
     columnar readers, so both say the same.
     """
-    key_text = ", ".join(f"{k}={v!r}" for k, v in key.items())
+    key_text = ", ".join(f"{k}={_short(repr(v))}" for k, v in key.items())
     where = f"table {spec.name!r}, column {column!r}, row {key_text}"
     if origin == ORIGIN_LOG and seq is not None:
         where += f" (event {seq})"
@@ -192,8 +192,19 @@ def _type_for(value: Any) -> str | None:
 
 
 def _update_sql(spec: TableSpec, column: str, value_sql: str, key: dict[str, Any]) -> str:
-    where = " AND ".join(f"{quote_ident(k)} = {_literal(v)}" for k, v in key.items())
+    literals = {k: _literal(v) for k, v in key.items()}
+    if any(len(text) > _LONG for text in literals.values()):  # the key is in the error's primary_key
+        where = "<the key of this row>"
+    else:
+        where = " AND ".join(f"{quote_ident(k)} = {text}" for k, text in literals.items())
     return f"UPDATE {quote_ident(spec.name)} SET {quote_ident(column)} = {value_sql} WHERE {where}"
+
+
+_LONG = 200
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LONG else text[: _LONG - 3] + "..."
 
 
 def _literal(value: Any) -> str:
