@@ -79,20 +79,23 @@ class DeltaTableStore:
         except TableNotFoundError:
             return False
 
-    def create(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+    def _create(self, schema: pa.Schema, properties: Mapping[str, str], mode: str) -> DeltaTable:
         from deltalake import DeltaTable
 
+        return DeltaTable.create(
+            self.uri,
+            schema=schema,
+            mode=mode,
+            configuration=dict(properties),
+            storage_options=self._options or None,
+            raise_if_key_not_exists=False,
+        )
+
+    def create(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
         with self._lock:
             try:
                 before = -1 if self.remote else newest_version(self.uri)
-                self._dt = DeltaTable.create(
-                    self.uri,
-                    schema=schema,
-                    mode="error",
-                    configuration=dict(properties),
-                    storage_options=self._options or None,
-                    raise_if_key_not_exists=False,
-                )
+                self._dt = self._create(schema, properties, "error")
                 if not self.remote:
                     self._sync(before)
             except StorageError:
@@ -101,6 +104,12 @@ class DeltaTableStore:
                 if "already exists" in str(exc).lower():
                     raise CommitConflictError(f"{self.uri}: table already exists") from exc
                 raise_storage(exc, where=self.uri)
+
+    def reset_empty(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        if self._call(lambda dt: dt.file_uris()):
+            raise StorageError(f"{self.uri}: the table holds rows; its schema cannot be replaced")
+        with self._lock:
+            self._dt = self._commit(lambda _dt: self._create(schema, properties, "overwrite"))
 
     def properties(self) -> dict[str, str]:
         return dict(self._call(lambda dt: dt.metadata().configuration))
