@@ -14,6 +14,8 @@ the SQL of mirror mode's ``t``, so every key type means what the views mean.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -140,5 +142,8 @@ def _apply_in_sql(rows: pa.Table, events: pa.Table, spec: TableSpec) -> pa.Table
     ctx = SessionContext()
     register_arrow(ctx, "__rhei_rows", rows)
     register_arrow(ctx, "__rhei_events", events)
-    sql = views.mirror_current_sql(spec, views.ViewSources("__rhei_events", current="__rhei_rows", unfolded="__rhei_events"))
-    return conform_rows(ctx.sql(sql).to_arrow_table(), spec)
+    # The rows hold no _rhei_seq to mask a re-added column by: they are masked already, and
+    # events newer than them are newer than any column's re-adding.
+    unmasked = spec.with_columns(tuple(replace(c, valid_from_seq=0) for c in spec.columns))
+    sources = views.ViewSources("__rhei_events", current="__rhei_rows", unfolded="__rhei_events")
+    return conform_rows(ctx.sql(views.mirror_current_sql(unmasked, sources)).to_arrow_table(), spec)
