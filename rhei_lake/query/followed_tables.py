@@ -105,6 +105,7 @@ class FollowedTables:
         for name in new:
             self.tables[name] = loaded[name]
             self._looked[name] = started
+            self._derived_looked[name] = started  # loaded when a query first reads the table
 
     # -- following -------------------------------------------------------
     def freshen(self, relations: frozenset[str] | None, *, force: bool = False) -> None:
