@@ -160,7 +160,7 @@ class Lake:
         """Pick up commits other processes made to this lake now, such as a compaction job's.
 
         A read-only lake does it by itself for the tables a query reads, at most
-        every ``refresh_interval`` seconds; see README "Freshness".
+        every ``refresh_interval`` seconds; see README "Query serving and freshness".
         """
         self._check_open()
         with self._lock:
@@ -176,11 +176,12 @@ class Lake:
         if self._sync is None:
             self._followed.freshen(referenced_names(sql))
 
-    def _look_again(self, sql: str) -> None:
-        """After a query found a file gone (another process compacted and vacuumed): look now."""
+    def _look_again(self, sql: str, missing: str) -> None:
+        """After a query found a ``"file"`` gone (another process compacted and vacuumed) or a
+        ``"table"`` unknown (another process registered it): look now."""
         if self._sync is None:
-            self._followed.freshen(referenced_names(sql), force=True)
-        else:
+            self._followed.freshen(referenced_names(sql), force=True, discover=missing == "table")
+        elif missing == "file":
             self.refresh()
 
     # -- writes (HTAP) ---------------------------------------------------

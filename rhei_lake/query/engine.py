@@ -64,7 +64,7 @@ class QueryEngine:
         tables: TableProvider,
         names: Callable[[], list[str]],
         *,
-        look_again: Callable[[str], None] | None = None,
+        look_again: Callable[[str, str], None] | None = None,
     ) -> None:
         self._tables = tables
         self._names = names
@@ -112,8 +112,19 @@ class QueryEngine:
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
         bound to the tables as registered now, so it can be executed or
-        streamed from any thread without the engine lock.
+        streamed from any thread without the engine lock. A table the engine
+        does not know makes it look again (``look_again``, which may find a
+        table created since) and plan once more.
         """
+        try:
+            return self._dataframe(sql, as_of, params)
+        except QueryError as exc:
+            if self._look_again is None or not _TABLE_NOT_FOUND.search(str(exc)):
+                raise
+        self._look_again(sql, "table")
+        return self._dataframe(sql, as_of, params)
+
+    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None):
         wanted = referenced_parts(sql, self._names())
         tables = self._tables(None if wanted is None else wanted.keys())
         if as_of is None:
@@ -151,7 +162,7 @@ class QueryEngine:
                 return normalize_types(self.dataframe(sql, as_of=as_of).to_arrow_table())
             except Exception as exc:
                 if attempt == 0 and self._look_again is not None and _missing_file(exc):
-                    self._look_again(sql)
+                    self._look_again(sql, "file")
                     continue
                 if isinstance(exc, RheiError):
                     raise
@@ -163,6 +174,9 @@ class QueryEngine:
         for name in sorted(self._names()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+_TABLE_NOT_FOUND = re.compile(r"table '[^']*' not found", re.IGNORECASE)
 
 
 def _missing_file(exc: BaseException) -> bool:

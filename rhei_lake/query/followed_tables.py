@@ -14,7 +14,7 @@ reorganises the events but changes no result. So the rule a reader can rely on:
     process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
     ``refresh_interval=0``) makes it see everything committed before it.
 
-Names a query reads that are not known tables make the lake list the store's
+A query naming a table the lake does not know makes it list the store's
 tables again (at most once per interval) to find tables created meanwhile.
 """
 
@@ -108,25 +108,20 @@ class FollowedTables:
             self._derived_looked[name] = started  # loaded when a query first reads the table
 
     # -- following -------------------------------------------------------
-    def freshen(self, relations: frozenset[str] | None, *, force: bool = False) -> None:
+    def freshen(self, relations: frozenset[str] | None, *, force: bool = False, discover: bool = False) -> None:
         """Before a query reading ``relations`` (lower-cased names; ``None``: all): look at what is due.
 
-        ``force`` looks whether due or not.
+        ``force`` looks whether due or not; ``discover`` also lists the
+        store's tables, if that was not done within the interval.
         """
         now = time.monotonic()  # before waiting: a look that began while this query waited serves it too
         with self._lock:
-            if relations is None:
-                wanted: Collection[str] = list(self.tables)
-                unknown = True
-            else:
-                wanted = parts_named(relations, self.tables)
-                named = {n for t in self.tables for n in (t.lower(), f"{t.lower()}_history", f"{t.lower()}_changes")}
-                unknown = bool(relations - named)
+            wanted: Collection[str] = list(self.tables) if relations is None else parts_named(relations, self.tables)
             due = [
                 name for name in wanted if force or self._looked.get(name, float("-inf")) <= now - self.interval
             ]
             self._look(due, time.monotonic(), derived_too=force)
-            if unknown and self._listed <= now - self.interval:
+            if discover and self._listed <= now - self.interval:
                 self.discover()
 
     def refresh(self) -> None:

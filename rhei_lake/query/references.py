@@ -1,50 +1,37 @@
-"""Which relations a query names, so only the tables it reads are refreshed and registered.
+"""Which relations a query may read, so only those tables are looked at and brought forward.
 
-Read from the SQL text once per distinct statement (a dashboard repeats its
-statements, so the parse is cached). Over-approximates: CTE names and
-qualified names count by their last part, compared case-insensitively; what
-cannot be read reports ``None``, meaning "every table".
+A scan of the SQL text for identifiers, not a parse (a parse costs ~0.2 ms,
+as much as a point lookup on a table held in memory, and queries with literal
+keys rarely repeat their text). It over-approximates, which is safe: every
+identifier counts (column names, words in strings and comments too), compared
+case-insensitively, so a table is at worst brought forward when it need not
+be. Statements that list relations without naming them (``SHOW``,
+``DESCRIBE``, ``information_schema``) report ``None``, meaning every table.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 
 PARTS = ("current", "history", "changes")
 """The relations of a mirrored table ``t``: ``t``, ``t_history``, ``t_changes``."""
 
 _SUFFIXES = {"history": "_history", "changes": "_changes"}
-_UNPARSED_COMMANDS = frozenset({"SHOW", "DESCRIBE", "DESC"})
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|`([^`]*)`|([^\W\d]\w*)')
+_EVERY_TABLE = frozenset({"show", "describe", "desc", "information_schema"})
 
 
 @functools.lru_cache(maxsize=4096)
 def referenced_names(sql: str) -> frozenset[str] | None:
-    """The lower-cased names of the relations ``sql`` reads, or ``None`` if that cannot be told."""
-    from sqlglot import exp
-    from sqlglot.dialects.dialect import Dialect
-    from sqlglot.errors import SqlglotError
-
-    dialect = Dialect.get_or_raise(None)
-    try:
-        tokens = dialect.tokenize(sql)
-        if not tokens or tokens[0].text.upper() in _UNPARSED_COMMANDS:
-            return None
-        if tokens[0].text.upper() == "EXPLAIN":
-            tokens = tokens[1:]
-            while tokens and tokens[0].text.upper() in ("ANALYZE", "VERBOSE"):
-                tokens = tokens[1:]
-        statements = [s for s in dialect.parser().parse(tokens, sql) if s is not None]
-    except (SqlglotError, ValueError, RecursionError):
+    """The lower-cased identifiers in ``sql`` (a superset of the relations it reads), or ``None`` for all."""
+    names = set()
+    for match in _IDENTIFIER.finditer(sql):
+        quoted, backquoted, bare = match.groups()
+        names.add((bare if bare is not None else (quoted or backquoted or "").replace('""', '"')).lower())
+    if names & _EVERY_TABLE:
         return None
-    names: set[str] = set()
-    for statement in statements:
-        if not isinstance(statement, exp.Query):
-            return None
-        for table in statement.find_all(exp.Table):
-            if not table.name:
-                return None  # a table function or something sqlglot cannot name
-            names.add(table.name.lower())
     return frozenset(names)
 
 

@@ -184,3 +184,19 @@ def test_nothing_is_looked_at_within_the_interval_and_refresh_looks_now(tmp_path
 def test_refresh_interval_is_validated(interval, tmp_path):
     with pytest.raises(rhei_lake.ConfigError, match="refresh_interval"):
         rhei_lake.open(storage=str(tmp_path / "lake"), refresh_interval=interval)
+
+
+def test_a_table_registered_after_the_reader_opened_is_found_when_a_query_names_it(tmp_path):
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    with rhei_lake.open(oltp_path=db, storage=url) as writer:
+        writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        writer.register_table("t")
+        with rhei_lake.open(storage=url) as reader:
+            assert reader.tables() == ["t"]
+            writer.execute("CREATE TABLE later (id INTEGER PRIMARY KEY, v TEXT)")
+            writer.execute("INSERT INTO later VALUES (1, 'x')")
+            writer.register_table("later")
+            assert reader.query("SELECT v FROM later").to_pylist() == [{"v": "x"}]
+            assert reader.tables() == ["later", "t"]
+            with pytest.raises(rhei_lake.QueryError, match="not found"):
+                reader.query("SELECT * FROM nowhere")
