@@ -23,7 +23,7 @@ from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_availabl
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
-from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
+from rhei_lake.capture.triggers import LOG_TABLE, PENDING_TABLE, drop_triggers, install_triggers, triggers_current
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
@@ -55,6 +55,7 @@ class TriggerSource:
         self._prune_conn: sqlite3.Connection | None = None
         self._prune_lock = threading.Lock()
         self._lock = threading.RLock()
+        self._checked_schema: int | None = None
         self._conn = connect(path)
         try:
             enable_wal(self._conn, path)
@@ -70,6 +71,11 @@ class TriggerSource:
             self._rollback()
             self._conn.close()
             raise translate_sqlite_error(exc, path) from exc
+        try:
+            self.refresh_triggers()  # an older rhei_lake's, or ones a schema change made outdated
+        except BaseException:
+            self._conn.close()
+            raise
 
     # -- registry --------------------------------------------------------
     def registrations(self) -> dict[str, Registration]:
@@ -87,6 +93,56 @@ class TriggerSource:
         with self._lock:
             self._registrations = cdc_log.read_registry(self._conn)
             self._slots = cdc_log.log_slots(self._conn)
+
+    def refresh_triggers(self) -> list[str]:
+        """Reinstall the triggers of registered tables whose installed definition is outdated.
+
+        Outdated: written by an older rhei_lake, or the table's unique indexes
+        changed since. One IMMEDIATE transaction, so no write is captured by a
+        mix of old and new triggers; events already logged keep their layout.
+        Tables whose columns no longer match their spec are left alone (their
+        schema change is handled elsewhere). Returns the tables reinstalled.
+
+        Cheap when the schema did not change since the last call (one PRAGMA):
+        :meth:`read` calls it, so a unique index an application adds is guarded
+        from the next sync on (REPLACEs through it before that are not seen).
+        """
+        with self._lock:
+            if self._conn.in_transaction:
+                return []  # called back from inside a change this source is making; it installs its own
+            try:
+                (version,) = self._conn.execute("PRAGMA schema_version").fetchone()
+                if version == self._checked_schema:
+                    return []
+                if self._has_pending_table() and not self._stale_triggers():
+                    self._checked_schema = version
+                    return []
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._registrations = cdc_log.read_registry(self._conn)
+                cdc_log.install_pending(self._conn)
+                stale = self._stale_triggers()
+                for table in stale:
+                    install_triggers(self._conn, self._registrations[table].spec)
+                self._conn.execute("COMMIT")
+                self._checked_schema = self._conn.execute("PRAGMA schema_version").fetchone()[0]
+                return stale
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
+                raise
+
+    def _has_pending_table(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._conn.execute(query, (PENDING_TABLE,)).fetchone() is not None
+
+    def _stale_triggers(self) -> list[str]:
+        stale = []
+        for table, registration in self._registrations.items():
+            live = [r[0] for r in self._conn.execute("SELECT name FROM pragma_table_xinfo(?)", (table,))]
+            if live == registration.spec.column_names and not triggers_current(self._conn, registration.spec):
+                stale.append(table)
+        return stale
 
     def register(self, name: str, *, types: Mapping[str, str] | None = None) -> SnapshotRun | None:
         """Install triggers for ``name`` and reserve its snapshot.
@@ -142,8 +198,7 @@ class TriggerSource:
         """A reader process for a big table's snapshot, started before any lock is taken."""
         if self.columnar_min_rows <= 0 or not fast_reader_available():
             return None
-        name = canonical_table_name(self._conn, table)
-        (rows,) = self._conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()
+        rows = _count_rows(self._conn, canonical_table_name(self._conn, table))
         if rows < self.columnar_min_rows:
             return None
         return ReaderProcess(self.path)
@@ -152,13 +207,13 @@ class TriggerSource:
         """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
-        rows = self._conn.execute(f"SELECT count(*) FROM {quote_ident(spec.name)}").fetchone()[0]
+        rows = _count_rows(self._conn, spec.name)
         snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
         registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
         cdc_log.write_registration(self._conn, registration)
         # The reader's first read pins its WAL snapshot: the state just before our
         # commit, which (we hold the write lock) equals the state at the commit.
-        pin = f"SELECT 1 FROM {quote_ident(spec.name)} LIMIT 1"
+        pin = f"SELECT 1 FROM {quote_ident(spec.name)} NOT INDEXED LIMIT 1"
         run: SnapshotRun
         if columnar is not None:
             columnar.begin()
@@ -252,6 +307,7 @@ class TriggerSource:
         If a value does not fit its declared type, the batch stops just before that
         event and carries the error, so everything before it can still be committed.
         """
+        self.refresh_triggers()
         columnar = self._read_columnar(after, limit)
         if columnar is not None:
             return columnar
@@ -392,6 +448,20 @@ class TriggerSource:
                     self._prune_conn.close()
                     self._prune_conn = None
             self._conn.close()
+
+
+def _count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """``count(*)`` of ``table``; without its indexes if one uses a collation this connection lacks.
+
+    SQLite counts through the smallest index (faster than the table), which needs
+    the index's collation, and the application may register one of its own.
+    """
+    try:
+        return conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if "no such collation sequence" not in str(exc):
+            raise
+        return conn.execute(f"SELECT count(*) FROM {quote_ident(table)} NOT INDEXED").fetchone()[0]
 
 
 def _columnar_events(
