@@ -73,9 +73,15 @@ def install_log(conn: sqlite3.Connection) -> str:
     return conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'source_id'").fetchone()[0]
 
 
+def has_pending_table(conn: sqlite3.Connection) -> bool:
+    """Whether the pending table exists (logs written before the guard triggers lack it)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (PENDING_TABLE,)).fetchone() is not None
+
+
 def install_pending(conn: sqlite3.Connection) -> None:
-    """Create the pending table if missing (logs written before it existed lack it), as wide as the log."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (PENDING_TABLE,)).fetchone():
+    """Create the pending table, as wide as the log, if it is missing."""
+    if has_pending_table(conn):
         return
     slots = "".join(f", c{i}" for i in range(log_slots(conn)))
     conn.execute(f"CREATE TABLE {PENDING_TABLE} (tbl, mark{slots})")

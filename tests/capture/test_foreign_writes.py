@@ -17,11 +17,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rhei_lake
+from rhei_lake.capture import schema_watch
 from rhei_lake.capture.triggers import PENDING_TABLE
 from rhei_lake.errors import RheiError
 from tests.support.exact_state import assert_lake_is_sqlite, captured, feed, replay_feed, sqlite_rows
 
-WRITERS = ("foreign, recursive_triggers off", "foreign, recursive_triggers on", "lake")
+WRITERS = (
+    "foreign, recursive_triggers off",
+    "foreign, recursive_triggers on",
+    "lake, recursive_triggers on",  # as the lake sets its connection
+    "lake, recursive_triggers off",  # lake.execute("PRAGMA recursive_triggers = OFF") is allowed
+)
+
+
+def _recursive(mode: str) -> str:
+    return f"PRAGMA recursive_triggers = {'ON' if mode.endswith('on') else 'OFF'}"
 
 
 @dataclass
@@ -171,11 +181,12 @@ SCENARIOS = {
 
 def _writer(lake: rhei_lake.Lake, db: str, mode: str):
     """A function running one statement through ``mode``'s connection."""
-    if mode == "lake":
+    if mode.startswith("lake"):
+        lake.execute(_recursive(mode))
         return lambda sql: lake.execute(sql)
     conn = sqlite3.connect(db, isolation_level=None, timeout=10)
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(f"PRAGMA recursive_triggers = {'ON' if mode.endswith('on') else 'OFF'}")
+    conn.execute(_recursive(mode))
     return lambda sql: conn.execute(sql).fetchall()
 
 
@@ -305,6 +316,7 @@ def _previous_trigger_ddl(conn: sqlite3.Connection, table: str) -> list[str]:
 
 
 def _install_previous_triggers(conn: sqlite3.Connection, table: str) -> None:
+    """Put the previous version's triggers in place, recorded as installed, and no pending table."""
     conn.execute("BEGIN IMMEDIATE")
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_rhei\\_%' "
                                 "ESCAPE '\\'").fetchall():
@@ -312,6 +324,7 @@ def _install_previous_triggers(conn: sqlite3.Connection, table: str) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {PENDING_TABLE}")
     for ddl in _previous_trigger_ddl(conn, table):
         conn.execute(ddl)
+    schema_watch.record(conn, table)
     conn.execute("COMMIT")
 
 
@@ -319,7 +332,9 @@ def _trigger_sql(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '_rhei%'"))
 
 
-def test_outdated_triggers_are_reinstalled_on_open_without_losing_events(tmp_path):
+def test_outdated_triggers_are_reinstalled_without_losing_events(tmp_path):
+    """A database whose triggers an older rhei_lake installed: the first sync reinstalls them in one
+    transaction, commits what they logged, and repairs what they missed."""
     db = str(tmp_path / "app.db")
     storage = str(tmp_path / "lake")
     app = sqlite3.connect(db, isolation_level=None)
@@ -331,32 +346,37 @@ def test_outdated_triggers_are_reinstalled_on_open_without_losing_events(tmp_pat
     _install_previous_triggers(app, "t")
     app.execute("PRAGMA recursive_triggers = OFF")
     app.execute("INSERT INTO t VALUES (3, 'cy', 'cy@example.com')")  # logged by the old triggers
-    app.execute("UPDATE t SET name = 'Bob' WHERE id = 2")  # lost by the old triggers (NOCASE): nothing to sync
+    app.execute("UPDATE t SET name = 'Bob' WHERE id = 2")  # missed by them (NOCASE)
     with rhei_lake.open(oltp_path=db, storage=storage) as lake:
+        lake.sync_now()
         assert _trigger_sql(app) == current
+        assert_lake_is_sqlite(lake, app, "t")
         app.execute("UPDATE t SET name = 'BOB' WHERE id = 2")
         app.execute("INSERT OR REPLACE INTO t VALUES (4, 'dee', 'ann@example.com')")
         lake.sync_now()
         assert [(r["_rhei_op"], r["id"], r["name"]) for r in feed(lake, "t")][2:] == [
-            ("I", 3, "cy"), ("U", 2, "BOB"), ("D", 1, "ann"), ("I", 4, "dee")
+            ("I", 3, "cy"), ("U", 2, "Bob"), ("U", 2, "BOB"), ("D", 1, "ann"), ("I", 4, "dee")
         ]
         assert_lake_is_sqlite(lake, app, "t")
 
 
-def test_a_unique_index_created_after_registration_gets_guarded(tmp_path):
+def test_a_unique_index_created_after_registration_is_followed(tmp_path):
+    """The next sync guards the new index and repairs what REPLACE through it did before."""
     with captured(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT)") as (_, app, lake):
-        source = lake._sync.source
-        assert source.refresh_triggers() == []
-        app.execute("CREATE UNIQUE INDEX t_email ON t (email COLLATE NOCASE)")
-        assert source.refresh_triggers() == ["t"]
-        assert source.refresh_triggers() == []
         app.execute("PRAGMA recursive_triggers = OFF")
-        app.execute("INSERT INTO t VALUES (1, 'Ann@example.com')")
-        app.execute("INSERT OR REPLACE INTO t VALUES (2, 'ann@example.com')")
+        app.execute("INSERT INTO t VALUES (1, 'Ann@example.com'), (2, 'bob@example.com')")
         lake.sync_now()
+        app.execute("CREATE UNIQUE INDEX t_email ON t (email COLLATE NOCASE)")
+        app.execute("INSERT OR REPLACE INTO t VALUES (3, 'ann@example.com')")  # before the lake knows the index
+        lake.sync_now()
+        assert any("guard" in name for name in _trigger_sql(app))
+        assert_lake_is_sqlite(lake, app, "t")
+        app.execute("INSERT OR REPLACE INTO t VALUES (4, 'BOB@example.com')")
+        lake.sync_now()
+        assert [(r["_rhei_op"], r["id"]) for r in feed(lake, "t")][-2:] == [("D", 2), ("I", 4)]
         assert_lake_is_sqlite(lake, app, "t")
         app.execute("DROP INDEX t_email")
-        assert source.refresh_triggers() == ["t"]
+        lake.sync_now()
         assert not any("guard" in name for name in _trigger_sql(app))
 
 
@@ -444,13 +464,15 @@ def test_random_programs_on_several_connections_keep_the_lake_equal_to_sqlite(pr
                 lake.register_table(table)
             writers = {}
             for mode in WRITERS:
-                if mode == "lake":
+                if mode.startswith("lake"):
                     writers[mode] = lambda sql, params: lake.execute(sql, params)
                 else:
                     conn = connections.enter_context(contextlib.closing(sqlite3.connect(db, isolation_level=None)))
-                    conn.execute(f"PRAGMA recursive_triggers = {'ON' if mode.endswith('on') else 'OFF'}")
+                    conn.execute(_recursive(mode))
                     writers[mode] = lambda sql, params, conn=conn: conn.execute(sql, params).fetchall()
             for mode, transaction, statements, sync in program:
+                if mode.startswith("lake"):
+                    lake.execute(_recursive(mode))  # one connection, set per block
                 _run_block(writers[mode], transaction, statements)
                 if sync:
                     lake.sync_now()
