@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from rhei_lake.capture.types import sqlite_affinity
 from rhei_lake.errors import SchemaError
 
 BINARY = "BINARY"
@@ -74,27 +75,13 @@ def fold(name: str) -> str:
     return "".join(c.lower() if c < "\x80" else c for c in name)
 
 
-def column_affinity(declared: str | None) -> str:
-    """SQLite's affinity for a declared type (https://sqlite.org/datatype3.html, 3.1)."""
-    upper = (declared or "").upper()
-    if "INT" in upper:
-        return "INTEGER"
-    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
-        return "TEXT"
-    if "BLOB" in upper or not upper.strip():
-        return "BLOB"
-    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
-        return "REAL"
-    return "NUMERIC"
-
-
 def read_shape(conn: sqlite3.Connection, table: str) -> TableShape:
     """The shape of ``table`` as SQLite declares it now."""
     columns = conn.execute("SELECT name, type, pk FROM pragma_table_xinfo(?)", (table,)).fetchall()
     if not columns:
         raise SchemaError(f"table {table!r} does not exist in the SQLite database")
     names = [c[0] for c in columns]
-    affinities = {fold(name): column_affinity(declared) for name, declared, _ in columns}
+    affinities = {fold(name): sqlite_affinity(declared) for name, declared, _ in columns}
     key = [name for name, _, pk in columns if pk]
     primary = None
     unique = []
