@@ -35,6 +35,8 @@ from rhei_lake.errors import CommitConflictError, StorageUnavailableError, raise
 class BlobInfo:
     key: str
     size: int
+    modified: float | None = None
+    """When the blob was written (epoch seconds), where the store records it."""
 
 
 class BlobStore(Protocol):
@@ -191,7 +193,8 @@ class LocalBlobs:
                     full = os.path.join(dirpath, name)
                     rel = os.path.relpath(full, self.root).replace(os.sep, "/")
                     try:
-                        out.append(BlobInfo(rel, os.path.getsize(full)))
+                        stat = os.stat(full)
+                        out.append(BlobInfo(rel, stat.st_size, stat.st_mtime))
                     except FileNotFoundError:
                         continue
         except OSError as exc:

@@ -122,6 +122,17 @@ class Changelog:
                     return segment.cursor
             return self._stored_cursor
 
+    def last_commit_at(self) -> float | None:
+        """When this feed last took a commit (a hot-path segment or a Delta commit), as its store records it.
+
+        Epoch seconds, or ``None`` when nothing was committed or the store keeps no times.
+        """
+        times = [self.store.last_commit_at()] if self.store.exists() else []
+        if self.tail is not None:
+            times.extend(info.modified for info in self.tail.blobs.list(self.tail.prefix))
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
     @property
     def tail_segments(self) -> int:
         return len(self._segments)

@@ -93,7 +93,7 @@ class S3Blobs:
         try:
             out = []
             for chunk in obstore.list(self._store, prefix or None):
-                out.extend(BlobInfo(obj["path"], obj["size"]) for obj in chunk)
+                out.extend(BlobInfo(obj["path"], obj["size"], _epoch(obj.get("last_modified"))) for obj in chunk)
             return sorted(out, key=lambda b: b.key)
         except Exception as exc:
             raise_storage(exc, where=f"{self.where}/{prefix}")
@@ -120,3 +120,7 @@ class S3Blobs:
             if type(exc).__name__ == "NotFoundError":
                 return
             raise_storage(exc, where=self.where)
+
+
+def _epoch(when: object) -> float | None:
+    return when.timestamp() if hasattr(when, "timestamp") else None  # type: ignore[union-attr]

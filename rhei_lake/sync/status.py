@@ -23,6 +23,7 @@ from rhei_lake.timeutil import now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryTable
+    from rhei_lake.storage.changelog import Changelog
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -198,7 +199,7 @@ def collect_status(
             synced_seq=synced,
             lag_events=lag_events,
             lag_seconds=lag_seconds,
-            last_commit_at=record.last_commit_at,
+            last_commit_at=record.last_commit_at or _stored_commit_time(changelog),
             last_commit_seconds=record.last_commit_seconds,
             events_synced=record.events_synced,
             last_error=record.last_error,
@@ -223,6 +224,12 @@ def collect_status(
         failing=tracker.failing,
         last_error=tracker.last_error,
     )
+
+
+def _stored_commit_time(changelog: Changelog) -> datetime | None:
+    """The last commit another process (or an earlier run) made, for a table this process has not synced."""
+    stamp = changelog.last_commit_at()
+    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
 def unfolded_events(table: QueryTable, stored_rows: int) -> int:
