@@ -132,9 +132,9 @@ def first_known_instant(engine: QueryEngine, spec: TableSpec) -> int | None:
     from rhei_lake.errors import QueryError
     from rhei_lake.timeutil import to_micros
 
-    source = quote_ident(spec.name)
+    history, changes = quote_ident(f"{spec.name}_history"), quote_ident(f"{spec.name}_changes")
     known = []
-    for sql in (f"SELECT min({VALID_FROM}) FROM {source}_history", f"SELECT min({TS}) FROM {source}_changes"):
+    for sql in (f"SELECT min({VALID_FROM}) FROM {history}", f"SELECT min({TS}) FROM {changes}"):
         try:
             value = engine.query(sql, as_of=None).column(0)[0].as_py()
         except QueryError:  # mirror mode keeps no history

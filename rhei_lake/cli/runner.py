@@ -7,6 +7,8 @@ the traceback), 2 a bad argument or option, 130 interrupted by Ctrl-C.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -100,4 +102,8 @@ def main() -> None:
     """Console-script entry point."""
     from rhei_lake.cli.app import app
 
-    sys.exit(run(app))
+    code = run(app)
+    # A Ctrl-C from here on (while the interpreter waits for threads) must not turn into a traceback
+    # or a death by signal: the command has finished and its exit code stands.
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(code))
+    sys.exit(code)
