@@ -7,7 +7,7 @@ import sqlite3
 import rhei_lake
 from rhei_lake.cli import common
 from rhei_lake.cli.repl import is_read, split_statements
-from rhei_lake.errors import ConfigError, RheiError
+from rhei_lake.errors import RheiError
 
 
 def statements(text: str) -> list[str]:
@@ -32,12 +32,11 @@ def run_exec(lake: rhei_lake.Lake, sql: str) -> None:
     parts = statements(sql)
     if not parts:
         common.usage_error("SQL: nothing to run (the text holds no statement)")
-    if len(parts) == 1 and is_read(parts[0]):
-        _print_rows(lake, parts[0])
+    if len(parts) == 1 and is_read(parts[0]) and _print_rows(lake, parts[0]):
         return
     if len(parts) == 1:
         changed = lake.execute(parts[0])
-    elif not any(is_read(p) for p in parts):
+    elif not any(is_read(p) for p in parts):  # one batch: a rebuild (create, copy, drop, rename) is followed
         changed = lake.execute_batch(parts)
     else:
         changed = _in_one_transaction(lake, parts)
@@ -51,9 +50,7 @@ def _in_one_transaction(lake: rhei_lake.Lake, parts: list[str]) -> int:
     lake.execute("BEGIN IMMEDIATE")
     try:
         for part in parts:
-            if is_read(part):
-                _print_rows(lake, part)
-            else:
+            if not (is_read(part) and _print_rows(lake, part)):
                 changed += lake.execute(part)
         lake.execute("COMMIT")
     except BaseException:
@@ -65,9 +62,11 @@ def _in_one_transaction(lake: rhei_lake.Lake, parts: list[str]) -> int:
     return changed
 
 
-def _print_rows(lake: rhei_lake.Lake, sql: str) -> None:
+def _print_rows(lake: rhei_lake.Lake, sql: str) -> bool:
+    """Print the rows of a query run on the database; ``False`` if it writes after all (``WITH ... INSERT``)."""
     try:
         result = lake.query(sql, hint="oltp")
-    except rhei_lake.WriteRefusedError as exc:
-        raise ConfigError(f"rh exec: {exc}") from None
+    except rhei_lake.WriteRefusedError:
+        return False
     common.write_table(result, "table", None)
+    return True
