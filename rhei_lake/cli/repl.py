@@ -239,7 +239,9 @@ class Repl:
                 self._statement(entry)
         except RheiError as exc:
             self.failures += 1
-            common.error(str(exc))
+            from rhei_lake.cli.runner import cli_words
+
+            common.error(cli_words(str(exc)))
         except KeyboardInterrupt:
             if not self.interactive_input:
                 raise

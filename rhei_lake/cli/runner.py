@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -20,6 +21,24 @@ from rhei_lake.cli.help_format import plain_help
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+_CLI_WORDS = [
+    (re.compile(r"in one execute_batch\(\)"), "in one rh exec (separated by ';')"),
+    (re.compile(r"\bexecute(_batch)?\(\)"), "rh exec"),
+    (re.compile(r"\bsync_now\(\)"), "rh sync"),
+    (re.compile(r"\bregister_table\('([^']+)'\)"), r"rh register \1"),
+    (re.compile(r"\bregister_table\(\)"), "rh register"),
+    (re.compile(r"\bdetach_database\(\)"), "rh detach"),
+]
+"""The library's messages name its methods; on the command line the command that does the same is named."""
+
+
+def cli_words(message: str) -> str:
+    """``message`` with API calls that have a command replaced by that command."""
+    for pattern, words in _CLI_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 class Interrupted(Exception):
@@ -51,7 +70,7 @@ def run(app: typer.Typer, args: list[str] | None = None) -> int:
     except RheiError as exc:
         if common.STATE.debug:
             raise
-        common.error(common._with_sources(str(exc)) if isinstance(exc, ConfigError) else str(exc))
+        common.error(cli_words(common._with_sources(str(exc)) if isinstance(exc, ConfigError) else str(exc)))
         return EXIT_ERROR
     except OSError as exc:  # a file the user named cannot be read or written
         if common.STATE.debug:

@@ -162,3 +162,12 @@ def test_status_shows_the_last_commit_info_the_mode_and_schema_the_rowid_key_as_
     schema = rh("repl", "--db", "app.db", input=".schema t\n", cwd=lake_dir).stdout
     id_row = next(line for line in schema.splitlines() if line.startswith("│ id "))
     assert [cell.strip() for cell in id_row.split("│")[1:-1]] == ["id", "INTEGER", "int64", "yes", "no"]
+
+
+def test_errors_name_the_command_not_the_library_call(lake_dir):
+    line = one_error_line(rh("exec", "--db", "app.db", "DROP TABLE t", cwd=lake_dir))
+    assert "run those statements in one rh exec (separated by ';')" in line and "execute_batch()" not in line, line
+    from rhei_lake.cli.runner import cli_words
+
+    assert cli_words("run writes with execute(); then sync_now(); or register_table('t')") == (
+        "run writes with rh exec; then rh sync; or rh register t")
