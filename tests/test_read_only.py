@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sqlite3
 
 import pytest
 
 import rhei_lake
 from rhei_lake.errors import ConfigError, SourceError
-
-
-def _digest(folder) -> dict[str, str]:
-    """Every file below ``folder`` (a database with its -wal/-shm, or a lake) by content."""
-    out = {}
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+from tests.support.files import tree_digest
 
 
 @pytest.fixture
@@ -41,7 +29,7 @@ def synced(tmp_path):
 
 def test_a_read_only_lake_changes_neither_the_database_nor_the_lake(synced):
     folder, db, lake_url = synced
-    before = _digest(folder)
+    before = tree_digest(folder)
     with rhei_lake.open(oltp_path=db, storage=lake_url, read_only=True) as lake:
         assert lake.tables() == ["t"]
         assert lake.query("SELECT v FROM t ORDER BY id").column("v").to_pylist() == ["a", "b"]  # the lake: synced
@@ -54,7 +42,7 @@ def test_a_read_only_lake_changes_neither_the_database_nor_the_lake(synced):
                       lambda: lake.register_table("t"), lambda: lake.start_sync(1.0)):
             with pytest.raises(SourceError, match="read-only"):
                 write()
-    assert _digest(folder) == before
+    assert tree_digest(folder) == before
 
 
 def test_a_read_only_lake_takes_no_writer_lease(synced):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from tests.support.files import tree_digest
 from tests.support.rh import RH, one_error_line, rh, rh_env
 
 QUICK_START = [
@@ -19,16 +19,6 @@ QUICK_START = [
     ("exec", "--db", "my.db", "INSERT INTO users VALUES (1, 'Alice')"),
     ("query", "--db", "my.db", "SELECT COUNT(*) FROM users"),
 ]
-
-
-def _digest(folder) -> dict[str, str]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def test_the_rhei_quick_start_runs_verbatim_in_an_empty_folder(tmp_path):
@@ -60,7 +50,7 @@ def fed(tmp_path):
 
 
 def test_read_commands_never_snapshot_sync_prune_or_write(fed):
-    before = _digest(fed)
+    before = tree_digest(fed)
     (fed / "ro.toml").write_text('oltp_path = "app.db"\nsync_interval = 0.5\n')
     for args in (["status", "--db", "app.db"], ["info", "--db", "app.db"], ["query", "--db", "app.db", "SELECT * FROM t"],
                  ["query", "--db", "app.db", "SELECT v FROM t WHERE id = 2"], ["status", "-c", "ro.toml"],
@@ -68,7 +58,7 @@ def test_read_commands_never_snapshot_sync_prune_or_write(fed):
         result = rh(*args, cwd=fed)
         assert result.returncode == 0, (args, result.stderr)
     (fed / "ro.toml").unlink()
-    assert _digest(fed) == before  # the database (and its log of the unsynced write) and the lake, byte for byte
+    assert tree_digest(fed) == before  # the database (and its log of the unsynced write) and the lake, byte for byte
     status = json.loads(rh("status", "--db", "app.db", "--format", "json", cwd=fed).stdout)
     assert status["tables"]["t"]["lag_events"] == 1  # still waiting in the CDC log for the real lake
     assert rh("sync", "--db", "app.db", cwd=fed).stdout.startswith("synced 1 events")
@@ -76,12 +66,12 @@ def test_read_commands_never_snapshot_sync_prune_or_write(fed):
 
 def test_a_read_command_on_a_database_without_a_lake_creates_nothing(tmp_path):
     sqlite3.connect(tmp_path / "plain.db").execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").connection.close()
-    before = _digest(tmp_path)
+    before = tree_digest(tmp_path)
     assert rh("status", "--db", "plain.db", cwd=tmp_path).returncode == 0
     line = one_error_line(rh("query", "--db", "plain.db", "SELECT * FROM t", cwd=tmp_path))
     assert "rh register --db plain.db t mirrors it" in line
     assert "no SQLite database at 'typo.db'" in one_error_line(rh("query", "--db", "typo.db", "SELECT 1", cwd=tmp_path))
-    assert _digest(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def _start_serve(cwd, *args):
@@ -181,10 +171,10 @@ def test_an_interrupted_register_is_resumed_by_the_next_not_by_a_read(tmp_path):
     if process.returncode == 0:
         pytest.skip("the copy finished before the interrupt arrived")
     assert process.returncode == 130 and "rh register interrupted: run it again" in err, err
-    before = _digest(tmp_path)
+    before = tree_digest(tmp_path)
     assert rh("status", "--db", "big.db", cwd=tmp_path).returncode == 0
     assert rh("query", "--db", "big.db", "SELECT count(*) FROM t", cwd=tmp_path).returncode in (0, 1)
-    assert _digest(tmp_path) == before  # a read never finishes the write
+    assert tree_digest(tmp_path) == before  # a read never finishes the write
     resumed = rh("register", "--db", "big.db", "t", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     count = rh("query", "--db", "big.db", "--format", "csv", "SELECT count(*) AS n FROM t", cwd=tmp_path)
