@@ -85,7 +85,7 @@ def render_status(status: SyncStatus, where: str) -> Any:
             number(t.synced_seq),
             number(t.lag_events),
             number(t.lag_seconds, 1),
-            ago(t.last_commit_at),
+            ago(t.stored_commit_at),
             number(t.folded_seq),
             number(t.unfolded_events),
             number(t.tail_rows),

@@ -35,8 +35,6 @@ from rhei_lake.errors import CommitConflictError, StorageUnavailableError, raise
 class BlobInfo:
     key: str
     size: int
-    modified: float | None = None
-    """When the blob was written (epoch seconds), where the store records it."""
 
 
 class BlobStore(Protocol):
@@ -193,8 +191,7 @@ class LocalBlobs:
                     full = os.path.join(dirpath, name)
                     rel = os.path.relpath(full, self.root).replace(os.sep, "/")
                     try:
-                        stat = os.stat(full)
-                        out.append(BlobInfo(rel, stat.st_size, stat.st_mtime))
+                        out.append(BlobInfo(rel, os.path.getsize(full)))
                     except FileNotFoundError:
                         continue
         except OSError as exc:

@@ -69,6 +69,18 @@ class S3Blobs:
             if self.get(key) != bytes(data):
                 raise CommitConflictError(f"{self.where}/{key} already exists: another writer committed first") from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        """One conditional PUT (``If-None-Match: *``): True if it stored ``key``, False if the store refused it."""
+        import obstore
+
+        try:
+            obstore.put(self._store, key, data, mode="create")
+            return True
+        except Exception as exc:
+            if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+                return False
+            raise_storage(exc, where=f"{self.where}/{key}")
+
     def put(self, key: str, data: bytes) -> None:
         import obstore
 
@@ -93,7 +105,7 @@ class S3Blobs:
         try:
             out = []
             for chunk in obstore.list(self._store, prefix or None):
-                out.extend(BlobInfo(obj["path"], obj["size"], _epoch(obj.get("last_modified"))) for obj in chunk)
+                out.extend(BlobInfo(obj["path"], obj["size"]) for obj in chunk)
             return sorted(out, key=lambda b: b.key)
         except Exception as exc:
             raise_storage(exc, where=f"{self.where}/{prefix}")
@@ -120,7 +132,3 @@ class S3Blobs:
             if type(exc).__name__ == "NotFoundError":
                 return
             raise_storage(exc, where=self.where)
-
-
-def _epoch(when: object) -> float | None:
-    return when.timestamp() if hasattr(when, "timestamp") else None  # type: ignore[union-attr]

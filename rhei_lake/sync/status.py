@@ -44,8 +44,14 @@ class TableStatus:
     sync cycles; ``tail_*`` the hot-path segments not yet flushed into the
     Delta changelog (which holds ``changelog_rows`` in ``changelog_files``).
     ``unfolded_events`` counts change events not folded into the ``history``
-    table yet (all of them while the table has none); ``folded_seq`` is the
-    folded watermark, ``None`` while there is no history table.
+    (or mirror mode's ``current``) table yet, all of them while the table has
+    none; ``folded_seq`` is the folded watermark, ``None`` while there is no
+    such table. ``tail_age_seconds`` is the age of the oldest event not yet in
+    the Delta changelog (0 when the tail is empty): how far behind engines
+    that read the Delta tables directly are; ``tail_flush_interval`` bounds it.
+    ``stored_commit_at`` is when the lake last took a commit for the table, by
+    any process, as its store records it (read only while this process has
+    made none: for a lake another process syncs).
     """
 
     table: str
@@ -62,6 +68,8 @@ class TableStatus:
     changelog_files: int
     folded_seq: int | None
     unfolded_events: int
+    tail_age_seconds: float = 0.0
+    stored_commit_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class SyncStatus:
     syncs: int
     failing: bool
     last_error: ErrorInfo | None
+    tail_age_seconds: float = 0.0
+    """The oldest event not yet in any table's Delta changelog, in seconds (0: outside readers see everything)."""
 
     @property
     def loop_running(self) -> bool:
@@ -199,7 +209,8 @@ def collect_status(
             synced_seq=synced,
             lag_events=lag_events,
             lag_seconds=lag_seconds,
-            last_commit_at=record.last_commit_at or _stored_commit_time(changelog),
+            last_commit_at=record.last_commit_at,
+            stored_commit_at=record.last_commit_at or _stored_commit_time(changelog),
             last_commit_seconds=record.last_commit_seconds,
             events_synced=record.events_synced,
             last_error=record.last_error,
@@ -207,8 +218,9 @@ def collect_status(
             tail_rows=changelog.tail_rows,
             changelog_rows=stats.rows,
             changelog_files=stats.files,
-            folded_seq=table.folded if table.history is not None else None,
+            folded_seq=table.folded if _derived_store(table) is not None else None,
             unfolded_events=unfolded_events(table, stats.rows),
+            tail_age_seconds=changelog.tail_age(),
         )
     lags = [t.lag_events for t in per_table.values() if t.lag_events is not None]
     ages = [t.lag_seconds for t in per_table.values() if t.lag_seconds is not None]
@@ -223,6 +235,7 @@ def collect_status(
         syncs=tracker.syncs,
         failing=tracker.failing,
         last_error=tracker.last_error,
+        tail_age_seconds=max((t.tail_age_seconds for t in per_table.values()), default=0.0),
     )
 
 
@@ -232,6 +245,11 @@ def _stored_commit_time(changelog: Changelog) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
+def _derived_store(table: QueryTable):
+    """The table folded from the change feed: ``history`` (temporal) or ``current`` (mirror), once it exists."""
+    return table.current if table.mirror else table.history
+
+
 def unfolded_events(table: QueryTable, stored_rows: int) -> int:
     """Change events past the folded watermark (the part merge-on-read evaluates per query).
 
@@ -239,7 +257,7 @@ def unfolded_events(table: QueryTable, stored_rows: int) -> int:
     file statistics; with one, events past ``table.folded`` are counted.
     """
     changelog = table.changelog
-    if table.history is None or table.folded <= 0:
+    if _derived_store(table) is None or table.folded <= 0:
         return stored_rows + changelog.tail_rows
     stored = 0
     if changelog.stored_watermark > table.folded:
