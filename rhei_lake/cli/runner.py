@@ -103,6 +103,9 @@ def show_library_warnings() -> None:
 
 
 def _other(exc: Exception) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `rh` alone: its help, as `rh --help` prints it
+        print(exc.format_message())  # type: ignore[attr-defined]
+        return 0
     if isinstance(exc, typer.BadParameter) and getattr(exc, "param", None) is None:
         common.error(exc.message)  # common.usage_error: the message says it all
         return EXIT_USAGE

@@ -93,6 +93,8 @@ def test_version_and_help_that_reads_as_written(tmp_path):
     version = rh("--version")
     assert version.returncode == 0 and re.fullmatch(r"rh \(rhei_lake\) \d+\.\d+\.\d+\n", version.stdout)
     top = rh("--help").stdout
+    bare = rh()
+    assert bare.returncode == 0 and bare.stdout.strip() == top.strip() and bare.stderr == ""  # `rh` alone: its help
     for name in COMMANDS:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), name
     texts = {name: rh(name, "--help").stdout for name in COMMANDS}
