@@ -237,7 +237,7 @@ class Lake:
         conn = self._require_oltp("execute_batch()")
         statements = list(statements)
         with self._lock:
-            before = self._tables_before(conn, [s if isinstance(s, str) else s[0] for s in statements])
+            before = self._tables_before(conn, [s[0] if isinstance(s, tuple) and s else s for s in statements])
             mirrored = {name: spec for name, (spec, _) in self._entries().items()}
             nested = conn.in_transaction
             rebuilt: set[str] = set()
