@@ -28,9 +28,12 @@ logs a ``D`` for each of them that is gone, unless a ``D`` of it was logged
 since (the delete trigger fired after all), then empties the table's entries.
 A conflict that deleted nothing (``INSERT OR IGNORE``, an upsert, a failed
 statement) leaves entries of rows that still exist, which log nothing and are
-cleared by the next guarded write or by pruning. A row replaced by one with the
-same primary key needs no ``D``: the ``I`` of that key supersedes it in the
-lake, as it does in tables without other unique indexes, which pay nothing.
+cleared by the next guarded write or by pruning. One gap: an application's own
+BEFORE INSERT/UPDATE trigger that writes the same table flushes the outer row's
+entries before that row's REPLACE deletes them, so those D are missed unless
+the writer has recursive_triggers on. A row replaced by one with the same
+primary key needs no ``D``: the ``I`` of that key supersedes it in the lake, as
+it does in tables without other unique indexes, which pay nothing.
 """
 
 from __future__ import annotations
