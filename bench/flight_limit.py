@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -70,32 +69,12 @@ def fetch(client: flight.FlightClient, command: bytes) -> int:
 
 
 def queries_per_second(clients: int, seconds: float, make_runner: Callable[[], Callable[[], object]]) -> float:
-    """``clients`` threads each repeating its own runner for ``seconds``: queries per second in all."""
-    runners = [make_runner() for _ in range(clients)]
-    for run in runners:
-        run()  # warm: connections, caches, the first plan
-    counts = [0] * clients
-    errors: list[BaseException] = []
-    start = threading.Barrier(clients + 1)
+    """``clients`` threads each repeating its own runner for ``seconds`` (after one warm-up run): queries/s."""
+    from bench.bench_flight_sql import run_clients
 
-    def loop(i: int) -> None:
-        start.wait()
-        deadline = time.perf_counter() + seconds
-        try:
-            while time.perf_counter() < deadline:
-                runners[i]()
-                counts[i] += 1
-        except BaseException as exc:  # reported after the run
-            errors.append(exc)
+    def warmed() -> Callable[[], int]:
+        run = make_runner()
+        run()  # connections, caches, the first plan
+        return lambda: run() or 0
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    if errors:
-        raise errors[0]
-    return sum(counts) / elapsed
+    return run_clients(clients, seconds, warmed)[0]
