@@ -300,8 +300,9 @@ class Lake:
 
         Each mirrored table ``t`` is queryable as ``t`` (current rows),
         ``t_history`` (SCD2 versions) and ``t_changes`` (the change feed).
-        ``as_of`` (datetime, ISO 8601 string or epoch seconds) makes them mean
-        their state at that instant.
+        ``as_of`` (an aware datetime, ISO 8601 text with ``Z`` or an offset, or
+        epoch seconds; an instant without a time zone raises ConfigError)
+        makes them mean their state at that instant.
 
         Point reads by primary key go to SQLite (fresh: they see every write,
         synced or not); everything else goes to the lake (what is synced). See

@@ -59,7 +59,7 @@ def query_command(
     storage: StorageOption = None,
     config: ConfigOption = None,
     as_of: Annotated[
-        Optional[str], typer.Option("--as-of", help="Query the state at this instant (ISO 8601 or epoch seconds).")
+        Optional[str], typer.Option("--as-of", help="Query the state at this instant (ISO 8601 with Z or an offset, or epoch seconds).")
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="Output format: table, csv, json, parquet or arrow.")
@@ -70,8 +70,9 @@ def query_command(
     ] = None,
 ) -> None:
     """Run read-only SQL over the lake and print the result."""
+    instant = common.parse_instant(as_of)
     with common.open_lake(config=config, storage=storage, db=db) as lake:
-        result = lake.query(sql, as_of=common.parse_instant(as_of), hint=hint)
+        result = lake.query(sql, as_of=instant, hint=hint)
     common.write_table(result, fmt, output)
 
 

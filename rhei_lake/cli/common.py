@@ -115,13 +115,21 @@ def sync_progress(verb: str = "syncing") -> Iterator[Callable[[str, int, int], N
         yield update
 
 
-def parse_instant(text: str | None) -> str | float | None:
+def parse_instant(text: str | None, *, what: str = "--as-of") -> str | float | None:
+    """An instant typed on the command line: epoch seconds, or ISO 8601 text with ``Z`` or an offset.
+
+    Checked here so an error names the flag (a naive instant is refused, as by the library).
+    """
     if text is None:
         return None
+    from rhei_lake.timeutil import to_micros
+
     try:
-        return float(text)
+        instant: str | float = float(text)
     except ValueError:
-        return text
+        instant = text
+    to_micros(instant, what=what)
+    return instant
 
 
 def rich_table(*columns: str) -> Table:

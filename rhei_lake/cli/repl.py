@@ -35,7 +35,7 @@ HELP = """\
 .schema TABLE        columns, declared and Arrow types, primary key
 .timing on|off       show how long each statement took, and where it ran
 .mode table|csv|json how results are printed
-.as_of INSTANT|off   query every table as it was at an instant (ISO 8601 or epoch seconds)
+.as_of INSTANT|off   query every table as it was at an instant (ISO 8601 with Z/offset, or epoch seconds)
 .sync                commit captured changes to the lake now
 .status              sync status per table
 .help                this text
@@ -289,8 +289,7 @@ class Repl:
         if arg.lower() == "off":
             self.as_of = None
         else:
-            self.lake.explain_route("SELECT 1", as_of=common.parse_instant(arg))  # validates the instant
-            self.as_of = common.parse_instant(arg)
+            self.as_of = common.parse_instant(arg, what=".as_of")  # validated: a naive instant is refused
         common.console.print(f"as_of: {self.as_of or 'off (latest)'}", highlight=False)
 
     def _sync(self, _arg: str) -> None:

@@ -18,7 +18,7 @@ def restore_command(
     storage: StorageOption = None,
     config: ConfigOption = None,
     as_of: Annotated[
-        Optional[str], typer.Option("--as-of", help="Restore the state at this instant (ISO 8601 or epoch seconds).")
+        Optional[str], typer.Option("--as-of", help="Restore the state at this instant (ISO 8601 with Z or an offset, or epoch seconds).")
     ] = None,
     table: Annotated[
         Optional[list[str]], typer.Option("--table", "-t", help="Restore only this table (repeat for several).")
@@ -29,6 +29,7 @@ def restore_command(
 
     Reads only the lake (no source database needed); the file appears atomically.
     """
+    instant = common.parse_instant(as_of)
     if output.exists() and not overwrite:
         raise ConfigError(f"{str(output)!r} exists; pass --overwrite to replace it")
     options = common.resolve_options(config=config, storage=storage)
@@ -41,6 +42,6 @@ def restore_command(
             raise SchemaError(f"no mirrored tables in {lake.location.url}: nothing to restore")
         with common.sync_progress("restoring") as progress:
             report = lake.restore_sqlite(
-                output, as_of=common.parse_instant(as_of), tables=table, overwrite=overwrite, progress=progress
+                output, as_of=instant, tables=table, overwrite=overwrite, progress=progress
             )
     common.console.print(str(report), highlight=False, soft_wrap=True)
