@@ -18,6 +18,7 @@ from rhei_lake.errors import (
     CommitConflictError,
     ConfigError,
     CorruptStorageError,
+    DatabaseBindingError,
     LeaseHeldError,
     LeaseLostError,
     NonMonotonicUpdateError,
@@ -38,6 +39,7 @@ from rhei_lake.errors import (
 from rhei_lake.lake import Lake, open
 from rhei_lake.query.router import Route
 from rhei_lake.restore import RestoreReport
+from rhei_lake.sync.binding import DetachReport, detach_database
 from rhei_lake.sync.report import SyncReport, TableSyncReport
 from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
 
@@ -46,6 +48,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "open",
+    "detach_database",
+    "DetachReport",
     "Lake",
     "LakeConfig",
     "PolledTable",
@@ -69,6 +73,7 @@ __all__ = [
     "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
+    "DatabaseBindingError",
     "StorageError",
     "StorageUnavailableError",
     "StorageAccessError",

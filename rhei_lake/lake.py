@@ -32,6 +32,7 @@ from rhei_lake.storage.lease import WriterLease
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
+from rhei_lake.sync.binding import DatabaseBinding
 from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
@@ -73,12 +74,14 @@ class Lake:
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
+        self._binding: DatabaseBinding | None = None
         self._derived = DerivedTables(self.storage)
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
             if config.oltp_path is not None:
+                self._binding = DatabaseBinding.bind(config.oltp_path, self.storage)  # before anything writes there
                 source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
@@ -105,6 +108,8 @@ class Lake:
         """
         if self._lease is not None:
             self._lease.ensure()
+        if self._binding is not None:
+            self._binding.ensure()  # detached while it ran: stop, as when the lease is lost
         return work(*args, **kwargs)
 
     # -- catalog ---------------------------------------------------------
@@ -370,6 +375,8 @@ class Lake:
             raise SourceError(f"{what}: finish the transaction open on this lake's connection first")
         if self._lease is not None:
             self._lease.ensure()
+        if self._binding is not None:
+            self._binding.ensure()
         return self._sync
 
     def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
@@ -531,6 +538,8 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        if self._binding is not None:
+            self._binding.release()  # a memory:// lake lets go of its database
         if self._lease is not None:
             self._lease.release()
         if self.location.scheme == "memory" and self.location.url == "memory://":

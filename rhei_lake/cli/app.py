@@ -16,6 +16,7 @@ import typer
 from rhei_lake.cli import common
 from rhei_lake.cli.common import DbOption, ConfigOption, StorageOption
 from rhei_lake.cli.compact import compact_command
+from rhei_lake.cli.detach import detach_command
 from rhei_lake.cli.init import init_command
 from rhei_lake.cli.repl import repl_command
 from rhei_lake.cli.restore import restore_command
@@ -159,6 +160,7 @@ app.command("repl")(repl_command)
 app.command("init")(init_command)
 app.command("serve")(serve_command)
 app.command("flight")(flight_command)
+app.command("detach")(detach_command)
 
 
 def main() -> None:
