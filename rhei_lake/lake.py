@@ -26,6 +26,7 @@ from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, Schema
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
+from rhei_lake.relation_names import check_new_table
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lease import WriterLease
@@ -221,6 +222,8 @@ class Lake:
         self._require_oltp("register_table()")
         assert self._sync is not None
         with self._lock:
+            known = {*self._sync.source.registrations(), *self.storage.list_tables()}
+            check_new_table(name, [t for t in known if t.lower() != name.lower()])  # SQLite: one table, any case
             return self._leased(self._sync.register, name, types=types, progress=progress)
 
     def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
