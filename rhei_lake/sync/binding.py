@@ -38,6 +38,8 @@ import sqlite3
 import threading
 import uuid
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -263,22 +265,28 @@ def _held_source_ids(storage: LakeStorage) -> set[str]:
 
 
 def _bind(conn: sqlite3.Connection, path: str, me: BoundLake, held: set[str] | None) -> None:
+    with _immediate(conn, path):
+        state = _read_state(conn)
+        record = _decide(state, path, me, held)
+        faults.point("binding.after_check")
+        if record is None:
+            return
+        if not state.installed:
+            cdc_log.install_log(conn)
+        _write(conn, LAKE_KEY, record.to_json())
+        _write(conn, FORMAT_KEY, BINDING_FORMAT)
+        if state.current is not None and state.current.lake_id != me.lake_id:
+            _write(conn, PREVIOUS_KEY, replace(state.current, until=_now(), how=ABANDONED).to_json())
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection, path: str) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back if it raises."""
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            state = _read_state(conn)
-            record = _decide(state, path, me, held)
-            faults.point("binding.after_check")
-            if record is not None:
-                if not state.installed:
-                    cdc_log.install_log(conn)
-                _write(conn, LAKE_KEY, record.to_json())
-                _write(conn, FORMAT_KEY, BINDING_FORMAT)
-                if state.current is not None and state.current.lake_id != me.lake_id:
-                    _write(conn, PREVIOUS_KEY, replace(state.current, until=_now(), how=ABANDONED).to_json())
-                conn.execute("COMMIT")
-            else:
-                conn.execute("ROLLBACK")
+            yield
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -370,21 +378,12 @@ def _tables(names: list[str]) -> str:
 
 
 def _let_go(conn: sqlite3.Connection, path: str, lake: BoundLake, how: str) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute(f"SELECT value FROM {cdc_log.META_TABLE} WHERE key = ?", (LAKE_KEY,)).fetchone()
-            current = _record(row[0]) if row else None
-            if current is not None and current.lake_id == lake.lake_id and current.holder == lake.holder:
-                _write(conn, PREVIOUS_KEY, replace(current, until=_now(), how=how).to_json())
-                _write(conn, LAKE_KEY, None)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise translate_sqlite_error(exc, path) from exc
+    with _immediate(conn, path):
+        row = conn.execute(f"SELECT value FROM {cdc_log.META_TABLE} WHERE key = ?", (LAKE_KEY,)).fetchone()
+        current = _record(row[0]) if row else None
+        if current is not None and current.lake_id == lake.lake_id and current.holder == lake.holder:
+            _write(conn, PREVIOUS_KEY, replace(current, until=_now(), how=how).to_json())
+            _write(conn, LAKE_KEY, None)
 
 
 # -- reading and detaching, without a lake ------------------------------------
@@ -443,17 +442,8 @@ def detach_database(path: str | os.PathLike[str]) -> DetachReport:
     where = os.fspath(path)
     conn = connect(where, create=False)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            report = _detach(conn, where)
-            conn.execute("COMMIT")
-            return report
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise translate_sqlite_error(exc, where) from exc
+        with _immediate(conn, where):
+            return _detach(conn, where)
     finally:
         conn.close()
 
@@ -483,8 +473,9 @@ def _detach(conn: sqlite3.Connection, path: str) -> DetachReport:
     # The newest row stays: sequence numbers keep rising, so no later event reuses one a lake has seen.
     conn.execute(f"DELETE FROM {cdc_log.LOG_TABLE} WHERE seq < (SELECT max(seq) FROM {cdc_log.LOG_TABLE})")
     conn.execute(f"UPDATE {cdc_log.REGISTRY_TABLE} SET state = ?, synced_seq = 0", (cdc_log.STATE_SNAPSHOT,))
-    if current is not None:
-        _write(conn, PREVIOUS_KEY, replace(current, until=_now(), how=DETACHED).to_json())
+    last = current or state.previous  # a memory:// lake that closed must not resume either: no triggers since
+    if last is not None:
+        _write(conn, PREVIOUS_KEY, replace(last, until=_now(), how=DETACHED).to_json())
     _write(conn, LAKE_KEY, None)
     _write(conn, FORMAT_KEY, BINDING_FORMAT)
     return DetachReport(path, current, state.registered, dropped)
