@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from rhei_lake.capture import oltp_writes
+from rhei_lake.capture import oltp_writes, schema_watch
 from rhei_lake.capture.oltp_writes import Statement
 from rhei_lake.capture.polled_source import open_polled_source
 from rhei_lake.capture.source_url import parse_source_url
@@ -203,9 +203,34 @@ class Lake:
         """
         conn = self._require_oltp("execute_batch()")
         with self._lock:
-            return oltp_writes.execute_batch(
-                conn, statements, mirrored=self._entries(), path=self.config.oltp_path or ""
+            mirrored = {name: spec for name, (spec, _) in self._entries().items()}
+            nested = conn.in_transaction
+            rebuilt: set[str] = set()
+
+            def refuse_unfollowable(conn: sqlite3.Connection, dropped: set[str]) -> None:
+                # ALTER TABLE of a mirrored table is refused, so only a DROP (a rebuild) changes one here
+                drifts = schema_watch.judge(conn, {name: mirrored[name] for name in dropped})
+                refused = [d for d in drifts if d.action == "refuse"]
+                if refused:
+                    raise refused[0].batch_error()
+                rebuilt.update(dropped)
+
+            changed = oltp_writes.execute_batch(
+                conn, statements, mirrored=mirrored, path=self.config.oltp_path or "", check=refuse_unfollowable
             )
+            if rebuilt and not nested:
+                self._follow_schema_now()
+            return changed
+
+    def _follow_schema_now(self) -> None:
+        """Follow a rebuild this lake's own batch committed at once, before another write can come in blind."""
+        assert isinstance(self._sync, TriggerSync)
+        try:
+            self._leased(self._sync.follow_schema)
+        except RheiError as exc:  # the batch is committed; the next sync follows (or refuses) it
+            log.warning("the schema change is followed at the next sync: %s", exc)
+        finally:
+            self._reload_schema()
 
     def register_table(
         self,
@@ -225,6 +250,18 @@ class Lake:
             known = {*self._sync.source.registrations(), *self.storage.list_tables()}
             check_new_table(name, [t for t in known if t.lower() != name.lower()])  # SQLite: one table, any case
             return self._leased(self._sync.register, name, types=types, progress=progress)
+
+    def unregister_table(self, table: str) -> None:
+        """Stop mirroring ``table``: what was captured is committed, then its triggers are dropped.
+
+        Its Delta tables stay in the lake's storage, with its history up to now
+        (``rhei_lake.open(storage=URL)`` reads them), but this lake no longer
+        lists it. The way on when a table was dropped for good, or changed in a
+        way the lake cannot follow (see README, "Schema evolution").
+        """
+        sync = self._evolving("unregister_table()")
+        with self._lock:
+            self._leased(sync.unregister, table)
 
     def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
         """Commit every captured change to the store; returns once it is committed.

@@ -53,11 +53,13 @@ def _mismatch(
     key_text = ", ".join(f"{k}={v!r}" for k, v in key.items())
     return TypeMismatchError(
         f"table {spec.name!r}, column {column!r}, row {key_text}{where}: {detail}. "
-        "Nothing from this event on was synced. Correct the captured event with "
-        f"lake.repair_event({spec.name!r}, {seq}, {{{column!r}: value}}) (and the row in the source), "
-        "or change the column's declared type, then sync again"
-        if seq is not None
-        else "Nothing was synced; fix the value in the source (or the column's declared type) and sync again",
+        + (
+            "Nothing from this event on was synced. Correct the captured event with "
+            f"lake.repair_event({spec.name!r}, {seq}, {{{column!r}: value}}) (and the row in the source), "
+            "or change the column's declared type, then sync again"
+            if seq is not None
+            else "Nothing was synced; fix the value in the source (or the column's declared type) and sync again"
+        ),
         table=spec.name,
         column=column,
         primary_key=key,
