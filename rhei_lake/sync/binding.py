@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rhei_lake import faults
-from rhei_lake.capture import cdc_log
+from rhei_lake.capture import cdc_log, reconcile_log
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import DatabaseBindingError, RheiError, SchemaError
@@ -472,6 +472,8 @@ def _detach(conn: sqlite3.Connection, path: str) -> DetachReport:
     ).fetchone()
     # The newest row stays: sequence numbers keep rising, so no later event reuses one a lake has seen.
     conn.execute(f"DELETE FROM {cdc_log.LOG_TABLE} WHERE seq < (SELECT max(seq) FROM {cdc_log.LOG_TABLE})")
+    for table in state.registered:
+        reconcile_log.discard_table(conn, table)  # derived for the old lake; the fresh snapshot supersedes them
     conn.execute(f"UPDATE {cdc_log.REGISTRY_TABLE} SET state = ?, synced_seq = 0", (cdc_log.STATE_SNAPSHOT,))
     last = current or state.previous  # a memory:// lake that closed must not resume either: no triggers since
     if last is not None:

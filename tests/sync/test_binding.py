@@ -181,6 +181,25 @@ def test_detach_hands_the_database_to_another_lake_which_equals_sqlite(tmp_path)
         assert reader.tables() == sorted(SCHEMA)
 
 
+def test_a_migration_while_detached_is_mirrored_by_the_adopting_lake(tmp_path):
+    db = tmp_path / "app.db"
+    oracle = sqlite3.connect(db, isolation_level=None)
+    oracle.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    with rhei_lake.open(oltp_path=str(db), storage=str(tmp_path / "first")) as lake:
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (1, 'a')")
+        lake.sync_now()
+    detach_database(db)
+    oracle.execute("ALTER TABLE t ADD COLUMN w TEXT")
+    oracle.execute("INSERT INTO t VALUES (2, 'b', 'x')")
+    with rhei_lake.open(oltp_path=str(db), storage=str(tmp_path / "second")) as lake:
+        lake.sync_now()
+        assert_same_state(lake, oracle, "t")
+        oracle.execute("UPDATE t SET w = 'y' WHERE id = 1")
+        lake.sync_now()
+        assert_same_state(lake, oracle, "t")
+
+
 def test_the_original_lake_reopened_after_detach_says_so(tmp_path):
     db = tmp_path / "app.db"
     oracle = create_tables(db)
