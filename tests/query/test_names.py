@@ -10,6 +10,7 @@ import pytest
 import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import QueryError, SchemaError
+from rhei_lake.server.metadata import LakeMetadata
 from tests.support.oracle import assert_same_state, sqlite_state
 
 
@@ -72,6 +73,8 @@ def test_a_lake_that_holds_both_answers_neither_under_the_shared_name(table, cla
         _check_names(lake, sqlite3.connect(db), table, clashing, before)
     with rhei_lake.open(storage=url) as reader:
         _check_names(reader, sqlite3.connect(db), table, clashing, before)
+        listed = [relation.name for relation in LakeMetadata(reader).relations()]  # what Flight SQL clients see
+        assert sorted(listed) == sorted([table, f"{table}_history", f"{clashing}_history", f"{clashing}_changes"])
         reader.restore_sqlite(tmp_path / "restored.db", tables=[table])
         assert sqlite_state(sqlite3.connect(tmp_path / "restored.db"), table) == sqlite_state(sqlite3.connect(db), table)
         with pytest.raises(QueryError, match="names both"):  # its rows are read by the shared name
