@@ -83,6 +83,10 @@ class Column:
     arrow_type: pa.DataType
     nullable: bool = True
     valid_from_seq: int = 0
+    # The type the source itself declares when ``types=`` overrides ``declared_type``: SQLite
+    # stores values by *its* affinity. Not part of equality: specs recorded before it existed
+    # lack it, and registering such a table again must not look like a schema change.
+    source_type: str | None = field(default=None, compare=False)
 
     def same_shape(self, other: Column) -> bool:
         """Equal but for ``valid_from_seq``: what the source declares is the same."""
@@ -97,6 +101,8 @@ class Column:
         }
         if self.valid_from_seq:
             data["valid_from_seq"] = self.valid_from_seq
+        if self.source_type is not None:
+            data["source_type"] = self.source_type
         return data
 
     @classmethod
@@ -107,6 +113,7 @@ class Column:
             arrow_type=type_from_text(data["arrow_type"]),
             nullable=bool(data.get("nullable", True)),
             valid_from_seq=int(data.get("valid_from_seq", 0)),
+            source_type=data.get("source_type"),
         )
 
 

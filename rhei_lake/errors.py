@@ -94,10 +94,14 @@ class SchemaChangedError(SchemaError):
 
 
 class TypeMismatchError(SourceError):
-    """A value stored in the source does not fit its column's declared type.
+    """A value stored in the source does not fit its column's declared type (or a key its canonical spelling).
 
     SQLite is dynamically typed, so a column declared ``INTEGER`` can hold
-    ``'abc'``. Nothing after the offending event is committed until it is fixed.
+    ``'abc'``; and two spellings of one instant would become one lake row. The
+    message names the way on from where the value was read: ``seq`` is the
+    captured event that stopped the sync (nothing from it on is committed until
+    ``Lake.repair_event`` corrects it), ``None`` for a registration's snapshot
+    or a polled row, which are fixed in the source.
     """
 
     def __init__(

@@ -77,8 +77,10 @@ class Lake:
         self._lease: WriterLease | None = None
         self._binding: DatabaseBinding | None = None
         self._derived = DerivedTables(self.storage)
+        self._store_verified = False
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
+                self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
             if config.oltp_path is not None:
@@ -100,6 +102,15 @@ class Lake:
         except BaseException:
             self._release()
             raise
+
+    def _verify_store(self) -> None:
+        """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
+        if self._store_verified or self.location.scheme != "s3" or self.config.conditional_writes == "single_writer":
+            return
+        from rhei_lake.storage.write_probe import verify_conditional_writes
+
+        verify_conditional_writes(self.storage.blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
+        self._store_verified = True
 
     def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``work`` (which commits to the lake) if this process still holds the writer lease.
@@ -297,6 +308,7 @@ class Lake:
         with self._lock:
             if self._sync is not None:
                 return self._leased(self._sync.flush)
+            self._verify_store()
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
     # -- maintenance -----------------------------------------------------
@@ -321,6 +333,8 @@ class Lake:
         """
         self._check_open()
         options = CompactionOptions.from_config(self.config, vacuum_retention=vacuum_retention, dry_run=dry_run)
+        if not dry_run:
+            self._verify_store()
         if isinstance(tables, str):
             tables = [tables]
         with self._lock:
@@ -405,6 +419,34 @@ class Lake:
         if self._sync is None:
             self.refresh()
         return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
+
+    def outside_views(self, dialect: str, *, as_of: Instant | None = None, show_secrets: bool = False) -> str:
+        """SQL that gives DuckDB, Spark or Trino this lake's views, reading its Delta tables alone.
+
+        ``dialect`` is ``duckdb``, ``spark`` or ``trino``. Returns the store
+        settings the engine needs (secrets ``***`` unless ``show_secrets``) and,
+        per table ``t``, ``CREATE VIEW`` statements for ``t``, ``t_history``
+        and ``t_changes`` (the same merge-on-read rhei_lake runs), and the
+        ``as_of`` form: DuckDB table macros ``t_as_of(instant)``; Spark and
+        Trino views ``t_as_of`` at ``as_of``, when given. They show what is in
+        Delta (a syncing process's tail once flushed, see ``tail_flush_interval``);
+        regenerate them after a schema change or a table's first compaction.
+        """
+        from rhei_lake.query.outside_views import OutsideTable, render
+
+        self._check_open()
+        if self.location.scheme == "memory":
+            raise ConfigError("outside_views: a memory:// lake lives in this process only; no other engine can read it")
+        if self._sync is None:
+            self.refresh()
+        tables = []
+        for name, (spec, changelog) in sorted(self._entries().items()):
+            derived = self._derived_table(spec)
+            derived.load()  # another process may have compacted it since
+            derived_uri = derived.store.uri if derived.exists() else None
+            tables.append(OutsideTable(spec, derived.mode, changelog.store.uri, derived_uri))
+        micros = to_micros(as_of) if as_of is not None else None
+        return render(tables, dialect, storage_options=self.location.options, as_of=micros, show_secrets=show_secrets)
 
     # -- schema evolution --------------------------------------------------
     def _evolving(self, what: str) -> TriggerSync:
@@ -545,6 +587,12 @@ class Lake:
         captured first (``final_sync``, default from the config); if it fails
         the lake still closes, then its error is raised (the events stay in the
         CDC log and are synced at the next open).
+
+        A lake that syncs then flushes every table's hot-path tail into its
+        Delta changelog (at most one commit per table), so that engines reading
+        the Delta tables directly see every synced event once ``close()``
+        returns. Should that fail, the events stay committed in the tail, the
+        lake still closes and the error is raised.
         """
         if self._closed:
             return
@@ -560,6 +608,12 @@ class Lake:
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc
+        if self._sync is not None:
+            try:
+                self._leased(self._sync.flush)  # outside readers see only Delta, never the tail
+            except RheiError as exc:
+                log.warning("flush at close failed; the events stay in the tail for the next open: %s", exc)
+                error = error or exc
         self._closed = True
         self._release()
         if error is not None:

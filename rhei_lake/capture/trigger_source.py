@@ -104,21 +104,28 @@ class TriggerSource:
         with self._lock:
             reader = None
             try:
-                if canonical_table_name(self._conn, name) not in self._registrations:
+                pending = self._registrations.get(canonical_table_name(self._conn, name))
+                if pending is None or not pending.ready:
                     reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
-                if current is not None:
+                same = current is not None and current.spec.same_shape(spec)
+                if current is not None and (current.ready or same):
                     self._conn.execute("ROLLBACK")
-                    if not current.spec.same_shape(spec):
+                    if not same:
                         raise SchemaError(
-                            f"table {spec.name!r} is already registered with a different schema; "
-                            "use add_column/drop_column to evolve it"
+                            f"table {spec.name!r} is already registered, with columns "
+                            f"{[f'{c.name} {c.declared_type}' for c in current.spec.columns]}; types= applies "
+                            "to a table's first registration only. Add or drop columns with "
+                            "lake.add_column/lake.drop_column"
                         )
                     if reader is not None:
                         reader.close()
                     return None
+                if current is not None:  # its snapshot never landed: registered again with other types
+                    drop_triggers(self._conn, spec.name)
+                    cdc_log.delete_table_events(self._conn, spec.name)
                 return self._begin_snapshot(spec, reader)
             except BaseException as exc:
                 self._rollback()

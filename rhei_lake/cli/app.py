@@ -22,6 +22,7 @@ from rhei_lake.cli.repl import repl_command
 from rhei_lake.cli.restore import restore_command
 from rhei_lake.cli.serve import serve_command
 from rhei_lake.cli.status import status_command
+from rhei_lake.cli.views import views_command
 
 app = typer.Typer(
     name="rh",
@@ -160,6 +161,7 @@ app.command("repl")(repl_command)
 app.command("init")(init_command)
 app.command("serve")(serve_command)
 app.command("flight")(flight_command)
+app.command("views")(views_command)
 app.command("detach")(detach_command)
 
 

@@ -93,7 +93,10 @@ def _spec(sync: TriggerSync, table: str) -> TableSpec:
     for name, registration in registrations.items():
         if name == table or name.lower() == str(table).lower():
             if not registration.ready:
-                raise SchemaError(f"table {name!r} is still being registered; try again when its snapshot is done")
+                raise SchemaError(
+                    f"table {name!r} is still being registered (its snapshot has not landed); finish that first "
+                    f"with lake.register_table({name!r})"
+                )
             sync.follow_schema(name)  # start from what SQLite has, should it have changed behind the lake's back
             return sync.source.registrations()[name].spec
     raise SchemaError(f"no mirrored table {table!r}; known: {sorted(registrations) or 'none'}")

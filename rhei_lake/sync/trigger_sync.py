@@ -20,13 +20,13 @@ from rhei_lake.capture.snapshot import SnapshotRun
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import SchemaError, WatermarkError
+from rhei_lake.errors import SchemaError, TypeMismatchError, WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.schema_follow import LakeSide
-from rhei_lake.sync.tables import apply_spec, open_changelog
+from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -62,9 +62,16 @@ class TriggerSync:
     def attach(self, progress: ProgressCallback | None = None) -> None:
         """Open the changelog of every registered table, finishing interrupted snapshots."""
         with self._lock:
-            for name in self.source.registrations():
+            for name, registration in self.source.registrations().items():
                 if name not in self.changelogs:
-                    self._attach(name, progress)
+                    try:
+                        self._attach(name, progress)
+                    except TypeMismatchError as exc:
+                        if registration.ready:
+                            raise
+                        # A registration whose snapshot meets a value that does not fit: the lake still
+                        # opens, so the row can be fixed through it; register_table or a sync retries.
+                        log.warning("table %r is not mirrored yet: %s", name, exc)
 
     def _attach(self, table: str, progress: ProgressCallback | None) -> None:
         reg = self.source.registrations()[table]
@@ -114,6 +121,7 @@ class TriggerSync:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
+                reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
                 changelog, created = open_changelog(self.storage, run.spec, self.config)
             except BaseException:
                 run.close()
