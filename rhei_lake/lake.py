@@ -121,8 +121,14 @@ class Lake:
         if self._lease is not None:
             self._lease.ensure()
         if self._binding is not None:
-            self._binding.ensure()  # detached while it ran: stop, as when the lease is lost
+            self._binding.ensure()  # the database was detached while the lake ran: stop, as for a lost lease
         return work(*args, **kwargs)
+
+    def _lake_leased(self, work: Callable[..., T]) -> T:
+        """:meth:`_leased` for work on the lake alone (folding committed events into Delta): no database needed."""
+        if self._lease is not None:
+            self._lease.ensure()
+        return work()
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
@@ -307,7 +313,7 @@ class Lake:
         self._check_open()
         with self._lock:
             if self._sync is not None:
-                return self._leased(self._sync.flush)
+                return self._lake_leased(self._sync.flush)
             self._verify_store()
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
@@ -610,7 +616,7 @@ class Lake:
                     error = exc
         if self._sync is not None:
             try:
-                self._leased(self._sync.flush)  # outside readers see only Delta, never the tail
+                self._lake_leased(self._sync.flush)  # outside readers see only Delta, never the tail
             except RheiError as exc:
                 log.warning("flush at close failed; the events stay in the tail for the next open: %s", exc)
                 error = error or exc

@@ -36,6 +36,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ from typing import Any
 
 from rhei_lake import faults
 from rhei_lake.capture import cdc_log, reconcile_log
-from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
+from rhei_lake.capture.sqlite_db import BUSY_TIMEOUT_MS, connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import DatabaseBindingError, RheiError, SchemaError
 from rhei_lake.storage.identity import LakeIdentity, lake_identity
@@ -188,6 +189,7 @@ class DatabaseBinding:
         me = _claimant(identity)
         conn = connect(path)
         try:
+            _switch_to_wal(conn, path)
             held: set[str] | None = None
             for _ in range(2):
                 try:
@@ -241,6 +243,23 @@ class DatabaseBinding:
                 with _live_lock:
                     _live_holders.pop(self.lake.holder or "", None)
                 self._conn.close()
+
+
+def _switch_to_wal(conn: sqlite3.Connection, path: str) -> None:
+    """WAL before anything else (the trigger source needs it), retried while another opener holds a lock.
+
+    Leaving rollback journaling takes an exclusive lock and SQLite does not wait
+    for it: a lake opening a new database beside another one would fail at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            enable_wal(conn, path)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise translate_sqlite_error(exc, path) from exc
+            time.sleep(0.01)
 
 
 def _claimant(identity: LakeIdentity) -> BoundLake:

@@ -1,10 +1,11 @@
 """A child process that opens a lake on a database, for races and crashes of the one-database-one-lake binding.
 
-Usage: python -m tests.support.binding_child DB STORAGE START_AT HOLD_SECONDS
+Usage: python -m tests.support.binding_child DB STORAGE GO_FILE HOLD_SECONDS
 
-Waits until the wall clock reaches START_AT (so several children open at once),
-opens ``rhei_lake.open(oltp_path=DB, storage=STORAGE)`` and prints one JSON
-line: ``{"bound": true}`` or ``{"bound": false, "error": class, "message": ...}``.
+Prints ``{"ready": true}`` once imported, waits until GO_FILE exists (so several
+children open at once, however long their imports took), opens
+``rhei_lake.open(oltp_path=DB, storage=STORAGE)`` and prints one JSON line:
+``{"bound": true}`` or ``{"bound": false, "error": class, "message": ...}``.
 A bound child registers table ``t`` if it exists, holds the lake HOLD_SECONDS
 (``-1``: until killed), then closes it. ``RHEI_FAULTS`` arms fault points.
 """
@@ -22,9 +23,12 @@ from rhei_lake import faults
 
 
 def main() -> None:
-    db, storage, start_at, hold = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    db, storage, go, hold = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     faults.arm_spec(os.environ.get("RHEI_FAULTS"))
-    time.sleep(max(0.0, start_at - time.time()))
+    print(json.dumps({"ready": True}), flush=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.001)
     try:
         lake = rhei_lake.open(oltp_path=db, storage=storage)
     except rhei_lake.RheiError as exc:

@@ -246,6 +246,9 @@ def test_a_running_lake_stops_at_its_next_sync_when_detached(tmp_path):
             lake.sync_now()
         with pytest.raises(DatabaseBindingError):
             lake.add_column("items", "extra", "TEXT")
+        lake.flush()  # folding what it committed needs no database
+    with rhei_lake.open(storage=str(tmp_path / "lake")) as reader:  # closed cleanly, readable, flushed
+        assert reader.query("SELECT id FROM items").to_pylist() == [{"id": 1}]
 
 
 def test_detach_without_a_lake_and_of_a_missing_file(tmp_path):
@@ -385,12 +388,15 @@ def test_an_older_database_without_mirrored_tables_binds_to_any_lake(tmp_path):
 # -- processes -------------------------------------------------------------------------------------
 
 
-def _child(db: Path, url: str, start_at: float, hold: float, faults_spec: str = "") -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.binding_child", str(db), url, repr(start_at), repr(hold)],
+def _child(db: Path, url: str, go: Path, hold: float, faults_spec: str = "") -> subprocess.Popen:
+    """A process that opens a lake on ``db`` once ``go`` exists (it has printed that it is ready)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.binding_child", str(db), url, str(go), repr(hold)],
         cwd=ROOT, env=rh_env({"RHEI_FAULTS": faults_spec}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
+    assert json.loads(child.stdout.readline() or "{}") == {"ready": True}, child.stderr.read()
+    return child
 
 
 def _outcome(child: subprocess.Popen) -> dict:
@@ -407,8 +413,9 @@ def test_lakes_racing_for_one_database_from_processes_bind_exactly_one(tmp_path,
     conn.execute("INSERT INTO t VALUES (1, 'a')")
     conn.commit()
     urls = [str(tmp_path / f"lake-{i}") for i in range(3)]
-    start_at = time.time() + 3.0  # after every child has imported rhei_lake
-    children = [_child(db, url, start_at, 0.5) for url in urls]
+    go = tmp_path / "go"
+    children = [_child(db, url, go, 0.5) for url in urls]
+    go.touch()  # all at once
     outcomes = [_outcome(child) for child in children]
     winners = [url for url, outcome in zip(urls, outcomes, strict=True) if outcome["bound"]]
     assert len(winners) == 1, outcomes
@@ -425,9 +432,11 @@ def test_the_check_and_the_record_are_one_transaction(tmp_path):
     """A lake that stalls between reading the binding and recording it still wins alone."""
     db = tmp_path / "app.db"
     sqlite3.connect(db).execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").connection.commit()
-    start_at = time.time() + 3.0
-    slow = _child(db, str(tmp_path / "slow"), start_at, 0.5, faults_spec="binding.after_check=sleep~1500")
-    fast = _child(db, str(tmp_path / "fast"), start_at + 0.5, 0.5)  # checks while the slow one stalls
+    slow = _child(db, str(tmp_path / "slow"), tmp_path / "go-slow", 0.5, faults_spec="binding.after_check=sleep~3000")
+    fast = _child(db, str(tmp_path / "fast"), tmp_path / "go-fast", 0.5)
+    (tmp_path / "go-slow").touch()
+    time.sleep(1.0)
+    (tmp_path / "go-fast").touch()  # checks while the slow one stalls between its check and its record
     slow_outcome, fast_outcome = _outcome(slow), _outcome(fast)
     assert slow_outcome == {"bound": True}, slow_outcome
     assert not fast_outcome["bound"] and "feeds the lake at " + str(tmp_path / "slow") in fast_outcome["message"]
@@ -438,7 +447,8 @@ def test_a_memory_lake_whose_process_died_is_taken_over(tmp_path):
     oracle = sqlite3.connect(db, isolation_level=None)
     oracle.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     oracle.execute("INSERT INTO t VALUES (1, 'a')")
-    child = _child(db, "memory://", time.time(), -1)
+    (tmp_path / "go").touch()
+    child = _child(db, "memory://", tmp_path / "go", -1)
     try:
         assert json.loads(child.stdout.readline()) == {"bound": True}
         with pytest.raises(DatabaseBindingError, match=f"lake of process {child.pid} on .*; close that lake first"):
