@@ -49,9 +49,9 @@ def test_repl_reads_a_script_from_stdin(tmp_path):
     out = result.stdout
     assert "orders_history, orders_changes" in out  # .tables
     assert "customer" in out and "TEXT" in out and "string" in out  # .schema
-    assert "ok, 1 row(s) changed" in out  # a multi-line INSERT through execute()
+    assert "ok, 1 row changed" in out  # a multi-line INSERT through execute(), synced at once
     assert "cy" in out and "30.0" in out  # a point read, fresh from SQLite
-    assert "synced 1 events" in out  # .sync
+    assert "synced 0 events" in out  # .sync: the write was synced already
     assert '"n"\n3\n' in out and "Run Time:" in out and "(olap)" in out  # csv mode, timing, the route
     assert '"last"\n1\n' in out  # a final statement without ';' still runs in a script
     errors = [line for line in result.stderr.splitlines() if line]
@@ -99,3 +99,18 @@ def test_repl_in_a_terminal_multi_line_history_and_dot_commands(tmp_path):
         term.close()
     lines = history.read_text().splitlines()
     assert "SELECT customer, total FROM orders ORDER BY id;" in lines and ".timing on" in lines
+
+
+def test_repl_as_of_refuses_a_naive_instant_and_goes_on(tmp_path):
+    db, lake = _lake(tmp_path)
+    script = "\n".join([
+        ".as_of 2026-05-01 12:00:00",
+        ".as_of",
+        ".as_of 2000-01-01T00:00:00Z",
+        "SELECT count(*) AS n FROM orders;",
+    ])
+    result = rh("repl", "--db", db, "--storage", lake, input=script + "\n", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert len(errors) == 1 and ".as_of: '2026-05-01 12:00:00' has no UTC offset" in errors[0], result.stderr
+    assert "as_of: off (latest)" in result.stdout  # the naive instant was not taken
+    assert "as_of: 2000-01-01T00:00:00Z" in result.stdout and "│ 0 │" in result.stdout  # before any row
