@@ -29,7 +29,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         metavar="PATH",
-        help="The SQLite database (oltp_path). Its lake: --storage, else the config's, else PATH-lake beside it.",
+        help="The SQLite database (oltp_path). Its lake: --storage, else the config's, else the lake it feeds, else PATH-lake beside it.",
     ),
 ]
 StorageOption = Annotated[
@@ -83,7 +83,20 @@ def usage_error(message: str) -> NoReturn:
 
 
 def default_storage(db: str) -> str:
-    """The lake of ``--db PATH`` when no storage is given: ``PATH-lake`` beside the database."""
+    """The lake of ``--db PATH`` when no storage is given.
+
+    The durable lake the database already feeds (it records it), else ``PATH-lake`` beside it.
+    """
+    if os.path.isfile(db):
+        from rhei_lake.errors import RheiError
+        from rhei_lake.sync.binding import bound_lake
+
+        try:
+            bound = bound_lake(db)
+        except RheiError:
+            bound = None  # not a database we can read: opening it reports why
+        if bound is not None and not bound.volatile:
+            return bound.url
     return db + DEFAULT_LAKE_SUFFIX
 
 

@@ -409,9 +409,13 @@ def _let_go(conn: sqlite3.Connection, path: str, lake: BoundLake, how: str) -> N
 
 
 def bound_lake(path: str | os.PathLike[str]) -> BoundLake | None:
-    """The lake the SQLite database at ``path`` feeds, or ``None`` (read only; the file must exist)."""
+    """The lake the SQLite database at ``path`` feeds, or ``None`` (reads only; the file must exist).
+
+    Not a ``mode=ro`` connection: closing as the database's last connection, it
+    removes the WAL files it found absent, where a read-only one leaves them behind.
+    """
     where = os.fspath(path)
-    conn = connect(where, readonly=True)
+    conn = connect(where, create=False)
     try:
         state = _read_state(conn)
     except sqlite3.Error as exc:

@@ -474,7 +474,7 @@ def test_rh_detach_lets_another_lake_take_the_database(tmp_path):
         _mirror(lake)
         Workload(seed=6).run(lambda sql, params: lake.execute(sql, params), 30)
         lake.sync_now()
-    refused = rh("exec", "--db", "app.db", "DELETE FROM items", cwd=tmp_path)  # its default lake: app.db-lake
+    refused = rh("exec", "--db", "app.db", "--storage", "app.db-lake", "DELETE FROM items", cwd=tmp_path)
     line = one_error_line(refused)
     assert "feeds the lake at " + str(tmp_path / "lake") in line and "rh detach --db app.db" in line
     detached = rh("detach", "--db", "app.db", cwd=tmp_path)
