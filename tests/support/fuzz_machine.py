@@ -12,13 +12,14 @@ every sync (:class:`~tests.support.fuzz_oracle.SqliteRecord`). After every
 sync the lake must answer exactly as SQLite did, for every table written
 since the last check:
 
+* ``t`` (``SELECT *``) equals SQLite's table now;
 * ``t_history``: per key, versions in order that never overlap; the open
   versions are SQLite's rows now; at every recorded instant the versions alive
   then are SQLite's rows then (the chain is the sequence of states SQLite's
   row had, or finer);
 * for one of those tables in turn (every table at the end of the program):
-  ``t`` equals SQLite's table now, and ``t`` ``as_of`` the newest recorded
-  instant and an older one equals SQLite's rows then (more instants at the end).
+  ``t`` ``as_of`` the newest recorded instant and an older one equals SQLite's
+  rows then (more instants at the end).
 
 Queries are what a program spends its time on (each costs more with every
 mirrored table), hence the rotation.
@@ -480,8 +481,10 @@ class LakeFuzz(RuleBasedStateMachine):
         type(self).stats.crashes += 1
         self.touch_all()
         lake_conn = self.conns[0]
-        work: list[tuple] = []
-        for _ in range(data.draw(st.integers(1, 4), label="child steps")):
+        # Events first, so the points of a sync that commits something are reached.
+        work: list[tuple] = [("batch", [self.draw_statement(data, lake_conn) for _ in range(data.draw(
+            st.integers(1, 3), label="statements"))])]
+        for _ in range(data.draw(st.integers(0, 3), label="child steps")):
             what = data.draw(st.sampled_from(("batch", "sync", "flush", "compact")), label="child step")
             if what == "batch":
                 count = data.draw(st.integers(1, 3), label="statements")
@@ -489,9 +492,11 @@ class LakeFuzz(RuleBasedStateMachine):
             else:
                 work.append((what,))
         work.append(("sync",))
-        reached = CRASH_POINTS_OF["sync"] + tuple(p for w in {s[0] for s in work} for p in CRASH_POINTS_OF.get(w, ()))
+        kinds = [step_[0] for step_ in work]
+        reached = [p for kind in ("sync", "flush", "compact") if kind in kinds for p in CRASH_POINTS_OF[kind]]
         point = data.draw(st.sampled_from(sorted(set(reached), key=CRASH_POINTS.index)), label="kill point")
-        hit = data.draw(st.integers(1, 2), label="hit")
+        owner = next(kind for kind in ("sync", "flush", "compact") if point in CRASH_POINTS_OF[kind])
+        hit = data.draw(st.integers(1, max(1, kinds.count(owner))), label="hit")
         spec = f"{point}=kill@{hit}"
         type(self).stats.statements += sum(len(step[1]) for step in work if step[0] == "batch")
         self.lake.close()
@@ -664,8 +669,8 @@ class LakeFuzz(RuleBasedStateMachine):
         return True
 
     def check(self, *, final: bool) -> None:
-        """Every table touched since the last check: its history at every recorded instant; one of them
-        (every table at the end): ``t`` now and ``as_of`` the newest instant and an older one."""
+        """Every table touched since the last check: ``t`` now and its history at every recorded instant;
+        one of them (every table at the end): ``t`` ``as_of`` the newest instant and an older one."""
         assert self.lake is not None and self.record is not None
         type(self).stats.lake_checks += 1
         problems: list[str] = []
@@ -686,7 +691,8 @@ class LakeFuzz(RuleBasedStateMachine):
             self.fail("the lake disagrees with SQLite after " + self.listing[-1].strip() + ":\n" + "\n".join(problems))
 
     def check_table(self, table: str, moments: list[Moment], as_of: list[int] | None) -> list[str]:
-        """``table_history`` against every recorded instant; with ``as_of``, ``t`` now and at those instants."""
+        """``t`` now, ``table_history`` against every recorded instant, and ``t`` ``as_of`` the instants
+        numbered in ``as_of``."""
         assert self.lake is not None and self.record is not None
         columns = lake_columns(self.lake, table)
         lake_names = [c.name for c in columns]
@@ -710,11 +716,9 @@ class LakeFuzz(RuleBasedStateMachine):
             if found:
                 problems += found
                 break
-        if as_of is None:
-            return problems
         problems += self.compare_rows(f"{table} now", table, self.record.state(table), columns,
                                       lake_rows(self.lake, table, columns))
-        for index in as_of:
+        for index in as_of or ():
             moment = moments[index]
             if table not in moment.states:
                 continue
