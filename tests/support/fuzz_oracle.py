@@ -45,6 +45,9 @@ class Moment:
     step: int
     label: str
     states: dict[str, TableState]
+    blind: frozenset[str] = frozenset()
+    """Tables changed behind the lake's back and not synced since: the lake learns their changes of
+    this time only at the next sync, and dates them then."""
 
 
 class SqliteRecord:
@@ -89,7 +92,7 @@ class SqliteRecord:
         rows = self.conn.execute(f"SELECT {names} FROM {quote_ident(table)}").fetchall()
         return TableState(columns, {n: self.incarnation(table, n) for n, _ in columns}, tuple(rows))
 
-    def record(self, step: int, label: str) -> Moment:
+    def record(self, step: int, label: str, *, blind: frozenset[str] = frozenset()) -> Moment:
         """SQLite's committed state now, at an instant no statement shares.
 
         Events carry SQLite's clock truncated to the millisecond, so a statement
@@ -99,7 +102,7 @@ class SqliteRecord:
         self._version = self.data_version()
         micros = time.time_ns() // 1000
         states = {table: self.state(table) for table in self.tables}
-        moment = Moment(micros, step, label, states)
+        moment = Moment(micros, step, label, states, blind)
         self.moments.append(moment)
         while time.time_ns() // 1000 < (micros // 1000 + 1) * 1000 + 50:
             time.sleep(0.0003)

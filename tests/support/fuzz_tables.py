@@ -26,7 +26,8 @@ FAMILIES: dict[str, str] = {
     "replace_norecursive": "REPLACE conflicts via connections with recursive_triggers=OFF (item 3)",
     "fk": "ON DELETE / ON UPDATE CASCADE and SET NULL, from connections with foreign_keys on and off",
     "collation": "NOCASE and RTRIM columns and keys: case-only and trailing-blank changes (item 2)",
-    "affinity": "JSON / UUID / NUMERIC columns holding what SQLite's NUMERIC affinity stores (item 7)",
+    "affinity": "JSON / UUID / TIME columns holding what SQLite's NUMERIC affinity stores there (item 7)",
+    "numeric_any": "NUMERIC columns holding text and integers beyond 2**53: shown exactly, or refused loudly",
     "datetime_keys": "a DATETIME primary key holding one instant in several spellings (item 5)",
     "add_column": "Lake.add_column",
     "drop_column": "Lake.drop_column of a column never re-added",
@@ -34,6 +35,7 @@ FAMILIES: dict[str, str] = {
     "foreign_add_column": "ALTER TABLE ADD COLUMN from an application connection (item 4)",
     "rebuild": "Alembic-style rebuild: create new, copy, drop, rename, via execute_batch or a connection (item 4)",
     "open_txn_sync": "syncs and recorded instants while another connection holds uncommitted writes",
+    "outside_schema_instants": "instants between a schema change behind the lake's back and the next sync",
     "flush": "Lake.flush",
     "compact": "Lake.compact (vacuum_retention 0 now and then)",
     "reopen": "close and reopen the lake",
@@ -58,6 +60,8 @@ class TableDef:
     expressions: tuple[str, ...] = ()
     rekeys: bool = False
     """Key changes are what the table is for: generated even without the ``keys`` family."""
+    may_refuse: bool = False
+    """Its values may be refused (a TypeMismatchError naming it ends the program) instead of mirrored."""
 
 
 def _ints(hi: int) -> Callable[[], st.SearchStrategy[Any]]:
@@ -130,13 +134,15 @@ TABLES: tuple[TableDef, ...] = (
         expressions=("k = k || ' '", "k = rtrim(k)", "v = upper(v)"),
         rekeys=True,
     ),
-    TableDef("docs", ("affinity",), "CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSON, uid UUID, n NUMERIC)",
+    TableDef("docs", ("affinity",), "CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSON, uid UUID, at TIME)",
              ("id",), pools={"id": _ints(4)}, affinity=True),
+    TableDef("nums", ("numeric_any",), "CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC, m MONEY)",
+             ("id",), pools={"id": _ints(4)}, affinity=True, may_refuse=True),
     TableDef(
         "stamps", ("datetime_keys",), "CREATE TABLE stamps (at DATETIME NOT NULL PRIMARY KEY, v TEXT)", ("at",),
         pools={"at": _pool("2026-01-01 10:00:00", "2026-01-01T10:00:00", "2026-01-01T10:00:00Z",
                            "2026-01-01T12:00:00+02:00", 1767261600, "2026-01-02 00:00:00")},
-        rekeys=True,
+        rekeys=True, may_refuse=True,
     ),
     TableDef("mig", ("migration",), "CREATE TABLE mig (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)", ("id",),
              pools={"id": _ints(5)}),

@@ -175,7 +175,9 @@ VALUE_INPUTS = {
 AFFINITY_INPUTS = {
     "JSON": _json_inputs,
     "UUID": _uuid_inputs,
+    "TIME": _json_inputs,
     "NUMERIC": _big_numeric_inputs,
+    "MONEY": _big_numeric_inputs,
 }
 """Per declared type of NUMERIC affinity: whatever SQLite stores there (issue 14, item 7)."""
 
