@@ -252,6 +252,8 @@ class LakeFuzz(RuleBasedStateMachine):
         self.may_stop.update(t.name for t in self.tables if t.may_refuse)
         self.lake = self.open_lake()
         self.mirrored: list[str] = []
+        self.since: dict[str, int] = {}
+        """Per mirrored table, the first recorded instant the lake answers for (0: registered at the start)."""
         for table in self.tables:
             try:
                 self.lake.register_table(table.name)
@@ -653,11 +655,23 @@ class LakeFuzz(RuleBasedStateMachine):
         self.say("lake.sync_now()" + ("  [end of program]" if final else ""))
         if self.txn is None or not self.txn.wrote or "open_txn_sync" in self.families:
             self.record.record(self.step_no, self.listing[-1])
+        adopted = [t for t in self.lake.tables() if t in self.table_defs and t not in self.mirrored]
+        for table in adopted:  # its refused registration succeeded since: its history starts now
+            self.say(f"the lake mirrors {table!r} now")
+            self.mirrored.append(table)
+            self.since[table] = len(self.record.moments) - 1
+            self.dirty.add(table)
         self.check(final=final)
 
     def stop_or_fail(self, what: str, error: str, *, transient: bool = False) -> None:
-        """``what`` raised ``error``: a terminal stop naming a table changed behind the lake's back ends the
-        program; anything else is a failure."""
+        """``what`` raised ``error``: a terminal stop naming a table changed behind the lake's back (or
+        holding values the lake may refuse) ends the program; a transient error while a transaction holds
+        SQLite's write lock is let be; anything else is a failure."""
+        if transient and self.txn is not None:
+            # Work that needs SQLite's write lock (a snapshot taken again) waited for a transaction
+            # holding it: retrying later is what a transient error asks for.
+            self.say(f"{what} -> transient, while {self.txn.conn.label} holds a transaction: {error}")
+            return
         named = [t for t in self.may_stop if t in error]
         if transient or not named:
             self.fail(f"{what} raised {error}")
@@ -736,7 +750,7 @@ class LakeFuzz(RuleBasedStateMachine):
 
     def checkable(self, table: str, moment: Moment) -> bool:
         """Whether the lake answers for ``table`` at ``moment`` (see :attr:`Moment.blind`)."""
-        if table not in moment.states:
+        if table not in moment.states or moment.micros < self.record.moments[self.since.get(table, 0)].micros:
             return False
         return table not in moment.blind or "outside_schema_instants" in self.families
 

@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 from hypothesis import strategies as st
 
+from tests.support.sqlite_values import NUMBER_TEXT, probe_connection, store_one
+
 Token = tuple
 
 # -- inputs ---------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _json_inputs() -> st.SearchStrategy[Any]:
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(TEXT_CHARS, max_size=3), inner, max_size=3),
         max_leaves=5,
     ).map(json.dumps)
-    return st.one_of(st.sampled_from(_JSON_TEXTS), documents, int64s(), doubles(), texts())
+    return st.one_of(st.sampled_from(_JSON_TEXTS), documents, int64s(), doubles(), texts(), NUMBER_TEXT)
 
 
 def _uuid_inputs() -> st.SearchStrategy[Any]:
@@ -149,7 +151,7 @@ def _uuid_inputs() -> st.SearchStrategy[Any]:
 def _big_numeric_inputs() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.sampled_from(ODD_INTS), st.integers(-(2**63), 2**63 - 1), st.floats(min_value=2**53, max_value=2**63 - 1024),
-        doubles(), texts(), st.sampled_from(("abc", "12abc", "9223372036854775808")),
+        doubles(), texts(), NUMBER_TEXT, st.sampled_from(("abc", "12abc", "9223372036854775808")),
     )
 
 
@@ -270,12 +272,13 @@ class ValueJudge:
     """Tokens for SQLite's stored values and for the lake's values, equal exactly when the values are."""
 
     def __init__(self) -> None:
-        self._scratch = sqlite3.connect(":memory:", isolation_level=None)
-        self._tables: dict[str, str] = {}
+        self._probes: dict[str, sqlite3.Connection] = {}
         self._cache: dict[tuple, Token] = {}
 
     def close(self) -> None:
-        self._scratch.close()
+        for conn in self._probes.values():
+            conn.close()
+        self._probes.clear()
 
     def sqlite_token(self, value: Any, mode: str) -> Token:
         if value is None:
@@ -311,13 +314,10 @@ class ValueJudge:
         key = (declared, exact(value))
         token = self._cache.get(key)
         if token is None:
-            table = self._tables.get(declared)
-            if table is None:
-                table = self._tables[declared] = f"s{len(self._tables)}"
-                self._scratch.execute(f"CREATE TABLE {table} (v {declared})")
-            self._scratch.execute(f"INSERT INTO {table} VALUES (?)", (value,))
-            (stored,) = self._scratch.execute(f"SELECT v FROM {table}").fetchone()
-            self._scratch.execute(f"DELETE FROM {table}")
+            probe = self._probes.get(declared)
+            if probe is None:
+                probe = self._probes[declared] = probe_connection(declared)
+            _, stored = store_one(probe, value)
             token = self._cache[key] = exact(stored)
         return token
 
