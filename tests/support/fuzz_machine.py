@@ -445,7 +445,7 @@ class LakeFuzz(RuleBasedStateMachine):
         operations = [op for op in ("flush", "compact") if op in self.families]
         if self.txn is None:
             if self.migrations():
-                operations.append("migrate")
+                operations += ["migrate", "migrate"]  # the schema changes a program can make are few
             operations += [op for op in ("reopen", "crash") if op in self.families]
         return operations
 
