@@ -5,8 +5,8 @@ checked after every sync. Each operation family is a switch
 (:data:`tests.support.fuzz_tables.FAMILIES`):
 
 * ``make test`` runs the families in :data:`PASSING` together, on a short
-  budget, and replays :data:`KNOWN_FAILURES`, the minimal program of every
-  family that fails today (expected to fail, until a fix makes one pass);
+  budget, and replays :data:`FOUND`, the minimal programs it found failing
+  (those in :data:`STILL_FAILING` are expected to fail, until a fix makes one pass);
 * ``make test-crash`` (``RHEI_CRASH_FULL=1``) runs every family on its own
   (with ``dml``) and then all of them together, on a long budget.
 
@@ -33,8 +33,9 @@ from tests.support.fuzz_machine import FuzzFailure, FuzzStats, Program, machine_
 from tests.support.fuzz_tables import FAMILIES
 
 PASSING = frozenset({
-    "dml", "txn", "keys", "values", "upsert", "replace", "fk", "affinity", "add_column", "drop_column",
-    "readd_column", "foreign_add_column", "rebuild", "flush", "compact", "reopen", "crash",
+    "dml", "txn", "keys", "values", "upsert", "replace", "replace_norecursive", "fk", "collation", "affinity",
+    "add_column", "drop_column", "readd_column", "foreign_add_column", "rebuild", "flush", "compact", "reopen",
+    "crash",
 })
 """The families that pass on today's code. The others fail (issue 14's open items, see FAMILIES): add
 each here once its fix is merged, so ``make test`` keeps it fixed."""
@@ -59,7 +60,7 @@ REBUILD = [
     ("DROP TABLE mig", ()),
     ("ALTER TABLE _mig_new RENAME TO mig", ()),
 ]
-KNOWN_FAILURES: dict[str, Program] = {
+FOUND: dict[str, Program] = {
     # REPLACE from a connection without recursive_triggers deletes the row holding the UNIQUE value
     "replace_norecursive-unique": Program(
         frozenset({"replace_norecursive"}), ("users",), {"users": [(3, "a@x", None, None)]},
@@ -81,6 +82,27 @@ KNOWN_FAILURES: dict[str, Program] = {
         frozenset({"collation"}), ("tags",), {"tags": [("a", None, "p", None)]},
         (("sql", "lake", "UPDATE tags SET pad = ? WHERE k = ?", ("p ", "a")), ("sync",)),
     ),
+    # '42' in a JSON column is stored as an integer
+    "affinity-json-integer": Program(
+        frozenset({"affinity"}), ("docs",), {},
+        (("sql", "lake", "INSERT INTO docs (id, body) VALUES (?, ?)", (1, "42")), ("sync",)),
+    ),
+    # an all-digit UUID is stored as a REAL
+    "affinity-uuid-real": Program(
+        frozenset({"affinity"}), ("docs",), {},
+        (("sql", "app", "INSERT INTO docs (id, uid) VALUES (?, ?)", (1, "12345678901234567890123456789012")),
+         ("sync",)),
+    ),
+    # a NUMERIC column holds an integer beyond 2**53 (refused loudly: the program stops)
+    "numeric_any-bigint": Program(
+        frozenset({"numeric_any"}), ("nums",), {},
+        (("sql", "lake", "INSERT INTO nums (id, n) VALUES (?, ?)", (1, 2**53 + 1)), ("sync",)),
+    ),
+    # one instant in two spellings of a DATETIME key (refused loudly: the program stops)
+    "datetime_keys-two-spellings": Program(
+        frozenset({"datetime_keys"}), ("stamps",), {"stamps": [("2026-01-01 10:00:00", "a")]},
+        (("sql", "lake", "INSERT INTO stamps (at, v) VALUES (?, ?)", ("2026-01-01T10:00:00", "b")), ("sync",)),
+    ),
     # a registration refused for a key in a second spelling leaves the table listed, empty, and syncs silent
     "datetime_keys-refused-registration": Program(
         frozenset({"datetime_keys"}), ("stamps",), {"stamps": [("2026-01-01T10:00:00Z", None)]}, (("sync",),),
@@ -88,6 +110,22 @@ KNOWN_FAILURES: dict[str, Program] = {
     # a registration refused for text in a NUMERIC column leaves the table listed, empty, and syncs silent
     "numeric_any-refused-registration": Program(
         frozenset({"numeric_any"}), ("nums",), {"nums": [(1, "abc", None)]}, (("sync",),),
+    ),
+    # a dropped column added back revives its old values
+    "readd_column-revived": Program(
+        frozenset({"readd_column"}), ("mig",), {"mig": [(1, "old", 1)]},
+        (("drop_column", "a"), ("add_column", "a", "TEXT"), ("sync",)),
+    ),
+    # ALTER TABLE ADD COLUMN from another connection, and a value written to the new column
+    "foreign_add_column-alter": Program(
+        frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]},
+        (("sql", "app", "ALTER TABLE mig ADD COLUMN y TEXT", ()),
+         ("sql", "app", "UPDATE mig SET y = ? WHERE id = ?", ("v", 1)), ("sync",)),
+    ),
+    # create, copy, drop, rename through execute_batch (Alembic batch mode), then a write
+    "rebuild-execute-batch": Program(
+        frozenset({"rebuild"}), ("mig",), {"mig": [(1, "x", 1)]},
+        (("batch", REBUILD), ("sql", "lake", "UPDATE mig SET a = ? WHERE id = ?", ("y", 1)), ("sync",)),
     ),
     # a write committed after an instant reads as visible at it
     "open_txn_sync-statement-time": Program(
@@ -108,9 +146,18 @@ KNOWN_FAILURES: dict[str, Program] = {
          ("sql", "app", "COMMIT", ()), ("sql", "lake", "UPDATE mig SET a = ? WHERE id = ?", ("y", 1)), ("sync",)),
     ),
 }
-"""Each failing family's minimal program (shrunk by hypothesis, then by hand): the lake disagrees with
-SQLite on today's code. Each is expected to fail; when a fix makes one pass, remove it here and add
-its family to :data:`PASSING`."""
+"""Minimal programs the fuzzer found failing (shrunk by hypothesis, then by hand), one per way the lake
+disagreed with SQLite. Each is replayed in ``make test``: it must pass, or, if in :data:`STILL_FAILING`,
+fail as it did when it was found."""
+STILL_FAILING = frozenset({
+    "datetime_keys-refused-registration",
+    "numeric_any-refused-registration",
+    "open_txn_sync-statement-time",
+    "outside_schema_instants-added-column",
+    "outside_schema_instants-rebuild",
+})
+"""The found programs the lake still fails. When a fix makes one pass, remove it here (and add its
+family to :data:`PASSING` once the family passes)."""
 ENV = {k: v for k, v in os.environ.items() if k.startswith("RHEI_FUZZ_")}
 """Read at import: the suite's autouse fixture hides ``RHEI_*`` variables from the tests themselves."""
 
@@ -201,7 +248,7 @@ def _family_param(family: str):
 @pytest.mark.parametrize("family", [_family_param(f) for f in sorted(set(FAMILIES) - {"dml"})])
 def test_differential_fuzz_family(tmp_path, family):
     """One family with ``dml``, on its own: a failure names the family it belongs to."""
-    # An expected failure is not shrunk (its minimal program is in KNOWN_FAILURES already).
+    # An expected failure is not shrunk (its minimal programs are in FOUND already).
     fuzz(tmp_path, frozenset({family}), examples=200, seconds=30, steps=40, label=family, shrink=family not in DEFERRED)
 
 
@@ -213,12 +260,15 @@ def test_differential_fuzz_all_families(tmp_path):
     fuzz(tmp_path, frozenset(FAMILIES) - set(DEFERRED), examples=1000, seconds=180, steps=50, label="all")
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_FAILURES))
-def test_known_failing_program(tmp_path, name):
-    """The minimal program of a family that fails today, replayed: reported as xfail while it fails, and
-    as a failure once a fix makes it pass (then move it out of KNOWN_FAILURES, its family into PASSING)."""
+@pytest.mark.parametrize("name", sorted(FOUND))
+def test_found_program(tmp_path, name):
+    """A minimal program the fuzzer found, replayed: it passes, or (while in STILL_FAILING) fails as it did
+    when it was found, reported as xfail; one that passes unexpectedly fails the test."""
+    if name not in STILL_FAILING:
+        replay(FOUND[name], tmp_path)
+        return
     try:
-        replay(KNOWN_FAILURES[name], tmp_path)
+        replay(FOUND[name], tmp_path)
     except FuzzFailure as failure:
         pytest.xfail(f"fails as on the day it was found: {str(failure).splitlines()[0]}")
-    pytest.fail(f"{name!r} passes now: remove it from KNOWN_FAILURES and add its family to PASSING")
+    pytest.fail(f"{name!r} passes now: remove it from STILL_FAILING (and add its family to PASSING if it passes)")
