@@ -60,6 +60,11 @@ REBUILD = [
     ("DROP TABLE mig", ()),
     ("ALTER TABLE _mig_new RENAME TO mig", ()),
 ]
+ADD_AND_WRITE = (
+    ("sql", "app", "ALTER TABLE mig ADD COLUMN y TEXT", ()),
+    ("sql", "app", "UPDATE mig SET y = ? WHERE id = ?", ("v", 1)),
+    ("sync",),
+)
 FOUND: dict[str, Program] = {
     # REPLACE from a connection without recursive_triggers deletes the row holding the UNIQUE value
     "replace_norecursive-unique": Program(
@@ -117,11 +122,7 @@ FOUND: dict[str, Program] = {
         (("drop_column", "a"), ("add_column", "a", "TEXT"), ("sync",)),
     ),
     # ALTER TABLE ADD COLUMN from another connection, and a value written to the new column
-    "foreign_add_column-alter": Program(
-        frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]},
-        (("sql", "app", "ALTER TABLE mig ADD COLUMN y TEXT", ()),
-         ("sql", "app", "UPDATE mig SET y = ? WHERE id = ?", ("v", 1)), ("sync",)),
-    ),
+    "foreign_add_column-alter": Program(frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE),
     # create, copy, drop, rename through execute_batch (Alembic batch mode), then a write
     "rebuild-execute-batch": Program(
         frozenset({"rebuild"}), ("mig",), {"mig": [(1, "x", 1)]},
@@ -135,9 +136,7 @@ FOUND: dict[str, Program] = {
     ),
     # a value written to a column added from another connection reads as NULL until the next sync
     "outside_schema_instants-added-column": Program(
-        frozenset({"outside_schema_instants"}), ("mig",), {"mig": [(1, "x", 1)]},
-        (("sql", "app", "ALTER TABLE mig ADD COLUMN y TEXT", ()),
-         ("sql", "app", "UPDATE mig SET y = ? WHERE id = ?", ("v", 1)), ("sync",)),
+        frozenset({"outside_schema_instants"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE,
     ),
     # rows written while a rebuild from another connection left the table without triggers
     "outside_schema_instants-rebuild": Program(
