@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +26,7 @@ from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.query.references import every_part, referenced_parts
 from rhei_lake.query.rwlock import ReadWriteLock
+from rhei_lake.relation_names import name_clashes
 from rhei_lake.query.table_state import (
     UNFOLDED_IN_MEMORY,
     QueryTable,
@@ -105,6 +106,7 @@ class QueryEngine:
             except BaseException:
                 self._states.pop(name).drop(ctx)  # half brought forward: start over next time
                 raise
+        _withdraw_ambiguous(ctx, self._names())
         return ctx
 
     def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
@@ -142,6 +144,7 @@ class QueryEngine:
         ctx = SessionContext()
         for name in tables if wanted is None else wanted:
             _register_table(ctx, tables[name], as_of=as_of)
+        _withdraw_ambiguous(ctx, self._names())
         df = _plan(ctx, sql, params, tables, as_of)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
@@ -193,7 +196,36 @@ def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryT
     try:
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
-        raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
+        error = _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of)
+        raise _explain_ambiguous(error, tables) from exc
+
+
+def _withdraw_ambiguous(ctx, tables: Iterable[str]) -> None:
+    """A name two tables' relations claim (``x_changes`` of ``x`` and table ``x_changes``) answers neither.
+
+    Lakes written before such names were refused may hold both; whichever was
+    registered last would win, silently. A query naming it fails instead.
+    """
+    tables = list(tables)
+    clashes = {clash.name for clash in name_clashes(tables)}
+    if not clashes:
+        return
+    for name in tables:
+        for alias in names(name):
+            for view in (alias, f"{alias}_history", f"{alias}_changes"):
+                if view.lower() in clashes and ctx.table_exist(q(view)):
+                    ctx.deregister_table(q(view))
+
+
+def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> QueryError:
+    text = str(error).lower()
+    for clash in name_clashes(tables):
+        if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
+            return QueryError(
+                f"{clash.describe()} in this lake (mirrored before rhei_lake refused such names), so it answers "
+                "neither; their other names still work (see README, \"Names\")"
+            )
+    return error
 
 
 def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:
