@@ -7,7 +7,9 @@ so no side is ever held in memory whole:
 * a live lake key the source no longer has was hard-deleted: a ``D`` event
   carrying the row's last known values. A hard delete leaves no time behind, so
   it is stamped on the source's own clock: the ``updated_at`` the table's
-  cursor has reached (or the row's last version, if later). A stamp from the
+  cursor has reached, but always after the row's last version (which was seen
+  alive, so must stay alive for a while; see
+  :func:`~rhei_lake.sync.polled_events.undated_delete_micros`). A stamp from the
   sidecar's wall clock would make a row re-inserted by an application whose
   clock lags look like it went backwards;
 * a source row at or before the cursor that the lake does not have, or has with
