@@ -17,7 +17,7 @@ expression a column is selected with differ (see :class:`PollPlan`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -41,14 +41,23 @@ class PollPlan:
     placeholder: Callable[[str], str]  # column -> a parameter placeholder typed like the column
     byte_order: Callable[[str], str]  # column -> an ORDER BY term sorting like Python compares its values
     quote: Callable[[str], str] = q  # identifier quoting of the dialect
+    # column -> (expression, placeholder) the cursor compares and orders it by, where not the
+    # column itself (a PostgreSQL text updated_at is compared as the instant it spells)
+    order_terms: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, ...]:
         return self.spec.primary_key
 
+    def _term(self, column: str) -> str:
+        return self.order_terms[column][0] if column in self.order_terms else self.quote(column)
+
+    def _param(self, column: str) -> str:
+        return self.order_terms[column][1] if column in self.order_terms else self.placeholder(column)
+
     def _row_after(self, cursor: PollCursor) -> str:
-        cols = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
-        params = ", ".join(self.placeholder(c) for c in (self.table.updated_at, *self.key))
+        cols = ", ".join(self._term(c) for c in (self.table.updated_at, *self.key))
+        params = ", ".join(self._param(c) for c in (self.table.updated_at, *self.key))
         return f"({cols}) > ({params})"
 
     def _columns(self) -> str:
@@ -56,14 +65,14 @@ class PollPlan:
 
     def changes_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
         """Rows after ``cursor`` in ``(updated_at, key)`` order."""
-        order = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
+        order = ", ".join(self._term(c) for c in (self.table.updated_at, *self.key))
         where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
         return f"SELECT {self._columns()} FROM {self.relation}{where} ORDER BY {order}", params
 
     def last_row_sql(self) -> str:
         """The ``(updated_at, *key)`` of the row :meth:`changes_sql` without a cursor would end on."""
         columns = (self.table.updated_at, *self.key)
-        order = ", ".join(f"{self.quote(c)} DESC" for c in columns)
+        order = ", ".join(f"{self._term(c)} DESC" for c in columns)
         return f"SELECT {', '.join(self.select[c] for c in columns)} FROM {self.relation} ORDER BY {order} LIMIT 1"
 
     def count_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
@@ -159,6 +168,17 @@ class PolledSource(Protocol):
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         """Every row's ``(*key, updated_at, deleted_at, after_cursor)`` in byte order of the key."""
+        ...
+
+    def read_unordered(self, plan: PollPlan, cursor: PollCursor, instant: int) -> list[tuple]:
+        """``(updated_at, *key)`` of rows that sort at or before ``cursor`` although their
+        ``updated_at`` may be at or after ``instant`` (the cursor's, UTC micros): rows
+        :meth:`read_changes` passes over (a superset; empty where the source orders
+        ``updated_at`` by instant). See :mod:`rhei_lake.capture.updated_at_order`."""
+        ...
+
+    def commit_counter(self) -> int | None:
+        """A number that moves whenever the source commits a change (``None``: no such number)."""
         ...
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:

@@ -29,6 +29,7 @@ log = logging.getLogger("rhei_lake.capture")
 
 SOURCE_KIND = "postgresql-poll"
 _FETCH_CHUNK = 500
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
 _TABLE_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
 
 _RELATION_SQL = """
@@ -145,6 +146,17 @@ class PostgresPolledSource:
         relation = f"{_pg_ident(schema)}.{_pg_ident(relname)}"
         declared = {c.name: c.declared_type for c in columns}
         arrow = {c.name: c.arrow_type for c in columns}
+        order_terms = {}
+        if bases[table.updated_at] in _TEXT_TYPES:
+            # Text compares by collation, not as the instant it spells ('…01 11:00' < '…01T10:00'):
+            # compare the instant (naive text is UTC: the session's zone). No index serves this.
+            ident = _pg_ident(table.updated_at)
+            order_terms[table.updated_at] = (f"({ident}::timestamptz)", "(%s::text::timestamptz)")
+            log.warning(
+                "table %r: updated_at column %r is %s; polls compare it as timestamptz, which no index on "
+                "it serves (each poll reads the table). Declare it timestamptz to poll by index",
+                relname, table.updated_at, declared[table.updated_at],
+            )
         return PollPlan(
             spec=spec,
             table=table,
@@ -153,6 +165,7 @@ class PostgresPolledSource:
             placeholder=lambda column: f"%s::{declared[column]}",
             byte_order=lambda column: _byte_order(column, arrow[column]),
             quote=_pg_ident,
+            order_terms=order_terms,
         )
 
     def _columns(self, oid: int, relname: str, table: PolledTable) -> tuple[list[Column], dict[str, str]]:
@@ -229,6 +242,12 @@ class PostgresPolledSource:
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(sql, params, batch_rows, f"scanning keys of {plan.spec.name!r}")
+
+    def read_unordered(self, plan: PollPlan, cursor: PollCursor, instant: int) -> list[tuple]:
+        return []  # PostgreSQL orders updated_at by instant: typed columns natively, text ones cast
+
+    def commit_counter(self) -> None:
+        return None
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
         out: list[tuple] = []

@@ -20,6 +20,7 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
 from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.updated_at_order import unordered_sql
 from rhei_lake.errors import SchemaError, SourceError
 
 SOURCE_KIND = "sqlite-poll"
@@ -111,6 +112,29 @@ class SqlitePolledSource:
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(plan, sql, params, batch_rows)
+
+    def read_unordered(self, plan: PollPlan, cursor: PollCursor, instant: int) -> list[tuple]:
+        query = unordered_sql(
+            plan.relation,
+            quote_ident(plan.table.updated_at),
+            [plan.select[k] for k in plan.key],
+            cursor.updated_at,
+            instant,
+            plan.table.epoch_unit,
+        )
+        with self._lock:
+            try:
+                return self._conn.execute(*query).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, plan) from exc
+
+    def commit_counter(self) -> int:
+        """SQLite's ``data_version``: it moves whenever another connection or process commits."""
+        with self._lock:
+            try:
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
         out: list[tuple] = []

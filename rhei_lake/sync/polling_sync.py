@@ -12,6 +12,11 @@ A big table the lake holds nothing of is read whole instead, a column at a
 time (``sqlite_first_read`` / ``postgres_first_read`` in :mod:`rhei_lake.capture`),
 and committed in one Delta write followed by its cursor.
 
+SQLite orders a text ``updated_at`` by its bytes, which is the order of its
+instants only among values spelled alike; after the cursor's read, each poll
+also reads the rows another spelling sorts before the cursor although they are
+not older than it (:mod:`rhei_lake.sync.unordered`).
+
 Every ``hard_delete_interval`` seconds each table is also reconciled
 (:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
 rows whose change the cursor cannot see (committed late, with an
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -43,6 +48,7 @@ from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import open_changelog
+from rhei_lake.sync.unordered import UnorderedWatch, catch_up_unordered
 from rhei_lake.sync.trigger_sync import ProgressCallback
 from rhei_lake.timeutil import now_micros
 
@@ -58,6 +64,7 @@ class PolledTableSync:
         self.builder = EventBuilder(plan.spec, plan.table)
         self.state = LakeState(plan.spec, changelog)
         self.last_reconcile: float | None = None
+        self.unordered = UnorderedWatch()
 
     @property
     def name(self) -> str:
@@ -74,6 +81,20 @@ class PolledTableSync:
             except (ValueError, OverflowError, TypeError):
                 pass
         return now_micros()
+
+    def catch_up(self, source: PolledSource, keys: Sequence[tuple], clock: int) -> int:
+        """Read the current rows of ``keys`` and commit what changed, the cursor left as it is;
+        raises the builder's error (a row going backwards, an unreadable value) after
+        committing the rows before it. Returns the events committed."""
+        rows = source.fetch(self.plan, keys) if keys else []
+        if not rows:
+            return 0
+        base = self.changelog.watermark
+        built = self.builder.build(rows, base, self.state.last_events, clock)
+        committed = self.commit(built.events, base=base, cursor=None) if built.events.num_rows else 0
+        if built.error is not None:
+            raise built.error
+        return committed
 
     def commit(self, events, *, base: int, cursor: PollCursor | None) -> int:
         """Commit ``events`` (numbered from ``base + 1``) and ``cursor``; the watermark must still be ``base``."""
@@ -170,6 +191,7 @@ class PollingSync:
         changelog = table.changelog
         cursor = table.cursor()
         fresh = cursor is None and changelog.watermark == 0
+        since = table.unordered.since(cursor, table.plan.table.epoch_unit)
         batch_rows = self.config.batch_size
         tick: Callable[[int], None] | None = None
         if progress is not None:
@@ -182,7 +204,7 @@ class PollingSync:
         if fresh:
             first = self._first_sync(table, tick)
             if first is not None:
-                return first, fresh
+                return first + catch_up_unordered(table, self.source, since), fresh
         committed = 0
         done = 0
         stream: Iterator[list[tuple]] = self.source.read_changes(table.plan, cursor, batch_rows)
@@ -206,6 +228,7 @@ class PollingSync:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+        committed += catch_up_unordered(table, self.source, since)
         if committed:
             log.info("table %r: %d polled events committed", table.name, committed)
         return committed, fresh

@@ -148,15 +148,7 @@ class _Emitter:
         if not self.late:
             return
         keys, self.late = self.late, []
-        rows = self.source.fetch(self.table.plan, keys)
-        if not rows:
-            return
-        base = self.table.changelog.watermark
-        built = self.table.builder.build(rows, base, self.table.state.last_events, self.clock)
-        if built.events.num_rows:
-            self.committed += self.table.commit(built.events, base=base, cursor=None)
-        if built.error is not None:
-            raise built.error
+        self.committed += self.table.catch_up(self.source, keys, self.clock)
 
 
 def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> int:
