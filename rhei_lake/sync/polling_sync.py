@@ -43,7 +43,7 @@ from rhei_lake.errors import CommitConflictError, SourceError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
-from rhei_lake.sync.lake_state import LakeState
+from rhei_lake.sync.lake_state import FoldedTable, LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
@@ -58,11 +58,11 @@ log = logging.getLogger("rhei_lake.sync")
 class PolledTableSync:
     """The polling state of one table: its plan, changelog and event builder."""
 
-    def __init__(self, plan: PollPlan, changelog: Changelog) -> None:
+    def __init__(self, plan: PollPlan, changelog: Changelog, folded: FoldedTable | None = None) -> None:
         self.plan = plan
         self.changelog = changelog
         self.builder = EventBuilder(plan.spec, plan.table)
-        self.state = LakeState(plan.spec, changelog)
+        self.state = LakeState(plan.spec, changelog, folded)
         self.last_reconcile: float | None = None
         self.unordered = UnorderedWatch()
 
@@ -142,8 +142,19 @@ class PollingSync:
             for table in self.config.tables:
                 plan = self.source.describe(table)
                 changelog, _created = open_changelog(self.storage, plan.spec, self.config)
-                self._tables[plan.spec.name] = PolledTableSync(plan, changelog)
+                self._tables[plan.spec.name] = PolledTableSync(plan, changelog, self._folded(plan))
                 self.changelogs[plan.spec.name] = changelog
+
+    def _folded(self, plan: PollPlan) -> FoldedTable:
+        """Where compaction folds the table's events (it may not exist yet)."""
+        temporal = self.config.sync_mode == "temporal"
+        unit = plan.table.epoch_unit
+        return FoldedTable(
+            store=self.storage.table_store(plan.spec.name, "history" if temporal else "current"),
+            temporal=temporal,
+            row_time=lambda value: updated_at_micros(value, unit),
+            updated_at=plan.table.updated_at,
+        )
 
     # -- the cycle -------------------------------------------------------
     def sync_now(self, progress: ProgressCallback | None = None) -> SyncReport:
