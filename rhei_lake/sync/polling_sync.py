@@ -259,7 +259,7 @@ class PollingSync:
             return None
         changelog = table.changelog
         base = changelog.watermark
-        fallback: list[BaseException] = []
+        raised: list[BaseException] = []  # what the stream raised: the writer consuming it reports only its text
         built_events = 0
 
         def events() -> Iterator[pa.RecordBatch]:
@@ -277,11 +277,13 @@ class PollingSync:
                     yield from built.to_batches()
                     if tick is not None:
                         tick(done)
-            except NeedsDiagnosis as exc:
-                fallback.append(exc)
+                if done != first.rows:
+                    raise SourceError(
+                        f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted"
+                    )
+            except Exception as exc:
+                raised.append(exc)
                 raise
-            if done != first.rows:
-                raise SourceError(f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted")
 
         try:
             if first.rows == 0:
@@ -289,10 +291,12 @@ class PollingSync:
             reader = pa.RecordBatchReader.from_batches(table.plan.spec.changes_schema, events())
             try:
                 changelog.commit_stream(reader, watermark=base + first.rows)
-            except Exception:
-                if fallback:
+            except Exception as exc:
+                if raised and isinstance(raised[0], NeedsDiagnosis):
                     log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
                     return None
+                if raised and raised[0] is not exc:
+                    raise raised[0] from exc  # e.g. a source that went away: transient, as it was raised
                 raise
         finally:
             first.close()
