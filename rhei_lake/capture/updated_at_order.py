@@ -26,7 +26,7 @@ but sorts before ``c`` is one of
 
 Each is an index range (the last one filtered by ``GLOB`` on the index entries),
 so a poll costs the index entries of the rows with an ``updated_at`` within a
-day or two before the cursor, not the table (about 0.1-0.3 us each). Text that is not an ISO calendar date-time (week dates,
+day or two before the cursor, not the table (about 0.2-0.4 us each). Text that is not an ISO calendar date-time (week dates,
 epoch numbers stored as text, garbage) and sorts below that window is outside
 this reasoning: the periodic key scan reads it (and reports what it cannot read).
 A numeric cursor needs only the NULL range: text sorts after every number, and
