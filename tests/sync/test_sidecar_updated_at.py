@@ -273,3 +273,32 @@ def test_postgres_typed_updated_at_is_polled_as_its_instant(postgres, tmp_path, 
                 _pg_lake_equals_source(lake, pg)
     finally:
         pg.close()
+
+
+def test_polls_read_the_extra_ranges_only_after_the_source_committed(tmp_path, monkeypatch):
+    """SQLite's data_version: an idle source costs no range scan; any commit brings one back."""
+    from rhei_lake.capture.sqlite_poll import SqlitePolledSource
+
+    looks: list[int] = []
+    read = SqlitePolledSource.read_unordered
+
+    def counted(self, plan, cursor, instant):
+        looks.append(instant)
+        return read(self, plan, cursor, instant)
+
+    monkeypatch.setattr(SqlitePolledSource, "read_unordered", counted)
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
+    conn.execute("INSERT INTO items VALUES (1, 1, '2026-01-02T10:00:00')")
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
+    with rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        lake.sync_now()
+        assert len(looks) == 1
+        lake.sync_now()
+        lake.sync_now()
+        assert len(looks) == 1, "an idle source was scanned again"
+        conn.execute("INSERT INTO items VALUES (2, 2, '2026-01-02 11:00:00')")  # sorts before the cursor
+        assert lake.sync_now().events == 1
+        assert len(looks) == 2
+    conn.close()
