@@ -18,6 +18,11 @@ def _insert(source, key: int, when) -> None:
     source.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, f"n{key}", key * 0.5, key, source.stamp(when)))
 
 
+def _open(source_db, tmp_path) -> rhei_lake.Lake:
+    return rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
+                          hard_delete_interval=0)
+
+
 def _versions(lake, key: int) -> list[dict]:
     return lake.query(
         f"SELECT name, _rhei_valid_from, _rhei_valid_to FROM items_history WHERE id = {key} ORDER BY _rhei_seq"
@@ -41,8 +46,7 @@ def test_hard_delete_of_cursor_row_keeps_last_version_alive_until_delete(source_
     """The row the cursor sits on (the greatest updated_at, the greatest key at it) is hard-deleted."""
     _insert(source_db, 1, T1)
     _insert(source_db, 2, T2)  # the cursor ends on (T2, 2)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0) as lake:
+    with _open(source_db, tmp_path) as lake:
         lake.sync_now()
         source_db.execute("DELETE FROM items WHERE id = 2")
         assert lake.sync_now().events == 1
@@ -58,8 +62,7 @@ def test_hard_delete_of_a_row_tied_with_the_cursor_keeps_its_version_alive(sourc
     """Another row shares the cursor's updated_at (a smaller key): deleting it is the same edge."""
     _insert(source_db, 1, T2)
     _insert(source_db, 2, T2)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0) as lake:
+    with _open(source_db, tmp_path) as lake:
         lake.sync_now()
         source_db.execute("DELETE FROM items WHERE id = 1")
         lake.sync_now()
@@ -69,8 +72,7 @@ def test_hard_delete_of_a_row_tied_with_the_cursor_keeps_its_version_alive(sourc
 def test_soft_delete_that_keeps_updated_at_keeps_the_version_alive_until_delete(source_db, tmp_path):
     """``deleted_at`` is set without bumping ``updated_at`` on the cursor row: the key scan finds it."""
     _insert(source_db, 1, T2)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0) as lake:
+    with _open(source_db, tmp_path) as lake:
         lake.sync_now()
         source_db.execute("UPDATE items SET deleted_at = ? WHERE id = 1", (source_db.stamp(T2),))
         assert lake.sync_now().events == 1
@@ -81,8 +83,7 @@ def test_hard_delete_is_stamped_at_the_cursors_time_when_that_is_later(source_db
     """Rows polled after the deleted one moved the cursor on: the delete carries the cursor's time."""
     _insert(source_db, 1, T1)
     _insert(source_db, 2, T2)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0) as lake:
+    with _open(source_db, tmp_path) as lake:
         lake.sync_now()
         source_db.execute("DELETE FROM items WHERE id = 1")
         lake.sync_now()
@@ -93,8 +94,7 @@ def test_hard_delete_is_stamped_at_the_cursors_time_when_that_is_later(source_db
 def test_reinsert_after_a_hard_delete_of_the_cursor_row_opens_a_new_version(source_db, tmp_path):
     """The key comes back with a later updated_at: two versions, one after the other, no overlap."""
     _insert(source_db, 1, T2)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0) as lake:
+    with _open(source_db, tmp_path) as lake:
         lake.sync_now()
         source_db.execute("DELETE FROM items WHERE id = 1")
         lake.sync_now()
