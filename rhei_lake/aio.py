@@ -95,6 +95,10 @@ class AsyncLake:
         """See :meth:`rhei_lake.Lake.refresh`."""
         await _run(self.lake.refresh)
 
+    async def unregister_table(self, table: str) -> None:
+        """See :meth:`rhei_lake.Lake.unregister_table`."""
+        await _run(self.lake.unregister_table, table)
+
     async def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
         """See :meth:`rhei_lake.Lake.add_column`."""
         return await _run(self.lake.add_column, table, column, sql_type)

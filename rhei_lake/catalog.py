@@ -25,7 +25,8 @@ VALID_TO = "_rhei_valid_to"
 RESERVED_PREFIX = "_rhei_"
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-SPEC_FORMAT = 1
+SPEC_FORMAT = 2
+"""Format 2 adds ``valid_from_seq`` to columns; a spec without one is still written as format 1."""
 
 OP_INSERT = "I"
 OP_UPDATE = "U"
@@ -68,20 +69,41 @@ def type_from_text(text: str) -> pa.DataType:
 
 @dataclass(frozen=True)
 class Column:
-    """One user column: its name, the type the source declares, and its Arrow type."""
+    """One user column: its name, the type the source declares, and its Arrow type.
+
+    ``valid_from_seq`` is the first ``_rhei_seq`` whose row image holds this
+    column's values (0: every event's does). A column added after the table was
+    registered gets the sequence of the change that added it: older rows and
+    events read NULL in it, as they do in SQLite, even when the Delta tables
+    still hold values of a dropped column of the same name.
+    """
 
     name: str
     declared_type: str
     arrow_type: pa.DataType
     nullable: bool = True
+    valid_from_seq: int = 0
+    # The type the source itself declares when ``types=`` overrides ``declared_type``: SQLite
+    # stores values by *its* affinity. Not part of equality: specs recorded before it existed
+    # lack it, and registering such a table again must not look like a schema change.
+    source_type: str | None = field(default=None, compare=False)
+
+    def same_shape(self, other: Column) -> bool:
+        """Equal but for ``valid_from_seq``: what the source declares is the same."""
+        return replace(self, valid_from_seq=0) == replace(other, valid_from_seq=0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "declared_type": self.declared_type,
             "arrow_type": type_to_text(self.arrow_type),
             "nullable": self.nullable,
         }
+        if self.valid_from_seq:
+            data["valid_from_seq"] = self.valid_from_seq
+        if self.source_type is not None:
+            data["source_type"] = self.source_type
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Column:
@@ -90,6 +112,8 @@ class Column:
             declared_type=data["declared_type"],
             arrow_type=type_from_text(data["arrow_type"]),
             nullable=bool(data.get("nullable", True)),
+            valid_from_seq=int(data.get("valid_from_seq", 0)),
+            source_type=data.get("source_type"),
         )
 
 
@@ -159,10 +183,21 @@ class TableSpec:
     def with_columns(self, columns: tuple[Column, ...]) -> TableSpec:
         return replace(self, columns=columns)
 
+    def same_shape(self, other: TableSpec) -> bool:
+        """Same name, key and columns as declared, whatever each column's ``valid_from_seq``."""
+        return (
+            self.name == other.name
+            and self.primary_key == other.primary_key
+            and len(self.columns) == len(other.columns)
+            and all(a.same_shape(b) for a, b in zip(self.columns, other.columns))
+        )
+
     def to_json(self) -> str:
+        # Format 1 readers would ignore valid_from_seq and show a dropped column's old values again.
+        masked = any(c.valid_from_seq for c in self.columns)
         return json.dumps(
             {
-                "format": SPEC_FORMAT,
+                "format": SPEC_FORMAT if masked else 1,
                 "name": self.name,
                 "columns": [c.to_dict() for c in self.columns],
                 "primary_key": list(self.primary_key),

@@ -15,6 +15,7 @@ DEFAULT_STORAGE = "memory://"
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_TAIL_FLUSH_SEGMENTS = 64
 DEFAULT_TAIL_FLUSH_ROWS = 200_000
+DEFAULT_TAIL_FLUSH_INTERVAL = 30.0
 DEFAULT_PRUNE_INTERVAL = 1.0
 DEFAULT_COLUMNAR_MIN_ROWS = 100_000
 DEFAULT_HARD_DELETE_INTERVAL = 300.0
@@ -73,6 +74,14 @@ class LakeConfig(BaseModel):
     tail_flush_rows: int = Field(
         DEFAULT_TAIL_FLUSH_ROWS, gt=0, description="Rows in a table's hot-path tail that trigger a flush."
     )
+    tail_flush_interval: float = Field(
+        DEFAULT_TAIL_FLUSH_INTERVAL,
+        gt=0,
+        le=3600,
+        description="Seconds a synced event may wait in a table's hot-path tail before the next sync cycle "
+        "flushes it into the Delta changelog, where engines that read the Delta tables directly see it "
+        "(rhei_lake's own queries see the tail at once).",
+    )
     columnar_min_rows: int = Field(
         DEFAULT_COLUMNAR_MIN_ROWS,
         ge=0,
@@ -118,6 +127,13 @@ class LakeConfig(BaseModel):
         le=3600,
         description="Seconds a syncing lake's writer lease lasts unless renewed (every third of it); "
         "another process may take an expired lease over.",
+    )
+    conditional_writes: Literal["verify", "single_writer"] = Field(
+        "verify",
+        description="S3: 'verify' proves at open() (one request) that the store refuses a create of an object "
+        "that exists, which safe concurrent writers and exactly-once retries rely on, and refuses a store that "
+        "does not (StorageAccessError); 'single_writer' skips the proof, for a store without conditional writes "
+        "that exactly one process ever writes to.",
     )
     lease_wait: float = Field(
         0.0,

@@ -10,6 +10,7 @@ retries transient errors with backoff and stops on terminal ones.
     ├── ConfigError                 invalid configuration (names the field)
     ├── SourceError                 the database rhei_lake captures from
     │   ├── SchemaError             unknown table/column, no primary key, unsupported type
+    │   │   └── SchemaChangedError  a mirrored table was changed in a way the lake cannot follow
     │   ├── TypeMismatchError       a stored value does not fit its declared type
     │   ├── NonMonotonicUpdateError a polled row's updated_at went backwards
     │   ├── SourceUnavailableError  the source cannot be reached right now   [transient]
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "SourceError",
     "SchemaError",
+    "SchemaChangedError",
     "TypeMismatchError",
     "NonMonotonicUpdateError",
     "SourceUnavailableError",
@@ -75,11 +77,29 @@ class SchemaError(SourceError):
     """A table or column is unknown, lacks a primary key, or has an unusable type."""
 
 
+class SchemaChangedError(SchemaError):
+    """A mirrored table's schema was changed outside rhei_lake in a way the lake cannot follow.
+
+    For example the table was dropped or renamed away, its primary key changed,
+    or a column was renamed. Syncing stops (everything captured before the
+    change is committed); the message names the table, the change and what to do.
+    """
+
+    def __init__(self, message: str, *, table: str, change: str) -> None:
+        super().__init__(message)
+        self.table = table
+        self.change = change
+
+
 class TypeMismatchError(SourceError):
-    """A value stored in the source does not fit its column's declared type.
+    """A value stored in the source does not fit its column's declared type (or a key its canonical spelling).
 
     SQLite is dynamically typed, so a column declared ``INTEGER`` can hold
-    ``'abc'``. Nothing after the offending event is committed until it is fixed.
+    ``'abc'``; and two spellings of one instant would become one lake row. The
+    message names the way on from where the value was read: ``seq`` is the
+    captured event that stopped the sync (nothing from it on is committed until
+    ``Lake.repair_event`` corrects it), ``None`` for a registration's snapshot
+    or a polled row, which are fixed in the source.
     """
 
     def __init__(

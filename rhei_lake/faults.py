@@ -60,6 +60,13 @@ POINTS: dict[str, str] = {
     "schema.after_lake_prepare": "schema change: the Delta tables have the new columns; SQLite not altered yet",
     "schema.after_source_commit": "schema change: SQLite, triggers and registry altered; the lake's spec not yet",
     "schema.mid_apply_spec": "schema change: Delta columns added, the table's spec property not written yet",
+    "schema.follow_detected": "a mirrored table was changed outside rhei_lake; the sync noticed, nothing done yet",
+    "schema.follow_before_commit": (
+        "following an outside schema change: triggers reinstalled and derived events stored, SQLite not committed"
+    ),
+    "schema.follow_after_commit": (
+        "following an outside schema change: SQLite committed (triggers, registry, derived events); lake not yet"
+    ),
     "restore.after_table": "restore: one table copied into the temporary file",
     "restore.before_rename": "restore: the temporary file is complete and synced, not renamed into place yet",
     "fold.before_commit": "compaction: a batch of events is read and turned into versions; its commit not started",

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from rhei_lake.capture import oltp_writes
+from rhei_lake.capture import oltp_writes, schema_watch
 from rhei_lake.capture.oltp_writes import Statement
 from rhei_lake.capture.polled_source import open_polled_source
 from rhei_lake.capture.source_url import parse_source_url
@@ -74,8 +74,10 @@ class Lake:
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
         self._derived = DerivedTables(self.storage)
+        self._store_verified = False
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
+                self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
             if config.oltp_path is not None:
@@ -96,6 +98,15 @@ class Lake:
         except BaseException:
             self._release()
             raise
+
+    def _verify_store(self) -> None:
+        """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
+        if self._store_verified or self.location.scheme != "s3" or self.config.conditional_writes == "single_writer":
+            return
+        from rhei_lake.storage.write_probe import verify_conditional_writes
+
+        verify_conditional_writes(self.storage.blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
+        self._store_verified = True
 
     def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``work`` (which commits to the lake) if this process still holds the writer lease.
@@ -197,9 +208,34 @@ class Lake:
         """
         conn = self._require_oltp("execute_batch()")
         with self._lock:
-            return oltp_writes.execute_batch(
-                conn, statements, mirrored=self._entries(), path=self.config.oltp_path or ""
+            mirrored = {name: spec for name, (spec, _) in self._entries().items()}
+            nested = conn.in_transaction
+            rebuilt: set[str] = set()
+
+            def refuse_unfollowable(conn: sqlite3.Connection, dropped: set[str]) -> None:
+                # ALTER TABLE of a mirrored table is refused, so only a DROP (a rebuild) changes one here
+                drifts = schema_watch.judge(conn, {name: mirrored[name] for name in dropped})
+                refused = [d for d in drifts if d.action == "refuse"]
+                if refused:
+                    raise refused[0].batch_error()
+                rebuilt.update(dropped)
+
+            changed = oltp_writes.execute_batch(
+                conn, statements, mirrored=mirrored, path=self.config.oltp_path or "", check=refuse_unfollowable
             )
+            if rebuilt and not nested:
+                self._follow_schema_now()
+            return changed
+
+    def _follow_schema_now(self) -> None:
+        """Follow a rebuild this lake's own batch committed at once, before another write can come in blind."""
+        assert isinstance(self._sync, TriggerSync)
+        try:
+            self._leased(self._sync.follow_schema)
+        except RheiError as exc:  # the batch is committed; the next sync follows (or refuses) it
+            log.warning("the schema change is followed at the next sync: %s", exc)
+        finally:
+            self._reload_schema()
 
     def register_table(
         self,
@@ -217,6 +253,18 @@ class Lake:
         assert self._sync is not None
         with self._lock:
             return self._leased(self._sync.register, name, types=types, progress=progress)
+
+    def unregister_table(self, table: str) -> None:
+        """Stop mirroring ``table``: what was captured is committed, then its triggers are dropped.
+
+        Its Delta tables stay in the lake's storage, with its history up to now
+        (``rhei_lake.open(storage=URL)`` reads them), but this lake no longer
+        lists it. The way on when a table was dropped for good, or changed in a
+        way the lake cannot follow (see README, "Schema evolution").
+        """
+        sync = self._evolving("unregister_table()")
+        with self._lock:
+            self._leased(sync.unregister, table)
 
     def sync_now(self, *, progress: ProgressCallback | None = None) -> SyncReport:
         """Commit every captured change to the store; returns once it is committed.
@@ -252,6 +300,7 @@ class Lake:
         with self._lock:
             if self._sync is not None:
                 return self._leased(self._sync.flush)
+            self._verify_store()
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
     # -- maintenance -----------------------------------------------------
@@ -276,6 +325,8 @@ class Lake:
         """
         self._check_open()
         options = CompactionOptions.from_config(self.config, vacuum_retention=vacuum_retention, dry_run=dry_run)
+        if not dry_run:
+            self._verify_store()
         if isinstance(tables, str):
             tables = [tables]
         with self._lock:
@@ -359,6 +410,34 @@ class Lake:
         if self._sync is None:
             self.refresh()
         return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
+
+    def outside_views(self, dialect: str, *, as_of: Instant | None = None, show_secrets: bool = False) -> str:
+        """SQL that gives DuckDB, Spark or Trino this lake's views, reading its Delta tables alone.
+
+        ``dialect`` is ``duckdb``, ``spark`` or ``trino``. Returns the store
+        settings the engine needs (secrets ``***`` unless ``show_secrets``) and,
+        per table ``t``, ``CREATE VIEW`` statements for ``t``, ``t_history``
+        and ``t_changes`` (the same merge-on-read rhei_lake runs), and the
+        ``as_of`` form: DuckDB table macros ``t_as_of(instant)``; Spark and
+        Trino views ``t_as_of`` at ``as_of``, when given. They show what is in
+        Delta (a syncing process's tail once flushed, see ``tail_flush_interval``);
+        regenerate them after a schema change or a table's first compaction.
+        """
+        from rhei_lake.query.outside_views import OutsideTable, render
+
+        self._check_open()
+        if self.location.scheme == "memory":
+            raise ConfigError("outside_views: a memory:// lake lives in this process only; no other engine can read it")
+        if self._sync is None:
+            self.refresh()
+        tables = []
+        for name, (spec, changelog) in sorted(self._entries().items()):
+            derived = self._derived_table(spec)
+            derived.load()  # another process may have compacted it since
+            derived_uri = derived.store.uri if derived.exists() else None
+            tables.append(OutsideTable(spec, derived.mode, changelog.store.uri, derived_uri))
+        micros = to_micros(as_of) if as_of is not None else None
+        return render(tables, dialect, storage_options=self.location.options, as_of=micros, show_secrets=show_secrets)
 
     # -- schema evolution --------------------------------------------------
     def _evolving(self, what: str) -> TriggerSync:
@@ -497,6 +576,12 @@ class Lake:
         captured first (``final_sync``, default from the config); if it fails
         the lake still closes, then its error is raised (the events stay in the
         CDC log and are synced at the next open).
+
+        A lake that syncs then flushes every table's hot-path tail into its
+        Delta changelog (at most one commit per table), so that engines reading
+        the Delta tables directly see every synced event once ``close()``
+        returns. Should that fail, the events stay committed in the tail, the
+        lake still closes and the error is raised.
         """
         if self._closed:
             return
@@ -512,6 +597,12 @@ class Lake:
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc
+        if self._sync is not None:
+            try:
+                self._leased(self._sync.flush)  # outside readers see only Delta, never the tail
+            except RheiError as exc:
+                log.warning("flush at close failed; the events stay in the tail for the next open: %s", exc)
+                error = error or exc
         self._closed = True
         self._release()
         if error is not None:

@@ -6,10 +6,11 @@ types, NOT NULL, primary key) and filled from the lake's ``t`` view at
 ``as_of``. The file appears atomically: it is written next to its destination
 under a temporary name, synced to disk, and renamed into place.
 
-Values come back in SQLite's storage classes: integers, reals (bit for bit),
-text, blobs; booleans as 0/1; dates as ``YYYY-MM-DD``; timestamps as UTC text
-``YYYY-MM-DD HH:MM:SS[.ffffff]``; decimals as their exact text, which SQLite
-stores according to the column's affinity as any application's write would be.
+Values come back as :func:`~rhei_lake.capture.types.written_value` writes
+them: integers, reals (bit for bit), text, blobs; booleans as 0/1; dates as
+``YYYY-MM-DD``; timestamps as UTC text ``YYYY-MM-DD HH:MM:SS[.ffffff]``;
+decimals as their exact text (a whole one as integer text), which SQLite stores
+according to the column's affinity as any application's write would be.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from rhei_lake import faults
 from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.types import sqlite_affinity, written_value
 from rhei_lake.catalog import TableSpec
-from rhei_lake.errors import ConfigError, RheiError, SchemaError, SourceError
+from rhei_lake.errors import ConfigError, RheiError, SourceError
 from rhei_lake.storage.local_durability import fsync_path
 from rhei_lake.sync.trigger_sync import ProgressCallback
 
@@ -141,7 +142,7 @@ def _copy_table(
     insert = f"INSERT INTO {source} ({cols}) VALUES ({', '.join('?' * len(spec.columns))})"
     done = 0
     for batch in _batches(engine, f"SELECT {cols} FROM {source}", as_of, batch_rows):
-        conn.executemany(insert, _rows(batch))
+        conn.executemany(insert, _rows(batch, spec))
         done += batch.num_rows
         if progress is not None:
             progress(spec.name, done, max(total, done))
@@ -164,23 +165,13 @@ def _batches(engine: QueryEngine, sql: str, as_of: int | None, batch_rows: int) 
         raise translate_query_error(exc, sql=sql) from exc
 
 
-def _rows(batch: pa.RecordBatch) -> Iterable[tuple[Any, ...]]:
-    columns = [[_sqlite_value(v) for v in column.to_pylist()] for column in batch.columns]
+def _rows(batch: pa.RecordBatch, spec: TableSpec) -> Iterable[tuple[Any, ...]]:
+    columns = []
+    for name, array in zip(batch.schema.names, batch.columns, strict=True):
+        column = spec.column(name)
+        affinity = sqlite_affinity(column.declared_type)
+        columns.append([written_value(v, column.arrow_type, affinity) for v in array.to_pylist()])
     return zip(*columns)
-
-
-def _sqlite_value(value: Any) -> Any:
-    if value is None or isinstance(value, (int, float, str, bytes)):
-        return int(value) if isinstance(value, bool) else value
-    if isinstance(value, datetime):
-        v = value
-        text = f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        return text + (f".{v.microsecond:06d}" if v.microsecond else "")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise SchemaError(f"restore: no SQLite form for a {type(value).__name__} value")
 
 
 def _fsync_directory(directory: str) -> None:

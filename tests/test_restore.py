@@ -142,3 +142,22 @@ def test_restore_never_clobbers_and_writes_atomically(tmp_path):
         assert calls[0] == ("t", 0, 1000) and calls[-1] == ("t", 1000, 1000)
         assert report.rows == {"t": 1000}
         assert _restored_state(target, "t") == sqlite_state(lake._oltp, "t")
+
+
+def test_restore_gives_back_what_sqlite_stored_under_each_affinity(tmp_path):
+    """A JSON column's integers and reals, a whole decimal past 2**53, text keys: stored as SQLite held them."""
+    db = tmp_path / "app.db"
+    with rhei_lake.open(oltp_path=str(db), storage="memory://") as lake:
+        lake.execute("CREATE TABLE v (id TEXT PRIMARY KEY, j JSON, d DECIMAL(38,2), u UUID, b BOOLEAN)")
+        lake.execute_batch([
+            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("a", "42", 9007199254740993, "12345678901234567890123", 1)),
+            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("b", "0.30000000000000004", "12.5", "7e3f-x", 0)),
+            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("c", '{"a": 1}', -0.25, None, None)),
+        ])
+        lake.register_table("v")
+        original = sqlite_state(lake._oltp, "v")
+        lake.restore_sqlite(tmp_path / "restored.db")
+    assert _restored_state(tmp_path / "restored.db", "v") == original
+    conn = sqlite3.connect(tmp_path / "restored.db")
+    assert conn.execute("SELECT typeof(j), typeof(d), typeof(u) FROM v WHERE id = 'a'").fetchone() == (
+        "integer", "integer", "real")

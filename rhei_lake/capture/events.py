@@ -7,62 +7,216 @@ from typing import Any
 
 import pyarrow as pa
 
-from rhei_lake.capture.types import ValueMismatch, describe_value, to_arrow
+from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.types import (
+    InvalidText,
+    ValueMismatch,
+    canonical_stored,
+    column_affinity,
+    describe_value,
+    key_misfit,
+    real_text,
+    to_arrow,
+)
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import TypeMismatchError
+
+_NO_VALUE = object()
+
+
+ORIGIN_LOG = "log"
+ORIGIN_SNAPSHOT = "snapshot"
+ORIGIN_POLL = "poll"
+_POLLED_SOURCES = ("sqlite-poll", "postgresql-poll")
 
 
 def convert_columns(
     spec: TableSpec,
     columns: Sequence[Sequence[Any]],
     seqs: Sequence[int] | None = None,
+    *,
+    origin: str | None = None,
 ) -> list[pa.Array]:
     """Convert source value columns (in ``spec`` order) to Arrow arrays.
 
-    Raises :class:`TypeMismatchError` naming table, column, primary key and
-    sequence of the first value that does not fit its declared type, or of a
-    NULL in a primary-key column.
+    Raises :class:`TypeMismatchError` naming table, column, primary key (and
+    event) of the first value that does not fit its declared type, of a NULL in
+    a primary-key column, or of a primary-key value that is not its lake
+    value's canonical form (:func:`~rhei_lake.capture.types.key_misfit`). Its
+    message says how to go on from where the rows came from: ``origin`` is
+    ``"log"`` (CDC log events), ``"snapshot"`` (a registration's existing rows)
+    or ``"poll"`` (a polled source); by default it follows ``spec.source``.
     """
+    if origin is None:
+        origin = ORIGIN_POLL if spec.source in _POLLED_SOURCES else ORIGIN_LOG
     arrays = []
     for index, column in enumerate(spec.columns):
-        values = columns[index]
+        values = columns[index] if isinstance(columns[index], list) else list(columns[index])
         try:
-            array = to_arrow(values if isinstance(values, list) else list(values), column.arrow_type)
+            array = to_arrow(values, column.arrow_type)
         except ValueMismatch as bad:
-            raise _mismatch(spec, columns, bad.index, column.name, seqs, f"{describe_value(bad.value)}: {bad.reason}, "
-                            f"but the column is declared {column.declared_type or column.arrow_type}") from None
-        if array.null_count and column.name in spec.primary_key:
-            row = array.is_null().to_pylist().index(True)
-            raise _mismatch(spec, columns, row, column.name, seqs, "primary-key value is NULL")
+            detail = (
+                f"{describe_value(bad.value)}: {bad.reason}, but the column is declared "
+                f"{column.declared_type or column.arrow_type}"
+            )
+            raise mismatch_error(spec, columns, bad.index, column.name, seqs, detail, origin, fits=bad.value) from None
+        if column.name in spec.primary_key:
+            if array.null_count:
+                row = array.is_null().to_pylist().index(True)
+                raise mismatch_error(spec, columns, row, column.name, seqs, "primary-key value is NULL", origin)
+            affinity = column_affinity(spec, column)
+            row = key_misfit(values, array, column.arrow_type, affinity)
+            if row is not None:
+                canonical = canonical_stored(array[row].as_py(), column.arrow_type, affinity)
+                raise mismatch_error(
+                    spec, columns, row, column.name, seqs, key_detail(values[row], canonical), origin,
+                    canonical=canonical,
+                )
         arrays.append(array)
     return arrays
 
 
-def _mismatch(
+def misfit_detail(spec: TableSpec, column: str, value: Any) -> tuple[str, Any]:
+    """Why stored ``value`` cannot be ``column``'s (as :func:`convert_columns` says it), and the canonical
+    form a refused key must take (``_NO_VALUE`` if it is not a key's spelling that was refused)."""
+    col = spec.column(column)
+    if value is None:
+        return "primary-key value is NULL", _NO_VALUE
+    try:
+        array = to_arrow([value], col.arrow_type)
+    except ValueMismatch as bad:
+        return (
+            f"{describe_value(value)}: {bad.reason}, but the column is declared {col.declared_type or col.arrow_type}",
+            _NO_VALUE,
+        )
+    canonical = canonical_stored(array[0].as_py(), col.arrow_type, column_affinity(spec, col))
+    return key_detail(value, canonical), canonical
+
+
+def key_detail(stored: Any, canonical: Any) -> str:
+    """Why a primary-key value that is not in its canonical form is refused."""
+    return (
+        f"the primary-key value {describe_value(stored)} reads as the same lake value as "
+        f"{describe_value(canonical)}, its canonical spelling; two spellings of one value would become one "
+        "lake row, so keys are accepted only in the canonical spelling"
+    )
+
+
+def mismatch_error(
     spec: TableSpec,
     columns: Sequence[Sequence[Any]],
     row: int,
     column: str,
     seqs: Sequence[int] | None,
     detail: str,
+    origin: str,
+    *,
+    fits: Any = None,
+    canonical: Any = _NO_VALUE,
 ) -> TypeMismatchError:
+    """The TypeMismatchError for the value at ``row`` of ``column`` (row images in ``columns``)."""
     names = spec.column_names
     key = {k: columns[names.index(k)][row] for k in spec.primary_key}
     seq = seqs[row] if seqs is not None else None
-    where = f" (event {seq})" if seq is not None else ""
-    key_text = ", ".join(f"{k}={v!r}" for k, v in key.items())
+    return type_mismatch(spec, column, key, seq, detail, origin, fits=fits, canonical=canonical)
+
+
+def type_mismatch(
+    spec: TableSpec,
+    column: str,
+    key: dict[str, Any],
+    seq: int | None,
+    detail: str,
+    origin: str,
+    *,
+    fits: Any = None,
+    canonical: Any = _NO_VALUE,
+) -> TypeMismatchError:
+    """A TypeMismatchError whose message names the value and a way on that works from ``origin``.
+
+    ``canonical`` is the form a refused key must take; ``fits`` the stored value
+    that did not fit (for the type to suggest). Shared by the row and the
+    columnar readers, so both say the same.
+    """
+    key_text = ", ".join(f"{k}={_short(repr(v))}" for k, v in key.items())
+    where = f"table {spec.name!r}, column {column!r}, row {key_text}"
+    if origin == ORIGIN_LOG and seq is not None:
+        where += f" (event {seq})"
+    advice = _advice(spec, column, key, seq, origin, fits, canonical)
     return TypeMismatchError(
-        f"table {spec.name!r}, column {column!r}, row {key_text}{where}: {detail}. "
-        "Nothing from this event on was synced. Correct the captured event with "
-        f"lake.repair_event({spec.name!r}, {seq}, {{{column!r}: value}}) (and the row in the source), "
-        "or change the column's declared type, then sync again"
-        if seq is not None
-        else "Nothing was synced; fix the value in the source (or the column's declared type) and sync again",
+        f"{where}: {detail}. {advice}",
         table=spec.name,
         column=column,
         primary_key=key,
-        seq=seq,
+        seq=seq if origin != ORIGIN_SNAPSHOT else None,
     )
+
+
+def _advice(
+    spec: TableSpec, column: str, key: dict[str, Any], seq: int | None, origin: str, fits: Any, canonical: Any
+) -> str:
+    table = spec.name
+    if canonical is not _NO_VALUE:
+        fixed = _literal(canonical) if not isinstance(canonical, str) else repr(canonical)
+        fix_row = f"store the key as {fixed} in the source ({_update_sql(spec, column, _literal(canonical), key)})"
+    else:
+        fixed = "<a value that fits>"
+        fix_row = f"fix the value in the source ({_update_sql(spec, column, fixed, key)})"
+    if origin == ORIGIN_LOG and seq is not None:
+        return (
+            f"Nothing from this event on was synced. To go on, correct the captured event with "
+            f"lake.repair_event({table!r}, {seq}, {{{column!r}: {fixed}}}) and {fix_row}, then sync again "
+            "(a later event that carries the old value stops the same way and is corrected likewise)"
+        )
+    if origin == ORIGIN_SNAPSHOT:
+        retype = ""
+        suggested = _type_for(fits) if canonical is _NO_VALUE else "TEXT"
+        if suggested is not None:
+            retype = (
+                f", or mirror the column as another type: lake.register_table({table!r}, "
+                f"types={{{column!r}: {suggested!r}}})"
+            )
+        return (
+            f"The snapshot of {table!r} was not committed (the table stays registered and its changes are "
+            f"captured). To go on, {fix_row} and call lake.register_table({table!r}) again, which takes the "
+            f"snapshot anew{retype}"
+        )
+    return f"Nothing from this row on was synced. To go on, {fix_row} and sync again"
+
+
+def _type_for(value: Any) -> str | None:
+    """A declared type whose column accepts ``value`` (and numbers, which TEXT also accepts)."""
+    if isinstance(value, InvalidText) or value is None:
+        return None
+    return {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value))
+
+
+def _update_sql(spec: TableSpec, column: str, value_sql: str, key: dict[str, Any]) -> str:
+    literals = {k: _literal(v) for k, v in key.items()}
+    if any(len(text) > _LONG for text in literals.values()):  # the key is in the error's primary_key
+        where = "<the key of this row>"
+    else:
+        where = " AND ".join(f"{quote_ident(k)} = {text}" for k, text in literals.items())
+    return f"UPDATE {quote_ident(spec.name)} SET {quote_ident(column)} = {value_sql} WHERE {where}"
+
+
+_LONG = 200
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LONG else text[: _LONG - 3] + "..."
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return f"X'{bytes(value).hex()}'"
+    if isinstance(value, float):
+        return real_text(value)
+    return str(value)
 
 
 def events_from_log_rows(spec: TableSpec, rows: Sequence[tuple]) -> pa.Table:
@@ -70,7 +224,7 @@ def events_from_log_rows(spec: TableSpec, rows: Sequence[tuple]) -> pa.Table:
     transposed = list(zip(*rows))
     seqs = transposed[0]
     width = len(spec.columns)
-    user = convert_columns(spec, transposed[4 : 4 + width], seqs)
+    user = convert_columns(spec, transposed[4 : 4 + width], seqs, origin=ORIGIN_LOG)
     return _assemble(
         spec,
         user,
@@ -87,7 +241,7 @@ def events_from_rows(
     n = len(rows)
     seqs = range(first_seq, first_seq + n)
     columns = list(zip(*rows)) if rows else [[] for _ in spec.columns]
-    user = convert_columns(spec, columns, seqs)
+    user = convert_columns(spec, columns, seqs, origin=ORIGIN_SNAPSHOT)
     return _assemble(
         spec,
         user,

@@ -7,11 +7,11 @@ Mirrored tables cannot be altered here (see :mod:`rhei_lake.capture.sqlite_guard
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from rhei_lake.capture.sqlite_db import translate_sqlite_error
-from rhei_lake.capture.sqlite_guard import BATCH_SAVEPOINT, Refusal, mentions_alter, write_guard
+from rhei_lake.capture.sqlite_guard import BATCH_SAVEPOINT, Refusal, may_change_schema, write_guard
 from rhei_lake.errors import ConfigError, RheiError
 
 Params = Sequence[Any] | Mapping[str, Any]
@@ -22,7 +22,7 @@ Statement = str | tuple[str, Params]
 def execute(conn: sqlite3.Connection, sql: str, params: Params, *, mirrored: Collection[str], path: str) -> int:
     """Run one statement; returns the number of rows changed."""
     refusal = Refusal()
-    guarded = mentions_alter(sql)
+    guarded = may_change_schema(sql)
     if guarded:
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=False))
     try:
@@ -37,13 +37,21 @@ def execute(conn: sqlite3.Connection, sql: str, params: Params, *, mirrored: Col
 
 
 def execute_batch(
-    conn: sqlite3.Connection, statements: Iterable[Statement], *, mirrored: Collection[str], path: str
+    conn: sqlite3.Connection,
+    statements: Iterable[Statement],
+    *,
+    mirrored: Collection[str],
+    path: str,
+    check: Callable[[sqlite3.Connection, set[str]], None] | None = None,
 ) -> int:
     """Run ``statements`` in one transaction, all or nothing; returns the rows changed in total.
 
     Inside a transaction the caller opened, the batch is a savepoint of it.
     A failing statement rolls the whole batch back and the error names its
     position. Statements that would end or open the transaction are refused.
+    ``check(conn, dropped)`` runs after the last statement, before the batch
+    commits, with the mirrored tables the batch dropped (a rebuild); an error it
+    raises rolls the batch back.
     """
     batch = [_normalize(i, s) for i, s in enumerate(statements)]
     refusal = Refusal()
@@ -55,7 +63,8 @@ def execute_batch(
     changed = 0
     index = -1
     try:
-        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True))
+        dropped: set[str] = set()
+        conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True, dropped=dropped))
         try:
             for index, (sql, params) in enumerate(batch):
                 cursor = conn.execute(sql, params)
@@ -63,6 +72,8 @@ def execute_batch(
                 changed += max(cursor.rowcount, 0)
         finally:
             conn.set_authorizer(None)
+        if check is not None:
+            check(conn, dropped)
         conn.execute(f"RELEASE {BATCH_SAVEPOINT}" if nested else "COMMIT")
         return changed
     except BaseException as exc:

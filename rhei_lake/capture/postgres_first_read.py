@@ -25,6 +25,17 @@ import pyarrow.compute as pc
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
+from rhei_lake.capture.types import key_misfit
+from rhei_lake.catalog import TableSpec
+
+
+def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.Array]) -> bool:
+    """Whether a key read as text (a column ``types=`` reads as a timestamp, say) is not in its canonical spelling."""
+    for i, column in enumerate(spec.columns):
+        if column.name in spec.primary_key and pa.types.is_string(raw.column(i).type):
+            if key_misfit(raw.column(i).to_pylist(), arrays[i], column.arrow_type, None) is not None:
+                return True
+    return False
 
 
 def adbc_postgres_available() -> bool:
@@ -112,6 +123,8 @@ class PostgresFirstRead:
                     arrays = [raw.column(i).cast(c.arrow_type) for i, c in enumerate(spec.columns)]
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                     raise NeedsDiagnosis from None
+                if _key_spelt_otherwise(spec, raw, arrays):
+                    raise NeedsDiagnosis  # the row poll names it
                 table = pa.Table.from_arrays(arrays, schema=spec.schema)
                 yield table, soft_deleted(table.column(deleted_at)) if deleted_at else None
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.capture.cdc_log import Registration
-from rhei_lake.capture.events import events_from_rows
+from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
@@ -122,8 +122,12 @@ class ColumnarSnapshot(SnapshotRun):
                 next_seq += n
                 yield pa.RecordBatch.from_arrays([*arrays, seq, op, ts], schema=schema)
         except NeedsDiagnosis:
-            for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis
-                pass
+            try:
+                for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis
+                    pass
+            except SourceError as exc:
+                if "type mismatch" not in str(exc).lower():
+                    raise
             raise self._diagnose(batch_rows) from None
         except SourceError as exc:
             if "type mismatch" not in str(exc).lower():
@@ -136,7 +140,7 @@ class ColumnarSnapshot(SnapshotRun):
         for raw in after_witness(self._reader.query(sql, batch_rows=batch_rows)):
             _, misfit = convert(typed, raw)
             if misfit is not None:
-                return misfit_error(self.spec, typed, raw, misfit, seq=None)
+                return misfit_error(self.spec, typed, raw, misfit)
         return SourceError(f"snapshot of {self.spec.name!r}: the fast read saw a misfit the strict read did not")
 
     def close(self) -> None:
@@ -144,26 +148,11 @@ class ColumnarSnapshot(SnapshotRun):
 
 
 def misfit_error(
-    spec: TableSpec, typed: TypedSelect, raw: pa.RecordBatch, misfit: Misfit, *, seq: int | None
+    spec: TableSpec, typed: TypedSelect, raw: pa.RecordBatch, misfit: Misfit, *, origin: str = ORIGIN_SNAPSHOT
 ) -> TypeMismatchError:
-    """The TypeMismatchError for a misfit the typed read found (same wording as the row path)."""
-    key = {k: typed.raw_value(raw, k, misfit.row) for k in spec.primary_key}
-    column = spec.column(misfit.column)
-    where = f" (event {seq})" if seq is not None else ""
-    key_text = ", ".join(f"{k}={v!r}" for k, v in key.items())
-    if misfit.value == "NULL" and misfit.column in spec.primary_key:
-        detail = "primary-key value is NULL"
-    else:
-        detail = (
-            f"{misfit.value} ({misfit.storage.upper()}) does not fit the column, "
-            f"declared {column.declared_type or column.arrow_type}"
-        )
-    return TypeMismatchError(
-        f"table {spec.name!r}, column {misfit.column!r}, row {key_text}{where}: {detail}. "
-        "Nothing from this row on was synced; fix the value in the source "
-        "(or the column's declared type) and sync again",
-        table=spec.name,
-        column=misfit.column,
-        primary_key=key,
-        seq=seq,
-    )
+    """The TypeMismatchError for a misfit the typed read found (the row path's words)."""
+    key = {
+        k: misfit.value if k == misfit.column else typed.raw_value(raw, k, misfit.row) for k in spec.primary_key
+    }
+    detail, canonical = misfit_detail(spec, misfit.column, misfit.value)
+    return type_mismatch(spec, misfit.column, key, None, detail, origin, fits=misfit.value, canonical=canonical)

@@ -8,8 +8,9 @@ half-done and no SQL has to be parsed by us to find out what it does.
   The OLTP read path runs user SQL under it (on top of ``PRAGMA query_only``).
 * :func:`write_guard`: everything, except altering a mirrored table (its
   triggers and lake schema would silently drift: use ``add_column`` /
-  ``drop_column``) and, inside :meth:`~rhei_lake.Lake.execute_batch`, ending
-  or opening the batch's transaction.
+  ``drop_column``), dropping one outside a batch (a rebuild's ``DROP TABLE``
+  belongs in :meth:`~rhei_lake.Lake.execute_batch`, whose end judges the
+  result) and, inside a batch, ending or opening the batch's transaction.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def read_only(refusal: Refusal) -> Authorizer:
     return authorize
 
 
-def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) -> Authorizer:
-    """Allow everything but ALTER TABLE on a mirrored table (and transaction control in a batch)."""
-    lowered = {name.lower() for name in mirrored}
+def write_guard(
+    refusal: Refusal, mirrored: Collection[str], *, in_batch: bool, dropped: set[str] | None = None
+) -> Authorizer:
+    """Allow everything but ALTER TABLE on a mirrored table, DROP TABLE of one outside a batch
+    (and transaction control in a batch). ``dropped`` collects the mirrored tables a batch drops."""
+    lowered = {name.lower(): name for name in mirrored}
 
     def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
         if action == sqlite3.SQLITE_ALTER_TABLE and (arg2 or "").lower() in lowered:
@@ -63,6 +67,18 @@ def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) 
                 SchemaError(
                     f"table {arg2!r} is mirrored: change its columns with add_column()/drop_column() so its "
                     "triggers and lake schema follow (renaming it or its columns is not supported)"
+                )
+            )
+        if action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered and in_batch:
+            if dropped is not None:
+                dropped.add(lowered[(arg1 or "").lower()])
+        elif action == sqlite3.SQLITE_DROP_TABLE and (arg1 or "").lower() in lowered:
+            return refusal.deny(
+                SchemaError(
+                    f"table {arg1!r} is mirrored: dropping it would end its capture. To rebuild it (create a new "
+                    "table, copy the rows, drop the old one, rename the new one), run those statements in one "
+                    f"execute_batch(): a rebuild that keeps the primary key is followed. To stop mirroring it, "
+                    f"unregister_table({arg1!r}) first"
                 )
             )
         if in_batch and action == sqlite3.SQLITE_TRANSACTION:
@@ -74,6 +90,7 @@ def write_guard(refusal: Refusal, mirrored: Collection[str], *, in_batch: bool) 
     return authorize
 
 
-def mentions_alter(sql: str) -> bool:
-    """Whether ``sql`` could be an ALTER statement (a cheap pre-check before installing the guard)."""
-    return "alter" in sql.lower()
+def may_change_schema(sql: str) -> bool:
+    """Whether ``sql`` could be an ALTER or DROP statement (a cheap pre-check before installing the guard)."""
+    low = sql.lower()
+    return "alter" in low or "drop" in low

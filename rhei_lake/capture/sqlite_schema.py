@@ -66,8 +66,13 @@ def read_table_spec(
     for col_name, declared, not_null, pk, hidden in rows:
         if hidden == 1:  # hidden columns of virtual tables
             continue
-        declared_type = overrides.pop(col_name, declared)
-        columns.append(make_column(col_name, declared_type, table=canonical, not_null=bool(not_null)))
+        if col_name in overrides:
+            column = make_column(
+                col_name, overrides.pop(col_name), table=canonical, not_null=bool(not_null), source_type=declared
+            )
+        else:
+            column = make_column(col_name, declared, table=canonical, not_null=bool(not_null))
+        columns.append(column)
         if pk:
             keyed.append((pk, col_name))
     if overrides:

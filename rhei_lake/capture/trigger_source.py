@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
-from rhei_lake.capture import cdc_log
+from rhei_lake import faults
+from rhei_lake.capture import cdc_log, reconcile_log, schema_watch
 from rhei_lake.capture.cdc_log import STATE_READY, STATE_SNAPSHOT, Registration
 from rhei_lake.capture.events import events_from_log_rows
+from rhei_lake.capture.reconcile_log import PendingEvents
+from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
@@ -30,6 +33,9 @@ from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 
 SOURCE_KIND = "sqlite-trigger"
 _WARM_COLUMNAR_EVENTS = 2_000
+
+DeriveEvents = Callable[[TableSpec, TableSpec, pa.Table], pa.Table]
+"""``derive(mirrored_spec, new_spec, rows)``: the events that bring the lake to ``rows`` (user columns + ``_rhei_op``)."""
 
 
 @dataclass
@@ -55,6 +61,7 @@ class TriggerSource:
         self._prune_conn: sqlite3.Connection | None = None
         self._prune_lock = threading.Lock()
         self._lock = threading.RLock()
+        self._verified_cookie: int | None = None
         self._conn = connect(path)
         try:
             enable_wal(self._conn, path)
@@ -97,21 +104,28 @@ class TriggerSource:
         with self._lock:
             reader = None
             try:
-                if canonical_table_name(self._conn, name) not in self._registrations:
+                pending = self._registrations.get(canonical_table_name(self._conn, name))
+                if pending is None or not pending.ready:
                     reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
-                if current is not None:
+                same = current is not None and current.spec.same_shape(spec)
+                if current is not None and (current.ready or same):
                     self._conn.execute("ROLLBACK")
-                    if current.spec.columns != spec.columns or current.spec.primary_key != spec.primary_key:
+                    if not same:
                         raise SchemaError(
-                            f"table {spec.name!r} is already registered with a different schema; "
-                            "use add_column/drop_column to evolve it"
+                            f"table {spec.name!r} is already registered, with columns "
+                            f"{[f'{c.name} {c.declared_type}' for c in current.spec.columns]}; types= applies "
+                            "to a table's first registration only. Add or drop columns with "
+                            "lake.add_column/lake.drop_column"
                         )
                     if reader is not None:
                         reader.close()
                     return None
+                if current is not None:  # its snapshot never landed: registered again with other types
+                    drop_triggers(self._conn, spec.name)
+                    cdc_log.delete_table_events(self._conn, spec.name)
                 return self._begin_snapshot(spec, reader)
             except BaseException as exc:
                 self._rollback()
@@ -152,6 +166,7 @@ class TriggerSource:
         """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
+        schema_watch.record(self._conn, spec.name)
         rows = self._conn.execute(f"SELECT count(*) FROM {quote_ident(spec.name)}").fetchone()[0]
         snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
         registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
@@ -208,6 +223,8 @@ class TriggerSource:
                 raise translate_sqlite_error(exc, self.path) from exc
             try:
                 before()
+                first = cdc_log.max_seq(self._conn) + 1  # the first event of the new layout
+                spec = schema_watch.stamp_added_columns(self._registrations[table].spec, spec, first)
                 drop_triggers(self._conn, table)
                 for statement in ddl:
                     self._conn.execute(statement)
@@ -218,6 +235,7 @@ class TriggerSource:
                     )
                 self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
                 install_triggers(self._conn, spec)
+                schema_watch.record(self._conn, table)
                 registration = replace(self._registrations[table], spec=spec)
                 cdc_log.write_registration(self._conn, registration)
                 self._conn.execute("COMMIT")
@@ -231,19 +249,140 @@ class TriggerSource:
                 raise
             self._registrations[table] = registration
 
-    def unregister(self, table: str) -> None:
-        """Drop the triggers and registry entry of ``table`` (its lake tables stay)."""
+    def unregister(self, table: str, *, before: Callable[[], None] = lambda: None) -> None:
+        """Drop the triggers and registry entry of ``table`` (its lake tables stay).
+
+        ``before()`` runs first in the same IMMEDIATE transaction (it commits the
+        events captured so far), so no write to the table falls in between.
+        """
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
+                before()
                 drop_triggers(self._conn, table)
                 cdc_log.delete_table_events(self._conn, table)
                 self._conn.execute(f"DELETE FROM {cdc_log.REGISTRY_TABLE} WHERE name = ?", (table,))
+                schema_watch.forget(self._conn, table)
+                reconcile_log.discard_table(self._conn, table)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 self._rollback()
-                raise translate_sqlite_error(exc, self.path) from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
+                raise
             self._registrations.pop(table, None)
+
+    # -- schema changes made outside rhei_lake ---------------------------
+    def schema_drifts(self) -> tuple[int, list[SchemaDrift]]:
+        """SQLite's schema cookie, and how each ready table differs from what is mirrored.
+
+        One ``PRAGMA`` read when the cookie did not move since the last
+        :meth:`schema_verified`; otherwise every ready table is compared with
+        its fingerprint (see :mod:`rhei_lake.capture.schema_watch`).
+        """
+        with self._lock:
+            try:
+                cookie = schema_watch.schema_cookie(self._conn)
+                if cookie == self._verified_cookie:
+                    return cookie, []
+                ready = {name: reg.spec for name, reg in self._registrations.items() if reg.ready}
+                return cookie, schema_watch.judge(self._conn, ready)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def schema_verified(self, cookie: int) -> None:
+        """Every mirrored table matched its fingerprint when the schema cookie was ``cookie``."""
+        with self._lock:
+            self._verified_cookie = cookie
+
+    def follow_schema(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> SchemaDrift | None:
+        """Follow a change of ``table``'s schema made outside rhei_lake; returns it (``None``: nothing changed).
+
+        One IMMEDIATE transaction, so no write can slip between the judgement
+        and the new triggers: ``before()`` commits the events already captured
+        (they use the mirrored layout); the table is judged again (a refused
+        change raises :class:`~rhei_lake.errors.SchemaChangedError`); its rows
+        are read and ``derive`` turns them into the events the lake lacks; those
+        get sequence numbers reserved in the CDC log and are stored until the
+        lake has them (:mod:`rhei_lake.capture.reconcile_log`); the triggers,
+        registry and fingerprint are rewritten for the new spec. Columns the
+        table gained are valid from the first of those sequence numbers.
+        """
+        with self._lock:
+            try:
+                reader = self._columnar_reader(table)  # started before the lock, as for a registration
+            except SchemaError:
+                reader = None  # the table is gone: judged below
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if reader is not None:
+                    reader.close()
+                raise translate_sqlite_error(exc, self.path) from exc
+            try:
+                before()
+                mirrored = self._registrations[table]
+                drift = schema_watch.inspect(
+                    self._conn, mirrored.spec, schema_watch.read_fingerprints(self._conn).get(table)
+                )
+                if drift is None:
+                    self._conn.execute("ROLLBACK")
+                    return None
+                if drift.action == "refuse":
+                    raise drift.error()
+                assert drift.spec is not None
+                first = cdc_log.max_seq(self._conn) + 1
+                spec = schema_watch.stamp_added_columns(mirrored.spec, drift.spec, first)
+                rows = reconcile_log.table_rows_columnar(reader, spec) if reader is not None else None
+                if rows is None:
+                    rows = reconcile_log.table_rows(self._conn, spec)
+                derived = derive(mirrored.spec, spec, rows)
+                if derived.num_rows:
+                    start, _, ts = cdc_log.reserve_snapshot(self._conn, table, derived.num_rows)
+                    reconcile_log.store(self._conn, table, reconcile_log.numbered(spec, derived, start + 1, ts))
+                self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
+                install_triggers(self._conn, spec)
+                schema_watch.record(self._conn, table)
+                registration = replace(mirrored, spec=spec)
+                cdc_log.write_registration(self._conn, registration)
+                faults.point("schema.follow_before_commit")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                self._slots = cdc_log.log_slots(self._conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
+                raise
+            finally:
+                if reader is not None:
+                    reader.close()
+            self._registrations[table] = registration
+            return drift
+
+    def pending_reconciled(self) -> list[PendingEvents]:
+        """Events a schema follow derived that the lake may not have yet, in sequence order."""
+        with self._lock:
+            try:
+                return reconcile_log.pending(self._conn)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def discard_reconciled(self, first_seqs: list[int]) -> None:
+        """Forget derived events the lake has committed (inside a transaction already open here, or in one of its own)."""
+        with self._lock:
+            own = not self._conn.in_transaction
+            try:
+                if own:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                reconcile_log.discard(self._conn, first_seqs)
+                if own:
+                    self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if own:
+                    self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
 
     # -- events ----------------------------------------------------------
     def read(self, after: int, limit: int) -> LogBatch:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -34,8 +35,19 @@ import pyarrow.compute as pc
 
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.triggers import TS_MICROS
-from rhei_lake.capture.types import ValueMismatch, timestamp_micros, to_arrow
-from rhei_lake.catalog import TIMESTAMP_TYPE, Column, TableSpec
+from rhei_lake.capture.types import (
+    NUMBER_PATTERN,
+    InvalidText,
+    ValueMismatch,
+    column_affinity,
+    decode_text,
+    key_misfit,
+    real_text,
+    sqlite_affinity,
+    timestamp_micros,
+    to_arrow,
+)
+from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 
 LOG_WHERE = "WHERE tbl = ? AND seq > ? AND seq <= ? AND op <> 'S' ORDER BY 1"
 
@@ -52,27 +64,14 @@ class NeedsDiagnosis(Exception):
     """A fast read saw a value that may not fit: rerun strictly to find it."""
 
 
-def sqlite_affinity(declared: str) -> str:
-    """SQLite's column affinity for a declared type (its five rules, in order)."""
-    upper = (declared or "").upper()
-    if "INT" in upper:
-        return "INTEGER"
-    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
-        return "TEXT"
-    if "BLOB" in upper or not upper:
-        return "BLOB"
-    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
-        return "REAL"
-    return "NUMERIC"
-
-
-def _kind(dtype: pa.DataType) -> str:
+def _kind(dtype: pa.DataType, affinity: str | None) -> str:
     if pa.types.is_int64(dtype):
         return "int"
     if pa.types.is_float64(dtype):
         return "real"
     if pa.types.is_string(dtype):
-        return "text"
+        # Under any affinity but TEXT a text column may also hold numbers, kept as their text.
+        return "text" if affinity in ("TEXT", None) else "split"
     if pa.types.is_binary(dtype):
         return "blob"
     if pa.types.is_boolean(dtype):
@@ -84,9 +83,8 @@ def _kind(dtype: pa.DataType) -> str:
     raise ValueError(f"no typed read for {dtype}")
 
 
-def _guaranteed(column: Column, kind: str) -> bool:
+def _guaranteed(affinity: str | None, kind: str) -> bool:
     """Whether the affinity alone keeps misfits visible to ADBC's typing (no SQL check needed)."""
-    affinity = sqlite_affinity(column.declared_type)
     return (kind, affinity) in (("int", "INTEGER"), ("real", "REAL"), ("text", "TEXT"))
 
 
@@ -112,8 +110,14 @@ def _parts(x: str, kind: str, strict: bool) -> list[tuple[str, str]]:
     return [(f"CASE WHEN typeof({x}) = 'blob' THEN {x} END", "x''")]
 
 
-def _misfit(x: str, kind: str, key: bool) -> str:
-    """SQL that is true when stored value ``x`` does not fit its declared kind."""
+def _misfit(x: str, kind: str, *, null_key: bool, canonical_key: str | None) -> str:
+    """SQL that is true when stored value ``x`` does not fit its declared kind.
+
+    ``null_key``: a NULL misfits too. ``canonical_key``: the column is a key of
+    this affinity, and a value that is not its lake value's canonical form
+    (:func:`~rhei_lake.capture.types.key_misfit`) misfits; checked here only
+    where the read itself cannot tell (a REAL column's integers and reals).
+    """
     check = {
         "int": f"typeof({x}) NOT IN ('integer', 'null')",
         "real": f"typeof({x}) NOT IN ('real', 'integer', 'null') OR (typeof({x}) = 'integer' "
@@ -124,7 +128,12 @@ def _misfit(x: str, kind: str, key: bool) -> str:
         "date": f"typeof({x}) NOT IN ('text', 'null') OR (typeof({x}) = 'text' AND length({x}) <> 10)",
         "split": f"typeof({x}) = 'blob'",
     }[kind]
-    return f"({check}) OR {x} IS NULL" if key else check
+    if kind == "real" and canonical_key in ("NUMERIC", "INTEGER"):
+        # SQLite stores a whole REAL there as an INTEGER: one that stayed REAL is another spelling
+        check += f" OR (typeof({x}) = 'real' AND {x} = CAST({x} AS INTEGER) AND {x} > -9223372036854775808.0)"
+    elif kind == "real" and canonical_key in ("TEXT", "BLOB"):
+        check += f" OR typeof({x}) = 'integer'"
+    return f"({check}) OR {x} IS NULL" if null_key else check
 
 
 @dataclass(frozen=True)
@@ -136,24 +145,34 @@ class TypedSelect:
     leading: int
     strict: bool
 
+    @cached_property
+    def kinds(self) -> tuple[tuple[str, str | None], ...]:
+        """``(kind, affinity)`` of each user column."""
+        return tuple(
+            (_kind(c.arrow_type, affinity), affinity)
+            for c, affinity in ((c, column_affinity(self.spec, c)) for c in self.spec.columns)
+        )
+
     @property
     def reports(self) -> bool:
         """Whether the read ends with a misfit-report column (strict, or a column its affinity does not guard)."""
-        return self.strict or not all(_guaranteed(c, _kind(c.arrow_type)) for c in self.spec.columns)
+        return self.strict or not all(_guaranteed(affinity, kind) for kind, affinity in self.kinds)
 
     def _widths(self) -> list[int]:
-        return [3 if _kind(c.arrow_type) == "split" else 1 for c in self.spec.columns]
+        return [3 if kind == "split" else 1 for kind, _ in self.kinds]
 
     def select_list(self) -> tuple[list[str], list[str]]:
         """(row expressions, witness expressions) for the user columns and the misfit report."""
         exprs, witnesses, misfits = [], [], []
         for index, (column, x) in enumerate(zip(self.spec.columns, self.exprs, strict=True)):
-            kind = _kind(column.arrow_type)
+            kind, affinity = self.kinds[index]
             for expr, witness in _parts(x, kind, self.strict):
                 exprs.append(expr)
                 witnesses.append(witness)
-            if self.strict or not _guaranteed(column, kind):
-                misfits.append((index, _misfit(x, kind, self.strict and column.name in self.spec.primary_key), x))
+            key = column.name in self.spec.primary_key
+            if self.strict or not _guaranteed(affinity, kind):
+                check = _misfit(x, kind, null_key=self.strict and key, canonical_key=affinity if key else None)
+                misfits.append((index, check, x))
         if self.strict:
             report = " ".join(
                 f"WHEN {m} THEN '{i}:' || typeof({x}) || ':' || coalesce(quote({x}), 'NULL')" for i, m, x in misfits
@@ -212,12 +231,11 @@ def log_sql(spec: TableSpec, log_table: str, *, strict: bool = False) -> tuple[s
 
 @dataclass
 class Misfit:
-    """The first value of a batch that does not fit its declared type."""
+    """The first value of a batch that does not fit its declared type (or, in a key, is not canonical)."""
 
     row: int
     column: str
-    value: str
-    storage: str
+    value: Any  # as stored
 
 
 def after_witness(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -241,30 +259,75 @@ def convert(typed: TypedSelect, batch: pa.RecordBatch) -> tuple[list[pa.Array], 
         if not typed.strict:
             raise NeedsDiagnosis
         row = pc.index(pc.is_valid(report), True).as_py()
-        index, storage, value = str(report[row].as_py()).split(":", 2)
-        return [], Misfit(row, names[int(index)], value, storage)
+        index, storage, quoted = report.cast(pa.binary())[row].as_py().split(b":", 2)  # text may not be UTF-8
+        return [], Misfit(row, names[int(index)], unquote(storage.decode(), quoted))
     arrays: list[pa.Array] = []
     pos = typed.leading
-    for column in typed.spec.columns:
-        kind = _kind(column.arrow_type)
+    for column, (kind, affinity) in zip(typed.spec.columns, typed.kinds, strict=True):
+        width = 3 if kind == "split" else 1
+        parts = [batch.column(pos + k) for k in range(width)]
+        pos += width
         try:
-            if kind == "split":
-                array = _split([batch.column(pos + k) for k in range(3)], column.arrow_type)
-                pos += 3
-            else:
-                array = _single(batch.column(pos), kind, typed.strict)
-                pos += 1
+            array = _split(parts, column.arrow_type) if kind == "split" else _single(parts[0], kind, typed.strict)
         except ValueMismatch as bad:
             if not typed.strict:
                 raise NeedsDiagnosis from None
-            return [], Misfit(bad.index, column.name, repr(bad.value), bad.reason)
-        if array.null_count and column.name in typed.spec.primary_key:
-            if not typed.strict:
-                raise NeedsDiagnosis
-            row = pc.index(pc.is_null(array), True).as_py()
-            return [], Misfit(row, column.name, "NULL", "null")
+            return [], Misfit(bad.index, column.name, bad.value)
+        if column.name in typed.spec.primary_key:
+            if array.null_count:
+                if not typed.strict:
+                    raise NeedsDiagnosis
+                row = pc.index(pc.is_null(array), True).as_py()
+                return [], Misfit(row, column.name, None)
+            row = _key_misfit(parts, kind, array, column.arrow_type, affinity)
+            if row is not None:
+                if not typed.strict:
+                    raise NeedsDiagnosis
+                return [], Misfit(row, column.name, _merged_value(parts, row))
         arrays.append(array)
     return arrays, None
+
+
+def unquote(storage: str, quoted: bytes) -> Any:
+    """The stored value SQLite's ``quote()`` printed (a REAL's 20 digits read back as the same double)."""
+    if storage == "null":
+        return None
+    if storage == "integer":
+        return int(quoted)
+    if storage == "real":
+        return float(quoted)
+    if storage == "blob":
+        return bytes.fromhex(quoted[2:-1].decode())
+    return decode_text(quoted[1:-1].replace(b"''", b"'"))
+
+
+def _merged_value(parts: list[pa.Array], row: int) -> Any:
+    return next((v for v in (part[row].as_py() for part in parts) if v is not None), None)
+
+
+_TEXT_NUMBER = "^" + NUMBER_PATTERN + "$"
+
+
+def _key_misfit(parts: list[pa.Array], kind: str, array: pa.Array, dtype: pa.DataType, affinity: str | None) -> int | None:
+    """:func:`~rhei_lake.capture.types.key_misfit` of a key column's raw parts, vectorised where it can be."""
+    if kind != "split":
+        return None  # single reads: checked in SQL where needed (see _misfit)
+    ints, reals, texts = parts
+    if pa.types.is_string(dtype) and affinity in ("NUMERIC", "INTEGER") and reals.null_count == len(reals):
+        # integers are canonical here; text is, unless it reads as a number (SQLite would have stored that)
+        numeric = pc.match_substring_regex(texts.cast(pa.string()), _TEXT_NUMBER)
+        if not pc.any(numeric).as_py():
+            return None
+    elif pa.types.is_timestamp(dtype) and ints.null_count == len(ints) and reals.null_count == len(reals):
+        if pc.all(pc.equal(texts.cast(pa.string()), _timestamp_texts(array))).as_py():
+            return None
+    return key_misfit(_merge_py(ints, reals, texts), array, dtype, affinity)
+
+
+def _timestamp_texts(array: pa.Array) -> pa.Array:
+    """:func:`~rhei_lake.capture.types.timestamp_text` of each instant, in Arrow."""
+    texts = pc.strftime(array, format="%Y-%m-%d %H:%M:%S")  # microseconds: always ".ffffff"
+    return pc.if_else(pc.ends_with(texts, ".000000"), pc.utf8_slice_codeunits(texts, 0, 19), texts)
 
 
 def _single(raw: pa.Array, kind: str, strict: bool) -> pa.Array:
@@ -278,6 +341,8 @@ def _single(raw: pa.Array, kind: str, strict: bool) -> pa.Array:
             raw = pa.nulls(len(raw), expected)
     if kind == "bool":
         return raw.cast(pa.bool_())
+    if kind in ("text", "date"):
+        _check_utf8(raw)
     if kind == "date":
         try:
             return raw.cast(pa.date32())
@@ -286,24 +351,71 @@ def _single(raw: pa.Array, kind: str, strict: bool) -> pa.Array:
     return raw
 
 
+def _check_utf8(texts: pa.Array) -> None:
+    """ADBC hands over SQLite text as it is stored, which need not be UTF-8: refuse such a value."""
+    try:
+        texts.validate(full=True)
+    except pa.ArrowInvalid:
+        for i, raw in enumerate(texts.cast(pa.binary()).to_pylist()):
+            if raw is not None:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueMismatch(i, InvalidText(raw), "not valid UTF-8") from None
+        raise
+
+
 def _split(parts: list[pa.Array], dtype: pa.DataType) -> pa.Array:
     ints, reals, texts = parts
+    _check_utf8(texts)
     if pa.types.is_decimal(dtype):
         return to_arrow(_merge_py(ints, reals, texts), dtype)
-    micros = [
-        pc.multiply_checked(ints.cast(pa.int64()), 1_000_000) if ints.null_count != len(ints) else None,
-        pc.round(pc.multiply(reals.cast(pa.float64()), 1e6)).cast(pa.int64()) if reals.null_count != len(reals) else None,
-        _parse_texts(texts) if texts.null_count != len(texts) else None,
-    ]
-    present = [m for m in micros if m is not None]
+    if pa.types.is_string(dtype):
+        return _split_text(ints, reals, texts)
+    return _split_timestamps(ints, reals, texts)
+
+
+def _split_timestamps(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> pa.Array:
+    """UTC micros of integer and real epoch seconds and of date/time text, as ``to_arrow`` reads them."""
+    present, bad = [], []
+    if ints.null_count != len(ints):
+        ints = ints.cast(pa.int64())
+        ok = pc.and_(pc.greater_equal(ints, _MIN_US // 1_000_000), pc.less_equal(ints, _MAX_US // 1_000_000))
+        bad.append(pc.invert(pc.fill_null(ok, True)))
+        present.append(pc.multiply(pc.if_else(ok, ints, None), 1_000_000))
+    if reals.null_count != len(reals):
+        scaled = pc.round(pc.multiply(reals.cast(pa.float64()), 1e6))  # as Python's round(r * 1e6): half to even
+        ok = pc.and_(pc.greater(scaled, -9.2e18), pc.less(scaled, 9.2e18))  # false for inf; NaN is never stored
+        bad.append(pc.invert(pc.fill_null(ok, True)))
+        present.append(pc.if_else(ok, scaled, None).cast(pa.int64()))
+    if texts.null_count != len(texts):
+        micros, unreadable = _parse_texts(texts)
+        bad.append(unreadable)
+        present.append(micros)
     if not present:
         return pa.nulls(len(ints), TIMESTAMP_TYPE)
     combined = pc.coalesce(*present) if len(present) > 1 else present[0]
     out_of_range = pc.or_(pc.less(combined, _MIN_US), pc.greater(combined, _MAX_US))
-    if pc.any(out_of_range).as_py():
-        row = pc.index(out_of_range, True).as_py()
-        raise ValueMismatch(row, _merge_py(ints, reals, texts)[row], "timestamp out of range (years 1-9999)")
+    bad.append(pc.fill_null(out_of_range, False))
+    any_bad = bad[0]
+    for mask in bad[1:]:
+        any_bad = pc.or_(any_bad, mask)
+    if pc.any(any_bad).as_py():
+        row = pc.index(any_bad, True).as_py()
+        raise ValueMismatch(row, _merge_py(ints, reals, texts)[row], "expected date/time text or Unix epoch seconds")
     return combined.cast(TIMESTAMP_TYPE)
+
+
+def _split_text(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> pa.Array:
+    """Text as stored; integers and reals as their text (:func:`~rhei_lake.capture.types.to_arrow`'s rules)."""
+    present = [texts.cast(pa.string())] if texts.null_count != len(texts) else []
+    if ints.null_count != len(ints):
+        present.append(ints.cast(pa.int64()).cast(pa.string()))
+    if reals.null_count != len(reals):
+        present.append(pa.array([None if r is None else real_text(r) for r in reals.to_pylist()], pa.string()))
+    if not present:
+        return pa.nulls(len(ints), pa.string())
+    return pc.coalesce(*present) if len(present) > 1 else present[0]
 
 
 def _merge_py(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> list[Any]:
@@ -311,8 +423,12 @@ def _merge_py(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> list[Any]:
             for i, r, t in zip(ints.to_pylist(), reals.to_pylist(), texts.to_pylist(), strict=True)]
 
 
-def _parse_texts(texts: pa.Array) -> pa.Array:
-    """ISO 8601 text to UTC micros: the formats both parsers agree on vectorised, the rest one by one."""
+def _parse_texts(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Date/time text to UTC micros, and which texts are not readable (or out of range).
+
+    The forms both parsers agree on are read in Arrow, the rest one by one by
+    :func:`~rhei_lake.capture.types.timestamp_micros`.
+    """
     texts = texts.cast(pa.string())
     naive = pc.match_substring_regex(texts, _NAIVE)
     aware = pc.match_substring_regex(texts, _AWARE)
@@ -326,13 +442,18 @@ def _parse_texts(texts: pa.Array) -> pa.Array:
         out = pa.nulls(len(texts), pa.int64())
         naive = aware = pa.array([False] * len(texts))
     rest = pc.and_(pc.is_valid(texts), pc.invert(pc.or_(naive, aware)))
+    unreadable = [False] * len(texts)
     if pc.any(rest).as_py():
         values = out.to_pylist()
         for i, (todo, text) in enumerate(zip(rest.to_pylist(), texts.to_pylist(), strict=True)):
             if todo:
                 try:
-                    values[i] = timestamp_micros(text)
+                    micros = timestamp_micros(text)
                 except (ValueError, OverflowError):
-                    raise ValueMismatch(i, text, "expected an ISO 8601 timestamp or Unix epoch seconds") from None
+                    micros = None
+                if micros is None or not _MIN_US <= micros <= _MAX_US:
+                    unreadable[i] = True
+                    micros = None
+                values[i] = micros
         out = pa.array(values, pa.int64())
-    return out
+    return out, pa.array(unreadable, pa.bool_())

@@ -21,6 +21,7 @@ from rhei_lake.cli.repl import repl_command
 from rhei_lake.cli.restore import restore_command
 from rhei_lake.cli.serve import serve_command
 from rhei_lake.cli.status import status_command
+from rhei_lake.cli.views import views_command
 
 app = typer.Typer(
     name="rh",
@@ -158,6 +159,7 @@ app.command("repl")(repl_command)
 app.command("init")(init_command)
 app.command("serve")(serve_command)
 app.command("flight")(flight_command)
+app.command("views")(views_command)
 
 
 def main() -> None:

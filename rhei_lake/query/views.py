@@ -18,6 +18,12 @@ key that has unfolded events replaced by its last one (gone if a delete), and
 ``_rhei_ts <= T``, versions that began by ``T`` (a close after ``T`` reads as
 still open), and the rows alive at ``T``. Mirror mode keeps no history, so
 there only ``t_changes`` is time-travelled.
+
+A column with a ``valid_from_seq`` (added after registration) reads NULL in
+every event, version and current row whose ``_rhei_seq`` is older: the Delta
+tables may still hold values of a dropped column of that name there, which
+SQLite no longer has. Every view masks by the row's own ``_rhei_seq``, so the
+change feed, history, current rows (folded or not) and mirror mode agree.
 """
 
 from __future__ import annotations
@@ -62,34 +68,54 @@ class ViewSources:
 _ALIASES = {"history": "_rhei_h", "first": "_rhei_f", "current": "_rhei_c", "event": "_rhei_e"}
 
 
+def column_values(spec: TableSpec, alias: str | None = None) -> str:
+    """The user columns of a row with a ``_rhei_seq``, each NULL where the row predates the column."""
+    prefix = f"{alias}." if alias else ""
+    parts = []
+    for column in spec.columns:
+        name = q(column.name)
+        if column.valid_from_seq:
+            parts.append(
+                f"CASE WHEN {prefix}{q(SEQ)} >= {int(column.valid_from_seq)} THEN {prefix}{name} END AS {name}"
+            )
+        else:
+            parts.append(f"{prefix}{name}")
+    return ", ".join(parts)
+
+
 def changes_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> str:
     where = f" WHERE {q(TS)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
-    cols = ", ".join(q(c) for c in spec.changes_schema.names)
-    return f"SELECT {cols} FROM {q(src.changes)}{where}"
+    return f"SELECT {column_values(spec)}, {q(SEQ)}, {q(OP)}, {q(TS)} FROM {q(src.changes)}{where}"
 
 
-def _unfolded(src: ViewSources, as_of: int | None) -> str:
+def _unfolded(spec: TableSpec, src: ViewSources, as_of: int | None) -> str:
     cutoff = f"{q(TS)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
     if src.unfolded is not None:
-        return f"(SELECT * FROM {q(src.unfolded)}{' WHERE ' + cutoff if cutoff else ''})"
-    return f"(SELECT * FROM {q(src.changes)} WHERE {q(SEQ)} > {int(src.folded)}{' AND ' + cutoff if cutoff else ''})"
+        relation, where = q(src.unfolded), cutoff
+    else:
+        where = f"{q(SEQ)} > {int(src.folded)}{' AND ' + cutoff if cutoff else ''}"
+        relation = q(src.changes)
+    columns = "*" if not any(c.valid_from_seq for c in spec.columns) else (
+        f"{column_values(spec)}, {q(SEQ)}, {q(OP)}, {q(TS)}"
+    )
+    return f"(SELECT {columns} FROM {relation}{' WHERE ' + where if where else ''})"
 
 
 def history_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> str:
-    tail = _unfolded(src, as_of)
+    tail = _unfolded(spec, src, as_of)
     parts = []
     if src.history is not None and src.all_folded:
         h = _ALIASES["history"]
         folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
         parts.append(
-            f"SELECT {user_columns(spec, h)}, {h}.{q(VALID_FROM)}, {h}.{q(VALID_TO)}, {h}.{q(SEQ)} "
+            f"SELECT {column_values(spec, h)}, {h}.{q(VALID_FROM)}, {h}.{q(VALID_TO)}, {h}.{q(SEQ)} "
             f"FROM {q(src.history)} {h}{folded_where}"
         )
     elif src.history is not None:
         h, f = _ALIASES["history"], _ALIASES["first"]
         folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
         parts.append(
-            f"SELECT {user_columns(spec, h)}, {h}.{q(VALID_FROM)}, "
+            f"SELECT {column_values(spec, h)}, {h}.{q(VALID_FROM)}, "
             f"coalesce({h}.{q(VALID_TO)}, {f}.{q(CLOSED_AT)}) AS {q(VALID_TO)}, {h}.{q(SEQ)} "
             f"FROM {q(src.history)} {h} LEFT JOIN ({first_events_sql(spec, tail)}) {f} "
             f"ON {key_match(spec, h, f)} AND {h}.{q(VALID_TO)} IS NULL{folded_where}"
@@ -115,13 +141,13 @@ def mirror_current_sql(spec: TableSpec, src: ViewSources) -> str:
     """Mirror mode's ``t``: the current table's rows whose key has no unfolded event, plus
     each key's last unfolded event unless it is a delete."""
     if src.current is not None and src.all_folded:
-        return f"SELECT {user_columns(spec)} FROM {q(src.current)}"
-    tail = _unfolded(src, None)
+        return f"SELECT {column_values(spec)} FROM {q(src.current)}"
+    tail = _unfolded(spec, src, None)
     parts = []
     if src.current is not None:
         c, e = _ALIASES["current"], _ALIASES["event"]
         parts.append(
-            f"SELECT {user_columns(spec, c)} FROM {q(src.current)} {c} "
+            f"SELECT {column_values(spec, c)} FROM {q(src.current)} {c} "
             f"WHERE NOT EXISTS (SELECT 1 FROM {tail} {e} WHERE {key_match(spec, e, c)})"
         )
     parts.append(

@@ -91,6 +91,12 @@ class LakeMetrics:
         self.tail_segments = Gauge(
             "rhei_tail_segments", "Hot-path segments not yet flushed into the Delta changelog.", ["table"], registry=r
         )
+        self.tail_age = Gauge(
+            "rhei_tail_age_seconds",
+            "Age of the oldest synced event not yet in the Delta changelog, which engines reading the Delta "
+            "tables directly do not see yet (0 when the tail is empty).",
+            ["table"], registry=r,
+        )
         self.changelog_files = Gauge(
             "rhei_changelog_files", "Data files of the table's Delta changelog.", ["table"], registry=r
         )
@@ -170,6 +176,7 @@ class LakeMetrics:
                 self.last_commit.labels(name).set(table.last_commit_at.timestamp())
             self.unfolded.labels(name).set(table.unfolded_events)
             self.tail_segments.labels(name).set(table.tail_segments)
+            self.tail_age.labels(name).set(table.tail_age_seconds)
             self.changelog_files.labels(name).set(table.changelog_files)
         self.loop_state.state(status.loop.state)
         self.loop_failures.set(status.loop.consecutive_failures)

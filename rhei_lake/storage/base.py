@@ -102,6 +102,14 @@ class TableStore(Protocol):
         """Create the empty table; CommitConflictError if it already exists."""
         ...
 
+    def reset_empty(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        """Give a table that holds no rows a new schema and properties (StorageError if it holds rows).
+
+        For a registration whose snapshot never landed, registered again with
+        other column types.
+        """
+        ...
+
     def properties(self) -> dict[str, str]:
         """The table's properties (rhei_lake keeps the :class:`TableSpec` here)."""
         ...

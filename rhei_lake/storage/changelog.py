@@ -47,6 +47,7 @@ class Changelog:
         *,
         flush_segments: int,
         flush_rows: int,
+        flush_interval: float | None = None,
         discard_grace: float = DISCARD_GRACE_SECONDS,
     ) -> None:
         self.store = store
@@ -54,12 +55,14 @@ class Changelog:
         self.tail = tail
         self.flush_segments = flush_segments
         self.flush_rows = flush_rows
+        self.flush_interval = flush_interval
         self._lock = threading.RLock()  # the commit state: watermark, segments
         self._store_lock = threading.RLock()  # what readers see of table + tail: held across a flush
         self._stored = 0
         self._stored_cursor: str | None = None
         self._segments: list[Segment] = []
         self._tail_rows = 0
+        self._tail_since: float | None = None  # wall-clock time the oldest event in the tail was committed
         self._flushed: list[tuple[float, int]] = []  # (when, watermark) of flushes not yet cleaned up
         self.generation = 0  # bumps on every change visible to readers
 
@@ -76,6 +79,7 @@ class Changelog:
             self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if stored else None
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
+            self._tail_since = _oldest(segments, loaded_at=time.time())
             self.generation += 1
 
     def _load_tail(self, stored: int) -> tuple[list[Segment], int]:
@@ -130,6 +134,17 @@ class Changelog:
     def tail_rows(self) -> int:
         return self._tail_rows
 
+    def tail_age(self, now: float | None = None) -> float:
+        """Seconds the oldest event not yet in the Delta table has waited in the tail (0 when it is empty).
+
+        Engines that read the Delta tables directly see nothing of the tail:
+        this is how far behind the lake they are.
+        """
+        since = self._tail_since
+        if since is None:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - since)
+
     # -- commits ---------------------------------------------------------
     def commit(
         self,
@@ -167,10 +182,12 @@ class Changelog:
                 try:
                     faults.point("changelog.before_commit")
                     if self.tail is not None:
-                        segment = Segment(current, watermark, fresh, cursor)
+                        segment = Segment(current, watermark, fresh, cursor, time.time())
                         self.tail.write(segment)
                         self._segments.append(segment)
                         self._tail_rows += fresh.num_rows
+                        if self._tail_since is None:
+                            self._tail_since = segment.written_at
                     else:
                         self.store.append(
                             conform(fresh, self.store.schema(), self.store.uri),
@@ -210,10 +227,17 @@ class Changelog:
 
     @property
     def needs_flush(self) -> bool:
-        """Whether the tail has grown past the thresholds at which it should be folded into the table."""
-        return bool(self._segments) and (
-            len(self._segments) >= self.flush_segments or self._tail_rows >= self.flush_rows
-        )
+        """Whether the tail should be folded into the table now.
+
+        It has grown past the size thresholds, or its oldest event has waited
+        ``flush_interval`` seconds (outside readers then see it within that
+        bound, even on a table that receives nothing more).
+        """
+        if not self._segments:
+            return False
+        if len(self._segments) >= self.flush_segments or self._tail_rows >= self.flush_rows:
+            return True
+        return self.flush_interval is not None and self.tail_age() >= self.flush_interval
 
     def flush(self) -> int:
         """Fold the tail into the table in one commit; returns the rows moved.
@@ -260,6 +284,7 @@ class Changelog:
                     self._stored_cursor = cursor
                 self._segments = [seg for seg in self._segments if seg.start >= self._stored]
                 self._tail_rows = sum(seg.rows.num_rows for seg in self._segments)
+                self._tail_since = _oldest(self._segments, loaded_at=time.time())
                 self.generation += 1
         faults.point("flush.after_commit_before_discard")
         self._discard_after_grace(tip)
@@ -340,6 +365,14 @@ def register_arrow(ctx: SessionContext, name: str, table: pa.Table) -> None:
     if ctx.table_exist(name):
         ctx.deregister_table(name)
     ctx.register_record_batches(name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]])
+
+
+def _oldest(segments: list[Segment], *, loaded_at: float) -> float | None:
+    """When the first of ``segments`` was committed (``loaded_at`` for a segment that does not say)."""
+    if not segments:
+        return None
+    written = segments[0].written_at
+    return written if written is not None else loaded_at
 
 
 def _after(events: pa.Table, watermark: int) -> pa.Table:

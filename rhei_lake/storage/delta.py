@@ -8,6 +8,7 @@ every native error into the rhei_lake hierarchy.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -27,10 +28,13 @@ from rhei_lake.errors import (
 )
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.local_durability import newest_version, sync_commits
+from rhei_lake.storage.plain_types import PlainTypes, file_seq_minimums
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
     from deltalake import DeltaTable
+
+log = logging.getLogger("rhei_lake.storage")
 
 # Retries for object-store calls delta-rs makes: fail in seconds, not minutes, and
 # let the sync loop's backoff take over.
@@ -51,6 +55,7 @@ class DeltaTableStore:
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
+        self._plain_types = PlainTypes(uri, self._options)
 
     # -- loading ---------------------------------------------------------
     def _table(self) -> DeltaTable:
@@ -74,20 +79,23 @@ class DeltaTableStore:
         except TableNotFoundError:
             return False
 
-    def create(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+    def _create(self, schema: pa.Schema, properties: Mapping[str, str], mode: str) -> DeltaTable:
         from deltalake import DeltaTable
 
+        return DeltaTable.create(
+            self.uri,
+            schema=schema,
+            mode=mode,
+            configuration=dict(properties),
+            storage_options=self._options or None,
+            raise_if_key_not_exists=False,
+        )
+
+    def create(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
         with self._lock:
             try:
                 before = -1 if self.remote else newest_version(self.uri)
-                self._dt = DeltaTable.create(
-                    self.uri,
-                    schema=schema,
-                    mode="error",
-                    configuration=dict(properties),
-                    storage_options=self._options or None,
-                    raise_if_key_not_exists=False,
-                )
+                self._dt = self._create(schema, properties, "error")
                 if not self.remote:
                     self._sync(before)
             except StorageError:
@@ -96,6 +104,12 @@ class DeltaTableStore:
                 if "already exists" in str(exc).lower():
                     raise CommitConflictError(f"{self.uri}: table already exists") from exc
                 raise_storage(exc, where=self.uri)
+
+    def reset_empty(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        if self._call(lambda dt: dt.file_uris()):
+            raise StorageError(f"{self.uri}: the table holds rows; its schema cannot be replaced")
+        with self._lock:
+            self._dt = self._commit(lambda _dt: self._create(schema, properties, "overwrite"))
 
     def properties(self) -> dict[str, str]:
         return dict(self._call(lambda dt: dt.metadata().configuration))
@@ -250,6 +264,7 @@ class DeltaTableStore:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
+            files_before = set(file_seq_minimums(dt))
             builder = dt.merge(
                 source,
                 merge.on,
@@ -265,6 +280,7 @@ class DeltaTableStore:
                 builder = builder.when_not_matched_insert(updates=dict(merge.insert), predicate=merge.insert_when)
             metrics = builder.execute()
             self._committed(dt, before, txn)
+            self._keep_plain(files_before)
             return MergeResult(
                 inserted=int(metrics.get("num_target_rows_inserted", 0)),
                 updated=int(metrics.get("num_target_rows_updated", 0)),
@@ -278,8 +294,10 @@ class DeltaTableStore:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
+            files_before = set(file_seq_minimums(dt))
             metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
             self._committed(dt, before, txn)
+            self._keep_plain(files_before)
             return int(metrics.get("num_deleted_rows", 0))
 
         return self._commit(_delete)
@@ -337,12 +355,35 @@ class DeltaTableStore:
                 target_size=target_size, commit_properties=self._commit_properties(None, None)
             )
             self._committed(dt, before, None)
+            self._keep_plain(set())  # and any view-typed file an earlier rewrite left (a crash in between)
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
             )
 
         return self._commit(_optimize)
+
+    def _keep_plain(self, files_before: set[str]) -> None:
+        """Rewrite with plain types the files added since ``files_before`` that delta-rs wrote with view types.
+
+        See :mod:`rhei_lake.storage.plain_types`; one more commit, made only when there are such files.
+        """
+        dt = self._table()  # _committed may have loaded the table afresh
+        added = [path for path in file_seq_minimums(dt) if path not in files_before]
+        if not added:
+            return
+        before = dt.version()
+        try:
+            rewritten = self._plain_types.rewrite(
+                dt, added, commit_properties=lambda meta: self._commit_properties(None, meta)
+            )
+        except Exception as exc:  # noqa: BLE001 - the data is committed; the next optimize() retries this
+            log.warning("%s: files with view types stay until the next compaction: %s", self.uri,
+                        translate_storage_error(exc, where=self.uri))
+            self._reload()
+            return
+        if rewritten:
+            self._committed(dt, before, None)
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         """Delete unreferenced files older than ``retention``.

@@ -111,13 +111,20 @@ class LakeStorage:
         return SegmentTail(self.blobs, f"{encode_table_dir(table)}/{TAIL_DIR}")
 
     def changelog(
-        self, table: str, *, flush_segments: int, flush_rows: int, discard_grace: float = DISCARD_GRACE_SECONDS
+        self,
+        table: str,
+        *,
+        flush_segments: int,
+        flush_rows: int,
+        flush_interval: float | None = None,
+        discard_grace: float = DISCARD_GRACE_SECONDS,
     ) -> Changelog:
         return Changelog(
             self.table_store(table, "changes"),
             self.tail(table),
             flush_segments=flush_segments,
             flush_rows=flush_rows,
+            flush_interval=flush_interval,
             discard_grace=discard_grace,
         )
 

@@ -60,6 +60,15 @@ class MemoryTableStore:
             self._properties = dict(properties)
             self._version = 0
 
+    def reset_empty(self, schema: pa.Schema, *, properties: Mapping[str, str]) -> None:
+        with self._lock:
+            self._require()
+            if any(b.num_rows for b in self._all_batches()):
+                raise StorageError(f"{self.uri}: the table holds rows; its schema cannot be replaced")
+            self._replace([], schema)
+            self._properties = dict(properties)
+            self._version += 1
+
     def properties(self) -> dict[str, str]:
         self._require()
         return dict(self._properties)

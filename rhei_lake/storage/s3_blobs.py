@@ -69,6 +69,18 @@ class S3Blobs:
             if self.get(key) != bytes(data):
                 raise CommitConflictError(f"{self.where}/{key} already exists: another writer committed first") from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        """One conditional PUT (``If-None-Match: *``): True if it stored ``key``, False if the store refused it."""
+        import obstore
+
+        try:
+            obstore.put(self._store, key, data, mode="create")
+            return True
+        except Exception as exc:
+            if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+                return False
+            raise_storage(exc, where=f"{self.where}/{key}")
+
     def put(self, key: str, data: bytes) -> None:
         import obstore
 

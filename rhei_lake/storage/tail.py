@@ -30,6 +30,7 @@ from rhei_lake.storage.blobs import BlobStore
 _END_KEY = b"rhei.end"
 _CURSOR_KEY = b"rhei.cursor"
 _FORMAT_KEY = b"rhei.segment_format"
+_WRITTEN_KEY = b"rhei.written_at"  # wall-clock microseconds of the commit: how long its events wait outside Delta
 _FORMAT = b"1"
 _SUFFIX = ".arrow"
 _WIDTH = 20
@@ -43,6 +44,7 @@ class Segment:
     end: int
     rows: pa.Table
     cursor: str | None = None
+    written_at: float | None = None  # wall-clock seconds of its commit (None: unknown, an older segment)
 
 
 def segment_name(start: int) -> str:
@@ -53,6 +55,8 @@ def encode_segment(segment: Segment) -> bytes:
     meta = {_END_KEY: str(segment.end).encode(), _FORMAT_KEY: _FORMAT}
     if segment.cursor is not None:
         meta[_CURSOR_KEY] = segment.cursor.encode()
+    if segment.written_at is not None:
+        meta[_WRITTEN_KEY] = str(int(segment.written_at * 1_000_000)).encode()
     table = segment.rows.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema) as writer:
@@ -70,7 +74,9 @@ def decode_segment(start: int, data: bytes, where: str) -> Segment:
     if end < start:
         raise CorruptStorageError(f"{where}: segment ends at {end}, before its start {start}")
     cursor = meta.get(_CURSOR_KEY)
-    return Segment(start, end, table.replace_schema_metadata(None), cursor.decode() if cursor else None)
+    written = meta.get(_WRITTEN_KEY)
+    written_at = int(written) / 1_000_000 if written and written.isdigit() else None
+    return Segment(start, end, table.replace_schema_metadata(None), cursor.decode() if cursor else None, written_at)
 
 
 class SegmentTail:

@@ -8,8 +8,11 @@ What a change means for the data:
 * **drop_column**: SQLite loses the column and the views stop showing it. The
   Delta tables keep it in storage, with the values written before the drop
   (rows written after it hold NULL), so nothing that was committed is lost and
-  any Delta reader can still see them. Adding a column of the same name and
-  type later brings those old values back into the views' history.
+  any Delta reader can still see them. A column added again later under the
+  same name (and type) reads NULL in every row, version and event older than
+  its addition, as SQLite's re-added column does: the spec records the
+  sequence from which a column's values count (``Column.valid_from_seq``)
+  and the views mask older ones.
 * **renames** are refused: a rename cannot be told apart from a drop and an
   add in the change feed, and silently doing either would lose meaning.
 
@@ -58,7 +61,7 @@ def add_column(sync: TriggerSync, table: str, column: str, sql_type: str) -> Tab
 
     ddl = f"ALTER TABLE {quote_ident(spec.name)} ADD COLUMN {quote_ident(column)} {sql_type}"
     sync.alter(spec.name, new_spec, [ddl], prepare_lake=prepare_lake)
-    return new_spec
+    return sync.source.registrations()[spec.name].spec  # the column is valid from the change's sequence
 
 
 def drop_column(sync: TriggerSync, table: str, column: str) -> TableSpec:
@@ -90,8 +93,12 @@ def _spec(sync: TriggerSync, table: str) -> TableSpec:
     for name, registration in registrations.items():
         if name == table or name.lower() == str(table).lower():
             if not registration.ready:
-                raise SchemaError(f"table {name!r} is still being registered; try again when its snapshot is done")
-            return registration.spec
+                raise SchemaError(
+                    f"table {name!r} is still being registered (its snapshot has not landed); finish that first "
+                    f"with lake.register_table({name!r})"
+                )
+            sync.follow_schema(name)  # start from what SQLite has, should it have changed behind the lake's back
+            return sync.source.registrations()[name].spec
     raise SchemaError(f"no mirrored table {table!r}; known: {sorted(registrations) or 'none'}")
 
 

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from rhei_lake.capture.polled_source import PolledSource
-from rhei_lake.capture.types import ValueMismatch, describe_value, to_arrow
+from rhei_lake.capture.events import ORIGIN_POLL, misfit_detail, type_mismatch
+from rhei_lake.capture.types import ValueMismatch, column_affinity, key_misfit, to_arrow
 from rhei_lake.catalog import TS
-from rhei_lake.errors import SourceError, TypeMismatchError
+from rhei_lake.errors import SourceError
 from rhei_lake.sync.lake_state import key_tuples
 from rhei_lake.sync.polled_events import is_deleted, updated_at_micros
 
@@ -56,15 +57,18 @@ def _source_keys(table: PolledTableSync, batches: Iterator[list[tuple]]) -> Iter
         columns = list(zip(*rows))
         keys = []
         for i, name in enumerate(spec.primary_key):
-            dtype = spec.column(name).arrow_type
+            values = list(columns[i])
             try:
-                keys.append(to_arrow(list(columns[i]), dtype).to_pylist())
+                array = to_arrow(values, spec.column(name).arrow_type)
+                bad_row = key_misfit(values, array, spec.column(name).arrow_type, column_affinity(spec, spec.column(name)))
             except ValueMismatch as bad:
-                raise TypeMismatchError(
-                    f"table {spec.name!r}, key column {name!r}: {describe_value(bad.value)}: {bad.reason}",
-                    table=spec.name,
-                    column=name,
-                ) from None
+                bad_row = bad.index
+            if bad_row is not None:  # the words and the way on of the event path
+                key = dict(zip(spec.primary_key, rows[bad_row][:width], strict=True))
+                detail, canonical = misfit_detail(spec, name, values[bad_row])
+                raise type_mismatch(spec, name, key, None, detail, ORIGIN_POLL, fits=values[bad_row],
+                                    canonical=canonical)
+            keys.append(array.to_pylist())
         for j, row in enumerate(rows):
             try:
                 ts: int | None = updated_at_micros(row[width], unit)

@@ -43,8 +43,11 @@ class TableStatus:
     sync cycles; ``tail_*`` the hot-path segments not yet flushed into the
     Delta changelog (which holds ``changelog_rows`` in ``changelog_files``).
     ``unfolded_events`` counts change events not folded into the ``history``
-    table yet (all of them while the table has none); ``folded_seq`` is the
-    folded watermark, ``None`` while there is no history table.
+    (or mirror mode's ``current``) table yet, all of them while the table has
+    none; ``folded_seq`` is the folded watermark, ``None`` while there is no
+    such table. ``tail_age_seconds`` is the age of the oldest event not yet in
+    the Delta changelog (0 when the tail is empty): how far behind engines
+    that read the Delta tables directly are; ``tail_flush_interval`` bounds it.
     """
 
     table: str
@@ -61,6 +64,7 @@ class TableStatus:
     changelog_files: int
     folded_seq: int | None
     unfolded_events: int
+    tail_age_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class SyncStatus:
     syncs: int
     failing: bool
     last_error: ErrorInfo | None
+    tail_age_seconds: float = 0.0
+    """The oldest event not yet in any table's Delta changelog, in seconds (0: outside readers see everything)."""
 
     @property
     def loop_running(self) -> bool:
@@ -206,8 +212,9 @@ def collect_status(
             tail_rows=changelog.tail_rows,
             changelog_rows=stats.rows,
             changelog_files=stats.files,
-            folded_seq=table.folded if table.history is not None else None,
+            folded_seq=table.folded if _derived_store(table) is not None else None,
             unfolded_events=unfolded_events(table, stats.rows),
+            tail_age_seconds=changelog.tail_age(),
         )
     lags = [t.lag_events for t in per_table.values() if t.lag_events is not None]
     ages = [t.lag_seconds for t in per_table.values() if t.lag_seconds is not None]
@@ -222,7 +229,13 @@ def collect_status(
         syncs=tracker.syncs,
         failing=tracker.failing,
         last_error=tracker.last_error,
+        tail_age_seconds=max((t.tail_age_seconds for t in per_table.values()), default=0.0),
     )
+
+
+def _derived_store(table: QueryTable):
+    """The table folded from the change feed: ``history`` (temporal) or ``current`` (mirror), once it exists."""
+    return table.current if table.mirror else table.history
 
 
 def unfolded_events(table: QueryTable, stored_rows: int) -> int:
@@ -232,7 +245,7 @@ def unfolded_events(table: QueryTable, stored_rows: int) -> int:
     file statistics; with one, events past ``table.folded`` are counted.
     """
     changelog = table.changelog
-    if table.history is None or table.folded <= 0:
+    if _derived_store(table) is None or table.folded <= 0:
         return stored_rows + changelog.tail_rows
     stored = 0
     if changelog.stored_watermark > table.folded:

@@ -8,7 +8,7 @@ from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError, WatermarkError
-from rhei_lake.storage.changelog import Changelog
+from rhei_lake.storage.changelog import SYNCED_APP_ID, Changelog
 from rhei_lake.storage.lake_storage import TABLE_KINDS, LakeStorage
 
 SPEC_PROPERTY = "rhei.table"
@@ -65,10 +65,37 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
         if stored.columns != spec.columns:
             apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
     changelog = storage.changelog(
-        spec.name, flush_segments=config.tail_flush_segments, flush_rows=config.tail_flush_rows
+        spec.name,
+        flush_segments=config.tail_flush_segments,
+        flush_rows=config.tail_flush_rows,
+        flush_interval=config.tail_flush_interval,
     )
     changelog.load()
     return changelog, created
+
+
+def reset_unsynced(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> None:
+    """Give ``spec``'s changelog ``spec``'s columns when it holds nothing yet and was made for other types.
+
+    A registration whose snapshot was refused (a value that does not fit),
+    registered again with ``types=``: its changelog was created with the old
+    types and never received an event. One with events is left alone (and
+    :func:`open_changelog` says what does not match).
+    """
+    store = storage.table_store(spec.name, "changes")
+    if not store.exists():
+        return
+    stored = read_spec(storage, spec.name)
+    if stored.columns == spec.columns and stored.primary_key == spec.primary_key:
+        return
+    if not stored.source_id or stored.source_id != spec.source_id:
+        return
+    if store.app_version(SYNCED_APP_ID) is not None or store.stats().files:
+        return
+    tail = storage.tail(spec.name)
+    if tail is not None and tail.starts():
+        return
+    store.reset_empty(spec.changes_schema, properties={SPEC_PROPERTY: spec.to_json(), MODE_PROPERTY: config.sync_mode})
 
 
 def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
@@ -87,10 +114,14 @@ def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
         and stored.name == wanted.name
     )
     if stored.primary_key != wanted.primary_key or (stored.columns != wanted.columns and not evolved):
+        way = (
+            "evolve it with add_column/drop_column or use a new storage location"
+            if wanted.source == "sqlite-trigger"
+            else "mirror it to a new storage location (a polled table's columns are fixed when it is first synced)"
+        )
         raise SchemaError(
             f"table {wanted.name!r} in {url} has columns {stored.column_names} and key {list(stored.primary_key)}, "
-            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; "
-            "evolve it with add_column/drop_column or use a new storage location"
+            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; {way}"
         )
 
 

@@ -20,12 +20,13 @@ from rhei_lake.capture.snapshot import SnapshotRun
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import WatermarkError
+from rhei_lake.errors import SchemaError, TypeMismatchError, WatermarkError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
-from rhei_lake.sync.tables import apply_spec, open_changelog
+from rhei_lake.sync.schema_follow import LakeSide
+from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -46,6 +47,7 @@ class TriggerSync:
         self._lake_specs: dict[str, TableSpec] = {}
         self._lock = threading.RLock()
         self._housekeeper = Housekeeper("rhei-trigger-housekeeping")
+        self._reconciled_pending: bool | None = None  # None: not looked yet (a crash may have left some)
 
     @property
     def position(self) -> int | None:
@@ -60,9 +62,16 @@ class TriggerSync:
     def attach(self, progress: ProgressCallback | None = None) -> None:
         """Open the changelog of every registered table, finishing interrupted snapshots."""
         with self._lock:
-            for name in self.source.registrations():
+            for name, registration in self.source.registrations().items():
                 if name not in self.changelogs:
-                    self._attach(name, progress)
+                    try:
+                        self._attach(name, progress)
+                    except TypeMismatchError as exc:
+                        if registration.ready:
+                            raise
+                        # A registration whose snapshot meets a value that does not fit: the lake still
+                        # opens, so the row can be fixed through it; register_table or a sync retries.
+                        log.warning("table %r is not mirrored yet: %s", name, exc)
 
     def _attach(self, table: str, progress: ProgressCallback | None) -> None:
         reg = self.source.registrations()[table]
@@ -112,15 +121,39 @@ class TriggerSync:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
-                changelog, _ = open_changelog(self.storage, run.spec, self.config)
+                reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
+                changelog, created = open_changelog(self.storage, run.spec, self.config)
             except BaseException:
                 run.close()
                 raise
+            if not created and changelog.watermark > 0:
+                run.close()
+                self.source.unregister(run.spec.name)
+                raise SchemaError(
+                    f"table {run.spec.name!r}: the lake in {self.storage.location.url} already holds its history "
+                    f"(events up to {changelog.watermark}) from an earlier registration; a new snapshot over it "
+                    "would keep rows deleted since then alive. Mirror it into a new storage location"
+                )
             self.changelogs[run.spec.name] = changelog
             self._lake_specs[run.spec.name] = run.spec
             faults.point("snapshot.before_start")
             self._snapshot(run, progress)
             return run.spec
+
+    def unregister(self, table: str) -> str:
+        """Stop mirroring ``table``: commit what was captured, drop its triggers and registry entry.
+
+        Its Delta tables stay in the lake's storage. Returns the table's name as registered.
+        """
+        with self._lock:
+            names = [n for n in self.source.registrations() if n == table or n.lower() == str(table).lower()]
+            if not names:
+                raise SchemaError(f"no mirrored table {table!r}; known: {sorted(self.source.registrations()) or 'none'}")
+            name = names[0]
+            self.source.unregister(name, before=lambda: self._drain(ReportBuilder()))
+            self.changelogs.pop(name, None)
+            self._lake_specs.pop(name, None)
+            return name
 
     def _snapshot(self, run: SnapshotRun, progress: ProgressCallback | None) -> int:
         table = run.spec.name
@@ -149,6 +182,7 @@ class TriggerSync:
         started = time.perf_counter()
         report = ReportBuilder()
         with self._lock:
+            self._follow_schema(report)
             position = self._drain(report)
             faults.point("sync.after_commit_before_prune")
             self._after_cycle(position)
@@ -163,6 +197,7 @@ class TriggerSync:
         return report.build(time.perf_counter() - started)
 
     def _drain(self, report: ReportBuilder) -> int:
+        self._commit_reconciled(report)
         position = self._start_position()
         limit = self.config.batch_size
         while True:
@@ -194,6 +229,58 @@ class TriggerSync:
             apply_spec(self.storage, spec)
             self.changelogs[table].load()
             self._lake_specs[table] = spec
+
+    def follow_schema(self, table: str | None = None) -> None:
+        """Follow (or refuse) schema changes made outside rhei_lake now: of ``table``, or of every table."""
+        with self._lock:
+            self._follow_schema(ReportBuilder(), only=table)
+
+    def _follow_schema(self, report: ReportBuilder, only: str | None = None) -> None:
+        """Follow or refuse schema changes made outside rhei_lake (see :mod:`rhei_lake.sync.schema_follow`).
+
+        ``only`` limits it to one table (an ``alter`` of that table).
+        """
+        cookie, drifts = self.source.schema_drifts()
+        if only is not None:
+            drifts = [d for d in drifts if d.table == only]
+        for drift in drifts:
+            faults.point("schema.follow_detected")
+            if drift.action == "refuse":
+                self._drain(report)  # what was captured before the change, in the layout the lake mirrors
+                raise drift.error()
+            self._follow(drift.table, report)
+        if not drifts and only is None:
+            self.source.schema_verified(cookie)
+
+    def _follow(self, table: str, report: ReportBuilder) -> None:
+        self._drain(report)  # so that the lake's rows, read now, are most likely still exact under the lock
+        lake = LakeSide(self.storage, self.changelogs[table], self.config.sync_mode, self.specs[table])
+        drift = self.source.follow_schema(table, before=lambda: self._drain(report), derive=lake.events)
+        if drift is None:
+            return
+        log.warning("table %r was changed outside rhei_lake (%s): followed", table, drift.change)
+        self._reconciled_pending = True
+        faults.point("schema.follow_after_commit")
+        self._lake_specs.pop(table, None)
+        self._ensure_lake_spec(table)  # also when no event was derived: the views must show the new columns
+        self._commit_reconciled(report)
+
+    def _commit_reconciled(self, report: ReportBuilder) -> None:
+        """Commit the events schema follows derived (before any event captured after them), then forget them."""
+        if self._reconciled_pending is False:
+            return
+        done = []
+        for chunk in self.source.pending_reconciled():
+            changelog = self.changelogs.get(chunk.table)
+            if changelog is not None:
+                self._ensure_lake_spec(chunk.table)
+                began = time.perf_counter()
+                committed = changelog.commit(chunk.events)
+                report.add(chunk.table, committed, changelog.watermark, time.perf_counter() - began)
+            done.append(chunk.first_seq)
+        if done:
+            self.source.discard_reconciled(done)
+        self._reconciled_pending = False
 
     def alter(self, table: str, spec: TableSpec, ddl: list[str], *, prepare_lake: Callable[[], None]) -> None:
         """Change ``table``'s columns to ``spec`` by running ``ddl`` on the source.

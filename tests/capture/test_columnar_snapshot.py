@@ -72,8 +72,8 @@ def test_every_declared_type_round_trips(tmp_path):
         ("id INTEGER PRIMARY KEY, v INTEGER", (700, "lots"), "v", "'lots'"),  # ADBC fails across batches
         ("id INTEGER PRIMARY KEY, v INTEGER", (5, 2.5), "v", "2.5"),  # widened inside a batch
         ("id INTEGER PRIMARY KEY, v NUMERIC", (900, 2**53 + 1), "v", "9007199254740993"),
-        ("id INTEGER PRIMARY KEY, v JSON", (3, 42), "v", "42"),
-        ("id INTEGER PRIMARY KEY, v TEXT", (800, b"\x01"), "v", "X'01'"),
+        ("id INTEGER PRIMARY KEY, v JSON", (3, b"\x02"), "v", "b'\\x02' (BLOB)"),
+        ("id INTEGER PRIMARY KEY, v TEXT", (800, b"\x01"), "v", "b'\\x01' (BLOB)"),
         ("id INTEGER PRIMARY KEY, v DATE", (4, "2026-13-45"), "v", "2026-13-45"),
         ("id INTEGER PRIMARY KEY, v BOOLEAN", (6, 2), "v", "2"),
         ("id TEXT PRIMARY KEY, v INTEGER", (None, 1), "id", "NULL"),

@@ -84,7 +84,7 @@ def test_exact_conversions():
         ([b"x"], pa.int64(), 0),
         ([1.0, "1.5"], pa.float64(), 1),
         ([2**53 + 1], pa.float64(), 0),
-        (["a", 5], pa.string(), 1),
+        (["a", b"5"], pa.string(), 1),
         (["a", b"\xff"], pa.string(), 1),
         ([b"a", "text"], pa.binary(), 1),
         ([0, 2], pa.bool_(), 1),

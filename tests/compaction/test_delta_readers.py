@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import duckdb
-import duckdb_extension_delta
 import pytest
 
 import rhei_lake
+from tests.support import duckdb_delta
 from tests.support.oracle import _sort_key
 from tests.support.workload import SCHEMA, Workload
 
 
-def _delta_extension() -> str:
-    """The extension file bundled in the duckdb-extension-delta package (nothing is downloaded)."""
-    root = Path(duckdb_extension_delta.__file__).parent
-    found = sorted(root.rglob("delta.duckdb_extension"))
-    assert found, f"no delta.duckdb_extension under {root}"
-    return str(found[-1])
-
-
 @pytest.fixture(scope="module")
 def duck():
-    con = duckdb.connect(
-        config={"allow_unsigned_extensions": "true", "autoinstall_known_extensions": "false",
-                "autoload_known_extensions": "false"}
-    )
-    con.execute(f"LOAD '{_delta_extension()}'")
+    con = duckdb_delta.connect()
     yield con
     con.close()
 

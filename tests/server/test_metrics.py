@@ -25,7 +25,7 @@ def _status(lag: int) -> SyncStatus:
         table="orders", synced_seq=42, lag_events=lag, lag_seconds=1.5 if lag else 0.0,
         last_commit_at=datetime(2026, 5, 1, tzinfo=UTC), last_commit_seconds=0.01, events_synced=40,
         last_error=None, tail_segments=3, tail_rows=12, changelog_rows=30, changelog_files=2, folded_seq=None,
-        unfolded_events=42,
+        unfolded_events=42, tail_age_seconds=2.5,
     )
     loop = LoopStatus("backing_off" if lag else "running", 1.0, 5, 1 if lag else 0, 0.5, None)
     return SyncStatus({"orders": table}, loop, 42, lag, 1.5, None, None, 5, False, None)
@@ -49,6 +49,7 @@ def test_sync_reports_errors_and_status_become_metrics():
     assert value(s, "rhei_sync_lag_events", table="orders") == 7 and value(s, "rhei_sync_lag_seconds", table="orders") == 1.5
     assert value(s, "rhei_sync_watermark", table="orders") == 42 and value(s, "rhei_sync_watermark", table="idle") == 7
     assert value(s, "rhei_unfolded_events", table="orders") == 42 and value(s, "rhei_tail_segments", table="orders") == 3
+    assert value(s, "rhei_tail_age_seconds", table="orders") == 2.5
     assert value(s, "rhei_sync_last_commit_timestamp_seconds", table="orders") == datetime(2026, 5, 1, tzinfo=UTC).timestamp()
     assert value(s, "rhei_sync_loop_state", rhei_sync_loop_state="backing_off") == 1
     assert value(s, "rhei_sync_loop_state", rhei_sync_loop_state="running") == 0

@@ -54,12 +54,17 @@ class MotoServer:
         self.client().create_bucket(Bucket=bucket)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a server subprocess, killing it if it does not exit within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def start_moto(port: int | None = None, timeout: float = 30.0, extra_env: dict[str, str] | None = None) -> MotoServer:

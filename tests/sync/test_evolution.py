@@ -81,7 +81,7 @@ def test_add_and_drop_keep_history_queryable(storage, tmp_path):
         assert lake_state(reader, "t", as_of=after_add) == mid
 
 
-def test_dropped_values_stay_in_storage_and_come_back_with_the_column(durable_storage, tmp_path):
+def test_dropped_values_stay_in_storage_but_a_re_added_column_reads_null(durable_storage, tmp_path):
     url, options = durable_storage
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, tag TEXT)")
@@ -99,13 +99,17 @@ def test_dropped_values_stay_in_storage_and_come_back_with_the_column(durable_st
             lake.add_column("t", "tag", "INTEGER")
         assert lake.table_spec("t").column_names == ["id"]  # refused before anything changed
         lake.add_column("t", "tag", "TEXT")
-        history = lake.query("SELECT id, tag FROM t_history ORDER BY _rhei_seq").to_pylist()
-        assert history == [{"id": 1, "tag": "old"}, {"id": 2, "tag": None}]
-        assert lake.query("SELECT * FROM t ORDER BY id").to_pylist() == [
-            {"id": 1, "tag": "old"},
+        # SQLite's re-added column is empty, and so is the lake's: the old values stay in storage only
+        assert sqlite_state(lake._oltp, "t") == [(1, None), (2, None)]
+        assert lake.query("SELECT * FROM t ORDER BY id", hint="olap").to_pylist() == [
+            {"id": 1, "tag": None},
             {"id": 2, "tag": None},
         ]
-        assert sqlite_state(lake._oltp, "t") == [(1, None), (2, None)]  # SQLite's re-added column is empty
+        history = lake.query("SELECT id, tag FROM t_history ORDER BY _rhei_seq").to_pylist()
+        assert history == [{"id": 1, "tag": None}, {"id": 2, "tag": None}]
+        assert lake.query("SELECT tag FROM t_changes").column("tag").null_count == 2
+        stored = lake.storage.table_store("t", "changes").to_arrow()
+        assert "old" in stored.column("tag").to_pylist()
         lake.execute("UPDATE t SET tag = NULL WHERE id = 1")  # SQLite already holds NULL: no event
         assert lake.sync_now().events == 0
 

@@ -78,3 +78,22 @@ def test_status_of_a_lake_opened_from_its_url(durable_storage, tmp_path):
         assert status.lag_events is None and status.tables["t"].lag_events is None
         assert status.tables["t"].unfolded_events == 3
         assert status.syncs == 0 and status.loop.state == "stopped"
+
+
+@pytest.mark.parametrize("mode", ["temporal", "mirror"])
+def test_status_reports_the_folded_watermark_in_either_mode(tmp_path, mode):
+    url = str(tmp_path / "lake")
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, sync_mode=mode) as lake:
+        lake.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("m")
+        lake.execute_batch([("INSERT INTO m VALUES (?, 'x')", (i,)) for i in range(4)])
+        lake.sync_now()
+        assert lake.sync_status().tables["m"].folded_seq is None  # nothing folded: no derived table yet
+        lake.compact()
+        lake.execute("UPDATE m SET v = 'y' WHERE id = 1")
+        lake.sync_now()
+        m = lake.sync_status().tables["m"]
+        assert m.folded_seq == m.synced_seq - 1 and m.unfolded_events == 1
+    with rhei_lake.open(storage=url) as reader:
+        m = reader.sync_status().tables["m"]
+        assert m.folded_seq == m.synced_seq - 1 and m.unfolded_events == 1

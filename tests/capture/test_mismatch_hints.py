@@ -1,0 +1,388 @@
+"""Item 12: a TypeMismatchError names a way on, and following it literally works.
+
+Each test reads the way on out of the error message (the ``lake.…(…)`` call or
+the ``UPDATE`` it names) and runs exactly that; only a placeholder such as
+``<a value that fits>`` is filled in.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+import rhei_lake
+from rhei_lake.errors import TypeMismatchError
+from tests.support.oracle import assert_same_state
+
+PLACEHOLDER = "<a value that fits>"
+
+
+def calls(message: str, name: str) -> list[str]:
+    """The ``lake.<name>(...)`` calls a message names, as written."""
+    found = []
+    for match in re.finditer(rf"lake\.{name}\(", message):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(message)):
+            depth += {"(": 1, ")": -1}.get(message[end], 0)
+            if depth == 0:
+                break
+        found.append(message[match.start() : end + 1])
+    return found
+
+
+def update_statement(message: str, fill: str | None = None) -> str:
+    """The ``UPDATE …`` statement a message names (the placeholder replaced by ``fill``)."""
+    match = re.search(r"\((UPDATE .*? WHERE .*?)\)", message)
+    assert match, message
+    statement = match.group(1)
+    assert (PLACEHOLDER in statement) == (fill is not None), statement
+    return statement.replace(PLACEHOLDER, fill) if fill is not None else statement
+
+
+def follow(lake: rhei_lake.Lake, call: str) -> object:
+    """Run a ``lake.…(…)`` call exactly as a message wrote it."""
+    return eval(call, {"lake": lake})  # noqa: S307 - the text under test is the library's own message
+
+
+def _sqlite_app(path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+@pytest.fixture(params=["rows", "columnar"])
+def open_lake(request, tmp_path):
+    """Opens a lake on app.db; snapshots read row by row or by the columnar reader."""
+    options = {"columnar_min_rows": 1} if request.param == "columnar" else {}
+    storage = str(tmp_path / "lake")
+
+    def opener():
+        return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=storage, **options)
+
+    return opener
+
+
+def refused_registration(lake: rhei_lake.Lake, table: str) -> TypeMismatchError:
+    with pytest.raises(TypeMismatchError) as info:
+        lake.register_table(table)
+    return info.value
+
+
+def register_calls(message: str) -> tuple[str, str]:
+    """The message's ``register_table`` call without ``types=``, and the one with."""
+    (again,) = [c for c in calls(message, "register_table") if "types=" not in c]
+    (retype,) = [c for c in calls(message, "register_table") if "types=" in c]
+    return again, retype
+
+
+def _bad_table(path) -> None:
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+    app.executemany("INSERT INTO t VALUES (?, ?)", [(1, 10), (2, "lots"), (3, 30)])
+    app.close()
+
+
+def test_a_bad_value_in_a_snapshot_is_fixed_in_sqlite_and_registered_again(tmp_path, open_lake):
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        error = refused_registration(lake, "t")
+        message = str(error)
+        assert "repair_event" not in message  # the snapshot's rows are no events
+        assert (error.table, error.column, error.primary_key, error.seq) == ("t", "n", {"id": 2}, None)
+        lake.execute(update_statement(message, "20"))
+        follow(lake, register_calls(message)[0])
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_a_bad_value_in_a_snapshot_can_be_mirrored_with_the_type_named(tmp_path, open_lake):
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        retype = register_calls(str(refused_registration(lake, "t")))[1]
+        assert retype == "lake.register_table('t', types={'n': 'TEXT'})"
+        follow(lake, retype)
+        assert lake.query("SELECT id, n FROM t ORDER BY id").to_pylist() == [
+            {"id": 1, "n": "10"}, {"id": 2, "n": "lots"}, {"id": 3, "n": "30"}]
+        lake.execute("INSERT INTO t VALUES (4, 40)")
+        lake.sync_now()
+        assert lake.query("SELECT n FROM t WHERE id = 4").to_pylist() == [{"n": "40"}]
+
+
+def test_a_registration_that_failed_half_way_reopens_and_recovers(tmp_path, open_lake):
+    """The process ends after the refused snapshot: the lake opens again, and the way on still works."""
+    _bad_table(tmp_path / "app.db")
+    with open_lake() as lake:
+        message = str(refused_registration(lake, "t"))
+    with open_lake() as lake:  # opening does not fail on the unfinished registration
+        assert lake.sync_status().tables.get("t") is None or lake.query("SELECT count(*) AS n FROM t").to_pylist() == [
+            {"n": 0}]
+        follow(lake, register_calls(message)[1])
+        assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 3}]
+    with open_lake() as lake:
+        assert lake.table_spec("t").column("n").declared_type == "TEXT"
+        assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "30"]
+
+
+def _events_table(path, *keys: str) -> None:
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
+    app.executemany("INSERT INTO e VALUES (?, ?)", zip(keys, "ab", strict=False))
+    app.close()
+
+
+def test_a_refused_key_spelling_in_a_snapshot_names_its_canonical_form(tmp_path, open_lake):
+    _events_table(tmp_path / "app.db", "2026-01-01 10:00:00", "2026-01-01T11:00:00Z")
+    with open_lake() as lake:
+        message = str(refused_registration(lake, "e"))
+        assert "'2026-01-01 11:00:00'" in message
+        lake.execute(update_statement(message))
+        follow(lake, register_calls(message)[0])
+        assert lake.query("SELECT v FROM e ORDER BY at").column(0).to_pylist() == ["a", "b"]
+
+
+def test_two_spellings_of_one_key_can_be_mirrored_as_text(tmp_path, open_lake):
+    _events_table(tmp_path / "app.db", "2026-01-01 10:00:00", "2026-01-01T10:00:00")
+    with open_lake() as lake:
+        follow(lake, register_calls(str(refused_registration(lake, "e")))[1])
+        assert lake.query("SELECT at, v FROM e ORDER BY v").to_pylist() == [
+            {"at": "2026-01-01 10:00:00", "v": "a"}, {"at": "2026-01-01T10:00:00", "v": "b"}]
+
+
+def test_a_bad_event_is_repaired_as_its_message_says(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (1, 'lots')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        message = str(info.value)
+        (repair,) = calls(message, "repair_event")
+        follow(lake, repair.replace(PLACEHOLDER, "7"))
+        lake.execute(update_statement(message, "7"))
+        lake.sync_now()
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_a_refused_key_spelling_in_an_event_is_repaired_as_its_messages_say(tmp_path):
+    """The UPDATE that fixes the row logs a delete of the old spelling, which stops the same way once."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE e (at TIMESTAMP PRIMARY KEY, v TEXT)")
+        lake.register_table("e")
+        lake.execute("INSERT INTO e VALUES ('2026-01-01 10:00:00', 'a')")
+        lake.execute("INSERT INTO e VALUES ('2026-01-01T12:00:00+01:00', 'b')")
+        stops = 0
+        while True:
+            try:
+                lake.sync_now()
+                break
+            except TypeMismatchError as exc:
+                stops += 1
+                assert stops <= 2, exc
+                message = str(exc)
+                (repair,) = calls(message, "repair_event")
+                follow(lake, repair)
+                lake.execute(update_statement(message))
+        assert stops == 2
+        assert lake.query("SELECT at, v FROM e ORDER BY at").to_pylist() == [
+            {"at": datetime(2026, 1, 1, 10, tzinfo=UTC), "v": "a"}, {"at": datetime(2026, 1, 1, 11, tzinfo=UTC), "v": "b"}]
+        assert [r[0] for r in lake._oltp.execute("SELECT at FROM e ORDER BY at")] == [
+            "2026-01-01 10:00:00", "2026-01-01 11:00:00"]
+
+
+def test_a_bad_value_in_a_polled_table_is_fixed_in_the_source(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)", [(1, 1, "2026-01-01"), (2, "x", "2026-01-02")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        message = str(info.value)
+        assert "repair_event" not in message and "event" not in message.split(":")[0]
+        source.execute(update_statement(message, "2"))
+        lake.sync_now()
+        assert lake.query("SELECT id, n FROM items ORDER BY id").to_pylist() == [{"id": 1, "n": 1}, {"id": 2, "n": 2}]
+
+
+def test_a_refused_key_spelling_in_a_polled_table_is_fixed_in_the_source(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?)", [("2026-01-01T10:00:00", "2026-01-01")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        source.execute(update_statement(str(info.value)))
+        lake.sync_now()
+        assert lake.query("SELECT at FROM items").to_pylist() == [{"at": datetime(2026, 1, 1, 10, tzinfo=UTC)}]
+
+
+def test_a_refused_key_spelling_met_by_hard_delete_detection_is_fixed_in_the_source(tmp_path):
+    """A row that commits late (updated_at behind the cursor) is found by the key scan, which refuses alike."""
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
+    source.execute("INSERT INTO items VALUES ('2026-01-01 09:00:00', '2026-01-05')")
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
+                        hard_delete_interval=0) as lake:
+        lake.sync_now()
+        source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', '2026-01-02')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"at": "2026-01-01T10:00:00"}
+        source.execute(update_statement(str(info.value)))
+        lake.sync_now()
+        assert lake.query("SELECT at FROM items ORDER BY at").column(0).to_pylist() == [
+            datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 10, tzinfo=UTC)]
+
+
+def test_hard_delete_detection_does_not_take_another_spelling_for_the_deleted_key(tmp_path):
+    """Item 5 in the key scan: K deleted and K' (K's instant, spelt otherwise) inserted behind the cursor."""
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, v TEXT, updated_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)", [
+        ("2026-01-01 10:00:00", "k", "2026-01-05"), ("2026-01-02 10:00:00", "l", "2026-01-06")])
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
+                        hard_delete_interval=0) as lake:
+        lake.sync_now()
+        source.execute("DELETE FROM items WHERE v = 'k'")
+        source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', 'other', '2026-01-05')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"at": "2026-01-01T10:00:00"}
+        source.execute(update_statement(str(info.value)))
+        source.execute("UPDATE items SET updated_at = '2026-01-07' WHERE v = 'other'")
+        lake.sync_now()
+        assert lake.query("SELECT v FROM items ORDER BY at").column(0).to_pylist() == ["other", "l"]
+
+
+@pytest.mark.parametrize("columnar_min_rows", [0, 1])
+def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(postgres, pg_database, tmp_path,
+                                                                          columnar_min_rows):
+    """PostgreSQL's own types are canonical; a text key that types= reads as a timestamp is checked like SQLite's."""
+    if columnar_min_rows:
+        pytest.importorskip("adbc_driver_postgresql")
+    conn = postgres.connect(pg_database)
+    conn.execute("CREATE TABLE items (at text PRIMARY KEY, updated_at timestamptz NOT NULL)")
+    spellings = ["2026-01-01 10:00:00+00:00", "2026-01-01T10:00:00Z"]  # both cast by Arrow to one instant
+    conn.execute("INSERT INTO items VALUES (%s, now()), (%s, now())", spellings)
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", types={"at": "TIMESTAMP"})
+    with rhei_lake.open(source=postgres.url(pg_database), storage=str(tmp_path / "lake"), tables=[table],
+                        columnar_min_rows=columnar_min_rows) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key["at"] in spellings
+        assert "'2026-01-01 10:00:00'" in str(info.value)
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 0}]
+        conn.execute("UPDATE items SET at = '2026-01-01 10:00:00' WHERE at = %s", spellings[:1])
+        conn.execute("DELETE FROM items WHERE at = %s", spellings[1:])
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 1}]
+
+
+# -- the other ways on a registration names -------------------------------------------
+
+
+def test_an_untyped_column_is_mirrored_with_the_types_its_error_names(tmp_path):
+    app = _sqlite_app(tmp_path / "app.db")
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, note)")
+    app.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, 42)])
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        with pytest.raises(rhei_lake.SchemaError) as info:
+            lake.register_table("t")
+        types = re.search(r"types=(\{.*?\})", str(info.value)).group(1)
+        follow(lake, f"lake.register_table('t', types={types})")
+        assert lake.query("SELECT note FROM t ORDER BY id").column(0).to_pylist() == ["a", "42"]
+    polled = _sqlite_app(tmp_path / "ext.db")
+    polled.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note, updated_at TEXT)")
+    polled.execute("INSERT INTO items VALUES (1, 'a', '2026-01-01')")
+    url = f"sqlite://{tmp_path}/ext.db"
+    with pytest.raises(rhei_lake.SchemaError) as info:
+        rhei_lake.open(source=url, tables=[rhei_lake.PolledTable("items", updated_at="updated_at")])
+    assert "PolledTable" in str(info.value)
+    types = eval(re.search(r"types=(\{.*?\})", str(info.value)).group(1))  # noqa: S307
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", types=types)
+    with rhei_lake.open(source=url, tables=[table]) as lake:
+        lake.sync_now()
+        assert lake.query("SELECT note FROM items").to_pylist() == [{"note": "a"}]
+
+
+def test_a_table_without_a_primary_key_gets_one_and_is_registered_again(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (name TEXT, n INTEGER)")
+        lake.execute("INSERT INTO t VALUES ('a', 1)")
+        with pytest.raises(rhei_lake.SchemaError, match="Add one .* and register again"):
+            lake.register_table("t")
+        lake.execute_batch([  # SQLite adds a key by rebuilding the table
+            "CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)",
+            "INSERT INTO t_new (name, n) SELECT name, n FROM t",
+            "DROP TABLE t",
+            "ALTER TABLE t_new RENAME TO t",
+        ])
+        lake.register_table("t")
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_changing_an_unfinished_registration_names_register_table(tmp_path):
+    _bad_table(tmp_path / "app.db")
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        refused_registration(lake, "t")
+        with pytest.raises(rhei_lake.SchemaError) as info:
+            lake.add_column("t", "extra", "TEXT")
+        lake.execute("UPDATE t SET n = 20 WHERE id = 2")
+        (register,) = calls(str(info.value), "register_table")
+        follow(lake, register)
+        lake.add_column("t", "extra", "TEXT")
+        assert_same_state(lake, lake._oltp, "t")
+
+
+def test_registering_a_mirrored_table_with_other_types_says_what_can_change(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+        lake.register_table("t")
+        with pytest.raises(rhei_lake.SchemaError, match="types= applies to a table's first registration only") as info:
+            lake.register_table("t", types={"n": "TEXT"})
+        assert "lake.add_column" in str(info.value)
+        lake.add_column("t", "n_text", "TEXT")
+        assert lake.register_table("t").column_names == ["id", "n", "n_text"]
+
+
+def test_a_polled_table_whose_columns_changed_names_a_way_that_works(tmp_path):
+    source = _sqlite_app(tmp_path / "ext.db")
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at TEXT)")
+    source.execute("INSERT INTO items VALUES (1, '2026-01-01')")
+    url, table = f"sqlite://{tmp_path}/ext.db", rhei_lake.PolledTable("items", updated_at="updated_at")
+    with rhei_lake.open(source=url, storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        lake.sync_now()
+    source.execute("ALTER TABLE items ADD COLUMN note TEXT")
+    try:
+        lake = rhei_lake.open(source=url, storage=str(tmp_path / "lake"), tables=[table])
+    except rhei_lake.SchemaError as exc:
+        assert "add_column" not in str(exc) and "new storage location" in str(exc)
+        with rhei_lake.open(source=url, storage=str(tmp_path / "lake-2"), tables=[table]) as lake:
+            lake.sync_now()
+            assert lake.query("SELECT id, note FROM items").to_pylist() == [{"id": 1, "note": None}]
+    else:  # the added column is followed
+        with lake:
+            lake.sync_now()
+            assert lake.query("SELECT id, note FROM items").to_pylist() == [{"id": 1, "note": None}]
+
+
+def test_a_refused_registration_takes_other_types_on_every_storage_tier(tmp_path, storage):
+    """The empty changelog of a refused snapshot gets the new types on memory://, a local path and S3."""
+    url, options = storage
+    _bad_table(tmp_path / "app.db")
+
+    def opened() -> rhei_lake.Lake:
+        return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options)
+
+    with opened() as lake:
+        message = str(refused_registration(lake, "t"))
+    with opened() as lake:
+        follow(lake, register_calls(message)[1])
+        lake.execute("UPDATE t SET n = 'more' WHERE id = 3")
+        lake.sync_now()
+    with opened() as lake:
+        assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "more"]
+        assert lake.query("SELECT count(*) AS n FROM t_changes").to_pylist() == [{"n": 4}]
