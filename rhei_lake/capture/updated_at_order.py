@@ -17,19 +17,18 @@ but sorts before ``c`` is one of
 
 * NULL (unreadable: reported by the event builder);
 * a number of at least ``I`` in the table's epoch unit;
-* text that starts with a character below ``'0'`` (leading blanks, which the
-  ISO 8601 reading strips);
+* text that starts with a character below ``'0'`` (a leading blank): no time the
+  lake reads, so the next poll reports it instead of the key scan, much later;
 * text between the local date ``I - 24h`` and ``c`` that is not spelled like ``c``:
-  an ISO calendar date-time whose instant is at or after ``I`` has a local date
-  no earlier than ``I - 24h`` (an offset is less than a day), so it sorts at or
-  after that date; spelled like ``c``, it sorts after ``c``.
+  date/time text (``YYYY-MM-DD`` first) whose instant is at or after ``I`` has a
+  local date no earlier than ``I - 24h`` (an offset is less than a day), so it
+  sorts at or after that date; spelled like ``c``, it sorts after ``c``.
 
 Each is an index range (the last one filtered by ``GLOB`` on the index entries),
 so a poll costs the index entries of the rows with an ``updated_at`` within a
-day or two before the cursor, not the table (about 0.2-0.4 us each). Text that is not an ISO calendar date-time (week dates,
-epoch numbers stored as text, garbage) and sorts below that window is outside
-this reasoning: the periodic key scan reads it (and reports what it cannot read).
-A numeric cursor needs only the NULL range: text sorts after every number, and
+day or two before the cursor, not the table (about 0.2-0.4 us each). Other text
+(an epoch number stored as text, garbage) that sorts below that window is no
+time the lake reads: the periodic key scan reports it. A numeric cursor needs only the NULL range: text sorts after every number, and
 numbers compare by value.
 """
 
@@ -40,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _DIGITS = frozenset("0123456789")
-_TIME_CHARS = _DIGITS | frozenset(":.,")
+_TIME_CHARS = _DIGITS | frozenset(":.")
 _GLOB_SPECIAL = frozenset("*?[")
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _LONGEST_OFFSET = timedelta(hours=24)
@@ -51,35 +50,31 @@ def _literal(ch: str) -> str:
     return f"[{ch}]" if ch in _GLOB_SPECIAL else ch
 
 
-def _date_length(text: str) -> int | None:
-    """10 for an extended calendar date (``YYYY-MM-DD``) at the start of ``text``, 8 for a basic one."""
-    if len(text) >= 10 and text[4] == "-" and text[7] == "-" and all(text[i] in _DIGITS for i in (0, 1, 2, 3, 5, 6, 8, 9)):
-        return 10
-    if len(text) >= 8 and all(ch in _DIGITS for ch in text[:8]):
-        return 8
-    return None
+def _starts_with_date(text: str) -> bool:
+    """Whether ``text`` starts with ``YYYY-MM-DD`` (as every date/time text the lake reads does)."""
+    digits = (0, 1, 2, 3, 5, 6, 8, 9)
+    return len(text) >= 10 and text[4] == text[7] == "-" and all(text[i] in _DIGITS for i in digits)
 
 
 def spelling_glob(text: str) -> str:
     """A ``GLOB`` pattern matching the values spelled like ``text``.
 
     The digits of the date and the time may differ; everything else must be the
-    same: the date's form, the separator, the time's layout and the length of its
-    fraction, the zone (``Z``, an offset: its digits too). Values spelled alike
-    sort as their instants do. A digit's place is ``?`` (several times cheaper to
-    match than ``[0-9]``): text readable as ISO 8601 has a digit there, and text
-    that is not is the key scan's to report. Text that does not start with an ISO
-    calendar date matches only itself.
+    same: the separator, the time's layout and the length of its fraction, the
+    zone (``Z``, an offset: its digits too). Values spelled alike sort as their
+    instants do. A digit's place is ``?`` (several times cheaper to match than
+    ``[0-9]``): text the lake reads as a time has a digit there, and text it does
+    not read is the key scan's to report. Text that does not start with a date
+    matches only itself.
     """
-    date = _date_length(text)
-    if date is None:
+    if not _starts_with_date(text):
         return "".join(_literal(ch) for ch in text)
-    end = date + 1  # the separator is kept as it is
+    end = 11  # the separator (position 10) is kept as it is
     while end < len(text) and text[end] in _TIME_CHARS:
         end += 1
     out = []
     for i, ch in enumerate(text):
-        variable = ch in _DIGITS and (i < date or date < i < end)
+        variable = ch in _DIGITS and (i < 10 or 10 < i < end)
         out.append("?" if variable else _literal(ch))
     return "".join(out)
 
