@@ -48,8 +48,8 @@ from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import open_changelog
-from rhei_lake.sync.unordered import UnorderedWatch, catch_up_unordered
 from rhei_lake.sync.trigger_sync import ProgressCallback
+from rhei_lake.sync.unordered import UnorderedWatch, catch_up_unordered
 from rhei_lake.timeutil import now_micros
 
 log = logging.getLogger("rhei_lake.sync")
