@@ -5,7 +5,9 @@ A :class:`PolledSource` reads a table it does not own, never writing to it:
 * :meth:`~PolledSource.read_changes` streams the rows after a
   :class:`~rhei_lake.capture.poll_cursor.PollCursor` in ``(updated_at, key)``
   order, in bounded batches, from one statement (one consistent snapshot, so
-  no key appears twice in one stream);
+  no key appears twice in one stream), and on SQLite first, in the same
+  snapshot, the rows that sort before the cursor although they may not be older
+  than the time the poll has reached (:class:`ChangeRead`);
 * :meth:`~PolledSource.scan_keys` streams every key in byte order with its
   ``updated_at`` and soft-delete value (for hard-delete detection);
 * :meth:`~PolledSource.fetch` reads the current rows of given keys.
@@ -105,6 +107,38 @@ class PollPlan:
         return f"SELECT {self._columns()} FROM {self.relation} WHERE ({cols}) IN (VALUES {', '.join([one] * count)})"
 
 
+class ChangeRead:
+    """One consistent read of a table's changes.
+
+    Iterating yields the rows after the cursor in batches; :attr:`unordered`
+    holds ``(updated_at, *key)`` of the rows that sort before the cursor although
+    their time may be at or after the one asked for, read first in the same
+    snapshot (a superset: the caller reads their times; see
+    :mod:`rhei_lake.capture.updated_at_order`; always empty where the source
+    orders ``updated_at`` by instant). :meth:`close` ends the read.
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[list[tuple]],
+        unordered: list[tuple] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._batches = batches
+        self.unordered = unordered or []
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[list[tuple]]:
+        return self._batches
+
+    def close(self) -> None:
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        if self._on_close is not None:
+            self._on_close()
+
+
 def fetch_batches(fetchmany: Callable[[int], list], size: int) -> Iterator[list[tuple]]:
     """Yield ``fetchmany(size)`` results until one comes back empty."""
     while rows := fetchmany(size):
@@ -153,8 +187,12 @@ class PolledSource(Protocol):
         """Read the table's declared columns and key; SchemaError naming anything missing."""
         ...
 
-    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
-        """Rows (spec column order) after ``cursor``, ``(updated_at, key)`` order, one snapshot."""
+    def read_changes(
+        self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int, unordered_since: int | None = None
+    ) -> ChangeRead:
+        """Rows (spec column order) after ``cursor``, ``(updated_at, key)`` order, one snapshot; with
+        ``unordered_since`` (UTC micros) also the rows that sort before ``cursor`` although their
+        ``updated_at`` may be at or after it, from the same snapshot."""
         ...
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
@@ -168,13 +206,6 @@ class PolledSource(Protocol):
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         """Every row's ``(*key, updated_at, deleted_at, after_cursor)`` in byte order of the key."""
-        ...
-
-    def read_unordered(self, plan: PollPlan, cursor: PollCursor, instant: int) -> list[tuple]:
-        """``(updated_at, *key)`` of rows that sort at or before ``cursor`` although their
-        ``updated_at`` may be at or after ``instant`` (the cursor's, UTC micros): rows
-        :meth:`read_changes` passes over (a superset; empty where the source orders
-        ``updated_at`` by instant). See :mod:`rhei_lake.capture.updated_at_order`."""
         ...
 
     def commit_counter(self) -> int | None:

@@ -14,7 +14,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
+from rhei_lake.capture.polled_source import (
+    ChangeRead,
+    PollPlan,
+    check_polled_columns,
+    fetch_batches,
+    polled_spec_options,
+)
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.postgres_db import connect, translate_postgres_error
 from rhei_lake.capture.postgres_first_read import PostgresFirstRead, adbc_postgres_available
@@ -210,9 +216,13 @@ class PostgresPolledSource:
                 self._streams -= 1
                 self._end()
 
-    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+    def read_changes(
+        self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int, unordered_since: int | None = None
+    ) -> ChangeRead:
+        # PostgreSQL orders updated_at by instant (typed columns natively, text ones cast): no row
+        # sorts before the cursor unless it is older.
         sql, params = plan.changes_sql(cursor)
-        return self._stream(sql, params, batch_rows, f"reading table {plan.spec.name!r}")
+        return ChangeRead(self._stream(sql, params, batch_rows, f"reading table {plan.spec.name!r}"))
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
         sql, params = plan.count_sql(cursor)
@@ -242,9 +252,6 @@ class PostgresPolledSource:
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(sql, params, batch_rows, f"scanning keys of {plan.spec.name!r}")
-
-    def read_unordered(self, plan: PollPlan, cursor: PollCursor, instant: int) -> list[tuple]:
-        return []  # PostgreSQL orders updated_at by instant: typed columns natively, text ones cast
 
     def commit_counter(self) -> None:
         return None

@@ -11,25 +11,27 @@ time, and every number before every text. A row written later in another
 spelling than the cursor's can sort *before* the cursor while its instant is
 after it: the poll would pass over it.
 
-:func:`unordered_sql` finds those rows without reading the table whole. Relative
-to a text cursor ``c`` at instant ``I``, a row whose instant is at or after ``I``
-but sorts before ``c`` is one of
+:func:`unordered_sql` finds those rows without reading the table whole. Take
+the text cursor ``c`` a poll starts from, at instant ``I``, and a time ``T >= I``
+that every row written since the last poll's snapshot has reached. A row whose
+instant is at or after ``T`` but sorts before ``c`` is one of
 
 * NULL (unreadable: reported by the event builder);
-* a number of at least ``I`` in the table's epoch unit;
+* a number of at least ``T`` in the table's epoch unit;
 * text that starts with a character below ``'0'`` (a leading blank): no time the
   lake reads, so the next poll reports it instead of the key scan, much later;
-* text between the local date ``I - 24h`` and ``c`` that is not spelled like ``c``:
-  date/time text (``YYYY-MM-DD`` first) whose instant is at or after ``I`` has a
-  local date no earlier than ``I - 24h`` (an offset is less than a day), so it
-  sorts at or after that date; spelled like ``c``, it sorts after ``c``.
+* text between the local date ``T - 24h`` and ``c`` that is not spelled like ``c``:
+  date/time text (``YYYY-MM-DD`` first) whose instant is at or after ``T`` has a
+  local date no earlier than ``T - 24h`` (an offset is less than a day), so it
+  sorts at or after that date; text spelled like ``c`` that sorts before ``c`` is
+  earlier than ``I`` (or ``c`` itself, a tie the key order settles).
 
 Each is an index range (the last one filtered by ``GLOB`` on the index entries),
 so a poll costs the index entries of the rows with an ``updated_at`` within a
 day or two before the cursor, not the table (about 0.2-0.4 us each). Other text
 (an epoch number stored as text, garbage) that sorts below that window is no
-time the lake reads: the periodic key scan reports it. A numeric cursor needs only the NULL range: text sorts after every number, and
-numbers compare by value.
+time the lake reads: the periodic key scan reports it. A numeric cursor needs
+only the NULL range: text sorts after every number, and numbers compare by value.
 """
 
 from __future__ import annotations
@@ -62,20 +64,24 @@ def spelling_glob(text: str) -> str:
     The digits of the date and the time may differ; everything else must be the
     same: the separator, the time's layout and the length of its fraction, the
     zone (``Z``, an offset: its digits too). Values spelled alike sort as their
-    instants do. A digit's place is ``?`` (several times cheaper to match than
-    ``[0-9]``): text the lake reads as a time has a digit there, and text it does
-    not read is the key scan's to report. Text that does not start with a date
-    matches only itself.
+    instants do. The date's and the clock's digits are ``?`` (several times
+    cheaper to match than ``[0-9]``): where the pattern's ``-`` and ``:`` stand,
+    text the lake reads as a time has a digit in those places. The fraction's are
+    ``[0-9]``: a shorter fraction and a zone could fill them (``.1-05:00`` beside
+    ``.1234560``). Text that does not start with a date matches only itself.
     """
     if not _starts_with_date(text):
         return "".join(_literal(ch) for ch in text)
     end = 11  # the separator (position 10) is kept as it is
     while end < len(text) and text[end] in _TIME_CHARS:
         end += 1
+    fraction = text.find(".", 11, end)
     out = []
     for i, ch in enumerate(text):
-        variable = ch in _DIGITS and (i < 10 or 10 < i < end)
-        out.append("?" if variable else _literal(ch))
+        if ch in _DIGITS and (i < 10 or 10 < i < end):
+            out.append("[0-9]" if 0 <= fraction < i else "?")
+        else:
+            out.append(_literal(ch))
     return "".join(out)
 
 
@@ -92,7 +98,8 @@ def unordered_sql(
     relation: str, updated_at: str, keys: Sequence[str], cursor_value: Any, instant: int, unit: str
 ) -> tuple[str, tuple[Any, ...]]:
     """``SELECT updated_at, *keys`` of the rows that may sort before a cursor at ``cursor_value``
-    although their instant is at or after ``instant`` (a superset: the caller reads their instants).
+    although their instant is at or after ``instant`` (the time reached, never before the
+    cursor's own; a superset: the caller reads their instants).
 
     ``updated_at`` is the quoted column; ``keys`` are the key columns' select expressions.
     """

@@ -13,9 +13,9 @@ time (``sqlite_first_read`` / ``postgres_first_read`` in :mod:`rhei_lake.capture
 and committed in one Delta write followed by its cursor.
 
 SQLite orders a text ``updated_at`` by its bytes, which is the order of its
-instants only among values spelled alike; after the cursor's read, each poll
-also reads the rows another spelling sorts before the cursor although they are
-not older than it (:mod:`rhei_lake.sync.unordered`).
+instants only among values spelled alike; each poll also reads, in the same
+snapshot, the rows another spelling sorts before the cursor although they are
+not older than what the sidecar had read (:mod:`rhei_lake.sync.unordered`).
 
 Every ``hard_delete_interval`` seconds each table is also reconciled
 (:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
@@ -202,7 +202,8 @@ class PollingSync:
         changelog = table.changelog
         cursor = table.cursor()
         fresh = cursor is None and changelog.watermark == 0
-        since = table.unordered.since(cursor, table.plan.table.epoch_unit)
+        counter = self.source.commit_counter()  # before the read's snapshot
+        since = table.unordered.look_since(cursor, table.plan.table.epoch_unit, counter)
         batch_rows = self.config.batch_size
         tick: Callable[[int], None] | None = None
         if progress is not None:
@@ -215,10 +216,11 @@ class PollingSync:
         if fresh:
             first = self._first_sync(table, tick)
             if first is not None:
-                return first + catch_up_unordered(table, self.source, since), fresh
+                self._reached(table)
+                return first, fresh
         committed = 0
         done = 0
-        stream: Iterator[list[tuple]] = self.source.read_changes(table.plan, cursor, batch_rows)
+        stream = self.source.read_changes(table.plan, cursor, batch_rows, unordered_since=since)
         try:
             for rows in stream:
                 base = changelog.watermark
@@ -236,13 +238,22 @@ class PollingSync:
                 if built.error is not None:
                     raise built.error
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        committed += catch_up_unordered(table, self.source, since)
+            stream.close()
+        if since is not None and cursor is not None:
+            committed += catch_up_unordered(table, self.source, stream.unordered, since, cursor)
+            table.unordered.counter = counter
+        self._reached(table)
         if committed:
             log.info("table %r: %d polled events committed", table.name, committed)
         return committed, fresh
+
+    @staticmethod
+    def _reached(table: PolledTableSync) -> None:
+        """After a poll: the instant of the cursor it ended on is a time its snapshot held."""
+        cursor = table.cursor()
+        if cursor is not None:
+            instant = updated_at_micros(cursor.updated_at, table.plan.table.epoch_unit)
+            table.unordered.reached = max(table.unordered.reached or instant, instant)
 
     def _first_sync(self, table: PolledTableSync, tick: Callable[[int], None] | None) -> int | None:
         """Commit a table the lake holds nothing of in one go, read a column at a time.

@@ -164,16 +164,23 @@ def _glob(pattern: str, text: str) -> bool:
     return sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (text, pattern)).fetchone()[0] == 1
 
 
-@given(data=st.data(), a=instants, b=instants)
-@settings(max_examples=400, deadline=None)
-def test_values_spelled_alike_sort_as_their_instants(data, a, b):
-    """Two texts matching one spelling pattern: byte order never contradicts instant order."""
-    first = data.draw(spellings(a, "us", numbers=False))
+@given(data=st.data(), a=instants, apart=st.one_of(st.integers(-DAY, DAY), st.integers(-10**6, 10**6)))
+@settings(max_examples=1000, deadline=None)
+def test_values_spelled_alike_sort_as_their_instants(data, a, apart):
+    """Text matching another's spelling pattern and sorting before it is not later than it."""
+    first = data.draw(spellings(a, "us", numbers=False), label="first")
     pattern = spelling_glob(first)
     assert _glob(pattern, first)
-    second = data.draw(spellings(b, "us", numbers=False))
+    second = data.draw(spellings(min(max(a + apart, MIN_INSTANT), MAX_INSTANT), "us", numbers=False), label="second")
     if _glob(pattern, second) and second.encode() < first.encode():
         assert instant_of(second, "us") <= instant_of(first, "us")
+
+
+def test_a_shorter_fraction_and_a_zone_do_not_pass_for_a_longer_fraction():
+    """Same length, same dashes and colons: ``.1-05:00`` must not be taken for ``.1234560``."""
+    pattern = spelling_glob("2026-01-02 10:00:00.1234560")
+    assert not _glob(pattern, "2026-01-02 10:00:00.1-05:00")
+    assert _glob(pattern, "2026-01-01 23:59:59.9999990")
 
 
 @given(data=st.data(), reached=instants, later=st.integers(0, 3 * DAY))
@@ -287,19 +294,21 @@ def test_polls_read_the_extra_ranges_only_after_the_source_committed(tmp_path, m
     from rhei_lake.capture.sqlite_poll import SqlitePolledSource
 
     looks: list[int] = []
-    read = SqlitePolledSource.read_unordered
+    read = SqlitePolledSource.read_changes
 
-    def counted(self, plan, cursor, instant):
-        looks.append(instant)
-        return read(self, plan, cursor, instant)
+    def counted(self, plan, cursor, batch_rows, unordered_since=None):
+        if unordered_since is not None:
+            looks.append(unordered_since)
+        return read(self, plan, cursor, batch_rows, unordered_since)
 
-    monkeypatch.setattr(SqlitePolledSource, "read_unordered", counted)
+    monkeypatch.setattr(SqlitePolledSource, "read_changes", counted)
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
     conn.execute("INSERT INTO items VALUES (1, 1, '2026-01-02T10:00:00')")
     table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
     with rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+        lake.sync_now()  # the first poll reads everything: nothing to look for
         lake.sync_now()
         assert len(looks) == 1
         lake.sync_now()
