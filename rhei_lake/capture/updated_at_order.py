@@ -28,7 +28,7 @@ instant is at or after ``T`` but sorts before ``c`` is one of
 
 Each is an index range (the last one filtered by ``GLOB`` on the index entries),
 so a poll costs the index entries of the rows with an ``updated_at`` within a
-day or two before the cursor, not the table (about 0.2-0.4 us each). Other text
+day or two before the cursor, not the table (0.2-1 us each). Other text
 (an epoch number stored as text, garbage) that sorts below that window is no
 time the lake reads: the periodic key scan reports it. A numeric cursor needs
 only the NULL range: text sorts after every number, and numbers compare by value.
