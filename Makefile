@@ -41,4 +41,4 @@ test-crash: setup
 	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
-	rm -rf demo.db demo.db-wal demo.db-shm demo-lake .pytest_cache
+	rm -rf demo.db demo.db-wal demo.db-shm demo.db-lake demo-restored.db .pytest_cache

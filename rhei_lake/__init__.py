@@ -10,10 +10,8 @@
 ...     lake.compact()                       # fold the change feed into t_history, tidy files
 """
 
-from rhei_lake.capture.polled_table import PolledTable
-from rhei_lake.catalog import Column, TableSpec
-from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
-from rhei_lake.config import LakeConfig
+from typing import TYPE_CHECKING, Any
+
 from rhei_lake.errors import (
     CommitConflictError,
     ConfigError,
@@ -36,11 +34,54 @@ from rhei_lake.errors import (
     WatermarkError,
     WriteRefusedError,
 )
-from rhei_lake.lake import Lake, open
-from rhei_lake.query.router import Route
-from rhei_lake.restore import RestoreReport
-from rhei_lake.sync.report import SyncReport, TableSyncReport
-from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
+
+# The rest is imported on first use, so that importing the package (as `rh --help`
+# does) does not load pyarrow, DataFusion and delta-rs.
+_LAZY = {
+    "open": "rhei_lake.lake",
+    "Lake": "rhei_lake.lake",
+    "LakeConfig": "rhei_lake.config",
+    "PolledTable": "rhei_lake.capture.polled_table",
+    "TableSpec": "rhei_lake.catalog",
+    "Column": "rhei_lake.catalog",
+    "CompactionReport": "rhei_lake.compaction.report",
+    "TableCompactionReport": "rhei_lake.compaction.report",
+    "Route": "rhei_lake.query.router",
+    "RestoreReport": "rhei_lake.restore",
+    "SyncReport": "rhei_lake.sync.report",
+    "TableSyncReport": "rhei_lake.sync.report",
+    "SyncStatus": "rhei_lake.sync.status",
+    "TableStatus": "rhei_lake.sync.status",
+    "LoopStatus": "rhei_lake.sync.status",
+    "ErrorInfo": "rhei_lake.sync.status",
+}
+
+if TYPE_CHECKING:
+    from rhei_lake.capture.polled_table import PolledTable
+    from rhei_lake.catalog import Column, TableSpec
+    from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
+    from rhei_lake.config import LakeConfig
+    from rhei_lake.lake import Lake, open
+    from rhei_lake.query.router import Route
+    from rhei_lake.restore import RestoreReport
+    from rhei_lake.sync.report import SyncReport, TableSyncReport
+    from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rhei_lake' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

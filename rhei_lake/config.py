@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -88,6 +89,18 @@ class LakeConfig(BaseModel):
         description="Tables with at least this many rows are read by the ADBC reader process when first "
         "captured (a trigger-mode snapshot, a sidecar's first sync of a SQLite table): several times faster; "
         "0 always reads through sqlite3.",
+    )
+    auto_register: bool = Field(
+        False,
+        description="Mirror every table created through execute()/execute_batch() as soon as its CREATE "
+        "commits (a table that cannot be mirrored, e.g. one without a primary key, is left out with a "
+        "warning). `rh` turns it on unless this option is set.",
+    )
+    read_only: bool = Field(
+        False,
+        description="Open the lake for reading only: nothing is snapshot, synced, pruned or written, "
+        "neither to the lake nor to oltp_path, and no writer lease is taken (queries and status of a "
+        "lake another process syncs; with oltp_path, point reads and lag come from that database).",
     )
     prune_interval: float = Field(
         DEFAULT_PRUNE_INTERVAL,
@@ -229,6 +242,8 @@ class LakeConfig(BaseModel):
         names = [t.name.lower() for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError("tables: a table is listed twice")
+        if self.read_only and self.sync_interval is not None:
+            raise ValueError("sync_interval starts a sync loop, which a read_only lake never runs: set one or the other")
         return self
 
     @field_validator("flight_token")
@@ -276,15 +291,27 @@ def build_config(config: LakeConfig | Mapping[str, Any] | None = None, **overrid
         raise
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One readable line per invalid field, secrets never echoed."""
+def format_validation_error(exc: ValidationError, *, known: Iterable[str] | None = None) -> str:
+    """One readable part per invalid field, all of them at once; secrets never echoed.
+
+    An unknown option is named with the closest known one (``known``: the
+    accepted names, by default :class:`LakeConfig`'s fields).
+    """
+    names = list(known) if known is not None else list(LakeConfig.model_fields)
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        msg = msg.removeprefix(f"{field}: ")  # a validator's own message may name its field already
         if err["type"] == "extra_forbidden":
-            msg = "unknown option"
+            msg = "unknown option" + did_you_mean(str(err["loc"][-1]), names)
         parts.append(f"{field}: {msg}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` naming the known option closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -20,6 +20,10 @@ from rhei_lake.errors import ConfigError
 
 ENV_PREFIX = "RHEI_"
 SERVE_SECTION = "serve"
+CONFIG_ENV = "RHEI_CONFIG"
+"""The environment variable naming the configuration file when none is given."""
+DEFAULT_CONFIG_NAME = "rhei.toml"
+"""The configuration file found in the working folder when neither a file nor RHEI_CONFIG is given."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,25 @@ def read_config_file(path: str | Path) -> ConfigFile:
     return ConfigFile(data, serve)
 
 
+def find_config_file(environ: Mapping[str, str], cwd: str | Path) -> Path | None:
+    """The configuration file to use when none is named: ``$RHEI_CONFIG``, else ``rhei.toml`` in ``cwd``.
+
+    As Litestream finds its file. ``RHEI_CONFIG`` naming a file that does not
+    exist is a ConfigError (a typo must not silently fall back to no file);
+    an empty one means none. Returns ``None`` when there is no file to use.
+    """
+    named = environ.get(CONFIG_ENV)
+    if named is not None:
+        if not named.strip():
+            return None
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={named!r}: no such configuration file")
+        return path
+    local = Path(cwd) / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The lake's options in a TOML file (top-level keys, or a ``[lake]`` table)."""
     return read_config_file(path).lake
@@ -76,6 +99,8 @@ def environment_options(
     warnings: list[str] = []
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):
+            continue
+        if var == CONFIG_ENV:  # names the file, not an option
             continue
         name = names.get(var)
         if name is None:

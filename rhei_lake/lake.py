@@ -7,11 +7,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from rhei_lake.capture import oltp_writes, schema_watch
+from rhei_lake.capture.log_watch import LogWatch, application_tables
 from rhei_lake.capture.oltp_writes import Statement
 from rhei_lake.capture.polled_source import open_polled_source
 from rhei_lake.capture.source_url import parse_source_url
@@ -73,14 +75,19 @@ class Lake:
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
+        self._watch: LogWatch | None = None
+        self._created: set[str] = set()  # tables created inside a transaction, registered once it commits
         self._derived = DerivedTables(self.storage)
         self._store_verified = False
         try:
-            if (config.oltp_path is not None or config.source is not None) and location.url != "memory://":
+            if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
+                    and not config.read_only:
                 self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
-            if config.oltp_path is not None:
+            if config.read_only:
+                self._open_read_only()
+            elif config.oltp_path is not None:
                 source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
@@ -117,6 +124,16 @@ class Lake:
         if self._lease is not None:
             self._lease.ensure()
         return work(*args, **kwargs)
+
+    def _open_read_only(self) -> None:
+        """Tables from the lake alone; point reads and lag from ``oltp_path`` if set, never written to."""
+        self._discover()
+        path = self.config.oltp_path
+        if path is not None:
+            if not os.path.isfile(path):
+                raise SourceError(f"SQLite database {path!r} does not exist")
+            self._reader = OltpReader(path)
+            self._watch = LogWatch(path)
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
@@ -184,6 +201,7 @@ class Lake:
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
         self._check_open()
+        self._refuse_read_only(what)
         if isinstance(self._sync, PollingSync):
             raise ReadOnlySourceError(
                 f"{what}: this lake follows {self._sync.source.location.masked} read-only (sidecar mode); "
@@ -193,11 +211,21 @@ class Lake:
             raise SourceError(f"{what} needs an OLTP database: open the lake with oltp_path=")
         return self._oltp
 
+    def _refuse_read_only(self, what: str) -> None:
+        if self.config.read_only:
+            raise SourceError(f"{what}: this lake is open read-only (read_only=True): it never writes or syncs")
+
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
-        """Run one SQL statement on the SQLite database; returns the number of rows changed."""
+        """Run one SQL statement on the SQLite database; returns the number of rows it changed.
+
+        With ``auto_register``, a table it creates is mirrored once the statement commits.
+        """
         conn = self._require_oltp("execute()")
         with self._lock:
-            return oltp_writes.execute(conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "")
+            before = self._tables_before(conn, [sql])
+            changed = oltp_writes.execute(conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "")
+            self._register_created(conn, before)
+            return changed
 
     def execute_batch(self, statements: Iterable[Statement]) -> int:
         """Run many statements in one SQLite transaction, all or nothing; returns the rows changed.
@@ -207,7 +235,9 @@ class Lake:
         than one :meth:`execute` per statement (one commit instead of many).
         """
         conn = self._require_oltp("execute_batch()")
+        statements = list(statements)
         with self._lock:
+            before = self._tables_before(conn, [s[0] if isinstance(s, tuple) and s else s for s in statements])
             mirrored = {name: spec for name, (spec, _) in self._entries().items()}
             nested = conn.in_transaction
             rebuilt: set[str] = set()
@@ -225,7 +255,50 @@ class Lake:
             )
             if rebuilt and not nested:
                 self._follow_schema_now()
+            self._register_created(conn, before)
             return changed
+
+    def _tables_before(self, conn: sqlite3.Connection, sql: Sequence[Any]) -> set[str] | None:
+        """The database's tables before statements that may create one run (``auto_register`` only)."""
+        if not self.config.auto_register or not any(isinstance(s, str) and "create" in s.lower() for s in sql):
+            return None
+        return set(application_tables(conn))
+
+    def _register_created(self, conn: sqlite3.Connection, before: set[str] | None) -> None:
+        """Mirror the tables created since ``before``, once no transaction is open on ``conn``.
+
+        A table that cannot be mirrored (no primary key, a column without a
+        type) stays as it is, with a warning naming the reason: the statement
+        that created it has committed.
+        """
+        if before is None and not self._created:
+            return
+        if before is not None:
+            self._created |= set(application_tables(conn)) - before
+        if conn.in_transaction or not self._created:
+            return
+        created, self._created = self._created, set()
+        existing = set(application_tables(conn))
+        for name in sorted(created & existing):
+            try:
+                self.register_table(name)
+            except RheiError as exc:
+                log.warning("table %r was created but is not mirrored: %s", name, exc)
+
+    def unmirrored_tables(self) -> list[str]:
+        """Tables of the SQLite database (``oltp_path``) that this lake does not mirror."""
+        self._check_open()
+        if self.config.oltp_path is None or not os.path.isfile(self.config.oltp_path):
+            return []
+        mirrored = {name.lower() for name in self._entries()}
+        conn = self._oltp
+        if conn is not None:
+            with self._lock:
+                names = application_tables(conn)
+        else:
+            with closing(connect(self.config.oltp_path, create=False)) as reader:
+                names = application_tables(reader)
+        return [name for name in names if name.lower() not in mirrored]
 
     def _follow_schema_now(self) -> None:
         """Follow a rebuild this lake's own batch committed at once, before another write can come in blind."""
@@ -273,6 +346,7 @@ class Lake:
         polled rows are committed (the first sync of a big table takes a while).
         """
         self._check_open()
+        self._refuse_read_only("sync_now()")
         if self._sync is None:
             raise SourceError("sync_now() needs a source: open the lake with oltp_path= or source=")
         sync = self._sync
@@ -297,6 +371,7 @@ class Lake:
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog now; returns rows moved."""
         self._check_open()
+        self._refuse_read_only("flush()")
         with self._lock:
             if self._sync is not None:
                 return self._leased(self._sync.flush)
@@ -324,6 +399,7 @@ class Lake:
         ``dry_run=True`` writes nothing and reports what would be done.
         """
         self._check_open()
+        self._refuse_read_only("compact()")
         options = CompactionOptions.from_config(self.config, vacuum_retention=vacuum_retention, dry_run=dry_run)
         if not dry_run:
             self._verify_store()
@@ -492,6 +568,7 @@ class Lake:
         stops the loop. Either way it shows in :meth:`sync_status`.
         """
         self._check_open()
+        self._refuse_read_only("start_sync()")
         if self._sync is None:
             raise ConfigError("background sync needs a source to sync from: open the lake with oltp_path=")
         interval = interval if interval is not None else (self.config.sync_interval or 1.0)
@@ -528,7 +605,10 @@ class Lake:
     def sync_status(self) -> SyncStatus:
         """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""
         self._check_open()
-        lag = getattr(self._sync.source, "table_lag", None) if self._sync is not None else None
+        if self._sync is not None:
+            lag = getattr(self._sync.source, "table_lag", None)
+        else:
+            lag = self._watch.table_lag if self._watch is not None else None
         tables = self._query_tables()
         if self._sync is not None:
             position = getattr(self._sync, "position", None)
@@ -614,6 +694,8 @@ class Lake:
             self._loop.stop()
         if self._reader is not None:
             self._reader.close()
+        if self._watch is not None:
+            self._watch.close()
         if self._sync is not None:
             try:
                 self._sync.close()
@@ -638,6 +720,8 @@ class Lake:
 
     def __repr__(self) -> str:
         mode = f"oltp_path={self.config.oltp_path!r}" if self.config.oltp_path else "read-only"
+        if self.config.read_only and self.config.oltp_path:
+            mode = f"read-only oltp_path={self.config.oltp_path!r}"
         if isinstance(self._sync, PollingSync):
             mode = f"source={self._sync.source.location.masked!r}"
         return f"<Lake {self.location.url} {mode} tables={self.tables() if not self._closed else 'closed'}>"

@@ -89,6 +89,9 @@ def restore_sqlite(
         raise ConfigError(f"restore: {target} already exists; pass overwrite=True to replace it")
     if os.path.isdir(target):
         raise ConfigError(f"restore: {target} is a directory")
+    if as_of is not None:
+        for spec in specs.values():
+            _check_known(engine, spec, as_of)
     temp = os.path.join(directory, f".{os.path.basename(target)}.rhei-restore-{uuid.uuid4().hex[:12]}.tmp")
     rows: dict[str, int] = {}
     try:
@@ -122,6 +125,35 @@ def restore_sqlite(
     from rhei_lake.timeutil import from_micros
 
     return RestoreReport(target, from_micros(as_of) if as_of is not None else None, rows, time.perf_counter() - started)
+
+
+def first_known_instant(engine: QueryEngine, spec: TableSpec) -> int | None:
+    """UTC micros of the first instant the lake knows ``spec``'s state at (its first sync), or ``None``."""
+    from rhei_lake.catalog import TS, VALID_FROM
+    from rhei_lake.errors import QueryError
+    from rhei_lake.timeutil import to_micros
+
+    history, changes = quote_ident(f"{spec.name}_history"), quote_ident(f"{spec.name}_changes")
+    known = []
+    for sql in (f"SELECT min({VALID_FROM}) FROM {history}", f"SELECT min({TS}) FROM {changes}"):
+        try:
+            value = engine.query(sql, as_of=None).column(0)[0].as_py()
+        except QueryError:  # mirror mode keeps no history
+            continue
+        if value is not None:
+            known.append(to_micros(value))
+    return min(known, default=None)
+
+
+def _check_known(engine: QueryEngine, spec: TableSpec, as_of: int) -> None:
+    first = first_known_instant(engine, spec)
+    if first is not None and as_of < first:
+        from rhei_lake.timeutil import from_micros
+
+        raise ConfigError(
+            f"restore: as_of {from_micros(as_of).isoformat()} is before the lake's history of {spec.name!r} "
+            f"begins ({from_micros(first).isoformat()}, its first sync): the lake does not know its state then"
+        )
 
 
 def _copy_table(

@@ -144,6 +144,22 @@ def test_restore_never_clobbers_and_writes_atomically(tmp_path):
         assert _restored_state(target, "t") == sqlite_state(lake._oltp, "t")
 
 
+def test_restore_refuses_an_instant_before_the_first_sync(tmp_path):
+    """Before its first sync the lake does not know a table's state: restoring it empty would be a lie."""
+    before = datetime.now(UTC)
+    time.sleep(0.01)
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        lake.execute("INSERT INTO t VALUES (1)")
+        lake.register_table("t")
+        lake.sync_now()
+        with pytest.raises(ConfigError, match="before the lake's history of 't' begins"):
+            lake.restore_sqlite(tmp_path / "early.db", as_of=before)
+        assert not (tmp_path / "early.db").exists()
+        report = lake.restore_sqlite(tmp_path / "now.db", as_of=datetime.now(UTC))
+        assert report.rows == {"t": 1}
+
+
 def test_restore_gives_back_what_sqlite_stored_under_each_affinity(tmp_path):
     """A JSON column's integers and reals, a whole decimal past 2**53, text keys: stored as SQLite held them."""
     db = tmp_path / "app.db"

@@ -3,12 +3,17 @@
 ::
 
     _rhei_cdc_log(seq INTEGER PRIMARY KEY, tbl, op, ts, c0, c1, ...)   change events
+    _rhei_cdc_pending(tbl, mark, c0, c1, ...)                          rows a REPLACE may delete
     _rhei_tables(name, spec, state, snapshot_from, snapshot_to, synced_seq)
     _rhei_meta(key, value)                                            source_id, format
 
 ``seq`` is SQLite's rowid, i.e. ``max(seq) + 1``. Pruning never deletes the
 newest row, so a sequence number is never handed out twice (AUTOINCREMENT would
 guarantee the same but costs ~40% more per captured write).
+
+``_rhei_cdc_pending`` only holds rows while one statement writes one row (see
+:mod:`rhei_lake.capture.triggers`); whatever it holds between transactions is
+left over from a conflict that deleted nothing, and is cleared when pruning.
 
 A snapshot reserves the sequence numbers ``snapshot_from+1 .. snapshot_to-1``
 for the table's existing rows with one marker row (op ``S``) at ``snapshot_to``.
@@ -21,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 from rhei_lake import faults
-from rhei_lake.capture.triggers import LOG_TABLE, NOW, TS_MICROS
+from rhei_lake.capture.triggers import LOG_TABLE, NOW, PENDING_TABLE, TS_MICROS
 from rhei_lake.catalog import TableSpec
 
 REGISTRY_TABLE = "_rhei_tables"
@@ -62,9 +67,25 @@ def install_log(conn: sqlite3.Connection) -> str:
         "synced_seq INTEGER NOT NULL DEFAULT 0)"
     )
     conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    install_pending(conn)
     conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('format', ?)", (LOG_FORMAT,))
     conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('source_id', ?)", (uuid.uuid4().hex,))
     return conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'source_id'").fetchone()[0]
+
+
+def has_pending_table(conn: sqlite3.Connection) -> bool:
+    """Whether the pending table exists (logs written before the guard triggers lack it)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (PENDING_TABLE,)).fetchone() is not None
+
+
+def install_pending(conn: sqlite3.Connection) -> None:
+    """Create the pending table, as wide as the log, if it is missing."""
+    if has_pending_table(conn):
+        return
+    slots = "".join(f", c{i}" for i in range(log_slots(conn)))
+    conn.execute(f"CREATE TABLE {PENDING_TABLE} (tbl, mark{slots})")
+    conn.execute(f"CREATE INDEX {PENDING_TABLE}_tbl ON {PENDING_TABLE} (tbl)")
 
 
 def installed_source_id(conn: sqlite3.Connection) -> str | None:
@@ -83,10 +104,11 @@ def log_slots(conn: sqlite3.Connection) -> int:
 
 
 def ensure_slots(conn: sqlite3.Connection, count: int) -> int:
-    """Add untyped value columns until the log has at least ``count``."""
+    """Add untyped value columns until the log and the pending table have at least ``count``."""
     have = log_slots(conn)
     for i in range(have, count):
         conn.execute(f"ALTER TABLE {LOG_TABLE} ADD COLUMN c{i}")
+        conn.execute(f"ALTER TABLE {PENDING_TABLE} ADD COLUMN c{i}")
     return max(have, count)
 
 
@@ -130,6 +152,7 @@ def delete_table_events(conn: sqlite3.Connection, table: str) -> None:
     conn.execute(
         f"DELETE FROM {LOG_TABLE} WHERE tbl = ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (table,)
     )
+    conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE tbl = ?", (table,))
 
 
 def read_events(conn: sqlite3.Connection, after: int, limit: int, slots: int) -> list[tuple]:
@@ -151,6 +174,9 @@ def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int
             conn.execute(
                 f"UPDATE {REGISTRY_TABLE} SET synced_seq = max(synced_seq, ?) WHERE name = ?", (seq, table)
             )
+        # Between transactions every pending row is a leftover (see above); one whose row is
+        # deleted later must not meet a log that no longer holds that row's D.
+        conn.execute(f"DELETE FROM {PENDING_TABLE}")
         faults.point("cdc.before_prune_commit")
         conn.execute("COMMIT")
         return cur.rowcount

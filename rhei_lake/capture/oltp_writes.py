@@ -26,9 +26,9 @@ def execute(conn: sqlite3.Connection, sql: str, params: Params, *, mirrored: Col
     if guarded:
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=False))
     try:
-        cursor = conn.execute(sql, params)
-        cursor.fetchall()
-        return max(cursor.rowcount, 0)
+        total = conn.total_changes
+        conn.execute(sql, params).fetchall()
+        return rows_changed(conn, total)
     except sqlite3.Error as exc:
         raise _translate(exc, refusal, path) from exc
     finally:
@@ -67,9 +67,9 @@ def execute_batch(
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True, dropped=dropped))
         try:
             for index, (sql, params) in enumerate(batch):
-                cursor = conn.execute(sql, params)
-                cursor.fetchall()
-                changed += max(cursor.rowcount, 0)
+                total = conn.total_changes
+                conn.execute(sql, params).fetchall()
+                changed += rows_changed(conn, total)
         finally:
             conn.set_authorizer(None)
         if check is not None:
@@ -83,6 +83,20 @@ def execute_batch(
             where = f"statement {index + 1} of {len(batch)}" if index >= 0 else "the batch"
             raise type(error)(f"execute_batch: {where} failed, nothing was applied: {error}") from exc
         raise
+
+
+def rows_changed(conn: sqlite3.Connection, total_before: int) -> int:
+    """Rows the statement just run inserted, updated or deleted itself (not its triggers).
+
+    ``cursor.rowcount`` is -1 for a ``WITH ... INSERT`` (Python only counts
+    statements that start with a DML keyword), and ``total_changes`` also counts
+    the capture triggers' own inserts; SQLite's ``changes()`` is exact but keeps
+    the last DML statement's count across statements that change nothing, so it
+    is read only when something changed.
+    """
+    if conn.total_changes == total_before:
+        return 0
+    return conn.execute("SELECT changes()").fetchone()[0]
 
 
 def _normalize(index: int, statement: Statement) -> tuple[str, Params]:

@@ -18,6 +18,8 @@ expression a column is selected with differ (see :class:`PollPlan`).
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,7 +31,7 @@ from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
-from rhei_lake.errors import SchemaError
+from rhei_lake.errors import SchemaError, SourceError
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,23 @@ def open_polled_source(location: SourceLocation) -> PolledSource:
     if location.kind == "sqlite":
         from rhei_lake.capture.sqlite_poll import SqlitePolledSource
 
+        _check_sqlite_path(location)
         return SqlitePolledSource(location)
     from rhei_lake.capture.postgres_poll import PostgresPolledSource
 
     return PostgresPolledSource(location)
+
+
+def _check_sqlite_path(location: SourceLocation) -> None:
+    """A missing file named ``sqlite:///name``: say it is absolute, and how to name one in the working folder."""
+    path = location.path or ""
+    if os.path.exists(path):
+        return
+    message = f"source: SQLite database {path!r} does not exist"
+    relative = path.lstrip("/")
+    if path.startswith("/") and location.url.startswith("sqlite:///") and relative:
+        message += (
+            f" (sqlite:///{relative} is the absolute path /{relative}; for {relative} in the working folder "
+            f"write sqlite://{relative})"
+        )
+    raise SourceError(message)

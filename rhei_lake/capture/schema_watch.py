@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from rhei_lake.capture.sqlite_schema import canonical_table_name
+from rhei_lake.capture.triggers import triggers_current
 from rhei_lake.capture.types import make_column
 from rhei_lake.catalog import Column, TableSpec
 from rhei_lake.errors import SchemaChangedError, SchemaError
@@ -275,11 +276,23 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
             if not triggers
             else "its capture triggers are not the ones rhei_lake installed"
         )
+    elif not changes and not _triggers_current(conn, followed):
+        # Same columns, same triggers as installed, but not the ones rhei_lake installs now: a unique
+        # index came or went (REPLACE through a new one was not seen), or an older rhei_lake wrote them.
+        changes.append("its capture triggers are outdated (its unique indexes changed, or an older rhei_lake "
+                       "installed them)")
     elif known.columns != live and not changes:
         changes.append("its declaration changed")
     if not changes:
         return None
     return SchemaDrift(table, "follow", "; ".join(changes), spec=followed)
+
+
+def _triggers_current(conn: sqlite3.Connection, spec: TableSpec) -> bool:
+    try:
+        return triggers_current(conn, spec)
+    except SchemaError:
+        return False  # an index it cannot read: following reinstalls the triggers, which says why it cannot
 
 
 def _gone(conn: sqlite3.Connection, table: str, known: Fingerprint | None) -> SchemaDrift:

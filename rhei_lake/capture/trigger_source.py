@@ -70,6 +70,10 @@ class TriggerSource:
                 self._conn.execute("BEGIN IMMEDIATE")
                 installed = cdc_log.install_log(self._conn)
                 self._conn.execute("COMMIT")
+            elif not cdc_log.has_pending_table(self._conn):  # a log older than the guard triggers
+                self._conn.execute("BEGIN IMMEDIATE")
+                cdc_log.install_pending(self._conn)
+                self._conn.execute("COMMIT")
             self.source_id = installed
             self._slots = cdc_log.log_slots(self._conn)
             self._registrations = cdc_log.read_registry(self._conn)
@@ -156,8 +160,7 @@ class TriggerSource:
         """A reader process for a big table's snapshot, started before any lock is taken."""
         if self.columnar_min_rows <= 0 or not fast_reader_available():
             return None
-        name = canonical_table_name(self._conn, table)
-        (rows,) = self._conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()
+        rows = _count_rows(self._conn, canonical_table_name(self._conn, table))
         if rows < self.columnar_min_rows:
             return None
         return ReaderProcess(self.path)
@@ -167,13 +170,13 @@ class TriggerSource:
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
         schema_watch.record(self._conn, spec.name)
-        rows = self._conn.execute(f"SELECT count(*) FROM {quote_ident(spec.name)}").fetchone()[0]
+        rows = _count_rows(self._conn, spec.name)
         snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
         registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
         cdc_log.write_registration(self._conn, registration)
         # The reader's first read pins its WAL snapshot: the state just before our
         # commit, which (we hold the write lock) equals the state at the commit.
-        pin = f"SELECT 1 FROM {quote_ident(spec.name)} LIMIT 1"
+        pin = f"SELECT 1 FROM {quote_ident(spec.name)} NOT INDEXED LIMIT 1"
         run: SnapshotRun
         if columnar is not None:
             columnar.begin()
@@ -531,6 +534,20 @@ class TriggerSource:
                     self._prune_conn.close()
                     self._prune_conn = None
             self._conn.close()
+
+
+def _count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """``count(*)`` of ``table``; without its indexes if one uses a collation this connection lacks.
+
+    SQLite counts through the smallest index (faster than the table), which needs
+    the index's collation, and the application may register one of its own.
+    """
+    try:
+        return conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if "no such collation sequence" not in str(exc):
+            raise
+        return conn.execute(f"SELECT count(*) FROM {quote_ident(table)} NOT INDEXED").fetchone()[0]
 
 
 def _columnar_events(

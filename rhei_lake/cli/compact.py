@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 import rhei_lake
 from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, StorageOption
-from rhei_lake.compaction.job import STEPS
-from rhei_lake.compaction.report import CompactionReport, size_text
 from rhei_lake.errors import ConfigError, SchemaError
 from rhei_lake.timeutil import parse_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rhei_lake.compaction.report import CompactionReport
 
 TableOption = Annotated[
     Optional[list[str]], typer.Option("--table", "-t", help="Compact only this table (repeat for several).")
@@ -41,21 +42,25 @@ def compact_command(
 
     Runs against the lake alone (no SQLite file needed), safely beside a process that syncs into it.
     """
+    from rhei_lake.cli.runner import Interrupted
+
     retention = parse_duration(vacuum_retention, what="--vacuum-retention") if vacuum_retention is not None else None
     with _open(config, storage) as lake:
         if not lake.tables():
             raise SchemaError(f"no mirrored tables in {lake.location.url}: nothing to compact")
-        with _Display(common.err_console) as display:
-            report = lake.compact(table, vacuum_retention=retention, dry_run=dry_run, progress=display)
+        try:
+            with _Display(common.err_console) as display:
+                report = lake.compact(table, vacuum_retention=retention, dry_run=dry_run, progress=display)
+        except KeyboardInterrupt:
+            raise Interrupted("rh compact interrupted: each step commits on its own, so run it again to go on") from None
     _print_report(report)
 
 
 def _open(config: Path | None, storage: str | None) -> rhei_lake.Lake:
     options = common.resolve_options(config=config, storage=storage)
-    options.pop("oltp_path", None)  # a compaction job never opens the source database
     if "storage" not in options:
         raise ConfigError("rh compact needs the lake: pass --storage URL (or set storage in --config)")
-    return rhei_lake.open(**options)
+    return rhei_lake.open(**common.lake_only(options))  # a compaction job never opens the source
 
 
 class _Display:
@@ -64,11 +69,20 @@ class _Display:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live = console.is_terminal
-        self._progress: Progress | None = None
+        self._progress: Any = None
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> _Display:
         if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
@@ -86,6 +100,8 @@ class _Display:
             self._progress.stop()
 
     def __call__(self, table: str, step: str, done: int, total: int) -> None:
+        from rhei_lake.compaction.job import STEPS
+
         detail = f" {done}/{total} events" if total else ""
         if self._progress is None:
             self.console.print(f"{table}: {step}{detail}", highlight=False, soft_wrap=True)
@@ -97,6 +113,8 @@ class _Display:
 
 
 def _print_report(report: CompactionReport) -> None:
+    from rhei_lake.compaction.report import size_text
+
     table = common.rich_table("table", "events", "versions", "closed", "expired", "files", "vacuumed", "time")
     for t in report.tables.values():
         table.add_row(

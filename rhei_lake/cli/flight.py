@@ -60,12 +60,12 @@ def flight_command(
         flight_tls_key=tls_key,
         flight_compression=compression,
     )
-    options.pop("oltp_path", None)  # a served lake is read-only; syncing is `rh sync` / `rh serve`
     if "storage" not in options:
         raise ConfigError("rh flight needs a lake: pass --storage URL (or set storage in --config)")
     if options.get("flight_port") is None:
         options["flight_port"] = DEFAULT_PORT
-    with rhei_lake.open(**options) as lake:
+    # a served lake is read-only; syncing is `rh sync` / `rh serve`
+    with rhei_lake.open(**common.lake_only(options), read_only=True) as lake:
         server = serve_flight(lake)
         try:
             auth = "bearer token" if server.auth else "none"

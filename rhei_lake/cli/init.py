@@ -12,21 +12,23 @@ import textwrap
 import typing
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from pydantic import BaseModel
 
 from rhei_lake.cli import common
-from rhei_lake.config import LakeConfig
 from rhei_lake.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DEFAULT_PATH = Path("rhei.toml")
 
 # Which options each part of the file shows, in order; options not listed land in "Other options".
 LAKE_SECTIONS: list[tuple[str, list[str]]] = [
     ("Where the lake lives", ["storage", "storage_options"]),
-    ("HTAP mode: rhei_lake owns this SQLite database and captures its changes with triggers", ["oltp_path"]),
+    ("HTAP mode: rhei_lake owns this SQLite database and captures its changes with triggers",
+     ["oltp_path", "auto_register"]),
     ("Sidecar mode: follow a database rhei_lake does not own (and its [[tables]] below)",
      ["source", "hard_delete_interval"]),
     ("Syncing", ["sync_interval", "sync_max_backoff", "final_sync", "batch_size", "prune_interval",
@@ -52,7 +54,9 @@ EXAMPLES: dict[str, Any] = {
 HEADER = """\
 # rhei_lake configuration, written by `rh init`.
 #
-# Use it with any command: `rh serve --config {name}`, `rh query --config {name} "SELECT ..."`.
+# Use it with any command: `rh serve --config {name}`, `rh query --config {name} "SELECT ..."`;
+# a file named rhei.toml in the working folder (or the file $RHEI_CONFIG names) is used
+# without --config.
 # A commented line shows an option's default (or an example); remove the `# ` to set it.
 # Every option can also come from an environment variable RHEI_<OPTION> (RHEI_STORAGE,
 # RHEI_SYNC_INTERVAL, RHEI_METRICS_PORT, ...; lists and tables as JSON), which overrides
@@ -63,9 +67,11 @@ HEADER = """\
 
 
 def init_command(
-    path: Annotated[Optional[Path], typer.Argument(help=f"The file to write (default {DEFAULT_PATH}).")] = None,
+    path: Annotated[
+        Optional[Path], typer.Argument(metavar="FILE", help=f"The file to write (default {DEFAULT_PATH}).")
+    ] = None,
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="The file to write (the same as PATH).")
+        Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="The file to write (the same as FILE).")
     ] = None,
     db: common.DbOption = None,
     storage: common.StorageOption = None,
@@ -89,15 +95,15 @@ def init_command(
     from rhei_lake.config_file import read_config_file
 
     if path is not None and config is not None and path != config:
-        raise ConfigError("give the file to write once: as PATH or as --config")
+        common.usage_error("give the file to write once: as FILE or as --config")
     path = path or config or DEFAULT_PATH
     if path.exists() and not force:
         raise ConfigError(f"{str(path)!r} exists; pass --force to overwrite it")
     if table and source is None:
-        raise ConfigError("--table names a sidecar table: pass --source too")
+        common.usage_error("--table names a sidecar table: pass --source too")
     if source is not None and not table:
-        raise ConfigError("sidecar mode follows named tables: pass --table NAME (repeat for several)")
-    values: dict[str, Any] = {"storage": storage or "./lake"}
+        common.usage_error("sidecar mode follows named tables: pass --table NAME (repeat for several)")
+    values: dict[str, Any] = {"storage": storage or (common.default_storage(db) if db else "./lake")}
     if db is not None:
         values["oltp_path"] = db
     if source is not None:
@@ -124,6 +130,7 @@ def init_command(
 
 def config_template(values: dict[str, Any], *, tables: list[dict[str, Any]], name: str = "rhei.toml") -> str:
     """The commented TOML text: ``values`` set, every other option shown commented out."""
+    from rhei_lake.config import LakeConfig
     from rhei_lake.server.service_config import ServiceConfig
 
     parts = [HEADER.format(name=name)]

@@ -14,14 +14,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 import rhei_lake
 from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, DbOption, StorageOption
-from rhei_lake.errors import ConfigError, RheiError, WriteRefusedError
+from rhei_lake.errors import ConfigError, LeaseHeldError, RheiError, WriteRefusedError
+
+if TYPE_CHECKING:
+    from rhei_lake.catalog import Column, TableSpec
 
 DEFAULT_HISTORY = Path("~/.rhei_history")
 HISTORY_LENGTH = 1000
@@ -40,7 +43,8 @@ HELP = """\
 .status              sync status per table
 .help                this text
 .quit                leave (also Ctrl-D)
-Statements end with ';' and may span several lines; Ctrl-C drops the one being typed."""
+Statements end with ';' and may span several lines; Ctrl-C drops the one being typed,
+or cancels the one running."""
 
 
 def repl_command(
@@ -52,8 +56,12 @@ def repl_command(
     ] = None,
     timing: Annotated[bool, typer.Option("--timing", help="Start with .timing on.")] = False,
 ) -> None:
-    """Interactive SQL shell: multi-line statements, history, .tables, .schema, .timing, .help."""
-    with common.open_lake(config=config, storage=storage, db=db) as lake:
+    """Interactive SQL shell: multi-line statements, history, .tables, .schema, .timing, .help.
+
+    Writes go to the SQLite database and are synced at once. While another
+    process (rh serve) writes the lake, the shell opens it read-only.
+    """
+    with _open(config, storage, db) as lake:
         shell = Repl(lake, timing=timing)
         if sys.stdin.isatty():
             failed = shell.interactive((history or DEFAULT_HISTORY).expanduser())
@@ -61,6 +69,14 @@ def repl_command(
             failed = shell.script(sys.stdin)
     if failed:
         raise typer.Exit(1)
+
+
+def _open(config: Path | None, storage: str | None, db: str | None) -> rhei_lake.Lake:
+    try:
+        return common.open_lake(config=config, storage=storage, db=db, command="rh repl")
+    except LeaseHeldError as exc:
+        common.warning(f"{str(exc).split('. A running')[0]}; this shell is read-only")
+        return common.open_reader(config=config, storage=storage, db=db, command="rh repl")
 
 
 def split_statements(text: str) -> tuple[list[str], str]:
@@ -112,6 +128,7 @@ class Repl:
         self.as_of: str | float | None = None
         self.failures = 0
         self.done = False
+        self.interactive_input = False  # Ctrl-C during a statement cancels it and returns to the prompt
         self.commands: dict[str, Callable[[str], None]] = {
             ".tables": self._tables,
             ".schema": self._schema,
@@ -128,6 +145,7 @@ class Repl:
     # -- input ---------------------------------------------------------------
     def interactive(self, history: Path) -> bool:
         """Prompted input with line editing and a persistent history; returns False (errors are shown)."""
+        self.interactive_input = True
         try:
             import readline
         except ImportError:  # pragma: no cover - platforms without GNU readline
@@ -221,26 +239,35 @@ class Repl:
                 self._statement(entry)
         except RheiError as exc:
             self.failures += 1
-            common.error(str(exc))
+            from rhei_lake.cli.runner import cli_words
+
+            common.error(cli_words(str(exc)))
+        except KeyboardInterrupt:
+            if not self.interactive_input:
+                raise
+            self.failures += 1
+            common.error("cancelled (Ctrl-C)")
 
     def _statement(self, sql: str) -> None:
         started = time.perf_counter()
         result = None
         where = "oltp"
-        if is_read(sql) or self.lake.config.oltp_path is None:
+        writable = self.lake.config.oltp_path is not None and not self.lake.config.read_only
+        if is_read(sql) or not writable:
             try:
                 result = self.lake.query(sql, as_of=self.as_of)
                 where = (result.schema.metadata or {}).get(b"rhei.route", b"olap").decode()
             except WriteRefusedError:
-                if self.lake.config.oltp_path is None:
+                if not writable:
                     raise
         if result is None:
             changed = self.lake.execute(sql)
+            self.lake.sync_now()  # so the next query sees it, as in rh exec
         elapsed = time.perf_counter() - started
         if result is not None:
             common.write_table(result, self.mode, None)
         else:
-            common.console.print(f"ok, {changed} row(s) changed", highlight=False)
+            common.console.print(f"ok, {changed:,} row{'' if changed == 1 else 's'} changed", highlight=False)
         if self.timing:
             common.console.print(f"Run Time: {elapsed:.3f} s ({where})", style="dim", highlight=False)
 
@@ -265,10 +292,15 @@ class Repl:
         for column in spec.columns:
             table.add_row(
                 column.name, column.declared_type, str(column.arrow_type),
-                "yes" if column.name in spec.primary_key else "", "yes" if column.nullable else "no",
+                "yes" if column.name in spec.primary_key else "", "yes" if _nullable(column, spec) else "no",
             )
         common.console.print(f"{spec.name}", style="bold", highlight=False)
         common.console.print(table)
+
+    def _sync(self, _arg: str) -> None:
+        if self.lake.config.read_only:
+            raise ConfigError(".sync: this shell is read-only (another process writes the lake and syncs)")
+        common.console.print(str(self.lake.sync_now()), highlight=False)
 
     def _timing(self, arg: str) -> None:
         value = arg.lower()
@@ -293,9 +325,6 @@ class Repl:
             self.as_of = common.parse_instant(arg)
         common.console.print(f"as_of: {self.as_of or 'off (latest)'}", highlight=False)
 
-    def _sync(self, _arg: str) -> None:
-        common.console.print(str(self.lake.sync_now()), highlight=False)
-
     def _status(self, _arg: str) -> None:
         from rhei_lake.cli.status import render_status
 
@@ -303,3 +332,9 @@ class Repl:
 
     def _quit(self, _arg: str) -> None:
         self.done = True
+
+
+def _nullable(column: Column, spec: TableSpec) -> bool:
+    """Whether SQLite lets the column hold NULL: an INTEGER PRIMARY KEY (the rowid) never does."""
+    alias = tuple(spec.primary_key) == (column.name,) and (column.declared_type or "").strip().upper() == "INTEGER"
+    return column.nullable and not alias

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,11 +15,12 @@ from rhei_lake.errors import ConfigError, SchemaError
 
 
 def restore_command(
-    output: Annotated[Path, typer.Argument(help="The SQLite database file to create.")],
+    output: Annotated[Path, typer.Argument(metavar="FILE", help="The SQLite database file to create.")],
     storage: StorageOption = None,
     config: ConfigOption = None,
     as_of: Annotated[
-        Optional[str], typer.Option("--as-of", help="Restore the state at this instant (ISO 8601 or epoch seconds).")
+        Optional[str],
+        typer.Option("--as-of", metavar="INSTANT", help="Restore the state at this instant (ISO 8601 or epoch seconds)."),
     ] = None,
     table: Annotated[
         Optional[list[str]], typer.Option("--table", "-t", help="Restore only this table (repeat for several).")
@@ -29,18 +31,18 @@ def restore_command(
 
     Reads only the lake (no source database needed); the file appears atomically.
     """
+    instant = common.parse_instant(as_of)
     if output.exists() and not overwrite:
         raise ConfigError(f"{str(output)!r} exists; pass --overwrite to replace it")
     options = common.resolve_options(config=config, storage=storage)
-    for key in ("oltp_path", "source", "tables", "sync_interval"):  # restore reads the lake alone
-        options.pop(key, None)
+    live = options.get("oltp_path")
     if "storage" not in options:
         raise ConfigError("rh restore needs the lake: pass --storage URL (or set storage in --config)")
-    with rhei_lake.open(**options) as lake:
+    if live and os.path.abspath(output) == os.path.abspath(live):
+        raise ConfigError(f"rh restore: {str(output)!r} is the lake's own live database; restore into a new file")
+    with rhei_lake.open(**common.lake_only(options), read_only=True) as lake:  # the lake alone, never the source
         if not lake.tables():
             raise SchemaError(f"no mirrored tables in {lake.location.url}: nothing to restore")
         with common.sync_progress("restoring") as progress:
-            report = lake.restore_sqlite(
-                output, as_of=common.parse_instant(as_of), tables=table, overwrite=overwrite, progress=progress
-            )
+            report = lake.restore_sqlite(output, as_of=instant, tables=table, overwrite=overwrite, progress=progress)
     common.console.print(str(report), highlight=False, soft_wrap=True)

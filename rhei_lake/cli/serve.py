@@ -21,8 +21,6 @@ import rhei_lake
 from rhei_lake.cli import common, service_logs
 from rhei_lake.cli.common import ConfigOption, DbOption, StorageOption
 from rhei_lake.errors import ConfigError
-from rhei_lake.server.lake_service import LakeService
-from rhei_lake.server.service_config import DEFAULT_SYNC_INTERVAL, build_service_config
 
 HARD_EXIT_SIGNALS = 3
 
@@ -36,14 +34,16 @@ def serve_command(
     ] = False,
     sync_interval: Annotated[
         Optional[float],
-        typer.Option("--sync-interval", help=f"Seconds between sync cycles (default: sync_interval, else "
-                                              f"{DEFAULT_SYNC_INTERVAL:g})."),
+        typer.Option("--sync-interval", metavar="SECONDS",
+                     help="Seconds between sync cycles (default: sync_interval, else 1)."),
     ] = None,
     metrics_port: Annotated[
-        Optional[int], typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: any free one).")
+        Optional[int],
+        typer.Option("--metrics-port", metavar="PORT", help="Serve Prometheus metrics on this port (0: any free one)."),
     ] = None,
     flight_port: Annotated[
-        Optional[int], typer.Option("--flight-port", help="Also serve Arrow Flight SQL on this port (0: any free one).")
+        Optional[int],
+        typer.Option("--flight-port", metavar="PORT", help="Also serve Arrow Flight SQL on this port (0: any free one)."),
     ] = None,
     log_format: Annotated[
         Optional[str], typer.Option("--log-format", help="Headless log lines: json (default) or text.")
@@ -55,6 +55,9 @@ def serve_command(
     --headless logs one line per event to stdout. SIGTERM/SIGINT stop it after
     a final sync, with exit code 0. Settings: the [serve] table of --config.
     """
+    from rhei_lake.server.lake_service import LakeService
+    from rhei_lake.server.service_config import DEFAULT_SYNC_INTERVAL, build_service_config
+
     lake_options, serve_options = common.resolve_settings(
         config=config, storage=storage, db=db,
         sync_interval=sync_interval, metrics_port=metrics_port, flight_port=flight_port, log_format=log_format,
@@ -73,6 +76,9 @@ def serve_command(
     signals = _StopSignals(stop)
     try:
         lake = rhei_lake.open(**lake_options)
+        if not has_source and not lake.tables():
+            common.warning(f"{lake.location.describe()} holds no lake yet (no mirrored tables): check --storage; "
+                           "serving it anyway")
         service = LakeService(
             lake,
             settings,

@@ -6,30 +6,30 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, DbOption, StorageOption
-from rhei_lake.errors import ConfigError
-from rhei_lake.sync.status import SyncStatus
+
+if TYPE_CHECKING:
+    from rhei_lake.sync.status import SyncStatus
 
 
 def status_command(
     db: DbOption = None,
     storage: StorageOption = None,
     config: ConfigOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Output: table or json.")] = "table",
 ) -> None:
-    """Per table: synced watermark, lag, last commit, unfolded events, files and errors.
+    """Per table: synced watermark, lag, last commit, unfolded events, files and errors (read-only).
 
-    With --db (or a sidecar --config) the lag behind the source is shown; with
-    only --storage, what the lake itself holds.
+    With --db the lag behind the database is shown; with only --storage, what
+    the lake itself holds. Works beside a running rh serve.
     """
-    if fmt not in ("table", "json"):
-        raise ConfigError(f"--format must be table or json, not {fmt!r}")
-    with common.open_lake(config=config, storage=storage, db=db) as lake:
+    fmt = common.check_format(fmt, ("table", "json"))
+    with common.open_reader(config=config, storage=storage, db=db, command="rh status") as lake:
         status = lake.sync_status()
         where = lake.location.describe()
     if fmt == "json":
@@ -76,13 +76,16 @@ def render_status(status: SyncStatus, where: str) -> Any:
     from rich.console import Group
     from rich.text import Text
 
-    table = common.rich_table("table", "synced", "lag", "lag s", "folded", "unfolded", "tail rows", "files")
+    table = common.rich_table(
+        "table", "synced", "lag", "lag s", "last commit", "folded", "unfolded", "tail rows", "files"
+    )
     for name, t in status.tables.items():
         table.add_row(
             name,
             number(t.synced_seq),
             number(t.lag_events),
             number(t.lag_seconds, 1),
+            ago(t.stored_commit_at),
             number(t.folded_seq),
             number(t.unfolded_events),
             number(t.tail_rows),

@@ -29,6 +29,7 @@ def views_command(
     same merge-on-read rhei_lake runs; pipe the output into the engine, e.g.
     `rh views -s ./lake | duckdb`.
     """
-    with common.open_lake(config=config, storage=storage) as lake:
-        text = lake.outside_views(dialect, as_of=common.parse_instant(as_of), show_secrets=show_secrets)
+    instant = common.parse_instant(as_of)
+    with common.open_reader(config=config, storage=storage, command="rh views") as lake:  # reads only
+        text = lake.outside_views(dialect, as_of=instant, show_secrets=show_secrets)
     sys.stdout.write(text)

@@ -10,6 +10,21 @@ The protocol's message classes come from the ``altertable-flightsql`` package
 carrying generated code of its own.
 """
 
-from rhei_lake.server.service import FlightService, serve_flight
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rhei_lake.server.service import FlightService, serve_flight
 
 __all__ = ["serve_flight", "FlightService"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `rh` reads the [serve] settings (service_config) on every start,
+    # and must not load the Flight stack for that.
+    if name in __all__:
+        from rhei_lake.server import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module 'rhei_lake.server' has no attribute {name!r}")

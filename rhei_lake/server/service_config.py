@@ -105,6 +105,6 @@ def build_service_config(options: dict[str, Any]) -> ServiceConfig:
     try:
         return ServiceConfig(**options)
     except ValidationError as exc:
-        message = format_validation_error(exc).removeprefix("invalid configuration: ")
+        message = format_validation_error(exc, known=ServiceConfig.model_fields).removeprefix("invalid configuration: ")
         parts = [f"serve.{part}" if not part.startswith("config:") else part for part in message.split("; ")]
         raise ConfigError("invalid configuration: " + "; ".join(parts)) from None

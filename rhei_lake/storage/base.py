@@ -134,6 +134,10 @@ class TableStore(Protocol):
         """The value of ``key`` in the newest commit that carried it, or ``None``."""
         ...
 
+    def last_commit_at(self) -> float | None:
+        """When the newest commit was made (epoch seconds), or ``None`` where the store keeps no time."""
+        ...
+
     def refresh(self) -> None:
         """Load commits made by other writers since this object last looked."""
         ...

@@ -126,6 +126,17 @@ class Changelog:
                     return segment.cursor
             return self._stored_cursor
 
+    def last_commit_at(self) -> float | None:
+        """When this feed last took a commit (a hot-path segment or a Delta commit), as its store records it.
+
+        Epoch seconds, or ``None`` when nothing was committed or the store keeps no times.
+        """
+        times = [self.store.last_commit_at()] if self.store.exists() else []
+        with self._lock:
+            times.extend(segment.written_at for segment in self._segments)
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
     @property
     def tail_segments(self) -> int:
         return len(self._segments)

@@ -173,6 +173,14 @@ class DeltaTableStore:
 
         return self._call(_find)
 
+    def last_commit_at(self) -> float | None:
+        def _newest(dt: DeltaTable) -> float | None:
+            commits = dt.history(1)
+            stamp = commits[0].get("timestamp") if commits else None
+            return stamp / 1000 if isinstance(stamp, (int, float)) else None
+
+        return self._call(_newest)
+
     def refresh(self) -> None:
         with self._lock:
             if self._dt is None:

@@ -108,6 +108,9 @@ class MemoryTableStore:
         self._require()
         return self._commit_metadata.get(key)
 
+    def last_commit_at(self) -> float | None:
+        return None  # an in-process store: the lake that commits here tracks its own commits
+
     def refresh(self) -> None:
         """Nothing to load: every writer shares this object."""
 

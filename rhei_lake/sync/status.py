@@ -23,6 +23,7 @@ from rhei_lake.timeutil import now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryTable
+    from rhei_lake.storage.changelog import Changelog
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -48,6 +49,9 @@ class TableStatus:
     such table. ``tail_age_seconds`` is the age of the oldest event not yet in
     the Delta changelog (0 when the tail is empty): how far behind engines
     that read the Delta tables directly are; ``tail_flush_interval`` bounds it.
+    ``stored_commit_at`` is when the lake last took a commit for the table, by
+    any process, as its store records it (read only while this process has
+    made none: for a lake another process syncs).
     """
 
     table: str
@@ -65,6 +69,7 @@ class TableStatus:
     folded_seq: int | None
     unfolded_events: int
     tail_age_seconds: float = 0.0
+    stored_commit_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ def collect_status(
             lag_events=lag_events,
             lag_seconds=lag_seconds,
             last_commit_at=record.last_commit_at,
+            stored_commit_at=record.last_commit_at or _stored_commit_time(changelog),
             last_commit_seconds=record.last_commit_seconds,
             events_synced=record.events_synced,
             last_error=record.last_error,
@@ -231,6 +237,12 @@ def collect_status(
         last_error=tracker.last_error,
         tail_age_seconds=max((t.tail_age_seconds for t in per_table.values()), default=0.0),
     )
+
+
+def _stored_commit_time(changelog: Changelog) -> datetime | None:
+    """The last commit another process (or an earlier run) made, for a table this process has not synced."""
+    stamp = changelog.last_commit_at()
+    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
 def _derived_store(table: QueryTable):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import struct
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 
 import rhei_lake
 from rhei_lake.errors import SchemaError, TypeMismatchError
+from tests.support.exact_state import assert_lake_is_sqlite, captured
 from tests.support.oracle import assert_same_state
 
 
@@ -159,3 +161,91 @@ def test_repair_event_unblocks_a_type_mismatch_without_losing_anything(lake):
     assert_same_state(lake, lake._oltp, "t")
     with pytest.raises(rhei_lake.SourceError, match="not in the CDC log"):
         lake.repair_event("t", 10_000, {"qty": 1})
+
+
+# -- comparisons are byte-exact whatever the collation --------------------------------------------
+
+
+def test_case_only_update_under_nocase_is_captured(tmp_path):
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE)"
+    with captured(tmp_path, ddl, "INSERT INTO t VALUES (1, 'alice')") as (_, app, lake):
+        app.execute("UPDATE t SET name = 'Alice' WHERE id = 1")
+        lake.execute("UPDATE t SET name = 'ALICE' WHERE id = 1")
+        lake.sync_now()
+        assert [(r["_rhei_op"], r["name"]) for r in feed(lake)] == [("I", "alice"), ("U", "Alice"), ("U", "ALICE")]
+        assert_lake_is_sqlite(lake, app, "t")
+
+
+def test_key_case_change_under_nocase_is_a_delete_and_an_insert(tmp_path):
+    ddl = "CREATE TABLE t (code TEXT COLLATE NOCASE PRIMARY KEY, v INTEGER)"
+    with captured(tmp_path, ddl, "INSERT INTO t VALUES ('a', 1)") as (_, app, lake):
+        app.execute("UPDATE t SET code = 'A' WHERE code = 'a'")
+        lake.sync_now()
+        assert [(r["_rhei_op"], r["code"]) for r in feed(lake)] == [("I", "a"), ("D", "a"), ("I", "A")]
+        assert_lake_is_sqlite(lake, app, "t")
+
+
+def test_trailing_blank_change_under_rtrim_is_captured(tmp_path):
+    ddl = "CREATE TABLE t (k TEXT COLLATE RTRIM PRIMARY KEY, v TEXT COLLATE RTRIM)"
+    with captured(tmp_path, ddl, "INSERT INTO t VALUES ('x', 'y')") as (_, app, lake):
+        app.execute("UPDATE t SET v = 'y  ' WHERE k = 'x'")
+        app.execute("UPDATE t SET k = 'x ' WHERE k = 'x'")
+        lake.sync_now()
+        assert [(r["_rhei_op"], r["k"], r["v"]) for r in feed(lake)] == [
+            ("I", "x", "y"), ("U", "x", "y  "), ("D", "x", "y  "), ("I", "x ", "y  ")
+        ]
+        assert_lake_is_sqlite(lake, app, "t")
+
+
+def test_a_collation_only_the_application_registers_is_neither_needed_nor_used(tmp_path):
+    """The app's connection registers a collation that ignores case; the lake's never does."""
+    db = str(tmp_path / "app.db")
+    app = sqlite3.connect(db, isolation_level=None)
+    app.create_collation("ci", lambda a, b: (a.lower() > b.lower()) - (a.lower() < b.lower()))
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT COLLATE ci, tag TEXT COLLATE ci UNIQUE)")
+    app.execute("INSERT INTO t VALUES (1, 'bob', 'x'), (2, 'eve', 'y')")
+    with rhei_lake.open(oltp_path=db, storage="memory://") as lake:
+        lake.register_table("t")
+        lake.execute("UPDATE t SET name = 'Bob' WHERE id = 1")  # no index on name: the lake can write it
+        app.execute("PRAGMA recursive_triggers = OFF")
+        app.execute("UPDATE t SET name = 'BOB' WHERE id = 1")
+        app.execute("INSERT OR REPLACE INTO t VALUES (3, 'mallory', 'Y')")  # conflicts with 2 under ci
+        lake.sync_now()
+        assert [(r["_rhei_op"], r["id"], r["name"]) for r in feed(lake)][2:] == [
+            ("U", 1, "Bob"), ("U", 1, "BOB"), ("D", 2, "eve"), ("I", 3, "mallory")
+        ]
+        assert_lake_is_sqlite(lake, app, "t")
+
+
+def test_storage_class_changes_are_captured(tmp_path):
+    """1 -> 1.0 -> '1' compare equal in SQL; in a column without a type each is stored as given."""
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, v, n NUMERIC, i INTEGER)"
+    row = "INSERT INTO t VALUES (1, 'x', 1, -9223372036854775808)"
+    with captured(tmp_path, ddl, row, types={"v": "TEXT"}) as (_, app, _lake):
+        app.execute("UPDATE t SET v = 1")
+        app.execute("UPDATE t SET v = 1.0")
+        app.execute("UPDATE t SET v = '1'")
+        app.execute("UPDATE t SET v = '1'")  # no change: no event
+        app.execute("UPDATE t SET n = 1.0, i = -9223372036854775808")  # stored as before: no event
+        app.execute("UPDATE t SET i = -9223372036854775808.0")  # too big to be an integer: stays a real
+        logged = app.execute(
+            "SELECT op, typeof(c1), typeof(c3) FROM _rhei_cdc_log WHERE op != 'S' ORDER BY seq"
+        ).fetchall()
+        assert logged == [
+            ("U", "integer", "integer"), ("U", "real", "integer"), ("U", "text", "integer"), ("U", "text", "real")
+        ]
+
+
+def test_negative_zero_is_kept_where_sqlite_keeps_it(tmp_path):
+    """A REAL column stores -0.0 as 0 (an integer on disk); a column without a type keeps the sign."""
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, r REAL, v)"
+    with captured(tmp_path, ddl, "INSERT INTO t VALUES (1, 0.0, 0.0)", types={"v": "REAL"}) as (_, app, lake):
+        app.execute("UPDATE t SET r = -0.0, v = -0.0")
+        lake.sync_now()
+        assert_lake_is_sqlite(lake, app, "t")
+        (row,) = lake.query("SELECT r, v FROM t", hint="olap").to_pylist()
+        assert struct.pack(">d", row["r"]) == struct.pack(">d", 0.0)
+        assert struct.pack(">d", row["v"]) == struct.pack(">d", -0.0)
+        app.execute("UPDATE t SET v = 0.0")
+        lake.sync_now()
+        assert_lake_is_sqlite(lake, app, "t")

@@ -68,3 +68,27 @@ def test_environment_errors_name_the_variable_and_never_a_secret(tmp_path):
     line = one_error_line(secret)
     assert "hunter2" not in secret.stderr + secret.stdout and "AKIDSECRET" not in secret.stderr + secret.stdout
     assert "s3://bucket" in line
+
+
+def test_the_config_file_is_found_as_rhei_config_or_in_the_working_folder(tmp_path):
+    from rhei_lake.config_file import find_config_file
+
+    assert find_config_file({}, tmp_path) is None
+    (tmp_path / "rhei.toml").write_text('storage = "./here"\n')
+    (tmp_path / "other.toml").write_text('storage = "./there"\n')
+    assert find_config_file({}, tmp_path) == tmp_path / "rhei.toml"
+    assert find_config_file({"RHEI_CONFIG": str(tmp_path / "other.toml")}, tmp_path) == tmp_path / "other.toml"
+    assert find_config_file({"RHEI_CONFIG": ""}, tmp_path) is None
+    with pytest.raises(ConfigError, match="RHEI_CONFIG='nope.toml': no such configuration file"):
+        find_config_file({"RHEI_CONFIG": "nope.toml"}, tmp_path)
+
+    assert "here" in rh("info", cwd=tmp_path).stdout  # as Litestream finds its file
+    assert "there" in rh("info", cwd=tmp_path, env={"RHEI_CONFIG": "other.toml"}).stdout
+    assert "no such configuration file" in one_error_line(rh("info", cwd=tmp_path, env={"RHEI_CONFIG": "x.toml"}))
+
+
+def test_an_invalid_environment_value_is_refused_even_by_a_command_that_ignores_it(tmp_path):
+    """rh query never runs the sync loop, yet RHEI_SYNC_INTERVAL=abc is a mistake worth knowing about."""
+    for var, value in (("RHEI_SYNC_INTERVAL", "abc"), ("RHEI_METRICS_PORT", "many"), ("RHEI_AUTO_REGISTER", "maybe")):
+        line = one_error_line(rh("query", "--storage", "./lake", "SELECT 1", cwd=tmp_path, env={var: value}))
+        assert var in line, line

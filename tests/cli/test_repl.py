@@ -49,9 +49,9 @@ def test_repl_reads_a_script_from_stdin(tmp_path):
     out = result.stdout
     assert "orders_history, orders_changes" in out  # .tables
     assert "customer" in out and "TEXT" in out and "string" in out  # .schema
-    assert "ok, 1 row(s) changed" in out  # a multi-line INSERT through execute()
+    assert "ok, 1 row changed" in out  # a multi-line INSERT through execute(), synced at once
     assert "cy" in out and "30.0" in out  # a point read, fresh from SQLite
-    assert "synced 1 events" in out  # .sync
+    assert "synced 0 events" in out  # .sync: the write was synced already
     assert '"n"\n3\n' in out and "Run Time:" in out and "(olap)" in out  # csv mode, timing, the route
     assert '"last"\n1\n' in out  # a final statement without ';' still runs in a script
     errors = [line for line in result.stderr.splitlines() if line]

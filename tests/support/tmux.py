@@ -41,6 +41,8 @@ class Terminal:
         """Run ``command`` in the pane with only ``env`` (plus PATH and HOME); its exit code lands in :attr:`exit_file`.
 
         The environment is explicit so that nothing of the test runner's (COLUMNS, LINES, ...) leaks in.
+        bash, not sh: after a Ctrl-C that the program handled (and exited from normally), dash would die
+        too and take the exit code with it.
         """
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
                 "TERM": "xterm-256color", "LANG": "C.UTF-8"}
@@ -50,7 +52,7 @@ class Terminal:
             f"echo $? > {shlex.quote(str(self.exit_file))}; sleep 600"
         )
         result = self._run(
-            "new-session", "-d", "-s", "main", "-x", str(self.width), "-y", str(self.height), "sh", "-c", script
+            "new-session", "-d", "-s", "main", "-x", str(self.width), "-y", str(self.height), "bash", "-c", script
         )
         assert result.returncode == 0, result.stderr
 
