@@ -203,6 +203,19 @@ def test_hidden_row_ranges_are_served_by_an_index_on_updated_at():
     assert len(scans) == 4 and all("USING COVERING INDEX items_updated" in s for s in scans), plan
 
 
+def _one_row_source(tmp_path, updated_at: str = "2026-01-02T10:00:00Z") -> sqlite3.Connection:
+    """``items`` holding one row, which the first poll's cursor ends on; the key scan is off."""
+    conn = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
+    conn.execute("INSERT INTO items VALUES (1, 1, ?)", (updated_at,))
+    return conn
+
+
+def _open_polled(tmp_path) -> rhei_lake.Lake:
+    table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
+    return rhei_lake.open(source=f"sqlite://{tmp_path / 'app.db'}", storage=str(tmp_path / "lake"), tables=[table])
+
+
 @pytest.mark.parametrize(
     ("later", "spelled"),
     [
@@ -214,12 +227,8 @@ def test_hidden_row_ranges_are_served_by_an_index_on_updated_at():
 )
 def test_a_row_spelled_to_sort_before_the_cursor_is_read_by_the_next_poll(tmp_path, later, spelled):
     """The row waits neither for the key scan (off here) nor for hard_delete_interval."""
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
-    conn.execute("INSERT INTO items VALUES (1, 1, '2026-01-02T10:00:00Z')")  # the cursor: 10:00 UTC
-    table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
-    with rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+    conn = _one_row_source(tmp_path)  # the cursor: 10:00 UTC
+    with _open_polled(tmp_path) as lake:
         lake.sync_now()
         conn.execute("INSERT INTO items VALUES (2, 2, ?)", (later,))
         assert lake.sync_now().events == 1, spelled
@@ -302,12 +311,8 @@ def test_polls_read_the_extra_ranges_only_after_the_source_committed(tmp_path, m
         return read(self, plan, cursor, batch_rows, unordered_since)
 
     monkeypatch.setattr(SqlitePolledSource, "read_changes", counted)
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
-    conn.execute("INSERT INTO items VALUES (1, 1, '2026-01-02T10:00:00')")
-    table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
-    with rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+    conn = _one_row_source(tmp_path, "2026-01-02T10:00:00")
+    with _open_polled(tmp_path) as lake:
         lake.sync_now()  # the first poll reads everything: nothing to look for
         lake.sync_now()
         assert len(looks) == 1
@@ -325,12 +330,8 @@ def test_an_unreadable_updated_at_sorting_before_the_cursor_is_reported_by_the_n
     names the row instead of leaving it to the key scan (off here)."""
     from rhei_lake.errors import TypeMismatchError
 
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME NOT NULL)")
-    conn.execute("INSERT INTO items VALUES (1, 1, '2026-01-02T10:00:00Z')")
-    table = rhei_lake.PolledTable("items", updated_at="updated_at", hard_deletes=False)
-    with rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table]) as lake:
+    conn = _one_row_source(tmp_path)
+    with _open_polled(tmp_path) as lake:
         lake.sync_now()
         conn.execute("INSERT INTO items VALUES (2, 2, ' 2026-01-02T11:00:00')")
         with pytest.raises(TypeMismatchError, match="id.*2") as bad:
