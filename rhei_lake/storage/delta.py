@@ -408,7 +408,7 @@ class DeltaTableStore:
         try:
             return ctx.sql(f"SELECT {cols} FROM t WHERE {filter}").to_arrow_table()
         except Exception as exc:
-            raise StorageError(f"{self.uri}: could not read with filter {filter!r}: {exc}") from exc
+            raise_storage(exc, where=f"{self.uri}: reading with filter {filter!r}")
 
     def register(self, ctx: SessionContext, name: str) -> None:
         dt = self._table()
