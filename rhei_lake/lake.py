@@ -24,7 +24,7 @@ from rhei_lake.compaction.derived import DerivedTables
 from rhei_lake.compaction.job import CompactionOptions, CompactionProgress, CompactionTarget, compact, select_targets
 from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
+from rhei_lake.errors import ConfigError, LakeClosedError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.query.followed_tables import FollowedTables
 from rhei_lake.query.references import referenced_names
@@ -665,7 +665,7 @@ class Lake:
     # -- lifecycle -------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
-            raise RheiError("this lake is closed")
+            raise LakeClosedError("this lake is closed")
 
     def close(self, *, final_sync: bool | None = None) -> None:
         """Stop background sync, release connections; the CDC log is pruned of everything committed.
