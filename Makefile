@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-quick test-crash bench proto clean
+.PHONY: setup demo test test-quick test-crash bench lint proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ bench: $(VENV)/.bench-installed
 # The reliability suite with the full crash matrix (well over a hundred kill points).
 test-crash: setup
 	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	touch $@
+
+# One-way imports between the layers (docs/architecture.md).
+lint: $(VENV)/.dev-installed
+	$(BIN)/lint-imports
 
 # Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's
 # pinned grpcio-tools, in a virtual environment of its own (its protobuf pin stays out of $(VENV)).

@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake._shared.identifiers import quote_ident
+from rhei_lake._shared.sqlite_db import connect, translate_sqlite_error
+from rhei_lake._shared.sqlite_guard import Refusal, read_only
 from rhei_lake.capture.events import convert_columns
-from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
-from rhei_lake.capture.sqlite_guard import Refusal, read_only
-from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.types import ValueMismatch, describe_value, to_arrow
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import (

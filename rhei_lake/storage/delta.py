@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 
 from rhei_lake import faults
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake._shared.identifiers import quote_ident
 from rhei_lake.errors import (
     CommitConflictError,
     StorageError,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake._shared.identifiers import quote_ident
 from rhei_lake.catalog import int_range
 from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError, raise_storage
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats

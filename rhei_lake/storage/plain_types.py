@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake._shared.identifiers import quote_ident
 from rhei_lake.catalog import SEQ
 
 if TYPE_CHECKING:
