@@ -44,8 +44,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
 	touch $@
 
-# One-way imports between the layers (docs/architecture.md).
+# Lint rules (ruff; formatting is not checked yet), types (mypy: strict on the public API) and
+# one-way imports between the layers (import-linter, docs/architecture.md).
 lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's

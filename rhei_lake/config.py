@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -261,9 +261,8 @@ class LakeConfig(BaseModel):
             raise ValueError("flight_tls_cert and flight_tls_key go together: set both or neither")
         return self
 
-    def __repr_args__(self):  # type: ignore[override]
-        for name, value in super().__repr_args__():
-            yield name, value
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
         yield "storage_options", mask_options(self.storage_options)
         if self.source is not None:
             from rhei_lake.capture.source_url import mask_url

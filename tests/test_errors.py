@@ -139,9 +139,9 @@ def test_native_errors_are_told_apart_by_class_not_name():
 
 
 def test_a_closed_lake_says_so_with_its_own_class(tmp_path):
-    import rhei_lake
     import pyarrow.flight as flight
 
+    import rhei_lake
     from rhei_lake.server.status import to_flight_error
 
     lake = rhei_lake.open(storage=str(tmp_path / "lake"))
