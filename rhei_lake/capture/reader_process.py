@@ -40,6 +40,7 @@ class ReaderProcess:
         self.path = path
         self._lock = threading.Lock()
         self._in_transaction = False
+        self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
         try:
             self._proc = subprocess.Popen(
                 # Run as a plain script (-P: its folder not on sys.path), not as part of the
@@ -119,7 +120,7 @@ class ReaderProcess:
         try:
             yield from reader
             finished = True
-            self._frame_after(self._read_exact(1))
+            self._finished(self._frame_after(self._read_exact(1)))
         finally:
             if not finished:  # abandoned mid-stream: the pipe holds unread data, the protocol is lost
                 self._proc.kill()
@@ -141,7 +142,7 @@ class ReaderProcess:
                             continue
                     if stop.is_set():
                         return
-                self._frame_after(self._read_exact(1))
+                self._finished(self._frame_after(self._read_exact(1)))
                 items.put(end)
             except BaseException as exc:  # handed to the consumer
                 items.put(exc)
@@ -165,6 +166,12 @@ class ReaderProcess:
                 self._proc.kill()
             thread.join(timeout=10)
             self._lock.release()
+
+    def _finished(self, trailer: dict[str, Any]) -> None:
+        self.last_query_times = {
+            "SQLite read": float(trailer.get("read_seconds", 0.0)),
+            "send": float(trailer.get("send_seconds", 0.0)),
+        }
 
     def close(self) -> None:
         """End any read transaction, stop the child (politely if it is idle, else by killing it)

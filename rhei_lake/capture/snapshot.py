@@ -17,25 +17,27 @@ import sqlite3
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
+from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
-from rhei_lake.catalog import OP_INSERT, TIMESTAMP_TYPE, TableSpec, int_range
+from rhei_lake.catalog import OP_INSERT, TableSpec
 from rhei_lake.errors import SourceError, TypeMismatchError
+from rhei_lake.phase_times import PhaseTimes
 
 
 class SnapshotRun:
     """Common bookkeeping of a snapshot being streamed into the lake."""
 
-    def __init__(self, registration: Registration, ts_micros: int) -> None:
+    def __init__(self, registration: Registration, ts_micros: int, times: PhaseTimes | None = None) -> None:
         self.registration = registration
         self.ts_micros = ts_micros
         self.error: BaseException | None = None
         self.rows_read = 0
+        self.times = times if times is not None else PhaseTimes()
 
     @property
     def spec(self) -> TableSpec:
@@ -74,8 +76,10 @@ class SnapshotRun:
 class RowSnapshot(SnapshotRun):
     """A snapshot read row by row through ``sqlite3``."""
 
-    def __init__(self, conn: sqlite3.Connection, registration: Registration, ts_micros: int) -> None:
-        super().__init__(registration, ts_micros)
+    def __init__(
+        self, conn: sqlite3.Connection, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+    ) -> None:
+        super().__init__(registration, ts_micros, times)
         self._conn = conn
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -102,8 +106,10 @@ class RowSnapshot(SnapshotRun):
 class ColumnarSnapshot(SnapshotRun):
     """A snapshot read as Arrow by the ADBC reader process, whose read transaction is pinned."""
 
-    def __init__(self, reader: ReaderProcess, registration: Registration, ts_micros: int) -> None:
-        super().__init__(registration, ts_micros)
+    def __init__(
+        self, reader: ReaderProcess, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+    ) -> None:
+        super().__init__(registration, ts_micros, times)
         self._reader = reader
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -111,16 +117,20 @@ class ColumnarSnapshot(SnapshotRun):
         sql, typed = snapshot_sql(spec)
         next_seq = self.registration.snapshot_from + 1
         schema = spec.changes_schema
+        times = self.times
+        bookkeeping = InsertColumns(self.ts_micros)
         stream = self._reader.query(sql, batch_rows=batch_rows, prefetch=4)
         try:
-            for raw in after_witness(stream):
-                arrays, _ = convert(typed, raw)
+            for raw in times.timed("typed read", after_witness(stream)):
+                with times.measure("conversion"):
+                    arrays, _ = convert(typed, raw)
                 n = raw.num_rows
-                seq = int_range(next_seq, n)
-                op = pc.fill_null(pa.nulls(n, pa.string()), OP_INSERT)
-                ts = pc.fill_null(pa.nulls(n, pa.int64()), self.ts_micros).cast(TIMESTAMP_TYPE)
+                with times.measure("sequence numbers"):
+                    extra = [bookkeeping.seq(next_seq, n), bookkeeping.ops(n), bookkeeping.stamps(n)]
                 next_seq += n
-                yield pa.RecordBatch.from_arrays([*arrays, seq, op, ts], schema=schema)
+                yield pa.RecordBatch.from_arrays([*arrays, *extra], schema=schema)
+            for phase, seconds in self._reader.last_query_times.items():
+                times.add(f"reader process: {phase}", seconds, elsewhere=True)
         except NeedsDiagnosis:
             try:
                 for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis

@@ -121,8 +121,9 @@ class TriggerSync:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
-                reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
-                changelog, created = open_changelog(self.storage, run.spec, self.config)
+                with run.times.measure("changelog"):
+                    reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
+                    changelog, created = open_changelog(self.storage, run.spec, self.config)
             except BaseException:
                 run.close()
                 raise
@@ -163,8 +164,10 @@ class TriggerSync:
         reader = run.reader(batch_rows)
         if progress is not None:
             reader = _reporting(reader, lambda done: progress(table, done, total))
+        times = run.times
         try:
-            changelog.commit_stream(reader, watermark=run.watermark)
+            with times.around("delta write"):
+                changelog.commit_stream(reader, watermark=run.watermark)
         except BaseException as exc:
             if run.error is not None and run.error is not exc:
                 raise run.error from exc
@@ -172,8 +175,12 @@ class TriggerSync:
         finally:
             run.close()
         faults.point("snapshot.after_commit_before_ready")
-        self.source.mark_ready(table, run.watermark)
-        log.info("table %r: snapshot of %d rows committed", table, run.rows_read)
+        with times.measure("ready mark"):
+            self.source.mark_ready(table, run.watermark)
+        log.info(
+            "table %r: snapshot of %d rows committed (%s)", table, run.rows_read, times,
+            extra={"phases": times.rounded()},
+        )
         return run.rows_read
 
     # -- the cycle -------------------------------------------------------
