@@ -25,10 +25,15 @@ class PhaseTimes:
         self._own = 0.0  # seconds of the phases the calling threads spent themselves
 
     def add(self, phase: str, seconds: float, *, elsewhere: bool = False) -> None:
-        """Count ``seconds`` as ``phase``; ``elsewhere``: spent by another process, alongside this one."""
+        """Count ``seconds`` as ``phase``; ``elsewhere``: spent by another thread or process, alongside."""
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
         if not elsewhere:
             self._own += seconds
+
+    def merge(self, other: PhaseTimes, *, elsewhere: bool = False) -> None:
+        """Add ``other``'s phases (``elsewhere``: they ran alongside this one's, in another thread)."""
+        for phase, seconds in other.seconds.items():
+            self.add(phase, seconds, elsewhere=elsewhere)
 
     @contextmanager
     def measure(self, phase: str) -> Iterator[None]:

@@ -23,10 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
+from rhei_lake.phase_times import PhaseTimes
 
 
 def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.Array]) -> bool:
@@ -61,7 +63,8 @@ class PostgresFirstRead:
     """One REPEATABLE READ snapshot of a polled PostgreSQL table, streamed as declared-type Arrow.
 
     ``rows`` counts the snapshot and ``cursor`` is its greatest ``(updated_at, key)``
-    (``None`` for an empty table), both known before the rows are read.
+    (``None`` for an empty table), both known before the rows are read. ``times``
+    says where the read's time went.
     """
 
     def __init__(self, psycopg_conn: Any, plan: PollPlan) -> None:
@@ -72,13 +75,15 @@ class PostgresFirstRead:
         self._pg = psycopg_conn
         self._adbc = None
         self.cursor: PollCursor | None = None
+        self.times = PhaseTimes()
         try:
-            self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # read-only already
-            with self._pg.cursor() as cur:
-                cur.execute("SELECT pg_export_snapshot()", ())
-                (self._snapshot,) = cur.fetchone()
-                cur.execute(f"SELECT count(*) FROM {plan.relation}", ())
-                self.rows = int(cur.fetchone()[0])
+            with self.times.measure("row count"):
+                self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # read-only already
+                with self._pg.cursor() as cur:
+                    cur.execute("SELECT pg_export_snapshot()", ())
+                    (self._snapshot,) = cur.fetchone()
+                    cur.execute(f"SELECT count(*) FROM {plan.relation}", ())
+                    self.rows = int(cur.fetchone()[0])
         except BaseException:
             self.close()
             raise
@@ -86,7 +91,8 @@ class PostgresFirstRead:
     def start(self, url: str) -> None:
         """Read the cursor and open the ADBC connection on the same snapshot."""
         try:
-            self._start(url)
+            with self.times.measure("reader start"):
+                self._start(url)
         except BaseException:
             self.close()
             raise
@@ -107,18 +113,29 @@ class PostgresFirstRead:
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
 
-        Batches are as large as the driver reads them (16 MB of COPY data), whatever ``batch_rows`` says.
+        Batches are as large as the driver reads them (16 MB of COPY data), whatever ``batch_rows`` says;
+        they are read and cast in a thread of their own, two batches ahead of the caller.
         """
         spec = self.plan.spec
         # ADBC's PostgreSQL driver reads a psycopg-style "%%" in a quoted name literally.
         select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
-        deleted_at = self.plan.table.deleted_at
+        produced = PhaseTimes()
         with self._adbc.cursor() as cur:
+            converted = prefetched(self._converted(cur, sql, produced), 2, name="rhei-first-read", abandon=cur.adbc_cancel)
+            yield from self.times.timed("waiting for rows", converted)
+        self.times.merge(produced, elsewhere=True)
+
+    def _converted(self, cur: Any, sql: str, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+        spec = self.plan.spec
+        deleted_at = self.plan.table.deleted_at
+        with times.measure("typed read"):
             cur.execute(sql)
-            for raw in cur.fetch_record_batch():
-                if raw.num_rows == 0:
-                    continue
+            stream = cur.fetch_record_batch()
+        for raw in times.timed("typed read", stream):
+            if raw.num_rows == 0:
+                continue
+            with times.measure("conversion"):
                 try:
                     arrays = [raw.column(i).cast(c.arrow_type) for i, c in enumerate(spec.columns)]
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
@@ -126,7 +143,8 @@ class PostgresFirstRead:
                 if _key_spelt_otherwise(spec, raw, arrays):
                     raise NeedsDiagnosis  # the row poll names it
                 table = pa.Table.from_arrays(arrays, schema=spec.schema)
-                yield table, soft_deleted(table.column(deleted_at)) if deleted_at else None
+                flags = soft_deleted(table.column(deleted_at)) if deleted_at else None
+            yield table, flags
 
     def close(self) -> None:
         for conn in (self._adbc, self._pg):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 import struct
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.errors import SourceError
 
 
@@ -123,49 +123,23 @@ class ReaderProcess:
             self._finished(self._frame_after(self._read_exact(1)))
         finally:
             if not finished:  # abandoned mid-stream: the pipe holds unread data, the protocol is lost
-                self._proc.kill()
+                self.abort()
             self._lock.release()
 
     def _prefetched(self, reader: pa.RecordBatchReader, depth: int) -> Iterator[pa.RecordBatch]:
-        items: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        stop = threading.Event()
-        end = object()
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from reader
+            self._finished(self._frame_after(self._read_exact(1)))
 
-        def pump() -> None:
-            try:
-                for batch in reader:
-                    while not stop.is_set():
-                        try:
-                            items.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                self._finished(self._frame_after(self._read_exact(1)))
-                items.put(end)
-            except BaseException as exc:  # handed to the consumer
-                items.put(exc)
-
-        thread = threading.Thread(target=pump, name="rhei-reader-prefetch", daemon=True)
-        thread.start()
-        finished = False
+        # An error the child reported leaves the protocol intact; an abandoned stream does not.
         try:
-            while True:
-                item = items.get()
-                if item is end:
-                    finished = True
-                    return
-                if isinstance(item, BaseException):
-                    finished = True  # the child reported it; the protocol is intact unless the pipe broke
-                    raise item
-                yield item
+            yield from prefetched(batches(), depth, name="rhei-reader-prefetch", abandon=self.abort)
         finally:
-            stop.set()
-            if not finished:
-                self._proc.kill()
-            thread.join(timeout=10)
             self._lock.release()
+
+    def abort(self) -> None:
+        """Stop the child at once (a stream abandoned mid-way: the pipe holds unread data)."""
+        self._proc.kill()
 
     def _finished(self, trailer: dict[str, Any]) -> None:
         self.last_query_times = {

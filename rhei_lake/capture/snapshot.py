@@ -21,6 +21,7 @@ import pyarrow as pa
 from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.insert_columns import InsertColumns
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
@@ -113,13 +114,21 @@ class ColumnarSnapshot(SnapshotRun):
         self._reader = reader
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        # Read and convert in a thread of its own, two batches ahead of the Delta writer.
+        produced = PhaseTimes()
+        converted = prefetched(
+            self._converted(batch_rows, produced), 2, name="rhei-snapshot-read", abandon=self._reader.abort
+        )
+        yield from self.times.timed("waiting for rows", converted)
+        self.times.merge(produced, elsewhere=True)
+
+    def _converted(self, batch_rows: int, times: PhaseTimes) -> Iterator[pa.RecordBatch]:
         spec = self.spec
         sql, typed = snapshot_sql(spec)
         next_seq = self.registration.snapshot_from + 1
         schema = spec.changes_schema
-        times = self.times
         bookkeeping = InsertColumns(self.ts_micros)
-        stream = self._reader.query(sql, batch_rows=batch_rows, prefetch=4)
+        stream = self._reader.query(sql, batch_rows=batch_rows)
         try:
             for raw in times.timed("typed read", after_witness(stream)):
                 with times.measure("conversion"):
@@ -130,7 +139,7 @@ class ColumnarSnapshot(SnapshotRun):
                 next_seq += n
                 yield pa.RecordBatch.from_arrays([*arrays, *extra], schema=schema)
             for phase, seconds in self._reader.last_query_times.items():
-                times.add(f"reader process: {phase}", seconds, elsewhere=True)
+                times.add(f"reader process: {phase}", seconds)
         except NeedsDiagnosis:
             try:
                 for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis
