@@ -1,4 +1,4 @@
-"""The columnar SQLite reader process (``python -m rhei_lake.capture.reader_child``).
+"""The columnar SQLite reader process (``python -P -S reader_child.py FOLDER...``).
 
 ADBC reads SQLite into Arrow an order of magnitude faster than the ``sqlite3``
 module, but it links its own copy of SQLite; two copies in one process can
@@ -114,9 +114,18 @@ def serve(commands, out: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Started without the site module (``-S``: its .pth files cost a third of this process's
+    # start-up), with the folders holding pyarrow and the ADBC packages as arguments.
+    sys.path[:0] = sys.argv[1:]
     # pyarrow imports numpy when it is installed, two thirds of its import time; this
     # process only moves Arrow data from C to an IPC stream and needs none of it.
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+    # Import everything now, while the parent prepares: its first query (the one that
+    # pins a snapshot, under the parent's write lock) then waits for SQLite alone.
+    import adbc_driver_manager  # noqa: F401
+    import adbc_driver_sqlite  # noqa: F401
+    import pyarrow  # noqa: F401
+
     serve(sys.stdin, sys.stdout.buffer)
     sys.stdout.flush()
     # The database is closed and every reply written: skip the interpreter's teardown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import struct
 import subprocess
@@ -29,6 +31,22 @@ def fast_reader_available() -> bool:
 _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
 
 
+@functools.cache
+def _child_command() -> list[str]:
+    """How to start the child: a plain script (``-P``: its folder not on ``sys.path``), not part of
+    the package (importing rhei_lake would triple its start-up), and without the site module
+    (``-S``; a third of the rest) when the folders of the packages it imports are known."""
+    folders = []
+    for name in ("pyarrow", "adbc_driver_manager", "adbc_driver_sqlite"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            return [sys.executable, "-P", str(_CHILD_SCRIPT)]
+        folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
+        if folder not in folders:
+            folders.append(folder)
+    return [sys.executable, "-P", "-S", str(_CHILD_SCRIPT), *folders]
+
+
 class ReaderProcess:
     """A child process reading one SQLite database into Arrow with ADBC.
 
@@ -43,9 +61,7 @@ class ReaderProcess:
         self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
         try:
             self._proc = subprocess.Popen(
-                # Run as a plain script (-P: its folder not on sys.path), not as part of the
-                # package: importing rhei_lake would triple the child's start-up time.
-                [sys.executable, "-P", str(_CHILD_SCRIPT)],
+                _child_command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

@@ -21,6 +21,7 @@ from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import SchemaError, TypeMismatchError, WatermarkError
+from rhei_lake.storage import delta
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
@@ -114,6 +115,8 @@ class TriggerSync:
     ) -> TableSpec:
         """Capture ``name`` from now on and commit its existing rows once."""
         with self._lock:
+            if self.storage.durable:  # the snapshot's Delta write imports deltalake: meanwhile, not after
+                threading.Thread(target=delta.preload, name="rhei-preload", daemon=True).start()
             run = self.source.register(name, types=types)
             if run is None:
                 canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
