@@ -29,7 +29,7 @@ from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
 from rhei_lake.errors import SourceError
 from rhei_lake.phase_times import PhaseTimes
@@ -109,11 +109,9 @@ def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_row
     """A :class:`SqliteFirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
     if min_rows <= 0 or not fast_reader_available():
         return None
-    times = PhaseTimes()
-    with times.measure("row count"):
-        (rows,) = conn.execute(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").fetchone()
-    if rows < min_rows:
+    if not has_rows(conn, plan.spec.name, min_rows):
         return None
+    times = PhaseTimes()
     sql_order_only = declares_collation(conn, plan.spec.name)
     with times.measure("reader start"):
         reader = ReaderProcess(path, readonly=True)

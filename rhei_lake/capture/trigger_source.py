@@ -25,7 +25,7 @@ from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
-from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
@@ -165,8 +165,7 @@ class TriggerSource:
         """A reader process for a big table's snapshot, started before any lock is taken."""
         if self.columnar_min_rows <= 0 or not fast_reader_available():
             return None
-        rows = _count_rows(self._conn, canonical_table_name(self._conn, table))
-        if rows < self.columnar_min_rows:
+        if not has_rows(self._conn, canonical_table_name(self._conn, table), self.columnar_min_rows):
             return None
         return ReaderProcess(self.path)
 
