@@ -16,6 +16,7 @@ back to the row poll, which names it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,9 +63,9 @@ def soft_deleted(column: pa.ChunkedArray) -> pa.ChunkedArray:
 class PostgresFirstRead:
     """One REPEATABLE READ snapshot of a polled PostgreSQL table, streamed as declared-type Arrow.
 
-    ``rows`` counts the snapshot and ``cursor`` is its greatest ``(updated_at, key)``
-    (``None`` for an empty table), both known before the rows are read. ``times``
-    says where the read's time went.
+    ``rows`` counts the snapshot; ``cursor`` is its greatest ``(updated_at, key)``
+    (``None`` for an empty table), read alongside the rows and known once
+    :meth:`batches` is exhausted. ``times`` says where the read's time went.
     """
 
     def __init__(self, psycopg_conn: Any, plan: PollPlan) -> None:
@@ -75,6 +76,8 @@ class PostgresFirstRead:
         self._pg = psycopg_conn
         self._adbc = None
         self.cursor: PollCursor | None = None
+        self._cursor_thread: threading.Thread | None = None
+        self._cursor_error: BaseException | None = None
         self.times = PhaseTimes()
         try:
             with self.times.measure("row count"):
@@ -100,15 +103,30 @@ class PostgresFirstRead:
     def _start(self, url: str) -> None:
         import adbc_driver_postgresql.dbapi as adbc
 
-        with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
-            cur.execute(self.plan.last_row_sql(), ())
-            last = cur.fetchone()
-        self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
+        # The cursor's query (a scan, without an index on updated_at) runs on the server while ADBC reads.
+        self._cursor_thread = threading.Thread(target=self._read_cursor, name="rhei-first-read-cursor", daemon=True)
+        self._cursor_thread.start()
         self._adbc = adbc.connect(url)
         with self._adbc.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute(f"SET TRANSACTION SNAPSHOT '{self._snapshot}'")
             cur.execute("SET TRANSACTION READ ONLY")
+
+    def _read_cursor(self) -> None:
+        try:
+            with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
+                cur.execute(self.plan.last_row_sql(), ())
+                last = cur.fetchone()
+            self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
+        except BaseException as exc:  # raised where the cursor is needed
+            self._cursor_error = exc
+
+    def _await_cursor(self) -> None:
+        if self._cursor_thread is not None:
+            self._cursor_thread.join()
+            self._cursor_thread = None
+        if self._cursor_error is not None:
+            raise self._cursor_error
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
@@ -122,9 +140,13 @@ class PostgresFirstRead:
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
         produced = PhaseTimes()
         with self._adbc.cursor() as cur:
-            converted = prefetched(self._converted(cur, sql, produced), 2, name="rhei-first-read", abandon=cur.adbc_cancel)
+            converted = prefetched(
+                self._converted(cur, sql, produced), 2, name="rhei-first-read", abandon=cur.adbc_cancel
+            )
             yield from self.times.timed("waiting for rows", converted)
         self.times.merge(produced, elsewhere=True)
+        with self.times.measure("cursor read"):
+            self._await_cursor()
 
     def _converted(self, cur: Any, sql: str, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         spec = self.plan.spec
@@ -147,6 +169,12 @@ class PostgresFirstRead:
             yield table, flags
 
     def close(self) -> None:
+        if self._cursor_thread is not None:  # the read stopped early: the cursor's query may still run
+            try:
+                self._pg.cancel()
+            except Exception:  # closing anyway
+                pass
+            self._cursor_thread.join()
         for conn in (self._adbc, self._pg):
             if conn is None:
                 continue
