@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.polled_source import PollPlan
@@ -166,6 +167,7 @@ class PostgresFirstRead:
                     raise NeedsDiagnosis  # the row poll names it
                 table = pa.Table.from_arrays(arrays, schema=spec.schema)
                 flags = soft_deleted(table.column(deleted_at)) if deleted_at else None
+            faults.point("first_read.batch_converted")
             yield table, flags
 
     def close(self) -> None:

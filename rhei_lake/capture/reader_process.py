@@ -9,7 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,23 @@ class ReaderProcess:
         the child keeps reading while the consumer (say, a Delta writer) works.
         An error raised by the child mid-stream is raised at the end of the stream.
         """
+        reader = self._start(sql, params, batch_rows)
+        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+
+    def batches(
+        self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """:meth:`query` as a generator: closing it mid-way (``close()``) stops the child's stream at once.
+
+        A RecordBatchReader's own ``close()`` does not let go of the stream: one
+        abandoned by an exception lives on with the exception's traceback,
+        holding this reader until it is collected.
+        """
+        return self._stream(self._start(sql, params, batch_rows))
+
+    def _start(self, sql: str, params: Sequence[Any], batch_rows: int) -> pa.RecordBatchReader:
+        """Send a query; its stream holds the protocol (``_lock``) until it ends or is abandoned."""
         self._lock.acquire()
         try:
             self._send({"op": "query", "sql": sql, "params": list(params), "batch_rows": batch_rows})
@@ -124,17 +141,15 @@ class ReaderProcess:
             if kind != b"S":
                 self._frame_after(kind)
                 raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
-            reader = pa.ipc.open_stream(self._proc.stdout)
+            return pa.ipc.open_stream(self._proc.stdout)
         except BaseException:
             self._lock.release()
             raise
-        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
-        return pa.RecordBatchReader.from_batches(reader.schema, batches)
 
     def _stream(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         finished = False
         try:
-            yield from reader
+            yield from self._read(reader)
             finished = True
             self._finished(self._frame_after(self._read_exact(1)))
         finally:
@@ -144,7 +159,7 @@ class ReaderProcess:
 
     def _prefetched(self, reader: pa.RecordBatchReader, depth: int) -> Iterator[pa.RecordBatch]:
         def batches() -> Iterator[pa.RecordBatch]:
-            yield from reader
+            yield from self._read(reader)
             self._finished(self._frame_after(self._read_exact(1)))
 
         # An error the child reported leaves the protocol intact; an abandoned stream does not.
@@ -157,6 +172,20 @@ class ReaderProcess:
         """Stop the child at once (a stream abandoned mid-way: the pipe holds unread data)."""
         self._proc.kill()
 
+    def _read(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        """The batches of the child's IPC stream; a stream cut short (the child died) is a SourceError."""
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowInvalid) as exc:
+                code = self._proc.poll()
+                raise SourceError(
+                    f"the SQLite reader process for {self.path} stopped mid-stream (exit code {code})"
+                ) from exc
+            yield batch
+
     def _finished(self, trailer: dict[str, Any]) -> None:
         self.last_query_times = {
             "SQLite read": float(trailer.get("read_seconds", 0.0)),
@@ -168,6 +197,8 @@ class ReaderProcess:
         and release its pipes."""
         if self._proc.poll() is None:
             try:
+                if self._lock.locked():  # a stream holds the protocol (abandoned, not collected yet)
+                    raise SourceError("busy")
                 if self._in_transaction:
                     self.rollback()
                 self._send({"op": "close"})

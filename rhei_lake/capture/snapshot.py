@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from rhei_lake import faults
 from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.insert_columns import InsertColumns
@@ -63,6 +64,11 @@ class SnapshotRun:
                 if self.rows_read > self.expected_rows:
                     raise SourceError(f"snapshot of {self.spec.name!r} read more rows than were counted; retry")
                 yield batch
+            if self.rows_read != self.expected_rows:  # one pinned snapshot: the count and the read agree
+                raise SourceError(
+                    f"snapshot of {self.spec.name!r} read {self.rows_read} of the {self.expected_rows} rows "
+                    "counted; retry"
+                )
         except BaseException as exc:
             self.error = exc
             raise
@@ -128,7 +134,7 @@ class ColumnarSnapshot(SnapshotRun):
         next_seq = self.registration.snapshot_from + 1
         schema = spec.changes_schema
         bookkeeping = InsertColumns(self.ts_micros)
-        stream = self._reader.query(sql, batch_rows=batch_rows)
+        stream = self._reader.batches(sql, batch_rows=batch_rows)
         try:
             for raw in times.timed("typed read", after_witness(stream)):
                 with times.measure("conversion"):
@@ -137,6 +143,7 @@ class ColumnarSnapshot(SnapshotRun):
                 with times.measure("sequence numbers"):
                     extra = [bookkeeping.seq(next_seq, n), bookkeeping.ops(n), bookkeeping.stamps(n)]
                 next_seq += n
+                faults.point("first_read.batch_converted")
                 yield pa.RecordBatch.from_arrays([*arrays, *extra], schema=schema)
             for phase, seconds in self._reader.last_query_times.items():
                 times.add(f"reader process: {phase}", seconds)
@@ -152,6 +159,8 @@ class ColumnarSnapshot(SnapshotRun):
             if "type mismatch" not in str(exc).lower():
                 raise
             raise self._diagnose(batch_rows) from exc
+        finally:
+            stream.close()  # an unfinished stream stops the reader here, not when the error is collected
 
     def _diagnose(self, batch_rows: int) -> BaseException:
         """The exact error for a value that does not fit, found by a strict read of the same snapshot."""

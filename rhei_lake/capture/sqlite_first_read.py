@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.polled_source import PollPlan
@@ -80,18 +81,22 @@ class SqliteFirstRead:
         spec = self.plan.spec
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
+        stream = self._reader.batches(sql, batch_rows=batch_rows)
         try:
-            for raw in times.timed("typed read", after_witness(self._reader.query(sql, batch_rows=batch_rows))):
+            for raw in times.timed("typed read", after_witness(stream)):
                 with times.measure("conversion"):
                     arrays, _ = convert(typed, raw)
                     if not self._sql_order_only:
                         greatest.observe(raw)
                     flags = pc.equal(raw.column(0), 1) if self._flag else None
+                faults.point("first_read.batch_converted")
                 yield pa.Table.from_arrays(arrays, schema=spec.schema), flags
         except SourceError as exc:
             if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch
                 raise NeedsDiagnosis from exc
             raise
+        finally:
+            stream.close()  # an unfinished stream stops the reader here, not when the error is collected
         for phase, seconds in self._reader.last_query_times.items():
             times.add(f"reader process: {phase}", seconds)
         last = greatest.values if not self._sql_order_only else self._greatest_by_sql()

@@ -227,6 +227,7 @@ class PollingSync:
         base = changelog.watermark
         times = first.times
         fallback: list[BaseException] = []
+        failed: list[BaseException] = []
         built_events = 0
 
         def events() -> Iterator[pa.RecordBatch]:
@@ -248,6 +249,9 @@ class PollingSync:
             except NeedsDiagnosis as exc:
                 fallback.append(exc)
                 raise
+            except BaseException as exc:  # the Delta writer reports it wrapped in its own words
+                failed.append(exc)
+                raise
             if done != first.rows:
                 raise SourceError(f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted")
 
@@ -258,10 +262,12 @@ class PollingSync:
             try:
                 with times.around("delta write"):
                     changelog.commit_stream(reader, watermark=base + first.rows)
-            except Exception:
+            except Exception as exc:
                 if fallback:
                     log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
                     return None
+                if failed and failed[0] is not exc:
+                    raise failed[0] from exc
                 raise
         finally:
             first.close()
