@@ -16,6 +16,7 @@ from rhei_lake.errors import (
     CommitConflictError,
     ConfigError,
     CorruptStorageError,
+    DatabaseBindingError,
     LeaseHeldError,
     LeaseLostError,
     NonMonotonicUpdateError,
@@ -54,6 +55,8 @@ _LAZY = {
     "TableStatus": "rhei_lake.sync.status",
     "LoopStatus": "rhei_lake.sync.status",
     "ErrorInfo": "rhei_lake.sync.status",
+    "detach_database": "rhei_lake.sync.binding",
+    "DetachReport": "rhei_lake.sync.binding",
 }
 
 if TYPE_CHECKING:
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from rhei_lake.lake import Lake, open
     from rhei_lake.query.router import Route
     from rhei_lake.restore import RestoreReport
+    from rhei_lake.sync.binding import DetachReport, detach_database
     from rhei_lake.sync.report import SyncReport, TableSyncReport
     from rhei_lake.sync.status import ErrorInfo, LoopStatus, SyncStatus, TableStatus
 
@@ -88,6 +92,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "open",
+    "detach_database",
+    "DetachReport",
     "Lake",
     "LakeConfig",
     "PolledTable",
@@ -112,6 +118,7 @@ __all__ = [
     "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
+    "DatabaseBindingError",
     "StorageError",
     "StorageUnavailableError",
     "StorageAccessError",

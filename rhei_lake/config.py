@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.errors import ConfigError
+from rhei_lake.relation_names import name_clashes
 
 DEFAULT_STORAGE = "memory://"
 DEFAULT_BATCH_SIZE = 50_000
@@ -242,6 +243,9 @@ class LakeConfig(BaseModel):
         names = [t.name.lower() for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError("tables: a table is listed twice")
+        clashes = name_clashes(t.name for t in self.tables)
+        if clashes:
+            raise ValueError(f"tables: {clashes[0].describe()} (query names ignore case); follow only one of them")
         if self.read_only and self.sync_interval is not None:
             raise ValueError("sync_interval starts a sync loop, which a read_only lake never runs: set one or the other")
         return self

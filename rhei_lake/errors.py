@@ -14,7 +14,8 @@ retries transient errors with backoff and stops on terminal ones.
     │   ├── TypeMismatchError       a stored value does not fit its declared type
     │   ├── NonMonotonicUpdateError a polled row's updated_at went backwards
     │   ├── SourceUnavailableError  the source cannot be reached right now   [transient]
-    │   └── ReadOnlySourceError     a write sent to a source rhei_lake only reads
+    │   ├── ReadOnlySourceError     a write sent to a source rhei_lake only reads
+    │   └── DatabaseBindingError    the database feeds another lake (or no longer this one)
     ├── StorageError                the lake on memory://, a local path or s3://
     │   ├── StorageUnavailableError the store cannot be reached right now    [transient]
     │   ├── StorageAccessError      credentials refused, no permission, no such bucket
@@ -45,6 +46,7 @@ __all__ = [
     "NonMonotonicUpdateError",
     "SourceUnavailableError",
     "ReadOnlySourceError",
+    "DatabaseBindingError",
     "StorageError",
     "StorageUnavailableError",
     "StorageAccessError",
@@ -139,6 +141,15 @@ class SourceUnavailableError(SourceError):
 
 class ReadOnlySourceError(SourceError):
     """A write was sent to a source that rhei_lake only reads (sidecar mode)."""
+
+
+class DatabaseBindingError(SourceError):
+    """The database feeds another lake, or was detached from this one.
+
+    A database's CDC log has one reader: a second lake would re-snapshot it and
+    prune events the first has not committed. The message names both lakes and
+    the way on (``rh detach`` / :func:`rhei_lake.detach_database`).
+    """
 
 
 class StorageError(RheiError):

@@ -77,6 +77,7 @@ POINTS: dict[str, str] = {
     "fold.after_commit": "compaction: one fold batch committed (with its folded watermark); the next not read",
     "compact.after_fold": "compaction: the table is folded; expiry, bin-packing and checkpoint not started",
     "compact.before_vacuum": "compaction: bin-packed and checkpointed; unreferenced files not vacuumed yet",
+    "binding.after_check": "a lake checked a database's binding inside its write transaction; nothing recorded yet",
 }
 """Every fault point and the state the engine is in when it is reached."""
 

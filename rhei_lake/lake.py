@@ -28,12 +28,14 @@ from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, Schema
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
+from rhei_lake.relation_names import check_new_table
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lease import WriterLease
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
+from rhei_lake.sync.binding import DatabaseBinding
 from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
@@ -75,6 +77,7 @@ class Lake:
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
         self._lease: WriterLease | None = None
+        self._binding: DatabaseBinding | None = None
         self._watch: LogWatch | None = None
         self._created: set[str] = set()  # tables created inside a transaction, registered once it commits
         self._derived = DerivedTables(self.storage)
@@ -88,6 +91,7 @@ class Lake:
             if config.read_only:
                 self._open_read_only()
             elif config.oltp_path is not None:
+                self._binding = DatabaseBinding.bind(config.oltp_path, self.storage)  # before anything writes there
                 source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
                 self._sync = TriggerSync(source, self.storage, config)
                 self._oltp = connect(config.oltp_path)
@@ -123,7 +127,15 @@ class Lake:
         """
         if self._lease is not None:
             self._lease.ensure()
+        if self._binding is not None:
+            self._binding.ensure()  # the database was detached while the lake ran: stop, as for a lost lease
         return work(*args, **kwargs)
+
+    def _lake_leased(self, work: Callable[..., T]) -> T:
+        """:meth:`_leased` for work on the lake alone (folding committed events into Delta): no database needed."""
+        if self._lease is not None:
+            self._lease.ensure()
+        return work()
 
     def _open_read_only(self) -> None:
         """Tables from the lake alone; point reads and lag from ``oltp_path`` if set, never written to."""
@@ -325,6 +337,8 @@ class Lake:
         self._require_oltp("register_table()")
         assert self._sync is not None
         with self._lock:
+            known = {*self._sync.source.registrations(), *self.storage.list_tables()}
+            check_new_table(name, [t for t in known if t.lower() != name.lower()])  # SQLite: one table, any case
             return self._leased(self._sync.register, name, types=types, progress=progress)
 
     def unregister_table(self, table: str) -> None:
@@ -374,7 +388,7 @@ class Lake:
         self._refuse_read_only("flush()")
         with self._lock:
             if self._sync is not None:
-                return self._leased(self._sync.flush)
+                return self._lake_leased(self._sync.flush)
             self._verify_store()
             return sum(cl.flush() for _spec, cl in self._readonly_tables.values())
 
@@ -427,8 +441,9 @@ class Lake:
 
         Each mirrored table ``t`` is queryable as ``t`` (current rows),
         ``t_history`` (SCD2 versions) and ``t_changes`` (the change feed).
-        ``as_of`` (datetime, ISO 8601 string or epoch seconds) makes them mean
-        their state at that instant.
+        ``as_of`` (an aware datetime, ISO 8601 text with ``Z`` or an offset, or
+        epoch seconds; an instant without a time zone raises ConfigError)
+        makes them mean their state at that instant.
 
         Point reads by primary key go to SQLite (fresh: they see every write,
         synced or not); everything else goes to the lake (what is synced). See
@@ -524,6 +539,8 @@ class Lake:
             raise SourceError(f"{what}: finish the transaction open on this lake's connection first")
         if self._lease is not None:
             self._lease.ensure()
+        if self._binding is not None:
+            self._binding.ensure()
         return self._sync
 
     def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
@@ -679,7 +696,7 @@ class Lake:
                     error = exc
         if self._sync is not None:
             try:
-                self._leased(self._sync.flush)  # outside readers see only Delta, never the tail
+                self._lake_leased(self._sync.flush)  # outside readers see only Delta, never the tail
             except RheiError as exc:
                 log.warning("flush at close failed; the events stay in the tail for the next open: %s", exc)
                 error = error or exc
@@ -703,6 +720,8 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        if self._binding is not None:
+            self._binding.release()  # a memory:// lake lets go of its database
         if self._lease is not None:
             self._lease.release()
         if self.location.scheme == "memory" and self.location.url == "memory://":

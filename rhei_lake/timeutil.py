@@ -1,4 +1,9 @@
-"""Instants: everything is UTC microseconds since the Unix epoch."""
+"""Instants: everything is UTC microseconds since the Unix epoch.
+
+An instant given without a time zone is refused rather than guessed: Python
+reads a naive ``datetime`` as local time, SQL databases often as UTC, and
+either guess silently moves a query by hours for half of the callers.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Union
 from rhei_lake.errors import ConfigError
 
 Instant = Union[datetime, str, int, float]
-"""An aware datetime, an ISO 8601 string (naive means UTC), or epoch seconds."""
+"""An aware datetime, an ISO 8601 string with ``Z`` or an offset, or epoch seconds (naive instants are refused)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -24,20 +29,35 @@ def to_micros(value: Instant, *, what: str = "as_of") -> int:
             raise ConfigError(f"{what}: {value!r} is not a finite number of seconds")
         micros = round(value * 1_000_000)
     elif isinstance(value, datetime):
-        dt = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        micros = _datetime_micros(dt)
+        if not _aware(value):
+            raise ConfigError(
+                f"{what}: {value!r} is a naive datetime (no time zone), which rhei_lake does not guess; pass an "
+                "aware one: dt.astimezone() for local time, dt.replace(tzinfo=timezone.utc) for UTC, "
+                "or datetime.now(timezone.utc)"
+            )
+        micros = _datetime_micros(value)
     elif isinstance(value, str):
         text = value.strip()
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
             raise ConfigError(f"{what}: {value!r} is not an ISO 8601 timestamp (e.g. 2026-11-01T12:00:00Z)") from None
-        micros = _datetime_micros(dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC))
+        if not _aware(dt):
+            spelled = text if any(sep in text[8:] for sep in "T t") else dt.isoformat()  # a date alone: add its time
+            raise ConfigError(
+                f"{what}: {value!r} has no UTC offset, which rhei_lake does not guess; append Z for UTC "
+                f"({spelled}Z) or the offset (e.g. {spelled}+02:00)"
+            )
+        micros = _datetime_micros(dt)
     else:
         raise ConfigError(f"{what}: expected a datetime, ISO 8601 string or epoch seconds, got {type(value).__name__}")
     if not -62_135_596_800_000_000 <= micros <= 253_402_300_799_999_999:
         raise ConfigError(f"{what}: {value!r} is outside years 1-9999")
     return micros
+
+
+def _aware(dt: datetime) -> bool:
+    return dt.tzinfo is not None and dt.tzinfo.utcoffset(dt) is not None
 
 
 def _datetime_micros(dt: datetime) -> int:

@@ -1,14 +1,18 @@
-"""Durations (retentions) and their configuration."""
+"""Durations (retentions) and instants (``as_of``): parsing, and refusing what would be guessed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+import time
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rhei_lake
 from rhei_lake.config import DEFAULT_CHANGELOG_RETENTION, DEFAULT_VACUUM_RETENTION, build_config
-from rhei_lake.timeutil import format_duration, parse_duration
+from rhei_lake.timeutil import format_duration, parse_duration, to_micros
 
 
 @pytest.mark.parametrize(
@@ -54,3 +58,88 @@ def test_retention_settings_default_and_validate():
     ):
         with pytest.raises(rhei_lake.ConfigError, match=field):
             rhei_lake.open(**options)
+
+
+# -- instants: a time zone is required, never guessed ---------------------------------------------
+
+_NAIVE_TEXT = ["2026-05-01T12:00:00", "2026-05-01 12:00:00.250", "2026-05-01", "20260501T120000", " 2026-05-01T12:00 "]
+
+
+@pytest.mark.parametrize("text", _NAIVE_TEXT)
+def test_iso_text_without_an_offset_is_refused_with_the_fix(text):
+    with pytest.raises(rhei_lake.ConfigError, match=r"^as_of: .* has no UTC offset.*append Z for UTC") as info:
+        to_micros(text)
+    fixed = re.search(r"append Z for UTC \((.+?)\)", str(info.value)).group(1)
+    assert to_micros(fixed) == _utc_micros(datetime.fromisoformat(text.strip()))  # the suggested spelling works
+
+
+def test_a_naive_datetime_is_refused_and_every_suggested_fix_works():
+    naive = datetime(2026, 5, 1, 12, 0, 0, 250)
+    with pytest.raises(rhei_lake.ConfigError, match=r"naive datetime.*astimezone\(\).*timezone\.utc") as info:
+        to_micros(naive)
+    assert "2026" in str(info.value)
+    assert to_micros(naive.replace(tzinfo=timezone.utc)) == _utc_micros(naive)
+    assert to_micros(naive.astimezone()) == round(naive.timestamp() * 1_000_000)  # Python's local reading
+    assert abs(to_micros(datetime.now(timezone.utc)) - round(time.time() * 1_000_000)) < 5_000_000
+
+
+def test_a_tzinfo_that_gives_no_offset_counts_as_naive():
+    class Undecided(tzinfo):
+        def utcoffset(self, dt):
+            return None
+
+    with pytest.raises(rhei_lake.ConfigError, match="naive"):
+        to_micros(datetime(2026, 5, 1, tzinfo=Undecided()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset_minutes=st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_aware_instants_are_the_same_instant_in_every_zone_and_spelling(moment, offset_minutes):
+    zone = timezone(timedelta(minutes=offset_minutes))
+    aware = moment.replace(tzinfo=timezone.utc).astimezone(zone)
+    expected = _utc_micros(moment)
+    assert to_micros(aware) == expected
+    assert to_micros(aware.isoformat()) == expected
+    with pytest.raises(rhei_lake.ConfigError):
+        to_micros(aware.replace(tzinfo=None))
+    with pytest.raises(rhei_lake.ConfigError):
+        to_micros(aware.replace(tzinfo=None).isoformat())
+
+
+def test_epoch_seconds_stay_accepted():
+    assert to_micros(0) == 0
+    assert to_micros(1_777_636_800) == to_micros("2026-05-01T12:00:00Z")
+    assert to_micros(1.5) == 1_500_000
+
+
+def _utc_micros(naive: datetime) -> int:
+    delta = naive - datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def test_every_api_refuses_naive_instants_alike(tmp_path):
+    db = tmp_path / "app.db"
+    with rhei_lake.open(oltp_path=str(db), storage="memory://") as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (1, 'a')")
+        lake.sync_now()
+        aware = datetime.now(timezone.utc)
+        naive_forms = [aware.replace(tzinfo=None), aware.replace(tzinfo=None).isoformat()]
+        calls = {
+            "query": lambda instant: lake.query("SELECT count(*) FROM t", as_of=instant),
+            "explain_route": lambda instant: lake.explain_route("SELECT * FROM t WHERE id = 1", as_of=instant),
+            "dataframe": lambda instant: lake.dataframe("SELECT count(*) FROM t", as_of=instant),
+            "restore_sqlite": lambda instant: lake.restore_sqlite(tmp_path / "restored.db", as_of=instant),
+        }
+        for name, call in calls.items():
+            for naive in naive_forms:
+                with pytest.raises(rhei_lake.ConfigError, match="^as_of: "):
+                    call(naive)
+            call(aware)  # the aware instant works everywhere
+            assert name != "restore_sqlite" or (tmp_path / "restored.db").exists()
+        assert lake.query("SELECT v FROM t", as_of=aware.astimezone()).to_pylist() == [{"v": "a"}]
+

@@ -22,6 +22,7 @@ from rhei_lake.cli import common
 from rhei_lake.cli.common import ConfigOption, DbOption, StorageOption
 from rhei_lake.cli.compact import compact_command
 from rhei_lake.cli.dashboard_command import dashboard_command
+from rhei_lake.cli.detach import detach_command
 from rhei_lake.cli.flight import flight_command
 from rhei_lake.cli.init import init_command
 from rhei_lake.cli.repl import repl_command
@@ -93,7 +94,7 @@ def query_command(
     config: ConfigOption = None,
     as_of: Annotated[
         Optional[str],
-        typer.Option("--as-of", metavar="INSTANT", help="Query the state at this instant (ISO 8601 or epoch seconds)."),
+        typer.Option("--as-of", metavar="INSTANT", help="Query the state at this instant (ISO 8601 with Z or an offset, or epoch seconds)."),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", metavar="FORMAT", help="Output: table, csv, json, parquet or arrow.")
@@ -198,6 +199,7 @@ app.command("init")(init_command)
 app.command("serve")(serve_command)
 app.command("flight")(flight_command)
 app.command("views")(views_command)
+app.command("detach")(detach_command)
 
 __all__ = ["app", "main"]
 

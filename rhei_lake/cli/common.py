@@ -29,7 +29,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         metavar="PATH",
-        help="The SQLite database (oltp_path). Its lake: --storage, else the config's, else PATH-lake beside it.",
+        help="The SQLite database (oltp_path). Its lake: --storage, else the config's, else the lake it feeds, else PATH-lake beside it.",
     ),
 ]
 StorageOption = Annotated[
@@ -83,7 +83,20 @@ def usage_error(message: str) -> NoReturn:
 
 
 def default_storage(db: str) -> str:
-    """The lake of ``--db PATH`` when no storage is given: ``PATH-lake`` beside the database."""
+    """The lake of ``--db PATH`` when no storage is given.
+
+    The durable lake the database already feeds (it records it), else ``PATH-lake`` beside it.
+    """
+    if os.path.isfile(db):
+        from rhei_lake.errors import RheiError
+        from rhei_lake.sync.binding import bound_lake
+
+        try:
+            bound = bound_lake(db)
+        except RheiError:
+            bound = None  # not a database we can read: opening it reports why
+        if bound is not None and not bound.volatile:
+            return bound.url
     return db + DEFAULT_LAKE_SUFFIX
 
 
@@ -282,22 +295,31 @@ def console_() -> Console:
     return __getattr__("console")
 
 
-def parse_instant(text: str | None, option: str = "--as-of") -> str | float | None:
-    """An instant typed on the command line, checked now (ISO 8601 with a zone, or epoch seconds)."""
-    if text is None:
-        return None
+def read_instant(text: str, what: str) -> str | float:
+    """Epoch seconds, or ISO 8601 text with ``Z`` or an offset, checked now: a ConfigError names ``what``.
+
+    A naive instant is refused, as by the library.
+    """
+    from rhei_lake.timeutil import to_micros
+
     try:
         value: str | float = float(text)
     except ValueError:
         value = text
+    to_micros(value, what=what)
+    return value
+
+
+def parse_instant(text: str | None, option: str = "--as-of") -> str | float | None:
+    """An instant given to ``option`` on the command line; a bad one is a usage error (exit code 2)."""
+    if text is None:
+        return None
     from rhei_lake.errors import ConfigError
-    from rhei_lake.timeutil import to_micros
 
     try:
-        to_micros(value)
+        return read_instant(text, option)
     except ConfigError as exc:
-        usage_error(f"{option}: {exc}")
-    return value
+        usage_error(str(exc))
 
 
 def rich_table(*columns: str) -> Table:

@@ -38,7 +38,7 @@ HELP = """\
 .schema TABLE        columns, declared and Arrow types, primary key
 .timing on|off       show how long each statement took, and where it ran
 .mode table|csv|json how results are printed
-.as_of INSTANT|off   query every table as it was at an instant (ISO 8601 or epoch seconds)
+.as_of INSTANT|off   query every table as it was at an instant (ISO 8601 with Z/offset, or epoch seconds)
 .sync                commit captured changes to the lake now
 .status              sync status per table
 .help                this text
@@ -321,8 +321,7 @@ class Repl:
         if arg.lower() == "off":
             self.as_of = None
         else:
-            self.lake.explain_route("SELECT 1", as_of=common.parse_instant(arg))  # validates the instant
-            self.as_of = common.parse_instant(arg)
+            self.as_of = common.read_instant(arg, ".as_of")  # a ConfigError (a naive instant, say) is shown
         common.console.print(f"as_of: {self.as_of or 'off (latest)'}", highlight=False)
 
     def _status(self, _arg: str) -> None:

@@ -24,6 +24,7 @@ from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.compaction.derived import DerivedTable
 from rhei_lake.errors import QueryError, translate_query_error
 from rhei_lake.query import views
+from rhei_lake.relation_names import name_clashes
 from rhei_lake.storage.base import TableStore
 from rhei_lake.storage.changelog import Changelog, register_arrow
 
@@ -106,6 +107,7 @@ class QueryEngine:
                 if self._generations.get(name) != generation:
                     _register_table(self._ctx, table, as_of=None)
                     self._generations[name] = generation
+            _withdraw_ambiguous(self._ctx, tables)
             return self._ctx
 
     def _drop(self, ctx, name: str) -> None:
@@ -134,6 +136,7 @@ class QueryEngine:
         tables = self._tables()
         for table in tables.values():
             _register_table(ctx, table, as_of=as_of)
+        _withdraw_ambiguous(ctx, tables)
         df = _plan(ctx, sql, params, tables, as_of)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
@@ -162,7 +165,35 @@ def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryT
     try:
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
-        raise _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of) from exc
+        error = _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of)
+        raise _explain_ambiguous(error, tables) from exc
+
+
+def _withdraw_ambiguous(ctx, tables: dict[str, QueryTable]) -> None:
+    """A name two tables' relations claim (``x_changes`` of ``x`` and table ``x_changes``) answers neither.
+
+    Lakes written before such names were refused may hold both; whichever was
+    registered last would win, silently. A query naming it fails instead.
+    """
+    clashes = {clash.name for clash in name_clashes(tables)}
+    if not clashes:
+        return
+    for name in tables:
+        for alias in _names(name):
+            for view in (alias, f"{alias}_history", f"{alias}_changes"):
+                if view.lower() in clashes and ctx.table_exist(q(view)):
+                    ctx.deregister_table(q(view))
+
+
+def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> QueryError:
+    text = str(error).lower()
+    for clash in name_clashes(tables):
+        if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
+            return QueryError(
+                f"{clash.describe()} in this lake (mirrored before rhei_lake refused such names), so it answers "
+                "neither; their other names still work (see README, \"Names\")"
+            )
+    return error
 
 
 def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import rhei_lake
 from rhei_lake.catalog import TableSpec
 from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
+from rhei_lake.relation_names import name_clashes
 from rhei_lake.server import protocol
 
 CATALOG = "datafusion"
@@ -98,7 +99,9 @@ class LakeMetadata:
 
     def relations(self) -> list[Relation]:
         self._lake.refresh()
-        out = [r for name in self._lake.tables() for r in relations(self._lake.table_spec(name))]
+        names = self._lake.tables()
+        ambiguous = {clash.name for clash in name_clashes(names)}  # answer to no query: not listed either
+        out = [r for name in names for r in relations(self._lake.table_spec(name)) if r.name.lower() not in ambiguous]
         return sorted(out, key=lambda r: r.name)
 
     def answer(self, cmd) -> pa.Table:

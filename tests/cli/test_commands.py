@@ -206,3 +206,13 @@ def test_bad_config_files_name_the_key(tmp_path, content, expected):
 
 def test_a_missing_config_file_is_one_line(tmp_path):
     assert "does not exist" in one_error_line(rh("status", "--config", "nope.toml", cwd=tmp_path))
+
+
+def test_the_cli_refuses_a_naive_as_of_before_opening_anything(tmp_path):
+    for args in (["query", "--storage", "./lake", "--as-of", "2026-05-01 12:00:00", "SELECT 1"],
+                 ["restore", "out.db", "--storage", "./lake", "--as-of", "2026-05-01T12:00:00"]):
+        result = rh(*args, cwd=tmp_path)
+        assert result.returncode == 2  # a bad argument
+        assert one_error_line(result).startswith("error: --as-of: '2026-05-01"), result.stderr
+        assert "append Z for UTC" in result.stderr
+        assert not (tmp_path / "lake").exists() and not (tmp_path / "out.db").exists()

@@ -64,6 +64,22 @@ def test_read_commands_never_snapshot_sync_prune_or_write(fed):
     assert rh("sync", "--db", "app.db", cwd=fed).stdout.startswith("synced 1 events")
 
 
+def test_db_without_storage_opens_the_lake_the_database_feeds(tmp_path):
+    import rhei_lake
+
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "elsewhere")) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (7)")
+        lake.sync_now()
+    result = rh("query", "--db", "app.db", "--format", "csv", "SELECT id FROM t", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.splitlines() == ['"id"', '7'], result.stderr
+    assert rh("exec", "--db", "app.db", "INSERT INTO t VALUES (8)", cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "app.db-lake").exists()  # no second lake was made beside it
+    with rhei_lake.open(storage=str(tmp_path / "elsewhere")) as lake:
+        assert lake.query("SELECT count(*) AS n FROM t").column("n").to_pylist() == [2]
+
+
 def test_a_read_command_on_a_database_without_a_lake_creates_nothing(tmp_path):
     sqlite3.connect(tmp_path / "plain.db").execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").connection.close()
     before = tree_digest(tmp_path)

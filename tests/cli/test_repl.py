@@ -18,6 +18,12 @@ def _lake(tmp_path) -> tuple[str, str]:
     return db, lake
 
 
+def _script(tmp_path, *lines: str):
+    """``rh repl`` on a fresh lake with ``lines`` on stdin; the finished process."""
+    db, lake = _lake(tmp_path)
+    return rh("repl", "--db", db, "--storage", lake, input="\n".join(lines) + "\n", cwd=tmp_path)
+
+
 def test_split_statements_respects_quotes_and_comments():
     text = "SELECT ';' AS a; -- a comment; still\nSELECT \"x;y\" FROM [a;b] /* ; */ ;\nSELECT 'it''s;"
     statements, rest = split_statements(text)
@@ -28,8 +34,8 @@ def test_split_statements_respects_quotes_and_comments():
 
 
 def test_repl_reads_a_script_from_stdin(tmp_path):
-    db, lake = _lake(tmp_path)
-    script = "\n".join([
+    result = _script(
+        tmp_path,
         ".tables",
         ".schema orders",
         "INSERT INTO orders",
@@ -44,8 +50,7 @@ def test_repl_reads_a_script_from_stdin(tmp_path):
         "SELECT * FROM no_such_table;",
         ".frobnicate",
         "SELECT 1 AS last",
-    ])
-    result = rh("repl", "--db", db, "--storage", lake, input=script + "\n", cwd=tmp_path)
+    )
     out = result.stdout
     assert "orders_history, orders_changes" in out  # .tables
     assert "customer" in out and "TEXT" in out and "string" in out  # .schema
@@ -99,3 +104,13 @@ def test_repl_in_a_terminal_multi_line_history_and_dot_commands(tmp_path):
         term.close()
     lines = history.read_text().splitlines()
     assert "SELECT customer, total FROM orders ORDER BY id;" in lines and ".timing on" in lines
+
+
+def test_repl_as_of_refuses_a_naive_instant_and_goes_on(tmp_path):
+    result = _script(
+        tmp_path, ".as_of 2026-05-01 12:00:00", ".as_of", ".as_of 2000-01-01T00:00:00Z", "SELECT count(*) AS n FROM orders;"
+    )
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert len(errors) == 1 and ".as_of: '2026-05-01 12:00:00' has no UTC offset" in errors[0], result.stderr
+    assert "as_of: off (latest)" in result.stdout  # the naive instant was not taken
+    assert "as_of: 2000-01-01T00:00:00Z" in result.stdout and "│ 0 │" in result.stdout  # before any row

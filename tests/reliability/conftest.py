@@ -7,6 +7,11 @@ import pytest
 from tests.reliability import summary
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in summary.LINES:
+        terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if summary.TARGET and summary.FIGURES:
         summary.write(summary.TARGET, exit_status=int(exitstatus))

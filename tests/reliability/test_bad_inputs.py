@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,8 +132,14 @@ def _lake_file(pattern: str, write: Callable[[str], None]) -> Callable[[Ctx], No
         lake.flush()  # the segments folded into Delta
         lake.execute("INSERT INTO t (id) VALUES (4)")
         lake.sync_now()  # and one left in the tail
+        # close() flushes the tail, so keep the store as a crash right here would leave it
+        # (less the writer lease, which a crashed writer's would have let lapse)
+        crashed = f"{ctx.url}.crashed"
+        shutil.copytree(ctx.url, crashed, ignore=shutil.ignore_patterns("leases"))
         ctx.close()
         ctx._lake = None
+        shutil.rmtree(ctx.url)
+        os.rename(crashed, ctx.url)
         path = max(glob.glob(os.path.join(ctx.url, pattern)))
         write(path)
 

@@ -239,6 +239,7 @@ def test_a_full_disk_is_transient_and_nothing_is_half_written(tmp_path):
             assert failure is not None, "the disk never filled"
             assert "no space left" in str(failure).lower()
             _assert_transient_in_status(lake, failure, lag=20)
+            _fill(disk / "filler")  # the room the refused segment left: the flush must not fit in it by chance
             with pytest.raises(StorageUnavailableError, match="(?i)no space left"):
                 lake.flush()  # the Delta write fails the same way
             assert not [f for f in os.listdir(disk / "lake" / "t" / "_tail") if f.startswith(".tmp-")]
@@ -254,6 +255,18 @@ def test_a_full_disk_is_transient_and_nothing_is_half_written(tmp_path):
             lake.close()
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(path) -> None:
+    """Write zeros to ``path`` until the file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("where", ["blob.after_data_before_commit", "delta.before_commit"])

@@ -116,6 +116,7 @@ def test_bad_sql_is_refused_naming_the_problem_without_a_traceback(served):
         ("SELECT * FROM orders WHERE id = $1 AND total = $2", (1,), "No value found for placeholder"),
         ("SELEKT 1", None, "invalid query: .*SELEKT"),
         ("/* as_of=yesterday */ SELECT 1", None, "as_of hint.*not an ISO 8601"),
+        ("/* as_of=2026-05-01T12:00:00 */ SELECT 1", None, "as_of hint.*has no UTC offset.*append Z"),
     ]:
         with pytest.raises(adbc_driver_manager.Error, match=message) as excinfo:
             query(server, sql, params)

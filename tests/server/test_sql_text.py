@@ -16,7 +16,7 @@ NOON = to_micros("2026-05-01T12:00:00Z")
     [
         "/* as_of=2026-05-01T12:00:00Z */ SELECT 1",
         "/*as_of: 2026-05-01T12:00:00Z*/SELECT 1",
-        "-- as_of: '2026-05-01 12:00:00'\nSELECT 1",
+        "-- as_of: '2026-05-01 12:00:00Z'\nSELECT 1",
         '  /* a comment */ -- another\n/* AS_OF = "2026-05-01T14:00:00+02:00" */ SELECT 1',
         f"/* as_of={NOON / 1e6} */ SELECT 1",
         f"-- rhei as_of={NOON // 1_000_000}\nSELECT 1",
@@ -50,6 +50,8 @@ def test_only_leading_comments_carry_the_hint(sql):
         ("/* as_of=1 */ /* as_of=2 */ SELECT 1", "more than one"),
         ("/* as_of=nan */ SELECT 1", "not a finite number"),
         ("/* as_of=99999-01-01 */ SELECT 1", "as_of hint"),
+        ("/* as_of=2026-05-01T12:00:00 */ SELECT 1", "as_of hint: '2026-05-01T12:00:00' has no UTC offset"),
+        ("-- as_of: '2026-05-01 12:00:00'\nSELECT 1", "append Z for UTC"),
     ],
 )
 def test_bad_statements_are_query_errors(sql, message):
