@@ -98,7 +98,8 @@ def create_shape(path: Path, shape: str, rows: int) -> Path:
             f"INSERT INTO {table} SELECT {values} FROM n"
         )
         conn.execute(
-            f"INSERT INTO {table}{POLLED_SUFFIX} SELECT *, 1700000000 + id / 1000 FROM {table} WHERE id BETWEEN ? AND ?",
+            f"INSERT INTO {table}{POLLED_SUFFIX} SELECT *, 1700000000 + id / 1000 FROM {table} "
+            "WHERE id BETWEEN ? AND ?",
             (start, stop),
         )
         conn.execute("COMMIT")

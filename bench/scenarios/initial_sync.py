@@ -148,8 +148,9 @@ def compare(
     read = statistics.median(l["read_seconds"] for l in limits)
     write = statistics.median(l["write_seconds"] for l in limits)
     # Per repetition, the limit and the candidate ran back to back: their ratio is steadier than medians'.
-    sequential = statistics.median((l["read_seconds"] + l["write_seconds"]) / r["seconds"] for l, r in zip(limits, runs))
-    pipelined = statistics.median(max(l["read_seconds"], l["write_seconds"]) / r["seconds"] for l, r in zip(limits, runs))
+    pairs = list(zip(limits, runs, strict=True))
+    sequential = statistics.median((l["read_seconds"] + l["write_seconds"]) / r["seconds"] for l, r in pairs)
+    pipelined = statistics.median(max(l["read_seconds"], l["write_seconds"]) / r["seconds"] for l, r in pairs)
     details = {
         "rows": rows,
         "repetitions": reps,

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.polled_source import PollPlan
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
