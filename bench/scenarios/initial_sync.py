@@ -103,6 +103,7 @@ def measure_trigger(db: str, table: str, lake: str) -> dict:
         cpu = _cpu_seconds() - cpu  # the reader process is reaped by now
         rows = opened.query(f"SELECT count(*) AS n FROM {table}_changes").column(0)[0].as_py()
         opened._sync.source.unregister(spec.name)  # leave the file as it was for the next run
+    rhei_lake.detach_database(db)  # and free it for the next run's new lake
     return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "phases": phases}
 
 
