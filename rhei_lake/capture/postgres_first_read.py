@@ -30,6 +30,7 @@ from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
+from rhei_lake.errors import SourceError
 from rhei_lake.phase_times import PhaseTimes
 
 
@@ -40,6 +41,18 @@ def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.A
             if key_misfit(raw.column(i).to_pylist(), arrays[i], column.arrow_type, None) is not None:
                 return True
     return False
+
+
+def _read_from_server(stream: pa.RecordBatchReader, table: str) -> Iterator[pa.RecordBatch]:
+    """``stream``'s batches; the driver's failure (a lost connection, a cancelled query) as a SourceError."""
+    while True:
+        try:
+            batch = stream.read_next_batch()
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:  # the low-level API's errors arrive as pyarrow's
+            raise SourceError(f"reading table {table!r} from PostgreSQL failed: {exc}") from None
+        yield batch
 
 
 def adbc_postgres_available() -> bool:
@@ -75,7 +88,8 @@ class PostgresFirstRead:
 
         self.plan = plan
         self._pg = psycopg_conn
-        self._adbc = None
+        self._adbc_database: Any = None
+        self._adbc: Any = None
         self.cursor: PollCursor | None = None
         self._cursor_thread: threading.Thread | None = None
         self._cursor_error: BaseException | None = None
@@ -102,16 +116,34 @@ class PostgresFirstRead:
             raise
 
     def _start(self, url: str) -> None:
-        import adbc_driver_postgresql.dbapi as adbc
+        # The driver manager's low-level API: its DB-API layer imports polars and pandas when
+        # they are installed (~0.3 s, more than reading a million rows takes here).
+        import adbc_driver_manager
+        import adbc_driver_postgresql
 
         # The cursor's query (a scan, without an index on updated_at) runs on the server while ADBC reads.
         self._cursor_thread = threading.Thread(target=self._read_cursor, name="rhei-first-read-cursor", daemon=True)
         self._cursor_thread.start()
-        self._adbc = adbc.connect(url)
-        with self._adbc.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute(f"SET TRANSACTION SNAPSHOT '{self._snapshot}'")
-            cur.execute("SET TRANSACTION READ ONLY")
+        self._adbc_database = adbc_driver_postgresql.connect(url)
+        self._adbc = adbc_driver_manager.AdbcConnection(self._adbc_database)
+        self._adbc.set_autocommit(False)  # a transaction, begun now
+        for sql in (
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            f"SET TRANSACTION SNAPSHOT '{self._snapshot}'",
+            "SET TRANSACTION READ ONLY",
+        ):
+            statement = self._statement(sql)
+            try:
+                statement.execute_update()
+            finally:
+                statement.close()
+
+    def _statement(self, sql: str) -> Any:
+        import adbc_driver_manager
+
+        statement = adbc_driver_manager.AdbcStatement(self._adbc)
+        statement.set_sql_query(sql)
+        return statement
 
     def _read_cursor(self) -> None:
         try:
@@ -140,21 +172,32 @@ class PostgresFirstRead:
         select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
         produced = PhaseTimes()
-        with self._adbc.cursor() as cur:
+        statement = self._statement(sql)
+        try:
             converted = prefetched(
-                self._converted(cur, sql, produced), 2, name="rhei-first-read", abandon=cur.adbc_cancel
+                self._converted(statement, produced), 2, name="rhei-first-read", abandon=statement.cancel
             )
             yield from self.times.timed("waiting for rows", converted)
+        finally:
+            statement.close()
         self.times.merge(produced, elsewhere=True)
         with self.times.measure("cursor read"):
             self._await_cursor()
 
-    def _converted(self, cur: Any, sql: str, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+    def _converted(self, statement: Any, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+        with times.measure("typed read"):
+            handle, _ = statement.execute_query()
+            stream = pa.RecordBatchReader._import_from_c(handle.address)
+        # The stream lives in the statement's memory: it is released here, in the thread that reads it,
+        # before the statement is closed, whether the read ends, fails or is stopped.
+        with stream:
+            yield from self._cast(_read_from_server(stream, self.plan.spec.name), times)
+
+    def _cast(
+        self, stream: Iterator[pa.RecordBatch], times: PhaseTimes
+    ) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         spec = self.plan.spec
         deleted_at = self.plan.table.deleted_at
-        with times.measure("typed read"):
-            cur.execute(sql)
-            stream = cur.fetch_record_batch()
         for raw in times.timed("typed read", stream):
             if raw.num_rows == 0:
                 continue
@@ -186,5 +229,10 @@ class PostgresFirstRead:
                 pass
             try:
                 conn.close()
+            except Exception:
+                pass
+        if self._adbc_database is not None:
+            try:
+                self._adbc_database.close()
             except Exception:
                 pass
