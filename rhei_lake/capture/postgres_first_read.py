@@ -30,7 +30,7 @@ from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
-from rhei_lake.errors import SourceError
+from rhei_lake.errors import SourceError, SourceUnavailableError
 from rhei_lake.phase_times import PhaseTimes
 
 
@@ -44,13 +44,15 @@ def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.A
 
 
 def _read_from_server(stream: pa.RecordBatchReader, table: str) -> Iterator[pa.RecordBatch]:
-    """``stream``'s batches; the driver's failure (a lost connection, a cancelled query) as a SourceError."""
+    """``stream``'s batches; the driver's failure as a SourceError (a lost connection: SourceUnavailableError)."""
     while True:
         try:
             batch = stream.read_next_batch()
         except StopIteration:
             return
-        except (OSError, pa.ArrowException) as exc:  # the low-level API's errors arrive as pyarrow's
+        except OSError as exc:  # the low-level API's errors arrive as pyarrow's: libpq's I/O (a lost connection)
+            raise SourceUnavailableError(f"reading table {table!r} from PostgreSQL failed: {exc}") from None
+        except pa.ArrowException as exc:
             raise SourceError(f"reading table {table!r} from PostgreSQL failed: {exc}") from None
         yield batch
 

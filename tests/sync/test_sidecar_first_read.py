@@ -370,15 +370,15 @@ def test_a_postgres_first_read_failing_mid_pipeline_leaves_no_thread_and_a_retry
     source.close()
 
 
-def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_a_source_error_and_a_retry_commits_once(
+def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_and_a_retry_commits_once(
     postgres, tmp_path, caplog
 ):
     """The server ends the ADBC connection while rows still stream (pg_terminate_backend, as a
-    restart or an administrator would): the sync fails with a SourceError, commits nothing,
-    leaves no thread of the read, and the next sync commits every row once."""
+    restart or an administrator would): the sync fails with a transient SourceUnavailableError,
+    commits nothing, leaves no thread of the read, and the next sync commits every row once."""
     import threading
 
-    from rhei_lake.errors import SourceError
+    from rhei_lake.errors import SourceUnavailableError
     from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
     source = postgres_source(postgres, postgres.create_database())
@@ -400,8 +400,9 @@ def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_a_source_e
     caplog.set_level(logging.INFO, logger="rhei_lake")
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
         with faults.armed("first_read.batch_converted", kill_the_copy, hit=1):
-            with pytest.raises(SourceError):
+            with pytest.raises(SourceUnavailableError) as raised:
                 lake.sync_now()
+        assert raised.value.transient
         assert killed, "no COPY was running to kill"
         readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
         assert not readers, f"threads of the read outlived it: {readers}"
