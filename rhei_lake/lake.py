@@ -652,8 +652,14 @@ class Lake:
         return self._tracker.add_listener(listener)
 
     def sync_status(self) -> SyncStatus:
-        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""
+        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size.
+
+        A read-only lake looks at the store first, as a query does (at most
+        every ``refresh_interval``): its status follows the process that writes.
+        """
         self._check_open()
+        if self._sync is None:
+            self._followed.freshen(None, discover=True)
         if self._sync is not None:
             lag = getattr(self._sync.source, "table_lag", None)
         else:
