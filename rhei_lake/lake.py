@@ -6,8 +6,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -26,6 +27,8 @@ from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
 from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
+from rhei_lake.query.followed_tables import FollowedTables
+from rhei_lake.query.references import referenced_names
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
 from rhei_lake.relation_names import check_new_table
@@ -40,7 +43,6 @@ from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status
-from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
@@ -49,6 +51,15 @@ T = TypeVar("T")
 
 ROUTE_METADATA_KEY = b"rhei.route"
 """Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
+
+
+@dataclass
+class ReturnedRows:
+    """What :meth:`Lake.execute_returning` kept: the returned columns and rows, and the rows changed."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    changed: int
 
 
 class Lake:
@@ -81,6 +92,7 @@ class Lake:
         self._watch: LogWatch | None = None
         self._created: set[str] = set()  # tables created inside a transaction, registered once it commits
         self._derived = DerivedTables(self.storage)
+        self._followed = FollowedTables(self.storage, config, self._derived, self._readonly_tables)
         self._store_verified = False
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
@@ -103,7 +115,7 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables)
+            self._queries = QueryEngine(self._query_tables, self.tables, look_again=self._look_again)
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
@@ -149,13 +161,7 @@ class Lake:
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
-        for name in self.storage.list_tables():
-            spec = read_spec(self.storage, name)
-            changelog = self.storage.changelog(
-                name, flush_segments=self.config.tail_flush_segments, flush_rows=self.config.tail_flush_rows
-            )
-            changelog.load()
-            self._readonly_tables[name] = (spec, changelog)
+        self._followed.discover()
 
     def _entries(self) -> dict[str, tuple[TableSpec, Changelog]]:
         if self._sync is not None:
@@ -168,10 +174,11 @@ class Lake:
         # lakes use the mode each table recorded.
         return self._derived.get(spec, self.config.sync_mode if self._sync is not None else None)
 
-    def _query_tables(self) -> dict[str, QueryTable]:
+    def _query_tables(self, only: Collection[str] | None = None) -> dict[str, QueryTable]:
         return {
             name: QueryTable.of(spec, changelog, self._derived_table(spec))
             for name, (spec, changelog) in self._entries().items()
+            if only is None or name in only
         }
 
     def tables(self) -> list[str]:
@@ -189,26 +196,32 @@ class Lake:
         return entries[table][0]
 
     def refresh(self) -> None:
-        """Pick up commits other processes made to this lake, such as a compaction job's.
+        """Pick up commits other processes made to this lake now, such as a compaction job's.
 
-        Read-only lakes do it before each query.
+        A read-only lake does it by itself for the tables a query reads, at most
+        every ``refresh_interval`` seconds; see README "Query serving and freshness".
         """
         self._check_open()
         with self._lock:
-            self._derived.load_all()  # before the changelogs: they then hold at least what was folded
             if self._sync is not None:
+                self._derived.load_all()  # before the changelogs: they then hold at least what was folded
                 for changelog in self._sync.changelogs.values():
                     changelog.load()
             else:
-                known = set(self._readonly_tables)
-                for name, (spec, changelog) in list(self._readonly_tables.items()):
-                    changelog.load()
-                    evolved = read_spec(self.storage, name)
-                    if evolved != spec:  # another process added or dropped a column
-                        self._readonly_tables[name] = (evolved, changelog)
-                if set(self.storage.list_tables()) != known:
-                    self._readonly_tables.clear()
-                    self._discover()
+                self._followed.refresh()
+
+    def _follow(self, sql: str) -> None:
+        """Before a read-only lake's query: look at the store for what ``sql`` reads, if due."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql))
+
+    def _look_again(self, sql: str, missing: str) -> None:
+        """After a query found a ``"file"`` gone (another process compacted and vacuumed) or a
+        ``"table"`` unknown (another process registered it): look now."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql), force=True, discover=missing == "table")
+        elif missing == "file":
+            self.refresh()
 
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
@@ -238,6 +251,27 @@ class Lake:
             changed = oltp_writes.execute(conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "")
             self._register_created(conn, before)
             return changed
+
+    def execute_returning(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> ReturnedRows:
+        """Run one SQL statement as :meth:`execute` does, keeping the rows it returns.
+
+        For a write with a ``RETURNING`` clause: the rows come back as SQLite
+        returned them (Python values, no lake types), with the rows changed.
+        """
+        conn = self._require_oltp("execute_returning()")
+        kept = ReturnedRows(columns=[], rows=[], changed=0)
+
+        def keep(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+            kept.columns[:] = columns
+            kept.rows[:] = rows
+
+        with self._lock:
+            before = self._tables_before(conn, [sql])
+            kept.changed = oltp_writes.execute(
+                conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "", returned=keep
+            )
+            self._register_created(conn, before)
+        return kept
 
     def execute_batch(self, statements: Iterable[Statement]) -> int:
         """Run many statements in one SQLite transaction, all or nothing; returns the rows changed.
@@ -457,8 +491,7 @@ class Lake:
         if chosen.target == "oltp":
             result = self._read_oltp(sql, chosen)
         else:
-            if self._sync is None:
-                self.refresh()
+            self._follow(sql)
             result = self._queries.query(sql, as_of=micros)
         metadata = dict(result.schema.metadata or {})
         metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
@@ -498,8 +531,7 @@ class Lake:
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
-        if self._sync is None:
-            self.refresh()
+        self._follow(sql)
         return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
 
     def outside_views(self, dialect: str, *, as_of: Instant | None = None, show_secrets: bool = False) -> str:
@@ -620,8 +652,14 @@ class Lake:
         return self._tracker.add_listener(listener)
 
     def sync_status(self) -> SyncStatus:
-        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""
+        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size.
+
+        A read-only lake looks at the store first, as a query does (at most
+        every ``refresh_interval``): its status follows the process that writes.
+        """
         self._check_open()
+        if self._sync is None:
+            self._followed.freshen(None, discover=True)
         if self._sync is not None:
             lag = getattr(self._sync.source, "table_lag", None)
         else:

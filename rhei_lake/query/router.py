@@ -23,6 +23,7 @@ refused on both routes with :class:`~rhei_lake.errors.WriteRefusedError`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -119,11 +120,14 @@ def route(
 
 
 # -- classification ------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
 def _read_statement(sql: str) -> Any:
     """The parsed statement if it is a query; ``None`` for read-only commands or SQL sqlglot cannot read.
 
     Writes are refused here; whatever is not understood goes to DataFusion,
     which refuses DDL/DML itself, so no write ever runs through ``query()``.
+    Parsed once per distinct text (a dashboard repeats its statements); the
+    tree is only read, never changed.
     """
     from sqlglot import exp
     from sqlglot.dialects.dialect import Dialect
@@ -249,6 +253,8 @@ def _single_table(statement: Any, specs: Mapping[str, TableSpec]) -> tuple[Table
     if source is None or not isinstance(source.this, exp.Table):
         return "does not read one table"
     table = source.this
+    if not isinstance(table.args.get("this"), exp.Identifier):
+        return "reads a table function"
     if table.args.get("db") and table.db.lower() != "main" or table.args.get("catalog"):
         return "reads a qualified table name"
     spec = _resolve_table(table.args["this"], specs)

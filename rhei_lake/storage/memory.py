@@ -112,6 +112,9 @@ class MemoryTableStore:
     def refresh(self) -> None:
         """Nothing to load: every writer shares this object."""
 
+    def poll(self) -> bool:
+        return False  # shared by every reader in the process: always current
+
     # -- writes ----------------------------------------------------------
     def _check_txn(self, txn: AppTransaction | None) -> None:
         if txn is None:
