@@ -89,6 +89,8 @@ def check_rewritable(dt: DeltaTable, where: str) -> None:
         unsupported.append("delta.enableChangeDataFeed")
     if config.get("delta.columnMapping.mode", "none") != "none":
         unsupported.append("delta.columnMapping.mode")
+    if dt.metadata().partition_columns:  # their values live in the log, not in the files read here
+        unsupported.append("partition columns")
     if unsupported:
         raise StorageError(f"{where}: rhei_lake cannot rewrite a table with {', '.join(unsupported)}")
 

@@ -229,3 +229,18 @@ def test_files_with_view_types_are_rewritten_plain_by_optimize(store):
     assert commit.get(PLAIN_TYPES_KEY) == "1"
     store.optimize(target_size=1)
     assert store.version() == before + 1  # nothing left to rewrite
+
+
+def test_merge_refuses_a_partitioned_table_it_did_not_create(lake_storage):
+    """Partition values live in the log, not in the files a merge reads: refused, the table left as it was."""
+    from deltalake import write_deltalake
+
+    if not lake_storage.durable:
+        pytest.skip("memory:// keeps Arrow tables, no parquet files")
+    store = lake_storage.table_store("p", "current")
+    write_deltalake(store.uri, _rows(range(0, 5)), partition_by=["name"], storage_options=store._options or None)
+    store.refresh()
+    before = store.version()
+    with pytest.raises(StorageError, match="partition columns"):
+        store.merge(_rows(range(3, 8), name="u"), UPSERT)
+    assert store.version() == before
