@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from rhei_lake.errors import StorageError
+from rhei_lake.errors import StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -113,16 +113,23 @@ class FileRewriter:
         return self._fs
 
     # -- reading -----------------------------------------------------------
-    def read(self, paths: Iterable[str], schema: pa.Schema) -> Iterator[tuple[str, pa.Table]]:
-        """Each file's rows in ``schema`` (view types read as plain, missing columns as NULL)."""
-        import pyarrow.dataset as ds
+    def read(self, files: Iterable[DataFile], schema: pa.Schema) -> Iterator[tuple[DataFile, pa.Table]]:
+        """Each file's rows in ``schema`` (view types read as plain, missing columns as NULL).
 
-        paths = list(paths)
-        if not paths:
-            return
-        dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=self.filesystem())
-        for path, fragment in zip(paths, dataset.get_fragments(), strict=True):
-            yield path, fragment.to_table(schema=schema)
+        A file whose size is not the one its ``add`` action records raises
+        StorageUnavailableError: delta-rs's file handler answers a failed
+        request (a 503) with an empty file rather than an error.
+        """
+        import pyarrow.parquet as pq
+
+        for f in files:
+            with self.filesystem().open_input_file(f.path) as handle:
+                size = handle.size()
+                if size != f.size:
+                    raise StorageUnavailableError(
+                        f"{self.uri}/{f.path}: the store returned {size} bytes, the Delta log records {f.size}"
+                    )
+                yield f, pq.read_table(handle, schema=schema)
 
     @staticmethod
     def groups(files: Iterable[DataFile], limit: int = READ_GROUP_BYTES) -> Iterator[list[DataFile]]:

@@ -244,3 +244,18 @@ def test_merge_refuses_a_partitioned_table_it_did_not_create(lake_storage):
     with pytest.raises(StorageError, match="partition columns"):
         store.merge(_rows(range(3, 8), name="u"), UPSERT)
     assert store.version() == before
+
+
+def test_a_file_read_short_is_a_transient_error_not_a_corrupt_table(store):
+    """delta-rs's file handler answers a failed GET with an empty file: the size the log records catches it."""
+    from dataclasses import replace
+
+    from rhei_lake.errors import StorageUnavailableError
+    from rhei_lake.storage.delta_rewrite import FileRewriter, data_files
+
+    store.append(_rows(range(0, 5)))
+    [f] = data_files(_dt(store))
+    rewriter = FileRewriter(store.uri, store._options)
+    assert next(rewriter.read([f], SCHEMA))[1].num_rows == 5
+    with pytest.raises(StorageUnavailableError, match="the Delta log records"):
+        list(rewriter.read([replace(f, size=f.size + 1)], SCHEMA))
