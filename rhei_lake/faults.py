@@ -56,6 +56,10 @@ POINTS: dict[str, str] = {
         "a Delta merge wrote its new data files (unreferenced yet); the commit that swaps them in has not started"
     ),
     "snapshot.before_start": "a registered table's changelog exists (maybe empty); its snapshot has not started",
+    "first_read.batch_converted": (
+        "a big table's first read (a columnar snapshot, a sidecar's first sync) converted a batch in its reader "
+        "thread; the Delta writer may be writing earlier ones, nothing is committed"
+    ),
     "first_sync.after_events_before_cursor": (
         "sidecar: a table's first columnar read is committed as events; the cursor it ended on is not yet"
     ),
