@@ -31,6 +31,7 @@ from rhei_lake.errors import (
     StorageError,
     StorageUnavailableError,
     TableNotFoundError,
+    TableNotReadyError,
     TypeMismatchError,
     WatermarkError,
     WriteRefusedError,
@@ -130,4 +131,5 @@ __all__ = [
     "LeaseLostError",
     "QueryError",
     "WriteRefusedError",
+    "TableNotReadyError",
 ]
