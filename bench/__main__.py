@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.core import ROOT, Result, Settings, machine
 
-SCENARIOS = ["initial_sync", "steady_sync", "cdc_throughput", "trigger_overhead", "compaction", "query", "scaling",
-             "startup"]
+SCENARIOS = ["initial_sync", "steady_sync", "cdc_throughput", "trigger_overhead", "compaction", "query", "serving",
+             "s3_requests", "scaling", "startup"]
 
 
 def _fmt(value: float | None) -> str:

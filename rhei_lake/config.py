@@ -26,6 +26,7 @@ DEFAULT_LEASE_TTL = 30.0
 DEFAULT_VACUUM_RETENTION = timedelta(days=7)
 DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
+DEFAULT_REMOTE_REFRESH_INTERVAL = 0.5
 DEFAULT_FLIGHT_HOST = "127.0.0.1"
 
 _SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
@@ -172,6 +173,15 @@ class LakeConfig(BaseModel):
     )
     target_file_size: int = Field(
         DEFAULT_TARGET_FILE_SIZE, ge=1024, description="Bytes per data file that compaction bin-packs towards."
+    )
+    refresh_interval: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Read-only lakes: a query sees every sync another process finished at least this many seconds "
+        "before it started; each table a query reads is looked at again at most this often "
+        f"(0: before every query; refresh() looks at once). Default: 0 on local paths (a look is a few stats), "
+        f"{DEFAULT_REMOTE_REFRESH_INTERVAL:g} on S3 (a look is two or three requests).",
     )
 
     @field_validator("vacuum_retention", "changelog_retention", mode="before")

@@ -371,5 +371,8 @@ def translate_query_error(exc: BaseException, *, sql: str) -> QueryError | Stora
 
 
 def raise_storage(exc: BaseException, *, where: str) -> NoReturn:
-    """Raise :func:`translate_storage_error` of ``exc`` chained to it."""
+    """Raise :func:`translate_storage_error` of ``exc`` chained to it (a :class:`RheiError` as it is:
+    it was mapped where it arose, and re-mapping would lose whether it is transient)."""
+    if isinstance(exc, RheiError):
+        raise exc
     raise translate_storage_error(exc, where=where) from exc

@@ -7,7 +7,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
 from typing import Any, TypeVar
 
@@ -37,6 +37,8 @@ from rhei_lake.errors import (
     TypeMismatchError,
 )
 from rhei_lake.query.engine import QueryEngine, QueryTable
+from rhei_lake.query.followed_tables import FollowedTables
+from rhei_lake.query.references import referenced_names
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
 from rhei_lake.relation_names import check_new_table, relation_names, tables_named
@@ -51,7 +53,6 @@ from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status
-from rhei_lake.sync.tables import read_spec
 from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
@@ -59,8 +60,18 @@ log = logging.getLogger("rhei_lake")
 T = TypeVar("T")
 
 _KEY_LOOKUP_BATCH = 200
+_UNFINISHED_ELSEWHERE = (
+    "its registration has not finished: the lake that syncs it holds no snapshot of it yet (that lake's "
+    "sync_status().waiting says why)"
+)
 ROUTE_METADATA_KEY = b"rhei.route"
 """Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
+
+
+def _snapshot_landed(spec: TableSpec, changelog: Changelog) -> bool:
+    """Whether a table another process registered is mirrored: a captured table's snapshot commits a watermark,
+    so without one its registration never finished."""
+    return spec.source != TriggerSource.kind or changelog.watermark > 0
 
 
 class Lake:
@@ -88,12 +99,14 @@ class Lake:
         self._loop: SyncLoop | None = None
         self._tracker = SyncTracker()
         self._readonly_tables: dict[str, tuple[TableSpec, Changelog]] = {}
-        self._readonly_waiting: dict[str, str] = {}  # tables whose snapshot never landed, with what to say
         self._lease: WriterLease | None = None
         self._binding: DatabaseBinding | None = None
         self._watch: LogWatch | None = None
         self._created: set[str] = set()  # tables created inside a transaction, registered once it commits
         self._derived = DerivedTables(self.storage)
+        self._followed = FollowedTables(
+            self.storage, config, self._derived, self._readonly_tables, ready=_snapshot_landed
+        )
         self._store_verified = False
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
@@ -116,7 +129,7 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables)
+            self._queries = QueryEngine(self._query_tables, self.tables, look_again=self._look_again)
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
@@ -162,27 +175,13 @@ class Lake:
 
     # -- catalog ---------------------------------------------------------
     def _discover(self) -> None:
-        self._readonly_waiting.clear()
-        for name in self.storage.list_tables():
-            spec = read_spec(self.storage, name)
-            changelog = self.storage.changelog(
-                name, flush_segments=self.config.tail_flush_segments, flush_rows=self.config.tail_flush_rows
-            )
-            changelog.load()
-            if spec.source == TriggerSource.kind and changelog.watermark == 0:
-                # A captured table's snapshot commits a watermark; without one, its registration never finished.
-                self._readonly_waiting[name] = (
-                    "its registration has not finished: the lake that syncs it holds no snapshot of it yet (that "
-                    "lake's sync_status().waiting says why)"
-                )
-                continue
-            self._readonly_tables[name] = (spec, changelog)
+        self._followed.discover()
 
     def _waiting(self) -> dict[str, str]:
         """Tables registered but not mirrored (their registration did not finish), with why and the way on."""
         if isinstance(self._sync, TriggerSync):
             return {name: str(error) for name, error in self._sync.waiting.items()}
-        return dict(self._readonly_waiting)
+        return dict.fromkeys(self._followed.waiting, _UNFINISHED_ELSEWHERE)
 
     def _not_ready(self, table: str) -> TableNotReadyError:
         reason = self._sync.waiting.get(table) if isinstance(self._sync, TriggerSync) else None
@@ -200,10 +199,20 @@ class Lake:
     def _refuse_waiting(self, sql: str) -> None:
         """Raise TableNotReadyError if ``sql`` names a relation of a table whose registration did not finish."""
         waiting = self._waiting()
-        if waiting:
-            named = tables_named(sql, waiting)
-            if named:
-                raise self._not_ready(named[0])
+        if not waiting or not self._names_waiting(sql, waiting):
+            return
+        if self._sync is None:  # its snapshot may have landed since the last look
+            self._followed.freshen(referenced_names(sql), discover=True)
+            waiting = self._waiting()
+        named = tables_named(sql, waiting)
+        if named:
+            raise self._not_ready(named[0])
+
+    @staticmethod
+    def _names_waiting(sql: str, waiting: Iterable[str]) -> bool:
+        """Whether ``sql`` may name a relation of a waiting table (an identifier scan, before any parse)."""
+        names = referenced_names(sql)
+        return names is None or any(name.lower() in names for table in waiting for name, _ in relation_names(table))
 
     def _explain_waiting(self, error: QueryError) -> QueryError:
         """A relation the lake does not know, of a table that waits for its registration: say so."""
@@ -246,10 +255,11 @@ class Lake:
         # lakes use the mode each table recorded.
         return self._derived.get(spec, self.config.sync_mode if self._sync is not None else None)
 
-    def _query_tables(self) -> dict[str, QueryTable]:
+    def _query_tables(self, only: Collection[str] | None = None) -> dict[str, QueryTable]:
         return {
             name: QueryTable.of(spec, changelog, self._derived_table(spec))
             for name, (spec, changelog) in self._entries().items()
+            if only is None or name in only
         }
 
     def tables(self) -> list[str]:
@@ -276,29 +286,32 @@ class Lake:
         return entries[table][0]
 
     def refresh(self) -> None:
-        """Pick up commits other processes made to this lake, such as a compaction job's.
+        """Pick up commits other processes made to this lake now, such as a compaction job's.
 
-        Read-only lakes do it before each query.
+        A read-only lake does it by itself for the tables a query reads, at most
+        every ``refresh_interval`` seconds; see README "Query serving and freshness".
         """
         self._check_open()
         with self._lock:
-            self._derived.load_all()  # before the changelogs: they then hold at least what was folded
             if self._sync is not None:
+                self._derived.load_all()  # before the changelogs: they then hold at least what was folded
                 for changelog in self._sync.changelogs.values():
                     changelog.load()
             else:
-                known = set(self._readonly_tables)
-                for name, (spec, changelog) in list(self._readonly_tables.items()):
-                    changelog.load()
-                    evolved = read_spec(self.storage, name)
-                    if evolved != spec:  # another process added or dropped a column
-                        self._readonly_tables[name] = (evolved, changelog)
-                if set(self.storage.list_tables()) != known | set(self._readonly_waiting):
-                    self._readonly_tables.clear()
-                    self._discover()
-                elif self._readonly_waiting:
-                    self._readonly_tables.clear()
-                    self._discover()  # a waiting table's snapshot may have landed since
+                self._followed.refresh()
+
+    def _follow(self, sql: str) -> None:
+        """Before a read-only lake's query: look at the store for what ``sql`` reads, if due."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql))
+
+    def _look_again(self, sql: str, missing: str) -> None:
+        """After a query found a ``"file"`` gone (another process compacted and vacuumed) or a
+        ``"table"`` unknown (another process registered it): look now."""
+        if self._sync is None:
+            self._followed.freshen(referenced_names(sql), force=True, discover=missing == "table")
+        elif missing == "file":
+            self.refresh()
 
     # -- writes (HTAP) ---------------------------------------------------
     def _require_oltp(self, what: str) -> sqlite3.Connection:
@@ -543,14 +556,13 @@ class Lake:
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
-        if self._sync is None:
-            self.refresh()
         self._refuse_waiting(sql)
         chosen = self._route(sql, micros, hint)
         try:
             if chosen.target == "oltp":
                 result = self._read_oltp(sql, chosen)
             else:
+                self._follow(sql)
                 result = self._queries.query(sql, as_of=micros)
         except QueryError as exc:
             raise self._explain_waiting(exc) from exc
@@ -592,8 +604,7 @@ class Lake:
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
-        if self._sync is None:
-            self.refresh()
+        self._follow(sql)
         self._refuse_waiting(sql)
         try:
             return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
@@ -734,7 +745,7 @@ class Lake:
             waiting: dict[str, BaseException] = dict(self._sync.waiting)
             through = self._sync.horizon
         else:
-            waiting = {name: TableNotReadyError(why, table=name) for name, why in self._readonly_waiting.items()}
+            waiting = {name: TableNotReadyError(why, table=name) for name, why in self._waiting().items()}
             through = None
         return collect_status(
             tables, self._tracker, loop, lag=lag, position=position, waiting=waiting, synced_through=through

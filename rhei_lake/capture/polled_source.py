@@ -5,7 +5,9 @@ A :class:`PolledSource` reads a table it does not own, never writing to it:
 * :meth:`~PolledSource.read_changes` streams the rows after a
   :class:`~rhei_lake.capture.poll_cursor.PollCursor` in ``(updated_at, key)``
   order, in bounded batches, from one statement (one consistent snapshot, so
-  no key appears twice in one stream);
+  no key appears twice in one stream), and on SQLite first, in the same
+  snapshot, the rows that sort before the cursor although they may not be older
+  than the time the poll has reached (:class:`ChangeRead`);
 * :meth:`~PolledSource.scan_keys` streams every key in byte order with its
   ``updated_at`` and soft-delete value (for hard-delete detection);
 * :meth:`~PolledSource.fetch` reads the current rows of given keys.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -43,14 +45,23 @@ class PollPlan:
     placeholder: Callable[[str], str]  # column -> a parameter placeholder typed like the column
     byte_order: Callable[[str], str]  # column -> an ORDER BY term sorting like Python compares its values
     quote: Callable[[str], str] = q  # identifier quoting of the dialect
+    # column -> (expression, placeholder) the cursor compares and orders it by, where not the
+    # column itself (a PostgreSQL text updated_at is compared as the instant it spells)
+    order_terms: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, ...]:
         return self.spec.primary_key
 
+    def _term(self, column: str) -> str:
+        return self.order_terms[column][0] if column in self.order_terms else self.quote(column)
+
+    def _param(self, column: str) -> str:
+        return self.order_terms[column][1] if column in self.order_terms else self.placeholder(column)
+
     def _row_after(self, cursor: PollCursor) -> str:
-        cols = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
-        params = ", ".join(self.placeholder(c) for c in (self.table.updated_at, *self.key))
+        cols = ", ".join(self._term(c) for c in (self.table.updated_at, *self.key))
+        params = ", ".join(self._param(c) for c in (self.table.updated_at, *self.key))
         return f"({cols}) > ({params})"
 
     def _columns(self) -> str:
@@ -58,14 +69,14 @@ class PollPlan:
 
     def changes_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
         """Rows after ``cursor`` in ``(updated_at, key)`` order."""
-        order = ", ".join(self.quote(c) for c in (self.table.updated_at, *self.key))
+        order = ", ".join(self._term(c) for c in (self.table.updated_at, *self.key))
         where, params = ("", ()) if cursor is None else (f" WHERE {self._row_after(cursor)}", cursor.params)
         return f"SELECT {self._columns()} FROM {self.relation}{where} ORDER BY {order}", params
 
     def last_row_sql(self) -> str:
         """The ``(updated_at, *key)`` of the row :meth:`changes_sql` without a cursor would end on."""
         columns = (self.table.updated_at, *self.key)
-        order = ", ".join(f"{self.quote(c)} DESC" for c in columns)
+        order = ", ".join(f"{self._term(c)} DESC" for c in columns)
         return f"SELECT {', '.join(self.select[c] for c in columns)} FROM {self.relation} ORDER BY {order} LIMIT 1"
 
     def count_sql(self, cursor: PollCursor | None) -> tuple[str, tuple[Any, ...]]:
@@ -96,6 +107,38 @@ class PollPlan:
         cols = ", ".join(self.quote(k) for k in self.key)
         one = "(" + ", ".join(self.placeholder(k) for k in self.key) + ")"
         return f"SELECT {self._columns()} FROM {self.relation} WHERE ({cols}) IN (VALUES {', '.join([one] * count)})"
+
+
+class ChangeRead:
+    """One consistent read of a table's changes.
+
+    Iterating yields the rows after the cursor in batches; :attr:`unordered`
+    holds ``(updated_at, *key)`` of the rows that sort before the cursor although
+    their time may be at or after the one asked for, read first in the same
+    snapshot (a superset: the caller reads their times; see
+    :mod:`rhei_lake.capture.updated_at_order`; always empty where the source
+    orders ``updated_at`` by instant). :meth:`close` ends the read.
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[list[tuple]],
+        unordered: list[tuple] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._batches = batches
+        self.unordered = unordered or []
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[list[tuple]]:
+        return self._batches
+
+    def close(self) -> None:
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        if self._on_close is not None:
+            self._on_close()
 
 
 def fetch_batches(fetchmany: Callable[[int], list], size: int) -> Iterator[list[tuple]]:
@@ -146,8 +189,12 @@ class PolledSource(Protocol):
         """Read the table's declared columns and key; SchemaError naming anything missing."""
         ...
 
-    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
-        """Rows (spec column order) after ``cursor``, ``(updated_at, key)`` order, one snapshot."""
+    def read_changes(
+        self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int, unordered_since: int | None = None
+    ) -> ChangeRead:
+        """Rows (spec column order) after ``cursor``, ``(updated_at, key)`` order, one snapshot; with
+        ``unordered_since`` (UTC micros) also the rows that sort before ``cursor`` although their
+        ``updated_at`` may be at or after it, from the same snapshot."""
         ...
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
@@ -161,6 +208,10 @@ class PolledSource(Protocol):
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         """Every row's ``(*key, updated_at, deleted_at, after_cursor)`` in byte order of the key."""
+        ...
+
+    def commit_counter(self) -> int | None:
+        """A number that moves whenever the source commits a change (``None``: no such number)."""
         ...
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:

@@ -14,7 +14,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
+from rhei_lake.capture.polled_source import (
+    ChangeRead,
+    PollPlan,
+    check_polled_columns,
+    fetch_batches,
+    polled_spec_options,
+)
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.postgres_db import connect, translate_postgres_error
 from rhei_lake.capture.postgres_first_read import PostgresFirstRead, adbc_postgres_available
@@ -29,6 +35,7 @@ log = logging.getLogger("rhei_lake.capture")
 
 SOURCE_KIND = "postgresql-poll"
 _FETCH_CHUNK = 500
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
 _TABLE_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
 
 _RELATION_SQL = """
@@ -145,6 +152,17 @@ class PostgresPolledSource:
         relation = f"{_pg_ident(schema)}.{_pg_ident(relname)}"
         declared = {c.name: c.declared_type for c in columns}
         arrow = {c.name: c.arrow_type for c in columns}
+        order_terms = {}
+        if bases[table.updated_at] in _TEXT_TYPES:
+            # Text compares by collation, not as the instant it spells ('…01 11:00' < '…01T10:00'):
+            # compare the instant (naive text is UTC: the session's zone). No index serves this.
+            ident = _pg_ident(table.updated_at)
+            order_terms[table.updated_at] = (f"({ident}::timestamptz)", "(%s::text::timestamptz)")
+            log.warning(
+                "table %r: updated_at column %r is %s; polls compare it as timestamptz, which no index on "
+                "it serves (each poll reads the table). Declare it timestamptz to poll by index",
+                relname, table.updated_at, declared[table.updated_at],
+            )
         return PollPlan(
             spec=spec,
             table=table,
@@ -153,6 +171,7 @@ class PostgresPolledSource:
             placeholder=lambda column: f"%s::{declared[column]}",
             byte_order=lambda column: _byte_order(column, arrow[column]),
             quote=_pg_ident,
+            order_terms=order_terms,
         )
 
     def _columns(self, oid: int, relname: str, table: PolledTable) -> tuple[list[Column], dict[str, str]]:
@@ -197,9 +216,13 @@ class PostgresPolledSource:
                 self._streams -= 1
                 self._end()
 
-    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+    def read_changes(
+        self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int, unordered_since: int | None = None
+    ) -> ChangeRead:
+        # PostgreSQL orders updated_at by instant (typed columns natively, text ones cast): no row
+        # sorts before the cursor unless it is older.
         sql, params = plan.changes_sql(cursor)
-        return self._stream(sql, params, batch_rows, f"reading table {plan.spec.name!r}")
+        return ChangeRead(self._stream(sql, params, batch_rows, f"reading table {plan.spec.name!r}"))
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
         sql, params = plan.count_sql(cursor)
@@ -229,6 +252,9 @@ class PostgresPolledSource:
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(sql, params, batch_rows, f"scanning keys of {plan.spec.name!r}")
+
+    def commit_counter(self) -> None:
+        return None
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
         out: list[tuple] = []

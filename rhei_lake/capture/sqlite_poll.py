@@ -14,12 +14,19 @@ from dataclasses import replace
 from typing import Any
 
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.polled_source import PollPlan, check_polled_columns, fetch_batches, polled_spec_options
+from rhei_lake.capture.polled_source import (
+    ChangeRead,
+    PollPlan,
+    check_polled_columns,
+    fetch_batches,
+    polled_spec_options,
+)
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
 from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.updated_at_order import unordered_sql
 from rhei_lake.errors import SchemaError, SourceError
 
 SOURCE_KIND = "sqlite-poll"
@@ -89,9 +96,37 @@ class SqlitePolledSource:
         finally:
             conn.close()
 
-    def read_changes(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
+    def read_changes(
+        self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int, unordered_since: int | None = None
+    ) -> ChangeRead:
         sql, params = plan.changes_sql(cursor)
-        return self._stream(plan, sql, params, batch_rows)
+        # A dedicated connection, in one read transaction: the unordered rows and the stream see
+        # one snapshot, held until the read is closed, while this object keeps serving fetch().
+        conn = connect(self.path, readonly=True)
+        try:
+            conn.execute("BEGIN")
+            unordered: list[tuple] = []
+            if cursor is not None and unordered_since is not None:
+                query = unordered_sql(
+                    plan.relation,
+                    quote_ident(plan.table.updated_at),
+                    [plan.select[k] for k in plan.key],
+                    cursor.updated_at,
+                    unordered_since,
+                    plan.table.epoch_unit,
+                )
+                unordered = conn.execute(*query).fetchall()
+            rows = conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc, plan) from exc
+        return ChangeRead(self._batches(rows, plan, batch_rows), unordered, on_close=conn.close)
+
+    def _batches(self, rows: sqlite3.Cursor, plan: PollPlan, batch_rows: int) -> Iterator[list[tuple]]:
+        try:
+            yield from fetch_batches(rows.fetchmany, batch_rows)
+        except sqlite3.Error as exc:
+            raise self._error(exc, plan) from exc
 
     def count_changes(self, plan: PollPlan, cursor: PollCursor | None) -> int:
         sql, params = plan.count_sql(cursor)
@@ -111,6 +146,14 @@ class SqlitePolledSource:
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
         return self._stream(plan, sql, params, batch_rows)
+
+    def commit_counter(self) -> int:
+        """SQLite's ``data_version``: it moves whenever another connection or process commits."""
+        with self._lock:
+            try:
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def fetch(self, plan: PollPlan, keys: Sequence[tuple]) -> list[tuple]:
         out: list[tuple] = []

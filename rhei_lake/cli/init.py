@@ -42,6 +42,7 @@ EXAMPLES: dict[str, Any] = {
     "oltp_path": "app.db",
     "source": "postgresql://app@db.internal:5432/shop",
     "sync_interval": 1.0,
+    "refresh_interval": 0.5,
     "flight_port": 50051,
     "flight_token": "change-me (better: set RHEI_FLIGHT_TOKEN)",
     "flight_tls_cert": "/etc/rhei/tls/server.crt",

@@ -67,6 +67,16 @@ class DerivedTable:
             if self._exists:
                 self.store.refresh()
 
+    def poll(self) -> bool:
+        """Pick up commits another process made (a compaction job's), cheaply; whether there were any."""
+        with self._lock:
+            if not self._exists:
+                self._exists = self.store.exists()
+                if self._exists:
+                    self._check_spec()
+                return self._exists
+            return self.store.poll()
+
     def ensure(self) -> None:
         """Create the table if it does not exist yet (a concurrent creator is fine)."""
         with self._lock:

@@ -41,7 +41,7 @@ from rhei_lake.compaction.versions import (
     latest_events_sql,
     versions_sql,
 )
-from rhei_lake.errors import CommitConflictError, StorageError
+from rhei_lake.errors import CommitConflictError, raise_storage
 from rhei_lake.storage.base import AppTransaction, Merge
 from rhei_lake.storage.changelog import Changelog, conform
 
@@ -79,9 +79,8 @@ def _session(tables: dict[str, pa.Table]):
 def _run(ctx, sql: str, where: str) -> pa.Table:
     try:
         return ctx.sql(sql).to_arrow_table()
-    except Exception as exc:
-        first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise StorageError(f"{where}: the fold could not read or plan its events: {first_line}") from exc
+    except Exception as exc:  # the store (transient or not) or its files
+        raise_storage(exc, where=f"{where}: folding")
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -1,142 +1,150 @@
 """One DataFusion session per lake, with each table's views kept fresh.
 
 Every mirrored table ``t`` is queryable as ``t`` (current rows), ``t_history``
-(every version) and ``t_changes`` (the raw change feed). The session is
-refreshed lazily: before a query, tables whose changelog moved since the last
-query are re-registered, so queries see everything committed so far without
-paying for tables that did not change.
+(every version) and ``t_changes`` (the raw change feed). The session is kept
+across queries and brought forward lazily: before a query, the tables it names
+are updated with what moved since the last query (see
+:mod:`rhei_lake.query.table_state`), so a query sees everything committed so
+far and pays only for what changed in the tables it reads.
 
+``as_of`` queries get a session of their own, with only the tables they name.
 The analytic path is read-only: DDL, DML and ``SET`` are refused before planning.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import pyarrow as pa
 
 from rhei_lake.capture.sqlite_schema import quote_ident as q
-from rhei_lake.catalog import SEQ, TableSpec
-from rhei_lake.compaction.derived import DerivedTable
-from rhei_lake.errors import QueryError, translate_query_error
+from rhei_lake.catalog import SEQ
+from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
+from rhei_lake.query.references import every_part, referenced_parts
+from rhei_lake.query.rwlock import ReadWriteLock
 from rhei_lake.relation_names import name_clashes
-from rhei_lake.storage.base import TableStore
-from rhei_lake.storage.changelog import Changelog, register_arrow
+from rhei_lake.query.table_state import (
+    UNFOLDED_IN_MEMORY,
+    QueryTable,
+    TableState,
+    names,
+    normalize_schema,
+    put_view,
+    source_base,
+)
+from rhei_lake.storage.changelog import register_arrow
+
+__all__ = ["QueryEngine", "QueryTable", "UNFOLDED_IN_MEMORY", "normalize_schema", "normalize_types"]
+
+TableProvider = Callable[[Collection[str] | None], dict[str, QueryTable]]
+"""The query view of the named tables (``None``: all of them)."""
 
 
-@dataclass
-class QueryTable:
-    """What the query layer needs of one mirrored table.
-
-    Temporal tables pass their ``history`` store, mirrored ones (``mirror=True``)
-    their ``current`` store, once it exists; ``folded`` is the highest
-    ``_rhei_seq`` folded into it.
-    """
-
-    spec: TableSpec
-    changelog: Changelog
-    history: TableStore | None = None
-    folded: int = 0
-    current: TableStore | None = None
-    mirror: bool = False
-
-    @classmethod
-    def of(cls, spec: TableSpec, changelog: Changelog, derived: DerivedTable) -> QueryTable:
-        """The query view of a table whose history or current rows live in ``derived``."""
-        store = derived.store if derived.exists() else None
-        mirror = derived.mode == "mirror"
-        return cls(
-            spec,
-            changelog,
-            history=None if mirror else store,
-            folded=derived.folded,
-            current=store if mirror else None,
-            mirror=mirror,
-        )
-
-    def generation(self) -> tuple[int, ...]:
-        derived = self.current if self.mirror else self.history
-        derived_version = derived.version() if derived is not None else -1
-        # The changes table's own version moves when compaction rewrites it (expiry, bin-packing).
-        return (self.changelog.generation, self.changelog.store.version(), derived_version, self.folded)
-
-
-UNFOLDED_IN_MEMORY = 200_000
-"""Up to this many pending events, a table's unfolded events are held in memory by its views."""
-
-TableProvider = Callable[[], dict[str, QueryTable]]
-
-
+@functools.cache
 def _sql_options():
     from datafusion import SQLOptions
 
     return SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 
 
-def _names(table: str) -> list[str]:
-    """The name a table is registered under, plus its lower-case alias for unquoted SQL."""
-    return [table] if table == table.lower() else [table, table.lower()]
-
-
 class QueryEngine:
-    """Runs read-only SQL over the lake's views."""
+    """Runs read-only SQL over the lake's views.
 
-    def __init__(self, tables: TableProvider) -> None:
+    One session is kept across queries. Before planning, the tables a query
+    names (every table when that cannot be told from the SQL) are brought up
+    to date in it: only what moved since the last query is registered again
+    (see :mod:`rhei_lake.query.table_state`).
+    """
+
+    def __init__(
+        self,
+        tables: TableProvider,
+        names: Callable[[], list[str]],
+        *,
+        look_again: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._tables = tables
-        self._lock = threading.RLock()
+        self._names = names
+        self._look_again = look_again
+        self._lock = ReadWriteLock()  # planning reads the session; bringing tables forward changes it
         self._ctx = None
-        self._generations: dict[str, tuple[int, ...]] = {}
+        self._states: dict[str, TableState] = {}
 
-    def _context(self):
-        from datafusion import SessionContext
+    def _current(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]) -> bool:
+        """Whether the session holds the named parts of these tables as they are now (nothing to register)."""
+        if self._ctx is None:
+            return False
+        for name, parts in (every_part(tables) if wanted is None else wanted).items():
+            state = self._states.get(name)
+            if state is None or not state.current(tables[name], parts):
+                return False
+        return True
 
-        with self._lock:
-            if self._ctx is None:
-                self._ctx = SessionContext()
-            tables = self._tables()
-            for name in list(self._generations):
-                if name not in tables:
-                    self._drop(self._ctx, name)
-            for name, table in tables.items():
-                generation = table.generation()
-                if self._generations.get(name) != generation:
-                    _register_table(self._ctx, table, as_of=None)
-                    self._generations[name] = generation
-            _withdraw_ambiguous(self._ctx, tables)
-            return self._ctx
+    def _context(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]):
+        if self._ctx is None:
+            from datafusion import SessionContext
 
-    def _drop(self, ctx, name: str) -> None:
-        for alias in _names(name):
-            for view in (alias, f"{alias}_history", f"{alias}_changes"):
-                if ctx.table_exist(q(view)):
-                    ctx.deregister_table(q(view))
-        self._generations.pop(name, None)
+            self._ctx = SessionContext()
+        ctx = self._ctx
+        known = set(self._names())
+        for name in list(self._states):
+            if name not in known:
+                self._states.pop(name).drop(ctx)
+        for name, parts in (every_part(tables) if wanted is None else wanted).items():
+            table = tables[name]
+            state = self._states.get(name)
+            if state is None or state.spec != table.spec:
+                if state is not None:
+                    state.drop(ctx)
+                state = self._states[name] = TableState(table.spec)
+            try:
+                state.update(ctx, table, parts)
+            except BaseException:
+                self._states.pop(name).drop(ctx)  # half brought forward: start over next time
+                raise
+        _withdraw_ambiguous(ctx, self._names())
+        return ctx
 
     def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
         bound to the tables as registered now, so it can be executed or
-        streamed from any thread without the engine lock.
+        streamed from any thread without the engine lock. A table the engine
+        does not know makes it look again (``look_again``, which may find a
+        table created since) and plan once more.
         """
+        try:
+            return self._dataframe(sql, as_of, params)
+        except QueryError as exc:
+            if self._look_again is None or not _TABLE_NOT_FOUND.search(str(exc)):
+                raise
+        self._look_again(sql, "table")
+        return self._dataframe(sql, as_of, params)
+
+    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None):
+        wanted = referenced_parts(sql, self._names())
+        tables = self._tables(None if wanted is None else wanted.keys())
         if as_of is None:
             # Planned under the lock: re-registering a view deregisters it first, and a
-            # query planned in that window would find no such table.
-            with self._lock:
-                ctx = self._context()
-                return _plan(ctx, sql, params, self._tables(), as_of)
+            # query planned in that window would find no such table. Queries over tables
+            # that did not move are planned side by side.
+            with self._lock.reading():
+                if self._current(wanted, tables):
+                    return _plan(self._ctx, sql, params, tables, as_of)
+            with self._lock.writing():
+                ctx = self._context(wanted, tables)
+                return _plan(ctx, sql, params, tables, as_of)
         from datafusion import SessionContext
 
         ctx = SessionContext()
-        tables = self._tables()
-        for table in tables.values():
-            _register_table(ctx, table, as_of=as_of)
-        _withdraw_ambiguous(ctx, tables)
+        for name in tables if wanted is None else wanted:
+            _register_table(ctx, tables[name], as_of=as_of)
+        _withdraw_ambiguous(ctx, self._names())
         df = _plan(ctx, sql, params, tables, as_of)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
@@ -144,21 +152,44 @@ class QueryEngine:
         return df
 
     def query(self, sql: str, *, as_of: int | None = None) -> pa.Table:
-        """Run ``sql`` and return all rows."""
+        """Run ``sql`` and return all rows.
+
+        A file found gone (vacuumed by a compaction since the tables were last
+        looked at) makes the engine look again, through ``look_again``, and
+        run the query once more.
+        """
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError("query: SQL must be a non-empty string")
-        df = self.dataframe(sql, as_of=as_of)
-        try:
-            table = df.to_arrow_table()
-        except Exception as exc:
-            raise translate_query_error(exc, sql=sql) from exc
-        return normalize_types(table)
+        for attempt in range(2):
+            try:
+                return normalize_types(self.dataframe(sql, as_of=as_of).to_arrow_table())
+            except Exception as exc:
+                if attempt == 0 and self._look_again is not None and _missing_file(exc):
+                    self._look_again(sql, "file")
+                    continue
+                if isinstance(exc, RheiError):
+                    raise
+                raise translate_query_error(exc, sql=sql) from exc
+        raise AssertionError("unreachable")
 
     def table_names(self) -> list[str]:
         names = []
-        for name in sorted(self._tables()):
+        for name in sorted(self._names()):
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
+
+
+_TABLE_NOT_FOUND = re.compile(r"table '[^']*' not found", re.IGNORECASE)
+
+
+def _missing_file(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was translated from) says a data file was not found."""
+    while exc is not None:
+        text = str(exc).lower()
+        if "not found" in text and ("object at location" in text or "no such file" in text or "nosuchkey" in text):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
@@ -169,17 +200,18 @@ def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryT
         raise _explain_ambiguous(error, tables) from exc
 
 
-def _withdraw_ambiguous(ctx, tables: dict[str, QueryTable]) -> None:
+def _withdraw_ambiguous(ctx, tables: Iterable[str]) -> None:
     """A name two tables' relations claim (``x_changes`` of ``x`` and table ``x_changes``) answers neither.
 
     Lakes written before such names were refused may hold both; whichever was
     registered last would win, silently. A query naming it fails instead.
     """
+    tables = list(tables)
     clashes = {clash.name for clash in name_clashes(tables)}
     if not clashes:
         return
     for name in tables:
-        for alias in _names(name):
+        for alias in names(name):
             for view in (alias, f"{alias}_history", f"{alias}_changes"):
                 if view.lower() in clashes and ctx.table_exist(q(view)):
                     ctx.deregister_table(q(view))
@@ -203,9 +235,9 @@ def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_o
         if not table.mirror:
             continue
         name = table.spec.name
-        views = [f"{alias}_history" for alias in _names(name)]
+        views = [f"{alias}_history" for alias in names(name)]
         if as_of is not None:
-            views += _names(name)
+            views += names(name)
         for view in views:
             if re.search(rf"table '(?:[^']*\.)?{re.escape(view.lower())}' not found", text):
                 readable = f"{name}_changes" if as_of is not None else f"{name} and {name}_changes"
@@ -216,15 +248,9 @@ def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_o
     return error
 
 
-def _source_base(table: str) -> str:
-    # DataFusion parses a registered name as SQL and folds it to lower case: internal
-    # names must be plain lower-case identifiers whatever the table is called.
-    return f"__rhei_{table.encode().hex()}"
-
-
 def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     spec = table.spec
-    base = _source_base(spec.name)
+    base = source_base(spec.name)
     changes_src = f"{base}__changes"
     table.changelog.register(ctx, changes_src)
     if table.mirror:
@@ -238,12 +264,12 @@ def _register_table(ctx, table: QueryTable, *, as_of: int | None) -> None:
     changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
     history_view = ctx.sql(views.history_sql(spec, sources, as_of))
     history_name = f"{base}__history_view"
-    _put_view(ctx, history_name, history_view)
+    put_view(ctx, history_name, history_view)
     current_view = ctx.sql(views.current_sql(spec, history_name))
-    for alias in _names(spec.name):
-        _put_view(ctx, f"{alias}_changes", changes_view)
-        _put_view(ctx, f"{alias}_history", history_view)
-        _put_view(ctx, alias, current_view)
+    for alias in names(spec.name):
+        put_view(ctx, f"{alias}_changes", changes_view)
+        put_view(ctx, f"{alias}_history", history_view)
+        put_view(ctx, alias, current_view)
 
 
 def _unfolded_sources(
@@ -254,7 +280,7 @@ def _unfolded_sources(
     Checked after the change feed is registered: the watermark only grows, so
     if it is still at the folded one, the registered feed holds nothing past it.
     """
-    base = _source_base(table.spec.name)
+    base = source_base(table.spec.name)
     pending = table.changelog.watermark - table.folded  # an upper bound: sequence numbers span tables
     derived = current if table.mirror else history
     if pending <= 0 and derived is not None:
@@ -276,34 +302,15 @@ def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | N
     spec = table.spec
     current_src = None
     if table.current is not None:
-        current_src = f"{_source_base(spec.name)}__current"
+        current_src = f"{source_base(spec.name)}__current"
         table.current.register(ctx, current_src)
     sources = _unfolded_sources(ctx, table, changes_src, current=current_src)
     changes_view = ctx.sql(views.changes_sql(spec, sources, as_of))
     current_view = ctx.sql(views.mirror_current_sql(spec, sources)) if as_of is None else None
-    for alias in _names(spec.name):
-        _put_view(ctx, f"{alias}_changes", changes_view)
+    for alias in names(spec.name):
+        put_view(ctx, f"{alias}_changes", changes_view)
         if current_view is not None:
-            _put_view(ctx, alias, current_view)
-
-
-def _put_view(ctx, name: str, df) -> None:
-    # Quoted: DataFusion parses the name as SQL, and would fold "Orders" to orders.
-    if ctx.table_exist(q(name)):
-        ctx.deregister_table(q(name))
-    ctx.register_view(q(name), df)
-
-
-_VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
-
-
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with ``string_view``/``binary_view`` fields as ``string``/``binary``."""
-    fields = [
-        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f
-        for f in schema
-    ]
-    return pa.schema(fields, metadata=schema.metadata)
+            put_view(ctx, alias, current_view)
 
 
 def normalize_types(table: pa.Table) -> pa.Table:

@@ -23,6 +23,7 @@ refused on both routes with :class:`~rhei_lake.errors.WriteRefusedError`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -119,11 +120,14 @@ def route(
 
 
 # -- classification ------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
 def _read_statement(sql: str) -> Any:
     """The parsed statement if it is a query; ``None`` for read-only commands or SQL sqlglot cannot read.
 
     Writes are refused here; whatever is not understood goes to DataFusion,
     which refuses DDL/DML itself, so no write ever runs through ``query()``.
+    Parsed once per distinct text (a dashboard repeats its statements); the
+    tree is only read, never changed.
     """
     from sqlglot import exp
     from sqlglot.dialects.dialect import Dialect

@@ -142,6 +142,14 @@ class TableStore(Protocol):
         """Load commits made by other writers since this object last looked."""
         ...
 
+    def poll(self) -> bool:
+        """Load commits made since this object last looked if there are any; whether there were.
+
+        Finding out that there are none costs one stat or one request, whatever
+        the table's history (a ``memory://`` table is always current: ``False``).
+        """
+        ...
+
     def append(
         self,
         data: pa.Table | pa.RecordBatchReader,

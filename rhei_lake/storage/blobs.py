@@ -10,7 +10,8 @@ Its contract, the same for every tier (tested by one suite):
   it succeeds: that is our own write, retried after its reply was lost (a
   timeout on S3 after the server stored the object), and reporting a conflict
   would make the caller treat its own commit as someone else's.
-* ``get(key)`` returns the bytes, or ``None`` if there is no such key.
+* ``get(key)`` returns the bytes, or ``None`` if there is no such key;
+  ``exists(key)`` says whether there is one without fetching it (one stat, one request).
 * ``list(prefix)`` returns every key below ``prefix`` (sorted), ``list_dirs(prefix)``
   the immediate sub-directories.
 * ``delete(keys)`` removes keys; missing keys are not an error.
@@ -46,6 +47,8 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes | None: ...
 
+    def exists(self, key: str) -> bool: ...
+
     def list(self, prefix: str) -> list[BlobInfo]: ...
 
     def list_dirs(self, prefix: str) -> list[str]: ...
@@ -73,6 +76,10 @@ class MemoryBlobs:
     def get(self, key: str) -> bytes | None:
         with self._lock:
             return self._data.get(key)
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return key in self._data
 
     def list(self, prefix: str) -> list[BlobInfo]:
         with self._lock:
@@ -179,6 +186,9 @@ class LocalBlobs:
             return None
         except OSError as exc:
             _raise_os(exc, path)
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
 
     def list(self, prefix: str) -> list[BlobInfo]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root

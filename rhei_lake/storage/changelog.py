@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -26,6 +27,12 @@ from rhei_lake.storage.tail import Segment, SegmentTail
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
+
+class _Unknown:
+    """The table's cursor, not read yet."""
+
+
+_UNKNOWN = _Unknown()
 
 SYNCED_APP_ID = "rhei.synced"
 CURSOR_KEY = "rhei.cursor"
@@ -59,28 +66,86 @@ class Changelog:
         self._lock = threading.RLock()  # the commit state: watermark, segments
         self._store_lock = threading.RLock()  # what readers see of table + tail: held across a flush
         self._stored = 0
-        self._stored_cursor: str | None = None
+        self._stored_cursor: str | None | _Unknown = None
         self._segments: list[Segment] = []
         self._tail_rows = 0
         self._tail_since: float | None = None  # wall-clock time the oldest event in the tail was committed
         self._flushed: list[tuple[float, int]] = []  # (when, watermark) of flushes not yet cleaned up
         self.generation = 0  # bumps on every change visible to readers
+        self._loaded = False
 
     # -- state -----------------------------------------------------------
+    def _state(self) -> tuple[int, int, tuple[int, ...]]:
+        return (self.store.version(), self._stored, tuple(segment.end for segment in self._segments))
+
+    def _bump_if_moved(self, before: tuple[int, int, tuple[int, ...]]) -> bool:
+        moved = self._state() != before
+        if moved:
+            self.generation += 1
+        return moved
+
     def load(self) -> None:
-        """(Re)read the committed watermark, cursor and tail chain from storage."""
+        """(Re)read the committed watermark and tail chain from storage (the cursor when first asked for)."""
         with self._lock:
-            self.store.refresh()
+            before = self._state() if self._loaded else None
+            self.store.poll()
             stored = self.store.app_version(SYNCED_APP_ID) or 0
             segments: list[Segment] = []
             if self.tail is not None:
                 segments, stored = self._load_tail(stored)
-            self._stored = stored
-            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if stored else None
+            self._set_stored(stored)
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
             self._tail_since = _oldest(segments, loaded_at=time.time())
-            self.generation += 1
+            if before is None:
+                self._loaded = True
+                self.generation += 1
+            else:
+                self._bump_if_moved(before)
+
+    def _set_stored(self, stored: int) -> None:
+        if stored != self._stored or stored == 0:
+            self._stored_cursor = _UNKNOWN if stored else None
+        self._stored = stored
+
+    def poll(self) -> bool:
+        """Pick up what other writers committed since this object last looked; whether readers see anything new.
+
+        Reads the segment extending the watermark while there is one (a
+        request that finds nothing when nothing was synced), then asks the
+        table whether it has a newer commit (one more request; a flush, an
+        initial snapshot, a compaction). Only then is the table reloaded and
+        the chain re-read from its new watermark. Same-process commits are
+        seen without it.
+        """
+        with self._store_lock, self._lock:
+            if self.tail is None:
+                before = self._state()
+                self.load()
+                return self._state() != before
+            before = self._state()
+            while (segment := self.tail.read(self.watermark)) is not None:
+                if not self._segments:
+                    self._tail_since = _oldest([segment], loaded_at=time.time())
+                self._segments.append(segment)
+                self._tail_rows += segment.rows.num_rows
+            if self.store.poll():
+                self._follow_table()
+            return self._bump_if_moved(before)
+
+    def _follow_table(self) -> None:
+        """After the table moved: keep the part of the chain it does not hold yet (re-read if it jumped past it)."""
+        stored = self.store.app_version(SYNCED_APP_ID) or 0
+        if stored == self._stored:
+            return  # a rewrite (bin-packing, expiry): same events
+        if stored in {segment.end for segment in self._segments}:  # a flush of the chain's first segments
+            segments = [segment for segment in self._segments if segment.start >= stored]
+        else:
+            segments, stored = self._load_tail(stored)
+        self._set_stored(stored)
+        self._segments = segments
+        self._tail_rows = sum(segment.rows.num_rows for segment in segments)
+        self._tail_since = _oldest(segments, loaded_at=time.time())
 
     def _load_tail(self, stored: int) -> tuple[list[Segment], int]:
         """The segment chain past the table's watermark, read consistently with the table.
@@ -95,7 +160,7 @@ class Changelog:
         assert self.tail is not None
         for attempt in range(_LOAD_ATTEMPTS):
             chain = self.tail.load_chain(stored)
-            self.store.refresh()
+            self.store.poll()
             now = self.store.app_version(SYNCED_APP_ID) or 0
             if now == stored:
                 return chain, stored
@@ -124,7 +189,14 @@ class Changelog:
             for segment in reversed(self._segments):
                 if segment.cursor is not None:
                     return segment.cursor
-            return self._stored_cursor
+            return self._table_cursor()
+
+    def _table_cursor(self) -> str | None:
+        # Read from the table's commit history only when asked: readers never need it, and
+        # on S3 it costs a request per commit looked at.
+        if isinstance(self._stored_cursor, _Unknown):
+            self._stored_cursor = self.store.last_commit_metadata(CURSOR_KEY) if self._stored else None
+        return self._stored_cursor
 
     def last_commit_at(self) -> float | None:
         """When this feed last took a commit (a hot-path segment or a Delta commit), as its store records it.
@@ -268,9 +340,9 @@ class Changelog:
                         return 0
                     segments = list(self._segments)
                     stored = self._stored
-                    cursor = next(
-                        (seg.cursor for seg in reversed(segments) if seg.cursor is not None), self._stored_cursor
-                    )
+                    cursor = next((seg.cursor for seg in reversed(segments) if seg.cursor is not None), None)
+                    if cursor is None:
+                        cursor = self._table_cursor()
                 tip = segments[-1].end
                 schema = self.store.schema()
                 rows = _after(pa.concat_tables([conform(seg.rows, schema, self.store.uri) for seg in segments]), stored)
@@ -351,17 +423,38 @@ class Changelog:
         table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
         return table.sort_by(SEQ)
 
-    def register(self, ctx: SessionContext, name: str) -> None:
-        """Register the change feed in ``ctx`` as ``name`` (table ∪ tail)."""
+    def feed_key(self) -> tuple[int, int, int]:
+        """``(version, stored, watermark)`` that :meth:`register` would record now (no I/O)."""
+        with self._lock:
+            in_table = self.store.app_version(SYNCED_APP_ID) or 0
+            return self.store.version(), in_table, max(self.watermark, in_table)
+
+    def register(self, ctx: SessionContext, name: str, *, previous: FeedSnapshot | None = None) -> FeedSnapshot:
+        """Register the change feed in ``ctx`` as ``name`` (table ∪ tail); returns what was registered.
+
+        With ``previous`` (what an earlier call registered in the same ``ctx``),
+        only the parts that moved since are registered again, and nothing is
+        when nothing moved.
+        """
         with self._store_lock, self._lock:
+            version = self.store.version()
+            in_table = self.store.app_version(SYNCED_APP_ID) or 0
+            same_table = previous is not None and (previous.version, previous.stored) == (version, in_table)
             if self.tail is None:
-                self.store.register(ctx, name)
-                return
+                if not same_table:
+                    self.store.register(ctx, name)
+                    previous = FeedSnapshot(version, in_table, in_table, None)
+                assert previous is not None
+                return previous
+            if same_table and previous is not None and previous.watermark == max(self.watermark, in_table):
+                return previous
             stored_name = f"{name}__stored"
-            self.store.register(ctx, stored_name)
+            if not same_table:
+                self.store.register(ctx, stored_name)
             tail = self.tail_table(self.store.schema())
             tail_name = f"{name}__tail"
             register_arrow(ctx, tail_name, tail)
+            snapshot = FeedSnapshot(version, in_table, max(self.watermark, in_table), tail)
         cols = ", ".join(quote_ident(c) for c in tail.schema.names)
         view = ctx.sql(
             f"SELECT {cols} FROM {quote_ident(stored_name)} UNION ALL SELECT {cols} FROM {quote_ident(tail_name)}"
@@ -369,6 +462,27 @@ class Changelog:
         if ctx.table_exist(name):
             ctx.deregister_table(name)
         ctx.register_view(name, view)
+        return snapshot
+
+
+@dataclass(frozen=True)
+class FeedSnapshot:
+    """What :meth:`Changelog.register` registered: the table's version and watermark, the events past it.
+
+    ``tail`` holds the committed events after ``stored`` up to ``watermark``,
+    in ``_rhei_seq`` order (``None`` on tiers without a tail).
+    """
+
+    version: int
+    stored: int
+    watermark: int
+    tail: pa.Table | None
+
+    def events_after(self, seq: int) -> pa.Table | None:
+        """The events after ``seq`` if this snapshot holds them all in memory, else ``None``."""
+        if self.tail is None or seq < self.stored:
+            return None
+        return _after(self.tail, seq)
 
 
 def register_arrow(ctx: SessionContext, name: str, table: pa.Table) -> None:

@@ -8,12 +8,13 @@ every native error into the rhei_lake hierarchy.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -41,12 +42,62 @@ log = logging.getLogger("rhei_lake.storage")
 _DELTA_DEFAULT_OPTIONS = {"max_retries": "3", "retry_timeout": "20s", "timeout": "30s", "connect_timeout": "5s"}
 
 
-class DeltaTableStore:
-    """A :class:`~rhei_lake.storage.base.TableStore` backed by one Delta table."""
+class DeltaLog(Protocol):
+    """Cheap looks into a Delta table's ``_delta_log/`` beside delta-rs: one stat or one request each."""
 
-    def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None, *, remote: bool) -> None:
+    def read(self, name: str) -> bytes | None:
+        """The bytes of ``_delta_log/<name>``, or ``None`` if there is no such file."""
+        ...
+
+    def empty(self) -> bool:
+        """Whether ``_delta_log/`` holds nothing (no table here)."""
+        ...
+
+
+def commit_file(version: int) -> str:
+    """The name of the log entry of commit ``version``."""
+    return f"{version:020d}.json"
+
+
+def commit_transactions(entry: bytes) -> dict[str, int]:
+    """The app transactions (``txn`` actions) a commit's log entry records."""
+    found = {}
+    for line in entry.splitlines():
+        if b'"txn"' not in line:
+            continue
+        action = json.loads(line).get("txn")
+        if action is not None:
+            found[str(action["appId"])] = int(action["version"])
+    return found
+
+
+CHECKPOINT_INTERVAL = 10
+"""Commits between the checkpoints writers leave (``delta.checkpointInterval``; Delta's default is 100).
+
+Opening a table reads its last checkpoint and the commits after it, so this
+bounds what an open costs whatever the table's history (on S3 delta-rs reads
+each of those commits two or three times).
+"""
+
+
+class DeltaTableStore:
+    """A :class:`~rhei_lake.storage.base.TableStore` backed by one Delta table.
+
+    With ``log``, asking whether the table exists or moved costs one request
+    (delta-rs itself reads ``_last_checkpoint`` and lists the log: two or more).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        storage_options: Mapping[str, str] | None = None,
+        *,
+        remote: bool,
+        log: DeltaLog | None = None,
+    ) -> None:
         self.uri = uri
         self.remote = remote
+        self._log = log
         self._options = dict(storage_options or {})
         if remote:
             for key, value in _DELTA_DEFAULT_OPTIONS.items():
@@ -73,6 +124,8 @@ class DeltaTableStore:
     def exists(self) -> bool:
         if self._dt is not None:
             return True
+        if self._log is not None and self._log.empty():
+            return False
         try:
             self._table()
             return True
@@ -86,7 +139,7 @@ class DeltaTableStore:
             self.uri,
             schema=schema,
             mode=mode,
-            configuration=dict(properties),
+            configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), **properties},
             storage_options=self._options or None,
             raise_if_key_not_exists=False,
         )
@@ -190,6 +243,39 @@ class DeltaTableStore:
                 self._dt.update_incremental()
             except Exception as exc:
                 raise_storage(exc, where=self.uri)
+
+    def poll(self) -> bool:
+        with self._lock:
+            if self._dt is None:
+                return self.exists()
+            before = self._dt.version()
+            if self._log is None:
+                self.refresh()
+                return self._dt.version() != before
+            try:
+                entry = self._log.read(commit_file(before + 1))
+                if entry is None:
+                    return False
+                self._dt.update_incremental()
+                after = self._dt.version()
+                # The app transactions move with the commits just read: no replay of the whole log.
+                if self._txns_at == before:
+                    for version in range(before + 1, after + 1):
+                        if version > before + 1:
+                            entry = self._log.read(commit_file(version))
+                        if entry is None:  # cleaned up already: replay when next asked
+                            self._txns_at, self._txns = -1, {}
+                            break
+                        for app_id, app_version in commit_transactions(entry).items():
+                            if app_id in self._txns:
+                                self._txns[app_id] = app_version
+                    else:
+                        self._txns_at = after
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise_storage(exc, where=self.uri)
+            return after != before
 
     def _call(self, fn: Any) -> Any:
         dt = self._table()
@@ -322,7 +408,7 @@ class DeltaTableStore:
         try:
             return ctx.sql(f"SELECT {cols} FROM t WHERE {filter}").to_arrow_table()
         except Exception as exc:
-            raise StorageError(f"{self.uri}: could not read with filter {filter!r}: {exc}") from exc
+            raise_storage(exc, where=f"{self.uri}: reading with filter {filter!r}")
 
     def register(self, ctx: SessionContext, name: str) -> None:
         dt = self._table()

@@ -15,7 +15,8 @@ are written as ``~HH`` (their UTF-8 bytes in hex).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Literal
 
 from rhei_lake.errors import ConfigError
@@ -64,6 +65,20 @@ def decode_table_dir(directory: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class BlobDeltaLog:
+    """:class:`~rhei_lake.storage.delta.DeltaLog` through the lake's blob store."""
+
+    blobs: BlobStore
+    prefix: str  # "<table dir>/<kind>/_delta_log/"
+
+    def read(self, name: str) -> bytes | None:
+        return self.blobs.get(self.prefix + name)
+
+    def empty(self) -> bool:
+        return not self.blobs.list(self.prefix)
+
+
 class LakeStorage:
     """The root of one lake: hands out table stores, tails and changelogs."""
 
@@ -71,7 +86,7 @@ class LakeStorage:
         self,
         location: StorageLocation,
         blobs: BlobStore,
-        store_factory: Callable[[str], TableStore],
+        store_factory: Callable[[str, str], TableStore],
         *,
         has_tail: bool,
         table_lister: Callable[[], list[str]] | None = None,
@@ -94,8 +109,9 @@ class LakeStorage:
         with self._lock:
             store = self._stores.get(key)
             if store is None:
+                directory = encode_table_dir(table)
                 store = self._stores[key] = self._store_factory(
-                    self.location.table_uri(encode_table_dir(table), kind)
+                    self.location.table_uri(directory, kind), f"{directory}/{kind}/"
                 )
             return store
 
@@ -128,8 +144,12 @@ class LakeStorage:
             discard_grace=discard_grace,
         )
 
-    def list_tables(self) -> list[str]:
-        """Names of the tables that have a change feed in this lake."""
+    def list_tables(self, *, known: Collection[str] = ()) -> list[str]:
+        """Names of the tables that have a change feed in this lake.
+
+        Tables in ``known`` are taken to be there still (tables are never
+        removed), so only new directories cost a look each.
+        """
         if self._table_lister is not None:
             return self._table_lister()
         names = []
@@ -137,7 +157,7 @@ class LakeStorage:
             name = decode_table_dir(directory)
             if name is None or directory == INTERNAL_DIR:
                 continue
-            if self.blobs.list(f"{directory}/changes/_delta_log/"):
+            if name in known or self.blobs.list(f"{directory}/changes/_delta_log/"):
                 names.append(name)
         return sorted(names)
 
@@ -157,7 +177,10 @@ def _memory_storage(location: StorageLocation) -> LakeStorage:
                     names.add(name)
         return sorted(names)
 
-    return LakeStorage(location, blobs, MemoryLakeRegistry.store, has_tail=False, table_lister=lister)
+    def factory(uri: str, _blob_dir: str) -> TableStore:
+        return MemoryLakeRegistry.store(uri)
+
+    return LakeStorage(location, blobs, factory, has_tail=False, table_lister=lister)
 
 
 _memory_blob_lock = threading.Lock()
@@ -175,20 +198,24 @@ def _memory_blobs(root: str) -> MemoryBlobs:
 def _local_storage(location: StorageLocation) -> LakeStorage:
     from rhei_lake.storage.delta import DeltaTableStore
 
-    def factory(uri: str) -> TableStore:
-        return DeltaTableStore(uri, location.options, remote=False)
+    blobs = LocalBlobs(location.root)
 
-    return LakeStorage(location, LocalBlobs(location.root), factory, has_tail=True)
+    def factory(uri: str, blob_dir: str) -> TableStore:
+        return DeltaTableStore(uri, location.options, remote=False, log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"))
+
+    return LakeStorage(location, blobs, factory, has_tail=True)
 
 
 def _s3_storage(location: StorageLocation) -> LakeStorage:
     from rhei_lake.storage.delta import DeltaTableStore
     from rhei_lake.storage.s3_blobs import S3Blobs
 
-    def factory(uri: str) -> TableStore:
-        return DeltaTableStore(uri, location.options, remote=True)
+    blobs = S3Blobs(location.bucket, location.prefix, location.options)
 
-    return LakeStorage(location, S3Blobs(location.bucket, location.prefix, location.options), factory, has_tail=True)
+    def factory(uri: str, blob_dir: str) -> TableStore:
+        return DeltaTableStore(uri, location.options, remote=True, log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"))
+
+    return LakeStorage(location, blobs, factory, has_tail=True)
 
 
 _BACKENDS: dict[str, Callable[[StorageLocation], LakeStorage]] = {

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.catalog import int_range
-from rhei_lake.errors import CommitConflictError, QueryError, StorageError, TableNotFoundError
+from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError, raise_storage
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 
 if TYPE_CHECKING:
@@ -113,6 +113,9 @@ class MemoryTableStore:
 
     def refresh(self) -> None:
         """Nothing to load: every writer shares this object."""
+
+    def poll(self) -> bool:
+        return False  # shared by every reader in the process: always current
 
     # -- writes ----------------------------------------------------------
     def _check_txn(self, txn: AppTransaction | None) -> None:
@@ -269,8 +272,8 @@ def _run_sql(tables: Mapping[str, pa.Table], sql: str, schema: pa.Schema | None 
         ctx.register_record_batches(name, [batches])
     try:
         result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:
-        raise QueryError(f"memory store could not evaluate {sql!r}: {exc}") from exc
+    except Exception as exc:  # never the caller's SQL: the engine writes it
+        raise_storage(exc, where=f"memory store, evaluating {sql!r}")
     if schema is not None:
         result = result.cast(schema) if result.num_rows else pa.Table.from_batches([], schema=schema)
     return result

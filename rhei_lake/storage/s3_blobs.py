@@ -99,6 +99,17 @@ class S3Blobs:
                 return None
             raise_storage(exc, where=f"{self.where}/{key}")
 
+    def exists(self, key: str) -> bool:
+        import obstore
+
+        try:
+            obstore.head(self._store, key)
+            return True
+        except Exception as exc:
+            if type(exc).__name__ == "NotFoundError" or isinstance(exc, FileNotFoundError):
+                return False
+            raise_storage(exc, where=f"{self.where}/{key}")
+
     def list(self, prefix: str) -> list[BlobInfo]:
         import obstore
 

@@ -19,6 +19,7 @@ Exactly once, by construction:
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -34,6 +35,7 @@ _WRITTEN_KEY = b"rhei.written_at"  # wall-clock microseconds of the commit: how 
 _FORMAT = b"1"
 _SUFFIX = ".arrow"
 _WIDTH = 20
+_FETCH_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -106,19 +108,31 @@ class SegmentTail:
                 out.append(int(stem))
         return sorted(out)
 
+    def read(self, start: int) -> Segment | None:
+        """The segment extending watermark ``start``, or ``None`` if there is none (one request)."""
+        key = self._key(start)
+        data = self.blobs.get(key)
+        if data is None:
+            return None
+        segment = decode_segment(start, data, key)
+        if segment.end == start:
+            raise CorruptStorageError(f"{key}: segment does not advance the watermark")
+        return segment
+
     def load_chain(self, base: int) -> list[Segment]:
-        """The committed segments after watermark ``base``, in order."""
-        present = set(self.starts())
+        """The committed segments after watermark ``base``, in order.
+
+        One listing, then every segment past ``base`` fetched concurrently
+        (each once): the cost of a long tail is one round trip, not one each.
+        """
+        starts = [start for start in self.starts() if start >= base]
+        if not starts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(_FETCH_THREADS, len(starts))) as pool:
+            fetched = dict(zip(starts, pool.map(self.read, starts), strict=True))
         chain: list[Segment] = []
         current = base
-        while current in present:
-            key = self._key(current)
-            data = self.blobs.get(key)
-            if data is None:  # deleted by a concurrent flush: already in Delta
-                break
-            segment = decode_segment(current, data, key)
-            if segment.end == current:
-                raise CorruptStorageError(f"{key}: segment does not advance the watermark")
+        while (segment := fetched.get(current)) is not None:  # a missing one was flushed and deleted meanwhile
             chain.append(segment)
             current = segment.end
         return chain

@@ -13,8 +13,8 @@ soft-deleted               none, or ``D``      nothing
 =========================  ==================  =============================================
 
 ``_rhei_ts`` is the row's own ``updated_at`` (see :func:`updated_at_micros`),
-except for a soft delete that did not move ``updated_at``, which carries the
-``clock`` it was detected at (the source time the table's cursor had reached). A row whose ``updated_at`` is older than the lake's
+except for a delete that left no time behind (a soft delete that did not move
+``updated_at``, a hard delete): see :func:`undated_delete_micros`. A row whose ``updated_at`` is older than the lake's
 last event for its key raises :class:`~rhei_lake.errors.NonMonotonicUpdateError`
 (its history would run backwards); everything before it is still committed.
 """
@@ -71,6 +71,16 @@ def updated_at_micros(value: Any, unit: str = "s") -> int:
     if not _MIN_US <= micros <= _MAX_US:
         raise ValueError("updated_at is outside years 1-9999")
     return micros
+
+
+def undated_delete_micros(clock: int, last: int) -> int:
+    """When a delete that left no time behind is stamped: ``clock`` (the source time the
+    table's cursor has reached), but always after ``last``, the version it ends.
+
+    The row was seen alive at ``last``, so it was deleted later; a stamp equal to
+    ``last`` would leave that version alive at no instant (``valid_from == valid_to``).
+    """
+    return max(clock, min(last + 1, _MAX_US))
 
 
 def is_deleted(value: Any) -> bool:
@@ -263,7 +273,7 @@ class EventBuilder:
         if ts < previous.ts:
             return "!", ts
         if deleted:
-            return OP_DELETE, ts if ts > previous.ts else max(clock, previous.ts)
+            return OP_DELETE, ts if ts > previous.ts else undated_delete_micros(clock, previous.ts)
         if ts == previous.ts and values == previous.row:
             return "", ts
         return OP_UPDATE, ts
@@ -284,7 +294,7 @@ class EventBuilder:
 
     def deletes(self, rows: pa.Table, base: int, clock: int) -> pa.Table:
         """``D`` events for live lake rows (user columns + ``_rhei_ts``) that vanished from the source,
-        stamped ``clock`` (or the row's last event, if later)."""
+        stamped by :func:`undated_delete_micros`."""
         from rhei_lake.catalog import TS
 
         last = rows.column(TS).cast(pa.int64()).to_pylist()
@@ -294,7 +304,7 @@ class EventBuilder:
                 *(rows.column(c).cast(self.spec.column(c).arrow_type) for c in self.spec.column_names),
                 int_range(base + 1, n),
                 pa.array([OP_DELETE] * n, pa.string()),
-                pa.array([max(clock, t) for t in last], pa.int64()).cast(TIMESTAMP_TYPE),
+                pa.array([undated_delete_micros(clock, t) for t in last], pa.int64()).cast(TIMESTAMP_TYPE),
             ],
             schema=self.spec.changes_schema,
         )

@@ -12,6 +12,11 @@ A big table the lake holds nothing of is read whole instead, a column at a
 time (``sqlite_first_read`` / ``postgres_first_read`` in :mod:`rhei_lake.capture`),
 and committed in one Delta write followed by its cursor.
 
+SQLite orders a text ``updated_at`` by its bytes, which is the order of its
+instants only among values spelled alike; each poll also reads, in the same
+snapshot, the rows another spelling sorts before the cursor although they are
+not older than what the sidecar had read (:mod:`rhei_lake.sync.unordered`).
+
 Every ``hard_delete_interval`` seconds each table is also reconciled
 (:mod:`rhei_lake.sync.reconcile`): rows that vanished become ``D`` events, and
 rows whose change the cursor cannot see (committed late, with an
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -38,12 +43,13 @@ from rhei_lake.errors import CommitConflictError, SourceError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
-from rhei_lake.sync.lake_state import LakeState
+from rhei_lake.sync.lake_state import FoldedTable, LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import open_changelog
 from rhei_lake.sync.trigger_sync import ProgressCallback
+from rhei_lake.sync.unordered import UnorderedWatch, catch_up_unordered
 from rhei_lake.timeutil import now_micros
 
 log = logging.getLogger("rhei_lake.sync")
@@ -52,12 +58,13 @@ log = logging.getLogger("rhei_lake.sync")
 class PolledTableSync:
     """The polling state of one table: its plan, changelog and event builder."""
 
-    def __init__(self, plan: PollPlan, changelog: Changelog) -> None:
+    def __init__(self, plan: PollPlan, changelog: Changelog, folded: FoldedTable | None = None) -> None:
         self.plan = plan
         self.changelog = changelog
         self.builder = EventBuilder(plan.spec, plan.table)
-        self.state = LakeState(plan.spec, changelog)
+        self.state = LakeState(plan.spec, changelog, folded)
         self.last_reconcile: float | None = None
+        self.unordered = UnorderedWatch()
 
     @property
     def name(self) -> str:
@@ -74,6 +81,20 @@ class PolledTableSync:
             except (ValueError, OverflowError, TypeError):
                 pass
         return now_micros()
+
+    def catch_up(self, source: PolledSource, keys: Sequence[tuple], clock: int) -> int:
+        """Read the current rows of ``keys`` and commit what changed, the cursor left as it is;
+        raises the builder's error (a row going backwards, an unreadable value) after
+        committing the rows before it. Returns the events committed."""
+        rows = source.fetch(self.plan, keys) if keys else []
+        if not rows:
+            return 0
+        base = self.changelog.watermark
+        built = self.builder.build(rows, base, self.state.last_events, clock)
+        committed = self.commit(built.events, base=base, cursor=None) if built.events.num_rows else 0
+        if built.error is not None:
+            raise built.error
+        return committed
 
     def commit(self, events, *, base: int, cursor: PollCursor | None) -> int:
         """Commit ``events`` (numbered from ``base + 1``) and ``cursor``; the watermark must still be ``base``."""
@@ -121,8 +142,19 @@ class PollingSync:
             for table in self.config.tables:
                 plan = self.source.describe(table)
                 changelog, _created = open_changelog(self.storage, plan.spec, self.config)
-                self._tables[plan.spec.name] = PolledTableSync(plan, changelog)
+                self._tables[plan.spec.name] = PolledTableSync(plan, changelog, self._folded(plan))
                 self.changelogs[plan.spec.name] = changelog
+
+    def _folded(self, plan: PollPlan) -> FoldedTable:
+        """Where compaction folds the table's events (it may not exist yet)."""
+        temporal = self.config.sync_mode == "temporal"
+        unit = plan.table.epoch_unit
+        return FoldedTable(
+            store=self.storage.table_store(plan.spec.name, "history" if temporal else "current"),
+            temporal=temporal,
+            row_time=lambda value: updated_at_micros(value, unit),
+            updated_at=plan.table.updated_at,
+        )
 
     # -- the cycle -------------------------------------------------------
     def sync_now(self, progress: ProgressCallback | None = None) -> SyncReport:
@@ -170,6 +202,8 @@ class PollingSync:
         changelog = table.changelog
         cursor = table.cursor()
         fresh = cursor is None and changelog.watermark == 0
+        counter = self.source.commit_counter()  # before the read's snapshot
+        since = table.unordered.look_since(cursor, table.plan.table.epoch_unit, counter)
         batch_rows = self.config.batch_size
         tick: Callable[[int], None] | None = None
         if progress is not None:
@@ -182,10 +216,11 @@ class PollingSync:
         if fresh:
             first = self._first_sync(table, tick)
             if first is not None:
+                self._reached(table)
                 return first, fresh
         committed = 0
         done = 0
-        stream: Iterator[list[tuple]] = self.source.read_changes(table.plan, cursor, batch_rows)
+        stream = self.source.read_changes(table.plan, cursor, batch_rows, unordered_since=since)
         try:
             for rows in stream:
                 base = changelog.watermark
@@ -203,12 +238,22 @@ class PollingSync:
                 if built.error is not None:
                     raise built.error
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stream.close()
+        if since is not None and cursor is not None:
+            committed += catch_up_unordered(table, self.source, stream.unordered, since, cursor)
+            table.unordered.counter = counter
+        self._reached(table)
         if committed:
             log.info("table %r: %d polled events committed", table.name, committed)
         return committed, fresh
+
+    @staticmethod
+    def _reached(table: PolledTableSync) -> None:
+        """After a poll: the instant of the cursor it ended on is a time its snapshot held."""
+        cursor = table.cursor()
+        if cursor is not None:
+            instant = updated_at_micros(cursor.updated_at, table.plan.table.epoch_unit)
+            table.unordered.reached = max(table.unordered.reached or instant, instant)
 
     def _first_sync(self, table: PolledTableSync, tick: Callable[[int], None] | None) -> int | None:
         """Commit a table the lake holds nothing of in one go, read a column at a time.
@@ -225,7 +270,7 @@ class PollingSync:
             return None
         changelog = table.changelog
         base = changelog.watermark
-        fallback: list[BaseException] = []
+        raised: list[BaseException] = []  # what the stream raised: the writer consuming it reports only its text
         built_events = 0
 
         def events() -> Iterator[pa.RecordBatch]:
@@ -243,11 +288,13 @@ class PollingSync:
                     yield from built.to_batches()
                     if tick is not None:
                         tick(done)
-            except NeedsDiagnosis as exc:
-                fallback.append(exc)
+                if done != first.rows:
+                    raise SourceError(
+                        f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted"
+                    )
+            except Exception as exc:
+                raised.append(exc)
                 raise
-            if done != first.rows:
-                raise SourceError(f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted")
 
         try:
             if first.rows == 0:
@@ -255,10 +302,12 @@ class PollingSync:
             reader = pa.RecordBatchReader.from_batches(table.plan.spec.changes_schema, events())
             try:
                 changelog.commit_stream(reader, watermark=base + first.rows)
-            except Exception:
-                if fallback:
+            except Exception as exc:
+                if raised and isinstance(raised[0], NeedsDiagnosis):
                     log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
                     return None
+                if raised and raised[0] is not exc:
+                    raise raised[0] from exc  # e.g. a source that went away: transient, as it was raised
                 raise
         finally:
             first.close()

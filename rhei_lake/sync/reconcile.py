@@ -7,7 +7,9 @@ so no side is ever held in memory whole:
 * a live lake key the source no longer has was hard-deleted: a ``D`` event
   carrying the row's last known values. A hard delete leaves no time behind, so
   it is stamped on the source's own clock: the ``updated_at`` the table's
-  cursor has reached (or the row's last version, if later). A stamp from the
+  cursor has reached, but always after the row's last version (which was seen
+  alive, so must stay alive for a while; see
+  :func:`~rhei_lake.sync.polled_events.undated_delete_micros`). A stamp from the
   sidecar's wall clock would make a row re-inserted by an application whose
   clock lags look like it went backwards;
 * a source row at or before the cursor that the lake does not have, or has with
@@ -150,15 +152,7 @@ class _Emitter:
         if not self.late:
             return
         keys, self.late = self.late, []
-        rows = self.source.fetch(self.table.plan, keys)
-        if not rows:
-            return
-        base = self.table.changelog.watermark
-        built = self.table.builder.build(rows, base, self.table.state.last_events, self.clock)
-        if built.events.num_rows:
-            self.committed += self.table.commit(built.events, base=base, cursor=None)
-        if built.error is not None:
-            raise built.error
+        self.committed += self.table.catch_up(self.source, keys, self.clock)
 
 
 def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> int:

@@ -40,7 +40,7 @@ def lake_rows(storage: LakeStorage, spec: TableSpec, changelog: Changelog, mode:
     """The table's current rows as the lake's ``t`` view answers (folded or not, either sync mode)."""
     derived = DerivedTable(storage, spec, mode)
     derived.load()
-    engine = QueryEngine(lambda: {spec.name: QueryTable.of(spec, changelog, derived)})
+    engine = QueryEngine(lambda _only: {spec.name: QueryTable.of(spec, changelog, derived)}, lambda: [spec.name])
     return engine.query(f"SELECT * FROM {q(spec.name)}")
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.reliability import summary
+from tests.support.s3_fault_proxy import S3FaultProxy
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -42,3 +45,20 @@ def authed_moto():
         yield server.endpoint, options, "authed"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def proxy(moto):
+    """A fault-injecting proxy in front of the session's moto server."""
+    proxy = S3FaultProxy(moto.endpoint)
+    yield proxy
+    summary.count("faults.s3", sum(proxy.injected().values()))
+    proxy.close()
+
+
+@pytest.fixture
+def faulty_s3(moto, proxy) -> tuple[str, dict[str, str]]:
+    """A lake URL in a fresh bucket reached through :func:`proxy`, and its storage options."""
+    bucket = f"faults-{uuid.uuid4().hex[:10]}"
+    moto.create_bucket(bucket)
+    return f"s3://{bucket}/lake", {**moto.storage_options(), "AWS_ENDPOINT_URL": proxy.endpoint}

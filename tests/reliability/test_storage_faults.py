@@ -14,7 +14,6 @@ import os
 import sqlite3
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -23,26 +22,11 @@ from rhei_lake import faults
 from rhei_lake.errors import StorageUnavailableError
 from tests.reliability import summary
 from tests.support.oracle import assert_same_state
-from tests.support.s3_fault_proxy import Rule, S3FaultProxy
+from tests.support.s3_fault_proxy import Rule
 from tests.support.waiting import wait_for
 
 TAIL_PUT = r"/_tail/\d+\.arrow"
 COMMIT_PUT = r"/_delta_log/\d+\.json"
-
-
-@pytest.fixture
-def proxy(moto):
-    proxy = S3FaultProxy(moto.endpoint)
-    yield proxy
-    summary.count("faults.s3", sum(proxy.injected().values()))
-    proxy.close()
-
-
-@pytest.fixture
-def faulty_s3(moto, proxy) -> tuple[str, dict[str, str]]:
-    bucket = f"faults-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(bucket)
-    return f"s3://{bucket}/lake", {**moto.storage_options(), "AWS_ENDPOINT_URL": proxy.endpoint}
 
 
 def _open(tmp_path, url, options, **extra) -> rhei_lake.Lake:

@@ -24,6 +24,15 @@ def test_missing_get_is_none_and_delete_is_idempotent(blobs):
     blobs.delete(["nothing/here"])
 
 
+def test_exists_without_fetching(blobs):
+    assert not blobs.exists("a/x")
+    blobs.put_if_absent("a/x", b"1")
+    assert blobs.exists("a/x")
+    assert not blobs.exists("a")  # a prefix is not an object
+    blobs.delete(["a/x"])
+    assert not blobs.exists("a/x")
+
+
 def test_list_and_dirs(blobs):
     for key in ("t1/_tail/2", "t1/_tail/1", "t2/x", "top"):
         blobs.put_if_absent(key, key.encode())

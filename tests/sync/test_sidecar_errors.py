@@ -173,3 +173,30 @@ def test_source_outage_then_catch_up(tmp_path):
         source.close()
     finally:
         server.stop()
+
+
+def test_a_postgres_lock_held_by_a_migration_is_transient(postgres, tmp_path):
+    """The poll meets lock_timeout (SQLSTATE 55P03) behind a migration's lock: the loop retries it,
+    and once the lock is gone the mirror catches up."""
+    database = postgres.create_database()
+    source = postgres_source(postgres, database)
+    source.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL, "
+                   "deleted_at timestamptz)")
+    source.execute(f'ALTER DATABASE "{database}" SET lock_timeout = \'200ms\'')
+    source.execute("INSERT INTO items VALUES (1, 'a', now(), NULL)")
+    migration = postgres.connect(database)
+    try:
+        with _open(source, tmp_path, hard_delete_interval=0) as lake:
+            lake.sync_now()
+            migration.execute("BEGIN")
+            migration.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(SourceUnavailableError, match="lock") as info:
+                lake.sync_now()
+            assert info.value.transient
+            migration.execute("INSERT INTO items VALUES (2, 'b', now(), NULL)")
+            migration.execute("COMMIT")
+            lake.sync_now()
+            assert sorted(r["id"] for r in lake.query("SELECT id FROM items").to_pylist()) == [1, 2]
+    finally:
+        migration.close()
+        source.close()

@@ -335,3 +335,35 @@ def test_a_failing_columnar_setup_falls_back_to_the_row_poll_without_echoing_the
     assert PASSWORD in source.url
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
     source.close()
+
+
+@pytest.mark.parametrize("storage", ["local", "memory"])
+def test_a_transient_source_error_inside_the_first_read_stays_transient(tmp_path, monkeypatch, storage):
+    """The source goes away while the columnar read streams into the Delta writer: the error the
+    sync raises is the source's own (transient, so the loop retries), not a storage error."""
+    from rhei_lake.capture.sqlite_first_read import SqliteFirstRead
+    from rhei_lake.errors import SourceUnavailableError
+
+    source = sqlite_source(str(tmp_path / "external.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
+    source.executemany("INSERT INTO items VALUES (?, 'n', 0.5, 1, '2026-01-01 00:00:00', NULL)",
+                       [(i,) for i in range(50)])
+    batches = SqliteFirstRead.batches
+
+    def failing(self, batch_rows):
+        for i, batch in enumerate(batches(self, batch_rows)):
+            if i == 1:
+                raise SourceUnavailableError("external.db: database is locked")
+            yield batch
+
+    monkeypatch.setattr(SqliteFirstRead, "batches", failing)
+    url = str(tmp_path / "lake") if storage == "local" else "memory://"
+    with _open(source.url, url, COLUMNAR, batch_size=10) as lake:
+        with pytest.raises(SourceUnavailableError, match="database is locked") as raised:
+            lake.sync_now()
+        assert raised.value.transient
+        monkeypatch.setattr(SqliteFirstRead, "batches", batches)
+        lake.sync_now()
+        assert lake.query("SELECT count(*) FROM items").column(0)[0].as_py() == 50
+    source.close()

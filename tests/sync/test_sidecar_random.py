@@ -51,7 +51,7 @@ def check_history(lake: rhei_lake.Lake, source, observed: dict[int, list]) -> No
                 assert version["_rhei_valid_to"] is None, f"id {key}: the last version is open"
             elif following is None:
                 assert version["_rhei_valid_to"] is not None
-                assert source.ts_micros(version["_rhei_valid_to"]) >= valid_from
+                assert source.ts_micros(version["_rhei_valid_to"]) > valid_from, f"id {key}: alive until deleted"
             else:
                 assert source.ts_micros(version["_rhei_valid_to"]) == source.ts_micros(following[4])
 

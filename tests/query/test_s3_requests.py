@@ -1,0 +1,61 @@
+"""Requests a read-only lake makes on S3: none within refresh_interval, a constant few per look, never more with history.
+
+Counted by a proxy in front of moto (tests/support/s3_latency_proxy.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import rhei_lake
+from tests.support.s3_latency_proxy import LatencyProxy
+
+
+@pytest.fixture
+def proxied_lake(moto, s3_lake):
+    url, options = s3_lake
+    proxy = LatencyProxy(moto.endpoint)
+    try:
+        yield url, {**options, "AWS_ENDPOINT_URL": proxy.endpoint}, proxy
+    finally:
+        proxy.close()
+
+
+def _counted(proxy: LatencyProxy, fn) -> list[str]:
+    proxy.reset()
+    fn()
+    return proxy.requests()["paths"]
+
+
+@pytest.mark.parametrize("history", [(2, 1), (25, 25)], ids=["short history", "25 commits and 25 segments"])
+def test_a_look_costs_the_same_whatever_the_history_and_reads_only_the_named_table(proxied_lake, tmp_path, history):
+    url, options, proxy = proxied_lake
+    flushed, unflushed = history
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
+                        tail_flush_segments=10_000) as writer:
+        for name in ("a", "b", "c"):
+            writer.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)")
+            writer.register_table(name)
+        for i in range(flushed + unflushed):
+            writer.execute("INSERT INTO a VALUES (?, 'x')", (i,))
+            writer.sync_now()
+            if i < flushed:
+                writer.flush()
+        with rhei_lake.open(storage=url, storage_options=options, refresh_interval=2.0) as reader:
+            sql = "SELECT count(*) AS n FROM a"
+            assert reader.query(sql).column(0)[0].as_py() == flushed + unflushed
+            reader.query(sql)  # looks again if the first query outlasted the interval
+            assert _counted(proxy, lambda: reader.query(sql)) == []  # within the interval: nothing
+            time.sleep(2.1)
+            looked = _counted(proxy, lambda: reader.query(sql))
+            assert len(looked) <= 2, looked  # the next tail segment, the change feed's next commit
+            assert all("/a/" in path for path in looked), looked  # not the tables the query does not read
+
+            writer.execute("INSERT INTO a VALUES (-1, 'new')")
+            writer.sync_now()
+            time.sleep(2.1)
+            paths = _counted(proxy, lambda: reader.query(sql))
+            assert reader.query(sql).column(0)[0].as_py() == flushed + unflushed + 1
+            assert len(paths) <= 3, paths  # the new segment, then the two looks that find nothing more
