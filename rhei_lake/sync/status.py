@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import RheiError
+from rhei_lake.errors import RheiError, StorageUnavailableError
 from rhei_lake.sync.loop import ErrorInfo, LoopStatus
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.timeutil import from_micros, now_micros
@@ -251,8 +251,13 @@ def collect_status(
 
 
 def _stored_commit_time(changelog: Changelog) -> datetime | None:
-    """The last commit another process (or an earlier run) made, for a table this process has not synced."""
-    stamp = changelog.last_commit_at()
+    """The last commit another process (or an earlier run) made, for a table this process has not synced;
+    ``None`` while the store cannot be reached (the status must still show the outage)."""
+    try:
+        stamp = changelog.last_commit_at()
+    except StorageUnavailableError as exc:
+        log.debug("the last commit time of a table is unknown: %s", exc)
+        return None
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
