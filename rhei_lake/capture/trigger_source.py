@@ -400,13 +400,20 @@ class TriggerSource:
                 raise translate_sqlite_error(exc, self.path) from exc
 
     # -- events ----------------------------------------------------------
-    def read(self, after: int, limit: int) -> LogBatch:
+    def read(self, after: int, limit: int, *, committed: Mapping[str, int] | None = None) -> LogBatch:
         """Events after sequence ``after`` (at most ``limit`` log rows), as Arrow per table.
+
+        ``committed`` maps a table to the sequence up to which the lake holds its
+        events: those are passed over without being decoded. They may have been
+        logged before the table's columns changed (a rebuild, ``drop_column``: the
+        change commits every event logged before it first), and log rows hold
+        values by position, so only the layout of the events after it is known.
 
         If a value does not fit its declared type, the batch stops just before that
         event and carries the error, so everything before it can still be committed.
         """
-        columnar = self._read_columnar(after, limit)
+        committed = committed or {}
+        columnar = self._read_columnar(after, limit, committed)
         if columnar is not None:
             return columnar
         with self._lock:
@@ -418,7 +425,7 @@ class TriggerSource:
         batch = LogBatch(through=rows[-1][0] if rows else after, rows=len(rows))
         grouped: dict[str, list[tuple]] = {}
         for row in rows:
-            if row[2] == cdc_log.OP_SNAPSHOT_MARKER:
+            if row[2] == cdc_log.OP_SNAPSHOT_MARKER or row[0] <= committed.get(row[1], 0):
                 continue
             grouped.setdefault(row[1], []).append(row)
         for table, table_rows in grouped.items():
@@ -436,7 +443,7 @@ class TriggerSource:
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
         return batch
 
-    def _read_columnar(self, after: int, limit: int) -> LogBatch | None:
+    def _read_columnar(self, after: int, limit: int, committed: Mapping[str, int]) -> LogBatch | None:
         """A big backlog read per table by the ADBC reader process, or ``None`` to read row by row.
 
         Also ``None`` when a value may not fit its declared type: the row path
@@ -463,7 +470,10 @@ class TriggerSource:
             if reg is None or not reg.ready:
                 batch.unknown.add(table)
                 continue
-            events = _columnar_events(reader, reg.spec, after, through, limit)
+            start = max(after, committed.get(table, 0))
+            if start >= through:
+                continue
+            events = _columnar_events(reader, reg.spec, start, through, limit)
             if events is None:
                 return None
             if events.num_rows:
