@@ -75,3 +75,56 @@ def test_a_crash_while_following_a_rebuild_loses_and_doubles_nothing(tmp_path, k
         assert names == ["n4", "captured"]  # the captured change kept its own version
         assert app.execute("SELECT count(*) FROM _rhei_reconcile").fetchone() == (0,)
     app.close()
+
+
+AFTER_THE_OLD_LAYOUT = [
+    "changelog.before_commit=kill@1",  # committing the events logged before the rebuild
+    "schema.follow_before_commit=kill",
+    "schema.follow_after_commit=kill",
+    "sync.after_commit_before_prune=kill",
+    "cdc.before_prune_commit=kill",  # the log keeps every event logged before the rebuild
+]
+
+
+@pytest.mark.parametrize("kill", AFTER_THE_OLD_LAYOUT, ids=[k.replace("=kill", "") for k in AFTER_THE_OLD_LAYOUT])
+def test_events_logged_before_a_rebuild_are_read_in_their_own_layout_after_a_crash(tmp_path, kill):
+    """Events captured before a rebuild that drops a column before others reach the lake once, with the
+    values they were logged with, wherever the follow is killed; then the next process, which reads the
+    log from the idle table's older watermark, goes on and the table can be altered."""
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    app = sqlite3.connect(db, isolation_level=None)
+    with rhei_lake.open(oltp_path=db, storage=url) as lake:
+        lake.execute("CREATE TABLE idle (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.execute("CREATE TABLE mig (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, x1 TEXT)")
+        lake.register_table("idle")
+        lake.register_table("mig")
+        lake.execute("INSERT INTO mig VALUES (1, 'x', 1, NULL)")
+        lake.sync_now()
+        check = MirrorCheck(lake, app, "mig")
+        check.mark()
+        # in the CDC log at the crash; in the rebuilt layout 'a' would read as 'b', which it does not fit
+        lake.execute("INSERT INTO mig VALUES (5, '20212566361', NULL, ' ')")
+        lake.execute("UPDATE mig SET a = 'text', x1 = 'y' WHERE id = 1")
+    run(app, rebuild("mig", "id INTEGER PRIMARY KEY, b INTEGER, x1 TEXT", "id, b, x1"), transaction=True)
+
+    child = _child(db, url, kill)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode(errors="replace")
+
+    with rhei_lake.open(oltp_path=db, storage=url) as lake:
+        lake.sync_now()
+        check.lake = lake
+        check.mark()
+        check.assert_all()
+        history = lake.query("SELECT id, x1 FROM mig_history ORDER BY _rhei_seq").to_pylist()
+        assert history == [{"id": 1, "x1": None}, {"id": 5, "x1": " "}, {"id": 1, "x1": "y"}]  # not b's slot
+    with rhei_lake.open(oltp_path=db, storage=url) as lake:  # from the idle table's watermark again
+        assert lake.sync_now().events == 0
+        lake.drop_column("mig", "b")
+        app.execute("UPDATE mig SET x1 = 'after' WHERE id = 5")
+        assert lake.sync_now().events == 1
+        check.lake = lake
+        check.mark()
+        check.assert_all()
+        seqs = lake.query("SELECT _rhei_seq FROM mig_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs)), "an event was committed twice"
+    app.close()
