@@ -282,8 +282,8 @@ class TriggerSync:
         limit = self.config.batch_size
         while True:
             read_at = now_micros()  # before the read's snapshot: whatever it misses commits after this
-            committed = {name: cl.watermark for name, cl in self.changelogs.items()}
-            batch = self.source.read(position, limit, committed=committed)
+            held = {name: cl.watermark for name, cl in self.changelogs.items()}
+            batch = self.source.read(position, limit, committed=held)
             fresh = batch.unknown - set(self.waiting)
             if fresh:
                 self._adopt(fresh)
