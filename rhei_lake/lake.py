@@ -84,6 +84,7 @@ class Lake:
         self._derived = DerivedTables(self.storage)
         self._followed = FollowedTables(self.storage, config, self._derived, self._readonly_tables)
         self._store_verified = False
+        self._duckdb = None
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
                     and not config.read_only:
@@ -105,12 +106,25 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables, self.tables, look_again=self._look_again)
+            self._queries = QueryEngine(
+                self._query_tables, self.tables, look_again=self._look_again, new_session=self._query_session()
+            )
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
             self._release()
             raise
+
+    def _query_session(self) -> Callable[[], Any] | None:
+        """What makes the engine's sessions: ``None`` for DataFusion; DuckDB sessions share one database."""
+        if self.config.engine != "duckdb":
+            return None
+        from rhei_lake.query.duckdb_session import DuckSession, open_database
+
+        location = self.location
+        database = open_database(location.scheme, location.root, location.options)
+        self._duckdb = database
+        return lambda: DuckSession(database)
 
     def _verify_store(self) -> None:
         """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
@@ -721,6 +735,8 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        if self._duckdb is not None:
+            self._duckdb.close()
         if self._binding is not None:
             self._binding.release()  # a memory:// lake lets go of its database
         if self._lease is not None:

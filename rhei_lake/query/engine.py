@@ -24,6 +24,7 @@ from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
+from rhei_lake.query.duckdb_session import DuckSession
 from rhei_lake.query.references import every_part, referenced_parts
 from rhei_lake.query.rwlock import ReadWriteLock
 from rhei_lake.relation_names import name_clashes
@@ -66,8 +67,10 @@ class QueryEngine:
         names: Callable[[], list[str]],
         *,
         look_again: Callable[[str, str], None] | None = None,
+        new_session: Callable[[], Any] | None = None,
     ) -> None:
         self._tables = tables
+        self._new_session = new_session or _datafusion_session
         self._names = names
         self._look_again = look_again
         self._lock = ReadWriteLock()  # planning reads the session; bringing tables forward changes it
@@ -86,9 +89,7 @@ class QueryEngine:
 
     def _context(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]):
         if self._ctx is None:
-            from datafusion import SessionContext
-
-            self._ctx = SessionContext()
+            self._ctx = self._new_session()
         ctx = self._ctx
         known = set(self._names())
         for name in list(self._states):
@@ -139,9 +140,7 @@ class QueryEngine:
             with self._lock.writing():
                 ctx = self._context(wanted, tables)
                 return _plan(ctx, sql, params, tables, as_of)
-        from datafusion import SessionContext
-
-        ctx = SessionContext()
+        ctx = self._new_session()
         for name in tables if wanted is None else wanted:
             _register_table(ctx, tables[name], as_of=as_of)
         _withdraw_ambiguous(ctx, self._names())
@@ -172,6 +171,20 @@ class QueryEngine:
                 raise translate_query_error(exc, sql=sql) from exc
         raise AssertionError("unreachable")
 
+    def interrupt(self) -> None:
+        """Cancel the queries running now on the kept session (DuckDB; they raise KeyboardInterrupt)."""
+        interrupt = getattr(self._ctx, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+    @property
+    def session(self):
+        """The kept session with every table's views registered (DataFusion ``SessionContext`` or DuckSession)."""
+        wanted = None
+        tables = self._tables(None)
+        with self._lock.writing():
+            return self._context(wanted, tables)
+
     def table_names(self) -> list[str]:
         names = []
         for name in sorted(self._names()):
@@ -186,14 +199,24 @@ def _missing_file(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was translated from) says a data file was not found."""
     while exc is not None:
         text = str(exc).lower()
-        if "not found" in text and ("object at location" in text or "no such file" in text or "nosuchkey" in text):
+        if ("not found" in text or "cannot open file" in text) and (
+            "object at location" in text or "no such file" in text or "nosuchkey" in text
+        ):
             return True
         exc = exc.__cause__
     return False
 
 
+def _datafusion_session():
+    from datafusion import SessionContext
+
+    return SessionContext()
+
+
 def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
     try:
+        if isinstance(ctx, DuckSession):
+            return ctx.plan(sql, params)
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
         error = _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of)

@@ -21,6 +21,7 @@ a table (before it, there is no derived table to read).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -294,3 +295,14 @@ def _sql_string(text: str) -> str:
 
 
 _DIALECT_CLASSES: dict[str, type[_Target]] = {"duckdb": _DuckDB, "spark": _Spark, "trino": _Trino}
+
+
+@functools.lru_cache(maxsize=1024)
+def to_duckdb(sql: str) -> str:
+    """rhei_lake's own view SQL (DataFusion's dialect) in DuckDB's, as the outside views write it."""
+    return _DuckDB({}, False).transpile(sql)
+
+
+def duckdb_s3_secret(options: Mapping[str, str], *, show_secrets: bool) -> str:
+    """The ``CREATE SECRET`` statement that gives DuckDB the lake's S3 store (secrets ``***`` unless shown)."""
+    return _DuckDB(options, show_secrets).s3_secret()
