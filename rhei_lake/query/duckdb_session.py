@@ -264,7 +264,8 @@ class DuckSession:
     def plan(self, sql: str, params: Mapping[str, Any] | None = None) -> DuckFrame:
         """A user's query, in DuckDB's SQL, checked to be one read-only statement and bound now."""
         refuse_writes(sql)
-        frame = DuckFrame(self, sql, dict(self._entries), params=_parameters(sql, params))
+        values, missing = _parameters(sql, params)
+        frame = DuckFrame(self, sql, dict(self._entries), params=values, unbound=missing)
         frame.bind()
         return frame
 
@@ -328,10 +329,17 @@ class DuckFrame:
     """
 
     def __init__(
-        self, session: DuckSession, sql: str, entries: dict[str, _Entry], *, params: Any = None
+        self,
+        session: DuckSession,
+        sql: str,
+        entries: dict[str, _Entry],
+        *,
+        params: dict[str, Any] | None = None,
+        unbound: list[str] | None = None,
     ) -> None:
         self.session = session
         self.sql = sql
+        self._unbound = unbound or []
         self._entries = entries
         self._params = params
         self._schema: pa.Schema | None = None
@@ -365,7 +373,12 @@ class DuckFrame:
                 self.session._release(cursor)
         return self._schema
 
+    def _check_bound(self) -> None:
+        if self._unbound:
+            raise QueryError(f"No value found for placeholder ${self._unbound[0]} (in: {' '.join(self.sql.split())})")
+
     def to_arrow_table(self) -> pa.Table:
+        self._check_bound()
         cursor = self.session._acquire(self._entries)
         try:
             relation = self._relation(cursor)
@@ -379,6 +392,7 @@ class DuckFrame:
         return table if schema.equals(table.schema) else table.cast(schema)
 
     def execute_stream(self) -> Iterator[_Batch]:
+        self._check_bound()
         cursor = self.session._acquire(self._entries)
         try:
             relation = self._relation(cursor)
@@ -427,16 +441,26 @@ def refuse_writes(sql: str) -> None:
 _PLACEHOLDER = re.compile(r"\$(\w+)")
 
 
-def _parameters(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The bound values the query names (``{"1": v}`` is ``$1``), as Python values."""
-    if not params:
-        return None
-    used = set(_PLACEHOLDER.findall(sql))
+def _parameters(sql: str, params: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The bound values the query names (``{"1": v}`` is ``$1``), as Python values; the placeholders left unbound.
+
+    Unbound placeholders are bound to NULL, so that the query can be planned
+    (a prepared statement's schema) but not run.
+    """
+    used = sorted(set(_PLACEHOLDER.findall(sql)))
+    if not used:
+        return None, []
+    given = {str(k): v for k, v in (params or {}).items()}
     values = {}
-    for name, value in params.items():
-        if str(name) in used:
-            values[str(name)] = value.as_py() if isinstance(value, pa.Scalar) else value
-    return values or None
+    missing = []
+    for name in used:
+        if name in given:
+            value = given[name]
+            values[name] = value.as_py() if isinstance(value, pa.Scalar) else value
+        else:
+            values[name] = None
+            missing.append(name)
+    return values, missing
 
 
 # -- types and errors -------------------------------------------------------------------
