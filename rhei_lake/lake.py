@@ -736,6 +736,7 @@ class Lake:
         if self._oltp is not None:
             self._oltp.close()
         if self._duckdb is not None:
+            self._queries.close()
             self._duckdb.close()
         if self._binding is not None:
             self._binding.release()  # a memory:// lake lets go of its database

@@ -32,10 +32,10 @@ import importlib.util
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -49,6 +49,7 @@ INSTALL_HINT = "pip install 'rhei-lake[duckdb]'"
 """What installs DuckDB and its extensions (no download at run time)."""
 
 _READ_STATEMENTS = ("SELECT", "EXPLAIN")
+T = TypeVar("T")
 
 
 # -- the database -------------------------------------------------------------
@@ -217,6 +218,7 @@ class DuckSession:
         self._lock = threading.Lock()
         self._idle: list[_Cursor] = []
         self._busy: set[_Cursor] = set()
+        self._closed = False
 
     # -- DataFusion's registration calls --------------------------------------
     def table_exist(self, name: str) -> bool:
@@ -290,15 +292,29 @@ class DuckSession:
             self._busy.add(cursor)
         return cursor
 
-    def _release(self, cursor: _Cursor) -> None:
+    def _release(self, cursor: _Cursor, *, failed: BaseException | None = None) -> None:
+        """Back to the pool; a cursor whose query was interrupted is closed.
+
+        Ctrl-C stops DuckDB's Python call but not always its worker threads:
+        ``interrupt()`` stops them, or closing the cursor (or the database) would wait for them.
+        """
+        keep = failed is None or not _interrupted(failed)
         with self._lock:
             self._busy.discard(cursor)
-            self._idle.append(cursor)
+            if keep and not self._closed:
+                self._idle.append(cursor)
+                return
+        cursor.con.interrupt()
+        cursor.con.close()
 
     def close(self) -> None:
+        """Close every cursor (a stream still running fails)."""
         with self._lock:
-            cursors, self._idle = self._idle, []
+            self._closed = True
+            cursors, self._idle = self._idle + list(self._busy), []
+            self._busy.clear()
         for cursor in cursors:
+            cursor.con.interrupt()
             cursor.con.close()
 
 
@@ -350,27 +366,37 @@ class DuckFrame:
             return cursor.con.sql(self.sql)
         return cursor.con.sql(self.sql, params=self._params)
 
-    def bind(self) -> None:
-        """Bind the query now: an unknown table or column is an error here, not when it runs."""
+    def _run(self, work: Callable[[Any], T]) -> T:
+        """``work(relation)`` on a cursor of its own, DuckDB's errors translated."""
         cursor = self.session._acquire(self._entries)
         try:
-            self._duck_types = [str(t) for t in self._relation(cursor).types]
-        except Exception as exc:
-            raise translate_duckdb_error(exc, sql=self.sql) from exc
-        finally:
+            result = work(self._relation(cursor))
+        except BaseException as exc:
+            if _interrupted(exc):
+                # The traceback holds the interrupted relation, and DuckDB does not close a
+                # connection while one is alive: drop it first.
+                exc.__traceback__ = None
+                self.session._release(cursor, failed=exc)
+                raise KeyboardInterrupt("query cancelled") from None
             self.session._release(cursor)
+            if not isinstance(exc, Exception):
+                raise
+            raise translate_duckdb_error(exc, sql=self.sql) from exc
+        self.session._release(cursor)
+        return result
+
+    def bind(self) -> None:
+        """Bind the query now: an unknown table or column is an error here, not when it runs."""
+        self._run(lambda relation: relation.types)
 
     def schema(self) -> pa.Schema:
         if self._schema is None:
-            cursor = self.session._acquire(self._entries)
-            try:
-                relation = self._relation(cursor)
-                self._duck_types = [str(t) for t in relation.types]
-                self._schema = normalize_duckdb_schema(relation.limit(0).to_arrow_table().schema, self._duck_types)
-            except Exception as exc:
-                raise translate_duckdb_error(exc, sql=self.sql) from exc
-            finally:
-                self.session._release(cursor)
+
+            def schema(relation) -> pa.Schema:
+                types = [str(t) for t in relation.types]
+                return normalize_duckdb_schema(relation.limit(0).to_arrow_table().schema, types)
+
+            self._schema = self._run(schema)
         return self._schema
 
     def _check_bound(self) -> None:
@@ -379,17 +405,14 @@ class DuckFrame:
 
     def to_arrow_table(self) -> pa.Table:
         self._check_bound()
-        cursor = self.session._acquire(self._entries)
-        try:
-            relation = self._relation(cursor)
+
+        def run(relation) -> pa.Table:
             types = [str(t) for t in relation.types]
             table = relation.to_arrow_table()
-        except Exception as exc:
-            raise translate_duckdb_error(exc, sql=self.sql) from exc
-        finally:
-            self.session._release(cursor)
-        schema = normalize_duckdb_schema(table.schema, types)
-        return table if schema.equals(table.schema) else table.cast(schema)
+            schema = normalize_duckdb_schema(table.schema, types)
+            return table if schema.equals(table.schema) else table.cast(schema)
+
+        return self._run(run)
 
     def execute_stream(self) -> Iterator[_Batch]:
         self._check_bound()
@@ -398,12 +421,19 @@ class DuckFrame:
             relation = self._relation(cursor)
             types = [str(t) for t in relation.types]
             reader = relation.to_arrow_reader(65_536)
-        except Exception as exc:
-            self.session._release(cursor)
+        except BaseException as exc:
+            interrupted = _interrupted(exc)
+            exc.__traceback__ = None if interrupted else exc.__traceback__
+            self.session._release(cursor, failed=exc)
+            if interrupted:
+                raise KeyboardInterrupt("query cancelled") from None
+            if not isinstance(exc, Exception):
+                raise
             raise translate_duckdb_error(exc, sql=self.sql) from exc
         return self._stream(cursor, reader, types)
 
     def _stream(self, cursor: _Cursor, reader: pa.RecordBatchReader, types: list[str]) -> Iterator[_Batch]:
+        failed: BaseException | None = None
         try:
             schema = normalize_duckdb_schema(reader.schema, types)
             same = schema.equals(reader.schema)
@@ -412,12 +442,19 @@ class DuckFrame:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
-                except Exception as exc:
+                except BaseException as exc:
+                    failed = exc
+                    if _interrupted(exc):
+                        exc.__traceback__ = None
+                        raise KeyboardInterrupt("query cancelled") from None
+                    if not isinstance(exc, Exception):
+                        raise
                     raise translate_duckdb_error(exc, sql=self.sql) from exc
                 yield _Batch(batch if same else batch.cast(schema))
         finally:
             reader.close()
-            self.session._release(cursor)
+            del reader
+            self.session._release(cursor, failed=failed)
 
 
 # -- the write refusal --------------------------------------------------------------
@@ -488,6 +525,12 @@ def normalize_duckdb_schema(schema: pa.Schema, duck_types: list[str]) -> pa.Sche
     return pa.schema(fields, metadata=schema.metadata)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    import duckdb
+
+    return isinstance(exc, (duckdb.InterruptException, KeyboardInterrupt)) or "interrupted" in str(exc).lower()
+
+
 _MISSING_TABLE = re.compile(r"Table with name (\S+?) does not exist", re.IGNORECASE)
 
 
@@ -501,7 +544,7 @@ def translate_duckdb_error(exc: BaseException, *, sql: str) -> QueryError | Stor
     if isinstance(exc, (QueryError, StorageError)):
         return exc
     text = str(exc)
-    if isinstance(exc, duckdb.InterruptException) or "interrupted" in text.lower():
+    if _interrupted(exc):
         raise KeyboardInterrupt from exc
     if isinstance(exc, duckdb.PermissionException):
         return WriteRefusedError(f"the analytic path reads only the lake's tables: {text.splitlines()[0]}")

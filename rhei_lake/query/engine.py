@@ -177,6 +177,12 @@ class QueryEngine:
         if interrupt is not None:
             interrupt()
 
+    def close(self) -> None:
+        """Release the kept session's engine resources (DuckDB cursors)."""
+        close = getattr(self._ctx, "close", None)
+        if close is not None:
+            close()
+
     @property
     def session(self):
         """The kept session with every table's views registered (DataFusion ``SessionContext`` or DuckSession)."""
@@ -219,8 +225,10 @@ def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryT
             return ctx.plan(sql, params)
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
-        error = _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of)
-        raise _explain_ambiguous(error, tables) from exc
+        error = _explain_ambiguous(_explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of), tables)
+        if error is exc:  # DuckDB's session raises rhei_lake's errors itself
+            raise
+        raise error from exc
 
 
 def _withdraw_ambiguous(ctx, tables: Iterable[str]) -> None:

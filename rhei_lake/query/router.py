@@ -253,6 +253,8 @@ def _single_table(statement: Any, specs: Mapping[str, TableSpec]) -> tuple[Table
     if source is None or not isinstance(source.this, exp.Table):
         return "does not read one table"
     table = source.this
+    if not isinstance(table.args.get("this"), exp.Identifier):
+        return "reads a table function"
     if table.args.get("db") and table.db.lower() != "main" or table.args.get("catalog"):
         return "reads a qualified table name"
     spec = _resolve_table(table.args["this"], specs)
