@@ -197,10 +197,11 @@ class _DuckDB(_Target):
     def s3_secret(self) -> str:
         parts = ["TYPE s3"]
         if "AWS_ACCESS_KEY_ID" in self.options:
-            parts += [f"KEY_ID '{self.secret('AWS_ACCESS_KEY_ID')}'", f"SECRET '{self.secret('AWS_SECRET_ACCESS_KEY')}'"]
+            parts += [f"KEY_ID '{_sql_string(self.secret('AWS_ACCESS_KEY_ID'))}'",
+                      f"SECRET '{_sql_string(self.secret('AWS_SECRET_ACCESS_KEY'))}'"]
         if "AWS_SESSION_TOKEN" in self.options:
-            parts.append(f"SESSION_TOKEN '{self.secret('AWS_SESSION_TOKEN')}'")
-        parts.append(f"REGION '{self.options.get('AWS_REGION', 'us-east-1')}'")
+            parts.append(f"SESSION_TOKEN '{_sql_string(self.secret('AWS_SESSION_TOKEN'))}'")
+        parts.append(f"REGION '{_sql_string(self.options.get('AWS_REGION', 'us-east-1'))}'")
         endpoint = self.options.get("AWS_ENDPOINT_URL")
         if endpoint:
             parsed = urlparse(endpoint)
