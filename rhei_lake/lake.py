@@ -399,6 +399,31 @@ class Lake:
             replaced = sync.source.repair_event(table, seq, values)
         log.warning("repaired event %d of table %r: %r replaced by %r", seq, table, replaced, dict(values))
 
+    def initial_sync(self, table: str) -> SyncReport:
+        """Re-snapshot ``table``: commit each row SQLite holds that differs from the lake's current one.
+
+        A repair tool (Rhei's ``initial_sync``) for a lake that drifted from its
+        database, e.g. after writes made with the triggers dropped: under one
+        SQLite write lock, the table's rows are compared with the lake's current
+        rows, and each difference becomes a new version (a row missing from the
+        lake an insert, a row the database no longer has a delete). A key whose
+        row equals the lake's current version gets no new version, so on a lake
+        in step it commits nothing. HTAP mode (``oltp_path``) only.
+        """
+        self._check_open()
+        sync = self._evolving("initial_sync()")
+        name = self._canonical_table(table)
+        with self._lock:
+            report = self._leased(sync.resnapshot, name)
+        log.info("table %r re-snapshot: %d events committed", name, report.events)
+        return report
+
+    def _canonical_table(self, table: str) -> str:
+        for name in self.tables():
+            if name == table or name.lower() == str(table).lower():
+                return name
+        raise SchemaError(f"no mirrored table {table!r}; known: {self.tables() or 'none'}")
+
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog now; returns rows moved."""
         self._check_open()
@@ -479,6 +504,25 @@ class Lake:
         metadata = dict(result.schema.metadata or {})
         metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
         return result.replace_schema_metadata(metadata)
+
+    def query_with_hint(self, sql: str, hint: str | None, *, as_of: Instant | None = None) -> pa.Table:
+        """:meth:`query` with ``hint`` (``"oltp"``, ``"olap"`` or ``None``): Rhei's name for it."""
+        return self.query(sql, as_of=as_of, hint=hint)
+
+    def olap(self):
+        """The active engine's session with the lake's views registered, for UDFs and joins with your own data.
+
+        DataFusion: a ``datafusion.SessionContext``; DuckDB: a ``duckdb``
+        connection. Each call returns a new session holding the views as they
+        are now (call again to see later syncs). It is separate from the session
+        :meth:`query` uses: tables, UDFs and settings you add there stay there.
+        Unlike :meth:`query` it does not refuse writes; writes through it are
+        yours and never reach the lake's tables (the views read Delta tables and
+        Arrow data it cannot change), but DataFusion can read any file the
+        process can, and a DuckDB connection can create tables in its memory.
+        """
+        self._check_open()
+        return self._queries.olap_session()
 
     def explain_route(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> Route:
         """Where :meth:`query` would run ``sql`` (``oltp``: SQLite, ``olap``: the lake), and why."""

@@ -271,6 +271,12 @@ class DuckSession:
         frame.bind()
         return frame
 
+    def connection(self):
+        """A DuckDB connection (a new cursor of the database) with this catalog registered, for the user."""
+        cursor = _Cursor(self._database.cursor())
+        cursor.bring_to(dict(self._entries))
+        return cursor.con
+
     def interrupt(self) -> None:
         """Cancel every query running in this session (they raise KeyboardInterrupt)."""
         with self._lock:

@@ -183,13 +183,19 @@ class QueryEngine:
         if close is not None:
             close()
 
-    @property
-    def session(self):
-        """The kept session with every table's views registered (DataFusion ``SessionContext`` or DuckSession)."""
-        wanted = None
+    def olap_session(self):
+        """A new session with every table's views registered as they are now, for the user's own use.
+
+        DataFusion: a ``SessionContext``; DuckDB: a connection (a cursor of the
+        lake's database). It is not the session the lake queries through, so
+        what a user registers or creates in it never reaches the lake's views.
+        """
         tables = self._tables(None)
-        with self._lock.writing():
-            return self._context(wanted, tables)
+        ctx = self._new_session()
+        for name in tables:
+            _register_table(ctx, tables[name], as_of=None)
+        _withdraw_ambiguous(ctx, self._names())
+        return ctx.connection() if isinstance(ctx, DuckSession) else ctx
 
     def table_names(self) -> list[str]:
         names = []
