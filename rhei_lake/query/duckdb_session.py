@@ -263,12 +263,13 @@ class DuckSession:
         return DuckFrame(self, to_duckdb(sql), dict(self._entries))
 
     # -- queries ---------------------------------------------------------------
-    def plan(self, sql: str, params: Mapping[str, Any] | None = None) -> DuckFrame:
-        """A user's query, in DuckDB's SQL, checked to be one read-only statement and bound now."""
+    def plan(self, sql: str, params: Mapping[str, Any] | None = None, *, bind: bool = True) -> DuckFrame:
+        """A user's query, in DuckDB's SQL, checked to be one read-only statement (and bound now, with ``bind``)."""
         refuse_writes(sql)
         values, missing = _parameters(sql, params)
         frame = DuckFrame(self, sql, dict(self._entries), params=values, unbound=missing)
-        frame.bind()
+        if bind:
+            frame.bind()
         return frame
 
     def connection(self):

@@ -110,7 +110,9 @@ class QueryEngine:
         _withdraw_ambiguous(ctx, self._names())
         return ctx
 
-    def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
+    def dataframe(
+        self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None, bind: bool = True
+    ):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
@@ -120,14 +122,14 @@ class QueryEngine:
         table created since) and plan once more.
         """
         try:
-            return self._dataframe(sql, as_of, params)
+            return self._dataframe(sql, as_of, params, bind)
         except QueryError as exc:
             if self._look_again is None or not _TABLE_NOT_FOUND.search(str(exc)):
                 raise
         self._look_again(sql, "table")
-        return self._dataframe(sql, as_of, params)
+        return self._dataframe(sql, as_of, params, bind)
 
-    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None):
+    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None, bind: bool = True):
         wanted = referenced_parts(sql, self._names())
         tables = self._tables(None if wanted is None else wanted.keys())
         if as_of is None:
@@ -136,15 +138,15 @@ class QueryEngine:
             # that did not move are planned side by side.
             with self._lock.reading():
                 if self._current(wanted, tables):
-                    return _plan(self._ctx, sql, params, tables, as_of)
+                    return _plan(self._ctx, sql, params, tables, as_of, bind)
             with self._lock.writing():
                 ctx = self._context(wanted, tables)
-                return _plan(ctx, sql, params, tables, as_of)
+                return _plan(ctx, sql, params, tables, as_of, bind)
         ctx = self._new_session()
         for name in tables if wanted is None else wanted:
             _register_table(ctx, tables[name], as_of=as_of)
         _withdraw_ambiguous(ctx, self._names())
-        df = _plan(ctx, sql, params, tables, as_of)
+        df = _plan(ctx, sql, params, tables, as_of, bind)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
         df._rhei_session = ctx
@@ -161,10 +163,14 @@ class QueryEngine:
             raise QueryError("query: SQL must be a non-empty string")
         for attempt in range(2):
             try:
-                return normalize_types(self.dataframe(sql, as_of=as_of).to_arrow_table())
+                # Not bound apart from running (DuckDB would bind twice); an unknown table is found here.
+                return normalize_types(self.dataframe(sql, as_of=as_of, bind=False).to_arrow_table())
             except Exception as exc:
                 if attempt == 0 and self._look_again is not None and _missing_file(exc):
                     self._look_again(sql, "file")
+                    continue
+                if attempt == 0 and self._look_again is not None and _TABLE_NOT_FOUND.search(str(exc)):
+                    self._look_again(sql, "table")
                     continue
                 if isinstance(exc, RheiError):
                     raise
@@ -225,10 +231,12 @@ def _datafusion_session():
     return SessionContext()
 
 
-def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
+def _plan(
+    ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None, bind: bool = True
+):
     try:
         if isinstance(ctx, DuckSession):
-            return ctx.plan(sql, params)
+            return ctx.plan(sql, params, bind=bind)
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
         error = _explain_ambiguous(_explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of), tables)
