@@ -163,8 +163,9 @@ class QueryEngine:
             raise QueryError("query: SQL must be a non-empty string")
         for attempt in range(2):
             try:
-                # Not bound apart from running (DuckDB would bind twice); an unknown table is found here.
-                return normalize_types(self.dataframe(sql, as_of=as_of, bind=False).to_arrow_table())
+                # Not bound apart from running at first (DuckDB would bind twice); an unknown table is
+                # found then, and the second attempt binds first, to explain it.
+                return normalize_types(self.dataframe(sql, as_of=as_of, bind=attempt > 0).to_arrow_table())
             except Exception as exc:
                 if attempt == 0 and self._look_again is not None and _missing_file(exc):
                     self._look_again(sql, "file")
