@@ -36,9 +36,12 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The reliability suite with the full crash matrix (well over a hundred kill points).
+# The long budgets of the reliability suite: the full crash matrix (well over a hundred kill points) and
+# every fuzzer family alone and together. The rest of tests/reliability runs in `make test`; with
+# RHEI_RELIABILITY_SUMMARY set, both add their figures to that file.
 test-crash: setup
-	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability/test_crash_matrix.py \
+		tests/reliability/test_differential_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf demo.db demo.db-wal demo.db-shm demo.db-lake demo-restored.db .pytest_cache

@@ -47,7 +47,8 @@ def _fill_sqlite(path: str, rows: int) -> str:
     return f"sqlite://{path}"
 
 
-def _fill_postgres(server, rows: int) -> str:
+def fill_postgres(server, rows: int) -> str:
+    """A fresh database on ``server`` with ``rows`` orders; its URL."""
     db = server.create_database()
     with server.connect(db) as conn:
         conn.execute(DDL["postgresql"])
@@ -115,7 +116,7 @@ def main() -> None:
             print(f"postgresql skipped: {exc}")
             return
         try:
-            url = _fill_postgres(server, args.rows)
+            url = fill_postgres(server, args.rows)
             run("postgresql", url, os.path.join(work, "lake-pg") if not args.storage else args.storage + "-pg",
                 args.batch_size)
         finally:

@@ -41,6 +41,7 @@ from rhei_lake.errors import (
 _LAZY = {
     "open": "rhei_lake.lake",
     "Lake": "rhei_lake.lake",
+    "ReturnedRows": "rhei_lake.lake",
     "LakeConfig": "rhei_lake.config",
     "PolledTable": "rhei_lake.capture.polled_table",
     "TableSpec": "rhei_lake.catalog",
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from rhei_lake.catalog import Column, TableSpec
     from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
     from rhei_lake.config import LakeConfig
-    from rhei_lake.lake import Lake, open
+    from rhei_lake.lake import Lake, ReturnedRows, open
     from rhei_lake.query.router import Route
     from rhei_lake.restore import RestoreReport
     from rhei_lake.sync.binding import DetachReport, detach_database
@@ -95,6 +96,7 @@ __all__ = [
     "detach_database",
     "DetachReport",
     "Lake",
+    "ReturnedRows",
     "LakeConfig",
     "PolledTable",
     "TableSpec",

@@ -53,6 +53,10 @@ POINTS: dict[str, str] = {
     "flush.after_commit_before_discard": "the tail is folded into Delta; its segment files are not deleted yet",
     "delta.before_commit": "a Delta write (data files and commit, one delta-rs call) is about to start",
     "snapshot.before_start": "a registered table's changelog exists (maybe empty); its snapshot has not started",
+    "first_read.batch_converted": (
+        "a big table's first read (a columnar snapshot, a sidecar's first sync) converted a batch in its reader "
+        "thread; the Delta writer may be writing earlier ones, nothing is committed"
+    ),
     "first_sync.after_events_before_cursor": (
         "sidecar: a table's first columnar read is committed as events; the cursor it ended on is not yet"
     ),

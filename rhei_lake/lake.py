@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -50,6 +51,15 @@ T = TypeVar("T")
 
 ROUTE_METADATA_KEY = b"rhei.route"
 """Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
+
+
+@dataclass
+class ReturnedRows:
+    """What :meth:`Lake.execute_returning` kept: the returned columns and rows, and the rows changed."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    changed: int
 
 
 class Lake:
@@ -255,6 +265,27 @@ class Lake:
             changed = oltp_writes.execute(conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "")
             self._register_created(conn, before)
             return changed
+
+    def execute_returning(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> ReturnedRows:
+        """Run one SQL statement as :meth:`execute` does, keeping the rows it returns.
+
+        For a write with a ``RETURNING`` clause: the rows come back as SQLite
+        returned them (Python values, no lake types), with the rows changed.
+        """
+        conn = self._require_oltp("execute_returning()")
+        kept = ReturnedRows(columns=[], rows=[], changed=0)
+
+        def keep(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+            kept.columns[:] = columns
+            kept.rows[:] = rows
+
+        with self._lock:
+            before = self._tables_before(conn, [sql])
+            kept.changed = oltp_writes.execute(
+                conn, sql, params, mirrored=self._entries(), path=self.config.oltp_path or "", returned=keep
+            )
+            self._register_created(conn, before)
+        return kept
 
     def execute_batch(self, statements: Iterable[Statement]) -> int:
         """Run many statements in one SQLite transaction, all or nothing; returns the rows changed.
@@ -679,8 +710,14 @@ class Lake:
         return self._tracker.add_listener(listener)
 
     def sync_status(self) -> SyncStatus:
-        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size."""
+        """Per table and overall: synced sequence, lag, last commit, errors, loop state, unfolded size.
+
+        A read-only lake looks at the store first, as a query does (at most
+        every ``refresh_interval``): its status follows the process that writes.
+        """
         self._check_open()
+        if self._sync is None:
+            self._followed.freshen(None, discover=True)
         if self._sync is not None:
             lag = getattr(self._sync.source, "table_lag", None)
         else:

@@ -72,3 +72,17 @@ def test_randomized_workload_matches_sqlite(storage, engine, tmp_path, seed):
         changes = lake.query("SELECT _rhei_seq FROM items_changes UNION ALL SELECT _rhei_seq FROM pairs_changes")
         seqs = changes.column(0).to_pylist()
         assert len(seqs) == len(set(seqs)), "an event was committed twice"
+
+
+def test_execute_returning_keeps_the_returned_rows_and_the_writes_reach_the_lake(tmp_path):
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("t")
+        inserted = lake.execute_returning("INSERT INTO t (v) VALUES ('a'), ('b') RETURNING id, v || '!' AS shout")
+        assert (inserted.columns, inserted.rows, inserted.changed) == (["id", "shout"], [(1, "a!"), (2, "b!")], 2)
+        plain = lake.execute_returning("DELETE FROM t WHERE id = 1")
+        assert (plain.columns, plain.rows, plain.changed) == ([], [], 1)
+        with pytest.raises(rhei_lake.RheiError):
+            lake.execute_returning("INSERT INTO t VALUES (2, 'dup') RETURNING id")
+        lake.sync_now()
+        assert lake.query("SELECT id, v FROM t").to_pylist() == [{"id": 2, "v": "b"}]

@@ -9,7 +9,7 @@ from rhei_lake import errors
 def test_public_names_are_pinned():
     assert sorted(rhei_lake.__all__) == sorted(
         [
-            "__version__", "open", "detach_database", "DetachReport", "Lake", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
+            "__version__", "open", "detach_database", "DetachReport", "Lake", "ReturnedRows", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
             "TableSyncReport", "SyncStatus", "TableStatus", "LoopStatus", "ErrorInfo", "Route", "RestoreReport",
             "CompactionReport", "TableCompactionReport",
             *errors.__all__,

@@ -71,3 +71,19 @@ def test_unmirrored_tables_lists_what_the_lake_does_not_follow(synced):
         assert lake.unmirrored_tables() == ["logs"]
     with rhei_lake.open(oltp_path=db, storage=lake_url) as lake:
         assert lake.unmirrored_tables() == ["logs"]
+
+
+def test_a_read_only_lakes_status_follows_the_writer_without_a_query(tmp_path):
+    """What ``rh dashboard`` shows: new syncs and new tables of another writer, within ``refresh_interval``."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as writer:
+        writer.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+        writer.register_table("a")
+        with rhei_lake.open(storage=str(tmp_path / "lake"), read_only=True, refresh_interval=0) as reader:
+            first = reader.sync_status().tables["a"].synced_seq
+            writer.execute_batch([("INSERT INTO a VALUES (?)", (i,)) for i in range(5)])
+            writer.sync_now()
+            writer.execute("CREATE TABLE b (id INTEGER PRIMARY KEY)")
+            writer.register_table("b")
+            status = reader.sync_status()
+            assert status.tables["a"].synced_seq == first + 5 and status.tables["a"].unfolded_events == 5
+            assert set(status.tables) == {"a", "b"}

@@ -19,15 +19,30 @@ Statement = str | tuple[str, Params]
 """One statement of a batch: SQL text, or ``(sql, params)``."""
 
 
-def execute(conn: sqlite3.Connection, sql: str, params: Params, *, mirrored: Collection[str], path: str) -> int:
-    """Run one statement; returns the number of rows changed."""
+def execute(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Params,
+    *,
+    mirrored: Collection[str],
+    path: str,
+    returned: Callable[[list[str], list[tuple[Any, ...]]], None] | None = None,
+) -> int:
+    """Run one statement; returns the number of rows changed.
+
+    ``returned(columns, rows)`` receives what the statement returned (a ``RETURNING``
+    clause), when given and the statement returned columns.
+    """
     refusal = Refusal()
     guarded = may_change_schema(sql)
     if guarded:
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=False))
     try:
         total = conn.total_changes
-        conn.execute(sql, params).fetchall()
+        cursor = conn.execute(sql, params)
+        rows = cursor.fetchall()
+        if returned is not None and cursor.description:
+            returned([d[0] for d in cursor.description], rows)
         return rows_changed(conn, total)
     except sqlite3.Error as exc:
         raise _translate(exc, refusal, path) from exc

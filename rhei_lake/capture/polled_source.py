@@ -32,6 +32,7 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import SchemaError, SourceError
+from rhei_lake.phase_times import PhaseTimes
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class FirstRead(Protocol):
 
     rows: int  # rows in the snapshot: what the batches must add up to
     cursor: PollCursor | None  # its greatest (updated_at, key); set once batches() is exhausted at the latest
+    times: PhaseTimes  # where the read's time went
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.Array | pa.ChunkedArray | None]]:
         """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when the row

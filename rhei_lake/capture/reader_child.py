@@ -1,4 +1,4 @@
-"""The columnar SQLite reader process (``python -m rhei_lake.capture.reader_child``).
+"""The columnar SQLite reader process (``python -P -S reader_child.py FOLDER...``).
 
 ADBC reads SQLite into Arrow an order of magnitude faster than the ``sqlite3``
 module, but it links its own copy of SQLite; two copies in one process can
@@ -8,7 +8,8 @@ locks). So ADBC runs here, alone, and streams Arrow IPC to the parent.
 Protocol: JSON commands, one per line, on stdin; on stdout, for each command a
 frame ``kind(1) + length(4, big-endian) + JSON`` where kind is ``K`` (ok) or
 ``E`` (error), except ``query``, which answers ``S`` followed by an Arrow IPC
-stream and then an ``K``/``E`` trailer frame.
+stream and then an ``K``/``E`` trailer frame (``K`` carries the rows sent and
+the seconds spent reading SQLite and sending batches).
 
 Commands: ``{"op": "open", "path": ..., "readonly": bool}``, ``{"op": "begin"}``
 (a read transaction: the next query pins its snapshot), ``{"op": "query",
@@ -22,6 +23,7 @@ import json
 import os
 import struct
 import sys
+import time
 from typing import Any, BinaryIO
 
 
@@ -42,19 +44,30 @@ def _query(conn, cmd: dict[str, Any], out: BinaryIO) -> None:
         params = cmd.get("params") or []
         if params:
             stmt.bind(pa.record_batch([[value] for value in params], names=[str(i) for i in range(len(params))]))
+        started = time.perf_counter()
         handle, _ = stmt.execute_query()
         reader = pa.RecordBatchReader._import_from_c(handle.address)
         out.write(b"S")
         rows = 0
+        # seconds in SQLite (ADBC) and in handing batches over (the pipe's back-pressure too)
+        read, sent = time.perf_counter() - started, 0.0
         try:
             with pa.ipc.new_stream(out, reader.schema) as writer:
-                for batch in reader:
+                while True:
+                    started = time.perf_counter()
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    done = time.perf_counter()
+                    read += done - started
                     writer.write_batch(batch)
+                    sent += time.perf_counter() - done
                     rows += batch.num_rows
         except Exception as exc:  # the stream is closed; report after it
             _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
             return
-        _frame(out, b"K", {"rows": rows})
+        _frame(out, b"K", {"rows": rows, "read_seconds": read, "send_seconds": sent})
     finally:
         stmt.close()
 
@@ -101,9 +114,18 @@ def serve(commands, out: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Started without the site module (``-S``: its .pth files cost a third of this process's
+    # start-up), with the folders holding pyarrow and the ADBC packages as arguments.
+    sys.path[:0] = sys.argv[1:]
     # pyarrow imports numpy when it is installed, two thirds of its import time; this
     # process only moves Arrow data from C to an IPC stream and needs none of it.
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+    # Import everything now, while the parent prepares: its first query (the one that
+    # pins a snapshot, under the parent's write lock) then waits for SQLite alone.
+    import adbc_driver_manager  # noqa: F401
+    import adbc_driver_sqlite  # noqa: F401
+    import pyarrow  # noqa: F401
+
     serve(sys.stdin, sys.stdout.buffer)
     sys.stdout.flush()
     # The database is closed and every reply written: skip the interpreter's teardown

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
-import queue
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.errors import SourceError
 
 
@@ -29,6 +31,22 @@ def fast_reader_available() -> bool:
 _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
 
 
+@functools.cache
+def _child_command() -> list[str]:
+    """How to start the child: a plain script (``-P``: its folder not on ``sys.path``), not part of
+    the package (importing rhei_lake would triple its start-up), and without the site module
+    (``-S``; a third of the rest) when the folders of the packages it imports are known."""
+    folders = []
+    for name in ("pyarrow", "adbc_driver_manager", "adbc_driver_sqlite"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            return [sys.executable, "-P", str(_CHILD_SCRIPT)]
+        folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
+        if folder not in folders:
+            folders.append(folder)
+    return [sys.executable, "-P", "-S", str(_CHILD_SCRIPT), *folders]
+
+
 class ReaderProcess:
     """A child process reading one SQLite database into Arrow with ADBC.
 
@@ -40,11 +58,10 @@ class ReaderProcess:
         self.path = path
         self._lock = threading.Lock()
         self._in_transaction = False
+        self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
         try:
             self._proc = subprocess.Popen(
-                # Run as a plain script (-P: its folder not on sys.path), not as part of the
-                # package: importing rhei_lake would triple the child's start-up time.
-                [sys.executable, "-P", str(_CHILD_SCRIPT)],
+                _child_command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -100,6 +117,23 @@ class ReaderProcess:
         the child keeps reading while the consumer (say, a Delta writer) works.
         An error raised by the child mid-stream is raised at the end of the stream.
         """
+        reader = self._start(sql, params, batch_rows)
+        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+
+    def batches(
+        self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """:meth:`query` as a generator: closing it mid-way (``close()``) stops the child's stream at once.
+
+        A RecordBatchReader's own ``close()`` does not let go of the stream: one
+        abandoned by an exception lives on with the exception's traceback,
+        holding this reader until it is collected.
+        """
+        return self._stream(self._start(sql, params, batch_rows))
+
+    def _start(self, sql: str, params: Sequence[Any], batch_rows: int) -> pa.RecordBatchReader:
+        """Send a query; its stream holds the protocol (``_lock``) until it ends or is abandoned."""
         self._lock.acquire()
         try:
             self._send({"op": "query", "sql": sql, "params": list(params), "batch_rows": batch_rows})
@@ -107,70 +141,64 @@ class ReaderProcess:
             if kind != b"S":
                 self._frame_after(kind)
                 raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
-            reader = pa.ipc.open_stream(self._proc.stdout)
+            return pa.ipc.open_stream(self._proc.stdout)
         except BaseException:
             self._lock.release()
             raise
-        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
-        return pa.RecordBatchReader.from_batches(reader.schema, batches)
 
     def _stream(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         finished = False
         try:
-            yield from reader
+            yield from self._read(reader)
             finished = True
-            self._frame_after(self._read_exact(1))
+            self._finished(self._frame_after(self._read_exact(1)))
         finally:
             if not finished:  # abandoned mid-stream: the pipe holds unread data, the protocol is lost
-                self._proc.kill()
+                self.abort()
             self._lock.release()
 
     def _prefetched(self, reader: pa.RecordBatchReader, depth: int) -> Iterator[pa.RecordBatch]:
-        items: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        stop = threading.Event()
-        end = object()
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from self._read(reader)
+            self._finished(self._frame_after(self._read_exact(1)))
 
-        def pump() -> None:
-            try:
-                for batch in reader:
-                    while not stop.is_set():
-                        try:
-                            items.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                self._frame_after(self._read_exact(1))
-                items.put(end)
-            except BaseException as exc:  # handed to the consumer
-                items.put(exc)
-
-        thread = threading.Thread(target=pump, name="rhei-reader-prefetch", daemon=True)
-        thread.start()
-        finished = False
+        # An error the child reported leaves the protocol intact; an abandoned stream does not.
         try:
-            while True:
-                item = items.get()
-                if item is end:
-                    finished = True
-                    return
-                if isinstance(item, BaseException):
-                    finished = True  # the child reported it; the protocol is intact unless the pipe broke
-                    raise item
-                yield item
+            yield from prefetched(batches(), depth, name="rhei-reader-prefetch", abandon=self.abort)
         finally:
-            stop.set()
-            if not finished:
-                self._proc.kill()
-            thread.join(timeout=10)
             self._lock.release()
+
+    def abort(self) -> None:
+        """Stop the child at once (a stream abandoned mid-way: the pipe holds unread data)."""
+        self._proc.kill()
+
+    def _read(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        """The batches of the child's IPC stream; a stream cut short (the child died) is a SourceError."""
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowInvalid) as exc:
+                code = self._proc.poll()
+                raise SourceError(
+                    f"the SQLite reader process for {self.path} stopped mid-stream (exit code {code})"
+                ) from exc
+            yield batch
+
+    def _finished(self, trailer: dict[str, Any]) -> None:
+        self.last_query_times = {
+            "SQLite read": float(trailer.get("read_seconds", 0.0)),
+            "send": float(trailer.get("send_seconds", 0.0)),
+        }
 
     def close(self) -> None:
         """End any read transaction, stop the child (politely if it is idle, else by killing it)
         and release its pipes."""
         if self._proc.poll() is None:
             try:
+                if self._lock.locked():  # a stream holds the protocol (abandoned, not collected yet)
+                    raise SourceError("busy")
                 if self._in_transaction:
                     self.rollback()
                 self._send({"op": "close"})

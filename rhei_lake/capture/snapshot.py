@@ -17,25 +17,29 @@ import sqlite3
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
+from rhei_lake.capture.insert_columns import InsertColumns
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
-from rhei_lake.catalog import OP_INSERT, TIMESTAMP_TYPE, TableSpec, int_range
+from rhei_lake.catalog import OP_INSERT, TableSpec
 from rhei_lake.errors import SourceError, TypeMismatchError
+from rhei_lake.phase_times import PhaseTimes
 
 
 class SnapshotRun:
     """Common bookkeeping of a snapshot being streamed into the lake."""
 
-    def __init__(self, registration: Registration, ts_micros: int) -> None:
+    def __init__(self, registration: Registration, ts_micros: int, times: PhaseTimes | None = None) -> None:
         self.registration = registration
         self.ts_micros = ts_micros
         self.error: BaseException | None = None
         self.rows_read = 0
+        self.times = times if times is not None else PhaseTimes()
 
     @property
     def spec(self) -> TableSpec:
@@ -60,6 +64,11 @@ class SnapshotRun:
                 if self.rows_read > self.expected_rows:
                     raise SourceError(f"snapshot of {self.spec.name!r} read more rows than were counted; retry")
                 yield batch
+            if self.rows_read != self.expected_rows:  # one pinned snapshot: the count and the read agree
+                raise SourceError(
+                    f"snapshot of {self.spec.name!r} read {self.rows_read} of the {self.expected_rows} rows "
+                    "counted; retry"
+                )
         except BaseException as exc:
             self.error = exc
             raise
@@ -74,8 +83,10 @@ class SnapshotRun:
 class RowSnapshot(SnapshotRun):
     """A snapshot read row by row through ``sqlite3``."""
 
-    def __init__(self, conn: sqlite3.Connection, registration: Registration, ts_micros: int) -> None:
-        super().__init__(registration, ts_micros)
+    def __init__(
+        self, conn: sqlite3.Connection, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+    ) -> None:
+        super().__init__(registration, ts_micros, times)
         self._conn = conn
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -102,25 +113,40 @@ class RowSnapshot(SnapshotRun):
 class ColumnarSnapshot(SnapshotRun):
     """A snapshot read as Arrow by the ADBC reader process, whose read transaction is pinned."""
 
-    def __init__(self, reader: ReaderProcess, registration: Registration, ts_micros: int) -> None:
-        super().__init__(registration, ts_micros)
+    def __init__(
+        self, reader: ReaderProcess, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+    ) -> None:
+        super().__init__(registration, ts_micros, times)
         self._reader = reader
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        # Read and convert in a thread of its own, two batches ahead of the Delta writer.
+        produced = PhaseTimes()
+        converted = prefetched(
+            self._converted(batch_rows, produced), 2, name="rhei-snapshot-read", abandon=self._reader.abort
+        )
+        yield from self.times.timed("waiting for rows", converted)
+        self.times.merge(produced, elsewhere=True)
+
+    def _converted(self, batch_rows: int, times: PhaseTimes) -> Iterator[pa.RecordBatch]:
         spec = self.spec
         sql, typed = snapshot_sql(spec)
         next_seq = self.registration.snapshot_from + 1
         schema = spec.changes_schema
-        stream = self._reader.query(sql, batch_rows=batch_rows, prefetch=4)
+        bookkeeping = InsertColumns(self.ts_micros)
+        stream = self._reader.batches(sql, batch_rows=batch_rows)
         try:
-            for raw in after_witness(stream):
-                arrays, _ = convert(typed, raw)
+            for raw in times.timed("typed read", after_witness(stream)):
+                with times.measure("conversion"):
+                    arrays, _ = convert(typed, raw)
                 n = raw.num_rows
-                seq = int_range(next_seq, n)
-                op = pc.fill_null(pa.nulls(n, pa.string()), OP_INSERT)
-                ts = pc.fill_null(pa.nulls(n, pa.int64()), self.ts_micros).cast(TIMESTAMP_TYPE)
+                with times.measure("sequence numbers"):
+                    extra = [bookkeeping.seq(next_seq, n), bookkeeping.ops(n), bookkeeping.stamps(n)]
                 next_seq += n
-                yield pa.RecordBatch.from_arrays([*arrays, seq, op, ts], schema=schema)
+                faults.point("first_read.batch_converted")
+                yield pa.RecordBatch.from_arrays([*arrays, *extra], schema=schema)
+            for phase, seconds in self._reader.last_query_times.items():
+                times.add(f"reader process: {phase}", seconds)
         except NeedsDiagnosis:
             try:
                 for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis
@@ -133,6 +159,8 @@ class ColumnarSnapshot(SnapshotRun):
             if "type mismatch" not in str(exc).lower():
                 raise
             raise self._diagnose(batch_rows) from exc
+        finally:
+            stream.close()  # an unfinished stream stops the reader here, not when the error is collected
 
     def _diagnose(self, batch_rows: int) -> BaseException:
         """The exact error for a value that does not fit, found by a strict read of the same snapshot."""

@@ -24,13 +24,16 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan
+from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
 from rhei_lake.errors import SourceError
+from rhei_lake.phase_times import PhaseTimes
 
 
 def soft_deleted_sql(column: str) -> str:
@@ -44,35 +47,58 @@ class SqliteFirstRead:
 
     ``rows`` counts the snapshot; once :meth:`batches` is exhausted, ``cursor``
     is its greatest ``(updated_at, key)`` (``None`` for an empty table).
+    ``times`` says where the read's time went.
     """
 
-    def __init__(self, reader: ReaderProcess, plan: PollPlan, *, sql_order_only: bool) -> None:
+    def __init__(
+        self, reader: ReaderProcess, plan: PollPlan, *, sql_order_only: bool, times: PhaseTimes | None = None
+    ) -> None:
         self._reader = reader
         self.plan = plan
+        self.times = times if times is not None else PhaseTimes()
         self._sql_order_only = sql_order_only  # text sorted by a declared collation: ask SQLite for the cursor
         deleted_at = plan.table.deleted_at
         self._flag = soft_deleted_sql(deleted_at) if deleted_at else None
-        reader.begin()  # the first query pins the snapshot every later one reads
-        counted = reader.query(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").read_all()
+        with self.times.measure("reader start"):
+            reader.begin()  # the first query pins the snapshot every later one reads
+            counted = reader.query(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").read_all()
         self.rows = int(counted.column(0)[0].as_py())
         self.cursor: PollCursor | None = None
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.Array | None]]:
-        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis on a misfit."""
+        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis on a misfit.
+
+        Read and converted in a thread of its own, two batches ahead of the caller.
+        """
+        produced = PhaseTimes()
+        converted = prefetched(
+            self._converted(batch_rows, produced), 2, name="rhei-first-read", abandon=self._reader.abort
+        )
+        yield from self.times.timed("waiting for rows", converted)
+        self.times.merge(produced, elsewhere=True)
+
+    def _converted(self, batch_rows: int, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.Array | None]]:
         spec = self.plan.spec
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
+        stream = self._reader.batches(sql, batch_rows=batch_rows)
         try:
-            for raw in after_witness(self._reader.query(sql, batch_rows=batch_rows, prefetch=4)):
-                arrays, _ = convert(typed, raw)
-                if not self._sql_order_only:
-                    greatest.observe(raw)
-                flags = pc.equal(raw.column(0), 1) if self._flag else None
+            for raw in times.timed("typed read", after_witness(stream)):
+                with times.measure("conversion"):
+                    arrays, _ = convert(typed, raw)
+                    if not self._sql_order_only:
+                        greatest.observe(raw)
+                    flags = pc.equal(raw.column(0), 1) if self._flag else None
+                faults.point("first_read.batch_converted")
                 yield pa.Table.from_arrays(arrays, schema=spec.schema), flags
         except SourceError as exc:
             if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch
                 raise NeedsDiagnosis from exc
             raise
+        finally:
+            stream.close()  # an unfinished stream stops the reader here, not when the error is collected
+        for phase, seconds in self._reader.last_query_times.items():
+            times.add(f"reader process: {phase}", seconds)
         last = greatest.values if not self._sql_order_only else self._greatest_by_sql()
         self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
 
@@ -88,13 +114,14 @@ def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_row
     """A :class:`SqliteFirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
     if min_rows <= 0 or not fast_reader_available():
         return None
-    (rows,) = conn.execute(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").fetchone()
-    if rows < min_rows:
+    if not has_rows(conn, plan.spec.name, min_rows):
         return None
+    times = PhaseTimes()
     sql_order_only = declares_collation(conn, plan.spec.name)
-    reader = ReaderProcess(path, readonly=True)
+    with times.measure("reader start"):
+        reader = ReaderProcess(path, readonly=True)
     try:
-        return SqliteFirstRead(reader, plan, sql_order_only=sql_order_only)
+        return SqliteFirstRead(reader, plan, sql_order_only=sql_order_only, times=times)
     except BaseException:
         reader.close()
         raise

@@ -41,6 +41,16 @@ def canonical_table_name(conn: sqlite3.Connection, name: str) -> str:
     return canonical
 
 
+def has_rows(conn: sqlite3.Connection, table: str, rows: int) -> bool:
+    """Whether ``table`` holds at least ``rows`` rows, found by stepping through that many at most.
+
+    ``count(*)`` reads every page of the table: for deciding how to read a big
+    one, its first ``rows`` rows say enough.
+    """
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {quote_ident(table)} NOT INDEXED LIMIT ?)"
+    return conn.execute(sql, (rows,)).fetchone()[0] >= rows
+
+
 def read_table_spec(
     conn: sqlite3.Connection,
     name: str,

@@ -25,11 +25,12 @@ from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
-from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
+from rhei_lake.phase_times import PhaseTimes
 
 SOURCE_KIND = "sqlite-trigger"
 _WARM_COLUMNAR_EVENTS = 2_000
@@ -107,10 +108,12 @@ class TriggerSource:
         """
         with self._lock:
             reader = None
+            times = PhaseTimes()
             try:
                 pending = self._registrations.get(canonical_table_name(self._conn, name))
                 if pending is None or not pending.ready:
-                    reader = self._columnar_reader(name)
+                    with times.measure("reader start"):
+                        reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
@@ -130,7 +133,7 @@ class TriggerSource:
                 if current is not None:  # its snapshot never landed: registered again with other types
                     drop_triggers(self._conn, spec.name)
                     cdc_log.delete_table_events(self._conn, spec.name)
-                return self._begin_snapshot(spec, reader)
+                return self._begin_snapshot(spec, reader, times)
             except BaseException as exc:
                 self._rollback()
                 if reader is not None:
@@ -142,12 +145,14 @@ class TriggerSource:
     def restart_snapshot(self, table: str) -> SnapshotRun:
         """Take a fresh snapshot of a registered table (its lake copy is missing or never landed)."""
         with self._lock:
-            reader = self._columnar_reader(table)
+            times = PhaseTimes()
+            with times.measure("reader start"):
+                reader = self._columnar_reader(table)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = self._registrations[table].spec
                 cdc_log.delete_table_events(self._conn, table)
-                return self._begin_snapshot(spec, reader)
+                return self._begin_snapshot(spec, reader, times)
             except BaseException as exc:
                 self._rollback()
                 if reader is not None:
@@ -160,13 +165,16 @@ class TriggerSource:
         """A reader process for a big table's snapshot, started before any lock is taken."""
         if self.columnar_min_rows <= 0 or not fast_reader_available():
             return None
-        rows = _count_rows(self._conn, canonical_table_name(self._conn, table))
-        if rows < self.columnar_min_rows:
+        if not has_rows(self._conn, canonical_table_name(self._conn, table), self.columnar_min_rows):
             return None
         return ReaderProcess(self.path)
 
-    def _begin_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None) -> SnapshotRun:
+    def _begin_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes) -> SnapshotRun:
         """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
+        with times.around("registration"):
+            return self._registered_snapshot(spec, columnar, times)
+
+    def _registered_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes) -> SnapshotRun:
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
         schema_watch.record(self._conn, spec.name)
@@ -179,9 +187,10 @@ class TriggerSource:
         pin = f"SELECT 1 FROM {quote_ident(spec.name)} NOT INDEXED LIMIT 1"
         run: SnapshotRun
         if columnar is not None:
-            columnar.begin()
-            columnar.query(pin).read_all()
-            run = ColumnarSnapshot(columnar, registration, ts)
+            with times.measure("reader start"):
+                columnar.begin()
+                columnar.query(pin).read_all()
+            run = ColumnarSnapshot(columnar, registration, ts, times)
         else:
             reader = connect(self.path)
             try:
@@ -190,7 +199,7 @@ class TriggerSource:
             except BaseException:
                 reader.close()
                 raise
-            run = RowSnapshot(reader, registration, ts)
+            run = RowSnapshot(reader, registration, ts, times)
         try:
             self._conn.execute("COMMIT")
         except BaseException:

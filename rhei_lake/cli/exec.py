@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import rhei_lake
@@ -35,8 +36,9 @@ def run_exec(lake: rhei_lake.Lake, sql: str) -> None:
     if len(parts) == 1 and is_read(parts[0]) and _print_rows(lake, parts[0]):
         return
     if len(parts) == 1:
-        changed = lake.execute(parts[0])
-    elif not any(is_read(p) for p in parts):  # one batch: a rebuild (create, copy, drop, rename) is followed
+        changed = _execute_printing_rows(lake, parts[0])
+    elif not any(is_read(p) or _may_return_rows(p) for p in parts):
+        # one batch: a rebuild (create, copy, drop, rename) is followed
         changed = lake.execute_batch(parts)
     else:
         changed = _in_one_transaction(lake, parts)
@@ -51,7 +53,7 @@ def _in_one_transaction(lake: rhei_lake.Lake, parts: list[str]) -> int:
     try:
         for part in parts:
             if not (is_read(part) and _print_rows(lake, part)):
-                changed += lake.execute(part)
+                changed += _execute_printing_rows(lake, part)
         lake.execute("COMMIT")
     except BaseException:
         try:
@@ -70,3 +72,16 @@ def _print_rows(lake: rhei_lake.Lake, sql: str) -> bool:
         return False
     common.write_table(result, "table", None)
     return True
+
+
+def _execute_printing_rows(lake: rhei_lake.Lake, sql: str) -> int:
+    """Run a write; the rows a ``RETURNING`` clause returns are printed. Returns the rows changed."""
+    result = lake.execute_returning(sql)
+    if result.columns:
+        common.write_rows(result.columns, [dict(enumerate(row)) for row in result.rows])
+    return result.changed
+
+
+def _may_return_rows(sql: str) -> bool:
+    """Whether a write may return rows (a ``RETURNING`` clause; a word in a literal only costs a batch)."""
+    return re.search(r"\bRETURNING\b", sql, flags=re.IGNORECASE) is not None

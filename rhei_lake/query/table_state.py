@@ -159,6 +159,10 @@ class TableState:
                 # The feed went back (a table re-created under the same name): start over.
                 self.unfolded = self.rows = None
                 first = True
+            if not first and self.folded > self.applied:
+                # A compaction folded events these rows never saw, and may have expired them from the feed
+                # (changelog retention): they cannot be applied, so t is computed anew when a query names it.
+                self.rows = None
             events = None if first else self._events_after(ctx, feed, self.applied)
             self.feed = feed
             self._bring_unfolded(ctx, events)

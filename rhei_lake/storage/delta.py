@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from rhei_lake import faults
 from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.catalog import SEQ, TS
 from rhei_lake.errors import (
     CommitConflictError,
     StorageError,
@@ -40,6 +41,25 @@ log = logging.getLogger("rhei_lake.storage")
 # Retries for object-store calls delta-rs makes: fail in seconds, not minutes, and
 # let the sync loop's backoff take over.
 _DELTA_DEFAULT_OPTIONS = {"max_retries": "3", "retry_timeout": "20s", "timeout": "30s", "connect_timeout": "5s"}
+
+
+def _writer_properties(schema: pa.Schema) -> Any:
+    """Parquet settings for appended change events: ``_rhei_seq`` (and ``_rhei_ts``) delta-encoded.
+
+    Sequence numbers rise by one from row to row: with the default dictionary
+    encoding a million of them cost ~30 ms and 4 MB (the dictionary overflows,
+    then plain); delta-encoded, ~13 ms and 27 KB. Every Parquet reader reads it.
+    """
+    from deltalake import ColumnProperties, WriterProperties
+
+    delta = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
+    columns = {name: delta for name in (SEQ, TS) if name in schema.names}
+    return WriterProperties(column_properties=columns) if columns else None
+
+
+def preload() -> None:
+    """Import deltalake now (~40 ms of CPU the first time): from a thread, while waiting for something else."""
+    import deltalake  # noqa: F401
 
 
 class DeltaLog(Protocol):
@@ -341,7 +361,13 @@ class DeltaTableStore:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
-            write_deltalake(dt, data, mode="append", commit_properties=self._commit_properties(txn, metadata))
+            write_deltalake(
+                dt,
+                data,
+                mode="append",
+                commit_properties=self._commit_properties(txn, metadata),
+                writer_properties=_writer_properties(data.schema),
+            )
             self._committed(dt, before, txn)
 
         self._commit(_append)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake.capture.events import convert_columns
+from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.types import describe_value, timestamp_micros
 from rhei_lake.catalog import OP_DELETE, OP_INSERT, OP_UPDATE, TIMESTAMP_TYPE, TableSpec, int_range
@@ -140,6 +141,7 @@ class EventBuilder:
         self.updated_index = names.index(table.updated_at)
         self.deleted_index = names.index(table.deleted_at) if table.deleted_at else None
         self.key_index = [names.index(k) for k in spec.primary_key]
+        self._first_sync_columns = InsertColumns()  # a first sync's _rhei_seq and _rhei_op, batch after batch
 
     def raw_key(self, row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(row[i] for i in self.key_index)
@@ -220,13 +222,9 @@ class EventBuilder:
             live = pc.invert(deleted)
             columns, stamps = columns.filter(live), stamps.filter(live)
         n = columns.num_rows
+        bookkeeping = self._first_sync_columns
         return pa.Table.from_arrays(
-            [
-                *columns.columns,
-                int_range(base + 1, n),
-                pa.repeat(pa.scalar(OP_INSERT), n),
-                stamps.cast(TIMESTAMP_TYPE),
-            ],
+            [*columns.columns, bookkeeping.seq(base + 1, n), bookkeeping.ops(n), stamps.cast(TIMESTAMP_TYPE)],
             schema=self.spec.changes_schema,
         )
 

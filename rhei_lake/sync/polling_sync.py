@@ -270,6 +270,7 @@ class PollingSync:
             return None
         changelog = table.changelog
         base = changelog.watermark
+        times = first.times
         raised: list[BaseException] = []  # what the stream raised: the writer consuming it reports only its text
         built_events = 0
 
@@ -277,8 +278,9 @@ class PollingSync:
             nonlocal built_events
             done = 0
             try:
-                for columns, deleted in first.batches(self.config.batch_size):
-                    built = table.builder.first_events(columns, deleted, base + built_events)
+                for columns, deleted in first.batches(self.config.batch_size):  # it times its waits
+                    with times.measure("events"):
+                        built = table.builder.first_events(columns, deleted, base + built_events)
                     if built is None:
                         raise NeedsDiagnosis
                     built_events += built.num_rows
@@ -301,7 +303,8 @@ class PollingSync:
                 return None
             reader = pa.RecordBatchReader.from_batches(table.plan.spec.changes_schema, events())
             try:
-                changelog.commit_stream(reader, watermark=base + first.rows)
+                with times.around("delta write"):
+                    changelog.commit_stream(reader, watermark=base + first.rows)
             except Exception as exc:
                 if raised and isinstance(raised[0], NeedsDiagnosis):
                     log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
@@ -312,8 +315,12 @@ class PollingSync:
         finally:
             first.close()
         faults.point("first_sync.after_events_before_cursor")
-        table.commit(table.plan.spec.changes_schema.empty_table(), base=base + first.rows, cursor=first.cursor)
-        log.info("table %r: first sync of %d rows committed in one read", table.name, built_events)
+        with times.measure("cursor commit"):
+            table.commit(table.plan.spec.changes_schema.empty_table(), base=base + first.rows, cursor=first.cursor)
+        log.info(
+            "table %r: first sync of %d rows committed in one read (%s)", table.name, built_events, times,
+            extra={"phases": times.rounded()},
+        )
         return built_events
 
     def flush(self) -> int:

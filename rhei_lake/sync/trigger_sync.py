@@ -21,6 +21,7 @@ from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
 from rhei_lake.errors import SchemaError, TypeMismatchError, WatermarkError
+from rhei_lake.storage import delta
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
@@ -114,6 +115,8 @@ class TriggerSync:
     ) -> TableSpec:
         """Capture ``name`` from now on and commit its existing rows once."""
         with self._lock:
+            if self.storage.durable:  # the snapshot's Delta write imports deltalake: meanwhile, not after
+                threading.Thread(target=delta.preload, name="rhei-preload", daemon=True).start()
             run = self.source.register(name, types=types)
             if run is None:
                 canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
@@ -121,8 +124,9 @@ class TriggerSync:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
-                reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
-                changelog, created = open_changelog(self.storage, run.spec, self.config)
+                with run.times.measure("changelog"):
+                    reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
+                    changelog, created = open_changelog(self.storage, run.spec, self.config)
             except BaseException:
                 run.close()
                 raise
@@ -163,8 +167,10 @@ class TriggerSync:
         reader = run.reader(batch_rows)
         if progress is not None:
             reader = _reporting(reader, lambda done: progress(table, done, total))
+        times = run.times
         try:
-            changelog.commit_stream(reader, watermark=run.watermark)
+            with times.around("delta write"):
+                changelog.commit_stream(reader, watermark=run.watermark)
         except BaseException as exc:
             if run.error is not None and run.error is not exc:
                 raise run.error from exc
@@ -172,8 +178,12 @@ class TriggerSync:
         finally:
             run.close()
         faults.point("snapshot.after_commit_before_ready")
-        self.source.mark_ready(table, run.watermark)
-        log.info("table %r: snapshot of %d rows committed", table, run.rows_read)
+        with times.measure("ready mark"):
+            self.source.mark_ready(table, run.watermark)
+        log.info(
+            "table %r: snapshot of %d rows committed (%s)", table, run.rows_read, times,
+            extra={"phases": times.rounded()},
+        )
         return run.rows_read
 
     # -- the cycle -------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_schema import read_table_spec
-from rhei_lake.capture.typed_select import after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
 
 
 def _batch(*values: int) -> pa.RecordBatch:
@@ -33,7 +33,9 @@ def test_after_witness_drops_exactly_the_first_row(batches, expected):
 @pytest.mark.parametrize(
     "ddl, values, reports",
     [
-        ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, r REAL, q INTEGER)", ("x", 1.5, 2), False),
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, r REAL, q INTEGER)", (1.5, 2), False),
+        # TEXT may hold a blob, which ADBC reads as a string past the first batch: checked in SQL
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, r REAL, q INTEGER)", ("x", 1.5, 2), True),
         ("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, n NUMERIC)", ("x", 2.5), True),  # NUMERIC may hold text
         ("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TIMESTAMP)", ("2026-01-01 10:00:00",), True),
     ],
@@ -55,3 +57,17 @@ def test_a_fast_read_returns_every_row_and_reports_only_when_needed(tmp_path, dd
     assert converted.column("id").to_pylist() == list(range(1, 9))
     others = converted.drop_columns(["id"])
     assert all(column.null_count == 5 and column[5].is_valid for column in others.columns)
+
+
+@pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
+@pytest.mark.parametrize("blob", [b"", b"abc", b"\xff\xfe"])
+def test_a_blob_in_a_text_column_past_the_first_batch_is_reported_not_read_as_text(tmp_path, blob):
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, "b"), (3, blob)])
+    sql, typed = snapshot_sql(read_table_spec(conn, "t"))
+    with ReaderProcess(str(db), readonly=True) as reader:
+        with pytest.raises(NeedsDiagnosis):  # the strict read then names the value
+            for raw in after_witness(reader.query(sql, batch_rows=1)):
+                convert(typed, raw)

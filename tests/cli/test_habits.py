@@ -89,6 +89,24 @@ def test_exec_prints_rows_true_counts_and_runs_several_statements_all_or_nothing
     assert json.loads(lake.stdout) == [{"n": 2}], lake.stderr  # created by rh exec: mirrored and synced
 
 
+def test_exec_prints_the_rows_a_returning_clause_returns_and_they_reach_the_lake(lake_dir):
+    returned = rh("exec", "--db", "app.db", "INSERT INTO t VALUES (7, 'seven'), (8, 'eight') RETURNING id, upper(v) AS up",
+                  cwd=lake_dir)
+    assert returned.returncode == 0, returned.stderr
+    assert re.search(r"│ 7 +│ SEVEN +│", returned.stdout) and "(2 rows)" in returned.stdout, returned.stdout
+    assert "ok, 2 rows changed" in returned.stdout
+    mixed = rh("exec", "--db", "app.db", "UPDATE t SET v = 'x' WHERE id = 8 RETURNING v; DELETE FROM t WHERE id = 7",
+               cwd=lake_dir)
+    assert re.search(r"│ x +│", mixed.stdout) and "ok, 2 rows changed" in mixed.stdout, mixed.stdout + mixed.stderr
+    lake = rh("query", "--db", "app.db", "--format", "json", "SELECT id, v FROM t ORDER BY id", cwd=lake_dir)
+    assert json.loads(lake.stdout) == [{"id": 8, "v": "x"}], lake.stderr
+
+
+def test_a_query_of_a_table_function_runs_on_the_lake(lake_dir):
+    series = rh("query", "--db", "app.db", "--format", "json", "SELECT * FROM generate_series(1, 3)", cwd=lake_dir)
+    assert series.returncode == 0 and [r["value"] for r in json.loads(series.stdout)] == [1, 2, 3], series.stderr
+
+
 def test_version_and_help_that_reads_as_written(tmp_path):
     version = rh("--version")
     assert version.returncode == 0 and re.fullmatch(r"rh \(rhei_lake\) \d+\.\d+\.\d+\n", version.stdout)

@@ -32,6 +32,13 @@ def report(line: str) -> None:
 
 
 def write(path: str | os.PathLike[str], *, exit_status: int) -> None:
+    """Add this run's figures to the JSON file at ``path`` (started anew if missing or another commit's).
+
+    Runs add up: CI's ``make test`` (its reliability tests, from every xdist worker) and ``make
+    test-crash`` (the long budgets) write one file. A file lock keeps parallel writers apart.
+    """
+    import fcntl
+
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
@@ -39,20 +46,33 @@ def write(path: str | os.PathLike[str], *, exit_status: int) -> None:
         ).stdout.strip()
     except OSError:
         commit = ""
-    totals = {
-        "kill_points_survived": FIGURES["kill_points_survived"],
-        "faults_injected": sum(v for k, v in FIGURES.items() if k.startswith("faults.")),
-        "bad_inputs_tried": FIGURES["bad_inputs_tried"],
-        "fuzz_programs": FIGURES["fuzz.programs"],
-        "fuzz_statements": FIGURES["fuzz.statements"],
-    }
-    data = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit,
-        "full_matrix": FULL,
-        "tests_passed": exit_status == 0,
-        "python": platform.python_version(),
-        **totals,
-        "details": dict(sorted(FIGURES.items())),
-    }
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    target = Path(path)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous: dict = {}
+        if target.exists():
+            try:
+                previous = json.loads(target.read_text())
+            except ValueError:
+                previous = {}
+            if previous.get("commit") != commit:
+                previous = {}
+        figures = Counter(previous.get("details", {}))
+        figures.update(FIGURES)
+        totals = {
+            "kill_points_survived": figures["kill_points_survived"],
+            "faults_injected": sum(v for k, v in figures.items() if k.startswith("faults.")),
+            "bad_inputs_tried": figures["bad_inputs_tried"],
+            "fuzz_programs": figures["fuzz.programs"],
+            "fuzz_statements": figures["fuzz.statements"],
+        }
+        data = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": commit,
+            "full_matrix": FULL or bool(previous.get("full_matrix")),
+            "tests_passed": exit_status == 0 and previous.get("tests_passed", True),
+            "python": platform.python_version(),
+            **totals,
+            "details": dict(sorted(figures.items())),
+        }
+        target.write_text(json.dumps(data, indent=2) + "\n")

@@ -13,7 +13,7 @@ from tests.support.tmux import Terminal
 
 def _row(screen: str, table: str) -> dict[str, str]:
     """The dashboard's row of ``table``, by column heading."""
-    lines = screen.splitlines()
+    lines = [line.strip().strip("┃│").strip() for line in screen.splitlines()]  # with or without the box's edges
     header = next((line for line in lines if line.startswith("table") and "┃" in line), None)
     row = next((line for line in lines if line.startswith(table + " ") and "│" in line), None)
     if header is None or row is None:
@@ -91,3 +91,29 @@ def test_dashboard_stops_on_sigterm_after_a_final_sync(tmp_path):
         term.close()
     with rhei_lake.open(storage=lake) as reopened:
         assert reopened.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 100}]
+
+
+def test_rh_dashboard_follows_a_lake_another_process_writes_and_quits_on_q(tmp_path):
+    db, lake = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    writer = rhei_lake.open(oltp_path=db, storage=lake)
+    try:
+        writer.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT)")
+        writer.register_table("events")
+        term = Terminal(tmp_path, width=120, height=30)
+        term.start([str(RH), "dashboard", "--storage", lake, "--interval", "0.3"], env={"PYTHONPATH": str(ROOT)},
+                   cwd=tmp_path)
+        try:
+            screen = term.wait_for(lambda s: "synced" in _row(s, "events"))
+            assert "rh dashboard (read-only)" in screen, screen
+            before = int(_row(screen, "events")["synced"].replace(",", ""))
+            writer.execute_batch([("INSERT INTO events VALUES (?, ?)", (i, "k")) for i in range(1, 251)])
+            writer.sync_now()
+            term.wait_for(lambda s: _row(s, "events").get("synced", "").replace(",", "") == str(before + 250))
+            term.type("q")
+            assert term.wait_exit() == 0
+        finally:
+            term.close()
+        writer.execute("INSERT INTO events VALUES (251, 'after')")
+        assert writer.sync_now().events == 1  # the dashboard never held the writer lease
+    finally:
+        writer.close()

@@ -310,7 +310,7 @@ def test_a_postgres_value_the_cast_refuses_is_named_by_the_row_poll(postgres, tm
 def test_a_failing_columnar_setup_falls_back_to_the_row_poll_without_echoing_the_url(
     postgres, tmp_path, caplog, monkeypatch
 ):
-    import adbc_driver_postgresql.dbapi as adbc_pg
+    import adbc_driver_postgresql as adbc_pg
 
     from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
@@ -334,6 +334,85 @@ def test_a_failing_columnar_setup_falls_back_to_the_row_poll_without_echoing_the
 
     assert PASSWORD in source.url
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
+    source.close()
+
+
+def test_a_postgres_first_read_failing_mid_pipeline_leaves_no_thread_and_a_retry_commits_once(postgres, tmp_path, caplog):
+    """The read-and-cast thread fails (as a lost connection would): the sync fails with that error,
+    nothing is committed, the thread and the cursor's query are gone, and the next sync commits
+    every row once."""
+    import threading
+
+    from rhei_lake.errors import SourceError
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    SidecarWorkload(source, 5).run(300)
+
+    def lost(_point: str) -> None:
+        raise SourceError("connection lost (injected)")
+
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        with faults.armed("first_read.batch_converted", lost):
+            with pytest.raises(SourceError, match="injected"):
+                lake.sync_now()
+        readers = [t.name for t in threading.enumerate() if t.name.startswith(("rhei-first-read", "rhei-reader"))]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        assert _feed(lake) == []
+        lake.sync_now()
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+        seqs = lake.query("SELECT _rhei_seq FROM items_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs)) == len(current)
+    assert _used_columnar(caplog)
+    source.close()
+
+
+def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_and_a_retry_commits_once(
+    postgres, tmp_path, caplog
+):
+    """The server ends the ADBC connection while rows still stream (pg_terminate_backend, as a
+    restart or an administrator would): the sync fails with a transient SourceUnavailableError,
+    commits nothing, leaves no thread of the read, and the next sync commits every row once."""
+    import threading
+
+    from rhei_lake.errors import SourceUnavailableError
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    # ~40 MB of COPY data: the driver reads it in several batches of 16 MB.
+    source.execute(
+        "INSERT INTO items SELECT g, repeat('x', 300) || g, g * 0.25, g, "
+        "timestamptz '2026-01-01' + g * interval '1 ms', NULL FROM generate_series(1, 120000) g"
+    )
+    killed: list[int] = []
+
+    def kill_the_copy(_point: str) -> None:
+        rows = source.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'COPY%'"
+        )
+        killed.extend(1 for (ok,) in rows if ok)
+
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        with faults.armed("first_read.batch_converted", kill_the_copy, hit=1):
+            with pytest.raises(SourceUnavailableError) as raised:
+                lake.sync_now()
+        assert raised.value.transient
+        assert killed, "no COPY was running to kill"
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        assert lake.query("SELECT count(*) AS n FROM items_changes").column(0)[0].as_py() == 0
+        lake.sync_now()
+        ids = lake.query("SELECT id FROM items_changes").column(0).to_pylist()
+        assert sorted(ids) == list(range(1, 120001))
+        seqs = lake.query("SELECT _rhei_seq FROM items_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs)) == 120000
+    assert _used_columnar(caplog)
     source.close()
 
 

@@ -1,0 +1,73 @@
+"""The reader thread between a first read and its Delta writer: everything in order, bounded, stoppable."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rhei_lake.capture.prefetch import prefetched
+
+
+def test_every_item_arrives_once_in_order_with_a_slow_consumer():
+    got = []
+    for item in prefetched(iter(range(500)), 2, name="t"):
+        got.append(item)
+        if item % 97 == 0:
+            time.sleep(0.01)
+    assert got == list(range(500))
+
+
+def test_the_producer_stays_at_most_depth_plus_one_ahead():
+    produced = 0
+
+    def items():
+        nonlocal produced
+        for i in range(50):
+            produced += 1
+            yield i
+
+    for consumed, _ in enumerate(prefetched(items(), 3, name="t"), start=1):
+        time.sleep(0.002)
+        # depth items queued, one more in the producer's hand
+        assert produced - consumed <= 3 + 1
+
+
+def test_the_producers_error_comes_after_the_items_before_it():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("bad row")
+
+    got = []
+    with pytest.raises(ValueError, match="bad row"):
+        for item in prefetched(items(), 2, name="t"):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_consumer_that_stops_early_stops_and_closes_the_producer():
+    closed = threading.Event()
+    abandoned = []
+
+    def items():
+        try:
+            for i in range(10_000):
+                yield i
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    stream = prefetched(items(), 2, name="t", abandon=lambda: abandoned.append(True))
+    assert next(stream) == 0
+    stream.close()
+    assert closed.is_set(), "the source was not closed"
+    assert abandoned == [True]
+    assert threading.active_count() == before, "the producer thread is still running"
+
+
+def test_a_finished_stream_is_not_abandoned():
+    abandoned = []
+    assert list(prefetched(iter([1, 2]), 1, name="t", abandon=lambda: abandoned.append(True))) == [1, 2]
+    assert abandoned == []
