@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from datetime import datetime
 
 import rhei_lake
 from bench.core import Result, Settings
 from bench.data import create_orders
-from bench.scenarios.query import _median
+from bench.scenarios.query import _median, updated_orders
 
 QUERIES = {
     "GROUP BY on t": "SELECT status, count(*) AS n, sum(total) AS s FROM {t} GROUP BY status ORDER BY status",
@@ -68,16 +67,7 @@ def run(settings: Settings) -> list[Result]:
     lake_dir = settings.workdir / "engines-lake"
     shutil.rmtree(lake_dir, ignore_errors=True)
     with rhei_lake.open(oltp_path=str(db), storage=str(lake_dir)) as writer:
-        writer.register_table("orders")
-        writer.compact()
-        ids = rng.sample(range(1, rows + 1), rows // 100)
-        writer.execute_batch([("UPDATE orders SET status = 'paid' WHERE id = ?", (i,)) for i in ids])
-        time.sleep(0.01)
-        instant = time.time()
-        time.sleep(0.01)
-        writer.execute_batch([("UPDATE orders SET qty = qty + 1 WHERE id = ?", (i,)) for i in ids[: len(ids) // 2]])
-        writer.sync_now()
-    key = ids[0]
+        key, instant = updated_orders(writer, rows, rng)
     results = []
     with rhei_lake.open(storage=str(lake_dir)) as fusion, rhei_lake.open(
         storage=str(lake_dir), engine="duckdb", read_only=True

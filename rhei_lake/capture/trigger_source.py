@@ -307,6 +307,25 @@ class TriggerSource:
         with self._lock:
             self._verified_cookie = cookie
 
+    def _begin_with_reader(self, table: str) -> ReaderProcess | None:
+        """Start a big table's reader process (before the lock, as for a registration), then BEGIN IMMEDIATE.
+
+        The reader is ``None`` for a small table, or one that is gone (the caller judges that).
+        """
+        try:
+            reader = self._columnar_reader(table)
+        except SchemaError:
+            reader = None
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from exc
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if reader is not None:
+                reader.close()
+            raise translate_sqlite_error(exc, self.path) from exc
+        return reader
+
     def resnapshot(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> int:
         """Derive the events that bring the lake's copy of ``table`` to its rows now; returns how many.
 
@@ -317,16 +336,7 @@ class TriggerSource:
         stored until the lake has them (:mod:`rhei_lake.capture.reconcile_log`).
         """
         with self._lock:
-            try:
-                reader = self._columnar_reader(table)
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self.path) from exc
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if reader is not None:
-                    reader.close()
-                raise translate_sqlite_error(exc, self.path) from exc
+            reader = self._begin_with_reader(table)
             try:
                 before()
                 spec = self._registrations[table].spec
@@ -362,18 +372,7 @@ class TriggerSource:
         table gained are valid from the first of those sequence numbers.
         """
         with self._lock:
-            try:
-                reader = self._columnar_reader(table)  # started before the lock, as for a registration
-            except SchemaError:
-                reader = None  # the table is gone: judged below
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self.path) from exc
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if reader is not None:
-                    reader.close()
-                raise translate_sqlite_error(exc, self.path) from exc
+            reader = self._begin_with_reader(table)
             try:
                 before()
                 mirrored = self._registrations[table]
