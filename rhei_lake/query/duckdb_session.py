@@ -150,6 +150,14 @@ class _Entry:
     depends: bool = True  # a view over other entries (created after them)
 
 
+def _same(applied: _Entry, wanted: _Entry | None) -> bool:
+    if applied is wanted:
+        return True
+    if wanted is None or applied.arrow is not None or wanted.arrow is not None:
+        return False
+    return (applied.name, applied.sql, applied.depends) == (wanted.name, wanted.sql, wanted.depends)
+
+
 def _unquote(name: str) -> str:
     if len(name) >= 2 and name[0] == name[-1] == '"':
         return name[1:-1].replace('""', '"')
@@ -168,9 +176,16 @@ class _Cursor:
         self.applied: dict[str, _Entry] = {}
 
     def bring_to(self, entries: Mapping[str, _Entry]) -> None:
-        """Register exactly ``entries`` here, re-registering only what differs."""
-        for key in [k for k, entry in self.applied.items() if entries.get(k) is not entry]:
+        """Register exactly ``entries`` here, re-registering only what differs.
+
+        A view registered again with the same SQL is kept: DuckDB binds a view's
+        names when a query runs, so it reads whatever is registered under them then.
+        """
+        for key in [k for k, entry in self.applied.items() if not _same(entry, entries.get(k))]:
             self._drop(self.applied.pop(key))
+        for key, entry in entries.items():
+            if key in self.applied:
+                self.applied[key] = entry
         pending = [e for k, e in entries.items() if k not in self.applied]
         for entry in [e for e in pending if not e.depends]:
             self._create(entry)
