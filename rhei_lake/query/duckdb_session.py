@@ -49,6 +49,8 @@ INSTALL_HINT = "pip install 'rhei-lake[duckdb]'"
 """What installs DuckDB and its extensions (no download at run time)."""
 
 _READ_STATEMENTS = ("SELECT", "EXPLAIN")
+_STREAM_BATCH_ROWS = 8192
+"""Rows per streamed batch, as DataFusion's: a slow Flight SQL client holds the stream back, not megabytes."""
 T = TypeVar("T")
 
 
@@ -442,7 +444,7 @@ class DuckFrame:
         try:
             relation = self._relation(cursor)
             types = [str(t) for t in relation.types]
-            reader = relation.to_arrow_reader(65_536)
+            reader = relation.to_arrow_reader(_STREAM_BATCH_ROWS)
         except BaseException as exc:
             interrupted = _interrupted(exc)
             exc.__traceback__ = None if interrupted else exc.__traceback__
