@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-quick test-crash bench clean
+.PHONY: setup demo test test-quick test-crash bench lint proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,25 @@ bench: $(VENV)/.bench-installed
 test-crash: setup
 	RHEI_CRASH_FULL=1 $(BIN)/python -m pytest tests/reliability/test_crash_matrix.py \
 		tests/reliability/test_differential_fuzz.py $(PYTEST_ARGS)
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	touch $@
+
+# Lint rules (ruff; formatting is not checked yet), types (mypy: strict on the public API) and
+# one-way imports between the layers (import-linter, docs/architecture.md).
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's
+# pinned grpcio-tools, in a virtual environment of its own (its protobuf pin stays out of $(VENV)).
+PROTO_VENV ?= .venv-proto
+proto:
+	test -x $(PROTO_VENV)/bin/python || $(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/python -m pip install --quiet $$($(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['proto'])")
+	$(PROTO_VENV)/bin/python proto/generate.py
 
 clean:
 	rm -rf demo.db demo.db-wal demo.db-shm demo.db-lake demo-restored.db .pytest_cache

@@ -139,5 +139,5 @@ def run_isolated(module: str, function: str, *args: str) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{module}.{function} failed:\n{proc.stderr[-3000:]}")
-    line = next(l for l in reversed(proc.stdout.splitlines()) if l.startswith("RESULT "))
+    line = next(text for text in reversed(proc.stdout.splitlines()) if text.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])

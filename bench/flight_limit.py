@@ -55,8 +55,7 @@ class BareFlightServer(flight.FlightServerBase):
 
 def flight_sql_command(sql: str) -> bytes:
     """The descriptor command of a Flight SQL ``CommandStatementQuery``."""
-    from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
-
+    from rhei_lake.server import flight_sql_pb2 as pb
     from rhei_lake.server import protocol
 
     return protocol.pack(pb.CommandStatementQuery(query=sql))

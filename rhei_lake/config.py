@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from rhei_lake._shared.options import is_secret_key as is_secret_key
+from rhei_lake._shared.options import mask_options as mask_options
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.errors import ConfigError
 from rhei_lake.relation_names import name_clashes
@@ -28,20 +30,6 @@ DEFAULT_CHANGELOG_RETENTION = timedelta(days=7)
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 DEFAULT_REMOTE_REFRESH_INTERVAL = 0.5
 DEFAULT_FLIGHT_HOST = "127.0.0.1"
-
-_SECRET_WORDS = ("secret", "password", "token", "session", "credential", "key_id", "access_key")
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether an option name holds a secret whose value must never be shown."""
-    low = key.lower()
-    return any(word in low for word in _SECRET_WORDS) and "region" not in low
-
-
-def mask_options(options: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``options`` with secret values replaced by ``'***'``."""
-    return {k: ("***" if is_secret_key(k) else v) for k, v in options.items()}
-
 
 class LakeConfig(BaseModel):
     """Everything :func:`rhei_lake.open` needs, validated.
@@ -278,9 +266,8 @@ class LakeConfig(BaseModel):
             raise ValueError("flight_tls_cert and flight_tls_key go together: set both or neither")
         return self
 
-    def __repr_args__(self):  # type: ignore[override]
-        for name, value in super().__repr_args__():
-            yield name, value
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
         yield "storage_options", mask_options(self.storage_options)
         if self.source is not None:
             from rhei_lake.capture.source_url import mask_url

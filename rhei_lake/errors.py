@@ -6,8 +6,9 @@ retries transient errors with backoff and stops on terminal ones.
 
 ::
 
-    RheiError
-    ├── ConfigError                 invalid configuration (names the field)
+    RheiError                       every error rhei_lake raises; ``transient`` says whether a retry can succeed
+    ├── ConfigError                 invalid configuration (names the field); also a ValueError
+    ├── LakeClosedError             the Lake (or its OLTP reader) was used after close()
     ├── SourceError                 the database rhei_lake captures from
     │   ├── SchemaError             unknown table/column, no primary key, unsupported type
     │   │   └── SchemaChangedError  a mirrored table was changed in a way the lake cannot follow
@@ -18,27 +19,36 @@ retries transient errors with backoff and stops on terminal ones.
     │   └── DatabaseBindingError    the database feeds another lake (or no longer this one)
     ├── StorageError                the lake on memory://, a local path or s3://
     │   ├── StorageUnavailableError the store cannot be reached right now    [transient]
-    │   ├── StorageAccessError      credentials refused, no permission, no such bucket
+    │   ├── StorageAccessError      credentials refused, no permission, no such bucket, read-only disk
     │   ├── CommitConflictError     another writer committed first; re-read and retry [transient]
     │   ├── TableNotFoundError      no table at that location
     │   ├── WatermarkError          the lake and the source disagree on what was synced
-    │   └── CorruptStorageError     files under the lake are not what rhei_lake wrote
+    │   ├── CorruptStorageError     files under the lake are not what rhei_lake wrote
+    │   ├── LeaseHeldError          another process holds the lake's writer lease
+    │   └── LeaseLostError          this process's writer lease was taken over
     └── QueryError                  SQL that cannot be planned or run
         └── WriteRefusedError       DDL/DML sent to the read-only analytic path
 
 Native errors (deltalake, datafusion, sqlite3, obstore) are translated in one
 place, :func:`translate_storage_error` and friends, and chained with ``from``.
+The native classes they match (``deltalake.exceptions``, ``obstore.exceptions``)
+are named once, in :func:`native_errors`; callers that must tell a missing object
+or a refused conditional write apart use :func:`is_missing_object` and
+:func:`is_refused_create` rather than class names.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import re
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 __all__ = [
     "RheiError",
     "ConfigError",
+    "LakeClosedError",
     "SourceError",
     "SchemaError",
     "SchemaChangedError",
@@ -69,6 +79,10 @@ class RheiError(Exception):
 
 class ConfigError(RheiError, ValueError):
     """The configuration is invalid; the message names the offending field."""
+
+
+class LakeClosedError(RheiError):
+    """The lake was used after :meth:`Lake.close`: open it again (``rhei_lake.open``)."""
 
 
 class SourceError(RheiError):
@@ -282,38 +296,81 @@ def _message(exc: BaseException) -> str:
     return summary if len(summary) <= 1000 else summary[:997] + "..."
 
 
+@dataclass(frozen=True)
+class NativeErrors:
+    """The native exception classes rhei_lake tells apart, grouped by what they mean for a lake."""
+
+    #: A conditional PUT (create only) refused: the object exists.
+    refused_create: tuple[type[BaseException], ...]
+    #: A commit or conditional PUT lost to another writer.
+    conflict: tuple[type[BaseException], ...]
+    #: No Delta table at the location.
+    no_table: tuple[type[BaseException], ...]
+    #: No object under the key (obstore's, and the local file system's).
+    missing_object: tuple[type[BaseException], ...]
+    #: The store refused the credentials or the permission.
+    denied: tuple[type[BaseException], ...]
+    #: The table's log or schema is not one delta-rs can follow.
+    damaged: tuple[type[BaseException], ...]
+
+
+@functools.cache
+def native_errors() -> NativeErrors:
+    """The deltalake and obstore exception classes, mapped once (imported on first use: both load Arrow)."""
+    from deltalake import exceptions as delta
+    from obstore import exceptions as obs
+
+    refused_create = (obs.AlreadyExistsError, obs.PreconditionError)
+    return NativeErrors(
+        refused_create=refused_create,
+        conflict=(delta.CommitFailedError, *refused_create),
+        no_table=(delta.TableNotFoundError,),
+        missing_object=(obs.NotFoundError, FileNotFoundError),
+        denied=(obs.PermissionDeniedError, obs.UnauthenticatedError),
+        damaged=(delta.DeltaProtocolError, delta.SchemaMismatchError),
+    )
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    """True if ``exc`` says the object asked for does not exist."""
+    return isinstance(exc, native_errors().missing_object)
+
+
+def is_refused_create(exc: BaseException) -> bool:
+    """True if ``exc`` is a conditional PUT (create only) refused because the object exists."""
+    return isinstance(exc, native_errors().refused_create)
+
+
 def translate_storage_error(exc: BaseException, *, where: str) -> StorageError:
     """Map a deltalake/obstore/OS error raised while touching ``where`` to a StorageError."""
     if isinstance(exc, StorageError):
         return exc
-    name = type(exc).__name__
+    native = native_errors()
     text = _message(exc)
     low = text.lower()
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
-    if name in ("CommitFailedError", "AlreadyExistsError", "PreconditionError"):
+    if isinstance(exc, native.conflict):
         return CommitConflictError(f"{where}: another writer committed first ({text})")
     if code in (errno.ENOSPC, errno.EDQUOT):
         return StorageUnavailableError(f"{where}: no space left on device ({text})")
     if code == errno.EROFS or "read-only file system" in low:
         return StorageAccessError(f"{where}: the file system is read-only; a lake needs a writable directory ({text})")
-    if name == "PermissionError" or code == errno.EACCES:
+    if isinstance(exc, PermissionError) or code == errno.EACCES:
         return StorageAccessError(f"{where}: permission denied; check the permissions of the lake directory ({text})")
-    if name == "TableNotFoundError" or (
-        name in ("NotFoundError", "FileNotFoundError") and "delta" not in low
-    ):
+    if isinstance(exc, native.no_table) or (isinstance(exc, native.missing_object) and "delta" not in low):
         return TableNotFoundError(f"{where}: no table here ({text})")
     if "nosuchbucket" in low or "bucket does not exist" in low:
         return StorageAccessError(f"{where}: the bucket does not exist; create it or fix the bucket name ({text})")
     if "requesttimetooskewed" in low:
         return StorageAccessError(f"{where}: this machine's clock is too far off for the store; sync it (NTP) ({text})")
-    if name in ("PermissionDeniedError", "UnauthenticatedError") or any(m in low for m in _CREDENTIAL_MARKERS):
+    if isinstance(exc, native.denied) or any(m in low for m in _CREDENTIAL_MARKERS):
         return StorageAccessError(
             f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
             f"AWS_SESSION_TOKEN) and that they may read and write this bucket and prefix ({text})"
         )
     if any(m in low for m in _TRANSIENT_MARKERS) and not any(m in low for m in _DAMAGED_LOG_MARKERS):
         return StorageUnavailableError(f"{where}: storage unavailable ({text})")
-    if name in ("DeltaProtocolError", "SchemaMismatchError") or any(m in low for m in _CORRUPT_MARKERS):
+    if isinstance(exc, native.damaged) or any(m in low for m in _CORRUPT_MARKERS):
         return CorruptStorageError(f"{where}: files under the lake are damaged or not rhei_lake's ({text})")
     if any(m in low for m in _NOT_FOUND_MARKERS):
         return TableNotFoundError(f"{where}: {text}")

@@ -52,6 +52,9 @@ POINTS: dict[str, str] = {
     "flush.before_commit": "the hot-path tail is read; its fold into the Delta changelog has not started",
     "flush.after_commit_before_discard": "the tail is folded into Delta; its segment files are not deleted yet",
     "delta.before_commit": "a Delta write (data files and commit, one delta-rs call) is about to start",
+    "delta.rewrite_before_commit": (
+        "a Delta merge wrote its new data files (unreferenced yet); the commit that swaps them in has not started"
+    ),
     "snapshot.before_start": "a registered table's changelog exists (maybe empty); its snapshot has not started",
     "first_read.batch_converted": (
         "a big table's first read (a columnar snapshot, a sidecar's first sync) converted a batch in its reader "

@@ -21,11 +21,11 @@ from rhei_lake.capture.source_url import parse_source_url
 from rhei_lake.capture.sqlite_db import connect
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
-from rhei_lake.compaction.derived import DerivedTables
+from rhei_lake.compaction.derived import DerivedTable, DerivedTables
 from rhei_lake.compaction.job import CompactionOptions, CompactionProgress, CompactionTarget, compact, select_targets
 from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.errors import ConfigError, ReadOnlySourceError, RheiError, SchemaError, SourceError
+from rhei_lake.errors import ConfigError, LakeClosedError, ReadOnlySourceError, RheiError, SchemaError, SourceError
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.query.followed_tables import FollowedTables
 from rhei_lake.query.references import referenced_names
@@ -183,7 +183,7 @@ class Lake:
             return {name: (specs[name], cl) for name, cl in self._sync.changelogs.items() if name in specs}
         return dict(self._readonly_tables)
 
-    def _derived_table(self, spec: TableSpec):
+    def _derived_table(self, spec: TableSpec) -> DerivedTable:
         # HTAP lakes keep tables in the configured mode (checked when attached); read-only
         # lakes use the mode each table recorded.
         return self._derived.get(spec, self.config.sync_mode if self._sync is not None else None)
@@ -578,7 +578,7 @@ class Lake:
             return self._reader.read_point(chosen.plan, self.table_spec(chosen.plan.table), conn=conn)
         return self._reader.read_sql(sql, chosen.column_types, conn=conn)
 
-    def dataframe(self, sql: str, *, as_of: Instant | None = None, params: Mapping[str, Any] | None = None):
+    def dataframe(self, sql: str, *, as_of: Instant | None = None, params: Mapping[str, Any] | None = None) -> Any:
         """Plan read-only SQL over the lake (never routed to SQLite), without running it.
 
         Returns a DataFusion ``DataFrame`` bound to the lake as it is now;
@@ -612,7 +612,7 @@ class Lake:
         if self._sync is None:
             self.refresh()
         tables = []
-        for name, (spec, changelog) in sorted(self._entries().items()):
+        for _name, (spec, changelog) in sorted(self._entries().items()):
             derived = self._derived_table(spec)
             derived.load()  # another process may have compacted it since
             derived_uri = derived.store.uri if derived.exists() else None
@@ -760,7 +760,7 @@ class Lake:
     # -- lifecycle -------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
-            raise RheiError("this lake is closed")
+            raise LakeClosedError("this lake is closed")
 
     def close(self, *, final_sync: bool | None = None) -> None:
         """Stop background sync, release connections; the CDC log is pruned of everything committed.

@@ -122,3 +122,31 @@ def test_status_codes_are_not_matched_inside_port_numbers():
     assert type(errors.translate_storage_error(refused, where="s3://b")) is StorageUnavailableError
     bad = OSError("Generic S3 error: Error performing GET http://127.0.0.1:50399/b - 400 Bad Request: InvalidArgument")
     assert type(errors.translate_storage_error(bad, where="s3://b")) is StorageError
+
+
+def test_native_errors_are_told_apart_by_class_not_name():
+    """A look-alike class of the same name is not the native error: only deltalake's and obstore's own match."""
+    from obstore.exceptions import AlreadyExistsError, NotFoundError
+
+    class NotFoundErrorLookalike(Exception):
+        pass
+
+    NotFoundErrorLookalike.__name__ = "NotFoundError"
+    assert errors.is_missing_object(NotFoundError("k")) and errors.is_missing_object(FileNotFoundError("k"))
+    assert not errors.is_missing_object(NotFoundErrorLookalike("k"))
+    assert errors.is_refused_create(AlreadyExistsError("k")) and not errors.is_refused_create(NotFoundError("k"))
+    assert type(errors.translate_storage_error(NotFoundErrorLookalike("gone"), where="x")) is StorageError
+
+
+def test_a_closed_lake_says_so_with_its_own_class(tmp_path):
+    import pyarrow.flight as flight
+
+    import rhei_lake
+    from rhei_lake.server.status import to_flight_error
+
+    lake = rhei_lake.open(storage=str(tmp_path / "lake"))
+    lake.close()
+    with pytest.raises(errors.LakeClosedError, match="closed") as raised:
+        lake.query("SELECT 1")
+    assert isinstance(raised.value, errors.RheiError) and not raised.value.transient
+    assert isinstance(to_flight_error(raised.value), flight.FlightUnavailableError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -78,9 +78,9 @@ def test_a_naive_datetime_is_refused_and_every_suggested_fix_works():
     with pytest.raises(rhei_lake.ConfigError, match=r"naive datetime.*astimezone\(\).*timezone\.utc") as info:
         to_micros(naive)
     assert "2026" in str(info.value)
-    assert to_micros(naive.replace(tzinfo=timezone.utc)) == _utc_micros(naive)
+    assert to_micros(naive.replace(tzinfo=UTC)) == _utc_micros(naive)
     assert to_micros(naive.astimezone()) == round(naive.timestamp() * 1_000_000)  # Python's local reading
-    assert abs(to_micros(datetime.now(timezone.utc)) - round(time.time() * 1_000_000)) < 5_000_000
+    assert abs(to_micros(datetime.now(UTC)) - round(time.time() * 1_000_000)) < 5_000_000
 
 
 def test_a_tzinfo_that_gives_no_offset_counts_as_naive():
@@ -99,7 +99,7 @@ def test_a_tzinfo_that_gives_no_offset_counts_as_naive():
 )
 def test_aware_instants_are_the_same_instant_in_every_zone_and_spelling(moment, offset_minutes):
     zone = timezone(timedelta(minutes=offset_minutes))
-    aware = moment.replace(tzinfo=timezone.utc).astimezone(zone)
+    aware = moment.replace(tzinfo=UTC).astimezone(zone)
     expected = _utc_micros(moment)
     assert to_micros(aware) == expected
     assert to_micros(aware.isoformat()) == expected
@@ -127,7 +127,7 @@ def test_every_api_refuses_naive_instants_alike(tmp_path):
         lake.register_table("t")
         lake.execute("INSERT INTO t VALUES (1, 'a')")
         lake.sync_now()
-        aware = datetime.now(timezone.utc)
+        aware = datetime.now(UTC)
         naive_forms = [aware.replace(tzinfo=None), aware.replace(tzinfo=None).isoformat()]
         calls = {
             "query": lambda instant: lake.query("SELECT count(*) FROM t", as_of=instant),

@@ -39,8 +39,7 @@ def run(settings: Settings) -> list[Result]:
     python_seconds = _median_seconds([sys.executable, "-c", "pass"], runs, settings.workdir)
     query = _median_seconds([str(RH), "query", "--storage", str(lake_dir), "SELECT 1"], runs, settings.workdir)
     library = _median_seconds(
-        [sys.executable, "-c", "import rhei_lake; rhei_lake.open(storage=%r, read_only=True).query('SELECT 1')"
-         % str(lake_dir)],
+        [sys.executable, "-c", f"import rhei_lake; rhei_lake.open(storage={str(lake_dir)!r}, read_only=True).query('SELECT 1')"],
         runs, settings.workdir,
     )
     overhead = query - library

@@ -81,7 +81,7 @@ def execute_batch(
         dropped: set[str] = set()
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=True, dropped=dropped))
         try:
-            for index, (sql, params) in enumerate(batch):
+            for index, (sql, params) in enumerate(batch):  # noqa: B007 - the except clause names the statement
                 total = conn.total_changes
                 conn.execute(sql, params).fetchall()
                 changed += rows_changed(conn, total)

@@ -146,7 +146,7 @@ class ReaderProcess:
             self._lock.release()
             raise
 
-    def _stream(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    def _stream(self, reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:
         finished = False
         try:
             yield from self._read(reader)

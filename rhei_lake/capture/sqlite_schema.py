@@ -5,23 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 
+from rhei_lake._shared.identifiers import quote_ident as quote_ident
+from rhei_lake._shared.identifiers import quote_literal as quote_literal
 from rhei_lake.capture.types import make_column
 from rhei_lake.catalog import TableSpec, validate_table_name
 from rhei_lake.errors import SchemaError
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier for SQLite (and PostgreSQL/DataFusion): ``"a""b"``."""
-    if "\x00" in name:
-        raise SchemaError(f"identifier {name!r} contains a NUL character")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    """Quote a string literal: ``'it''s'``."""
-    if "\x00" in value:
-        raise SchemaError(f"value {value!r} contains a NUL character")
-    return "'" + value.replace("'", "''") + "'"
 
 
 def canonical_table_name(conn: sqlite3.Connection, name: str) -> str:

@@ -44,7 +44,6 @@ from rhei_lake.capture.types import (
     decode_text,
     key_misfit,
     real_text,
-    sqlite_affinity,
     timestamp_micros,
     to_arrow,
 )

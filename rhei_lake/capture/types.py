@@ -55,6 +55,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake._shared.sqlite_db import InvalidText as InvalidText
+from rhei_lake._shared.sqlite_db import decode_text as decode_text
 from rhei_lake.catalog import TIMESTAMP_TYPE, Column, TableSpec
 from rhei_lake.errors import SchemaError
 
@@ -137,25 +139,6 @@ def make_column(
         nullable=not not_null,
         source_type=source_type,
     )
-
-
-class InvalidText(bytes):
-    """A TEXT value whose bytes are not UTF-8 (SQLite stores whatever it is given).
-
-    Kept as its raw bytes so that the one value is reported, by table, column
-    and event, instead of the whole read failing on it.
-    """
-
-    def __repr__(self) -> str:
-        return f"<TEXT that is not UTF-8: {bytes(self)!r}>"
-
-
-def decode_text(raw: bytes) -> str | InvalidText:
-    """SQLite ``text_factory``: UTF-8 text as ``str``, anything else as :class:`InvalidText`."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return InvalidText(raw)
 
 
 class ValueMismatch(Exception):

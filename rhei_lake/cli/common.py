@@ -370,8 +370,8 @@ def write_table(result: pa.Table, fmt: str, output: str | None) -> None:
         sys.stdout.flush()
 
 
-def write_rows(columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """A table of rows and a ``(N rows)`` line, as ``rh query`` prints them."""
+def write_rows(columns: list[str], rows: list[dict[Any, Any]]) -> None:
+    """A table of rows (their values, in column order) and a ``(N rows)`` line, as ``rh query`` prints them."""
     table = rich_table(*columns)
     for row in rows:
         table.add_row(*(_cell(v) for v in row.values()))

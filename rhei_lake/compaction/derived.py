@@ -20,7 +20,7 @@ from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.errors import CommitConflictError, SchemaError
 from rhei_lake.storage.base import TableStore
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.sync.tables import MODE_PROPERTY, SPEC_PROPERTY, check_compatible, read_mode
+from rhei_lake.storage.recorded_spec import MODE_PROPERTY, SPEC_PROPERTY, check_compatible, read_mode
 
 FOLDED_APP_ID = "rhei.folded"
 

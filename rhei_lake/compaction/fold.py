@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake import faults
-from rhei_lake.capture.sqlite_schema import quote_ident as q
+from rhei_lake._shared.identifiers import quote_ident as q
 from rhei_lake.catalog import OP, OP_DELETE, SEQ, VALID_TO, TableSpec
 from rhei_lake.compaction.derived import FOLDED_APP_ID, DerivedTable, current_schema
 from rhei_lake.compaction.versions import (

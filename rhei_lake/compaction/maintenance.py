@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from rhei_lake.capture.sqlite_schema import quote_ident as q
+from rhei_lake._shared.identifiers import quote_ident as q
 from rhei_lake.catalog import SEQ, TS
 from rhei_lake.errors import CommitConflictError
 from rhei_lake.storage.base import MaintenanceResult, TableStore

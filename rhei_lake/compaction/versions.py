@@ -8,7 +8,7 @@ next event of its key closes; a ``D`` opens none.
 
 from __future__ import annotations
 
-from rhei_lake.capture.sqlite_schema import quote_ident as q
+from rhei_lake._shared.identifiers import quote_ident as q
 from rhei_lake.catalog import OP, OP_DELETE, SEQ, TS, VALID_FROM, VALID_TO, TableSpec
 
 CLOSED_AT = "_rhei_closed_at"

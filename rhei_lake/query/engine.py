@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake._shared.arrow_types import normalize_schema, normalize_types
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import QueryError, RheiError, translate_query_error
@@ -33,7 +34,6 @@ from rhei_lake.query.table_state import (
     QueryTable,
     TableState,
     names,
-    normalize_schema,
     put_view,
     source_base,
 )
@@ -357,13 +357,3 @@ def _register_mirror(ctx, table: QueryTable, changes_src: str, *, as_of: int | N
         put_view(ctx, f"{alias}_changes", changes_view)
         if current_view is not None:
             put_view(ctx, alias, current_view)
-
-
-def normalize_types(table: pa.Table) -> pa.Table:
-    """Results use ``string``/``binary`` whatever view types the scan produced."""
-    schema = normalize_schema(table.schema)
-    if schema.equals(table.schema):
-        return table
-    return table.cast(schema)
-
-

@@ -31,7 +31,7 @@ from rhei_lake.config import DEFAULT_REMOTE_REFRESH_INTERVAL, LakeConfig
 from rhei_lake.query.references import parts_named
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.sync.tables import read_spec
+from rhei_lake.storage.recorded_spec import read_spec
 
 _THREADS = 8
 """Tables opened or looked at concurrently: each look is a round trip or two on S3."""

@@ -20,13 +20,20 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake._shared.identifiers import quote_ident
+from rhei_lake._shared.sqlite_db import connect, translate_sqlite_error
+from rhei_lake._shared.sqlite_guard import Refusal, read_only
 from rhei_lake.capture.events import convert_columns
-from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
-from rhei_lake.capture.sqlite_guard import Refusal, read_only
-from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.capture.types import ValueMismatch, describe_value, to_arrow
 from rhei_lake.catalog import TableSpec
-from rhei_lake.errors import QueryError, RheiError, SourceUnavailableError, TypeMismatchError, WriteRefusedError
+from rhei_lake.errors import (
+    LakeClosedError,
+    QueryError,
+    RheiError,
+    SourceUnavailableError,
+    TypeMismatchError,
+    WriteRefusedError,
+)
 from rhei_lake.query.router import PointRead
 
 _MAX_IDLE = 4
@@ -54,7 +61,7 @@ class OltpReader:
     def _connection(self) -> Iterator[tuple[sqlite3.Connection, Refusal]]:
         with self._lock:
             if self._closed:
-                raise QueryError("this lake is closed")
+                raise LakeClosedError("this lake is closed")
             pooled = self._idle.pop() if self._idle else None
         pooled = pooled or self._open()
         try:

@@ -280,7 +280,8 @@ def _resolve_table(ident: Any, specs: Mapping[str, TableSpec]) -> TableSpec | No
 
 def _ident_key(ident: Any) -> str:
     """How DataFusion normalises an identifier: unquoted ones are lower-cased."""
-    return ident.this if ident.quoted else ident.this.lower()
+    name = str(ident.this)
+    return name if ident.quoted else name.lower()
 
 
 def _column(node: Any, spec: TableSpec, qualifiers: set[str]) -> str | None:
@@ -395,10 +396,10 @@ def _literal(node: Any, dtype: pa.DataType) -> Any:
             value = -int(text) if negative else int(text)
             return value if _INT64[0] <= value <= _INT64[1] else _NO_VALUE
         if pa.types.is_float64(dtype):
-            value = float(text)
-            if value in (float("inf"), float("-inf")):
+            number = float(text)
+            if number in (float("inf"), float("-inf")):
                 return _NO_VALUE
-            return -value if negative else value
+            return -number if negative else number
     except ValueError:
         return _NO_VALUE
     return _NO_VALUE
@@ -429,7 +430,9 @@ def _int_arg(statement: Any, name: str) -> int | None | str:
     return int(value.this)
 
 
-def _projection_types(statement: Any, specs: Mapping[str, TableSpec]) -> tuple[str | None, tuple | None]:
+def _projection_types(
+    statement: Any, specs: Mapping[str, TableSpec]
+) -> tuple[str | None, tuple[pa.DataType | None, ...] | None]:
     """For a forced OLTP read of plain columns of one mirrored table: the declared Arrow types."""
     from sqlglot import exp
 

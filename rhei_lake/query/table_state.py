@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from rhei_lake._shared.arrow_types import normalize_schema as normalize_schema
+from rhei_lake._shared.arrow_types import normalize_types
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.compaction.derived import FOLDED_APP_ID, DerivedTable
@@ -266,21 +268,8 @@ class TableState:
                     ctx.deregister_table(q(name))
 
 
-_VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
-
-
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with ``string_view``/``binary_view`` fields as ``string``/``binary``."""
-    fields = [
-        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f
-        for f in schema
-    ]
-    return pa.schema(fields, metadata=schema.metadata)
-
-
 def _without_view_types(table: pa.Table) -> pa.Table:
-    schema = normalize_schema(table.schema)
-    return table if schema.equals(table.schema) else table.cast(schema)
+    return normalize_types(table)
 
 
 def _after(events: pa.Table, seq: int) -> pa.Table:

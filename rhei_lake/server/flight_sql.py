@@ -26,7 +26,7 @@ import pyarrow.flight as flight
 
 import rhei_lake
 from rhei_lake.errors import RheiError, WriteRefusedError, translate_query_error
-from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
+from rhei_lake.server import flight_sql_pb2 as pb
 from rhei_lake.server import protocol
 from rhei_lake.server.metadata import LakeMetadata, result_schema
 from rhei_lake.server.statements import PlannedQuery, Planner, StatementRegistry, bind_parameters

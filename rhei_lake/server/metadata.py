@@ -17,8 +17,8 @@ import pyarrow as pa
 
 import rhei_lake
 from rhei_lake.catalog import TableSpec
-from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
 from rhei_lake.relation_names import name_clashes
+from rhei_lake.server import flight_sql_pb2 as pb
 from rhei_lake.server import protocol
 
 CATALOG = "datafusion"

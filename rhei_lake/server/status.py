@@ -25,7 +25,7 @@ import logging
 
 import pyarrow.flight as flight
 
-from rhei_lake.errors import ConfigError, QueryError, RheiError, WriteRefusedError
+from rhei_lake.errors import ConfigError, LakeClosedError, QueryError, RheiError, WriteRefusedError
 from rhei_lake.server.protocol import ProtocolError
 
 log = logging.getLogger("rhei_lake.server")
@@ -55,7 +55,7 @@ def to_flight_error(exc: BaseException) -> flight.FlightError:
     if isinstance(exc, ServerClosing):
         return flight.FlightUnavailableError(str(exc) or "the server is shutting down")
     if isinstance(exc, RheiError):
-        if exc.transient or "closed" in str(exc):
+        if exc.transient or isinstance(exc, LakeClosedError):
             return flight.FlightUnavailableError(str(exc))
         return flight.FlightInternalError(str(exc))
     log.error("unexpected error in a Flight SQL call", exc_info=exc)

@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from rhei_lake import faults
 from rhei_lake.errors import CommitConflictError, StorageUnavailableError, raise_storage
@@ -240,7 +240,7 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _raise_os(exc: OSError, path: str):
+def _raise_os(exc: OSError, path: str) -> NoReturn:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN):
         raise StorageUnavailableError(f"{path}: {exc.strerror or exc}") from exc
     raise_storage(exc, where=path)

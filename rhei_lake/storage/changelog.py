@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rhei_lake import faults
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake._shared.identifiers import quote_ident
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import CommitConflictError, StorageError
 from rhei_lake.storage.base import AppTransaction, TableStore

@@ -12,14 +12,14 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from rhei_lake import faults
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake._shared.identifiers import quote_ident
 from rhei_lake.catalog import SEQ, TS
 from rhei_lake.errors import (
     CommitConflictError,
@@ -30,7 +30,9 @@ from rhei_lake.errors import (
 )
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.local_durability import newest_version, sync_commits
-from rhei_lake.storage.plain_types import PlainTypes, file_seq_minimums
+from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
+from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
+from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -126,7 +128,8 @@ class DeltaTableStore:
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
-        self._plain_types = PlainTypes(uri, self._options)
+        self._rewriter = FileRewriter(uri, self._options)
+        self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
     # -- loading ---------------------------------------------------------
     def _table(self) -> DeltaTable:
@@ -339,13 +342,15 @@ class DeltaTableStore:
             )
 
     @staticmethod
-    def _commit_properties(txn: AppTransaction | None, metadata: Mapping[str, str] | None) -> Any:
+    def _commit_properties(
+        txn: AppTransaction | None, metadata: Mapping[str, str] | None, *, retries: int = 15
+    ) -> Any:
         from deltalake import CommitProperties, Transaction
 
         return CommitProperties(
             app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
             custom_metadata=dict(metadata) if metadata else None,
-            max_commit_retries=15,
+            max_commit_retries=retries,
         )
 
     def append(
@@ -380,47 +385,78 @@ class DeltaTableStore:
         txn: AppTransaction | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> MergeResult:
+        """Merge through :mod:`~rhei_lake.storage.delta_rewrite`, not delta-rs's MERGE (which writes view types).
+
+        Only the data files holding a matched row are rewritten; the commit
+        swaps them for the new files, adds the inserted rows and records
+        ``txn``, and fails with CommitConflictError if anyone committed since
+        the snapshot it read.
+        """
+
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
+            check_rewritable(dt, self.uri)
             before = dt.version()
-            files_before = set(file_seq_minimums(dt))
-            builder = dt.merge(
-                source,
-                merge.on,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=self._commit_properties(txn, metadata),
-            )
-            if merge.delete_when:
-                builder = builder.when_matched_delete(predicate=merge.delete_when)
-            if merge.update is not None:
-                builder = builder.when_matched_update(updates=dict(merge.update), predicate=merge.update_when)
-            if merge.insert is not None:
-                builder = builder.when_not_matched_insert(updates=dict(merge.insert), predicate=merge.insert_when)
-            metrics = builder.execute()
+            schema = pa.schema(dt.schema().to_arrow())
+            evaluator = MergeEvaluator(source, merge, schema)
+            touched: list[DataFile] = []
+
+            def merged() -> Iterator[pa.RecordBatch]:
+                for group in self._rewriter.groups(data_files(dt)):
+                    parts = [
+                        table.append_column(FILE_ID, pa.repeat(pa.scalar(i, pa.int64()), table.num_rows))
+                        for i, (_, table) in enumerate(self._rewriter.read(group, schema))
+                    ]
+                    rows, hit = evaluator.apply(pa.concat_tables(parts))
+                    touched.extend(group[i] for i in sorted(hit))
+                    yield from rows.to_batches()
+                yield from evaluator.inserts().to_batches()
+
+            adds = self._rewriter.stage(dt, merged(), schema)
+            result = MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
+            if not adds and not touched and txn is None and not metadata:
+                return result
+            faults.point("delta.rewrite_before_commit")
+            self._rewriter.commit(dt, adds, touched, commit_properties=lambda retries: self._commit_properties(
+                txn, metadata, retries=retries))
             self._committed(dt, before, txn)
-            self._keep_plain(files_before)
-            return MergeResult(
-                inserted=int(metrics.get("num_target_rows_inserted", 0)),
-                updated=int(metrics.get("num_target_rows_updated", 0)),
-                deleted=int(metrics.get("num_target_rows_deleted", 0)),
-            )
+            return result
 
         return self._commit(_merge)
 
     def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
+        """Delete through a predicate overwrite with no new rows (delta-rs's DELETE writes view types).
+
+        delta-rs removes every file holding a matching row and writes the rest
+        of their rows back with the table's plain types, in one commit.
+        """
+        from deltalake import write_deltalake
+
         def _delete(dt: DeltaTable) -> int:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
             before = dt.version()
-            files_before = set(file_seq_minimums(dt))
-            metrics = dt.delete(predicate, commit_properties=self._commit_properties(txn, None))
+            doomed = self._count(predicate)  # in the snapshot the overwrite starts from
+            if not doomed and txn is None:
+                return 0
+            schema = pa.schema(dt.schema().to_arrow())
+            write_deltalake(dt, schema.empty_table(), mode="overwrite", predicate=predicate,
+                            commit_properties=self._commit_properties(txn, None))
             self._committed(dt, before, txn)
-            self._keep_plain(files_before)
-            return int(metrics.get("num_deleted_rows", 0))
+            return doomed
 
         return self._commit(_delete)
+
+    def _count(self, predicate: str) -> int:
+        from datafusion import SessionContext
+
+        ctx = SessionContext()
+        self.register(ctx, "t")
+        try:
+            return int(ctx.sql(f"SELECT count(*) AS n FROM t WHERE {predicate}").to_arrow_table().column(0)[0].as_py())
+        except Exception as exc:
+            raise_storage(exc, where=f"{self.uri}: counting rows where {predicate!r}")
 
     # -- reads -----------------------------------------------------------
     def to_arrow(self, *, filter: str | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -475,7 +511,7 @@ class DeltaTableStore:
                 target_size=target_size, commit_properties=self._commit_properties(None, None)
             )
             self._committed(dt, before, None)
-            self._keep_plain(set())  # and any view-typed file an earlier rewrite left (a crash in between)
+            self._rewrite_view_typed()
             return MaintenanceResult(
                 files_added=int(metrics.get("numFilesAdded", 0)),
                 files_removed=int(metrics.get("numFilesRemoved", 0)),
@@ -483,27 +519,38 @@ class DeltaTableStore:
 
         return self._commit(_optimize)
 
-    def _keep_plain(self, files_before: set[str]) -> None:
-        """Rewrite with plain types the files added since ``files_before`` that delta-rs wrote with view types.
+    def _rewrite_view_typed(self) -> None:
+        """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
 
-        See :mod:`rhei_lake.storage.plain_types`; one more commit, made only when there are such files.
+        One commit that changes no rows, made only when there are such files.
+        A failure is logged, not raised: the compaction before it is committed,
+        and the next ``optimize`` tries again.
         """
-        dt = self._table()  # _committed may have loaded the table afresh
-        added = [path for path in file_seq_minimums(dt) if path not in files_before]
-        if not added:
-            return
-        before = dt.version()
         try:
-            rewritten = self._plain_types.rewrite(
-                dt, added, commit_properties=lambda meta: self._commit_properties(None, meta)
-            )
-        except Exception as exc:  # noqa: BLE001 - the data is committed; the next optimize() retries this
+            self._rewrite_view_typed_files()
+        except Exception as exc:  # noqa: BLE001 - see above
             log.warning("%s: files with view types stay until the next compaction: %s", self.uri,
                         translate_storage_error(exc, where=self.uri))
             self._reload()
+
+    def _rewrite_view_typed_files(self) -> None:
+        dt = self._table()  # _committed may have loaded the table afresh
+        files = {f.path: f for f in data_files(dt)}
+        doomed = [files[p] for p in self._view_types.view_typed(files)]
+        if not doomed:
             return
-        if rewritten:
-            self._committed(dt, before, None)
+        check_rewritable(dt, self.uri)
+        before = dt.version()
+        schema = pa.schema(dt.schema().to_arrow())
+        batches = (b for _, table in self._rewriter.read(doomed, schema) for b in table.to_batches())
+        adds = self._rewriter.stage(dt, batches, schema)
+        self._rewriter.commit(
+            dt, adds, doomed, data_change=False,
+            commit_properties=lambda retries: self._commit_properties(
+                None, {PLAIN_TYPES_KEY: str(len(doomed))}, retries=retries),
+        )
+        self._committed(dt, before, None)
+        log.info("%s: rewrote %d files written with view types", self.uri, len(doomed))
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         """Delete unreferenced files older than ``retention``.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
-from rhei_lake.config import mask_options
+from rhei_lake._shared.options import mask_options
 from rhei_lake.errors import ConfigError
 
 Scheme = Literal["memory", "file", "s3"]

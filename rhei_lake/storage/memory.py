@@ -14,12 +14,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.catalog import int_range
-from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError, raise_storage
+from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError
 from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.merging import MergeEvaluator, run_sql
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -191,17 +189,19 @@ class MemoryTableStore:
             schema = self._require()
             self._check_txn(txn)
             target = self.to_arrow()
-            new_table, result = _evaluate_merge(target, source, merge, schema)
+            evaluator = MergeEvaluator(source, merge, schema)
+            rows, touched = evaluator.apply(target)
+            new_table = pa.concat_tables([rows if touched else target, evaluator.inserts()])
             self._replace(new_table.to_batches())
             self._finish_commit(txn, metadata)
-            return result
+            return MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
 
     def delete(self, predicate: str, *, txn: AppTransaction | None = None) -> int:
         with self._lock:
             schema = self._require()
             self._check_txn(txn)
             target = self.to_arrow()
-            kept = _run_sql(
+            kept = run_sql(
                 {"t": target}, f"SELECT * FROM t WHERE NOT coalesce(({predicate}), false)", schema
             )
             removed = target.num_rows - kept.num_rows
@@ -215,7 +215,7 @@ class MemoryTableStore:
         schema = self._require()
         table = pa.Table.from_batches(self._all_batches(), schema=schema)
         if filter:
-            table = _run_sql({"t": table}, f"SELECT * FROM t WHERE {filter}", schema)
+            table = run_sql({"t": table}, f"SELECT * FROM t WHERE {filter}", schema)
         if columns is not None:
             table = table.select(columns)
         return table
@@ -261,78 +261,6 @@ def _cast(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
         return table.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise StorageError(f"{where}: rows do not match the table schema: {exc}") from exc
-
-
-def _run_sql(tables: Mapping[str, pa.Table], sql: str, schema: pa.Schema | None = None) -> pa.Table:
-    from datafusion import SessionContext
-
-    ctx = SessionContext()
-    for name, table in tables.items():
-        batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
-        ctx.register_record_batches(name, [batches])
-    try:
-        result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:  # never the caller's SQL: the engine writes it
-        raise_storage(exc, where=f"memory store, evaluating {sql!r}")
-    if schema is not None:
-        result = result.cast(schema) if result.num_rows else pa.Table.from_batches([], schema=schema)
-    return result
-
-
-def _evaluate_merge(
-    target: pa.Table, source: pa.Table, merge: Merge, schema: pa.Schema
-) -> tuple[pa.Table, MergeResult]:
-    """Apply ``merge`` to ``target`` with DataFusion; returns the new table and counts."""
-    rid = int_range(0, target.num_rows)
-    sid = int_range(0, source.num_rows)
-    t = target.append_column("__rid", rid)
-    s = source.append_column("__sid", sid)
-    quoted = [quote_ident(n) for n in schema.names]
-
-    delete_expr = f"coalesce(({merge.delete_when}), false)" if merge.delete_when else "false"
-    update_when = f"coalesce(({merge.update_when}), false)" if merge.update_when else "true"
-    update_cols = []
-    for name, q in zip(schema.names, quoted):
-        expr = (merge.update or {}).get(name)
-        update_cols.append(f"({expr}) AS {q}" if expr is not None else f"t.{q} AS {q}")
-    matched = _run_sql(
-        {"t": t, "s": s},
-        f"SELECT t.__rid, s.__sid, {delete_expr} AS __del, "
-        f"({'true' if merge.update is not None else 'false'} AND {update_when}) AS __upd, "
-        + ", ".join(update_cols)
-        + f" FROM t JOIN s ON {merge.on}",
-    )
-    rids = matched.column("__rid")
-    if len(pc.unique(rids)) != len(rids):
-        raise StorageError("merge: a target row matched more than one source row")
-    deleted_mask = matched.column("__del")
-    updated_mask = pc.and_(pc.invert(deleted_mask), matched.column("__upd"))
-
-    untouched = t.filter(pc.invert(pc.is_in(t.column("__rid"), value_set=rids))).drop(["__rid"])
-    kept_matched = matched.filter(pc.invert(deleted_mask))
-    updated_rows = kept_matched.filter(kept_matched.column("__upd")).select(schema.names)
-    unchanged_ids = kept_matched.filter(pc.invert(kept_matched.column("__upd"))).column("__rid")
-    unchanged_rows = t.filter(pc.is_in(t.column("__rid"), value_set=unchanged_ids)).drop(["__rid"])
-
-    parts = [untouched.cast(schema), unchanged_rows.cast(schema), updated_rows.cast(schema)]
-    inserted = 0
-    if merge.insert is not None:
-        matched_sids = matched.column("__sid")
-        unmatched = s.filter(pc.invert(pc.is_in(s.column("__sid"), value_set=matched_sids)))
-        insert_when = f"WHERE {merge.insert_when}" if merge.insert_when else ""
-        cols = ", ".join(
-            f"({merge.insert[name]}) AS {q}" if name in merge.insert else f"NULL AS {q}"
-            for name, q in zip(schema.names, quoted)
-        )
-        new_rows = _run_sql({"s": unmatched}, f"SELECT {cols} FROM s {insert_when}", schema)
-        inserted = new_rows.num_rows
-        parts.append(new_rows)
-    result = MergeResult(
-        inserted=inserted,
-        updated=int(pc.sum(updated_mask).as_py() or 0),
-        deleted=int(pc.sum(deleted_mask).as_py() or 0),
-    )
-    return pa.concat_tables(parts), result
 
 
 class MemoryLakeRegistry:

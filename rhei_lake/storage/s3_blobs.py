@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from rhei_lake.errors import CommitConflictError, raise_storage
+from rhei_lake.errors import CommitConflictError, is_missing_object, is_refused_create, raise_storage
 from rhei_lake.storage.blobs import BlobInfo
 
 # How obstore should treat a flaky store: a few quick retries, then an error the
@@ -62,7 +62,7 @@ class S3Blobs:
         try:
             obstore.put(self._store, key, data, mode="create")
         except Exception as exc:
-            if type(exc).__name__ not in ("AlreadyExistsError", "PreconditionError"):
+            if not is_refused_create(exc):
                 raise_storage(exc, where=f"{self.where}/{key}")
             # obstore retries a PUT whose reply was lost; the retry's If-None-Match then
             # fails on the object the first attempt stored. Our own bytes are a success.
@@ -77,7 +77,7 @@ class S3Blobs:
             obstore.put(self._store, key, data, mode="create")
             return True
         except Exception as exc:
-            if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+            if is_refused_create(exc):
                 return False
             raise_storage(exc, where=f"{self.where}/{key}")
 
@@ -95,7 +95,7 @@ class S3Blobs:
         try:
             return bytes(obstore.get(self._store, key).bytes())
         except Exception as exc:
-            if type(exc).__name__ == "NotFoundError" or isinstance(exc, FileNotFoundError):
+            if is_missing_object(exc):
                 return None
             raise_storage(exc, where=f"{self.where}/{key}")
 
@@ -106,7 +106,7 @@ class S3Blobs:
             obstore.head(self._store, key)
             return True
         except Exception as exc:
-            if type(exc).__name__ == "NotFoundError" or isinstance(exc, FileNotFoundError):
+            if is_missing_object(exc):
                 return False
             raise_storage(exc, where=f"{self.where}/{key}")
 
@@ -140,6 +140,6 @@ class S3Blobs:
         try:
             obstore.delete(self._store, batch)
         except Exception as exc:
-            if type(exc).__name__ == "NotFoundError":
+            if is_missing_object(exc):
                 return
             raise_storage(exc, where=self.where)

@@ -26,10 +26,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake._shared.arrow_types import normalize_types
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import OP, OP_DELETE, OP_INSERT, SEQ, TIMESTAMP_TYPE, TS, VALID_FROM, VALID_TO, TableSpec
 from rhei_lake.errors import raise_storage
-from rhei_lake.query.engine import normalize_types
 from rhei_lake.storage.base import TableStore
 from rhei_lake.storage.changelog import Changelog
 

@@ -23,6 +23,7 @@ from rhei_lake.timeutil import now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryTable
+    from rhei_lake.storage.base import TableStore
     from rhei_lake.storage.changelog import Changelog
 
 log = logging.getLogger("rhei_lake.sync")
@@ -245,7 +246,7 @@ def _stored_commit_time(changelog: Changelog) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
-def _derived_store(table: QueryTable):
+def _derived_store(table: QueryTable) -> TableStore | None:
     """The table folded from the change feed: ``history`` (temporal) or ``current`` (mirror), once it exists."""
     return table.current if table.mirror else table.history
 

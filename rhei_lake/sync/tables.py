@@ -7,33 +7,15 @@ import pyarrow as pa
 from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError, WatermarkError
+from rhei_lake.errors import CommitConflictError, ConfigError, SchemaError
 from rhei_lake.storage.changelog import SYNCED_APP_ID, Changelog
 from rhei_lake.storage.lake_storage import TABLE_KINDS, LakeStorage
-
-SPEC_PROPERTY = "rhei.table"
-MODE_PROPERTY = "rhei.sync_mode"
-SYNC_MODES = ("temporal", "mirror")
-
-
-def read_spec(storage: LakeStorage, table: str) -> TableSpec:
-    """The spec recorded in ``table``'s changelog metadata."""
-    props = storage.table_store(table, "changes").properties()
-    if SPEC_PROPERTY not in props:
-        raise SchemaError(f"{table!r} in {storage.location.url} is a Delta table rhei_lake did not write")
-    return TableSpec.from_json(props[SPEC_PROPERTY])
-
-
-def read_mode(storage: LakeStorage, table: str) -> str:
-    """How ``table`` is kept: ``temporal`` (history) or ``mirror`` (current rows only)."""
-    return _mode(storage.table_store(table, "changes").properties(), table)
-
-
-def _mode(properties: dict[str, str], table: str) -> str:
-    mode = properties.get(MODE_PROPERTY, "temporal")  # lakes written before the property existed
-    if mode not in SYNC_MODES:
-        raise SchemaError(f"table {table!r} records an unknown sync mode {mode!r}; upgrade rhei_lake")
-    return mode
+from rhei_lake.storage.recorded_spec import MODE_PROPERTY as MODE_PROPERTY
+from rhei_lake.storage.recorded_spec import SPEC_PROPERTY as SPEC_PROPERTY
+from rhei_lake.storage.recorded_spec import SYNC_MODES as SYNC_MODES
+from rhei_lake.storage.recorded_spec import check_compatible as check_compatible
+from rhei_lake.storage.recorded_spec import read_mode as read_mode
+from rhei_lake.storage.recorded_spec import read_spec as read_spec
 
 
 def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> tuple[Changelog, bool]:
@@ -96,33 +78,6 @@ def reset_unsynced(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
     if tail is not None and tail.starts():
         return
     store.reset_empty(spec.changes_schema, properties={SPEC_PROPERTY: spec.to_json(), MODE_PROPERTY: config.sync_mode})
-
-
-def check_compatible(stored: TableSpec, wanted: TableSpec, url: str) -> None:
-    if stored.source_id and wanted.source_id and stored.source_id != wanted.source_id:
-        raise WatermarkError(
-            f"table {wanted.name!r} in {url} was mirrored from a different database "
-            f"(source id {stored.source_id}, this one is {wanted.source_id}); "
-            "use a new storage location for this database"
-        )
-    # In trigger mode the source's registry is the authority on columns (only add_column/drop_column
-    # change it), so a difference is an evolution whose lake part did not finish: open_changelog completes it.
-    evolved = (
-        wanted.source == stored.source == "sqlite-trigger"
-        and bool(stored.source_id)
-        and stored.source_id == wanted.source_id
-        and stored.name == wanted.name
-    )
-    if stored.primary_key != wanted.primary_key or (stored.columns != wanted.columns and not evolved):
-        way = (
-            "evolve it with add_column/drop_column or use a new storage location"
-            if wanted.source == "sqlite-trigger"
-            else "mirror it to a new storage location (a polled table's columns are fixed when it is first synced)"
-        )
-        raise SchemaError(
-            f"table {wanted.name!r} in {url} has columns {stored.column_names} and key {list(stored.primary_key)}, "
-            f"but the source now has {wanted.column_names} and key {list(wanted.primary_key)}; {way}"
-        )
 
 
 def apply_spec(storage: LakeStorage, spec: TableSpec) -> None:

@@ -62,9 +62,9 @@ def test_composite_key_and_replace(lake):
 
 def test_hostile_identifiers(lake):
     name = 'we"ird ta\'ble'
-    lake.execute(f'CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT, "a-b" REAL)')
+    lake.execute('CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT, "a-b" REAL)')
     lake.register_table(name)
-    lake.execute(f'INSERT INTO "we""ird ta\'ble" VALUES (1, \'x\', 0.5)')
+    lake.execute('INSERT INTO "we""ird ta\'ble" VALUES (1, \'x\', 0.5)')
     lake.sync_now()
     assert_same_state(lake, lake._oltp, name)
 

@@ -157,7 +157,7 @@ class CrashLab:
         for seq, table in conn.execute("SELECT seq, tbl FROM audit ORDER BY seq"):
             audited.setdefault(table, []).append(seq)
         expected = {}
-        for name, state, snap_from, snap_to in conn.execute(
+        for name, _state, snap_from, snap_to in conn.execute(
             "SELECT name, state, snapshot_from, snapshot_to FROM _rhei_tables"
         ):
             events = [s for s in audited.get(name, []) if s > snap_to]

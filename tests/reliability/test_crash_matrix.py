@@ -41,6 +41,7 @@ SCHEMA_POINTS = ("schema.after_lake_prepare", "schema.after_source_commit", "sch
 RESTORE_POINTS = ("restore.after_table", "restore.before_rename")
 COMPACT_POINTS = (
     "fold.before_commit",
+    "delta.rewrite_before_commit",
     "fold.after_commit",
     "compact.after_fold",
     "compact.before_vacuum",

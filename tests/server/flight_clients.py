@@ -9,7 +9,7 @@ import pyarrow.flight as flight
 from google.protobuf import any_pb2
 
 from rhei_lake.server import FlightService
-from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
+from rhei_lake.server import flight_sql_pb2 as pb
 from rhei_lake.server.protocol import pack
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from altertable_flightsql.generated import arrow_flight_sql_pb2 as pb
+from rhei_lake.server import flight_sql_pb2 as pb
 from rhei_lake.server import protocol
 
 
@@ -40,3 +40,27 @@ def test_commands_round_trip_through_any():
 def test_unknown_bytes_are_protocol_errors(data, message):
     with pytest.raises(protocol.ProtocolError, match=re.escape(message)):
         protocol.unpack(data)
+
+
+def test_generated_module_is_compiled_from_the_vendored_proto():
+    """``make proto`` stamps the proto's digest; a changed proto without a recompile fails here."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256((root / "proto" / "FlightSql.proto").read_bytes()).hexdigest()
+    header = Path(pb.__file__).read_text().split('"""', 1)[0]
+    assert f"sha256 {digest}" in header
+
+
+def test_protobuf_floor_is_the_generated_code_version():
+    """The generated module refuses an older protobuf runtime at import, so the dependency floor is its gencode version."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    gencode = re.search(r"# Protobuf Python Version: (\d+\.\d+)", Path(pb.__file__).read_text())
+    assert gencode is not None
+    requirements = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    (protobuf,) = [r for r in requirements if r.startswith("protobuf")]
+    assert f">={gencode.group(1)}," in protobuf
