@@ -540,7 +540,7 @@ class Lake:
         """:meth:`query` with ``hint`` (``"oltp"``, ``"olap"`` or ``None``): Rhei's name for it."""
         return self.query(sql, as_of=as_of, hint=hint)
 
-    def olap(self):
+    def olap(self) -> Any:
         """The active engine's session with the lake's views registered, for UDFs and joins with your own data.
 
         DataFusion: a ``datafusion.SessionContext``; DuckDB: a ``duckdb``
