@@ -40,7 +40,9 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
-from rhei_lake.capture.sqlite_schema import quote_ident as q
+from rhei_lake._shared.identifiers import quote_ident as q
+from rhei_lake._shared.identifiers import quote_literal
+from rhei_lake._shared.options import is_secret_key
 from rhei_lake.errors import ConfigError, QueryError, StorageError, WriteRefusedError, translate_storage_error
 
 log = logging.getLogger("rhei_lake")
@@ -73,10 +75,6 @@ def extension_path(name: str) -> Path:
     return path
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def lake_prefix(scheme: str, root: str) -> str | None:
     """What DuckDB may read: the lake's folder (or S3 prefix); ``None`` for a ``memory://`` lake."""
     if scheme == "s3":
@@ -107,12 +105,12 @@ def open_database(scheme: str, root: str, options: Mapping[str, str]):
     )
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"LOAD {_sql_string(str(extension_path('delta')))}")
+        con.execute(f"LOAD {quote_literal(str(extension_path('delta')))}")
         prefix = lake_prefix(scheme, root)
         if scheme == "s3":
-            con.execute(f"LOAD {_sql_string(str(extension_path('httpfs')))}")
+            con.execute(f"LOAD {quote_literal(str(extension_path('httpfs')))}")
             _create_secret(con, options)
-        con.execute(f"SET allowed_directories = [{_sql_string(prefix)}]" if prefix else "SET allowed_directories = []")
+        con.execute(f"SET allowed_directories = [{quote_literal(prefix)}]" if prefix else "SET allowed_directories = []")
         con.execute("SET enable_external_access = false")
         con.execute("SET python_enable_replacements = false")  # no scanning of Python variables by name
         con.execute("SET lock_configuration = true")
@@ -133,8 +131,6 @@ def _create_secret(con, options: Mapping[str, str]) -> None:
 
 
 def _mask(text: str, options: Mapping[str, str]) -> str:
-    from rhei_lake.config import is_secret_key
-
     for key, value in options.items():
         if value and is_secret_key(key):
             text = text.replace(value, "***")
@@ -264,7 +260,7 @@ class DuckSession:
 
         if not isinstance(table, DeltaTable):
             raise TypeError(f"DuckSession registers Delta tables, not {type(table).__name__}")
-        sql = f"SELECT * FROM delta_scan({_sql_string(_scan_uri(table.table_uri))}, version => {int(table.version())})"
+        sql = f"SELECT * FROM delta_scan({quote_literal(_scan_uri(table.table_uri))}, version => {int(table.version())})"
         self._put(_Entry(_unquote(name), sql=sql, depends=False))
 
     def register_dataset(self, name: str, dataset: Any) -> None:
