@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes for make test (pytest-xdist): one per core. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 BENCH_ARGS ?=
 
 .PHONY: setup demo test test-quick test-crash bench lint proto clean
@@ -23,10 +25,10 @@ demo: setup
 	$(BIN)/python -m rhei_lake.demo
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-quick: setup
-	$(BIN)/python -m pytest -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"

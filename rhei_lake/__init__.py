@@ -32,6 +32,7 @@ from rhei_lake.errors import (
     StorageError,
     StorageUnavailableError,
     TableNotFoundError,
+    TableNotReadyError,
     TypeMismatchError,
     WatermarkError,
     WriteRefusedError,
@@ -134,4 +135,5 @@ __all__ = [
     "LeaseLostError",
     "QueryError",
     "WriteRefusedError",
+    "TableNotReadyError",
 ]

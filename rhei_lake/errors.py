@@ -27,7 +27,8 @@ retries transient errors with backoff and stops on terminal ones.
     │   ├── LeaseHeldError          another process holds the lake's writer lease
     │   └── LeaseLostError          this process's writer lease was taken over
     └── QueryError                  SQL that cannot be planned or run
-        └── WriteRefusedError       DDL/DML sent to the read-only analytic path
+        ├── WriteRefusedError       DDL/DML sent to the read-only analytic path
+        └── TableNotReadyError      a table whose registration has not finished (its snapshot is not in the lake)
 
 Native errors (deltalake, datafusion, sqlite3, obstore) are translated in one
 place, :func:`translate_storage_error` and friends, and chained with ``from``.
@@ -68,6 +69,7 @@ __all__ = [
     "LeaseLostError",
     "QueryError",
     "WriteRefusedError",
+    "TableNotReadyError",
 ]
 
 
@@ -126,12 +128,15 @@ class TypeMismatchError(SourceError):
         column: str,
         primary_key: dict[str, Any] | None = None,
         seq: int | None = None,
+        canonical: Any = None,
     ) -> None:
         super().__init__(message)
         self.table = table
         self.column = column
         self.primary_key = primary_key
         self.seq = seq
+        self.canonical = canonical
+        """The spelling a refused primary-key value must take (``None``: the value was refused for its type)."""
 
 
 class NonMonotonicUpdateError(SourceError):
@@ -215,6 +220,21 @@ class QueryError(RheiError):
 
 class WriteRefusedError(QueryError):
     """A write (DDL/DML) was sent to the read-only analytic path."""
+
+
+class TableNotReadyError(QueryError):
+    """A query (or restore) names a table whose registration has not finished.
+
+    Its snapshot was refused or never committed, so the lake holds none of its
+    rows and answering would show an empty table where the database has rows.
+    ``reason`` is the error that stopped the registration (its message names the
+    way on), ``None`` when this process did not see it (a lake opened read-only).
+    """
+
+    def __init__(self, message: str, *, table: str, reason: RheiError | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.reason = reason
 
 
 _TRANSIENT_MARKERS = (

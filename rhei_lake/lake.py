@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -25,13 +26,24 @@ from rhei_lake.compaction.derived import DerivedTable, DerivedTables
 from rhei_lake.compaction.job import CompactionOptions, CompactionProgress, CompactionTarget, compact, select_targets
 from rhei_lake.compaction.report import CompactionReport
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.errors import ConfigError, LakeClosedError, ReadOnlySourceError, RheiError, SchemaError, SourceError
+from rhei_lake._shared.identifiers import quote_ident
+from rhei_lake.errors import (
+    ConfigError,
+    LakeClosedError,
+    QueryError,
+    ReadOnlySourceError,
+    RheiError,
+    SchemaError,
+    SourceError,
+    TableNotReadyError,
+    TypeMismatchError,
+)
 from rhei_lake.query.engine import QueryEngine, QueryTable
 from rhei_lake.query.followed_tables import FollowedTables
 from rhei_lake.query.references import referenced_names
 from rhei_lake.query.oltp_reader import OltpReader
 from rhei_lake.query.router import Route, route
-from rhei_lake.relation_names import check_new_table
+from rhei_lake.relation_names import check_new_table, relation_names, tables_named
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lease import WriterLease
@@ -49,8 +61,19 @@ from rhei_lake.timeutil import Duration, Instant, to_micros
 log = logging.getLogger("rhei_lake")
 T = TypeVar("T")
 
+_KEY_LOOKUP_BATCH = 200
+_UNFINISHED_ELSEWHERE = (
+    "its registration has not finished: the lake that syncs it holds no snapshot of it yet (that lake's "
+    "sync_status().waiting says why)"
+)
 ROUTE_METADATA_KEY = b"rhei.route"
 """Key of the route (``oltp``/``olap``) in the schema metadata of every ``query()`` result."""
+
+
+def _snapshot_landed(spec: TableSpec, changelog: Changelog) -> bool:
+    """Whether a table another process registered is mirrored: a captured table's snapshot commits a watermark,
+    so without one its registration never finished."""
+    return spec.source != TriggerSource.kind or changelog.watermark > 0
 
 
 @dataclass
@@ -92,7 +115,9 @@ class Lake:
         self._watch: LogWatch | None = None
         self._created: set[str] = set()  # tables created inside a transaction, registered once it commits
         self._derived = DerivedTables(self.storage)
-        self._followed = FollowedTables(self.storage, config, self._derived, self._readonly_tables)
+        self._followed = FollowedTables(
+            self.storage, config, self._derived, self._readonly_tables, ready=_snapshot_landed
+        )
         self._store_verified = False
         self._duckdb = None
         try:
@@ -106,7 +131,7 @@ class Lake:
             elif config.oltp_path is not None:
                 self._binding = DatabaseBinding.bind(config.oltp_path, self.storage)  # before anything writes there
                 source = TriggerSource(config.oltp_path, columnar_min_rows=config.columnar_min_rows)
-                self._sync = TriggerSync(source, self.storage, config)
+                self._sync = TriggerSync(source, self.storage, config, lake_keys=self._lake_keys)
                 self._oltp = connect(config.oltp_path)
                 self._oltp.execute("PRAGMA recursive_triggers = ON")
                 self._sync.attach()
@@ -177,6 +202,73 @@ class Lake:
     def _discover(self) -> None:
         self._followed.discover()
 
+    def _waiting(self) -> dict[str, str]:
+        """Tables registered but not mirrored (their registration did not finish), with why and the way on."""
+        if isinstance(self._sync, TriggerSync):
+            return {name: str(error) for name, error in self._sync.waiting.items()}
+        return dict.fromkeys(self._followed.waiting, _UNFINISHED_ELSEWHERE)
+
+    def _not_ready(self, table: str) -> TableNotReadyError:
+        reason = self._sync.waiting.get(table) if isinstance(self._sync, TriggerSync) else None
+        why = str(reason) if reason is not None else self._waiting().get(table, "its registration has not finished")
+        way = "" if isinstance(reason, TypeMismatchError) else (
+            f" Call lake.register_table({table!r}) again to take its snapshot anew." if reason is not None else ""
+        )
+        return TableNotReadyError(
+            f"table {table!r} is registered but not mirrored: its registration did not finish, so the lake holds "
+            f"none of its rows and answers no query on it. The registration stopped with: {why}.{way}",
+            table=table,
+            reason=reason,
+        )
+
+    def _refuse_waiting(self, sql: str) -> None:
+        """Raise TableNotReadyError if ``sql`` names a relation of a table whose registration did not finish."""
+        waiting = self._waiting()
+        if not waiting or not self._names_waiting(sql, waiting):
+            return
+        if self._sync is None:  # its snapshot may have landed since the last look
+            self._followed.freshen(referenced_names(sql), discover=True)
+            waiting = self._waiting()
+        named = tables_named(sql, waiting)
+        if named:
+            raise self._not_ready(named[0])
+
+    @staticmethod
+    def _names_waiting(sql: str, waiting: Iterable[str]) -> bool:
+        """Whether ``sql`` may name a relation of a waiting table (an identifier scan, before any parse)."""
+        names = referenced_names(sql)
+        return names is None or any(name.lower() in names for table in waiting for name, _ in relation_names(table))
+
+    def _explain_waiting(self, error: QueryError) -> QueryError:
+        """A relation the lake does not know, of a table that waits for its registration: say so."""
+        waiting = self._waiting()
+        text = str(error).lower()
+        for table in waiting:
+            for name, _ in relation_names(table):
+                if re.search(rf"table '(?:[^']*\.)?{re.escape(name.lower())}' not found", text):
+                    return self._not_ready(table)
+        return error
+
+    def _lake_keys(self, table: str, keys: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+        """Which of ``keys`` (lake values in primary-key order) the lake's current rows of ``table`` hold."""
+        names = list(self.table_spec(table).primary_key)
+        found: set[tuple[Any, ...]] = set()
+        for start in range(0, len(keys), _KEY_LOOKUP_BATCH):
+            chunk = keys[start : start + _KEY_LOOKUP_BATCH]
+            params: dict[str, Any] = {}
+            alternatives = []
+            for key in chunk:
+                terms = []
+                for name, value in zip(names, key):
+                    params[str(len(params) + 1)] = value
+                    terms.append(f"{quote_ident(name)} = ${len(params)}")
+                alternatives.append("(" + " AND ".join(terms) + ")")
+            select = ", ".join(quote_ident(n) for n in names)
+            sql = f"SELECT {select} FROM {quote_ident(table)} WHERE {' OR '.join(alternatives)}"
+            rows = self._queries.dataframe(sql, params=params).to_arrow_table().to_pylist()
+            found.update(tuple(row[n] for n in names) for row in rows)
+        return found
+
     def _entries(self) -> dict[str, tuple[TableSpec, Changelog]]:
         if self._sync is not None:
             specs = self._sync.specs
@@ -196,15 +288,24 @@ class Lake:
         }
 
     def tables(self) -> list[str]:
-        """Names of the mirrored tables."""
+        """Names of the mirrored tables.
+
+        A table whose registration did not finish is not one (``sync_status().waiting`` names it).
+        """
         return sorted(self._entries())
 
     def table_spec(self, table: str) -> TableSpec:
-        """Columns, declared and Arrow types, primary key and source of a mirrored table."""
+        """Columns, declared and Arrow types, primary key and source of a mirrored table.
+
+        Raises TableNotReadyError for a table whose registration did not finish.
+        """
         entries = self._entries()
         if table not in entries:
             matches = [n for n in entries if n.lower() == table.lower()]
             if not matches:
+                waiting = [n for n in self._waiting() if n.lower() == table.lower()]
+                if waiting:
+                    raise self._not_ready(waiting[0])
                 raise SchemaError(f"no mirrored table {table!r}; known: {sorted(entries) or 'none'}")
             table = matches[0]
         return entries[table][0]
@@ -427,7 +528,7 @@ class Lake:
         """
         sync = self._evolving("repair_event()")
         with self._lock:
-            replaced = sync.source.repair_event(table, seq, values)
+            replaced = sync.repair_event(table, seq, values)
         log.warning("repaired event %d of table %r: %r replaced by %r", seq, table, replaced, dict(values))
 
     def initial_sync(self, table: str) -> SyncReport:
@@ -526,12 +627,16 @@ class Lake:
         """
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
+        self._refuse_waiting(sql)
         chosen = self._route(sql, micros, hint)
-        if chosen.target == "oltp":
-            result = self._read_oltp(sql, chosen)
-        else:
-            self._follow(sql)
-            result = self._queries.query(sql, as_of=micros)
+        try:
+            if chosen.target == "oltp":
+                result = self._read_oltp(sql, chosen)
+            else:
+                self._follow(sql)
+                result = self._queries.query(sql, as_of=micros)
+        except QueryError as exc:
+            raise self._explain_waiting(exc) from exc
         metadata = dict(result.schema.metadata or {})
         metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
         return result.replace_schema_metadata(metadata)
@@ -590,7 +695,11 @@ class Lake:
         self._check_open()
         micros = to_micros(as_of) if as_of is not None else None
         self._follow(sql)
-        return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
+        self._refuse_waiting(sql)
+        try:
+            return self._queries.dataframe(sql, as_of=micros, params=dict(params) if params is not None else None)
+        except QueryError as exc:
+            raise self._explain_waiting(exc) from exc
 
     def outside_views(self, dialect: str, *, as_of: Instant | None = None, show_secrets: bool = False) -> str:
         """SQL that gives DuckDB, Spark or Trino this lake's views, reading its Delta tables alone.
@@ -728,7 +837,15 @@ class Lake:
         else:
             position = max((t.changelog.watermark for t in tables.values()), default=None)
         loop = self._loop.status() if self._loop is not None else None
-        return collect_status(tables, self._tracker, loop, lag=lag, position=position)
+        if isinstance(self._sync, TriggerSync):
+            waiting: dict[str, BaseException] = dict(self._sync.waiting)
+            through = self._sync.horizon
+        else:
+            waiting = {name: TableNotReadyError(why, table=name) for name, why in self._waiting().items()}
+            through = None
+        return collect_status(
+            tables, self._tracker, loop, lag=lag, position=position, waiting=waiting, synced_through=through
+        )
 
     # -- restore -------------------------------------------------------------
     def restore_sqlite(
@@ -753,6 +870,14 @@ class Lake:
             raise ConfigError("restore: refusing to overwrite the lake's own live SQLite database")
         if self._sync is None:
             self.refresh()
+        waiting = sorted(self._waiting())
+        if tables is None and waiting:
+            raise TableNotReadyError(
+                f"restore: table(s) {waiting} are registered but not mirrored (their registration did not finish), "
+                f"so the lake cannot restore them; see sync_status().waiting, or restore the mirrored tables alone "
+                f"with tables={self.tables()!r}",
+                table=waiting[0],
+            )
         names = self.tables() if tables is None else [self.table_spec(t).name for t in tables]
         specs = {name: self.table_spec(name) for name in names}
         return restore_sqlite(self._queries, specs, target, as_of=micros, overwrite=overwrite, progress=progress)

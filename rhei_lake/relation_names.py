@@ -59,3 +59,33 @@ def check_new_table(name: str, others: Iterable[str]) -> None:
         f"table {name!r} cannot be mirrored beside table {other!r}: {clash.describe()} (query names ignore case), "
         f"so one would hide the other. Rename one of them first (ALTER TABLE ... RENAME TO ...)"
     )
+
+
+def tables_named(sql: str, tables: Iterable[str]) -> list[str]:
+    """Which of ``tables`` ``sql`` reads a relation of (``t``, ``t_history`` or ``t_changes``), in ``tables`` order.
+
+    Names are matched as the query engine resolves them: unquoted ignoring case,
+    quoted exactly (or as the lower-case alias of a mixed-case name). SQL that
+    cannot be parsed names none here; the engine then says which name it misses.
+    """
+    from sqlglot import exp, parse
+    from sqlglot.errors import SqlglotError
+
+    try:
+        statements = [s for s in parse(sql) if s is not None]
+    except SqlglotError:
+        return []
+    named: set[str] = set()
+    for statement in statements:
+        local = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}  # WITH t AS (...) hides table t
+        for node in statement.find_all(exp.Table):
+            ident = node.args.get("this")
+            if isinstance(ident, exp.Identifier) and ident.this.lower() not in local:
+                named.add(ident.this if ident.quoted else ident.this.lower())
+    found = []
+    for table in tables:
+        for name, _ in relation_names(table):
+            if name in named or name.lower() in named:
+                found.append(table)
+                break
+    return found

@@ -69,3 +69,22 @@ def test_rows_changed_is_the_statements_own_count(lake):
     assert inserted == 3000  # not -1 (rowcount of a WITH statement), not 6000 (the capture trigger's inserts too)
     assert lake.execute("SELECT count(*) FROM n") == 0
     assert lake.execute("DELETE FROM n WHERE id <= 10") == 10
+
+
+@pytest.mark.parametrize("begin", ["BEGIN", "begin transaction;", "BEGIN DEFERRED"])
+def test_a_transaction_opened_through_execute_holds_the_write_lock_from_its_begin(lake, tmp_path, begin):
+    """The lake prunes its CDC log from another connection: a deferred transaction that read before it
+    wrote would then fail with "database is locked" at once (SQLITE_BUSY_SNAPSHOT), so BEGIN is immediate."""
+    import sqlite3
+
+    lake.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+    lake.execute(begin)
+    lake.execute("SELECT count(*) FROM a")
+    other = sqlite3.connect(tmp_path / "app.db", timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("INSERT INTO a VALUES (99)")
+    other.close()
+    lake.execute("INSERT INTO a VALUES (1)")
+    lake.execute("COMMIT")
+    lake.sync_now()
+    assert lake.query("SELECT id FROM a").column("id").to_pylist() == [1]

@@ -214,3 +214,12 @@ def tables_between(conn: sqlite3.Connection, after: int, through: int) -> list[s
         (after, through, OP_SNAPSHOT_MARKER),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def table_events(conn: sqlite3.Connection, table: str, after: int, slots: int) -> list[tuple]:
+    """Every logged event of ``table`` after sequence ``after``, in order: (seq, tbl, op, ts, c0..); no markers."""
+    cols = ", ".join(("seq", "tbl", "op", TS_MICROS, *[f"c{i}" for i in range(slots)]))
+    return conn.execute(
+        f"SELECT {cols} FROM {LOG_TABLE} WHERE tbl = ? AND seq > ? AND op != ? ORDER BY seq",
+        (table, after, OP_SNAPSHOT_MARKER),
+    ).fetchall()

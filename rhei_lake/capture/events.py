@@ -149,6 +149,7 @@ def type_mismatch(
         column=column,
         primary_key=key,
         seq=seq if origin != ORIGIN_SNAPSHOT else None,
+        canonical=None if canonical is _NO_VALUE else canonical,
     )
 
 
@@ -163,9 +164,16 @@ def _advice(
         fixed = "<a value that fits>"
         fix_row = f"fix the value in the source ({_update_sql(spec, column, fixed, key)})"
     if origin == ORIGIN_LOG and seq is not None:
+        repair = f"lake.repair_event({table!r}, {seq}, {{{column!r}: {fixed}}})"
+        if canonical is not _NO_VALUE:  # the row first: a repaired key must be the key the row has in SQLite
+            return (
+                f"Nothing from this event on was synced. To go on, {fix_row} first, then correct the captured "
+                f"event with {repair} and sync again (the fix logs a delete of the old spelling, which stops the "
+                "same way and is corrected likewise)"
+            )
         return (
             f"Nothing from this event on was synced. To go on, correct the captured event with "
-            f"lake.repair_event({table!r}, {seq}, {{{column!r}: {fixed}}}) and {fix_row}, then sync again "
+            f"{repair} and {fix_row}, then sync again "
             "(a later event that carries the old value stops the same way and is corrected likewise)"
         )
     if origin == ORIGIN_SNAPSHOT:
@@ -177,11 +185,60 @@ def _advice(
                 f"types={{{column!r}: {suggested!r}}})"
             )
         return (
-            f"The snapshot of {table!r} was not committed (the table stays registered and its changes are "
-            f"captured). To go on, {fix_row} and call lake.register_table({table!r}) again, which takes the "
-            f"snapshot anew{retype}"
+            f"The snapshot of {table!r} was not committed: the table stays registered, but is neither synced nor "
+            f"queryable until one is. To go on, {fix_row} and call lake.register_table({table!r}) again, which "
+            f"takes the snapshot anew{retype}"
         )
     return f"Nothing from this row on was synced. To go on, {fix_row} and sync again"
+
+
+FREE_KEY = "<a key no other row holds>"
+"""The placeholder a collision's way on names for the new key the application gives the row."""
+
+
+def key_collision(spec: TableSpec, error: TypeMismatchError, *, database: str) -> TypeMismatchError:
+    """``error`` (a key refused for its spelling) worded for a key another row holds in its canonical spelling.
+
+    Storing the key canonically then fails on SQLite's UNIQUE constraint, and a
+    correction to it would make the two rows one lake row. The ways on that work:
+    the application gives the row a key of its own, or the column is mirrored as
+    text, which only a table's first registration can choose.
+    """
+    table, column, key, seq = spec.name, error.column, dict(error.primary_key or {}), error.seq
+    stored = key.get(column)
+    key_text = ", ".join(f"{k}={_short(repr(v))}" for k, v in key.items())
+    where = f"table {table!r}, column {column!r}, row {key_text}" + (f" (event {seq})" if seq is not None else "")
+    held = " (or held when this change was made)" if seq is not None else ""
+    detail = (
+        f"the primary-key value {describe_value(stored)} reads as the same lake value as "
+        f"{describe_value(error.canonical)}, which another row holds{held}; two rows would become one lake row, "
+        f"so the key cannot be stored as {error.canonical!r} (SQLite's UNIQUE refuses it) nor the event corrected "
+        "to it"
+    )
+    free = f"'{FREE_KEY}'" if isinstance(error.canonical, str) else FREE_KEY
+    rekey = _update_sql(spec, column, free, key)
+    if seq is not None:
+        advice = (
+            f"Nothing from this event on was synced. To go on, make the keys distinct in the application: give "
+            f"this row a key no other row holds, in the canonical spelling ({rekey}), then correct the captured "
+            f"event to that key with lake.repair_event({table!r}, {seq}, {{{column!r}: {free}}}) and sync "
+            "again (the UPDATE logs a delete of the old spelling, which stops the same way and is corrected to the "
+            "same key; if the application changed the row's key already, correct the event to the key it gave). "
+            "Or keep every spelling by mirroring the column as text, which only a table's first registration can "
+            f"choose: close this lake, detach the database from it (rhei_lake.detach_database({database!r})), open "
+            f"a lake on a new storage location and call lake.register_table({table!r}, types={{{column!r}: "
+            "'TEXT'}); this lake stays readable with rhei_lake.open(storage=...)"
+        )
+    else:
+        advice = (
+            f"The snapshot of {table!r} was not committed: the table stays registered, but is neither synced nor "
+            f"queryable until one is. To go on, make the keys distinct in the application ({rekey}) and call lake.register_table({table!r}) "
+            f"again, which takes the snapshot anew, or mirror the column as text: "
+            f"lake.register_table({table!r}, types={{{column!r}: 'TEXT'}})"
+        )
+    return TypeMismatchError(
+        f"{where}: {detail}. {advice}", table=table, column=column, primary_key=key, seq=seq, canonical=error.canonical
+    )
 
 
 def _type_for(value: Any) -> str | None:

@@ -6,6 +6,7 @@ Mirrored tables cannot be altered here (see :mod:`rhei_lake.capture.sqlite_guard
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,10 @@ from rhei_lake.errors import ConfigError, RheiError
 Params = Sequence[Any] | Mapping[str, Any]
 Statement = str | tuple[str, Params]
 """One statement of a batch: SQL text, or ``(sql, params)``."""
+
+
+_DEFERRED_BEGIN = re.compile(r"\s*BEGIN(\s+DEFERRED)?(\s+TRANSACTION)?\s*;?\s*$", re.IGNORECASE)
+"""A ``BEGIN`` that takes no lock: :func:`execute` runs it as ``BEGIN IMMEDIATE``."""
 
 
 def execute(
@@ -37,6 +42,10 @@ def execute(
     guarded = may_change_schema(sql)
     if guarded:
         conn.set_authorizer(write_guard(refusal, mirrored, in_batch=False))
+    if _DEFERRED_BEGIN.match(sql):
+        # The lake's background work (pruning the CDC log) writes from another connection: a deferred
+        # transaction that read before it wrote would fail with SQLITE_BUSY_SNAPSHOT, without waiting.
+        sql = "BEGIN IMMEDIATE"
     try:
         total = conn.total_changes
         cursor = conn.execute(sql, params)

@@ -9,6 +9,7 @@ duplicate, and concurrent writers are blocked only for the registration itself.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa
 
 from rhei_lake import faults
-from rhei_lake.capture import cdc_log, reconcile_log, schema_watch
+from rhei_lake.capture import cdc_log, key_repair, reconcile_log, schema_watch
 from rhei_lake.capture.cdc_log import STATE_READY, STATE_SNAPSHOT, Registration
 from rhei_lake.capture.events import events_from_log_rows
 from rhei_lake.capture.reconcile_log import PendingEvents
@@ -31,6 +32,8 @@ from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, conver
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 from rhei_lake.phase_times import PhaseTimes
+
+log = logging.getLogger("rhei_lake.capture")
 
 SOURCE_KIND = "sqlite-trigger"
 _WARM_COLUMNAR_EVENTS = 2_000
@@ -507,17 +510,34 @@ class TriggerSource:
                 batch.tables[table] = events
         return batch
 
-    def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
+    def repair_event(
+        self,
+        table: str,
+        seq: int,
+        values: Mapping[str, object],
+        *,
+        synced: int,
+        lake_keys: key_repair.LakeKeys,
+    ) -> dict[str, object]:
         """Correct values of one captured event that does not fit its declared types.
 
         The only way past a :class:`TypeMismatchError` short of changing the
         column's type: the event stays in place and in order, with the given
-        values, which must convert exactly. Returns the values it replaced.
+        values, which must convert exactly. A correction of a primary-key column
+        must keep every SQLite row its own lake row (see
+        :mod:`~rhei_lake.capture.key_repair`; ``synced`` is the table's synced
+        watermark, ``lake_keys`` looks keys up in the lake). Returns the values
+        it replaced.
         """
         with self._lock:
             reg = self._registrations.get(table)
             if reg is None:
                 raise SchemaError(f"table {table!r} is not registered")
+            if not reg.ready:
+                raise SchemaError(
+                    f"table {table!r}: its registration has not finished, so its captured events are not synced; "
+                    f"call lake.register_table({table!r}) again, which takes its snapshot anew"
+                )
             spec = reg.spec
             unknown = [c for c in values if c not in spec.column_names]
             if unknown:
@@ -535,12 +555,53 @@ class TriggerSource:
                 for index, value in slots.items():
                     patched[4 + index] = value
                 events_from_log_rows(spec, [tuple(patched)])  # raises TypeMismatchError if still wrong
+                if key_repair.touches_key(spec, values):
+                    image = patched[4 : 4 + len(spec.columns)]
+                    problem = key_repair.repair_problem(
+                        self._conn, spec, seq, image, synced=synced, slots=self._slots, lake_keys=lake_keys
+                    )
+                    if problem is not None:
+                        raise TypeMismatchError(
+                            f"table {table!r}: correcting event {seq} to {dict(values)!r} is refused: {problem}, so "
+                            "two SQLite rows would become one lake row. Correct it to the key its row has in SQLite "
+                            "(store the row's key in the canonical spelling first); if another row holds that key, "
+                            "make the keys distinct in the application, or mirror the column as text in a new lake "
+                            "(the error that stopped the sync names the steps)",
+                            table=table,
+                            column=next(c for c in values if c in spec.primary_key),
+                            primary_key={k: row[4 + spec.column_names.index(k)] for k in spec.primary_key},
+                            seq=seq,
+                        )
                 cdc_log.set_event_slots(self._conn, seq, slots)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
             return {c: row[4 + spec.column_names.index(c)] for c in values}
+
+    def explain_key_error(
+        self, error: TypeMismatchError, *, synced: int, lake_keys: key_repair.LakeKeys
+    ) -> TypeMismatchError:
+        """``error``, worded as a collision if it refuses a key whose canonical spelling another row holds
+        (see :func:`~rhei_lake.capture.key_repair.explain_key_error`)."""
+        with self._lock:
+            reg = self._registrations.get(error.table)
+            if reg is None or error.canonical is None:
+                return error
+            own = not self._conn.in_transaction
+            try:
+                if own:
+                    self._conn.execute("BEGIN")
+                return key_repair.explain_key_error(
+                    self._conn, reg.spec, error, database=self.path, synced=synced, slots=self._slots,
+                    lake_keys=lake_keys,
+                )
+            except sqlite3.Error as exc:
+                log.warning("could not tell whether the key of %r collides: %s", error.table, exc)
+                return error
+            finally:
+                if own:
+                    self._rollback()
 
     def prune(self, through: int, synced: dict[str, int]) -> int:
         """Delete events committed to the lake (up to ``through``) from the log.

@@ -62,7 +62,9 @@ def refresh_interval(config: LakeConfig, storage: LakeStorage) -> float:
 class FollowedTables:
     """The spec and changelog of each table of a read-only lake, looked at again when due.
 
-    ``tables`` is the mapping this object keeps up to date (the lake's own).
+    ``tables`` is the mapping this object keeps up to date (the lake's own);
+    ``ready(spec, changelog)`` says whether a table found in the store is one
+    yet (default: every table is).
     """
 
     def __init__(
@@ -71,8 +73,14 @@ class FollowedTables:
         config: LakeConfig,
         derived: DerivedTables,
         tables: dict[str, tuple[TableSpec, Changelog]],
+        *,
+        ready: Callable[[TableSpec, Changelog], bool] | None = None,
     ) -> None:
         self.storage = storage
+        self.ready = ready
+        self.waiting: set[str] = set()
+        """Tables in the store that ``ready`` refuses (their registration has not finished): not in ``tables``,
+        loaded again at each :meth:`discover` until they are."""
         self.config = config
         self.interval = refresh_interval(config, storage)
         self.tables = tables
@@ -103,6 +111,10 @@ class FollowedTables:
 
         concurrently(load, new)
         for name in new:
+            if self.ready is not None and not self.ready(*loaded[name]):
+                self.waiting.add(name)
+                continue
+            self.waiting.discard(name)
             self.tables[name] = loaded[name]
             self._looked[name] = started
             self._derived_looked[name] = started  # loaded when a query first reads the table

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from rhei_lake.timeutil import from_micros
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,12 @@ class SyncReport:
     tables: dict[str, TableSyncReport] = field(default_factory=dict)
     duration_seconds: float = 0.0
     pruned: int = 0
+    waiting: dict[str, str] = field(default_factory=dict)
+    """Tables registered but not mirrored: their registration did not finish (not synced, not queryable). Each
+    maps to the error that stopped it, which names the way on (see ``Lake.sync_status().waiting``)."""
+    synced_through: datetime | None = None
+    """Every change committed to SQLite before this instant is in the lake (waiting tables aside), and the lake's
+    answer for any instant up to it is final: later syncs never change it (trigger mode; ``None`` in sidecar mode)."""
 
     @property
     def events(self) -> int:
@@ -31,7 +40,10 @@ class SyncReport:
 
     def __str__(self) -> str:
         parts = ", ".join(f"{t.table}: {t.events + t.snapshot_rows}" for t in self.tables.values() if t.events or t.snapshot_rows)
-        return f"synced {self.events} events in {self.duration_seconds * 1000:.1f} ms" + (f" ({parts})" if parts else "")
+        text = f"synced {self.events} events in {self.duration_seconds * 1000:.1f} ms" + (f" ({parts})" if parts else "")
+        if self.waiting:
+            text += f"; not mirrored, registration unfinished: {', '.join(sorted(self.waiting))}"
+        return text
 
 
 class ReportBuilder:
@@ -52,9 +64,18 @@ class ReportBuilder:
         self._snapshots[table] = self._snapshots.get(table, 0) + rows
         self._watermarks[table] = watermark
 
-    def build(self, duration: float, pruned: int = 0) -> SyncReport:
+    def build(
+        self,
+        duration: float,
+        pruned: int = 0,
+        *,
+        waiting: dict[str, str] | None = None,
+        synced_through: int | None = None,
+    ) -> SyncReport:
+        """The report; ``synced_through`` in epoch micros."""
         tables = {
             t: TableSyncReport(t, self._events.get(t, 0), wm, self._snapshots.get(t, 0), self._seconds.get(t, 0.0))
             for t, wm in self._watermarks.items()
         }
-        return SyncReport(tables, duration, pruned)
+        through = from_micros(synced_through) if synced_through else None
+        return SyncReport(tables, duration, pruned, dict(waiting or {}), through)

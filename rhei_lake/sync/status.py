@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import RheiError
+from rhei_lake.errors import RheiError, StorageUnavailableError
 from rhei_lake.sync.loop import ErrorInfo, LoopStatus
 from rhei_lake.sync.report import SyncReport
-from rhei_lake.timeutil import now_micros
+from rhei_lake.timeutil import from_micros, now_micros
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryTable
@@ -92,6 +92,13 @@ class SyncStatus:
     last_error: ErrorInfo | None
     tail_age_seconds: float = 0.0
     """The oldest event not yet in any table's Delta changelog, in seconds (0: outside readers see everything)."""
+    waiting: dict[str, ErrorInfo] = field(default_factory=dict)
+    """Tables registered but not mirrored: their registration did not finish, so they are neither synced nor
+    queryable. Each maps to the error that stopped it, whose message names the way on."""
+    synced_through: datetime | None = None
+    """Every change committed to the database before this instant is in the lake (waiting tables aside) and the
+    lake's answer for any instant up to it is final (trigger mode; ``None`` before the first sync and in sidecar
+    mode). See README, "History and time travel"."""
 
     @property
     def loop_running(self) -> bool:
@@ -192,6 +199,8 @@ def collect_status(
     *,
     lag: LagProbe | None,
     position: int | None,
+    waiting: Mapping[str, BaseException] | None = None,
+    synced_through: int | None = None,
 ) -> SyncStatus:
     """One consistent-enough picture (each part is read once, without stopping the sync)."""
     now = now_micros()
@@ -237,12 +246,19 @@ def collect_status(
         failing=tracker.failing,
         last_error=tracker.last_error,
         tail_age_seconds=max((t.tail_age_seconds for t in per_table.values()), default=0.0),
+        waiting={name: ErrorInfo.of(error) for name, error in sorted((waiting or {}).items())},
+        synced_through=from_micros(synced_through) if synced_through else None,
     )
 
 
 def _stored_commit_time(changelog: Changelog) -> datetime | None:
-    """The last commit another process (or an earlier run) made, for a table this process has not synced."""
-    stamp = changelog.last_commit_at()
+    """The last commit another process (or an earlier run) made, for a table this process has not synced;
+    ``None`` while the store cannot be reached (the status must still show the outage)."""
+    try:
+        stamp = changelog.last_commit_at()
+    except StorageUnavailableError as exc:
+        log.debug("the last commit time of a table is unknown: %s", exc)
+        return None
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 

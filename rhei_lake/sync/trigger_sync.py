@@ -16,18 +16,22 @@ import time
 from collections.abc import Callable, Mapping
 
 from rhei_lake import faults
+from rhei_lake.capture.cdc_log import Registration
+from rhei_lake.capture.key_repair import LakeKeys
 from rhei_lake.capture.snapshot import SnapshotRun
 from rhei_lake.capture.trigger_source import TriggerSource
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import SchemaError, TypeMismatchError, WatermarkError
+from rhei_lake.errors import RheiError, SchemaError, SourceError, TypeMismatchError, WatermarkError
 from rhei_lake.storage import delta
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.sync.commit_time import DatingFloor
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.schema_follow import LakeSide
 from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
+from rhei_lake.timeutil import now_micros
 
 log = logging.getLogger("rhei_lake.sync")
 
@@ -36,13 +40,31 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 class TriggerSync:
-    """Moves events from a :class:`TriggerSource` into the lake's changelogs."""
+    """Moves events from a :class:`TriggerSource` into the lake's changelogs.
 
-    def __init__(self, source: TriggerSource, storage: LakeStorage, config: LakeConfig) -> None:
+    A table whose registration has not finished (its snapshot was refused or
+    failed) is *waiting*: it has no changelog here, so nothing lists or answers
+    for it, and its captured events are passed over (taking its snapshot anew
+    replaces them); the other tables sync on. :attr:`waiting` holds the error
+    that stopped each one, whose message names the way on.
+    """
+
+    def __init__(
+        self,
+        source: TriggerSource,
+        storage: LakeStorage,
+        config: LakeConfig,
+        *,
+        lake_keys: LakeKeys | None = None,
+    ) -> None:
         self.source = source
         self.storage = storage
         self.config = config
+        self.lake_keys = lake_keys
         self.changelogs: dict[str, Changelog] = {}
+        self.waiting: dict[str, RheiError] = {}
+        self._horizon: int | None = None  # micros: the last complete drain's final read (None before one)
+        self._dating = DatingFloor()  # how events are dated; attach() reads what a previous process committed
         self._position: int | None = None
         self._last_prune = 0.0
         self._lake_specs: dict[str, TableSpec] = {}
@@ -67,18 +89,38 @@ class TriggerSync:
                 if name not in self.changelogs:
                     try:
                         self._attach(name, progress)
-                    except TypeMismatchError as exc:
+                    except TypeMismatchError:
                         if registration.ready:
                             raise
                         # A registration whose snapshot meets a value that does not fit: the lake still
-                        # opens, so the row can be fixed through it; register_table or a sync retries.
-                        log.warning("table %r is not mirrored yet: %s", name, exc)
+                        # opens, so the row can be fixed through it, and the table waits (see waiting).
+            if self._horizon is None:
+                self._dating = DatingFloor.committed(cl.cursor for cl in self.changelogs.values())
 
     def _attach(self, table: str, progress: ProgressCallback | None) -> None:
         reg = self.source.registrations()[table]
         changelog, created = open_changelog(self.storage, reg.spec, self.config)
         self.changelogs[table] = changelog
         self._lake_specs[table] = reg.spec
+        try:
+            self._attach_changelog(table, reg, changelog, created, progress)
+        except BaseException as exc:
+            if not self.source.registrations()[table].ready:
+                self._wait(table, exc)
+            raise
+        self.waiting.pop(table, None)
+
+    def _wait(self, table: str, error: BaseException) -> None:
+        """``table``'s registration did not finish: nothing answers for it until it does (see :attr:`waiting`)."""
+        self.changelogs.pop(table, None)
+        self._lake_specs.pop(table, None)
+        if isinstance(error, RheiError):
+            self.waiting[table] = error
+            log.warning("table %r is not mirrored yet: %s", table, error)
+
+    def _attach_changelog(
+        self, table: str, reg: Registration, changelog: Changelog, created: bool, progress: ProgressCallback | None
+    ) -> None:
         watermark = changelog.watermark
         newest = self.source.max_seq()
         if watermark > newest:
@@ -140,8 +182,13 @@ class TriggerSync:
                 )
             self.changelogs[run.spec.name] = changelog
             self._lake_specs[run.spec.name] = run.spec
-            faults.point("snapshot.before_start")
-            self._snapshot(run, progress)
+            try:
+                faults.point("snapshot.before_start")
+                self._snapshot(run, progress)
+            except BaseException as exc:
+                self._wait(run.spec.name, exc)
+                raise
+            self.waiting.pop(run.spec.name, None)
             return run.spec
 
     def unregister(self, table: str) -> str:
@@ -157,6 +204,7 @@ class TriggerSync:
             self.source.unregister(name, before=lambda: self._drain(ReportBuilder()))
             self.changelogs.pop(name, None)
             self._lake_specs.pop(name, None)
+            self.waiting.pop(name, None)
             return name
 
     def _snapshot(self, run: SnapshotRun, progress: ProgressCallback | None) -> int:
@@ -172,8 +220,11 @@ class TriggerSync:
             with times.around("delta write"):
                 changelog.commit_stream(reader, watermark=run.watermark)
         except BaseException as exc:
-            if run.error is not None and run.error is not exc:
-                raise run.error from exc
+            error = run.error if run.error is not None else exc
+            if isinstance(error, TypeMismatchError):
+                error = self.source.explain_key_error(error, synced=0, lake_keys=self._lake_keys)
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             run.close()
@@ -188,7 +239,11 @@ class TriggerSync:
 
     # -- the cycle -------------------------------------------------------
     def sync_now(self) -> SyncReport:
-        """Commit every captured event to the lake; returns once all are committed."""
+        """Commit every captured event to the lake; returns once all are committed.
+
+        Tables whose registration has not finished are passed over and named in
+        the report (:attr:`SyncReport.waiting`); every other table syncs.
+        """
         started = time.perf_counter()
         report = ReportBuilder()
         with self._lock:
@@ -196,7 +251,8 @@ class TriggerSync:
             position = self._drain(report)
             faults.point("sync.after_commit_before_prune")
             self._after_cycle(position)
-        return report.build(time.perf_counter() - started)
+            waiting = {name: str(error) for name, error in self.waiting.items()}
+        return report.build(time.perf_counter() - started, waiting=waiting, synced_through=self._horizon)
 
     def drain(self) -> SyncReport:
         """Like :meth:`sync_now` without pruning, so it can run inside a source write transaction."""
@@ -204,32 +260,78 @@ class TriggerSync:
         report = ReportBuilder()
         with self._lock:
             self._drain(report)
-        return report.build(time.perf_counter() - started)
+        return report.build(time.perf_counter() - started, synced_through=self._horizon)
+
+    @property
+    def horizon(self) -> int | None:
+        """Micros: every change committed to SQLite before this instant is in the lake (the tables waiting
+        for their registration aside), and the lake's answer for any instant up to it is final. The
+        instant of the last read of the CDC log that reached its end, once all it read was committed
+        (``None`` until this process completed one)."""
+        return self._horizon
 
     def _drain(self, report: ReportBuilder) -> int:
-        self._commit_reconciled(report)
+        """Commit every captured event; returns the log position everything up to is committed.
+
+        Events are dated no earlier than just after the last complete drain's final read (the
+        horizon): see :mod:`~rhei_lake.sync.commit_time`.
+        """
+        dating = self._dating
+        self._commit_reconciled(report, dating)
         position = self._start_position()
         limit = self.config.batch_size
         while True:
+            read_at = now_micros()  # before the read's snapshot: whatever it misses commits after this
             batch = self.source.read(position, limit)
-            if batch.unknown:
-                self._adopt(batch.unknown)
-                continue
+            fresh = batch.unknown - set(self.waiting)
+            if fresh:
+                self._adopt(fresh)
+                if fresh - set(self.waiting):
+                    continue  # adopted: read again, with their events
             if batch.tables:
                 faults.point("sync.after_read_before_commit")
+            final = batch.rows < limit and batch.error is None
+            cursor = dating.cursor((read_at, batch.through) if final else None)
             for table, events in batch.tables.items():
                 changelog = self.changelogs[table]
                 self._ensure_lake_spec(table)
                 began = time.perf_counter()
-                committed = changelog.commit(events)
+                committed = changelog.commit(dating.apply(events), cursor=cursor)
                 bound_tail(self._housekeeper, table, changelog)
                 report.add(table, committed, changelog.watermark, time.perf_counter() - began)
             position = batch.through
             self._position = position
             if batch.error is not None:
-                raise batch.error
+                raise self._explained(batch.error)
             if batch.rows < limit:
+                self._horizon = max(read_at, dating.floor)
+                self._dating = DatingFloor.after_read(self._horizon, position)
                 return position
+
+    def _explained(self, error: TypeMismatchError) -> TypeMismatchError:
+        """A key refused for its spelling, worded as a collision when the way on it names cannot work."""
+        if error.canonical is None or error.table not in self.changelogs:
+            return error
+        return self.source.explain_key_error(
+            error, synced=self.changelogs[error.table].watermark, lake_keys=self._lake_keys
+        )
+
+    def _lake_keys(self, table: str, keys: list[tuple]) -> set[tuple]:
+        if self.lake_keys is None:
+            raise SourceError("this lake cannot look keys up in its rows")
+        return self.lake_keys(table, keys)
+
+    def repair_event(self, table: str, seq: int, values: Mapping[str, object]) -> dict[str, object]:
+        """Correct a captured event (see :meth:`TriggerSource.repair_event`); returns the values replaced."""
+        with self._lock:
+            if table in self.waiting:
+                raise SchemaError(
+                    f"table {table!r}: its registration has not finished, so its captured events are not synced "
+                    f"(taking its snapshot anew replaces them): {self.waiting[table]}"
+                )
+            changelog = self.changelogs.get(table)
+            synced = changelog.watermark if changelog is not None else 0
+            return self.source.repair_event(table, seq, values, synced=synced, lake_keys=self._lake_keys)
 
     # -- schema evolution ------------------------------------------------
     def _ensure_lake_spec(self, table: str) -> None:
@@ -273,7 +375,7 @@ class TriggerSync:
         faults.point("schema.follow_after_commit")
         self._lake_specs.pop(table, None)
         self._ensure_lake_spec(table)  # also when no event was derived: the views must show the new columns
-        self._commit_reconciled(report)
+        self._commit_reconciled(report, self._dating)
 
     def resnapshot(self, table: str) -> SyncReport:
         """Commit, as new versions, what ``table``'s rows hold that the lake's current rows do not."""
@@ -284,10 +386,10 @@ class TriggerSync:
             lake = LakeSide(self.storage, self.changelogs[table], self.config.sync_mode, self.specs[table])
             if self.source.resnapshot(table, before=lambda: self._drain(report), derive=lake.events):
                 self._reconciled_pending = True
-            self._commit_reconciled(report)
+            self._commit_reconciled(report, self._dating)
         return report.build(time.perf_counter() - started)
 
-    def _commit_reconciled(self, report: ReportBuilder) -> None:
+    def _commit_reconciled(self, report: ReportBuilder, dating: DatingFloor) -> None:
         """Commit the events schema follows derived (before any event captured after them), then forget them."""
         if self._reconciled_pending is False:
             return
@@ -297,7 +399,7 @@ class TriggerSync:
             if changelog is not None:
                 self._ensure_lake_spec(chunk.table)
                 began = time.perf_counter()
-                committed = changelog.commit(chunk.events)
+                committed = changelog.commit(dating.apply(chunk.events), cursor=dating.cursor(None))
                 report.add(chunk.table, committed, changelog.watermark, time.perf_counter() - began)
             done.append(chunk.first_seq)
         if done:
@@ -333,7 +435,10 @@ class TriggerSync:
         return self._position
 
     def _adopt(self, tables: set[str]) -> None:
-        """Events of tables another connection registered: load and attach them before going on."""
+        """Events of tables another connection registered: load and attach them before going on.
+
+        One whose snapshot is refused waits (see :attr:`waiting`) and stalls no other table.
+        """
         self.source.reload_registry()
         known = self.source.registrations()
         for table in tables:
@@ -342,7 +447,11 @@ class TriggerSync:
                     f"the CDC log holds events of {table!r}, which is not registered; "
                     "was the registry edited by hand?"
                 )
-            self._attach(table, None)
+            try:
+                self._attach(table, None)
+            except TypeMismatchError:
+                if table not in self.waiting:
+                    raise
 
     def _after_cycle(self, position: int) -> None:
         """Hand the upkeep the cycle made due to the housekeeper, off the sync's critical path."""

@@ -47,6 +47,17 @@ def follow(lake: rhei_lake.Lake, call: str) -> object:
     return eval(call, {"lake": lake})  # noqa: S307 - the text under test is the library's own message
 
 
+def repair_as_written(lake: rhei_lake.Lake, message: str, fill: str | None = None) -> None:
+    """The ``repair_event`` call and the ``UPDATE`` a message names, in the order it names them."""
+    (repair,) = calls(message, "repair_event")
+    update = update_statement(message, fill)
+    steps = [lambda: follow(lake, repair.replace(PLACEHOLDER, fill) if fill else repair), lambda: lake.execute(update)]
+    if message.index("UPDATE ") < message.index("lake.repair_event("):
+        steps.reverse()
+    for step in steps:
+        step()
+
+
 def _sqlite_app(path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
@@ -155,10 +166,7 @@ def test_a_bad_event_is_repaired_as_its_message_says(tmp_path):
         lake.execute("INSERT INTO t VALUES (1, 'lots')")
         with pytest.raises(TypeMismatchError) as info:
             lake.sync_now()
-        message = str(info.value)
-        (repair,) = calls(message, "repair_event")
-        follow(lake, repair.replace(PLACEHOLDER, "7"))
-        lake.execute(update_statement(message, "7"))
+        repair_as_written(lake, str(info.value), "7")
         lake.sync_now()
         assert_same_state(lake, lake._oltp, "t")
 
@@ -178,10 +186,7 @@ def test_a_refused_key_spelling_in_an_event_is_repaired_as_its_messages_say(tmp_
             except TypeMismatchError as exc:
                 stops += 1
                 assert stops <= 2, exc
-                message = str(exc)
-                (repair,) = calls(message, "repair_event")
-                follow(lake, repair)
-                lake.execute(update_statement(message))
+                repair_as_written(lake, str(exc))
         assert stops == 2
         assert lake.query("SELECT at, v FROM e ORDER BY at").to_pylist() == [
             {"at": datetime(2026, 1, 1, 10, tzinfo=UTC), "v": "a"}, {"at": datetime(2026, 1, 1, 11, tzinfo=UTC), "v": "b"}]
@@ -386,3 +391,131 @@ def test_a_refused_registration_takes_other_types_on_every_storage_tier(tmp_path
     with opened() as lake:
         assert lake.query("SELECT n FROM t ORDER BY id").column(0).to_pylist() == ["10", "lots", "more"]
         assert lake.query("SELECT count(*) AS n FROM t_changes").to_pylist() == [{"n": 4}]
+
+
+# -- a key another row holds (item 5 meets item 12) -------------------------------------------
+
+FREE = "<a key no other row holds>"
+
+
+def _twins(lake: rhei_lake.Lake) -> TypeMismatchError:
+    """``e`` mirrored with one row at a canonical key, then a second row at another spelling of that instant."""
+    lake.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
+    lake.execute("INSERT INTO e VALUES ('2026-01-01 10:00:00', 'a')")
+    lake.register_table("e")
+    lake.execute("INSERT INTO e VALUES ('2026-01-01T10:00:00', 'b')")
+    with pytest.raises(TypeMismatchError) as info:
+        lake.sync_now()
+    return info.value
+
+
+def _lake_rows(lake: rhei_lake.Lake) -> list[tuple]:
+    return sorted((r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in lake.query("SELECT at, v FROM e").to_pylist())
+
+
+def test_a_repair_that_would_make_two_rows_one_is_refused(tmp_path):
+    """The error names no way on that fails: storing the key canonically breaks SQLite's UNIQUE, and a
+    repair to the key another row holds is refused; the lake still holds that row alone."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        error = _twins(lake)
+        message = str(error)
+        assert "which another row holds" in message and "make the keys distinct" in message
+        assert "lake.repair_event('e', 3, {'at': '2026-01-01 10:00:00'})" not in message
+        with pytest.raises(rhei_lake.SourceError, match="UNIQUE"):
+            lake.execute("UPDATE e SET at = '2026-01-01 10:00:00' WHERE at = '2026-01-01T10:00:00'")
+        with pytest.raises(TypeMismatchError, match="two SQLite rows would become one lake row") as refused:
+            lake.repair_event("e", error.seq, {"at": "2026-01-01 10:00:00"})
+        assert "while the lake holds another row with that key" in str(refused.value)
+        with pytest.raises(TypeMismatchError):
+            lake.sync_now()  # the event is as it was
+        assert _lake_rows(lake) == [("2026-01-01 10:00:00", "a")]
+
+
+def test_a_key_another_row_holds_is_made_distinct_as_the_errors_say(tmp_path):
+    """Followed as written (the new key filled in): the UPDATE, the repair, and the delete of the old
+    spelling it logs, corrected the same way; the lake then holds both rows, as SQLite does."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        message = str(_twins(lake))
+        stops = 0
+        while True:
+            assert FREE in message, message
+            repair_as_written(lake, message.replace(FREE, "2026-01-01 10:00:01"))
+            try:
+                lake.sync_now()
+                break
+            except TypeMismatchError as exc:
+                stops += 1
+                assert stops <= 1, exc
+                message = str(exc)
+        assert stops == 1
+        rows = sorted(lake._oltp.execute("SELECT at, v FROM e"))
+        assert rows == [("2026-01-01 10:00:00", "a"), ("2026-01-01 10:00:01", "b")] == _lake_rows(lake)
+
+
+def test_a_key_another_row_holds_is_mirrored_as_text_in_a_new_lake_as_the_error_says(tmp_path):
+    path = str(tmp_path / "app.db")
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "lake")) as lake:
+        message = str(_twins(lake))
+        lake.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+        lake.register_table("other")
+        lake.execute("INSERT INTO other VALUES (1)")
+    (detach,) = re.findall(r"rhei_lake\.detach_database\((.*?)\)", message)
+    eval(f"rhei_lake.detach_database({detach})", {"rhei_lake": rhei_lake})  # noqa: S307
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "new-lake")) as lake:
+        assert "e" in lake.sync_status().waiting and "other" in lake.tables()
+        (retype,) = [c for c in calls(message, "register_table") if "types=" in c]
+        follow(lake, retype)
+        assert_same_state(lake, lake._oltp, "e")
+        assert_same_state(lake, lake._oltp, "other")
+    with rhei_lake.open(storage=str(tmp_path / "lake")) as old:  # the old lake stays readable
+        assert _lake_rows(old) == [("2026-01-01 10:00:00", "a")]
+
+
+def test_a_key_repair_is_refused_while_the_row_keeps_another_spelling(tmp_path):
+    """Repairing first and never fixing the row would leave room for a second row at the canonical key."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        lake.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, v TEXT)")
+        lake.register_table("e")
+        lake.execute("INSERT INTO e VALUES ('2026-01-01T10:00:00', 'b')")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        message = str(info.value)
+        assert message.index("UPDATE ") < message.index("lake.repair_event(")  # the row first
+        with pytest.raises(TypeMismatchError, match="holds no row with that key in its canonical spelling"):
+            lake.repair_event("e", info.value.seq, {"at": "2026-01-01 10:00:00"})
+        repair_as_written(lake, message)
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()  # the delete of the old spelling
+        repair_as_written(lake, str(info.value))
+        lake.sync_now()
+        assert _lake_rows(lake) == sorted(lake._oltp.execute("SELECT at, v FROM e")) == [("2026-01-01 10:00:00", "b")]
+        with pytest.raises(rhei_lake.SourceError, match="UNIQUE"):  # the key is SQLite's to guard now
+            lake.execute("INSERT INTO e VALUES ('2026-01-01 10:00:00', 'again')")
+
+
+def test_a_repaired_delete_cannot_remove_another_rows_key(tmp_path):
+    """The row was given a new key in the application: its delete corrected to the canonical key would delete
+    the other row's lake row, so it is refused; corrected to the new key it goes through."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+        first = _twins(lake)
+        lake.execute("UPDATE e SET at = '2026-01-02 00:00:00' WHERE at = '2026-01-01T10:00:00'")
+        lake.repair_event("e", first.seq, {"at": "2026-01-02 00:00:00"})
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert "which another row holds" in str(info.value)  # the canonical key is the other row's
+        with pytest.raises(TypeMismatchError, match="two SQLite rows would become one lake row"):
+            lake.repair_event("e", info.value.seq, {"at": "2026-01-01 10:00:00"})
+        lake.repair_event("e", info.value.seq, {"at": "2026-01-02 00:00:00"})
+        lake.sync_now()
+        assert _lake_rows(lake) == sorted(lake._oltp.execute("SELECT at, v FROM e")) == [
+            ("2026-01-01 10:00:00", "a"), ("2026-01-02 00:00:00", "b")]
+
+
+def test_a_snapshot_with_two_spellings_of_one_key_is_made_distinct_as_the_error_says(tmp_path, open_lake):
+    _events_table(tmp_path / "app.db", "2026-01-01 10:00:00", "2026-01-01T10:00:00")
+    with open_lake() as lake:
+        message = str(refused_registration(lake, "e"))
+        assert "which another row holds" in message and FREE in message
+        lake.execute(update_statement(message.replace(FREE, "2026-01-01 10:00:01")))
+        follow(lake, register_calls(message)[0])
+        assert _lake_rows(lake) == sorted(lake._oltp.execute("SELECT at, v FROM e"))

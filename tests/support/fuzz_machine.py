@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -69,7 +69,7 @@ from tests.support.fuzz_oracle import (
     lake_versions,
 )
 from tests.support.fuzz_tables import Column, TableDef, initial_rows, kinds_for, statement, tables_for
-from tests.support.fuzz_values import ValueJudge
+from tests.support.fuzz_values import ValueJudge, datetime_micros
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT = 120.0
@@ -117,6 +117,11 @@ class FuzzStats:
     kills: int = 0
     schema_changes: int = 0
     stops: int = 0
+    txn_instants: int = 0
+    """Instants recorded while a transaction held writes that committed later and the lake shows at them."""
+    registrations_refused: int = 0
+    registrations_followed: int = 0
+    """Refused registrations' ways on followed (``lake.register_table(...)`` as written) that mirrored the table."""
 
     def as_figures(self) -> dict[str, int]:
         return dict(vars(self))
@@ -149,6 +154,24 @@ class Txn:
     began: bool
     savepoints: list[str] = field(default_factory=list)
     wrote: bool = False
+    marks: dict[str, tuple[int, dict[str, TableState] | None]] = field(default_factory=dict)
+    """Per savepoint: how many moments were recorded when it was set, and the tables as the transaction
+    saw them then (``None``: it had written nothing yet)."""
+
+
+def register_calls(message: str) -> list[str]:
+    """The ``lake.register_table(...)`` calls a message names, as written."""
+    found = []
+    start = message.find("lake.register_table(")
+    while start >= 0:
+        depth = 0
+        for end in range(start + len("lake.register_table"), len(message)):
+            depth += {"(": 1, ")": -1}.get(message[end], 0)
+            if depth == 0:
+                found.append(message[start : end + 1])
+                break
+        start = message.find("lake.register_table(", start + 1)
+    return found
 
 
 class FuzzFailure(AssertionError):
@@ -188,6 +211,10 @@ class LakeFuzz(RuleBasedStateMachine):
         self.listing: list[str] = []
         self.step_no = 0
         self.txn: Txn | None = None
+        self.pending: list[int] = []
+        """Indexes of the moments recorded while the open transaction held uncommitted writes."""
+        self.waiting: dict[str, str] = {}
+        """Tables whose registration the lake refused, with the refusal's message (its way on)."""
         self.may_stop: set[str] = set()
         self.blind: set[str] = set()
         self.dropped: dict[str, str] = {}
@@ -262,6 +289,8 @@ class LakeFuzz(RuleBasedStateMachine):
                 self.say(f"register_table({table.name!r}) refused: {type(exc).__name__}: {exc}")
                 if not table.may_refuse:
                     self.fail(f"register_table({table.name!r}) raised {type(exc).__name__}: {exc}")
+                type(self).stats.registrations_refused += 1
+                self.waiting[table.name] = str(exc)
         self.say(f"lake registers {self.mirrored}")
         for name, recursive, foreign_keys in FOREIGN:
             conn = sqlite3.connect(self.db, isolation_level=None, check_same_thread=False)
@@ -328,6 +357,7 @@ class LakeFuzz(RuleBasedStateMachine):
         if self.txn is not None and self.txn.conn is conn and not self.in_transaction(conn):
             self.say(f"{conn.label}: SQLite rolled the transaction back")
             self.txn = None
+            self.txn_ended(committed=False)
         return False
 
     def run_batch(self, statements: list[tuple[str, tuple]]) -> bool:
@@ -398,6 +428,8 @@ class LakeFuzz(RuleBasedStateMachine):
             verb = data.draw(st.sampled_from(("BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT s1")), label="begin")
             if self.run(conn, verb, write=False):
                 self.txn = Txn(conn, began=verb.startswith("BEGIN"), savepoints=[] if verb.startswith("BEGIN") else ["s1"])
+                if not self.txn.began:
+                    self.txn_savepoint("s1")
             return
         moves = ["COMMIT", "ROLLBACK", "SAVEPOINT"]
         if txn.savepoints:
@@ -407,18 +439,26 @@ class LakeFuzz(RuleBasedStateMachine):
             name = f"s{len(txn.savepoints) + 1}"
             if self.run(txn.conn, f"SAVEPOINT {name}", write=False):
                 txn.savepoints.append(name)
+                self.txn_savepoint(name)
         elif move in ("RELEASE", "ROLLBACK TO"):
             name = data.draw(st.sampled_from(txn.savepoints), label="savepoint")
-            if self.run(txn.conn, f"{move} {name}", write=False) and move == "RELEASE":
-                del txn.savepoints[txn.savepoints.index(name):]
-                if not txn.savepoints and not txn.began:
-                    self.txn = None
+            if self.run(txn.conn, f"{move} {name}", write=False):
+                if move == "ROLLBACK TO":
+                    self.txn_rolled_back_to(name)
+                else:
+                    del txn.savepoints[txn.savepoints.index(name):]
+                    if not txn.savepoints and not txn.began:
+                        self.txn = None
+                        self.txn_ended(committed=True)
         elif self.run(txn.conn, move, write=False):
             self.txn = None
+            self.txn_ended(committed=move == "COMMIT")
         if self.txn is not None and not self.in_transaction(self.txn.conn):
             self.fail(f"{self.txn.conn.label} left its transaction unexpectedly")
         if self.txn is None and self.in_transaction(txn.conn):
             self.fail(f"{txn.conn.label} is still in a transaction the fuzzer believes ended")
+        if self.txn is None and self.pending:  # ended without a move of ours: SQLite rolled it back
+            self.txn_ended(committed=False)
 
     @precondition(lambda self: self.ready and not self.broken)
     @rule(twice=st.booleans())
@@ -447,7 +487,34 @@ class LakeFuzz(RuleBasedStateMachine):
             if self.migrations():
                 operations += ["migrate", "migrate"]  # the schema changes a program can make are few
             operations += [op for op in ("reopen", "crash") if op in self.families]
+            if self.waiting:
+                operations.append("register_again")
         return operations
+
+    def register_again(self, data: st.DataObject) -> None:
+        """Follow a refused registration's way on, a ``lake.register_table(...)`` call its message names,
+        as written: the table is mirrored from then on, or refused again (its rows still do not fit)."""
+        self.step_no += 1
+        assert self.lake is not None and self.record is not None
+        table = data.draw(st.sampled_from(sorted(self.waiting)), label="waiting table")
+        named = register_calls(self.waiting[table])
+        if not named:
+            self.fail(f"the refusal of {table!r} names no lake.register_table(...) call: {self.waiting[table]}")
+        call = data.draw(st.sampled_from(named), label="way on")
+        try:
+            eval(call, {"lake": self.lake})  # noqa: S307 - the library's own message, followed as written
+        except rhei_lake.TypeMismatchError as exc:
+            self.say(f"{call} -> refused again: {str(exc)[:200]}")
+            if exc.table != table:
+                self.fail(f"{call} was refused for another table: {exc}")
+            self.waiting[table] = str(exc)
+            return
+        except RheiError as exc:
+            self.fail(f"{call}, the way on the lake named, raised {type(exc).__name__}: {exc}")
+        self.say(call)
+        type(self).stats.registrations_followed += 1
+        self.record.record(self.step_no, call)
+        self.adopt(table, len(self.record.moments) - 1)
 
     def flush(self, data: st.DataObject) -> None:
         self.step_no += 1
@@ -644,6 +711,56 @@ class LakeFuzz(RuleBasedStateMachine):
             return
         if self.record.changed():
             self.record.record(self.step_no, self.listing[-1] if self.listing else "start", blind=frozenset(self.blind))
+            self.remember_txn_view()
+
+    # -- instants while a transaction holds uncommitted writes (open_txn_sync) ----------------
+    def txn_view(self) -> dict[str, TableState] | None:
+        """The tables as the open transaction sees them (its own writes included), if it has written."""
+        if self.txn is None or not self.txn.wrote or self.record is None:
+            return None
+        conn = self.txn.conn.sqlite if self.txn.conn.sqlite is not None else self.lake._oltp  # noqa: SLF001
+        return {table: self.record.state(table, conn=conn) for table in self.record.tables}
+
+    def remember_txn_view(self) -> None:
+        """The moment just recorded, while the transaction holds writes: SQLite's committed state then, or,
+        should the transaction commit with no sync after the moment, the state its own connection saw (the
+        lake dates a change at its statement, but no earlier than just after the last sync's read of the log:
+        README, "History and time travel")."""
+        view = self.txn_view()
+        if view is None:
+            return
+        index = len(self.record.moments) - 1
+        moment = self.record.moments[index]
+        self.record.moments[index] = replace(moment, txn_states=view)
+        self.pending.append(index)
+
+    def txn_savepoint(self, name: str) -> None:
+        assert self.txn is not None and self.record is not None
+        self.txn.marks[name] = (len(self.record.moments), self.txn_view())
+
+    def txn_rolled_back_to(self, name: str) -> None:
+        """Writes after savepoint ``name`` are gone: the moments since saw what the transaction saw then."""
+        assert self.txn is not None and self.record is not None
+        count, view = self.txn.marks[name]
+        for index in self.pending:
+            if index >= count:
+                self.record.moments[index] = replace(self.record.moments[index], txn_states=view)
+
+    def txn_ended(self, committed: bool) -> None:
+        """Resolve the moments recorded while the transaction held writes (see :meth:`remember_txn_view`)."""
+        assert self.record is not None
+        horizon = None
+        if committed and self.pending and self.lake is not None:
+            through = self.lake.sync_status().synced_through
+            horizon = datetime_micros(through) if through is not None else 0
+        for index in self.pending:
+            moment = self.record.moments[index]
+            shows_writes = committed and moment.txn_states is not None and horizon is not None and horizon < moment.micros
+            if shows_writes:
+                type(self).stats.txn_instants += 1
+                label = f"{moment.label} [the transaction's writes by then, committed later]"
+                self.record.moments[index] = replace(moment, states=moment.txn_states, label=label)
+        self.pending.clear()
 
     # -- syncing and checking ----------------------------------------------------------------
     def sync_and_check(self, *, final: bool = False) -> None:
@@ -655,13 +772,42 @@ class LakeFuzz(RuleBasedStateMachine):
         self.say("lake.sync_now()" + ("  [end of program]" if final else ""))
         if self.txn is None or not self.txn.wrote or "open_txn_sync" in self.families:
             self.record.record(self.step_no, self.listing[-1])
+            self.remember_txn_view()
         adopted = [t for t in self.lake.tables() if t in self.table_defs and t not in self.mirrored]
-        for table in adopted:  # its refused registration succeeded since: its history starts now
+        for table in adopted:  # its refused registration succeeded since (a reopen took it): its history starts now
             self.say(f"the lake mirrors {table!r} now")
-            self.mirrored.append(table)
-            self.since[table] = len(self.record.moments) - 1
-            self.dirty.add(table)
+            self.adopt(table, len(self.record.moments) - 1)
+        for table in self.waiting:
+            self.check_waiting(table)
         self.check(final=final)
+
+    def adopt(self, table: str, since: int) -> None:
+        self.mirrored.append(table)
+        self.since[table] = since
+        self.dirty.add(table)
+        self.waiting.pop(table, None)
+
+    def check_waiting(self, table: str) -> None:
+        """A table whose registration was refused: not listed, named by the status, and every query on it
+        refused with an error naming it and a way on (never an empty table beside SQLite's rows)."""
+        assert self.lake is not None
+        if table in self.lake.tables():
+            self.fail(f"the lake lists {table!r}, whose registration was refused")
+        status = self.lake.sync_status()
+        if table not in status.waiting:
+            self.fail(f"sync_status().waiting does not name {table!r}, whose registration was refused")
+        for relation in (table, f"{table}_history", f"{table}_changes"):
+            try:
+                rows = self.lake.query(f"SELECT * FROM {quote_ident(relation)}", hint="olap")
+            except rhei_lake.TableNotReadyError as exc:
+                if exc.table != table or "lake.register_table(" not in str(exc):
+                    self.fail(f"a query of {relation!r} was refused without naming the table and a way on: {exc}")
+                self.waiting[table] = str(exc.reason) if exc.reason is not None else self.waiting[table]
+            except RheiError as exc:
+                self.fail(f"a query of {relation!r} raised {type(exc).__name__} rather than TableNotReadyError: {exc}")
+            else:
+                self.fail(f"the lake answered a query of {relation!r} ({rows.num_rows} rows), whose registration "
+                          "was refused")
 
     def stop_or_fail(self, what: str, error: str, *, transient: bool = False) -> None:
         """``what`` raised ``error``: a terminal stop naming a table changed behind the lake's back (or
@@ -770,6 +916,7 @@ class LakeFuzz(RuleBasedStateMachine):
                     self.step_no += 1
                     self.run(self.txn.conn, "ROLLBACK", write=False)
                     self.txn = None
+                    self.txn_ended(committed=False)
                     if self.record is not None and self.record.changed():
                         self.record.record(self.step_no, "rollback at the end")
                 self.step_no += 1
@@ -868,6 +1015,7 @@ def replay(program: Program, base_dir: Path) -> FuzzStats:
                             machine.txn = Txn(conn, began=True)
                         elif verb in ("COMMIT", "ROLLBACK"):
                             machine.txn = None
+                            machine.txn_ended(committed=verb == "COMMIT")
                 else:
                     machine.run_batch(statements)
                 if schema:

@@ -48,6 +48,10 @@ class Moment:
     blind: frozenset[str] = frozenset()
     """Tables changed behind the lake's back and not synced since: the lake learns their changes of
     this time only at the next sync, and dates them then."""
+    txn_states: dict[str, TableState] | None = None
+    """While a transaction held uncommitted writes: the tables as it saw them (see
+    ``LakeFuzz.remember_txn_view``); ``states`` becomes this once the transaction commits, if the rule
+    dating changes says the lake shows its writes at this instant."""
 
 
 class SqliteRecord:
@@ -86,10 +90,11 @@ class SqliteRecord:
         """Whether another connection committed since the last recorded instant."""
         return self.data_version() != self._version
 
-    def state(self, table: str) -> TableState:
+    def state(self, table: str, *, conn: sqlite3.Connection | None = None) -> TableState:
+        """``table``'s rows as ``conn`` sees them (default: committed, as this recorder's own connection)."""
         columns = self.columns[table]
         names = ", ".join(quote_ident(n) for n, _ in columns)
-        rows = self.conn.execute(f"SELECT {names} FROM {quote_ident(table)}").fetchall()
+        rows = (conn or self.conn).execute(f"SELECT {names} FROM {quote_ident(table)}").fetchall()
         return TableState(columns, {n: self.incarnation(table, n) for n, _ in columns}, tuple(rows))
 
     def record(self, step: int, label: str, *, blind: frozenset[str] = frozenset()) -> Moment:
@@ -120,8 +125,12 @@ class LakeColumn:
 
 
 def lake_columns(lake: rhei_lake.Lake, table: str) -> list[LakeColumn]:
+    """The lake's columns of ``table``; a value is judged by the type SQLite stored it under (the table's own
+    declaration, also when ``types=`` mirrors the column as another type)."""
     spec = lake.table_spec(table)
-    return [LakeColumn(c.name, c.declared_type, comparison_mode(c.arrow_type)) for c in spec.columns]
+    return [
+        LakeColumn(c.name, c.source_type or c.declared_type, comparison_mode(c.arrow_type)) for c in spec.columns
+    ]
 
 
 def _select(columns: list[LakeColumn]) -> str:

@@ -1,0 +1,141 @@
+"""When a captured change is dated (issue 14: events carried the time of their statement, not of their commit).
+
+A trigger cannot see the commit, so a change is dated at its statement, but no
+earlier than just after the last read of the CDC log that missed it:
+``max(statement time, previous read + 1 µs)``. Every answer for an instant up to
+``synced_through`` is then final; these tests hold the lake to that, and to
+dating each change after the read that missed it and no later than its commit,
+across restarts and a sync that failed half-way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import rhei_lake
+from rhei_lake import faults
+
+ONE_MICRO = timedelta(microseconds=1)
+
+
+def _lake(tmp_path) -> rhei_lake.Lake:
+    return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake"))
+
+
+def _setup(lake: rhei_lake.Lake, *tables: str) -> sqlite3.Connection:
+    for table in tables:
+        lake.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
+        lake.execute(f"INSERT INTO {table} VALUES (1, 'old')")
+        lake.register_table(table)
+    return sqlite3.connect(lake.config.oltp_path, isolation_level=None)
+
+
+def _now() -> datetime:
+    moment = datetime.now(UTC)
+    time.sleep(0.003)  # the next statement falls in a later millisecond (SQLite's clock)
+    return moment
+
+
+def _names(lake: rhei_lake.Lake, table: str, at: datetime) -> list[str]:
+    return [r["name"] for r in lake.query(f"SELECT name FROM {table}", as_of=at).to_pylist()]
+
+
+def _versions(lake: rhei_lake.Lake, table: str) -> list[tuple[str, datetime]]:
+    rows = lake.query(f"SELECT name, _rhei_valid_from FROM {table}_history ORDER BY _rhei_seq").to_pylist()
+    return [(r["name"], r["_rhei_valid_from"]) for r in rows]
+
+
+def test_an_answer_for_an_instant_the_lake_synced_past_is_final(tmp_path):
+    """The issue's program: a write is left uncommitted across a sync; the instants up to that sync's read
+    answer as before the commit, after it as well."""
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "items")
+        app.execute("BEGIN")
+        app.execute("UPDATE items SET name = 'new' WHERE id = 1")
+        after_statement = _now()
+        through = lake.sync_now().synced_through
+        assert through is not None and after_statement < through
+        assert lake.sync_status().synced_through == through
+        instants = [after_statement, through]
+        before = {at: _names(lake, "items", at) for at in instants}
+        assert set(map(tuple, before.values())) == {("old",)}
+        time.sleep(0.003)
+        app.execute("COMMIT")
+        committed = _now()
+        lake.sync_now()
+        assert {at: _names(lake, "items", at) for at in instants} == before  # final
+        assert _names(lake, "items", committed) == ["new"]
+        ((_, inserted), (name, dated)) = _versions(lake, "items")
+        assert name == "new" and dated == through + ONE_MICRO  # after the read that missed it
+        app.close()
+
+
+def test_a_change_is_dated_after_the_read_that_missed_it_and_no_later_than_its_commit(tmp_path):
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "items")
+        first_statement = _now()
+        app.execute("UPDATE items SET name = 'autocommit' WHERE id = 1")  # dated at its statement
+        after_first = _now()
+        app.execute("BEGIN")
+        app.execute("UPDATE items SET name = 'before the read' WHERE id = 1")
+        read = lake.sync_now().synced_through
+        time.sleep(0.003)
+        second_statement = _now()
+        app.execute("UPDATE items SET name = 'after the read' WHERE id = 1")
+        time.sleep(0.003)
+        app.execute("COMMIT")
+        committed = _now()
+        lake.sync_now()
+        versions = _versions(lake, "items")
+        assert [name for name, _ in versions] == ["old", "autocommit", "before the read", "after the read"]
+        autocommit, before_read, after_read = (at for _, at in versions[1:])
+        assert first_statement - timedelta(milliseconds=1) <= autocommit <= after_first
+        assert before_read == read + ONE_MICRO  # its statement ran before the read
+        assert second_statement - timedelta(milliseconds=1) <= after_read <= committed  # its statement's time
+        assert read < after_read
+        app.close()
+
+
+def test_the_instant_a_lake_synced_past_stays_final_across_a_restart(tmp_path):
+    """The read instant is committed with the events: a restarted process dates a transaction that was open
+    across the last sync (and committed while no lake ran) no earlier than that sync's read."""
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "items", "other")
+        lake.execute("INSERT INTO other VALUES (2, 'synced')")  # a change the sync commits with its read instant
+        app.execute("BEGIN")
+        app.execute("UPDATE items SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        through = lake.sync_now().synced_through
+        before = _names(lake, "items", through)
+    app.execute("COMMIT")  # while no lake runs (one cannot open while a transaction holds the write lock)
+    with _lake(tmp_path) as lake:
+        assert lake.sync_status().synced_through is None  # claimed again only once this process read the log
+        lake.sync_now()
+        assert _names(lake, "items", through) == before == ["old"]
+        assert _versions(lake, "items")[-1] == ("new", through + ONE_MICRO)
+    app.close()
+
+
+def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(tmp_path):
+    """A sync commits one table of a transaction and fails; the process ends; the next one dates the other
+    table's part of it exactly as the first was dated (the lake never shows half of it)."""
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "a", "b")
+        app.execute("BEGIN")
+        app.execute("UPDATE a SET name = 'new' WHERE id = 1")
+        app.execute("UPDATE b SET name = 'new' WHERE id = 1")
+        through = lake.sync_now().synced_through
+        time.sleep(0.003)
+        app.execute("COMMIT")
+        with faults.armed("changelog.after_commit", "eio"), pytest.raises(OSError):
+            lake.sync_now()  # the first table's events are committed, the second's not
+        done = [t for t in ("a", "b") if _versions(lake, t)[-1][0] == "new"]
+        assert len(done) == 1
+    with _lake(tmp_path) as lake:
+        lake.sync_now()
+        assert _versions(lake, "a")[-1] == _versions(lake, "b")[-1] == ("new", through + ONE_MICRO)
+    app.close()
