@@ -55,3 +55,25 @@ def test_the_reliability_figures_come_from_a_run():
 def test_no_placeholder_text(page):
     text = (ROOT / page).read_text(encoding="utf-8")
     assert not re.search(r"FIXME|TODO|XXX", text), f"{page} has placeholder text"
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings (code blocks skipped)."""
+    found, fenced = set(), False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.*)", line)):
+            found.add(re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower().replace("`", "")).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("page", ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))])
+def test_links_between_pages_resolve(page):
+    source = ROOT / page
+    text = source.read_text(encoding="utf-8")
+    for target, anchor in re.findall(r"\]\((?!https?://)([^)#\s]*)(?:#([^)\s]+))?\)", text):
+        path = (source.parent / target).resolve() if target else source
+        assert path.exists(), f"{page}: link to missing {target}"
+        if anchor:
+            assert anchor in _anchors(path.read_text(encoding="utf-8")), f"{page}: no #{anchor} in {target or page}"
