@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-quick test-crash bench lint proto clean
+.PHONY: setup demo test test-quick test-crash bench lint docs proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Rewrite the generated parts of docs/ (the CLI and configuration references from the code, the
+# reliability figures from docs/reliability-last-run.json); tests/test_docs_reference.py fails when
+# the committed pages differ from what this writes.
+docs: setup
+	$(BIN)/python -m tools.gen_docs
 
 # Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's
 # pinned grpcio-tools, in a virtual environment of its own (its protobuf pin stays out of $(VENV)).

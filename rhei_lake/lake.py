@@ -314,7 +314,7 @@ class Lake:
         """Pick up commits other processes made to this lake now, such as a compaction job's.
 
         A read-only lake does it by itself for the tables a query reads, at most
-        every ``refresh_interval`` seconds; see README "Query serving and freshness".
+        every ``refresh_interval`` seconds; see docs/time-travel-and-compaction.md, "Query serving and freshness".
         """
         self._check_open()
         with self._lock:
@@ -496,7 +496,7 @@ class Lake:
         Its Delta tables stay in the lake's storage, with its history up to now
         (``rhei_lake.open(storage=URL)`` reads them), but this lake no longer
         lists it. The way on when a table was dropped for good, or changed in a
-        way the lake cannot follow (see README, "Schema evolution").
+        way the lake cannot follow (see docs/htap-api.md, "Schema evolution").
         """
         sync = self._evolving("unregister_table()")
         with self._lock:
@@ -757,7 +757,7 @@ class Lake:
     def drop_column(self, table: str, column: str) -> TableSpec:
         """Drop a column of a mirrored table from SQLite, its triggers and the views; returns the new spec.
 
-        The values it held stay in the lake's storage (see README, "Schema evolution").
+        The values it held stay in the lake's storage (see docs/htap-api.md, "Schema evolution").
         """
         with self._lock:
             try:

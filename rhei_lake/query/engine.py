@@ -269,7 +269,7 @@ def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> Quer
         if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
             return QueryError(
                 f"{clash.describe()} in this lake (mirrored before rhei_lake refused such names), so it answers "
-                "neither; their other names still work (see README, \"Names\")"
+                "neither; their other names still work (see docs/htap-api.md, \"Names\")"
             )
     return error
 

@@ -73,8 +73,7 @@ def render(
     if dialect not in DIALECTS:
         raise ConfigError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
     target = _DIALECT_CLASSES[dialect](storage_options or {}, show_secrets)
-    lines = [f"-- rhei_lake views for {dialect}: the state held in the Delta tables (see README, "
-             "\"Reading the lake from other engines\")"]
+    lines = [f"-- rhei_lake views for {dialect}: the state held in the Delta tables (see docs/outside-engines.md)"]
     lines += target.preamble([t.changes_uri for t in tables])
     for table in tables:
         lines += _table_statements(table, target, as_of)

@@ -1,4 +1,4 @@
-"""SQL of the per-table views (merge-on-read), as DESIGN.md defines them.
+"""SQL of the per-table views (merge-on-read), as docs/design.md defines them.
 
 For a table ``t`` with change feed ``C``, folded history ``H`` and folded
 watermark ``F``:
