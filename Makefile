@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes for make test (pytest-xdist): one per core. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-quick test-crash bench lint proto clean
+.PHONY: setup demo test test-quick test-crash bench lint docs proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +25,10 @@ demo: setup
 	$(BIN)/python -m rhei_lake.demo
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-quick: setup
-	$(BIN)/python -m pytest -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not s3 and not postgres" $(PYTEST_ARGS)
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
@@ -53,6 +55,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Rewrite the generated parts of docs/ (the CLI and configuration references from the code, the
+# reliability figures from docs/reliability-last-run.json); tests/test_docs_reference.py fails when
+# the committed pages differ from what this writes.
+docs: setup
+	$(BIN)/python -m tools.gen_docs
 
 # Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's
 # pinned grpcio-tools, in a virtual environment of its own (its protobuf pin stays out of $(VENV)).

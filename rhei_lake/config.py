@@ -92,6 +92,11 @@ class LakeConfig(BaseModel):
         "neither to the lake nor to oltp_path, and no writer lease is taken (queries and status of a "
         "lake another process syncs; with oltp_path, point reads and lag come from that database).",
     )
+    engine: Literal["datafusion", "duckdb"] = Field(
+        "datafusion",
+        description="The engine that runs queries on the lake: datafusion, or duckdb (DuckDB's SQL; needs "
+        "pip install 'rhei-lake[duckdb]'). Both read the same views and give the same rows and Arrow types.",
+    )
     prune_interval: float = Field(
         DEFAULT_PRUNE_INTERVAL,
         ge=0,

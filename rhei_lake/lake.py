@@ -119,6 +119,7 @@ class Lake:
             self.storage, config, self._derived, self._readonly_tables, ready=_snapshot_landed
         )
         self._store_verified = False
+        self._duckdb = None
         try:
             if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
                     and not config.read_only:
@@ -140,12 +141,25 @@ class Lake:
                 self._sync.attach()
             else:
                 self._discover()
-            self._queries = QueryEngine(self._query_tables, self.tables, look_again=self._look_again)
+            self._queries = QueryEngine(
+                self._query_tables, self.tables, look_again=self._look_again, new_session=self._query_session()
+            )
             if config.sync_interval is not None:
                 self.start_sync(config.sync_interval)
         except BaseException:
             self._release()
             raise
+
+    def _query_session(self) -> Callable[[], Any] | None:
+        """What makes the engine's sessions: ``None`` for DataFusion; DuckDB sessions share one database."""
+        if self.config.engine != "duckdb":
+            return None
+        from rhei_lake.query.duckdb_session import DuckSession, open_database
+
+        location = self.location
+        database = open_database(location.scheme, location.root, location.options)
+        self._duckdb = database
+        return lambda: DuckSession(database)
 
     def _verify_store(self) -> None:
         """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
@@ -300,7 +314,7 @@ class Lake:
         """Pick up commits other processes made to this lake now, such as a compaction job's.
 
         A read-only lake does it by itself for the tables a query reads, at most
-        every ``refresh_interval`` seconds; see README "Query serving and freshness".
+        every ``refresh_interval`` seconds; see docs/time-travel-and-compaction.md, "Query serving and freshness".
         """
         self._check_open()
         with self._lock:
@@ -482,7 +496,7 @@ class Lake:
         Its Delta tables stay in the lake's storage, with its history up to now
         (``rhei_lake.open(storage=URL)`` reads them), but this lake no longer
         lists it. The way on when a table was dropped for good, or changed in a
-        way the lake cannot follow (see README, "Schema evolution").
+        way the lake cannot follow (see docs/htap-api.md, "Schema evolution").
         """
         sync = self._evolving("unregister_table()")
         with self._lock:
@@ -516,6 +530,31 @@ class Lake:
         with self._lock:
             replaced = sync.repair_event(table, seq, values)
         log.warning("repaired event %d of table %r: %r replaced by %r", seq, table, replaced, dict(values))
+
+    def initial_sync(self, table: str) -> SyncReport:
+        """Re-snapshot ``table``: commit each row SQLite holds that differs from the lake's current one.
+
+        A repair tool (Rhei's ``initial_sync``) for a lake that drifted from its
+        database, e.g. after writes made with the triggers dropped: under one
+        SQLite write lock, the table's rows are compared with the lake's current
+        rows, and each difference becomes a new version (a row missing from the
+        lake an insert, a row the database no longer has a delete). A key whose
+        row equals the lake's current version gets no new version, so on a lake
+        in step it commits nothing. HTAP mode (``oltp_path``) only.
+        """
+        self._check_open()
+        sync = self._evolving("initial_sync()")
+        name = self._canonical_table(table)
+        with self._lock:
+            report = self._leased(sync.resnapshot, name)
+        log.info("table %r re-snapshot: %d events committed", name, report.events)
+        return report
+
+    def _canonical_table(self, table: str) -> str:
+        for name in self.tables():
+            if name == table or name.lower() == str(table).lower():
+                return name
+        raise SchemaError(f"no mirrored table {table!r}; known: {self.tables() or 'none'}")
 
     def flush(self) -> int:
         """Fold every table's hot-path tail into its Delta changelog now; returns rows moved."""
@@ -601,6 +640,25 @@ class Lake:
         metadata = dict(result.schema.metadata or {})
         metadata[ROUTE_METADATA_KEY] = chosen.target.encode()
         return result.replace_schema_metadata(metadata)
+
+    def query_with_hint(self, sql: str, hint: str | None, *, as_of: Instant | None = None) -> pa.Table:
+        """:meth:`query` with ``hint`` (``"oltp"``, ``"olap"`` or ``None``): Rhei's name for it."""
+        return self.query(sql, as_of=as_of, hint=hint)
+
+    def olap(self) -> Any:
+        """The active engine's session with the lake's views registered, for UDFs and joins with your own data.
+
+        DataFusion: a ``datafusion.SessionContext``; DuckDB: a ``duckdb``
+        connection. Each call returns a new session holding the views as they
+        are now (call again to see later syncs). It is separate from the session
+        :meth:`query` uses: tables, UDFs and settings you add there stay there.
+        Unlike :meth:`query` it does not refuse writes; writes through it are
+        yours and never reach the lake's tables (the views read Delta tables and
+        Arrow data it cannot change), but DataFusion can read any file the
+        process can, and a DuckDB connection can create tables in its memory.
+        """
+        self._check_open()
+        return self._queries.olap_session()
 
     def explain_route(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> Route:
         """Where :meth:`query` would run ``sql`` (``oltp``: SQLite, ``olap``: the lake), and why."""
@@ -699,7 +757,7 @@ class Lake:
     def drop_column(self, table: str, column: str) -> TableSpec:
         """Drop a column of a mirrored table from SQLite, its triggers and the views; returns the new spec.
 
-        The values it held stay in the lake's storage (see README, "Schema evolution").
+        The values it held stay in the lake's storage (see docs/htap-api.md, "Schema evolution").
         """
         with self._lock:
             try:
@@ -883,6 +941,9 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        if self._duckdb is not None:
+            self._queries.close()
+            self._duckdb.close()
         if self._binding is not None:
             self._binding.release()  # a memory:// lake lets go of its database
         if self._lease is not None:

@@ -12,6 +12,7 @@ from tests.support.moto_server import MotoServer, start_moto
 from tests.support.postgres import REQUIRE_POSTGRES, PostgresServer, PostgresUnavailable, start_postgres
 
 STORAGE_KINDS = ("memory", "local", "s3")
+ENGINES = ("datafusion", "duckdb")
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +65,12 @@ def s3_lake(moto: MotoServer) -> tuple[str, dict[str, str]]:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     moto.create_bucket(bucket)
     return f"s3://{bucket}/lake", moto.storage_options()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each query engine in turn (LakeConfig.engine)."""
+    return request.param
 
 
 @pytest.fixture(params=STORAGE_KINDS)

@@ -12,10 +12,10 @@ from tests.support.oracle import assert_same_state
 from tests.support.workload import SCHEMA, Workload
 
 
-def test_user_story(storage, tmp_path):
+def test_user_story(storage, engine, tmp_path):
     url, options = storage
     db = tmp_path / "app.db"
-    with rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options) as lake:
+    with rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, engine=engine) as lake:
         lake.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL, placed_at TEXT)")
         spec = lake.register_table("orders")
         assert spec.primary_key == ("id",)
@@ -49,7 +49,7 @@ def test_user_story(storage, tmp_path):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_randomized_workload_matches_sqlite(storage, tmp_path, seed):
+def test_randomized_workload_matches_sqlite(storage, engine, tmp_path, seed):
     """Hundreds of random statements, syncs at random points, the lake equals SQLite after each."""
     url, options = storage
     db = tmp_path / "app.db"
@@ -58,7 +58,9 @@ def test_randomized_workload_matches_sqlite(storage, tmp_path, seed):
         oracle.execute(ddl)
     workload = Workload(seed)
     workload.run(lambda sql, params: oracle.execute(sql, params), 40)  # rows that exist before registering
-    with rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=5) as lake:
+    with rhei_lake.open(
+        oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=5, engine=engine
+    ) as lake:
         for table in SCHEMA:
             lake.register_table(table)
         rng = workload.rng

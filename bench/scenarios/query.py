@@ -48,6 +48,21 @@ def _plain_context(lake: rhei_lake.Lake, settings: Settings):
     return ctx
 
 
+def updated_orders(lake: rhei_lake.Lake, rows: int, rng: random.Random) -> tuple[int, float]:
+    """Mirror ``orders``, compact, update 1% of the keys, then half of those again; returns a key
+    updated twice and an instant between the two updates."""
+    lake.register_table("orders")
+    lake.compact()
+    ids = rng.sample(range(1, rows + 1), rows // 100)
+    lake.execute_batch([("UPDATE orders SET status = 'paid' WHERE id = ?", (i,)) for i in ids])
+    time.sleep(0.01)
+    instant = time.time()
+    time.sleep(0.01)
+    lake.execute_batch([("UPDATE orders SET qty = qty + 1 WHERE id = ?", (i,)) for i in ids[: len(ids) // 2]])
+    lake.sync_now()
+    return ids[0], instant
+
+
 def run(settings: Settings) -> list[Result]:
     rows = settings.size(100_000, 1_000_000)
     repeat = settings.size(5, 9)
@@ -57,16 +72,7 @@ def run(settings: Settings) -> list[Result]:
     shutil.rmtree(lake_dir, ignore_errors=True)
     results = []
     with rhei_lake.open(oltp_path=str(db), storage=str(lake_dir)) as lake:
-        lake.register_table("orders")
-        lake.compact()
-        ids = rng.sample(range(1, rows + 1), rows // 100)
-        lake.execute_batch([("UPDATE orders SET status = 'paid' WHERE id = ?", (i,)) for i in ids])
-        time.sleep(0.01)
-        instant = time.time()
-        time.sleep(0.01)
-        lake.execute_batch([("UPDATE orders SET qty = qty + 1 WHERE id = ?", (i,)) for i in ids[: len(ids) // 2]])
-        lake.sync_now()
-        key = ids[0]
+        key, instant = updated_orders(lake, rows, rng)
         for phase in ("before compaction", "after compaction"):
             if phase == "after compaction":
                 lake.compact()

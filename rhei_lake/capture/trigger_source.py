@@ -310,6 +310,57 @@ class TriggerSource:
         with self._lock:
             self._verified_cookie = cookie
 
+    def _begin_with_reader(self, table: str) -> ReaderProcess | None:
+        """Start a big table's reader process (before the lock, as for a registration), then BEGIN IMMEDIATE.
+
+        The reader is ``None`` for a small table, or one that is gone (the caller judges that).
+        """
+        try:
+            reader = self._columnar_reader(table)
+        except SchemaError:
+            reader = None
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from exc
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if reader is not None:
+                reader.close()
+            raise translate_sqlite_error(exc, self.path) from exc
+        return reader
+
+    def resnapshot(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> int:
+        """Derive the events that bring the lake's copy of ``table`` to its rows now; returns how many.
+
+        As :meth:`follow_schema` does for a changed table, under one IMMEDIATE
+        transaction (no write slips between the read and the sequence numbers):
+        ``before()`` commits what was captured, the rows are read, ``derive``
+        turns them into the events the lake lacks, and those are numbered and
+        stored until the lake has them (:mod:`rhei_lake.capture.reconcile_log`).
+        """
+        with self._lock:
+            reader = self._begin_with_reader(table)
+            try:
+                before()
+                spec = self._registrations[table].spec
+                rows = reconcile_log.table_rows_columnar(reader, spec) if reader is not None else None
+                if rows is None:
+                    rows = reconcile_log.table_rows(self._conn, spec)
+                derived = derive(spec, spec, rows)
+                if derived.num_rows:
+                    start, _, ts = cdc_log.reserve_snapshot(self._conn, table, derived.num_rows)
+                    reconcile_log.store(self._conn, table, reconcile_log.numbered(spec, derived, start + 1, ts))
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_sqlite_error(exc, self.path) from exc
+                raise
+            finally:
+                if reader is not None:
+                    reader.close()
+            return derived.num_rows
+
     def follow_schema(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> SchemaDrift | None:
         """Follow a change of ``table``'s schema made outside rhei_lake; returns it (``None``: nothing changed).
 
@@ -324,18 +375,7 @@ class TriggerSource:
         table gained are valid from the first of those sequence numbers.
         """
         with self._lock:
-            try:
-                reader = self._columnar_reader(table)  # started before the lock, as for a registration
-            except SchemaError:
-                reader = None  # the table is gone: judged below
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self.path) from exc
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if reader is not None:
-                    reader.close()
-                raise translate_sqlite_error(exc, self.path) from exc
+            reader = self._begin_with_reader(table)
             try:
                 before()
                 mirrored = self._registrations[table]

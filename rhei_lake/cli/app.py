@@ -106,6 +106,7 @@ def query_command(
         Optional[str],
         typer.Option("--hint", metavar="ROUTE", help="Force the route: oltp (SQLite) or olap (the lake)."),
     ] = None,
+    engine: common.EngineOption = None,
 ) -> None:
     """Run read-only SQL over the lake and print the result (never writes or syncs).
 
@@ -115,7 +116,7 @@ def query_command(
 
     common.check_format(fmt)
     instant = common.parse_instant(as_of)
-    with common.open_reader(config=config, storage=storage, db=db, command="rh query") as lake:
+    with common.open_reader(config=config, storage=storage, db=db, command="rh query", engine=engine) as lake:
         result = run_query(lake, sql, as_of=instant, hint=hint)
     common.write_table(result, fmt, output)
 

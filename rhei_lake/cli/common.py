@@ -43,6 +43,15 @@ ConfigOption = Annotated[
     ),
 ]
 
+EngineOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--engine",
+        metavar="ENGINE",
+        help="The query engine: datafusion (default) or duckdb (DuckDB's SQL; pip install 'rhei-lake[duckdb]').",
+    ),
+]
+
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet", "arrow")
 DEFAULT_LAKE_SUFFIX = "-lake"
 """``rh ... --db app.db`` without a storage keeps its lake in ``app.db-lake`` beside the database."""

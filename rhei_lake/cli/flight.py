@@ -42,6 +42,7 @@ def flight_command(
     compression: Annotated[
         Optional[str], typer.Option("--compression", help="Record batch compression: zstd (default), lz4 or none.")
     ] = None,
+    engine: common.EngineOption = None,
 ) -> None:
     """Serve the lake's tables over Arrow Flight SQL (read-only) until Ctrl-C.
 
@@ -59,6 +60,7 @@ def flight_command(
         flight_tls_cert=tls_cert,
         flight_tls_key=tls_key,
         flight_compression=compression,
+        engine=engine,
     )
     if "storage" not in options:
         raise ConfigError("rh flight needs a lake: pass --storage URL (or set storage in --config)")

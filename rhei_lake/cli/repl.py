@@ -55,13 +55,14 @@ def repl_command(
         Optional[Path], typer.Option("--history", help=f"History file (default {DEFAULT_HISTORY}).")
     ] = None,
     timing: Annotated[bool, typer.Option("--timing", help="Start with .timing on.")] = False,
+    engine: common.EngineOption = None,
 ) -> None:
     """Interactive SQL shell: multi-line statements, history, .tables, .schema, .timing, .help.
 
     Writes go to the SQLite database and are synced at once. While another
     process (rh serve) writes the lake, the shell opens it read-only.
     """
-    with _open(config, storage, db) as lake:
+    with _open(config, storage, db, engine) as lake:
         shell = Repl(lake, timing=timing)
         if sys.stdin.isatty():
             failed = shell.interactive((history or DEFAULT_HISTORY).expanduser())
@@ -71,12 +72,12 @@ def repl_command(
         raise typer.Exit(1)
 
 
-def _open(config: Path | None, storage: str | None, db: str | None) -> rhei_lake.Lake:
+def _open(config: Path | None, storage: str | None, db: str | None, engine: str | None) -> rhei_lake.Lake:
     try:
-        return common.open_lake(config=config, storage=storage, db=db, command="rh repl")
+        return common.open_lake(config=config, storage=storage, db=db, command="rh repl", engine=engine)
     except LeaseHeldError as exc:
         common.warning(f"{str(exc).split('. A running')[0]}; this shell is read-only")
-        return common.open_reader(config=config, storage=storage, db=db, command="rh repl")
+        return common.open_reader(config=config, storage=storage, db=db, command="rh repl", engine=engine)
 
 
 def split_statements(text: str) -> tuple[list[str], str]:

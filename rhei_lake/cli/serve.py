@@ -48,6 +48,7 @@ def serve_command(
     log_format: Annotated[
         Optional[str], typer.Option("--log-format", help="Headless log lines: json (default) or text.")
     ] = None,
+    engine: common.EngineOption = None,
 ) -> None:
     """Run the lake as a service: background sync, scheduled compaction, metrics, Flight SQL.
 
@@ -61,6 +62,7 @@ def serve_command(
     lake_options, serve_options = common.resolve_settings(
         config=config, storage=storage, db=db,
         sync_interval=sync_interval, metrics_port=metrics_port, flight_port=flight_port, log_format=log_format,
+        engine=engine,
     )
     settings = build_service_config(serve_options)
     interval = lake_options.pop("sync_interval", None)

@@ -2,7 +2,7 @@
 
 ``events`` below is a relation with a table's change schema (user columns +
 ``_rhei_seq``, ``_rhei_op``, ``_rhei_ts``): a quoted name or a parenthesised
-query. DESIGN.md, "Reading": every ``I``/``U`` event opens a version that the
+query. docs/design.md, "Reading": every ``I``/``U`` event opens a version that the
 next event of its key closes; a ``D`` opens none.
 """
 

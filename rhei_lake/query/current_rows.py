@@ -1,6 +1,6 @@
 """A table's current rows held in memory, brought forward event batch by event batch.
 
-DESIGN.md defines ``t`` as the versions still open: for a key with change
+docs/design.md defines ``t`` as the versions still open: for a key with change
 events past some state, its last event decides (gone if a delete, that image
 otherwise); every other key keeps its row. :func:`apply_events` computes
 exactly that from the previous rows and the new events, copying only the

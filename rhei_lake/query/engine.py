@@ -25,6 +25,7 @@ from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ
 from rhei_lake.errors import QueryError, RheiError, translate_query_error
 from rhei_lake.query import views
+from rhei_lake.query.duckdb_session import DuckSession
 from rhei_lake.query.references import every_part, referenced_parts
 from rhei_lake.query.rwlock import ReadWriteLock
 from rhei_lake.relation_names import name_clashes
@@ -66,8 +67,10 @@ class QueryEngine:
         names: Callable[[], list[str]],
         *,
         look_again: Callable[[str, str], None] | None = None,
+        new_session: Callable[[], Any] | None = None,
     ) -> None:
         self._tables = tables
+        self._new_session = new_session or _datafusion_session
         self._names = names
         self._look_again = look_again
         self._lock = ReadWriteLock()  # planning reads the session; bringing tables forward changes it
@@ -86,9 +89,7 @@ class QueryEngine:
 
     def _context(self, wanted: dict[str, set[str]] | None, tables: dict[str, QueryTable]):
         if self._ctx is None:
-            from datafusion import SessionContext
-
-            self._ctx = SessionContext()
+            self._ctx = self._new_session()
         ctx = self._ctx
         known = set(self._names())
         for name in list(self._states):
@@ -109,7 +110,9 @@ class QueryEngine:
         _withdraw_ambiguous(ctx, self._names())
         return ctx
 
-    def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None):
+    def dataframe(
+        self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None, bind: bool = True
+    ):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
@@ -119,14 +122,14 @@ class QueryEngine:
         table created since) and plan once more.
         """
         try:
-            return self._dataframe(sql, as_of, params)
+            return self._dataframe(sql, as_of, params, bind)
         except QueryError as exc:
             if self._look_again is None or not _TABLE_NOT_FOUND.search(str(exc)):
                 raise
         self._look_again(sql, "table")
-        return self._dataframe(sql, as_of, params)
+        return self._dataframe(sql, as_of, params, bind)
 
-    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None):
+    def _dataframe(self, sql: str, as_of: int | None, params: dict[str, Any] | None, bind: bool = True):
         wanted = referenced_parts(sql, self._names())
         tables = self._tables(None if wanted is None else wanted.keys())
         if as_of is None:
@@ -135,17 +138,15 @@ class QueryEngine:
             # that did not move are planned side by side.
             with self._lock.reading():
                 if self._current(wanted, tables):
-                    return _plan(self._ctx, sql, params, tables, as_of)
+                    return _plan(self._ctx, sql, params, tables, as_of, bind)
             with self._lock.writing():
                 ctx = self._context(wanted, tables)
-                return _plan(ctx, sql, params, tables, as_of)
-        from datafusion import SessionContext
-
-        ctx = SessionContext()
+                return _plan(ctx, sql, params, tables, as_of, bind)
+        ctx = self._new_session()
         for name in tables if wanted is None else wanted:
             _register_table(ctx, tables[name], as_of=as_of)
         _withdraw_ambiguous(ctx, self._names())
-        df = _plan(ctx, sql, params, tables, as_of)
+        df = _plan(ctx, sql, params, tables, as_of, bind)
         # A DataFrame does not own its session, and Delta tables scanned through DataFusion's
         # FFI fail once it is gone ("TaskContextProvider went out of scope"): keep it alive.
         df._rhei_session = ctx
@@ -162,15 +163,46 @@ class QueryEngine:
             raise QueryError("query: SQL must be a non-empty string")
         for attempt in range(2):
             try:
-                return normalize_types(self.dataframe(sql, as_of=as_of).to_arrow_table())
+                # Not bound apart from running at first (DuckDB would bind twice); an unknown table is
+                # found then, and the second attempt binds first, to explain it.
+                return normalize_types(self.dataframe(sql, as_of=as_of, bind=attempt > 0).to_arrow_table())
             except Exception as exc:
                 if attempt == 0 and self._look_again is not None and _missing_file(exc):
                     self._look_again(sql, "file")
+                    continue
+                if attempt == 0 and self._look_again is not None and _TABLE_NOT_FOUND.search(str(exc)):
+                    self._look_again(sql, "table")
                     continue
                 if isinstance(exc, RheiError):
                     raise
                 raise translate_query_error(exc, sql=sql) from exc
         raise AssertionError("unreachable")
+
+    def interrupt(self) -> None:
+        """Cancel the queries running now on the kept session (DuckDB; they raise KeyboardInterrupt)."""
+        interrupt = getattr(self._ctx, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+    def close(self) -> None:
+        """Release the kept session's engine resources (DuckDB cursors)."""
+        close = getattr(self._ctx, "close", None)
+        if close is not None:
+            close()
+
+    def olap_session(self):
+        """A new session with every table's views registered as they are now, for the user's own use.
+
+        DataFusion: a ``SessionContext``; DuckDB: a connection (a cursor of the
+        lake's database). It is not the session the lake queries through, so
+        what a user registers or creates in it never reaches the lake's views.
+        """
+        tables = self._tables(None)
+        ctx = self._new_session()
+        for name in tables:
+            _register_table(ctx, tables[name], as_of=None)
+        _withdraw_ambiguous(ctx, self._names())
+        return ctx.connection() if isinstance(ctx, DuckSession) else ctx
 
     def table_names(self) -> list[str]:
         names = []
@@ -186,18 +218,32 @@ def _missing_file(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was translated from) says a data file was not found."""
     while exc is not None:
         text = str(exc).lower()
-        if "not found" in text and ("object at location" in text or "no such file" in text or "nosuchkey" in text):
+        if ("not found" in text or "cannot open file" in text) and (
+            "object at location" in text or "no such file" in text or "nosuchkey" in text
+        ):
             return True
         exc = exc.__cause__
     return False
 
 
-def _plan(ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None):
+def _datafusion_session():
+    from datafusion import SessionContext
+
+    return SessionContext()
+
+
+def _plan(
+    ctx, sql: str, params: dict[str, Any] | None, tables: dict[str, QueryTable], as_of: int | None, bind: bool = True
+):
     try:
+        if isinstance(ctx, DuckSession):
+            return ctx.plan(sql, params, bind=bind)
         return ctx.sql_with_options(sql, _sql_options(), param_values=params)
     except Exception as exc:
-        error = _explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of)
-        raise _explain_ambiguous(error, tables) from exc
+        error = _explain_ambiguous(_explain_missing_view(translate_query_error(exc, sql=sql), tables, as_of), tables)
+        if error is exc:  # DuckDB's session raises rhei_lake's errors itself
+            raise
+        raise error from exc
 
 
 def _withdraw_ambiguous(ctx, tables: Iterable[str]) -> None:
@@ -223,7 +269,7 @@ def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> Quer
         if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
             return QueryError(
                 f"{clash.describe()} in this lake (mirrored before rhei_lake refused such names), so it answers "
-                "neither; their other names still work (see README, \"Names\")"
+                "neither; their other names still work (see docs/htap-api.md, \"Names\")"
             )
     return error
 

@@ -21,6 +21,7 @@ a table (before it, there is no derived table to read).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,8 +73,7 @@ def render(
     if dialect not in DIALECTS:
         raise ConfigError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
     target = _DIALECT_CLASSES[dialect](storage_options or {}, show_secrets)
-    lines = [f"-- rhei_lake views for {dialect}: the state held in the Delta tables (see README, "
-             "\"Reading the lake from other engines\")"]
+    lines = [f"-- rhei_lake views for {dialect}: the state held in the Delta tables (see docs/outside-engines.md)"]
     lines += target.preamble([t.changes_uri for t in tables])
     for table in tables:
         lines += _table_statements(table, target, as_of)
@@ -196,10 +196,11 @@ class _DuckDB(_Target):
     def s3_secret(self) -> str:
         parts = ["TYPE s3"]
         if "AWS_ACCESS_KEY_ID" in self.options:
-            parts += [f"KEY_ID '{self.secret('AWS_ACCESS_KEY_ID')}'", f"SECRET '{self.secret('AWS_SECRET_ACCESS_KEY')}'"]
+            parts += [f"KEY_ID '{_sql_string(self.secret('AWS_ACCESS_KEY_ID'))}'",
+                      f"SECRET '{_sql_string(self.secret('AWS_SECRET_ACCESS_KEY'))}'"]
         if "AWS_SESSION_TOKEN" in self.options:
-            parts.append(f"SESSION_TOKEN '{self.secret('AWS_SESSION_TOKEN')}'")
-        parts.append(f"REGION '{self.options.get('AWS_REGION', 'us-east-1')}'")
+            parts.append(f"SESSION_TOKEN '{_sql_string(self.secret('AWS_SESSION_TOKEN'))}'")
+        parts.append(f"REGION '{_sql_string(self.options.get('AWS_REGION', 'us-east-1'))}'")
         endpoint = self.options.get("AWS_ENDPOINT_URL")
         if endpoint:
             parsed = urlparse(endpoint)
@@ -294,3 +295,14 @@ def _sql_string(text: str) -> str:
 
 
 _DIALECT_CLASSES: dict[str, type[_Target]] = {"duckdb": _DuckDB, "spark": _Spark, "trino": _Trino}
+
+
+@functools.lru_cache(maxsize=1024)
+def to_duckdb(sql: str) -> str:
+    """rhei_lake's own view SQL (DataFusion's dialect) in DuckDB's, as the outside views write it."""
+    return _DuckDB({}, False).transpile(sql)
+
+
+def duckdb_s3_secret(options: Mapping[str, str], *, show_secrets: bool) -> str:
+    """The ``CREATE SECRET`` statement that gives DuckDB the lake's S3 store (secrets ``***`` unless shown)."""
+    return _DuckDB(options, show_secrets).s3_secret()

@@ -226,7 +226,8 @@ class TableState:
             return
         before = self.unfolded
         if self.unfolded is not None and events is not None:
-            held = pa.concat_tables([self.unfolded, events]) if events.num_rows else self.unfolded
+            # promote: DuckDB's results declare every column nullable, the tail does not
+            held = pa.concat_tables([self.unfolded, events], promote_options="default") if events.num_rows else self.unfolded
             self.unfolded = _after(held, self.folded)
         else:
             scan = ctx.sql(

@@ -1,4 +1,4 @@
-"""SQL of the per-table views (merge-on-read), as DESIGN.md defines them.
+"""SQL of the per-table views (merge-on-read), as docs/design.md defines them.
 
 For a table ``t`` with change feed ``C``, folded history ``H`` and folded
 watermark ``F``:
@@ -114,11 +114,13 @@ def history_sql(spec: TableSpec, src: ViewSources, as_of: int | None = None) -> 
     elif src.history is not None:
         h, f = _ALIASES["history"], _ALIASES["first"]
         folded_where = f" WHERE {h}.{q(VALID_FROM)} <= {sql_timestamp(as_of)}" if as_of is not None else ""
+        # Only an open version takes the close time (coalesce); the join is on the key alone (one
+        # row per key on the right), so DuckDB hashes it rather than looping over every pair.
         parts.append(
             f"SELECT {column_values(spec, h)}, {h}.{q(VALID_FROM)}, "
             f"coalesce({h}.{q(VALID_TO)}, {f}.{q(CLOSED_AT)}) AS {q(VALID_TO)}, {h}.{q(SEQ)} "
             f"FROM {q(src.history)} {h} LEFT JOIN ({first_events_sql(spec, tail)}) {f} "
-            f"ON {key_match(spec, h, f)} AND {h}.{q(VALID_TO)} IS NULL{folded_where}"
+            f"ON {key_match(spec, h, f)}{folded_where}"
         )
     if not (src.history is not None and src.all_folded):
         parts.append(versions_sql(spec, tail))

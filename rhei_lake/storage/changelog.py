@@ -1,6 +1,6 @@
 """A table's change feed with its synced watermark: the exactly-once commit point.
 
-``Changelog`` owns the rule from DESIGN.md: before committing, read back the
+``Changelog`` owns the rule from docs/design.md: before committing, read back the
 stored watermark and drop events at or below it; commit the rows and the new
 watermark together; on a conflict, re-read and retry. On durable tiers the rows
 go to the hot-path :class:`~rhei_lake.storage.tail.SegmentTail` and are flushed

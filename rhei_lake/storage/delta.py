@@ -478,7 +478,7 @@ class DeltaTableStore:
             if ctx.table_exist(name):
                 ctx.deregister_table(name)
             try:
-                if self.remote:
+                if self.remote and not getattr(ctx, "scans_delta", False):
                     # delta-rs issue 4623: DataFusion cannot scan S3 through the Delta
                     # table provider (no object store registered); the pyarrow dataset can.
                     # A dataset of zero files plans as UnknownPartitioning(0), which

@@ -1,6 +1,6 @@
 """A lake's root on one tier, and the one place where a URL scheme picks a backend.
 
-On-store layout (part of the public contract, see README "On-store layout")::
+On-store layout (part of the public contract, see docs/storage.md, "On-store layout")::
 
     <storage>/<table>/changes   Delta: the change feed
     <storage>/<table>/history   Delta: SCD2 versions (temporal mode)

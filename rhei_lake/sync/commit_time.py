@@ -19,7 +19,7 @@ Every change is then dated in ``(previous read, commit]``, and the lake's
 answer for any instant up to its horizon is final. Within that window a
 transaction's writes show at their statements' times, as the writing
 connection saw them, although others saw them only at the commit: that is the
-precision left (README, "History and time travel").
+precision left (docs/time-travel-and-compaction.md, "History and time travel").
 
 What a restarted process must know is committed with the events, as the
 changelog's cursor (which trigger mode does not otherwise use): the floor the

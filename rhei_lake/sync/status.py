@@ -98,7 +98,7 @@ class SyncStatus:
     synced_through: datetime | None = None
     """Every change committed to the database before this instant is in the lake (waiting tables aside) and the
     lake's answer for any instant up to it is final (trigger mode; ``None`` before the first sync and in sidecar
-    mode). See README, "History and time travel"."""
+    mode). See docs/time-travel-and-compaction.md, "History and time travel"."""
 
     @property
     def loop_running(self) -> bool:

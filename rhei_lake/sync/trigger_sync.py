@@ -378,6 +378,18 @@ class TriggerSync:
         self._ensure_lake_spec(table)  # also when no event was derived: the views must show the new columns
         self._commit_reconciled(report, self._dating)
 
+    def resnapshot(self, table: str) -> SyncReport:
+        """Commit, as new versions, what ``table``'s rows hold that the lake's current rows do not."""
+        started = time.perf_counter()
+        report = ReportBuilder()
+        with self._lock:
+            self._drain(report)
+            lake = LakeSide(self.storage, self.changelogs[table], self.config.sync_mode, self.specs[table])
+            if self.source.resnapshot(table, before=lambda: self._drain(report), derive=lake.events):
+                self._reconciled_pending = True
+            self._commit_reconciled(report, self._dating)
+        return report.build(time.perf_counter() - started)
+
     def _commit_reconciled(self, report: ReportBuilder, dating: DatingFloor) -> None:
         """Commit the events schema follows derived (before any event captured after them), then forget them."""
         if self._reconciled_pending is False:

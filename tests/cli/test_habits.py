@@ -30,8 +30,10 @@ def lake_dir(tmp_path):
     return tmp_path
 
 
-def test_ctrl_c_cancels_a_running_query_with_exit_code_130(lake_dir):
-    process = subprocess.Popen([str(RH), "query", "--db", "app.db", LONG_QUERY], cwd=lake_dir, env=rh_env(),
+@pytest.mark.parametrize("engine", ["datafusion", "duckdb"])
+def test_ctrl_c_cancels_a_running_query_with_exit_code_130(lake_dir, engine):
+    process = subprocess.Popen([str(RH), "query", "--db", "app.db", "--engine", engine, LONG_QUERY], cwd=lake_dir,
+                               env=rh_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4)  # well into the query
     assert process.poll() is None, process.communicate()

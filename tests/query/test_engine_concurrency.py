@@ -8,9 +8,9 @@ import time
 import rhei_lake
 
 
-def test_queries_never_see_a_view_half_re_registered(tmp_path):
+def test_queries_never_see_a_view_half_re_registered(engine, tmp_path):
     """Re-registration (deregister, then register) must not race with planning in other threads."""
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://", engine=engine) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")
         deadline = time.monotonic() + 4.0
@@ -45,9 +45,9 @@ def test_queries_never_see_a_view_half_re_registered(tmp_path):
         assert done[0] > 50
 
 
-def test_streams_execute_concurrently_outside_the_engine_lock(tmp_path):
+def test_streams_execute_concurrently_outside_the_engine_lock(engine, tmp_path):
     """A slow consumer of one stream does not hold up planning or running other queries."""
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://", engine=engine) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")
         lake.execute(

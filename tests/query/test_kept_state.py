@@ -27,18 +27,18 @@ STEPS = st.lists(
 @pytest.mark.parametrize("mode", ["temporal", "mirror"])
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS, seed=st.integers(0, 2**16))
-def test_kept_rows_equal_sqlite_after_any_interleaving(tmp_path_factory, mode, retention, steps, seed):
+def test_kept_rows_equal_sqlite_after_any_interleaving(tmp_path_factory, engine, mode, retention, steps, seed):
     root = tmp_path_factory.mktemp("kept")
     db, storage = root / "app.db", str(root / "lake")
     create_tables(db).close()
     workload = Workload(seed, key_space=12)
     lake = rhei_lake.open(oltp_path=str(db), storage=storage, sync_mode=mode, changelog_retention=retention,
-                          tail_flush_segments=10_000)
+                          tail_flush_segments=10_000, engine=engine)
     reader = None
     try:
         for table in SCHEMA:
             lake.register_table(table)
-        reader = rhei_lake.open(storage=storage, read_only=True, refresh_interval=0)
+        reader = rhei_lake.open(storage=storage, read_only=True, refresh_interval=0, engine=engine)
         oracle = sqlite3.connect(db)
         for step in [*steps, "sync", "query", "query_read_only", "compact", "query", "query_read_only"]:
             if step == "write":

@@ -2,8 +2,8 @@
 statements), counted by the tests.
 
 At the end of the session they are written as JSON to the file named by
-``RHEI_RELIABILITY_SUMMARY`` (CI sets it); the README's Reliability section
-quotes the last full run's file.
+``RHEI_RELIABILITY_SUMMARY`` (CI sets it); docs/reliability.md
+quotes the last full run's file (docs/reliability-last-run.json).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The durability contract, per storage tier, statement by statement (README, "Reliability").
+"""The durability contract, per storage tier, statement by statement (docs/reliability.md).
 
 * ``memory://``: the lake lives in the process. A new process sees none of it;
   a lake reopened on the same database starts again from a snapshot of the

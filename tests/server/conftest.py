@@ -24,8 +24,8 @@ class ShopLake:
     options: dict[str, str]
     before_updates: int  # UTC micros
 
-    def open(self) -> rhei_lake.Lake:
-        return rhei_lake.open(storage=self.url, storage_options=self.options)
+    def open(self, **options: object) -> rhei_lake.Lake:
+        return rhei_lake.open(storage=self.url, storage_options=self.options, **options)
 
 
 def build_shop_lake(url: str, options: dict[str, str], db_path: str) -> ShopLake:
@@ -60,8 +60,8 @@ def shop_lake(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return build_shop_lake(f"s3://{bucket}/lake", moto.storage_options(), str(work / "shop.db"))
 
 
-@pytest.fixture(scope="module")
-def served(shop_lake: ShopLake) -> Iterator[tuple[rhei_lake.Lake, FlightService]]:
-    """The shop lake opened read-only and served without authentication."""
-    with shop_lake.open() as lake, serve_flight(lake) as server:
+@pytest.fixture(scope="module", params=("datafusion", "duckdb"))
+def served(request: pytest.FixtureRequest, shop_lake: ShopLake) -> Iterator[tuple[rhei_lake.Lake, FlightService]]:
+    """The shop lake opened read-only and served without authentication, on each query engine."""
+    with shop_lake.open(engine=request.param) as lake, serve_flight(lake) as server:
         yield lake, server

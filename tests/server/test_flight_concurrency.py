@@ -20,6 +20,14 @@ from tests.support.waiting import wait_for
 # Far more than gRPC and socket buffers hold, and incompressible: the server cannot
 # have sent it all before the client has read it.
 BIG = "SELECT value, uuid() || uuid() || uuid() AS pad FROM range(300000)"
+BIG_DUCKDB = "SELECT range AS value, uuid()::VARCHAR || uuid()::VARCHAR || uuid()::VARCHAR AS pad FROM range(300000)"
+
+
+def big(lake) -> str:
+    """A result of many megabytes, in the served engine's SQL."""
+    return BIG_DUCKDB if lake.config.engine == "duckdb" else BIG
+
+
 BIG_ROWS = 300_000
 
 QUERIES = {
@@ -52,7 +60,7 @@ def test_a_slow_client_does_not_block_others_and_a_vanished_one_frees_its_stream
     _lake, server = served
     slow = adbc_connect(server)
     cursor = slow.cursor()
-    cursor.execute(BIG)
+    cursor.execute(big(_lake))
     reader = cursor.fetch_record_batch()
     first = reader.read_next_batch()
     assert first.num_rows > 0
@@ -76,7 +84,7 @@ def test_a_slow_client_does_not_block_others_and_a_vanished_one_frees_its_stream
 def test_a_raw_client_dropping_mid_stream_frees_the_stream(served):
     _lake, server = served
     raw = RawClient(server)
-    info = raw.info(pb.CommandStatementQuery(query=BIG))
+    info = raw.info(pb.CommandStatementQuery(query=big(_lake)))
     reader = raw.client.do_get(info.endpoints[0].ticket)
     chunk = reader.read_chunk()
     assert chunk.data.num_rows > 0
@@ -91,7 +99,7 @@ def test_a_raw_client_dropping_mid_stream_frees_the_stream(served):
 def test_a_stream_read_to_the_end_is_complete(served):
     _lake, server = served
     with adbc_connect(server) as conn, conn.cursor() as cur:
-        cur.execute(BIG)
+        cur.execute(big(_lake))
         rows = 0
         for batch in cur.fetch_record_batch():
             rows += batch.num_rows
@@ -121,9 +129,10 @@ def test_shutdown_ends_open_streams():
 @pytest.fixture
 def stalled_client(served):
     """A client process parked mid-stream on the served lake (killed at the end)."""
-    _lake, server = served
+    lake, server = served
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.server.stalled_client", server.location], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.server.stalled_client", server.location, big(lake)], stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout.readline().strip() == "stalled"

@@ -4,7 +4,7 @@ It never reads the lake. After each statement it asks an audit table (filled
 by a trigger on the CDC log) which keys the statement touched and at what
 source time, and reads those keys' rows from SQLite: every touched key's open
 version closes at that time, and a new version opens with the row SQLite now
-holds (none if the row is gone). This is DESIGN.md's definition, evaluated per
+holds (none if the row is gone). This is docs/design.md's definition, evaluated per
 statement in Python rather than per event in SQL.
 
 The audit keeps the first two value slots of each event, so the tables used
