@@ -225,7 +225,7 @@ class TableState:
             self.unfolded = None
             return
         before = self.unfolded
-        if self.unfolded is not None and events is not None:
+        if self.unfolded is not None and events is not None and _same_columns(self.unfolded, events):
             # promote: DuckDB's results declare every column nullable, the tail does not
             held = pa.concat_tables([self.unfolded, events], promote_options="default") if events.num_rows else self.unfolded
             self.unfolded = _after(held, self.folded)
@@ -270,6 +270,13 @@ class TableState:
 
 def _without_view_types(table: pa.Table) -> pa.Table:
     return normalize_types(table)
+
+
+def _same_columns(held: pa.Table, events: pa.Table) -> bool:
+    """Whether ``events`` have ``held``'s columns and types (nullability aside): else the feed's schema
+    moved under the same spec (a column added to the change feed by another process) and the held events
+    are read again rather than concatenated with rows of another layout."""
+    return [(f.name, f.type) for f in held.schema] == [(f.name, f.type) for f in events.schema]
 
 
 def _after(events: pa.Table, seq: int) -> pa.Table:
