@@ -326,7 +326,7 @@ class LakeFuzz(RuleBasedStateMachine):
         assert self.lake is not None and self.record is not None
         type(self).stats.statements += 1
         shown = f"{conn.label}: {sql}" + (f"  {params!r}" if params else "")
-        before = self.record.data_version() if self.txn is None else None
+        before = self.record.user_digest() if self.txn is None else None
         try:
             if conn.sqlite is None:
                 self.lake.execute(sql, params)
@@ -352,7 +352,7 @@ class LakeFuzz(RuleBasedStateMachine):
         assert self.record is not None
         type(self).stats.statements_refused += 1
         self.say(f"{shown}  -> refused: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-        if before is not None and self.record.data_version() != before:
+        if before is not None and self.record.user_digest() != before:
             self.fail(f"a refused statement changed the database\n{shown}")
         if self.txn is not None and self.txn.conn is conn and not self.in_transaction(conn):
             self.say(f"{conn.label}: SQLite rolled the transaction back")
@@ -364,7 +364,7 @@ class LakeFuzz(RuleBasedStateMachine):
         assert self.lake is not None and self.record is not None
         type(self).stats.statements += len(statements)
         shown = "lake execute_batch:\n" + "\n".join(f"         {sql}  {params!r}" for sql, params in statements)
-        before = self.record.data_version() if self.txn is None else None
+        before = self.record.user_digest() if self.txn is None else None
         try:
             self.lake.execute_batch(statements)
         except RheiError as exc:

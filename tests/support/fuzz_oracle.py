@@ -86,6 +86,20 @@ class SqliteRecord:
     def data_version(self) -> int:
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def user_digest(self) -> int:
+        """A digest of the application's tables (schema and rows), not the lake's own ``_rhei`` tables.
+
+        Unlike ``PRAGMA data_version`` it does not move when the lake's background work (pruning
+        its CDC log) commits: what says whether a refused statement changed the database.
+        """
+        objects = self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            "AND name NOT LIKE '\\_rhei%' ESCAPE '\\' ORDER BY name"
+        ).fetchall()
+        rows = [(name, sql, sorted(map(repr, self.conn.execute(f"SELECT * FROM {quote_ident(name)}"))))
+                for name, sql in objects]
+        return hash(repr(rows))
+
     def changed(self) -> bool:
         """Whether another connection committed since the last recorded instant."""
         return self.data_version() != self._version

@@ -24,7 +24,6 @@ import http.client
 import json
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +31,8 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+
+from tests.support.proxy_process import ProxyProcess
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -48,33 +48,11 @@ class Rule:
     seconds: float = 0.0
 
 
-class S3FaultProxy:
+class S3FaultProxy(ProxyProcess):
     """The test's handle on a proxy subprocess forwarding to ``upstream`` (``http://host:port``)."""
 
     def __init__(self, upstream: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.s3_fault_proxy", upstream],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        line = self.process.stdout.readline().decode().split()
-        if len(line) != 3 or line[0] != "ports":
-            self.process.kill()
-            raise RuntimeError(f"fault proxy did not start: {line}")
-        self.port, self._control = int(line[1]), int(line[2])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _call(self, verb: str, payload: dict | None = None) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self._control, timeout=30)
-        try:
-            conn.request("POST", f"/{verb}", body=json.dumps(payload or {}))
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
+        super().__init__("tests.support.s3_fault_proxy", upstream)
 
     def add(self, rule: Rule) -> None:
         self._call("add", asdict(rule))
@@ -95,16 +73,6 @@ class S3FaultProxy:
 
     def up(self) -> None:
         self._call("up")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
 
 
 # -- the proxy process ---------------------------------------------------------

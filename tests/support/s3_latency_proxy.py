@@ -19,44 +19,22 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+
+from tests.support.proxy_process import ProxyProcess
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
-class LatencyProxy:
+class LatencyProxy(ProxyProcess):
     """The benchmark's handle on a proxy subprocess forwarding to ``upstream`` (``http://host:port``)."""
 
     def __init__(self, upstream: str, delay: float = 0.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.s3_latency_proxy", upstream, str(delay)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        line = self.process.stdout.readline().decode().split()
-        if len(line) != 3 or line[0] != "ports":
-            self.process.kill()
-            raise RuntimeError(f"latency proxy did not start: {line}")
-        self.port, self._control = int(line[1]), int(line[2])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _call(self, verb: str, payload: dict | None = None) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self._control, timeout=30)
-        try:
-            conn.request("POST", f"/{verb}", body=json.dumps(payload or {}))
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
+        super().__init__("tests.support.s3_latency_proxy", upstream, str(delay))
 
     def set_delay(self, seconds: float) -> None:
         self._call("delay", {"seconds": seconds})
@@ -68,16 +46,6 @@ class LatencyProxy:
     def requests(self) -> dict:
         """``{"total": n, "by_method": {...}, "paths": ["GET /bucket/key", ...]}`` since the last reset."""
         return self._call("stats")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
 
 
 # -- the proxy process ---------------------------------------------------------
