@@ -62,7 +62,7 @@ lint: $(VENV)/.dev-installed
 docs: setup
 	$(BIN)/python -m tools.gen_docs
 
-# Recompile proto/FlightSql.proto into rhei_lake/server/flight_sql_pb2.py(i) with the `proto` extra's
+# Recompile proto/FlightSql.proto into rhei_lake/flight/flight_sql_pb2.py(i) with the `proto` extra's
 # pinned grpcio-tools, in a virtual environment of its own (its protobuf pin stays out of $(VENV)).
 PROTO_VENV ?= .venv-proto
 proto:

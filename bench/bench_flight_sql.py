@@ -25,7 +25,7 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as flight_sql
 
 import rhei_lake
-from rhei_lake.server import serve_flight
+from rhei_lake.flight import serve_flight
 
 QUERIES = {
     "full scan": "SELECT * FROM {t}",

@@ -55,8 +55,8 @@ class BareFlightServer(flight.FlightServerBase):
 
 def flight_sql_command(sql: str) -> bytes:
     """The descriptor command of a Flight SQL ``CommandStatementQuery``."""
-    from rhei_lake.server import flight_sql_pb2 as pb
-    from rhei_lake.server import protocol
+    from rhei_lake.flight import flight_sql_pb2 as pb
+    from rhei_lake.flight import protocol
 
     return protocol.pack(pb.CommandStatementQuery(query=sql))
 

@@ -1,9 +1,9 @@
-"""Compile the vendored ``FlightSql.proto`` into ``rhei_lake/server/flight_sql_pb2.py`` (and its ``.pyi``).
+"""Compile the vendored ``FlightSql.proto`` into ``rhei_lake/flight/flight_sql_pb2.py`` (and its ``.pyi``).
 
 Run by ``make proto`` in a virtual environment holding the ``proto`` extra's pinned
 ``grpcio-tools`` (its bundled protoc fixes the gencode version, and so the oldest
 ``protobuf`` runtime the generated module accepts). The proto is compiled under the
-name ``rhei_lake/server/flight_sql.proto`` so that the module's import path and the
+name ``rhei_lake/flight/flight_sql.proto`` so that the module's import path and the
 file name it registers in protobuf's descriptor pool are rhei_lake's own.
 """
 
@@ -20,7 +20,7 @@ from grpc_tools import protoc  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "proto" / "FlightSql.proto"
-TARGET = "rhei_lake/server/flight_sql"
+TARGET = "rhei_lake/flight/flight_sql"
 
 
 def _header(comment: str) -> str:

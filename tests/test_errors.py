@@ -142,7 +142,7 @@ def test_a_closed_lake_says_so_with_its_own_class(tmp_path):
     import pyarrow.flight as flight
 
     import rhei_lake
-    from rhei_lake.server.status import to_flight_error
+    from rhei_lake.flight.status import to_flight_error
 
     lake = rhei_lake.open(storage=str(tmp_path / "lake"))
     lake.close()

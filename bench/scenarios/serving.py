@@ -127,7 +127,7 @@ def _point_lookups(settings: Settings, rows: int, repeat: int) -> list[Result]:
 
 
 def _flight(settings: Settings, storage: str, seconds: float) -> list[Result]:
-    from rhei_lake.server import serve_flight
+    from rhei_lake.flight import serve_flight
 
     results = []
     with rhei_lake.open(storage=storage) as lake, serve_flight(lake, compression="zstd") as server:

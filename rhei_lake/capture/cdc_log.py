@@ -5,7 +5,7 @@
     _rhei_cdc_log(seq INTEGER PRIMARY KEY, tbl, op, ts, c0, c1, ...)   change events
     _rhei_cdc_pending(tbl, mark, c0, c1, ...)                          rows a REPLACE may delete
     _rhei_tables(name, spec, state, snapshot_from, snapshot_to, synced_seq)
-    _rhei_meta(key, value)                                            source_id, format
+    _rhei_meta(key, value)                                            source_id, format, dating
 
 ``seq`` is SQLite's rowid, i.e. ``max(seq) + 1``. Pruning never deletes the
 newest row, so a sequence number is never handed out twice (AUTOINCREMENT would
@@ -32,6 +32,7 @@ from rhei_lake.catalog import TableSpec
 REGISTRY_TABLE = "_rhei_tables"
 META_TABLE = "_rhei_meta"
 LOG_FORMAT = "1"
+DATING_KEY = "dating"  # the last read of the log no event carried (rhei_lake.sync.commit_time)
 OP_SNAPSHOT_MARKER = "S"
 
 STATE_SNAPSHOT = "snapshot"
@@ -114,6 +115,15 @@ def ensure_slots(conn: sqlite3.Connection, count: int) -> int:
 
 def max_seq(conn: sqlite3.Connection) -> int:
     return conn.execute(f"SELECT coalesce(max(seq), 0) FROM {LOG_TABLE}").fetchone()[0]
+
+
+def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)", (key, value))
 
 
 def reserve_snapshot(conn: sqlite3.Connection, table: str, rows: int) -> tuple[int, int, int]:

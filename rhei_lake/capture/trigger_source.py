@@ -25,7 +25,7 @@ from rhei_lake.capture.reconcile_log import PendingEvents
 from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
-from rhei_lake.capture.sqlite_db import connect, enable_wal, translate_sqlite_error
+from rhei_lake.capture.sqlite_db import BUSY_TIMEOUT_MS, connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
@@ -643,6 +643,40 @@ class TriggerSource:
     def max_seq(self) -> int:
         with self._lock:
             return cdc_log.max_seq(self._conn)
+
+    def dating_record(self) -> str | None:
+        """The read of the CDC log last recorded by :meth:`record_dating` (``None`` if none was)."""
+        with self._lock:
+            try:
+                return cdc_log.read_meta(self._conn, cdc_log.DATING_KEY)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def record_dating(self, record: str) -> bool:
+        """Keep ``record`` (see :mod:`rhei_lake.sync.commit_time`) durably, inside a transaction already open
+        here or in one of its own; ``False`` when another connection holds the write lock (without waiting
+        for it: an application's open transaction must not stall the sync)."""
+        with self._lock:
+            own = not self._conn.in_transaction
+            try:
+                if own:
+                    self._conn.execute("PRAGMA busy_timeout = 0")
+                    try:
+                        self._conn.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                            return False
+                        raise
+                    finally:
+                        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cdc_log.write_meta(self._conn, cdc_log.DATING_KEY, record)
+                if own:
+                    self._conn.execute("COMMIT")
+                return True
+            except sqlite3.Error as exc:
+                if own:
+                    self._rollback()
+                raise translate_sqlite_error(exc, self.path) from exc
 
     def close(self) -> None:
         with self._lock:

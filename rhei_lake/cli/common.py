@@ -133,7 +133,7 @@ def resolve_settings(
     """
     from rhei_lake.config import LakeConfig
     from rhei_lake.config_file import environment_options, read_config_file
-    from rhei_lake.server.service_config import ServiceConfig
+    from rhei_lake.service.config import ServiceConfig
 
     path = config_path(config)
     file = read_config_file(path) if path is not None else None
@@ -182,7 +182,7 @@ def _validate(lake: dict[str, Any], serve: dict[str, Any]) -> None:
     """Both parts, every invalid value reported at once."""
     from rhei_lake.config import build_config
     from rhei_lake.errors import ConfigError
-    from rhei_lake.server.service_config import build_service_config
+    from rhei_lake.service.config import build_service_config
 
     problems = []
     for build, options in ((build_config, lake), (build_service_config, serve)):

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from rhei_lake.cli.service_logs import RecentLog
 from rhei_lake.cli.status import ago, number
-from rhei_lake.server.lake_service import LakeService, ServiceSnapshot
+from rhei_lake.service.lake_service import LakeService, ServiceSnapshot
 
 REFRESH_SECONDS = 0.5
 _LEVEL_STYLES = {"WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}

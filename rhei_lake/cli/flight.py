@@ -49,7 +49,7 @@ def flight_command(
     Clients (ADBC, JDBC, DBeaver) see each table t as t, t_history and t_changes;
     a leading comment /* as_of=2026-05-01T12:00:00Z */ queries the past.
     """
-    from rhei_lake.server import serve_flight
+    from rhei_lake.flight import serve_flight
 
     options = common.resolve_options(
         config=config,

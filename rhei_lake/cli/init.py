@@ -119,7 +119,7 @@ def init_command(
     try:
         written = read_config_file(check)
         from rhei_lake.config import build_config
-        from rhei_lake.server.service_config import build_service_config
+        from rhei_lake.service.config import build_service_config
 
         build_config(written.lake)
         build_service_config(written.serve)
@@ -132,7 +132,7 @@ def init_command(
 def config_template(values: dict[str, Any], *, tables: list[dict[str, Any]], name: str = "rhei.toml") -> str:
     """The commented TOML text: ``values`` set, every other option shown commented out."""
     from rhei_lake.config import LakeConfig
-    from rhei_lake.server.service_config import ServiceConfig
+    from rhei_lake.service.config import ServiceConfig
 
     parts = [HEADER.format(name=name)]
     listed = {field for _title, fields in LAKE_SECTIONS for field in fields} | SKIPPED

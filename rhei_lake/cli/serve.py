@@ -56,8 +56,8 @@ def serve_command(
     --headless logs one line per event to stdout. SIGTERM/SIGINT stop it after
     a final sync, with exit code 0. Settings: the [serve] table of --config.
     """
-    from rhei_lake.server.lake_service import LakeService
-    from rhei_lake.server.service_config import DEFAULT_SYNC_INTERVAL, build_service_config
+    from rhei_lake.service.lake_service import LakeService
+    from rhei_lake.service.config import DEFAULT_SYNC_INTERVAL, build_service_config
 
     lake_options, serve_options = common.resolve_settings(
         config=config, storage=storage, db=db,

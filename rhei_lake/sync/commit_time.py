@@ -24,7 +24,10 @@ precision left (docs/time-travel-and-compaction.md, "History and time travel").
 What a restarted process must know is committed with the events, as the
 changelog's cursor (which trigger mode does not otherwise use): the floor the
 events were dated against and, with the events of a drain's final read, that
-read's instant and the last sequence it saw. See :class:`DatingFloor`.
+read's instant and the last sequence it saw. A final read that committed no
+event is recorded alone before the lake claims its instant (the sync's
+``_record_read``), or a restart would date a transaction open across it before
+instants already answered. See :class:`DatingFloor`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import RheiError, SchemaError, SourceError, TypeMismatchError, WatermarkError
 from rhei_lake.storage import delta
 from rhei_lake.storage.changelog import Changelog
-from rhei_lake.storage.lake_storage import LakeStorage
+from rhei_lake.storage.lake_storage import INTERNAL_DIR, LakeStorage
 from rhei_lake.sync.commit_time import DatingFloor
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
@@ -34,6 +34,8 @@ from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
 from rhei_lake.timeutil import now_micros
 
 log = logging.getLogger("rhei_lake.sync")
+
+DATING_BLOB = f"{INTERNAL_DIR}/dating.json"  # a final read recorded while the database's write lock was held
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``progress(table, rows_done, rows_total)`` during long work."""
@@ -95,7 +97,10 @@ class TriggerSync:
                         # A registration whose snapshot meets a value that does not fit: the lake still
                         # opens, so the row can be fixed through it, and the table waits (see waiting).
             if self._horizon is None:
-                self._dating = DatingFloor.committed(cl.cursor for cl in self.changelogs.values())
+                cursors = [cl.cursor for cl in self.changelogs.values()]
+                stored = self.storage.blobs.get(DATING_BLOB)
+                recorded = [self.source.dating_record(), stored.decode(errors="replace") if stored else None]
+                self._dating = DatingFloor.committed([*cursors, *recorded])
 
     def _attach(self, table: str, progress: ProgressCallback | None) -> None:
         reg = self.source.registrations()[table]
@@ -293,6 +298,7 @@ class TriggerSync:
                 faults.point("sync.after_read_before_commit")
             final = batch.rows < limit and batch.error is None
             cursor = dating.cursor((read_at, batch.through) if final else None)
+            carried = False  # whether the cursor was committed with some events
             for table, events in batch.tables.items():
                 changelog = self.changelogs[table]
                 self._ensure_lake_spec(table)
@@ -300,14 +306,26 @@ class TriggerSync:
                 committed = changelog.commit(dating.apply(events), cursor=cursor)
                 bound_tail(self._housekeeper, table, changelog)
                 report.add(table, committed, changelog.watermark, time.perf_counter() - began)
+                carried = carried or committed > 0
             position = batch.through
             self._position = position
             if batch.error is not None:
                 raise self._explained(batch.error)
             if batch.rows < limit:
-                self._horizon = max(read_at, dating.floor)
-                self._dating = DatingFloor.after_read(self._horizon, position)
+                horizon = max(read_at, dating.floor)
+                # Claimed only once a restart would date by it: committed with the events, else recorded alone.
+                if not carried and cursor is not None:
+                    self._record_read(cursor)
+                self._horizon = horizon
+                self._dating = DatingFloor.after_read(horizon, position)
                 return position
+
+    def _record_read(self, record: str) -> None:
+        """Keep a final read whose cursor no event carried durable, without a Delta commit: in the database's
+        ``_rhei_meta``, or in the lake's storage while another connection holds the database's write lock
+        (an open transaction: the case the record is for, which the sync must not wait for)."""
+        if not self.source.record_dating(record):
+            self.storage.blobs.put(DATING_BLOB, record.encode())
 
     def _explained(self, error: TypeMismatchError) -> TypeMismatchError:
         """A key refused for its spelling, worded as a collision when the way on it names cannot work."""

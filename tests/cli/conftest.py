@@ -1,3 +1,3 @@
 """The CLI tests serve the same shop lake as the server tests."""
 
-from tests.server.conftest import shop_lake  # noqa: F401  (a fixture)
+from tests.flight.conftest import shop_lake  # noqa: F401  (a fixture)

@@ -137,7 +137,7 @@ def test_every_option_of_the_template_is_valid_when_uncommented(tmp_path):
     from rhei_lake.cli.init import config_template
     from rhei_lake.config import LakeConfig, build_config
     from rhei_lake.config_file import read_config_file
-    from rhei_lake.server.service_config import ServiceConfig, build_service_config
+    from rhei_lake.service.config import ServiceConfig, build_service_config
 
     text = config_template({"storage": "./lake"}, tables=[])
     lines = text.splitlines()

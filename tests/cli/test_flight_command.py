@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.server.flight_clients import query
+from tests.flight.flight_clients import query
 
 TOKEN = "cli-token-1234"
 
@@ -71,7 +71,7 @@ def test_rh_flight_stops_on_ctrl_c_even_with_a_client_that_stopped_reading(shop_
     try:
         location = re.search(r"at (grpc://\S+)", process.stdout.readline()).group(1)
         client = subprocess.Popen(
-            [sys.executable, "-m", "tests.server.stalled_client", location], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "tests.flight.stalled_client", location], stdout=subprocess.PIPE, text=True
         )
         assert client.stdout.readline().strip() == "stalled"
         time.sleep(1.0)

@@ -8,7 +8,7 @@ import uuid
 
 import rhei_lake
 from rhei_lake.catalog import SEQ
-from tests.support.history_model import HistoryModel, lake_history
+from tests.support.history_model import HistoryModel, assert_same_history, lake_history
 from tests.support.oracle import assert_same_state
 from tests.support.workload import SCHEMA, Workload, create_tables
 
@@ -84,7 +84,7 @@ def test_concurrent_sync_and_compactions_lose_nothing(storage, tmp_path):
         app.compact()
         app.refresh()
         for table in SCHEMA:
-            assert lake_history(app, table) == model.history(table)
+            assert_same_history(lake_history(app, table), model.history(table), table)
             stored = app.storage.table_store(table, "history").to_arrow(columns=[SEQ]).column(0).to_pylist()
             assert len(stored) == len(set(stored)), f"{table}: a version was folded twice"
             seqs = app.query(f"SELECT _rhei_seq FROM {table}_changes").column(0).to_pylist()

@@ -13,7 +13,7 @@ from pathlib import Path
 import rhei_lake
 from rhei_lake.catalog import SEQ, VALID_FROM, VALID_TO
 from rhei_lake.timeutil import to_micros
-from tests.support.history_model import HistoryModel
+from tests.support.history_model import HistoryModel, assert_same_history
 from tests.support.oracle import _sort_key, assert_same_state
 from tests.support.workload import SCHEMA, Workload, create_tables
 
@@ -99,7 +99,7 @@ def test_sigkill_during_compaction_then_rerun_leaves_exact_history(durable_lake,
             audited[tbl].append(seq)
         for table in SCHEMA:
             history = _stored_history(lake, table)
-            assert history == model.history(table), f"{table}: the history table differs from the model"
+            assert_same_history(history, model.history(table), table)
             seqs = lake.storage.table_store(table, "history").to_arrow(columns=[SEQ]).column(0).to_pylist()
             assert len(seqs) == len(set(seqs)), f"{table}: a version was written twice"
             assert lake.storage.table_store(table, "history").app_version("rhei.folded") == audited[table][-1]

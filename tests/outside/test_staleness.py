@@ -7,8 +7,8 @@ import time
 from deltalake import DeltaTable
 
 import rhei_lake
-from tests.server.serve_process import ServeProcess, scrape, value
-from tests.server.test_serve import _htap_lake, _insert
+from tests.service.serve_process import ServeProcess, scrape, value
+from tests.service.test_serve import _htap_lake, _insert
 from tests.support.outside import table_uri
 from tests.support.waiting import wait_for
 

@@ -10,7 +10,7 @@ import pytest
 import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import QueryError, SchemaError
-from rhei_lake.server.metadata import LakeMetadata
+from rhei_lake.flight.metadata import LakeMetadata
 from tests.support.oracle import assert_same_state, sqlite_state
 
 

@@ -312,7 +312,7 @@ def test_the_flight_token_never_appears_in_the_servers_output(tmp_path):
     import signal
     import time
 
-    from tests.server.flight_clients import adbc_connect
+    from tests.flight.flight_clients import adbc_connect
 
     token = "rhei-flight-token-Zp4kR8"
     url = str(tmp_path / "lake")

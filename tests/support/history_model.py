@@ -139,3 +139,22 @@ def lake_history(lake, table: str) -> list[tuple]:
         valid_to = items[-1]
         rows.append(tuple(items[:-2]) + (to_micros(items[-2]), None if valid_to is None else to_micros(valid_to)))
     return sorted(rows, key=_sort_key)
+
+
+CLAMP_SLACK_US = 1_000_000
+"""How much later than its statement's time the lake may date a change: a change whose transaction was
+still open when the lake read the CDC log is dated just after that read (docs/design.md), which a
+statement racing a sync in another thread can see; a loaded machine keeps it well under a second."""
+
+
+def assert_same_history(actual: list[tuple], expected: list[tuple], table: str) -> None:
+    """The lake's history (``lake_history``) equals the model's, version by version, rows exactly;
+    each instant equal to the model's statement time or later by at most :data:`CLAMP_SLACK_US`."""
+    assert len(actual) == len(expected), f"{table}: {len(actual)} versions in the lake, {len(expected)} in the model"
+    for got, want in zip(actual, expected, strict=True):
+        assert got[:-2] == want[:-2], f"{table}: the history table differs from the model: {got} != {want}"
+        for lake_ts, model_ts in zip(got[-2:], want[-2:], strict=True):
+            if lake_ts is None or model_ts is None:
+                assert lake_ts == model_ts, f"{table}: {got} != {want}"
+            else:
+                assert 0 <= lake_ts - model_ts <= CLAMP_SLACK_US, f"{table}: {got} dated apart from {want}"

@@ -10,6 +10,7 @@ across restarts and a sync that failed half-way.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 
 import rhei_lake
 from rhei_lake import faults
+from rhei_lake.timeutil import to_micros as micros
 
 ONE_MICRO = timedelta(microseconds=1)
 
@@ -138,4 +140,52 @@ def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(tmp_
     with _lake(tmp_path) as lake:
         lake.sync_now()
         assert _versions(lake, "a")[-1] == _versions(lake, "b")[-1] == ("new", through + ONE_MICRO)
+    app.close()
+
+
+
+def test_an_instant_answered_by_syncs_that_committed_nothing_stays_final_across_a_restart(tmp_path):
+    """Syncs that find nothing to commit still claim their read: a restarted process dates a transaction
+    open across them after it (found by the differential fuzzer: a kill, a reopen, the commit, and an
+    instant answered before showed the transaction's rows)."""
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "items")
+        lake.sync_now()
+        app.execute("BEGIN")
+        app.execute("UPDATE items SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        lake.sync_now()
+        time.sleep(0.003)
+        through = lake.sync_now().synced_through  # commits nothing, as the one before
+        before = _names(lake, "items", through)
+        assert through is not None and before == ["old"]
+    app.execute("COMMIT")  # while no lake runs
+    with _lake(tmp_path) as lake:
+        lake.sync_now()
+        assert _names(lake, "items", through) == before
+        assert _versions(lake, "items")[-1] == ("new", through + ONE_MICRO)
+    app.close()
+
+
+def _recorded_read(record: bytes | str | None) -> int | None:
+    return json.loads(record)["read_at"] if record else None
+
+
+def test_a_sync_that_commits_nothing_records_its_read_before_claiming_it(tmp_path):
+    """In the database's ``_rhei_meta`` when its write lock is free (no Delta commit, no object written);
+    in the lake's storage while another connection holds it (the sync does not wait for the transaction)."""
+    with _lake(tmp_path) as lake:
+        app = _setup(lake, "items")
+        blob = tmp_path / "lake" / "_rhei" / "dating.json"
+        through = lake.sync_now().synced_through
+        meta = app.execute("SELECT value FROM _rhei_meta WHERE key = 'dating'").fetchone()
+        assert _recorded_read(meta[0]) == micros(through)
+        assert not blob.exists()
+        app.execute("BEGIN")
+        app.execute("UPDATE items SET name = 'new' WHERE id = 1")
+        started = time.monotonic()
+        held = lake.sync_now().synced_through
+        assert time.monotonic() - started < 5  # did not wait out the busy timeout
+        assert held > through and _recorded_read(blob.read_bytes()) == micros(held)
+        app.execute("ROLLBACK")
     app.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 import rhei_lake
-from tests.server.serve_process import ServeProcess, scrape, value
+from tests.service.serve_process import ServeProcess, scrape, value
 from tests.support.rh import ROOT
 
 MINIO = ROOT / "docker" / "minio"

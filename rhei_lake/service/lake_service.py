@@ -3,7 +3,7 @@
 :class:`LakeService` drives the lake through its public API only
 (``start_sync``, ``add_sync_listener``, ``sync_status``, ``compact``,
 ``sync_now``, ``close``) and reports what happens through the
-``rhei_lake.serve`` logger and :class:`~rhei_lake.server.metrics.LakeMetrics`.
+``rhei_lake.serve`` logger and :class:`~rhei_lake.service.metrics.LakeMetrics`.
 It has no user interface: ``rh serve`` puts a dashboard or structured log
 lines on top.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import rhei_lake
 from rhei_lake.errors import RheiError
-from rhei_lake.server.compaction_scheduler import CompactionScheduler, CompactionState
-from rhei_lake.server.metrics import LakeMetrics, MetricsServer
-from rhei_lake.server.service_config import ServiceConfig
+from rhei_lake.service.compaction_scheduler import CompactionScheduler, CompactionState
+from rhei_lake.service.metrics import LakeMetrics, MetricsServer
+from rhei_lake.service.config import ServiceConfig
 from rhei_lake.sync.loop import ErrorInfo, summary
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncStatus
@@ -117,7 +117,7 @@ class LakeService:
             if self.config.metrics_port is not None:
                 self._metrics_server = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
             if self._flight_wanted:
-                from rhei_lake.server import serve_flight
+                from rhei_lake.flight import serve_flight
 
                 self._flight = serve_flight(lake)
             self._remove_listener = lake.add_sync_listener(self._on_sync)

@@ -26,11 +26,11 @@ import pyarrow.flight as flight
 
 import rhei_lake
 from rhei_lake.errors import RheiError, WriteRefusedError, translate_query_error
-from rhei_lake.server import flight_sql_pb2 as pb
-from rhei_lake.server import protocol
-from rhei_lake.server.metadata import LakeMetadata, result_schema
-from rhei_lake.server.statements import PlannedQuery, Planner, StatementRegistry, bind_parameters
-from rhei_lake.server.status import HandleNotFound, ServerClosing, to_flight_error
+from rhei_lake.flight import flight_sql_pb2 as pb
+from rhei_lake.flight import protocol
+from rhei_lake.flight.metadata import LakeMetadata, result_schema
+from rhei_lake.flight.statements import PlannedQuery, Planner, StatementRegistry, bind_parameters
+from rhei_lake.flight.status import HandleNotFound, ServerClosing, to_flight_error
 
 log = logging.getLogger("rhei_lake.server")
 

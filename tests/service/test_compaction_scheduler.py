@@ -7,10 +7,10 @@ import time
 from types import SimpleNamespace
 
 from rhei_lake.errors import StorageUnavailableError
-from rhei_lake.server.compaction_scheduler import CompactionScheduler
-from rhei_lake.server.metrics import LakeMetrics
-from rhei_lake.server.schedule import IntervalSchedule
-from tests.server.serve_process import value
+from rhei_lake.service.compaction_scheduler import CompactionScheduler
+from rhei_lake.service.metrics import LakeMetrics
+from rhei_lake.service.schedule import IntervalSchedule
+from tests.service.serve_process import value
 
 
 class FakeLake:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rhei_lake.config import format_validation_error
 from rhei_lake.errors import ConfigError
-from rhei_lake.server.schedule import CronSchedule, IntervalSchedule, Schedule
+from rhei_lake.service.schedule import CronSchedule, IntervalSchedule, Schedule
 
 DEFAULT_SYNC_INTERVAL = 1.0
 DEFAULT_METRICS_HOST = "127.0.0.1"

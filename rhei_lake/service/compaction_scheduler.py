@@ -17,8 +17,8 @@ from typing import Any
 
 import rhei_lake
 from rhei_lake.errors import RheiError
-from rhei_lake.server.metrics import LakeMetrics
-from rhei_lake.server.schedule import Schedule
+from rhei_lake.service.metrics import LakeMetrics
+from rhei_lake.service.schedule import Schedule
 from rhei_lake.sync.loop import ErrorInfo, summary
 
 log = logging.getLogger("rhei_lake.serve")

@@ -1,6 +1,6 @@
 """Network access to a lake: an Arrow Flight SQL server for ADBC, JDBC and DBeaver clients.
 
->>> from rhei_lake.server import serve_flight
+>>> from rhei_lake.flight import serve_flight
 >>> with rhei_lake.open(storage="./lake") as lake, serve_flight(lake, port=50051) as server:  # doctest: +SKIP
 ...     server.serve_forever()
 
@@ -14,16 +14,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rhei_lake.server.service import FlightService, serve_flight
+    from rhei_lake.flight.service import FlightService, serve_flight
 
 __all__ = ["serve_flight", "FlightService"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: `rh` reads the [serve] settings (service_config) on every start,
+    # Imported on first use: `rh` reads the [serve] settings (rhei_lake.service.config) on every start,
     # and must not load the Flight stack for that.
     if name in __all__:
-        from rhei_lake.server import service
+        from rhei_lake.flight import service
 
         return getattr(service, name)
-    raise AttributeError(f"module 'rhei_lake.server' has no attribute {name!r}")
+    raise AttributeError(f"module 'rhei_lake.flight' has no attribute {name!r}")

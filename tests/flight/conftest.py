@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 import rhei_lake
-from rhei_lake.server import FlightService, serve_flight
+from rhei_lake.flight import FlightService, serve_flight
 from rhei_lake.timeutil import now_micros
 
 ORDERS = 300

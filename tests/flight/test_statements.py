@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from rhei_lake.errors import QueryError
-from rhei_lake.server.metadata import like_pattern
-from rhei_lake.server.statements import PlannedQuery, PreparedStatement, StatementRegistry, bind_parameters
+from rhei_lake.flight.metadata import like_pattern
+from rhei_lake.flight.statements import PlannedQuery, PreparedStatement, StatementRegistry, bind_parameters
 
 
 class Clock:

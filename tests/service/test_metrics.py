@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rhei_lake import ErrorInfo, LoopStatus, SyncReport, SyncStatus, TableStatus, TableSyncReport
 from rhei_lake.errors import StorageUnavailableError
-from rhei_lake.server.metrics import LakeMetrics
-from tests.server.serve_process import scrape, value
+from rhei_lake.service.metrics import LakeMetrics
+from tests.service.serve_process import scrape, value
 
 
 def _samples(metrics: LakeMetrics) -> dict:

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from rhei_lake.server import flight_sql_pb2 as pb
-from rhei_lake.server import protocol
+from rhei_lake.flight import flight_sql_pb2 as pb
+from rhei_lake.flight import protocol
 
 
 def test_messages_are_the_flight_sql_protocol():

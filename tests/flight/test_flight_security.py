@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import rhei_lake
-from rhei_lake.server import serve_flight
-from tests.server.flight_clients import RawClient, adbc_connect, pb, query
+from rhei_lake.flight import serve_flight
+from tests.flight.flight_clients import RawClient, adbc_connect, pb, query
 
 TOKEN = "correct-horse-battery-staple"
 

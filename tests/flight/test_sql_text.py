@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rhei_lake.errors import QueryError
-from rhei_lake.server.sql_text import number_placeholders, parse_statement
+from rhei_lake.flight.sql_text import number_placeholders, parse_statement
 from rhei_lake.timeutil import to_micros
 
 NOON = to_micros("2026-05-01T12:00:00Z")

@@ -8,8 +8,8 @@ import pyarrow.flight as flight
 import pytest
 
 from rhei_lake.timeutil import from_micros
-from tests.server.conftest import ORDERS
-from tests.server.flight_clients import RawClient, adbc_connect, pb, query
+from tests.flight.conftest import ORDERS
+from tests.flight.flight_clients import RawClient, adbc_connect, pb, query
 
 LIVE = ORDERS - 5  # five orders were deleted in the second sync
 
@@ -93,7 +93,7 @@ def test_parameters_positional_named_and_prepared(served, shop_lake):
 
 def test_a_prepared_statement_sees_commits_made_after_it_was_prepared(tmp_path):
     import rhei_lake
-    from rhei_lake.server import serve_flight
+    from rhei_lake.flight import serve_flight
 
     with rhei_lake.open(oltp_path=str(tmp_path / "a.db"), storage="memory://") as lake, serve_flight(lake) as server:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")

@@ -13,7 +13,7 @@ import pyarrow as pa
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from rhei_lake.server import flight_sql_pb2 as pb
+from rhei_lake.flight import flight_sql_pb2 as pb
 
 #: Every Flight SQL message a client may send, by its fully qualified name.
 _MESSAGES: dict[str, type[Message]] = {

@@ -26,7 +26,7 @@ import logging
 import pyarrow.flight as flight
 
 from rhei_lake.errors import ConfigError, LakeClosedError, QueryError, RheiError, WriteRefusedError
-from rhei_lake.server.protocol import ProtocolError
+from rhei_lake.flight.protocol import ProtocolError
 
 log = logging.getLogger("rhei_lake.server")
 

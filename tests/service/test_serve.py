@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 import rhei_lake
-from tests.server.flight_clients import adbc_connect
-from tests.server.serve_process import ServeProcess, scrape, value
+from tests.flight.flight_clients import adbc_connect
+from tests.service.serve_process import ServeProcess, scrape, value
 from tests.support.rh import one_error_line, rh
 from tests.support.waiting import wait_for
 

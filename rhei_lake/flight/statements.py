@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from rhei_lake.errors import QueryError
 from rhei_lake.query.engine import normalize_schema
-from rhei_lake.server.sql_text import number_placeholders, parse_statement
+from rhei_lake.flight.sql_text import number_placeholders, parse_statement
 from rhei_lake.timeutil import from_micros
 
 DEFAULT_TICKET_TTL = 300.0

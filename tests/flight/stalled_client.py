@@ -1,6 +1,6 @@
 """A client process that starts a large query, reads one batch, then stops reading (until killed).
 
-python -m tests.server.stalled_client LOCATION [SQL]
+python -m tests.flight.stalled_client LOCATION [SQL]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rhei_lake.errors import ConfigError
-from rhei_lake.server.schedule import CronSchedule, IntervalSchedule
+from rhei_lake.service.schedule import CronSchedule, IntervalSchedule
 
 
 def at(*parts: int) -> datetime:

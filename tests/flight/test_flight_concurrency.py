@@ -12,9 +12,9 @@ import pyarrow.flight as flight
 import pytest
 
 import rhei_lake
-from rhei_lake.server import serve_flight
-from tests.server.conftest import ORDERS
-from tests.server.flight_clients import RawClient, adbc_connect, pb, query
+from rhei_lake.flight import serve_flight
+from tests.flight.conftest import ORDERS
+from tests.flight.flight_clients import RawClient, adbc_connect, pb, query
 from tests.support.waiting import wait_for
 
 # Far more than gRPC and socket buffers hold, and incompressible: the server cannot
@@ -131,7 +131,7 @@ def stalled_client(served):
     """A client process parked mid-stream on the served lake (killed at the end)."""
     lake, server = served
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.server.stalled_client", server.location, big(lake)], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "tests.flight.stalled_client", server.location, big(lake)], stdout=subprocess.PIPE,
         text=True,
     )
     try:
@@ -156,7 +156,7 @@ def test_shutdown_does_not_wait_forever_for_a_client_that_stopped_reading(shop_l
     with shop_lake.open() as lake:
         server = serve_flight(lake)
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.server.stalled_client", server.location], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "tests.flight.stalled_client", server.location], stdout=subprocess.PIPE, text=True
         )
         try:
             assert process.stdout.readline().strip() == "stalled"

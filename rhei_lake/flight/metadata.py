@@ -18,8 +18,8 @@ import pyarrow as pa
 import rhei_lake
 from rhei_lake.catalog import TableSpec
 from rhei_lake.relation_names import name_clashes
-from rhei_lake.server import flight_sql_pb2 as pb
-from rhei_lake.server import protocol
+from rhei_lake.flight import flight_sql_pb2 as pb
+from rhei_lake.flight import protocol
 
 CATALOG = "datafusion"
 DB_SCHEMA = "public"

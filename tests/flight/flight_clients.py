@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 
-from rhei_lake.server import FlightService
-from rhei_lake.server import flight_sql_pb2 as pb
-from rhei_lake.server.protocol import pack
+from rhei_lake.flight import FlightService
+from rhei_lake.flight import flight_sql_pb2 as pb
+from rhei_lake.flight.protocol import pack
 
 
 def adbc_connect(server: FlightService | str, *, token: str | None = None, **db_kwargs: str):

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 import rhei_lake
 from rhei_lake.errors import ConfigError
-from rhei_lake.server.flight_auth import BearerTokenMiddlewareFactory
-from rhei_lake.server.flight_sql import LakeFlightSqlServer
+from rhei_lake.flight.auth import BearerTokenMiddlewareFactory
+from rhei_lake.flight.endpoint import LakeFlightSqlServer
 
 log = logging.getLogger("rhei_lake.server")
 

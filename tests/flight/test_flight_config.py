@@ -7,8 +7,8 @@ import pytest
 import rhei_lake
 from rhei_lake.cli.common import resolve_options
 from rhei_lake.config import LakeConfig, build_config
-from rhei_lake.server import serve_flight
-from tests.server.flight_clients import query
+from rhei_lake.flight import serve_flight
+from tests.flight.flight_clients import query
 from tests.support.moto_server import free_port
 
 SECRET = "s3cr3t-flight-token"
