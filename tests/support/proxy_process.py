@@ -10,6 +10,9 @@ import http.client
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -50,3 +53,27 @@ class ProxyProcess:
                 self.process.kill()
                 self.process.wait()
         self.process.stdout.close()
+
+
+def serve_control(
+    control: Callable[[str, dict], object], proxy_port: int, base: type[BaseHTTPRequestHandler] = BaseHTTPRequestHandler
+) -> None:
+    """The proxy process's side of :class:`ProxyProcess`: answer ``POST /<verb>`` with
+    ``control(verb, payload)`` as JSON, print the ports, and run until stdin closes (or the parent dies)."""
+
+    class Control(base):  # type: ignore[misc, valid-type]
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            answer = json.dumps(control(self.path.strip("/"), payload)).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Control)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"ports {proxy_port} {server.server_address[1]}", flush=True)
+    sys.stdin.read()

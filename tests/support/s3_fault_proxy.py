@@ -21,7 +21,6 @@ and exits when the test process goes away (its stdin closes).
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import socket
 import sys
@@ -32,7 +31,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.proxy_process import ProxyProcess
+from tests.support.proxy_process import ProxyProcess, serve_control
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -244,22 +243,7 @@ def _serve(upstream: str) -> None:
     proxy = _Proxy(upstream)
     proxy.up()
 
-    class Control(_Replies):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            answer = json.dumps(proxy.control(self.path.strip("/"), payload)).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-    control = ThreadingHTTPServer(("127.0.0.1", 0), Control)
-    threading.Thread(target=control.serve_forever, daemon=True).start()
-    print(f"ports {proxy.port} {control.server_address[1]}", flush=True)
-    sys.stdin.read()  # until the test process closes our stdin (or dies)
+    serve_control(proxy.control, proxy.port, _Replies)
 
 
 if __name__ == "__main__":

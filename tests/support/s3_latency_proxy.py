@@ -17,7 +17,6 @@ Binds 127.0.0.1 only; exits when its parent closes its stdin.
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import sys
 import threading
@@ -25,7 +24,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.proxy_process import ProxyProcess
+from tests.support.proxy_process import ProxyProcess, serve_control
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -146,22 +145,7 @@ def _serve(upstream: str, delay: float) -> None:
     server.handle_error = lambda *_: None  # clients hanging up mid-request
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    class Control(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            answer = json.dumps(state.control(self.path.strip("/"), payload)).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-    control = ThreadingHTTPServer(("127.0.0.1", 0), Control)
-    threading.Thread(target=control.serve_forever, daemon=True).start()
-    print(f"ports {server.server_address[1]} {control.server_address[1]}", flush=True)
-    sys.stdin.read()  # until the parent closes our stdin (or dies)
+    serve_control(state.control, server.server_address[1])
 
 
 if __name__ == "__main__":
