@@ -142,9 +142,10 @@ def lake_history(lake, table: str) -> list[tuple]:
 
 
 CLAMP_SLACK_US = 1_000_000
-"""How much later than its statement's time the lake may date a change: a change whose transaction was
-still open when the lake read the CDC log is dated just after that read (docs/design.md), which a
-statement racing a sync in another thread can see; a loaded machine keeps it well under a second."""
+"""How much later than its statement's time the lake may date a change: a change the lake's previous
+read of the CDC log did not see is dated just after that read (docs/design.md). A statement racing a
+sync in another thread shows it, and so does one run in the same millisecond as the read: SQLite's
+clock has millisecond resolution, so its time reads as before the read. Well under a second."""
 
 
 def assert_same_history(actual: list[tuple], expected: list[tuple], table: str) -> None:
