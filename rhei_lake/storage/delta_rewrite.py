@@ -186,7 +186,9 @@ class FileRewriter:
         fs = self.filesystem()
         log = f"{directory}/{_LOG_DIR}/{0:020d}.json"
         with fs.open_input_stream(log) as handle:
-            lines = handle.read().decode("utf-8").splitlines()
+            # Lines end at b"\n" only: str.splitlines() also splits at U+2028, \x1c and the like,
+            # which a string in a file's min/max statistics may hold unescaped.
+            lines = handle.read().split(b"\n")
         adds = []
         for line in lines:
             action = json.loads(line) if line.strip() else {}
