@@ -77,3 +77,18 @@ def serve_control(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"ports {proxy_port} {server.server_address[1]}", flush=True)
     sys.stdin.read()
+
+
+def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The body of the request ``handler`` is answering: chunked or by Content-Length."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().strip().split(b";")[0], 16)
+            if size == 0:
+                handler.rfile.readline()
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
