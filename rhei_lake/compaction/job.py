@@ -105,7 +105,10 @@ def compact(
             reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
             continue
         with compaction_lock(blobs, target.spec.name):
-            target.derived.load()  # what another compaction committed while this one waited
+            # Start from what another compaction committed while this one waited: a
+            # rewrite planned on an older snapshot would remove files already removed.
+            target.derived.load()
+            target.changelog.poll()
             reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
     return CompactionReport(reports, time.perf_counter() - started, options.dry_run)
 

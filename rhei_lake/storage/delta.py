@@ -505,6 +505,16 @@ class DeltaTableStore:
         return self._call(_stats)
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
+        """Bin-pack small files, planned on the table's newest commit.
+
+        delta-rs lets a rewrite that changes no data commit on top of another
+        that removed the same files (delta-rs PR 3982): planned on an older
+        snapshot, a bin-packing would put the rows of those files in the table
+        twice. Concurrent appends are fine; concurrent rewrites are kept apart
+        by the compaction lock, and each starts from the newest commit.
+        """
+        self.refresh()
+
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
             before = dt.version()
             metrics = dt.optimize.compact(

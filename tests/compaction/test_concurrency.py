@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 
 import rhei_lake
@@ -54,12 +55,16 @@ def test_concurrent_sync_and_compactions_lose_nothing(storage, tmp_path):
         job = rhei_lake.open(storage=url, storage_options=options, changelog_retention="0")
         done = threading.Event()
         runs = {"job": 0, "app": 0}
+        rounds = {"writer": 0}
+        started = time.monotonic()
 
         def writer() -> None:
+            # Both compactors must finish three runs while the writer writes; a compaction on
+            # S3 under load can take many seconds, so the bound is time, not rounds.
+            deadline = started + 240
             try:
-                rounds = 0
-                while rounds < 40 or (min(runs.values()) < 3 and rounds < 1000):
-                    rounds += 1
+                while rounds["writer"] < 40 or (min(runs.values()) < 3 and time.monotonic() < deadline):
+                    rounds["writer"] += 1
                     for _ in range(rng.randint(1, 8)):
                         app.execute(*workload.statement())
                         model.apply()
@@ -78,7 +83,7 @@ def test_concurrent_sync_and_compactions_lose_nothing(storage, tmp_path):
                 runs["app"] += 1
 
         _run_threads(writer, job_compactor, app_compactor)
-        assert min(runs.values()) >= 3, runs
+        assert min(runs.values()) >= 3, (runs, rounds, f"{time.monotonic() - started:.0f}s")
 
         app.sync_now()
         app.compact()

@@ -15,6 +15,7 @@ imports neither rhei_lake nor the tests: Daft's environment has neither.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -88,4 +89,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Daft's native runner threads can abort the interpreter's finalization (SIGABRT,
+    # "PyGILState_Release: thread state ... must be current", seen once in CI) after every
+    # answer is written: flush and leave without finalizing, so a read that succeeded says so.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
