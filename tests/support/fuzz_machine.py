@@ -53,7 +53,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.errors import RheiError
+from rhei_lake.errors import RheiError, SchemaChangedError
 from tests.support.fuzz_child import LAKE_OPTIONS, STOPPED_EXIT, encode_work
 from tests.support.fuzz_oracle import (
     Comparator,
@@ -620,16 +620,25 @@ class LakeFuzz(RuleBasedStateMachine):
             kinds.append("rebuild")
         return kinds
 
-    def schema_call(self, what: str, call) -> bool:
+    def schema_call(self, what: str, call) -> bool | None:
+        """Run a lake schema change: True if made, False if refused, None if it stopped the program.
+
+        A change made behind the lake's back that it cannot follow (two rebuilds
+        without a sync between them look like a rename) stops the lake's schema
+        calls as it stops the next sync: the same terminal stop, not a refusal.
+        """
         assert self.record is not None
         before = self.record.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'mig'").fetchone()
         try:
             call()
         except RheiError as exc:
             after = self.record.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'mig'").fetchone()
-            self.say(f"{what} -> refused: {type(exc).__name__}: {exc}")
             if after != before:
                 self.fail(f"{what} was refused but changed the table: {before} -> {after}")
+            if isinstance(exc, SchemaChangedError) and "mig" in self.may_stop:
+                self.stop_or_fail(what, f"{type(exc).__name__}: {exc}", transient=exc.transient)
+                return None
+            self.say(f"{what} -> refused: {type(exc).__name__}: {exc}")
             return False
         self.say(what)
         return True
@@ -638,17 +647,19 @@ class LakeFuzz(RuleBasedStateMachine):
         assert self.lake is not None
         self.added += 1
         name, declared = f"x{self.added}", data.draw(st.sampled_from(ADDED_TYPES), label="type")
-        if not self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
-                                lambda: self.lake.add_column("mig", name, declared)):
+        if self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
+                            lambda: self.lake.add_column("mig", name, declared)) is False:
             self.fail("add_column of a new column was refused")
 
     def migrate_drop(self, data: st.DataObject) -> None:
         assert self.lake is not None
         candidates = [c for c in self.columns("mig") if c.name != "id"]
         column = data.draw(st.sampled_from(candidates), label="column")
-        if self.schema_call(f"lake.drop_column('mig', {column.name!r})", lambda: self.lake.drop_column("mig", column.name)):
+        done = self.schema_call(f"lake.drop_column('mig', {column.name!r})",
+                                lambda: self.lake.drop_column("mig", column.name))
+        if done:
             self.dropped[column.name] = column.declared
-        else:
+        elif done is False:
             self.fail("drop_column was refused")
 
     def migrate_readd(self, data: st.DataObject) -> None:
@@ -656,10 +667,11 @@ class LakeFuzz(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(sorted(self.dropped)), label="column")
         same = data.draw(st.integers(0, 3), label="same type") > 0
         declared = self.dropped[name] if same else data.draw(st.sampled_from(ADDED_TYPES), label="type")
-        if self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
-                            lambda: self.lake.add_column("mig", name, declared)):
+        done = self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
+                                lambda: self.lake.add_column("mig", name, declared))
+        if done:
             del self.dropped[name]
-        elif same:
+        elif done is False and same:
             self.fail("adding a dropped column back with its type was refused")
 
     def migrate_foreign_add(self, data: st.DataObject) -> None:
