@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -71,20 +72,19 @@ class TriggerSource:
             enable_wal(self._conn, path)
             installed = cdc_log.installed_source_id(self._conn)
             if installed is None:  # first open: create the log (the only write an open needs)
-                self._conn.execute("BEGIN IMMEDIATE")
-                installed = cdc_log.install_log(self._conn)
-                self._conn.execute("COMMIT")
+                with self._immediate():
+                    installed = cdc_log.install_log(self._conn)
             elif not cdc_log.has_pending_table(self._conn):  # a log older than the guard triggers
-                self._conn.execute("BEGIN IMMEDIATE")
-                cdc_log.install_pending(self._conn)
-                self._conn.execute("COMMIT")
+                with self._immediate():
+                    cdc_log.install_pending(self._conn)
             self.source_id = installed
             self._slots = cdc_log.log_slots(self._conn)
             self._registrations = cdc_log.read_registry(self._conn)
-        except sqlite3.Error as exc:
-            self._rollback()
+        except BaseException as exc:
             self._conn.close()
-            raise translate_sqlite_error(exc, path) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise translate_sqlite_error(exc, path) from exc
+            raise
 
     # -- registry --------------------------------------------------------
     def registrations(self) -> dict[str, Registration]:
@@ -96,6 +96,30 @@ class TriggerSource:
             self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+    @contextmanager
+    def _immediate(self, *, join: bool = False) -> Iterator[None]:
+        """One write transaction on the source's connection, committed when the block ends.
+
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock at once, so what the block
+        reads cannot change before it commits. An error rolls the transaction
+        back and is raised, SQLite's own as a rhei_lake error. With ``join``, a
+        transaction the caller already holds on the connection is used (and left
+        to the caller) instead of a new one.
+        """
+        own = not (join and self._conn.in_transaction)
+        try:
+            if own:
+                self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            if own:
+                self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if own:
+                self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise translate_sqlite_error(exc, self.path) from exc
+            raise
 
     def reload_registry(self) -> None:
         """Re-read the registry (another connection may have registered tables)."""
@@ -215,13 +239,8 @@ class TriggerSource:
         with self._lock:
             reg = self._registrations[table]
             ready = Registration(reg.spec, STATE_READY, reg.snapshot_from, reg.snapshot_to, max(reg.synced_seq, synced_seq))
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+            with self._immediate():
                 cdc_log.write_registration(self._conn, ready)
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise translate_sqlite_error(exc, self.path) from exc
             self._registrations[table] = ready
 
     def alter_table(self, table: str, spec: TableSpec, ddl: list[str], *, before: Callable[[], None]) -> None:
@@ -271,20 +290,13 @@ class TriggerSource:
         events captured so far), so no write to the table falls in between.
         """
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+            with self._immediate():
                 before()
                 drop_triggers(self._conn, table)
                 cdc_log.delete_table_events(self._conn, table)
                 self._conn.execute(f"DELETE FROM {cdc_log.REGISTRY_TABLE} WHERE name = ?", (table,))
                 schema_watch.forget(self._conn, table)
                 reconcile_log.discard_table(self._conn, table)
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise translate_sqlite_error(exc, self.path) from exc
-                raise
             self._registrations.pop(table, None)
 
     # -- schema changes made outside rhei_lake ---------------------------
@@ -426,18 +438,8 @@ class TriggerSource:
 
     def discard_reconciled(self, first_seqs: list[int]) -> None:
         """Forget derived events the lake has committed (inside a transaction already open here, or in one of its own)."""
-        with self._lock:
-            own = not self._conn.in_transaction
-            try:
-                if own:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                reconcile_log.discard(self._conn, first_seqs)
-                if own:
-                    self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if own:
-                    self._rollback()
-                raise translate_sqlite_error(exc, self.path) from exc
+        with self._lock, self._immediate(join=True):
+            reconcile_log.discard(self._conn, first_seqs)
 
     # -- events ----------------------------------------------------------
     def read(self, after: int, limit: int, *, committed: Mapping[str, int] | None = None) -> LogBatch:
@@ -552,8 +554,7 @@ class TriggerSource:
             unknown = [c for c in values if c not in spec.column_names]
             if unknown:
                 raise SchemaError(f"table {table!r} has no column(s) {unknown}; its columns are {spec.column_names}")
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+            with self._immediate():
                 row = cdc_log.read_event(self._conn, seq, self._slots)
                 if row is None or row[1] != table or row[2] == cdc_log.OP_SNAPSHOT_MARKER:
                     raise SourceError(
@@ -583,10 +584,6 @@ class TriggerSource:
                             seq=seq,
                         )
                 cdc_log.set_event_slots(self._conn, seq, slots)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
             return {c: row[4 + spec.column_names.index(c)] for c in values}
 
     def explain_key_error(

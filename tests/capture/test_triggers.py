@@ -163,6 +163,26 @@ def test_repair_event_unblocks_a_type_mismatch_without_losing_anything(lake):
         lake.repair_event("t", 10_000, {"qty": 1})
 
 
+def test_repair_event_while_another_connection_holds_the_write_lock_raises_a_lake_error(lake, tmp_path):
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER)")
+    lake.register_table("t")
+    lake.execute("INSERT INTO t VALUES (1, 'lots')")
+    with pytest.raises(TypeMismatchError) as info:
+        lake.sync_now()
+    other = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # an application's transaction, held past the busy timeout
+    try:
+        with pytest.raises(rhei_lake.RheiError, match="locked|busy") as refused:
+            lake.repair_event("t", info.value.seq, {"qty": 0})
+        assert refused.value.transient, refused.value
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    lake.repair_event("t", info.value.seq, {"qty": 0})  # the failed attempt left nothing half done
+    lake.sync_now()
+    assert lake.query("SELECT qty FROM t").column(0).to_pylist() == [0]
+
+
 # -- comparisons are byte-exact whatever the collation --------------------------------------------
 
 
