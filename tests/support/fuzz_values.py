@@ -318,8 +318,25 @@ class ValueJudge:
             if probe is None:
                 probe = self._probes[declared] = probe_connection(declared)
             _, stored = store_one(probe, value)
+            if isinstance(value, str) and isinstance(stored, float):
+                stored = _correctly_rounded(value, stored)
             token = self._cache[key] = exact(stored)
         return token
+
+
+def _correctly_rounded(text: str, sqlite_real: float) -> float:
+    """The double ``text`` spells, where SQLite's own conversion gave ``sqlite_real``.
+
+    The lake keeps a REAL that SQLite stored in a column it mirrors as text
+    (NUMERIC affinity: ``TIME``, ``JSON``, ...) as its shortest round-trip
+    spelling, exact for any correct parser. SQLite's text-to-REAL conversion is
+    not correctly rounded at extreme exponents (``'1.0359917127425884e-297'``
+    comes back one unit off), so the text is read back here as Python reads it.
+    """
+    try:
+        return float(text)
+    except ValueError:  # a spelling SQLite reads as a number and Python does not
+        return sqlite_real
 
 
 def show(value: Any) -> str:

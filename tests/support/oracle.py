@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import struct
 from typing import Any
 
 import rhei_lake
@@ -25,10 +26,31 @@ def lake_state(lake: rhei_lake.Lake, table: str, **query_options: Any) -> list[t
     return sorted((tuple(r.values()) for r in result.to_pylist()), key=_sort_key)
 
 
+class ExactFloat(float):
+    """A float equal only to a float with the same bits (``-0.0`` is not ``0.0``), shown with them."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and struct.pack("<d", self) == struct.pack("<d", other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(struct.pack("<d", self))
+
+    def __repr__(self) -> str:
+        return f"{float(self)!r}[{struct.pack('<d', self).hex()}]"
+
+
+def exact_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` with every float compared by its bits (see :class:`ExactFloat`)."""
+    return [tuple(ExactFloat(v) if isinstance(v, float) else v for v in row) for row in rows]
+
+
 def assert_same_state(lake: rhei_lake.Lake, conn: sqlite3.Connection, table: str) -> None:
     """The lake's current ``table`` equals the SQLite table exactly (floats bit for bit)."""
-    expected = sqlite_state(conn, table)
-    actual = lake_state(lake, table)
+    expected = exact_rows(sqlite_state(conn, table))
+    actual = exact_rows(lake_state(lake, table))
     if expected != actual:
         missing = [r for r in expected if r not in actual][:5]
         extra = [r for r in actual if r not in expected][:5]
