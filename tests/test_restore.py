@@ -11,7 +11,7 @@ import pytest
 
 import rhei_lake
 from rhei_lake.errors import ConfigError, SchemaError
-from tests.support.oracle import sqlite_state
+from tests.support.oracle import exact_rows, sqlite_state
 from tests.support.workload import SCHEMA, Workload
 
 
@@ -177,3 +177,21 @@ def test_restore_gives_back_what_sqlite_stored_under_each_affinity(tmp_path):
     conn = sqlite3.connect(tmp_path / "restored.db")
     assert conn.execute("SELECT typeof(j), typeof(d), typeof(u) FROM v WHERE id = 'a'").fetchone() == (
         "integer", "integer", "real")
+
+
+def test_restore_gives_back_reals_held_in_text_mirrored_columns_bit_for_bit(tmp_path):
+    """A REAL in a NUMERIC-affinity column the lake mirrors as text comes back as the same double.
+
+    SQLite's own text-to-REAL conversion is one unit off for some spellings
+    ('1.0359917127425884e-297'): restore must not route the value through it.
+    """
+    db = tmp_path / "app.db"
+    reals = [1.0359917127425884e-297, 0.30000000000000004, 5e-324, 1.7976931348623157e308, -2.5e-300]
+    with rhei_lake.open(oltp_path=str(db), storage="memory://") as lake:
+        lake.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, at TIME, j JSON)")
+        lake.execute_batch([("INSERT INTO r VALUES (?, ?, ?)", (i, v, v)) for i, v in enumerate(reals)])
+        lake.register_table("r")
+        assert str(lake.table_spec("r").columns[1].arrow_type) == "string"
+        original = exact_rows(sqlite_state(lake._oltp, "r"))
+        lake.restore_sqlite(tmp_path / "restored.db")
+    assert exact_rows(_restored_state(tmp_path / "restored.db", "r")) == original

@@ -495,7 +495,8 @@ def written_value(lake_value: Any, dtype: pa.DataType, affinity: str | None) -> 
     A timestamp as :func:`timestamp_text`, a date as ``YYYY-MM-DD``, a boolean
     as 0/1, a decimal as its text with the scale's digits (``1.50``), or as
     integer text when it is whole and the column's affinity reads numbers
-    (``"…993.00"`` would be read as a REAL first, losing digits past 2**53).
+    (``"…993.00"`` would be read as a REAL first, losing digits past 2**53);
+    text that a numeric affinity stores as a REAL as that REAL, read exactly.
     """
     if isinstance(lake_value, bool):
         return int(lake_value)
@@ -507,6 +508,12 @@ def written_value(lake_value: Any, dtype: pa.DataType, affinity: str | None) -> 
         if affinity not in (None, "TEXT", "BLOB") and lake_value == lake_value.to_integral_value():
             return str(int(lake_value))
         return decimal_text(lake_value, dtype.scale if pa.types.is_decimal(dtype) else 0)
+    if isinstance(lake_value, str) and affinity in ("NUMERIC", "INTEGER", "REAL"):
+        # A REAL the lake keeps as text (its shortest exact spelling) goes back as the double
+        # itself: SQLite's text-to-REAL conversion is not correctly rounded at extreme exponents.
+        number = sqlite_number(lake_value, affinity)
+        if isinstance(number, float):
+            return number
     return lake_value
 
 
