@@ -52,10 +52,11 @@ from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
 from rhei_lake.sync.binding import DatabaseBinding
 from rhei_lake.sync.loop import SyncLoop
+from rhei_lake.sync.contract import ProgressCallback, Sync
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status
-from rhei_lake.sync.trigger_sync import ProgressCallback, TriggerSync
+from rhei_lake.sync.trigger_sync import TriggerSync
 from rhei_lake.timeutil import Duration, Instant, to_micros
 
 log = logging.getLogger("rhei_lake")
@@ -105,7 +106,7 @@ class Lake:
         self._lock = threading.RLock()
         self._closed = False
         self._oltp: sqlite3.Connection | None = None
-        self._sync: TriggerSync | PollingSync | None = None
+        self._sync: Sync | None = None
         self._reader: OltpReader | None = None
         self._loop: SyncLoop | None = None
         self._tracker = SyncTracker()
@@ -204,12 +205,12 @@ class Lake:
 
     def _waiting(self) -> dict[str, str]:
         """Tables registered but not mirrored (their registration did not finish), with why and the way on."""
-        if isinstance(self._sync, TriggerSync):
+        if self._sync is not None:
             return {name: str(error) for name, error in self._sync.waiting.items()}
         return dict.fromkeys(self._followed.waiting, _UNFINISHED_ELSEWHERE)
 
     def _not_ready(self, table: str) -> TableNotReadyError:
-        reason = self._sync.waiting.get(table) if isinstance(self._sync, TriggerSync) else None
+        reason = self._sync.waiting.get(table) if self._sync is not None else None
         why = str(reason) if reason is not None else self._waiting().get(table, "its registration has not finished")
         way = "" if isinstance(reason, TypeMismatchError) else (
             f" Call lake.register_table({table!r}) again to take its snapshot anew." if reason is not None else ""
@@ -342,9 +343,10 @@ class Lake:
     def _require_oltp(self, what: str) -> sqlite3.Connection:
         self._check_open()
         self._refuse_read_only(what)
-        if isinstance(self._sync, PollingSync):
+        source = self._sync.read_only_source if self._sync is not None else None
+        if source is not None:
             raise ReadOnlySourceError(
-                f"{what}: this lake follows {self._sync.source.location.masked} read-only (sidecar mode); "
+                f"{what}: this lake follows {source} read-only (sidecar mode); "
                 "write to that database directly and sync_now() picks the changes up"
             )
         if self._oltp is None:
@@ -463,9 +465,9 @@ class Lake:
 
     def _follow_schema_now(self) -> None:
         """Follow a rebuild this lake's own batch committed at once, before another write can come in blind."""
-        assert isinstance(self._sync, TriggerSync)
+        sync = self._trigger_sync("a schema change")
         try:
-            self._leased(self._sync.follow_schema)
+            self._leased(sync.follow_schema)
         except RheiError as exc:  # the batch is committed; the next sync follows (or refuses) it
             log.warning("the schema change is followed at the next sync: %s", exc)
         finally:
@@ -484,11 +486,11 @@ class Lake:
         ``types`` overrides declared types by column (e.g. for untyped columns).
         """
         self._require_oltp("register_table()")
-        assert self._sync is not None
+        sync = self._trigger_sync("register_table()")
         with self._lock:
-            known = {*self._sync.source.registrations(), *self.storage.list_tables()}
+            known = {*sync.source.registrations(), *self.storage.list_tables()}
             check_new_table(name, [t for t in known if t.lower() != name.lower()])  # SQLite: one table, any case
-            return self._leased(self._sync.register, name, types=types, progress=progress)
+            return self._leased(sync.register, name, types=types, progress=progress)
 
     def unregister_table(self, table: str) -> None:
         """Stop mirroring ``table``: what was captured is committed, then its triggers are dropped.
@@ -513,9 +515,7 @@ class Lake:
         if self._sync is None:
             raise SourceError("sync_now() needs a source: open the lake with oltp_path= or source=")
         sync = self._sync
-        if isinstance(sync, PollingSync):
-            return self._tracker.run(lambda: self._leased(sync.sync_now, progress))
-        return self._tracker.run(lambda: self._leased(sync.sync_now))
+        return self._tracker.run(lambda: self._leased(sync.sync_now, progress))
 
     def repair_event(self, table: str, seq: int, values: Mapping[str, Any]) -> None:
         """Correct a captured change event that stops the sync with a TypeMismatchError.
@@ -730,17 +730,22 @@ class Lake:
         return render(tables, dialect, storage_options=self.location.options, as_of=micros, show_secrets=show_secrets)
 
     # -- schema evolution --------------------------------------------------
-    def _evolving(self, what: str) -> TriggerSync:
-        conn = self._require_oltp(what)
+    def _trigger_sync(self, what: str) -> TriggerSync:
+        """The sync, for work only trigger capture does (registering, schema changes, repairs)."""
         if not isinstance(self._sync, TriggerSync):
             raise SourceError(f"{what} needs a source: open the lake with oltp_path=")
+        return self._sync
+
+    def _evolving(self, what: str) -> TriggerSync:
+        conn = self._require_oltp(what)
+        sync = self._trigger_sync(what)
         if conn.in_transaction:
             raise SourceError(f"{what}: finish the transaction open on this lake's connection first")
         if self._lease is not None:
             self._lease.ensure()
         if self._binding is not None:
             self._binding.ensure()
-        return self._sync
+        return sync
 
     def add_column(self, table: str, column: str, sql_type: str) -> TableSpec:
         """Add a nullable column to a mirrored table, in SQLite, its triggers and the lake; returns the new spec.
@@ -828,17 +833,18 @@ class Lake:
         if self._sync is None:
             self._followed.freshen(None, discover=True)
         if self._sync is not None:
-            lag = getattr(self._sync.source, "table_lag", None)
+            lag = self._sync.lag_probe
         else:
             lag = self._watch.table_lag if self._watch is not None else None
         tables = self._query_tables()
         if self._sync is not None:
-            position = getattr(self._sync, "position", None)
+            position = self._sync.position
         else:
             position = max((t.changelog.watermark for t in tables.values()), default=None)
         loop = self._loop.status() if self._loop is not None else None
-        if isinstance(self._sync, TriggerSync):
-            waiting: dict[str, BaseException] = dict(self._sync.waiting)
+        waiting: dict[str, BaseException]
+        if self._sync is not None:
+            waiting = dict(self._sync.waiting)
             through = self._sync.horizon
         else:
             waiting = {name: TableNotReadyError(why, table=name) for name, why in self._waiting().items()}
@@ -965,8 +971,9 @@ class Lake:
         mode = f"oltp_path={self.config.oltp_path!r}" if self.config.oltp_path else "read-only"
         if self.config.read_only and self.config.oltp_path:
             mode = f"read-only oltp_path={self.config.oltp_path!r}"
-        if isinstance(self._sync, PollingSync):
-            mode = f"source={self._sync.source.location.masked!r}"
+        source = self._sync.read_only_source if self._sync is not None else None
+        if source is not None:
+            mode = f"source={source!r}"
         return f"<Lake {self.location.url} {mode} tables={self.tables() if not self._closed else 'closed'}>"
 
 

@@ -32,7 +32,7 @@ from rhei_lake.capture.types import sqlite_affinity, written_value
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import ConfigError, RheiError, SourceError
 from rhei_lake.storage.local_durability import fsync_path
-from rhei_lake.sync.trigger_sync import ProgressCallback
+from rhei_lake.sync.contract import ProgressCallback
 
 if TYPE_CHECKING:
     from rhei_lake.query.engine import QueryEngine

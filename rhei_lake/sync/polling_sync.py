@@ -39,16 +39,16 @@ from rhei_lake.capture.polled_source import PolledSource, PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.catalog import TableSpec
 from rhei_lake.config import LakeConfig
-from rhei_lake.errors import CommitConflictError, SourceError
+from rhei_lake.errors import CommitConflictError, RheiError, SourceError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
+from rhei_lake.sync.contract import ProgressCallback
 from rhei_lake.sync.lake_state import FoldedTable, LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.tables import open_changelog
-from rhei_lake.sync.trigger_sync import ProgressCallback
 from rhei_lake.sync.unordered import UnorderedWatch, catch_up_unordered
 from rhei_lake.timeutil import now_micros
 
@@ -119,8 +119,7 @@ def _reload_on_conflict(table: PolledTableSync) -> Iterator[None]:
 class PollingSync:
     """Moves rows polled from a :class:`PolledSource` into the lake's changelogs.
 
-    Same surface as :class:`~rhei_lake.sync.trigger_sync.TriggerSync`:
-    ``changelogs``, ``specs``, ``sync_now()``, ``flush()``, ``close()``.
+    Keeps the :class:`~rhei_lake.sync.contract.Sync` contract.
     """
 
     def __init__(self, source: PolledSource, storage: LakeStorage, config: LakeConfig) -> None:
@@ -128,6 +127,7 @@ class PollingSync:
         self.storage = storage
         self.config = config
         self.changelogs: dict[str, Changelog] = {}
+        self.waiting: dict[str, RheiError] = {}  # every configured table is described at attach, or the open fails
         self._tables: dict[str, PolledTableSync] = {}
         self._lock = threading.RLock()
         self._housekeeper = Housekeeper("rhei-polling-housekeeping")
@@ -136,7 +136,23 @@ class PollingSync:
     def specs(self) -> dict[str, TableSpec]:
         return {name: t.plan.spec for name, t in self._tables.items()}
 
-    def attach(self) -> None:
+    @property
+    def position(self) -> None:
+        return None  # a polled source has no log position: each table has its own cursor
+
+    @property
+    def horizon(self) -> None:
+        return None  # polling cannot tell that nothing committed before an instant is still unseen
+
+    @property
+    def lag_probe(self) -> None:
+        return None  # what changed since the last poll is known only by polling
+
+    @property
+    def read_only_source(self) -> str:
+        return self.source.location.masked
+
+    def attach(self, progress: ProgressCallback | None = None) -> None:
         """Describe every configured table at the source and open (or create) its changelog."""
         with self._lock:
             for table in self.config.tables:

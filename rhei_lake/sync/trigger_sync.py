@@ -27,8 +27,10 @@ from rhei_lake.storage import delta
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import INTERNAL_DIR, LakeStorage
 from rhei_lake.sync.commit_time import DatingFloor
+from rhei_lake.sync.contract import ProgressCallback
 from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
+from rhei_lake.sync.status import LagProbe
 from rhei_lake.sync.schema_follow import LakeSide
 from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
 from rhei_lake.timeutil import now_micros
@@ -37,8 +39,6 @@ log = logging.getLogger("rhei_lake.sync")
 
 DATING_BLOB = f"{INTERNAL_DIR}/dating.json"  # a final read recorded while the database's write lock was held
 
-ProgressCallback = Callable[[str, int, int], None]
-"""Called as ``progress(table, rows_done, rows_total)`` during long work."""
 
 
 class TriggerSync:
@@ -82,6 +82,14 @@ class TriggerSync:
     @property
     def specs(self) -> dict[str, TableSpec]:
         return {name: reg.spec for name, reg in self.source.registrations().items() if name in self.changelogs}
+
+    @property
+    def lag_probe(self) -> LagProbe:
+        return self.source.table_lag
+
+    @property
+    def read_only_source(self) -> None:
+        return None  # the lake owns its database: writes go through it
 
     # -- attaching and registering ---------------------------------------
     def attach(self, progress: ProgressCallback | None = None) -> None:
@@ -243,11 +251,13 @@ class TriggerSync:
         return run.rows_read
 
     # -- the cycle -------------------------------------------------------
-    def sync_now(self) -> SyncReport:
+    def sync_now(self, progress: ProgressCallback | None = None) -> SyncReport:
         """Commit every captured event to the lake; returns once all are committed.
 
         Tables whose registration has not finished are passed over and named in
         the report (:attr:`SyncReport.waiting`); every other table syncs.
+        ``progress`` is not called: a cycle moves what triggers captured since
+        the last one, never a table's rows in bulk.
         """
         started = time.perf_counter()
         report = ReportBuilder()
