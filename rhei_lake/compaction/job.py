@@ -104,12 +104,14 @@ def compact(
         if blobs is None or options.dry_run:
             reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
             continue
-        with compaction_lock(blobs, target.spec.name):
+        with compaction_lock(blobs, target.spec.name) as held:
             # Start from what another compaction committed while this one waited: a
             # rewrite planned on an older snapshot would remove files already removed.
             target.derived.load()
             target.changelog.poll()
-            reports[target.spec.name] = compact_table(target, options, reload=reload, progress=progress)
+            reports[target.spec.name] = compact_table(
+                target, options, reload=reload, progress=progress, still_held=held.check
+            )
     return CompactionReport(reports, time.perf_counter() - started, options.dry_run)
 
 
@@ -119,13 +121,20 @@ def compact_table(
     *,
     reload: bool,
     progress: CompactionProgress | None = None,
+    still_held: Callable[[], None] | None = None,
 ) -> TableCompactionReport:
-    """Compact one table; see the module docstring for the steps."""
+    """Compact one table; see the module docstring for the steps.
+
+    ``still_held`` raises if the table's compaction lease was lost; it runs
+    before every step that rewrites files.
+    """
     started = time.perf_counter()
     spec, changelog, derived = target.spec, target.changelog, target.derived
     dry = options.dry_run
 
     def step(name: str, done: int = 0, total: int = 0) -> None:
+        if still_held is not None and not dry and done == 0:
+            still_held()
         if progress is not None:
             progress(spec.name, name, done, total)
 
@@ -173,6 +182,8 @@ def compact_table(
     if not dry:
         step("optimize")
         for store in stores.values():
+            if still_held is not None:
+                still_held()
             maintenance.optimize(store, target_size=options.target_file_size)
         step("checkpoint")
         for kind, store in stores.items():

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rhei_lake.errors import LeaseHeldError
+from rhei_lake.errors import LeaseHeldError, LeaseLostError
 from rhei_lake.storage.blobs import BlobStore
 from rhei_lake.storage.lake_storage import encode_table_dir
 from rhei_lake.storage.lease import Lease, LeaseKeeper
@@ -28,10 +28,42 @@ DEFAULT_WAIT = 900.0
 """Seconds a compaction waits for another compaction of the same table before giving up."""
 
 
+class HeldTable:
+    """A table's compaction lease while it is held: :meth:`check` before each rewrite."""
+
+    def __init__(self, table: str, lease: Lease, keeper: LeaseKeeper) -> None:
+        self.table = table
+        self._lease = lease
+        self._keeper = keeper
+
+    def check(self) -> None:
+        """:class:`LeaseLostError` if another compaction took the table over (this one stalled past the TTL).
+
+        Two bin-packings of one table must not overlap (see the module
+        docstring), so a compaction that lost its lease stops before its next
+        rewrite; what it committed so far is whole.
+        """
+        lost = self._keeper.error
+        if lost is None:
+            try:
+                self._lease.check()
+                return
+            except LeaseLostError:
+                try:
+                    self._lease.renew()  # lapsed while this process stalled: fine unless someone took it
+                    return
+                except LeaseLostError as exc:
+                    lost = exc
+        raise LeaseLostError(
+            f"table {self.table!r}: this compaction lost the table's lease ({lost}); it stopped before "
+            "rewriting anything more, and what it committed is whole. Compact again"
+        )
+
+
 @contextmanager
 def compaction_lock(
     blobs: BlobStore, table: str, *, wait: float = DEFAULT_WAIT, ttl: float = LOCK_TTL
-) -> Iterator[None]:
+) -> Iterator[HeldTable]:
     """Hold ``table``'s compaction lease for the ``with`` block, waiting up to ``wait`` seconds for it."""
     lease = Lease(blobs, f"compact-{encode_table_dir(table)}", ttl=ttl)
     try:
@@ -45,7 +77,7 @@ def compaction_lock(
     keeper = LeaseKeeper(lease)
     keeper.start()
     try:
-        yield
+        yield HeldTable(table, lease, keeper)
     finally:
         keeper.stop()
         lease.release()

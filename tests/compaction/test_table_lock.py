@@ -8,7 +8,8 @@ import time
 import pytest
 
 from rhei_lake.compaction.table_lock import compaction_lock
-from rhei_lake.errors import LeaseHeldError
+from rhei_lake.storage.lease import Lease, LeaseKeeper
+from rhei_lake.errors import LeaseHeldError, LeaseLostError
 from rhei_lake.storage.blobs import LocalBlobs
 
 
@@ -43,3 +44,19 @@ def test_waiting_too_long_names_the_table_and_other_tables_are_free(tmp_path):
             pass
     with compaction_lock(blobs, "orders", wait=0):  # released
         pass
+
+
+def test_a_compaction_that_stalled_past_its_lease_stops_before_its_next_rewrite(tmp_path, monkeypatch):
+    """Two bin-packings of a table must not overlap: one whose lease another compaction took over stops."""
+    blobs = LocalBlobs(str(tmp_path))
+    monkeypatch.setattr(LeaseKeeper, "start", lambda self: None)  # a stalled process renews nothing
+    with compaction_lock(blobs, "orders", ttl=0.3) as held:
+        held.check()  # held: nothing to say
+        time.sleep(0.4)
+        held.check()  # lapsed, but nobody took it: renewed
+        time.sleep(0.4)
+        other = Lease(blobs, "compact-orders", ttl=5.0)
+        other.acquire()  # another compaction takes the lapsed lease over
+        with pytest.raises(LeaseLostError, match="'orders': this compaction lost the table's lease"):
+            held.check()
+        other.release()
