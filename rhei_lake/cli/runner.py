@@ -1,4 +1,4 @@
-"""Running ``rh``: one line per error, exit codes as the README states, Ctrl-C as in sqlite3.
+"""Running ``rh``: one line per error, exit codes as docs/cli.md states, Ctrl-C as in sqlite3.
 
 Exit codes: 0 success, 1 an error (one ``error: ...`` line; ``--debug`` shows
 the traceback), 2 a bad argument or option, 130 interrupted by Ctrl-C.
