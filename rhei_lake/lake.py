@@ -51,8 +51,8 @@ from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
 from rhei_lake.sync.binding import DatabaseBinding
-from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.contract import ProgressCallback, Sync
+from rhei_lake.sync.loop import SyncLoop
 from rhei_lake.sync.polling_sync import PollingSync
 from rhei_lake.sync.report import SyncReport
 from rhei_lake.sync.status import SyncListener, SyncStatus, SyncTracker, collect_status

@@ -29,7 +29,7 @@ DEFAULT_WAIT = 900.0
 
 
 class HeldTable:
-    """A table's compaction lease while it is held: :meth:`check` before each rewrite."""
+    """A table's compaction lease while it is held: :meth:`check` before each bin-pack."""
 
     def __init__(self, table: str, lease: Lease, keeper: LeaseKeeper) -> None:
         self.table = table
@@ -41,7 +41,7 @@ class HeldTable:
 
         Two bin-packings of one table must not overlap (see the module
         docstring), so a compaction that lost its lease stops before its next
-        rewrite; what it committed so far is whole.
+        bin-pack; what it committed so far is whole.
         """
         lost = self._keeper.error
         if lost is None:
@@ -56,7 +56,7 @@ class HeldTable:
                     lost = exc
         raise LeaseLostError(
             f"table {self.table!r}: this compaction lost the table's lease ({lost}); it stopped before "
-            "rewriting anything more, and what it committed is whole. Compact again"
+            "bin-packing, and what it committed is whole. Compact again"
         )
 
 

@@ -42,8 +42,8 @@ from rhei_lake.config import LakeConfig
 from rhei_lake.errors import CommitConflictError, RheiError, SourceError
 from rhei_lake.storage.changelog import Changelog
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.contract import ProgressCallback
+from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.lake_state import FoldedTable, LakeState
 from rhei_lake.sync.polled_events import EventBuilder, updated_at_micros
 from rhei_lake.sync.reconcile import reconcile

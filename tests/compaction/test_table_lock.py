@@ -60,3 +60,27 @@ def test_a_compaction_that_stalled_past_its_lease_stops_before_its_next_rewrite(
         with pytest.raises(LeaseLostError, match="'orders': this compaction lost the table's lease"):
             held.check()
         other.release()
+
+
+def test_compact_checks_the_lease_before_it_bin_packs(tmp_path, monkeypatch):
+    import rhei_lake
+    from rhei_lake.compaction import table_lock
+
+    checks: list[str] = []
+
+    def lost(self) -> None:
+        checks.append(self.table)
+        raise LeaseLostError(f"table {self.table!r}: lost")
+
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        lake.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("orders")
+        lake.execute("INSERT INTO orders VALUES (1, 'a')")
+        lake.sync_now()
+        monkeypatch.setattr(table_lock.HeldTable, "check", lost)
+        with pytest.raises(LeaseLostError, match="'orders': lost"):
+            lake.compact()
+        assert checks == ["orders"]
+        monkeypatch.undo()
+        lake.compact()  # what the stopped run committed is whole: the next run finishes
+        assert lake.query("SELECT id, v FROM orders").to_pylist() == [{"id": 1, "v": "a"}]
