@@ -197,6 +197,13 @@ def _first_bad(values: list[Any], ok: tuple[type, ...], reason: str) -> ValueMis
     for i, v in enumerate(values):
         if v is not None and type(v) not in ok:
             return ValueMismatch(i, v, reason)
+    # Every value has an accepted Python type: Arrow refused an integer it cannot hold
+    # exactly (beyond 2**53 beside reals in a double column, beyond 64 bits anywhere).
+    as_real = float in ok
+    low, high = (-(2**53), 2**53) if as_real else (-(2**63), 2**63 - 1)
+    for i, v in enumerate(values):
+        if type(v) is int and not low <= v <= high:
+            return ValueMismatch(i, v, "integer too large to be stored exactly as a REAL" if as_real else reason)
     return ValueMismatch(0, values[0] if values else None, reason)
 
 

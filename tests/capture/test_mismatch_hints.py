@@ -106,6 +106,30 @@ def test_a_bad_value_in_a_snapshot_is_fixed_in_sqlite_and_registered_again(tmp_p
         assert_same_state(lake, lake._oltp, "t")
 
 
+@pytest.mark.parametrize("first", [7, None, 2.5])
+def test_an_integer_past_2_53_in_a_numeric_column_names_its_own_row(tmp_path, open_lake, first):
+    """Every value has a type the column takes; the refusal names the integer a double cannot hold,
+    not the first row (whose suggested UPDATE would change the wrong row)."""
+    app = _sqlite_app(tmp_path / "app.db")
+    app.execute("CREATE TABLE n (id INTEGER PRIMARY KEY, v NUMERIC)")
+    app.executemany("INSERT INTO n VALUES (?, ?)", [(0, first), (1, None), (2, 1.5), (3, 2**53 + 1), (4, None)])
+    app.close()
+    with open_lake() as lake:
+        error = refused_registration(lake, "n")
+        assert (error.column, error.primary_key) == ("v", {"id": 3}), error
+        assert "9007199254740993" in str(error) and 'WHERE "id" = 3' in str(error)
+        lake.execute(update_statement(str(error), "2.0"))
+        follow(lake, register_calls(str(error))[0])
+        assert_same_state(lake, lake._oltp, "n")
+    app = _sqlite_app(tmp_path / "app.db")  # the same through the change feed
+    with open_lake() as lake:
+        app.execute("INSERT INTO n VALUES (5, 1.5), (6, -9007199254740995)")
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.primary_key == {"id": 6}, info.value
+    app.close()
+
+
 def test_a_bad_value_in_a_snapshot_can_be_mirrored_with_the_type_named(tmp_path, open_lake):
     _bad_table(tmp_path / "app.db")
     with open_lake() as lake:

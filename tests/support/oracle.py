@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import struct
 from typing import Any
@@ -27,16 +28,25 @@ def lake_state(lake: rhei_lake.Lake, table: str, **query_options: Any) -> list[t
 
 
 class ExactFloat(float):
-    """A float equal only to a float with the same bits (``-0.0`` is not ``0.0``), shown with them."""
+    """A float equal only to a float with the same bits (``-0.0`` is not ``0.0``), shown with them.
+
+    An integer equals it when it is exactly that number (SQLite's ``7`` in a column the lake
+    mirrors as float64 is the lake's ``7.0``).
+    """
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, float) and struct.pack("<d", self) == struct.pack("<d", other)
+        if isinstance(other, float):
+            return struct.pack("<d", self) == struct.pack("<d", other)
+        if isinstance(other, int) and not isinstance(other, bool):
+            value = float(self)
+            return value == other and math.copysign(1.0, value) > 0 if value == 0 else value == other
+        return False
 
     def __ne__(self, other: object) -> bool:
         return not self == other
 
     def __hash__(self) -> int:
-        return hash(struct.pack("<d", self))
+        return float.__hash__(self)
 
     def __repr__(self) -> str:
         return f"{float(self)!r}[{struct.pack('<d', self).hex()}]"
