@@ -596,6 +596,9 @@ def test_a_registration_refused_again_keeps_the_types_it_was_made_with(tmp_path,
         (retype,) = [c for c in calls(message, "register_table") if "'n'" in c]
         if way == "fix the row":
             lake.execute(update_statement(message, "2"))
+            with pytest.raises(TypeMismatchError) as declared:  # types={}: the declared types, not those given
+                lake.register_table("e", types={})
+            assert declared.value.column == "at"
             follow(lake, again)
         else:
             follow(lake, retype)
