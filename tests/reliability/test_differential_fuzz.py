@@ -231,7 +231,8 @@ def fuzz(
             f"{stats.compactions} compactions, {stats.reopens} reopens, {stats.kills}/{stats.crashes} children "
             f"killed, {stats.schema_changes} schema changes, {stats.stops} stops, {stats.txn_instants} instants "
             f"showing a transaction committed later, {stats.registrations_followed}/{stats.registrations_refused} "
-            f"refused registrations followed to a mirror in {elapsed:.1f} s "
+            f"refused registrations followed to a mirror, {stats.registrations_opened} finished by an open, in "
+            f"{elapsed:.1f} s "
             f"(seed {first_seed}, families {','.join(sorted(machine.families))})"
         )
     return stats

@@ -122,6 +122,8 @@ class FuzzStats:
     registrations_refused: int = 0
     registrations_followed: int = 0
     """Refused registrations' ways on followed (``lake.register_table(...)`` as written) that mirrored the table."""
+    registrations_opened: int = 0
+    """Refused registrations an open finished (a reopen or a crash-restart, their rows fixed meanwhile)."""
 
     def as_figures(self) -> dict[str, int]:
         return dict(vars(self))
@@ -555,6 +557,7 @@ class LakeFuzz(RuleBasedStateMachine):
         listed = self.lake.tables()
         for table in [t for t in sorted(self.waiting) if t in listed]:
             self.say(f"the open took {table!r}'s snapshot: the lake mirrors it now")
+            type(self).stats.registrations_opened += 1
             self.record.record(self.step_no, self.listing[-1])
             self.adopt(table, len(self.record.moments) - 1)
 
