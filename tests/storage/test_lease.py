@@ -7,9 +7,13 @@ runs on the real clock, as the lake does.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from rhei_lake.errors import LeaseHeldError, LeaseLostError
+from rhei_lake.storage.blobs import LocalBlobs
 from rhei_lake.storage.lease import Lease
 from rhei_lake.storage.lease_keeper import LeaseKeeper
 from rhei_lake.storage.process_identity import ProcessId
@@ -120,11 +124,10 @@ def test_a_keeper_that_finds_its_lease_taken_over_stops_and_says_so(lake_storage
     keeper.stop()
 
 
-def test_keeper_renews_in_the_background(lake_storage):
-    """The keeper on the real clock (the one the lake uses)."""
-    import time
-
-    lease = Lease(lake_storage.blobs, ttl=0.3)
+def test_keeper_renews_in_the_background(tmp_path):
+    """The keeper on the real clock, the one the lake uses (on one tier: the fake-clock tests cover them all)."""
+    blobs = LocalBlobs(str(tmp_path))
+    lease = Lease(blobs, ttl=0.3)
     lease.acquire()
     keeper = LeaseKeeper(lease)
     keeper.start()
@@ -203,17 +206,15 @@ def test_writer_lease_gives_up_after_its_wait_while_the_holder_keeps_renewing(la
     holder.release()
 
 
-def test_writer_lease_waits_renews_a_lapsed_lease_and_detects_a_takeover(lake_storage):
-    """The same on the real clock (the one the lake uses)."""
-    import threading
-    import time
-
-    first = WriterLease(lake_storage.blobs, ttl=0.5)
+def test_writer_lease_waits_renews_a_lapsed_lease_and_detects_a_takeover(tmp_path):
+    """The same on the real clock, the one the lake uses (on one tier: the fake-clock test covers them all)."""
+    blobs = LocalBlobs(str(tmp_path))
+    first = WriterLease(blobs, ttl=0.5)
     first.acquire()
-    second = WriterLease(lake_storage.blobs, ttl=0.5, wait=0)
+    second = WriterLease(blobs, ttl=0.5, wait=0)
     with pytest.raises(LeaseHeldError):
         second.acquire()
-    waiting = WriterLease(lake_storage.blobs, ttl=0.5, wait=10)
+    waiting = WriterLease(blobs, ttl=0.5, wait=10)
     threading.Timer(0.3, first.release).start()
     started = time.monotonic()
     waiting.acquire()
@@ -224,7 +225,7 @@ def test_writer_lease_waits_renews_a_lapsed_lease_and_detects_a_takeover(lake_st
     time.sleep(0.6)
     waiting.ensure()  # lapsed but not taken: renewed
     waiting.lease.expires_at = 0
-    thief = Lease(lake_storage.blobs, ttl=30, holder="thief")
+    thief = Lease(blobs, ttl=30, holder="thief")
     time.sleep(0.6)
     thief.acquire()
     with pytest.raises(LeaseLostError, match="thief"):
@@ -290,9 +291,6 @@ def test_a_waiter_that_died_on_this_machine_holds_up_nobody(lake_storage):
 
 
 def test_a_holder_in_a_tight_loop_cannot_starve_a_waiter(lake_storage):
-    import threading
-    import time
-
     hot = Lease(lake_storage.blobs, ttl=30, holder="hot")
     stop = threading.Event()
     turns = {"hot": 0}
@@ -332,14 +330,13 @@ def test_acquire_within_gives_up_at_its_deadline_and_leaves_the_queue(lake_stora
     assert lake_storage.blobs.list(waiter.prefix + "queue/") == []
 
 
-def test_acquire_within_gives_up_and_leaves_the_queue(lake_storage):
-    """The same on the real clock."""
-    import time
-
-    Lease(lake_storage.blobs, ttl=30, holder="holder").acquire()
-    waiter = Lease(lake_storage.blobs, holder="waiter")
+def test_acquire_within_gives_up_and_leaves_the_queue(tmp_path):
+    """The same on the real clock (on one tier: the fake-clock test covers them all)."""
+    blobs = LocalBlobs(str(tmp_path))
+    Lease(blobs, ttl=30, holder="holder").acquire()
+    waiter = Lease(blobs, holder="waiter")
     started = time.monotonic()
     with pytest.raises(LeaseHeldError, match="holder"):
         waiter.acquire_within(0.3)
     assert 0.25 < time.monotonic() - started < 3
-    assert lake_storage.blobs.list(waiter.prefix + "queue/") == []
+    assert blobs.list(waiter.prefix + "queue/") == []
