@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rhei_lake.errors import LeaseHeldError, LeaseLostError
+from rhei_lake.errors import LeaseHeldError, LeaseLostError, StorageUnavailableError
 from rhei_lake.storage.blobs import LocalBlobs
 from rhei_lake.storage.lease import Lease
 from rhei_lake.storage.lease_keeper import LeaseKeeper
@@ -121,6 +121,38 @@ def test_a_keeper_that_finds_its_lease_taken_over_stops_and_says_so(lake_storage
     assert clock.waiters == 0
     clock.advance(30)
     assert lease.current().holder == "thief"
+    keeper.stop()
+
+
+class _FailingPuts(LocalBlobs):
+    """A local store whose next ``failures`` creates fail as an unreachable store would."""
+
+    failures = 0
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailableError("the store is unreachable (injected)")
+        super().put_if_absent(key, data)
+
+
+def test_a_keeper_retries_a_failed_renewal_at_its_next_round(tmp_path):
+    clock = FakeClock()
+    blobs = _FailingPuts(str(tmp_path))
+    lease = Lease(blobs, ttl=30, clock=clock)
+    lease.acquire()
+    keeper = LeaseKeeper(lease)
+    keeper.start()
+    clock.await_waiters(1)
+    blobs.failures = 2
+    clock.advance(20)  # both renewals so far failed on the store: the lease still runs out at 30 s
+    assert (lease.current().epoch, lease.expires_at) == (1, 1_030.0)
+    clock.advance(9.5)
+    lease.check()
+    clock.advance(0.5)  # the third try, at the very instant it would lapse, gets through
+    assert (lease.current().epoch, lease.expires_at) == (2, 1_060.0)
+    assert keeper.error is None
+    lease.check()
     keeper.stop()
 
 
