@@ -143,7 +143,7 @@ class TriggerSource:
                         reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
                 if types is None and pending is not None:  # registered again as it was: with its types=
-                    types = type_overrides(pending.spec)
+                    types = self._kept_overrides(pending.spec)
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
                 same = current is not None and current.spec.same_shape(spec)
@@ -165,6 +165,12 @@ class TriggerSource:
                 if isinstance(exc, sqlite3.Error):
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
+
+    def _kept_overrides(self, spec: TableSpec) -> dict[str, str]:
+        """The ``types=`` ``spec`` was registered with, for the columns its table still has (the application
+        may have dropped one since: a plain register_table must not fail on a column it never named)."""
+        present = {row[0] for row in self._conn.execute("SELECT name FROM pragma_table_xinfo(?)", (spec.name,))}
+        return {column: declared for column, declared in type_overrides(spec).items() if column in present}
 
     def _retype_refused(self, spec: TableSpec, types: dict[str, str]) -> SchemaError:
         """A mirrored table registered again with other ``types``: its history has the old ones, so only a

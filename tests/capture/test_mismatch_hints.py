@@ -645,3 +645,26 @@ def test_other_types_for_a_table_a_reopen_mirrored_take_the_new_lake_its_error_n
     with rhei_lake.open(storage=str(tmp_path / "lake")) as old:
         assert _lake_rows(old) == [("2026-01-01 10:00:00", "a")]
     app.close()
+
+
+def test_registering_again_keeps_no_type_for_a_column_the_application_dropped(tmp_path):
+    """A refused registration made with types= for a column the application then drops (rebuilding the table,
+    the bad value fixed): the plain register_table the error names takes the table as it is now (it raised
+    "types= names unknown columns", naming a types= nobody passed)."""
+    path = str(tmp_path / "app.db")
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, n INTEGER, y)")
+    app.execute("INSERT INTO e VALUES (1, 'lots', 'a')")
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "lake")) as lake:
+        with pytest.raises(TypeMismatchError):
+            lake.register_table("e", types={"y": "TEXT"})
+        app.executescript(
+            "BEGIN; CREATE TABLE e2 (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO e2 SELECT id, 2 FROM e; "
+            "DROP TABLE e; ALTER TABLE e2 RENAME TO e; COMMIT;"
+        )
+        spec = lake.register_table("e")
+        assert [c.name for c in spec.columns] == ["id", "n"]
+        app.execute("INSERT INTO e VALUES (2, 3)")
+        lake.sync_now()
+        assert_same_state(lake, app, "e")
+    app.close()
