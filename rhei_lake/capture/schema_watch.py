@@ -246,13 +246,17 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
         mirrored = spec.column(column.name)
         then = declared_then.get(column.name, column.declared)
         if column.declared != then and mirrored.declared_type == then:  # not a type given at registration
-            retyped = make_column(column.name, column.declared, table=table, not_null=column.not_null)
-            if retyped.arrow_type != mirrored.arrow_type:
+            try:
+                retyped: Column | None = make_column(column.name, column.declared, table=table, not_null=column.not_null)
+            except SchemaError:  # no type (or none the lake maps): refused like a change of type, not by its error
+                retyped = None  # (whose advice, types= for register_table, a mirrored table refuses)
+            if retyped is None or retyped.arrow_type != mirrored.arrow_type:
                 return SchemaDrift(
                     table,
                     "refuse",
-                    f"column {column.name!r} is now declared {column.declared or 'without a type'} "
-                    f"({retyped.arrow_type}), was {then or 'without a type'} ({mirrored.arrow_type})",
+                    f"column {column.name!r} is now declared {column.declared or 'without a type'}"
+                    f"{f' ({retyped.arrow_type})' if retyped is not None else ''}, "
+                    f"was {then or 'without a type'} ({mirrored.arrow_type})",
                     advice=(
                         "Its values would change type in the middle of its history. Restore a declared type of "
                         f"the same kind ({mirrored.arrow_type}) and sync again (then add a new column, copy the "

@@ -209,6 +209,9 @@ REFUSED = [
     ("untyped-column-added", "ALTER TABLE t ADD COLUMN anything", "'anything' was added with a declared type"),
     ("retyped", "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score TEXT, data BLOB);"
      "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT", "'score' is now declared TEXT"),
+    ("retyped-untyped", "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score, data BLOB);"
+     "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT",
+     "'score' is now declared without a type"),
 ]
 
 
