@@ -265,7 +265,8 @@ def _update_sql(spec: TableSpec, column: str, value_sql: str, key: dict[str, Any
     if any(len(text) > _LONG for text in literals.values()):  # the key is in the error's primary_key
         where = "<the key of this row>"
     else:
-        where = " AND ".join(f"{quote_ident(k)} = {text}" for k, text in literals.items())
+        # IS for a NULL key (legal in SQLite's non-INTEGER keys), which = never matches
+        where = " AND ".join(f"{quote_ident(k)} {'IS' if key[k] is None else '='} {text}" for k, text in literals.items())
     return f"UPDATE {quote_ident(spec.name)} SET {quote_ident(column)} = {value_sql} WHERE {where}"
 
 

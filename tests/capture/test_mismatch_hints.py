@@ -233,6 +233,31 @@ def test_a_bad_value_in_a_polled_table_is_fixed_in_the_source(tmp_path):
         assert lake.query("SELECT id, n FROM items ORDER BY id").to_pylist() == [{"id": 1, "n": 1}, {"id": 2, "n": 2}]
 
 
+@pytest.mark.parametrize("where", ["polled", "registered"])
+def test_a_null_key_is_fixed_by_the_update_its_error_names(tmp_path, where):
+    """SQLite lets a key column other than an INTEGER PRIMARY KEY hold NULL; the UPDATE the refusal names
+    must find that row (it said WHERE "a" = NULL, which matches no row, so following it changed nothing)."""
+    path = tmp_path / "app.db"
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE k (a INTEGER, b TEXT, updated_at TEXT, PRIMARY KEY (a, b))")
+    app.executemany("INSERT INTO k VALUES (?, ?, ?)", [(1, "x", "2026-01-01"), (None, "x", "2026-01-02")])
+    if where == "polled":
+        table = rhei_lake.PolledTable("k", updated_at="updated_at")
+        lake = rhei_lake.open(source=f"sqlite://{path}", storage=str(tmp_path / "lake"), tables=[table])
+        retry = lake.sync_now
+    else:
+        lake = rhei_lake.open(oltp_path=str(path), storage=str(tmp_path / "lake"))
+        retry = lambda: lake.register_table("k")  # noqa: E731
+    with lake:
+        with pytest.raises(TypeMismatchError) as info:
+            retry()
+        assert app.execute(update_statement(str(info.value), "2")).rowcount == 1
+        retry()
+        lake.sync_now()
+        assert sorted((r["a"], r["b"]) for r in lake.query("SELECT a, b FROM k").to_pylist()) == [(1, "x"), (2, "x")]
+    app.close()
+
+
 def test_a_refused_key_spelling_in_a_polled_table_is_fixed_in_the_source(tmp_path):
     source = _sqlite_app(tmp_path / "ext.db")
     source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
