@@ -73,6 +73,7 @@ class TriggerSync:
         self._lock = threading.RLock()
         self._housekeeper = Housekeeper("rhei-trigger-housekeeping")
         self._reconciled_pending: bool | None = None  # None: not looked yet (a crash may have left some)
+        self._taking_anew: set[str] = set()  # mirrored tables whose lake copy is being taken anew (see _attach)
 
     @property
     def position(self) -> int | None:
@@ -99,13 +100,16 @@ class TriggerSync:
                 if name not in self.changelogs:
                     try:
                         self._attach(name, progress)
-                    except TypeMismatchError:
-                        if self.source.registrations()[name].ready:
+                    except RheiError as exc:
+                        ready = self.source.registrations()[name].ready
+                        if name not in self.waiting or not (ready or isinstance(exc, TypeMismatchError)):
                             raise
                         # A registration whose snapshot meets a value that does not fit (an unfinished
                         # one, or a mirrored table whose lake copy is missing and was taken anew): the
                         # lake still opens, so the row can be fixed through it, and the table waits (see
-                        # waiting) with the error's way on, register_table, open to it.
+                        # waiting) with the error's way on, register_table, open to it. A mirrored table whose
+                        # copy cannot be taken anew at all (dropped while the lake was closed) waits too: the
+                        # first sync refuses it like any dropped table, naming unregister_table.
             if self._horizon is None:
                 cursors = [cl.cursor for cl in self.changelogs.values()]
                 stored = self.storage.blobs.get(DATING_BLOB)
@@ -120,9 +124,11 @@ class TriggerSync:
         try:
             self._attach_changelog(table, reg, changelog, created, progress)
         except BaseException as exc:
-            if not self.source.registrations()[table].ready:
+            if not self.source.registrations()[table].ready or table in self._taking_anew:
                 self._wait(table, exc)
             raise
+        finally:
+            self._taking_anew.discard(table)
         self.waiting.pop(table, None)
 
     def _wait(self, table: str, error: BaseException) -> None:
@@ -151,6 +157,7 @@ class TriggerSync:
                 if self.storage.durable and created:
                     log.warning("table %r has no changelog in %s: taking a fresh snapshot", table, self.storage.location.url)
                 faults.point("snapshot.before_start")
+                self._taking_anew.add(table)
                 self._snapshot(self.source.restart_snapshot(table), progress)
             elif watermark < reg.synced_seq:
                 raise WatermarkError(
@@ -312,6 +319,8 @@ class TriggerSync:
             cursor = dating.cursor((read_at, batch.through) if final else None)
             carried = False  # whether the cursor was committed with some events
             for table, events in batch.tables.items():
+                if table in self.waiting:  # a mirrored table whose copy is to be taken anew: that replaces them
+                    continue
                 changelog = self.changelogs[table]
                 self._ensure_lake_spec(table)
                 began = time.perf_counter()
@@ -391,6 +400,8 @@ class TriggerSync:
             if drift.action == "refuse":
                 self._drain(report)  # what was captured before the change, in the layout the lake mirrors
                 raise drift.error()
+            if drift.table in self.waiting:  # no lake copy to follow: registering it again takes one as it is
+                continue
             self._follow(drift.table, report)
         if not drifts and only is None:
             self.source.schema_verified(cookie)
