@@ -127,6 +127,9 @@ class Lake:
                 self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
+                if self.storage.marker is not None:
+                    # Commits of a writer that died before announcing them become visible to readers now.
+                    self.storage.marker.touch()
             if config.read_only:
                 self._open_read_only()
             elif config.oltp_path is not None:
@@ -181,13 +184,15 @@ class Lake:
             self._lease.ensure()
         if self._binding is not None:
             self._binding.ensure()  # the database was detached while the lake ran: stop, as for a lost lease
-        return work(*args, **kwargs)
+        with self.storage.committing():
+            return work(*args, **kwargs)
 
     def _lake_leased(self, work: Callable[..., T]) -> T:
         """:meth:`_leased` for work on the lake alone (folding committed events into Delta): no database needed."""
         if self._lease is not None:
             self._lease.ensure()
-        return work()
+        with self.storage.committing():
+            return work()
 
     def _open_read_only(self) -> None:
         """Tables from the lake alone; point reads and lag from ``oltp_path`` if set, never written to."""
@@ -601,13 +606,14 @@ class Lake:
                 name: CompactionTarget(spec, changelog, self._derived_table(spec))
                 for name, (spec, changelog) in self._entries().items()
             }
-        return compact(
-            select_targets(targets, tables),
-            options,
-            reload=self._sync is None,
-            blobs=self.storage.blobs,
-            progress=progress,
-        )
+        with self.storage.committing():
+            return compact(
+                select_targets(targets, tables),
+                options,
+                reload=self._sync is None,
+                blobs=self.storage.blobs,
+                progress=progress,
+            )
 
     # -- reads -----------------------------------------------------------
     def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:

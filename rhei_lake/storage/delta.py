@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -116,10 +116,12 @@ class DeltaTableStore:
         *,
         remote: bool,
         log: DeltaLog | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.uri = uri
         self.remote = remote
         self._log = log
+        self._on_commit = on_commit  # told after each operation that may have committed (the lake's change marker)
         self._options = dict(storage_options or {})
         if remote:
             for key, value in _DELTA_DEFAULT_OPTIONS.items():
@@ -174,6 +176,7 @@ class DeltaTableStore:
                 self._dt = self._create(schema, properties, "error")
                 if not self.remote:
                     self._sync(before)
+                self._announce_commit()
             except StorageError:
                 raise
             except Exception as exc:
@@ -311,12 +314,18 @@ class DeltaTableStore:
     def _commit(self, fn: Any) -> Any:
         """Run an operation that commits; locally, its commit is on disk (fsynced) when this returns."""
         if self.remote:
-            return self._call(fn)
-        with self._lock:
-            before = newest_version(self.uri)
             result = self._call(fn)
-            self._sync(before)
-            return result
+        else:
+            with self._lock:
+                before = newest_version(self.uri)
+                result = self._call(fn)
+                self._sync(before)
+        self._announce_commit()
+        return result
+
+    def _announce_commit(self) -> None:
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _sync(self, before: int) -> None:
         try:
