@@ -602,13 +602,14 @@ class Lake:
             if self._sync is None and set(self.storage.list_tables()) != set(self._readonly_tables):
                 self._readonly_tables.clear()
                 self._discover()
-            targets = {
-                name: CompactionTarget(spec, changelog, self._derived_table(spec))
-                for name, (spec, changelog) in self._entries().items()
-            }
+            # The derived tables of the chosen tables only: loading one costs requests on S3.
+            chosen = [
+                CompactionTarget(spec, changelog, self._derived_table(spec))
+                for spec, changelog in select_targets(self._entries(), tables)
+            ]
         with self.storage.committing():
             return compact(
-                select_targets(targets, tables),
+                chosen,
                 options,
                 reload=self._sync is None,
                 blobs=self.storage.blobs,

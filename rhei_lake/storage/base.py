@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -182,6 +182,13 @@ class TableStore(Protocol):
         ...
 
     def stats(self) -> TableStats: ...
+
+    def min_value(self, column: str) -> Any:
+        """The smallest non-null value of ``column`` as the table's file statistics record it, reading no data.
+
+        ``None`` when the table holds no value of it or a file records no statistics for it (then it is unknown).
+        """
+        ...
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         """Bin-pack small files into files of about ``target_size`` bytes."""

@@ -513,6 +513,21 @@ class DeltaTableStore:
 
         return self._call(_stats)
 
+    def min_value(self, column: str) -> Any:
+        import pyarrow.compute as pc
+
+        def _min(dt: DeltaTable) -> Any:
+            actions = pa.table(dt.get_add_actions(flatten=True))
+            name = f"min.{column}"
+            if actions.num_rows == 0 or name not in actions.column_names:
+                return None
+            values = actions.column(name)
+            if values.null_count:  # a file without statistics for it (or only NULLs): unknown
+                return None
+            return pc.min(values).as_py()
+
+        return self._call(_min)
+
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         """Bin-pack small files, planned on the table's newest commit.
 

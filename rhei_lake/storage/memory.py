@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -237,6 +237,15 @@ class MemoryTableStore:
             bytes=sum(b.nbytes for b in batches),
             rows=sum(b.num_rows for b in batches),
         )
+
+    def min_value(self, column: str) -> Any:
+        import pyarrow.compute as pc
+
+        self._require()
+        batches = self._all_batches()
+        if not batches or column not in batches[0].schema.names:
+            return None
+        return pc.min(pa.Table.from_batches(batches).column(column)).as_py()
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         with self._lock:
