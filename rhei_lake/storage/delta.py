@@ -75,6 +75,10 @@ class DeltaLog(Protocol):
         """Whether ``_delta_log/`` holds nothing (no table here)."""
         ...
 
+    def delete_files(self, paths: list[str]) -> None:
+        """Delete data files of the table (paths relative to its root), in as few requests as the store allows."""
+        ...
+
 
 def commit_file(version: int) -> str:
     """The name of the log entry of commit ``version``."""
@@ -614,7 +618,15 @@ class DeltaTableStore:
             present = [p for p in candidates if p in sizes]
             if not present:
                 return MaintenanceResult()
-            removed = present if dry_run else [p for p in _run(dt, False) if p in sizes]
+            if dry_run:
+                removed = present
+            elif self._log is not None:
+                # The files the dry run chose, in one batch: delta-rs's own run would read the log
+                # again to choose the same files (a dozen requests and more on S3) and commit twice.
+                self._log.delete_files(present)
+                removed = present
+            else:
+                removed = [p for p in _run(dt, False) if p in sizes]
             return MaintenanceResult(
                 files_removed=len(removed),
                 bytes_removed=sum(sizes[p] for p in removed),

@@ -81,6 +81,10 @@ class BlobDeltaLog:
     def empty(self) -> bool:
         return not self.blobs.list(self.prefix)
 
+    def delete_files(self, paths: list[str]) -> None:
+        root = self.prefix.removesuffix("_delta_log/")
+        self.blobs.delete(root + path for path in paths)
+
 
 class LakeStorage:
     """The root of one lake: hands out table stores, tails and changelogs."""
