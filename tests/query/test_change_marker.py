@@ -17,7 +17,6 @@ import rhei_lake
 from rhei_lake.query import followed_tables
 from rhei_lake.storage.change_marker import MARKER_KEY
 from tests.support.oracle import lake_state, sqlite_state
-from tests.support.s3_latency_proxy import LatencyProxy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.s3
@@ -25,19 +24,13 @@ pytestmark = pytest.mark.s3
 INTERVAL = 0.3
 
 
-@pytest.fixture
-def proxied_lake(moto, s3_lake):
-    url, options = s3_lake
-    proxy = LatencyProxy(moto.endpoint)
-    try:
-        yield url, {**options, "AWS_ENDPOINT_URL": proxy.endpoint}, proxy
-    finally:
-        proxy.close()
-
-
-def _writer(tmp_path, url, options):
+def _writer(tmp_path, url, options, *, register: bool = True) -> rhei_lake.Lake:
+    """A lake syncing ``app.db``, its table ``t (id, v)`` registered unless told otherwise."""
     lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
                           tail_flush_segments=10_000)
+    if register:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("t")
     return lake
 
 
@@ -66,9 +59,7 @@ def test_nothing_new_costs_the_marker_alone_and_every_kind_of_commit_is_seen(pro
     url, options, proxy = proxied_lake
     writer = _writer(tmp_path, url, options)
     try:
-        writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         writer.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
-        writer.register_table("t")
         writer.register_table("other")
         writer.execute("INSERT INTO t VALUES (1, 'a')")
         writer.sync_now()
@@ -112,8 +103,6 @@ def test_commits_whose_marker_write_was_lost_are_seen_at_the_next_full_look_or_w
     url, options, _proxy = proxied_lake
     monkeypatch.setattr(followed_tables, "FULL_LOOK_EVERY", 8)
     writer = _writer(tmp_path, url, options)
-    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    writer.register_table("t")
     with rhei_lake.open(storage=url, storage_options=options, refresh_interval=INTERVAL) as reader:
         assert _sees(reader, tmp_path)
         _lose_marker_writes(writer)
@@ -126,7 +115,8 @@ def test_commits_whose_marker_write_was_lost_are_seen_at_the_next_full_look_or_w
         writer.sync_now()
         writer.close()  # the writer "dies" with a commit the marker never announced
         monkeypatch.setattr(followed_tables, "FULL_LOOK_EVERY", 10_000)
-        successor = _writer(tmp_path, url, options)  # a writer opening the lake announces what its predecessor left
+        # A writer opening the lake announces what its predecessor left.
+        successor = _writer(tmp_path, url, options, register=False)
         try:
             wait_for(lambda: _sees(reader, tmp_path), 5, "the predecessor's last sync")
         finally:
@@ -138,8 +128,6 @@ def test_a_lake_without_a_marker_is_looked_at_every_interval(proxied_lake, tmp_p
     url, options, proxy = proxied_lake
     writer = _writer(tmp_path, url, options)
     try:
-        writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        writer.register_table("t")
         _lose_marker_writes(writer)
         writer.storage.blobs.delete([MARKER_KEY])
         with rhei_lake.open(storage=url, storage_options=options, refresh_interval=INTERVAL) as reader:

@@ -13,16 +13,6 @@ import rhei_lake
 from tests.support.s3_latency_proxy import LatencyProxy
 
 
-@pytest.fixture
-def proxied_lake(moto, s3_lake):
-    url, options = s3_lake
-    proxy = LatencyProxy(moto.endpoint)
-    try:
-        yield url, {**options, "AWS_ENDPOINT_URL": proxy.endpoint}, proxy
-    finally:
-        proxy.close()
-
-
 def _counted(proxy: LatencyProxy, fn) -> list[str]:
     proxy.reset()
     fn()
