@@ -671,9 +671,10 @@ class DeltaTableStore:
                 return MaintenanceResult()
             if dry_run:
                 removed = present
-            elif self._log is not None:
+            elif self.remote and self._log is not None:
                 # The files the dry run chose, in one batch: delta-rs's own run would read the log
                 # again to choose the same files (a dozen requests and more on S3) and commit twice.
+                # Locally a look costs nothing, and delta-rs's run is kept (its commits, its timing).
                 self._log.delete_files(present)
                 removed = present
             else:
