@@ -46,7 +46,7 @@ from rhei_lake.query.router import Route, route
 from rhei_lake.relation_names import check_new_table, relation_names, tables_named
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
-from rhei_lake.storage.lease import WriterLease
+from rhei_lake.storage.writer_lease import WriterLease
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
