@@ -9,7 +9,8 @@ Protocol: JSON commands, one per line, on stdin; on stdout, for each command a
 frame ``kind(1) + length(4, big-endian) + JSON`` where kind is ``K`` (ok) or
 ``E`` (error), except ``query``, which answers ``S`` followed by an Arrow IPC
 stream and then an ``K``/``E`` trailer frame (``K`` carries the rows sent and
-the seconds spent reading SQLite and sending batches).
+the seconds spent reading SQLite and sending batches, which overlap: SQLite
+steps the next batch while this one is sent).
 
 Commands: ``{"op": "open", "path": ..., "readonly": bool}``, ``{"op": "begin"}``
 (a read transaction: the next query pins its snapshot), ``{"op": "query",

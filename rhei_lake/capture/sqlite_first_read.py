@@ -7,9 +7,14 @@ read here instead, in one pinned snapshot of the reader process
 (:mod:`rhei_lake.capture.reader_process`), typed by declared column
 (:mod:`rhei_lake.capture.typed_select`), in storage order: a first sync may
 number its events in any order, since each key appears once. The row count
-comes from the same snapshot beforehand; the cursor the row poll would have
-ended on (the greatest ``(updated_at, key)``) is tracked while the rows stream
-by (:mod:`rhei_lake.capture.sqlite_order`), so the table is read once.
+comes from the same snapshot beforehand: it is the query that pins the
+snapshot (some query must), it costs SQLite ~20 ms per million narrow rows,
+and the watermark the events commit with must be known before the Delta write
+starts (``write_deltalake`` takes its app transaction up front, then consumes
+the stream); the read checks it got exactly that many rows. The cursor the row
+poll would have ended on (the greatest ``(updated_at, key)``) is tracked while
+the rows stream by (:mod:`rhei_lake.capture.sqlite_order`), so the table is
+read once.
 
 A value that does not fit its declared type ends the read with
 :class:`~rhei_lake.capture.typed_select.NeedsDiagnosis`: the caller then
