@@ -35,6 +35,7 @@ from rhei_lake.errors import (
     RheiError,
     SchemaError,
     SourceError,
+    StorageError,
     TableNotReadyError,
     TypeMismatchError,
 )
@@ -166,9 +167,13 @@ class Lake:
         """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
         if self._store_verified or self.location.scheme != "s3" or self.config.conditional_writes == "single_writer":
             return
+        from rhei_lake.storage.s3_blobs import S3Blobs
         from rhei_lake.storage.write_probe import verify_conditional_writes
 
-        verify_conditional_writes(self.storage.blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
+        blobs = self.storage.blobs
+        if not isinstance(blobs, S3Blobs):  # an s3:// location's storage always keeps its blobs in S3Blobs
+            raise StorageError(f"{self.location.url}: expected S3 blobs, found {type(blobs).__name__}")
+        verify_conditional_writes(blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
         self._store_verified = True
 
     def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -484,6 +489,10 @@ class Lake:
 
         The primary key and Arrow schema come from the table's declaration;
         ``types`` overrides declared types by column (e.g. for untyped columns).
+        Called again for a registered table, ``types=None`` keeps the types it
+        was registered with (``{}``: the declared ones). Types change only
+        while the registration is unfinished (its snapshot refused): a mirrored
+        table is refused with a :class:`~rhei_lake.errors.SchemaError`.
         """
         self._require_oltp("register_table()")
         sync = self._trigger_sync("register_table()")
@@ -915,9 +924,10 @@ class Lake:
             active = loop.status().running
             loop.stop()
             wanted = self.config.final_sync if final_sync is None else final_sync
-            if wanted and active and self._sync is not None:
+            sync = self._sync
+            if wanted and active and sync is not None:
                 try:
-                    self._tracker.run(lambda: self._leased(self._sync.sync_now))
+                    self._tracker.run(lambda: self._leased(sync.sync_now))
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc
