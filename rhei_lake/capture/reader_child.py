@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from adbc_driver_manager import AdbcConnection
 
 
@@ -84,10 +85,10 @@ def _query(conn: AdbcConnection, cmd: dict[str, Any], out: BinaryIO) -> None:
         stmt.close()
 
 
-def _read_ahead(reader) -> Iterator[tuple[Any, float]]:
+def _read_ahead(reader: pa.RecordBatchReader) -> Iterator[tuple[pa.RecordBatch, float]]:
     """``(batch, seconds SQLite took for it)``: SQLite steps the next batch (in a thread, without
     the GIL) while this one is written to the pipe. At most one batch waits."""
-    ready: queue.Queue = queue.Queue(maxsize=1)
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def produce() -> None:
