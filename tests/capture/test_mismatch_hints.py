@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 import rhei_lake
+from rhei_lake.capture.reader_process import fast_reader_available
 from rhei_lake.errors import TypeMismatchError
 from tests.support.oracle import assert_same_state
 
@@ -645,3 +646,25 @@ def test_other_types_for_a_table_a_reopen_mirrored_take_the_new_lake_its_error_n
     with rhei_lake.open(storage=str(tmp_path / "lake")) as old:
         assert _lake_rows(old) == [("2026-01-01 10:00:00", "a")]
     app.close()
+
+
+@pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
+@pytest.mark.parametrize("at", [1, 150, 300])  # the log's first event, one in the middle, the last
+def test_a_blob_in_a_text_column_stops_the_columnar_log_read_and_the_row_path_names_its_event(tmp_path, at):
+    """A blob ADBC would read as text past its first batch stops the columnar read of the CDC
+    log; the row path then commits the events before it and names the row. (A read of 300
+    events comes in batches of 300 rows, the first led by the witness: the last event is
+    alone in the second batch.)"""
+    options = {"columnar_min_rows": 1, "batch_size": 300}
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://", **options) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+        lake.register_table("t")
+        for i in range(1, 301):
+            lake.execute("INSERT INTO t VALUES (?, ?)", (i, b"blob" if i == at else f"v{i}"))
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.column == "s" and info.value.primary_key == {"id": at}
+        assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": at - 1}]
+        repair_as_written(lake, str(info.value), "'fixed'")
+        lake.sync_now()
+        assert_same_state(lake, lake._oltp, "t")

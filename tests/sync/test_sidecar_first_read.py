@@ -118,6 +118,29 @@ def test_a_misfit_value_is_named_and_the_rows_before_it_are_committed(tmp_path, 
     source.close()
 
 
+@pytest.mark.parametrize("at", [1, 20, 40])  # in the first batch, a middle one, the last one
+def test_a_blob_in_a_text_column_stops_the_columnar_read_and_the_row_poll_names_it(tmp_path, at, caplog):
+    """The fast read's own SQL check stops it wherever the blob is (ADBC would read it as text
+    past the first batch); the row poll then commits the rows before it and names it."""
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT NOT NULL)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                       [(i, f"n{i}", f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)])
+    source.execute("UPDATE items SET name = ? WHERE id = ?", (b"blob", at))  # valid UTF-8: ADBC would take it as text
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    caplog.set_level(logging.INFO, logger="rhei_lake.sync")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR, table, batch_size=8) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.column == "name" and info.value.primary_key == {"id": at}
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": at - 1}]
+        assert not _used_columnar(caplog)
+        source.execute("UPDATE items SET name = 'fixed' WHERE id = ?", (at,))
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n FROM items WHERE name IS NOT NULL").to_pylist() == [{"n": 40}]
+    source.close()
+
+
 def test_an_unreadable_updated_at_is_named_by_the_row_poll(tmp_path):
     source = sqlite_source(str(tmp_path / "ext.db"))
     source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at TEXT)")
