@@ -102,7 +102,7 @@ def test_folding_in_small_batches_equals_folding_at_once(storage, tmp_path):
         lake.execute("UPDATE acct SET owner = 'carol' WHERE id = 3")
         lake.sync_now()
         spec = lake.table_spec("acct")
-        changelog = lake._sync.changelogs["acct"]
+        changelog = lake.sync_engine.changelogs["acct"]
         changelog.flush()
         whole = lake.query("SELECT * FROM acct_history ORDER BY _rhei_seq")
         derived = DerivedTable(lake.storage, spec, "temporal")

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 import rhei_lake
+from rhei_lake import faults
 from rhei_lake.errors import ConfigError, StorageUnavailableError
 from rhei_lake.sync.loop import Backoff
 from tests.support.fault_proxy import FaultProxy
@@ -172,12 +173,13 @@ def test_an_unexpected_exception_is_terminal_and_reported(tmp_path, caplog):
     lake = _open(tmp_path, str(tmp_path / "lake"), {})
     try:
 
-        def broken() -> None:
+        def broken(_point: str) -> None:
             raise RuntimeError("a bug")
 
-        lake._sync.sync_now = broken
-        lake.start_sync(0.02)
-        wait_for(lambda: lake.sync_status().loop.state == "failed", what="the loop to stop")
+        lake.execute("INSERT INTO t VALUES (1, 'a')")
+        with faults.armed("sync.after_read_before_commit", broken):
+            lake.start_sync(0.02)
+            wait_for(lambda: lake.sync_status().loop.state == "failed", what="the loop to stop")
         assert lake.sync_status().loop.last_error.kind == "RuntimeError"
         assert any("terminal error" in r.getMessage() and r.exc_info for r in caplog.records)
     finally:
