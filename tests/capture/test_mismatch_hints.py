@@ -63,15 +63,10 @@ def _sqlite_app(path) -> sqlite3.Connection:
 
 
 @pytest.fixture(params=["rows", "columnar"])
-def open_lake(request, tmp_path):
+def open_lake(request, htap_lake):
     """Opens a lake on app.db; snapshots read row by row or by the columnar reader."""
     options = {"columnar_min_rows": 1} if request.param == "columnar" else {}
-    storage = str(tmp_path / "lake")
-
-    def opener():
-        return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=storage, **options)
-
-    return opener
+    return lambda: htap_lake(**options)
 
 
 def refused_registration(lake: rhei_lake.Lake, table: str) -> TypeMismatchError:

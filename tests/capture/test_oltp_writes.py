@@ -6,26 +6,24 @@ import sqlite3
 
 import pytest
 
-import rhei_lake
 from rhei_lake.errors import ConfigError, SchemaError, SourceError
 from tests.support.oracle import assert_same_state, oltp_oracle
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
-        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-        lake.register_table("t")
-        yield lake
+def lake(htap_lake):
+    lake = htap_lake(tier="memory")
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    lake.register_table("t")
+    return lake
 
 
 def _count(lake) -> int:
     return lake.query("SELECT count(*) AS n FROM t", hint="oltp").column(0)[0].as_py()
 
 
-def test_batch_commits_everything_and_is_captured(durable_storage, tmp_path):
-    url, options = durable_storage
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options) as lake:
+def test_batch_commits_everything_and_is_captured(durable_storage, htap_lake):
+    with htap_lake(storage=durable_storage) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         lake.register_table("t")
         changed = lake.execute_batch(

@@ -16,9 +16,8 @@ from tests.support.oracle import assert_same_state, oltp_oracle
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
-        yield lake
+def lake(htap_lake):
+    return htap_lake(tier="memory")
 
 
 def feed(lake, table="t"):
