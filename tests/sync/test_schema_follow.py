@@ -17,6 +17,7 @@ from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import SchemaChangedError, SchemaError
 from tests.support.mirror_check import MirrorCheck, lake_rows, sqlite_rows
 from tests.support.oracle import oltp_oracle
+from tests.support.waiting import wait_for
 
 DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)"
 
@@ -234,10 +235,8 @@ def test_a_change_the_lake_cannot_follow_stops_the_sync_naming_the_table(tmp_pat
         with pytest.raises(SchemaChangedError):  # it stays stopped: no silent divergence later
             lake.sync_now()
         lake.start_sync(0.05)
-        deadline = time.monotonic() + 10
-        while lake.sync_status().loop is None or lake.sync_status().loop.running:
-            assert time.monotonic() < deadline, "the background loop did not stop on the terminal error"
-            time.sleep(0.02)
+        wait_for(lambda: not lake.sync_status().loop.running, timeout=10,
+                 what="the background loop to stop on the terminal error")
         # the documented way on: stop mirroring it; the other tables go on, t's history stays
         lake.unregister_table("t")
         assert lake.tables() == ["other"]
