@@ -131,7 +131,7 @@ def run(directory: Path, orders: int, seed: int) -> None:
             ),
         )
         expected = lake.query("SELECT count(*) AS n FROM orders", as_of=between).column(0)[0].as_py()
-        report = lake.restore_sqlite(restored, as_of=between)
+        restore = lake.restore_sqlite(restored, as_of=between)
     conn = sqlite3.connect(restored)
     try:
         count = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
@@ -140,7 +140,7 @@ def run(directory: Path, orders: int, seed: int) -> None:
     console.print(
         f"restored {restored.name} as of {_text(between)}: {count:,} orders in SQLite "
         f"({'the same as' if count == expected else 'NOT the same as'} the lake's {expected:,} then), "
-        f"in {report.duration_seconds:.2f} s",
+        f"in {restore.duration_seconds:.2f} s",
         highlight=False,
     )
     with rhei_lake.open(storage=str(lake_dir)) as reopened:

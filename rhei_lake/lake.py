@@ -35,6 +35,7 @@ from rhei_lake.errors import (
     RheiError,
     SchemaError,
     SourceError,
+    StorageError,
     TableNotReadyError,
     TypeMismatchError,
 )
@@ -46,7 +47,7 @@ from rhei_lake.query.router import Route, route
 from rhei_lake.relation_names import check_new_table, relation_names, tables_named
 from rhei_lake.restore import RestoreReport, restore_sqlite
 from rhei_lake.storage.changelog import Changelog
-from rhei_lake.storage.lease import WriterLease
+from rhei_lake.storage.writer_lease import WriterLease
 from rhei_lake.storage.lake_storage import LakeStorage, open_storage
 from rhei_lake.storage.location import parse_storage_url, resolve_s3_options
 from rhei_lake.sync import evolution
@@ -166,9 +167,13 @@ class Lake:
         """Before the first write: refuse an S3-compatible store that ignores put-if-absent (see storage.write_probe)."""
         if self._store_verified or self.location.scheme != "s3" or self.config.conditional_writes == "single_writer":
             return
+        from rhei_lake.storage.s3_blobs import S3Blobs
         from rhei_lake.storage.write_probe import verify_conditional_writes
 
-        verify_conditional_writes(self.storage.blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
+        blobs = self.storage.blobs
+        if not isinstance(blobs, S3Blobs):  # an s3:// location's storage always keeps its blobs in S3Blobs
+            raise StorageError(f"{self.location.url}: expected S3 blobs, found {type(blobs).__name__}")
+        verify_conditional_writes(blobs, endpoint=self.location.options.get("AWS_ENDPOINT_URL"))
         self._store_verified = True
 
     def _leased(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -926,9 +931,10 @@ class Lake:
             active = loop.status().running
             loop.stop()
             wanted = self.config.final_sync if final_sync is None else final_sync
-            if wanted and active and self._sync is not None:
+            sync = self._sync
+            if wanted and active and sync is not None:
                 try:
-                    self._tracker.run(lambda: self._leased(self._sync.sync_now))
+                    self._tracker.run(lambda: self._leased(sync.sync_now))
                 except RheiError as exc:
                     log.warning("final sync failed; the events stay in the CDC log for the next open: %s", exc)
                     error = exc

@@ -51,7 +51,8 @@ def convert_columns(
         origin = ORIGIN_POLL if spec.source in _POLLED_SOURCES else ORIGIN_LOG
     arrays = []
     for index, column in enumerate(spec.columns):
-        values = columns[index] if isinstance(columns[index], list) else list(columns[index])
+        given = columns[index]
+        values = given if isinstance(given, list) else list(given)
         try:
             array = to_arrow(values, column.arrow_type)
         except ValueMismatch as bad:
@@ -297,7 +298,7 @@ def events_from_rows(
     """Change events for plain table rows (a snapshot): consecutive sequences from ``first_seq``."""
     n = len(rows)
     seqs = range(first_seq, first_seq + n)
-    columns = list(zip(*rows)) if rows else [[] for _ in spec.columns]
+    columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in spec.columns]
     user = convert_columns(spec, columns, seqs, origin=ORIGIN_SNAPSHOT)
     return _assemble(
         spec,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -48,7 +49,7 @@ def _tag(value: Any) -> list[Any]:
     raise SchemaError(f"a polling cursor cannot hold a {type(value).__name__} value ({value!r})")
 
 
-_UNTAG = {
+_UNTAG: dict[str, Callable[..., Any]] = {
     "null": lambda: None,
     "bool": bool,
     "int": int,

@@ -24,7 +24,20 @@ import os
 import struct
 import sys
 import time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from adbc_driver_manager import AdbcConnection
+
+
+class ProtocolError(Exception):
+    """A command this process cannot carry out in its state (reported as an ``E`` frame)."""
+
+
+def _opened(conn: AdbcConnection | None) -> AdbcConnection:
+    if conn is None:
+        raise ProtocolError("no database is open: send an open command first")
+    return conn
 
 
 def _frame(out: BinaryIO, kind: bytes, payload: dict[str, Any]) -> None:
@@ -33,7 +46,7 @@ def _frame(out: BinaryIO, kind: bytes, payload: dict[str, Any]) -> None:
     out.flush()
 
 
-def _query(conn, cmd: dict[str, Any], out: BinaryIO) -> None:
+def _query(conn: AdbcConnection, cmd: dict[str, Any], out: BinaryIO) -> None:
     import adbc_driver_manager
     import pyarrow as pa
 
@@ -95,16 +108,17 @@ def serve(commands, out: BinaryIO) -> None:
                 conn = adbc_driver_manager.AdbcConnection(database)
                 _frame(out, b"K", {})
             elif op == "begin":
-                conn.set_autocommit(False)
+                _opened(conn).set_autocommit(False)
                 _frame(out, b"K", {})
             elif op == "rollback":
-                conn.rollback()
-                conn.set_autocommit(True)
+                connection = _opened(conn)
+                connection.rollback()
+                connection.set_autocommit(True)
                 _frame(out, b"K", {})
             elif op == "query":
-                _query(conn, cmd, out)
+                _query(_opened(conn), cmd, out)
             else:
-                _frame(out, b"E", {"type": "ProtocolError", "message": f"unknown op {op!r}"})
+                raise ProtocolError(f"unknown op {op!r}")
         except Exception as exc:
             _frame(out, b"E", {"type": type(exc).__name__, "message": str(exc)})
     if conn is not None:

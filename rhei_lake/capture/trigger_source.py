@@ -243,7 +243,7 @@ class TriggerSource:
                 cdc_log.write_registration(self._conn, ready)
             self._registrations[table] = ready
 
-    def alter_table(self, table: str, spec: TableSpec, ddl: list[str], *, before: Callable[[], None]) -> None:
+    def alter_table(self, table: str, spec: TableSpec, ddl: list[str], *, before: Callable[[], object]) -> None:
         """Run ``ddl`` on ``table`` so its columns become ``spec``'s, with triggers and registry to match.
 
         One IMMEDIATE transaction: no other writer can capture an event while
@@ -283,7 +283,7 @@ class TriggerSource:
                 raise
             self._registrations[table] = registration
 
-    def unregister(self, table: str, *, before: Callable[[], None] = lambda: None) -> None:
+    def unregister(self, table: str, *, before: Callable[[], object] = lambda: None) -> None:
         """Drop the triggers and registry entry of ``table`` (its lake tables stay).
 
         ``before()`` runs first in the same IMMEDIATE transaction (it commits the
@@ -341,7 +341,7 @@ class TriggerSource:
             raise translate_sqlite_error(exc, self.path) from exc
         return reader
 
-    def resnapshot(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> int:
+    def resnapshot(self, table: str, *, before: Callable[[], object], derive: DeriveEvents) -> int:
         """Derive the events that bring the lake's copy of ``table`` to its rows now; returns how many.
 
         As :meth:`follow_schema` does for a changed table, under one IMMEDIATE
@@ -373,7 +373,7 @@ class TriggerSource:
                     reader.close()
             return derived.num_rows
 
-    def follow_schema(self, table: str, *, before: Callable[[], None], derive: DeriveEvents) -> SchemaDrift | None:
+    def follow_schema(self, table: str, *, before: Callable[[], object], derive: DeriveEvents) -> SchemaDrift | None:
         """Follow a change of ``table``'s schema made outside rhei_lake; returns it (``None``: nothing changed).
 
         One IMMEDIATE transaction, so no write can slip between the judgement

@@ -301,7 +301,7 @@ def sqlite_number(text: str, affinity: str) -> int | float | str:
 
 
 def _to_bool(values: list[Any]) -> pa.Array:
-    out = []
+    out: list[bool | None] = []
     for i, v in enumerate(values):
         if v is None:
             out.append(None)

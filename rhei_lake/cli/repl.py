@@ -116,7 +116,7 @@ def is_read(sql: str) -> bool:
     """Whether ``sql`` reads (goes to ``query()``) rather than writes."""
     text = re.sub(r"^(\s|--[^\n]*\n?|/\*.*?\*/|\()*", "", sql, flags=re.DOTALL)
     word = re.match(r"[A-Za-z]+", text)
-    return bool(word) and word.group(0).lower() in _READ_WORDS
+    return word is not None and word.group(0).lower() in _READ_WORDS
 
 
 class Repl:
@@ -150,8 +150,10 @@ class Repl:
         try:
             import readline
         except ImportError:  # pragma: no cover - platforms without GNU readline
-            readline = None
-        if readline is not None:
+            editing = False
+        else:
+            editing = True
+        if editing:
             readline.set_auto_history(False)
             readline.set_history_length(HISTORY_LENGTH)
             if history.exists():
@@ -166,13 +168,13 @@ class Repl:
         )
         try:
             for entry in self._entries(self._prompt, run_incomplete=False):
-                if readline is not None:  # one entry per statement, on one line, ready to run again
+                if editing:  # one entry per statement, on one line, ready to run again
                     readline.add_history(" ".join(entry.split()) + ("" if entry.startswith(".") else ";"))
                 self.run(entry)
                 if self.done:
                     break
         finally:
-            if readline is not None:
+            if editing:
                 try:
                     history.parent.mkdir(parents=True, exist_ok=True)
                     readline.write_history_file(history)

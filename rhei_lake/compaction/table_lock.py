@@ -18,8 +18,10 @@ from contextlib import contextmanager
 
 from rhei_lake.errors import LeaseHeldError, LeaseLostError
 from rhei_lake.storage.blobs import BlobStore
+from rhei_lake.storage.clock import SYSTEM_CLOCK, Clock
 from rhei_lake.storage.lake_storage import encode_table_dir
-from rhei_lake.storage.lease import Lease, LeaseKeeper
+from rhei_lake.storage.lease import Lease
+from rhei_lake.storage.lease_keeper import LeaseKeeper
 
 LOCK_TTL = 20.0
 """Seconds a compaction's table lease lasts unless renewed (renewed every third of it)."""
@@ -62,10 +64,10 @@ class HeldTable:
 
 @contextmanager
 def compaction_lock(
-    blobs: BlobStore, table: str, *, wait: float = DEFAULT_WAIT, ttl: float = LOCK_TTL
+    blobs: BlobStore, table: str, *, wait: float = DEFAULT_WAIT, ttl: float = LOCK_TTL, clock: Clock = SYSTEM_CLOCK
 ) -> Iterator[HeldTable]:
-    """Hold ``table``'s compaction lease for the ``with`` block, waiting up to ``wait`` seconds for it."""
-    lease = Lease(blobs, f"compact-{encode_table_dir(table)}", ttl=ttl)
+    """Hold ``table``'s compaction lease for the ``with`` block, waiting up to ``wait`` seconds (of ``clock``) for it."""
+    lease = Lease(blobs, f"compact-{encode_table_dir(table)}", ttl=ttl, clock=clock)
     try:
         lease.acquire_within(wait)
     except LeaseHeldError:

@@ -152,12 +152,12 @@ def serve_flight(
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("flight_tls_cert and flight_tls_key go together: set both or neither")
 
-    tls = tls_cert is not None
     certificates = None
-    if tls:
+    if tls_cert is not None and tls_key is not None:
         certificates = [
             flight.CertKeyPair(_read_pem(tls_cert, "flight_tls_cert"), _read_pem(tls_key, "flight_tls_key"))
         ]
+    tls = certificates is not None
     middleware = {"auth": BearerTokenMiddlewareFactory(token)} if token else None
     try:
         server = LakeFlightSqlServer(

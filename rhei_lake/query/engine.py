@@ -23,7 +23,7 @@ import pyarrow as pa
 from rhei_lake._shared.arrow_types import normalize_schema, normalize_types
 from rhei_lake.capture.sqlite_schema import quote_ident as q
 from rhei_lake.catalog import SEQ
-from rhei_lake.errors import QueryError, RheiError, translate_query_error
+from rhei_lake.errors import QueryError, RheiError, StorageError, translate_query_error
 from rhei_lake.query import views
 from rhei_lake.query.duckdb_session import DuckSession
 from rhei_lake.query.references import every_part, referenced_parts
@@ -214,7 +214,7 @@ class QueryEngine:
 _TABLE_NOT_FOUND = re.compile(r"table '[^']*' not found", re.IGNORECASE)
 
 
-def _missing_file(exc: BaseException) -> bool:
+def _missing_file(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what it was translated from) says a data file was not found."""
     while exc is not None:
         text = str(exc).lower()
@@ -263,7 +263,7 @@ def _withdraw_ambiguous(ctx, tables: Iterable[str]) -> None:
                     ctx.deregister_table(q(view))
 
 
-def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> QueryError:
+def _explain_ambiguous(error: QueryError | StorageError, tables: dict[str, QueryTable]) -> QueryError | StorageError:
     text = str(error).lower()
     for clash in name_clashes(tables):
         if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
@@ -274,7 +274,9 @@ def _explain_ambiguous(error: QueryError, tables: dict[str, QueryTable]) -> Quer
     return error
 
 
-def _explain_missing_view(error: QueryError, tables: dict[str, QueryTable], as_of: int | None) -> QueryError:
+def _explain_missing_view(
+    error: QueryError | StorageError, tables: dict[str, QueryTable], as_of: int | None
+) -> QueryError | StorageError:
     """Say why a mirrored table has no ``t_history`` (nor, under ``as_of``, ``t``)."""
     text = str(error).lower()
     for table in tables.values():

@@ -96,7 +96,7 @@ class OltpReader:
         """Run a point read; the result has the lake's Arrow types for ``spec``."""
         sql, params = point_read_sql(plan, spec)
         rows = self._run(sql, params, conn)[1]
-        columns = list(zip(*rows)) if rows else [[] for _ in spec.columns]
+        columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in spec.columns]
         try:
             arrays = convert_columns(spec, columns)
         except TypeMismatchError as exc:

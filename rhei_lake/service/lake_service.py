@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,7 +105,7 @@ class LakeService:
         self._status: SyncStatus | None = None
         self._status_error: ErrorInfo | None = None
         self._threads: list[threading.Thread] = []
-        self._remove_listener = None
+        self._remove_listener: Callable[[], None] | None = None
         self._started = time.monotonic()
         self.started_at = datetime.now(UTC)
 

@@ -27,7 +27,7 @@ _MACROS = {
 }
 _MONTHS = {name: i for i, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
 _WEEKDAYS = {name: i for i, name in enumerate("sun mon tue wed thu fri sat".split())}
-_FIELDS = (  # name, lowest, highest, names
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (  # name, lowest, highest, names
     ("second", 0, 59, {}),
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),

@@ -20,6 +20,7 @@ Its contract, the same for every tier (tested by one suite):
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import threading
@@ -51,7 +52,7 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str) -> list[BlobInfo]: ...
 
-    def list_dirs(self, prefix: str) -> list[str]: ...
+    def list_dirs(self, prefix: str) -> builtins.list[str]: ...
 
     def delete(self, keys: Iterable[str]) -> None: ...
 
@@ -85,7 +86,7 @@ class MemoryBlobs:
         with self._lock:
             return [BlobInfo(k, len(v)) for k, v in sorted(self._data.items()) if k.startswith(prefix)]
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         with self._lock:
             dirs = {k[len(prefix) :].split("/", 1)[0] for k in self._data if k.startswith(prefix) and "/" in k[len(prefix) :]}
@@ -208,7 +209,7 @@ class LocalBlobs:
             _raise_os(exc, base)
         return sorted(out, key=lambda b: b.key)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         try:
             return sorted(e.name for e in os.scandir(base) if e.is_dir())

@@ -14,7 +14,7 @@ import math
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pyarrow as pa
 
@@ -155,7 +155,9 @@ class DeltaTableStore:
         except TableNotFoundError:
             return False
 
-    def _create(self, schema: pa.Schema, properties: Mapping[str, str], mode: str) -> DeltaTable:
+    def _create(
+        self, schema: pa.Schema, properties: Mapping[str, str], mode: Literal["error", "overwrite"]
+    ) -> DeltaTable:
         from deltalake import DeltaTable
 
         return DeltaTable.create(

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rhei_lake.errors import CommitConflictError, is_missing_object, is_refused_create, raise_storage
 from rhei_lake.storage.blobs import BlobInfo
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
 
 # How obstore should treat a flaky store: a few quick retries, then an error the
 # sync loop backs off on, instead of object_store's default of three minutes.
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_TIMEOUT = timedelta(seconds=20)
 
-_OPTION_MAP = {
-    "AWS_ACCESS_KEY_ID": "access_key_id",
-    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
-    "AWS_SESSION_TOKEN": "session_token",
-    "AWS_REGION": "region",
-    "AWS_ENDPOINT_URL": "endpoint",
-    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "virtual_hosted_style_request",
-}
 
-
-def obstore_s3_config(options: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def obstore_s3_config(options: Mapping[str, str]) -> tuple[S3Config, ClientConfig]:
     """Split rhei_lake's AWS_* options into obstore's S3 config and client options."""
-    config: dict[str, Any] = {}
-    client: dict[str, Any] = {"timeout": "30s", "connect_timeout": "5s"}
+    config: S3Config = {}
+    client: ClientConfig = {"timeout": "30s", "connect_timeout": "5s"}
     for key, value in options.items():
-        target = _OPTION_MAP.get(key.upper())
-        if target:
-            config[target] = value
-        elif key.upper() == "AWS_ALLOW_HTTP":
-            client["allow_http"] = str(value).lower() in ("1", "true", "yes")
+        match key.upper():
+            case "AWS_ACCESS_KEY_ID":
+                config["access_key_id"] = value
+            case "AWS_SECRET_ACCESS_KEY":
+                config["secret_access_key"] = value
+            case "AWS_SESSION_TOKEN":
+                config["session_token"] = value
+            case "AWS_REGION":
+                config["region"] = value
+            case "AWS_ENDPOINT_URL":
+                config["endpoint"] = value
+            case "AWS_VIRTUAL_HOSTED_STYLE_REQUEST":
+                # obstore's stub says bool; object_store parses the option's text ("true", "1", "yes", ...)
+                # itself and refuses what is neither, as it does for the environment variable.
+                config["virtual_hosted_style_request"] = value  # type: ignore[typeddict-item]
+            case "AWS_ALLOW_HTTP":
+                client["allow_http"] = str(value).lower() in ("1", "true", "yes")
     return config, client
 
 
@@ -114,14 +121,14 @@ class S3Blobs:
         import obstore
 
         try:
-            out = []
+            out: list[BlobInfo] = []
             for chunk in obstore.list(self._store, prefix or None):
                 out.extend(BlobInfo(obj["path"], obj["size"]) for obj in chunk)
             return sorted(out, key=lambda b: b.key)
         except Exception as exc:
             raise_storage(exc, where=f"{self.where}/{prefix}")
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         import obstore
 
         try:

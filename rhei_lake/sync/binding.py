@@ -52,7 +52,7 @@ from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import DatabaseBindingError, RheiError, SchemaError
 from rhei_lake.storage.identity import LakeIdentity, lake_identity
 from rhei_lake.storage.lake_storage import LakeStorage
-from rhei_lake.storage.lease import ProcessId
+from rhei_lake.storage.process_identity import ProcessId
 from rhei_lake.sync.tables import read_spec
 
 log = logging.getLogger("rhei_lake.binding")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -45,11 +45,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rhei_lake.sync")
 
-_END = object()
+class _SourceKey(NamedTuple):
+    """A source row's primary key, as a lake value and as the source returned it."""
+
+    key: tuple[Any, ...]
+    raw: tuple[Any, ...]
+    ts: int | None  # None: unreadable, fetched and reported by the event builder
+    deleted: bool
+    after_cursor: bool
 
 
-def _source_keys(table: PolledTableSync, batches: Iterator[list[tuple]]) -> Iterator[tuple[Any, ...]]:
-    """``(key, raw_key, ts or None, deleted, after_cursor)`` per source row, keys as lake values."""
+class _LakeKey(NamedTuple):
+    """A live lake row's primary key, where the row is and its last ``updated_at``."""
+
+    key: tuple[Any, ...]
+    batch: pa.RecordBatch
+    row: int
+    ts: int
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> tuple[Any, ...]: ...
+
+
+_K = TypeVar("_K", bound=_Keyed)
+
+
+def _source_keys(table: PolledTableSync, batches: Iterator[list[tuple[Any, ...]]]) -> Iterator[_SourceKey]:
+    """One per source row, keys as lake values."""
     spec = table.plan.spec
     unit = table.plan.table.epoch_unit
     width = len(spec.primary_key)
@@ -74,21 +98,23 @@ def _source_keys(table: PolledTableSync, batches: Iterator[list[tuple]]) -> Iter
                 ts: int | None = updated_at_micros(row[width], unit)
             except (ValueError, OverflowError, TypeError):
                 ts = None  # fetched and reported by the event builder
-            yield tuple(k[j] for k in keys), row[:width], ts, is_deleted(row[width + 1]), bool(row[width + 2])
+            yield _SourceKey(
+                tuple(k[j] for k in keys), row[:width], ts, is_deleted(row[width + 1]), bool(row[width + 2])
+            )
 
 
-def _lake_keys(table: PolledTableSync) -> Iterator[tuple[tuple[Any, ...], pa.RecordBatch, int, int]]:
-    """``(key, batch, row index, last ts)`` per live lake key."""
+def _lake_keys(table: PolledTableSync) -> Iterator[_LakeKey]:
+    """One per live lake key."""
     for batch in table.state.live_rows():
         stamps = batch.column(TS).cast(pa.int64()).to_pylist()
         for i, key in enumerate(key_tuples(batch, table.plan.spec.primary_key)):
-            yield key, batch, i, stamps[i]
+            yield _LakeKey(key, batch, i, stamps[i])
 
 
-def _ordered(items: Iterator, side: str, table: str) -> Iterator:
+def _ordered(items: Iterator[_K], side: str, table: str) -> Iterator[_K]:
     previous = None
     for item in items:
-        key = item[0]
+        key = item.key
         try:
             if previous is not None and not key > previous:
                 raise SourceError(
@@ -113,7 +139,7 @@ class _Emitter:
         self.delete_rows = 0
         self._batch: pa.RecordBatch | None = None
         self._indices: list[int] = []
-        self.late: list[tuple] = []
+        self.late: list[tuple[Any, ...]] = []
         self.committed = 0
         self.hard_deletes = 0
 
@@ -131,10 +157,20 @@ class _Emitter:
             self.deletes.append(pa.Table.from_batches([self._batch.take(pa.array(self._indices, pa.int64()))]))
         self._indices = []
 
-    def late_key(self, raw_key: tuple) -> None:
+    def late_key(self, raw_key: tuple[Any, ...]) -> None:
         self.late.append(raw_key)
         if len(self.late) >= self.batch_rows:
             self.flush_late()
+
+    def source_only(self, row: _SourceKey) -> None:
+        """A source row the lake has no live key for."""
+        if not row.after_cursor and not row.deleted:
+            self.late_key(row.raw)  # a row the lake has never seen live
+
+    def matched(self, row: _SourceKey, lake: _LakeKey) -> None:
+        """A source row whose key is live in the lake."""
+        if not row.after_cursor and (row.deleted or row.ts != lake.ts):
+            self.late_key(row.raw)
 
     def flush_deletes(self) -> None:
         self._take()
@@ -166,23 +202,25 @@ def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> 
     try:
         src = _ordered(_source_keys(table, scan), "source", name)
         lake = _ordered(_lake_keys(table), "lake", name)
-        s = next(src, _END)
-        lk = next(lake, _END)
-        while s is not _END or lk is not _END:
-            if lk is _END or (s is not _END and s[0] < lk[0]):
-                _key, raw, _ts, deleted, after = s
-                if not after and not deleted:
-                    emitter.late_key(raw)  # a row the lake has never seen live
-                s = next(src, _END)
-            elif s is _END or lk[0] < s[0]:
-                emitter.delete(lk[1], lk[2])
-                lk = next(lake, _END)
+        s = next(src, None)
+        lk = next(lake, None)
+        while s is not None and lk is not None:
+            if s.key < lk.key:
+                emitter.source_only(s)
+                s = next(src, None)
+            elif lk.key < s.key:
+                emitter.delete(lk.batch, lk.row)
+                lk = next(lake, None)
             else:
-                _key, raw, ts, deleted, after = s
-                if not after and (deleted or ts != lk[3]):
-                    emitter.late_key(raw)
-                s = next(src, _END)
-                lk = next(lake, _END)
+                emitter.matched(s, lk)
+                s = next(src, None)
+                lk = next(lake, None)
+        while s is not None:
+            emitter.source_only(s)
+            s = next(src, None)
+        while lk is not None:
+            emitter.delete(lk.batch, lk.row)
+            lk = next(lake, None)
         emitter.flush_deletes()
         emitter.flush_late()
     finally:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import struct
+import subprocess
+import sys
 
 import pytest
 
+from rhei_lake.capture import reader_child
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.errors import SourceError
 
@@ -57,3 +62,30 @@ def test_an_abandoned_stream_stops_the_process(db):
 def test_a_missing_database_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError):
         ReaderProcess(str(tmp_path / "nope" / "x.db"), readonly=True)
+
+
+def _frames(data: bytes) -> list[tuple[bytes, dict]]:
+    frames, at = [], 0
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at + 1 : at + 5])
+        frames.append((data[at : at + 1], json.loads(data[at + 5 : at + 5 + length])))
+        at += 5 + length
+    return frames
+
+
+def test_commands_before_open_are_protocol_errors():
+    # A query on no connection used to crash the process (SIGSEGV inside ADBC), a begin to answer
+    # with an AttributeError.
+    ops = ("begin", "query", "rollback", "sing", "close")
+    commands = "".join(json.dumps({"op": op, "sql": "SELECT 1"}) + "\n" for op in ops).encode()
+    child = subprocess.run(
+        [sys.executable, "-P", reader_child.__file__], input=commands, capture_output=True, timeout=60
+    )
+    assert child.returncode == 0
+    no_database = {"type": "ProtocolError", "message": "no database is open: send an open command first"}
+    assert _frames(child.stdout) == [
+        (b"E", no_database),
+        (b"E", no_database),
+        (b"E", no_database),
+        (b"E", {"type": "ProtocolError", "message": "unknown op 'sing'"}),
+    ]

@@ -8,12 +8,15 @@ import time
 import pytest
 
 from rhei_lake.compaction.table_lock import compaction_lock
-from rhei_lake.storage.lease import Lease, LeaseKeeper
 from rhei_lake.errors import LeaseHeldError, LeaseLostError
 from rhei_lake.storage.blobs import LocalBlobs
+from rhei_lake.storage.lease import Lease
+from rhei_lake.storage.lease_keeper import LeaseKeeper
+from tests.support.fake_clock import FakeClock
 
 
 def test_a_second_compaction_of_a_table_waits_for_the_first(tmp_path):
+    """On the real clock: the waiter polls while the holder's keeper renews."""
     blobs = LocalBlobs(str(tmp_path))
     events: list[str] = []
     first_in = threading.Event()
@@ -36,26 +39,31 @@ def test_a_second_compaction_of_a_table_waits_for_the_first(tmp_path):
 
 def test_waiting_too_long_names_the_table_and_other_tables_are_free(tmp_path):
     blobs = LocalBlobs(str(tmp_path))
-    with compaction_lock(blobs, "orders"):
-        with pytest.raises(LeaseHeldError, match="'orders' is being compacted by another process"):
-            with compaction_lock(blobs, "orders", wait=0.2):
+    clock = FakeClock()
+    with compaction_lock(blobs, "orders", clock=clock):
+        clock.await_waiters(1)
+        started = clock.time()
+        with pytest.raises(LeaseHeldError, match="'orders' is being compacted by another process .* for more than 30s"):
+            with compaction_lock(blobs, "orders", wait=30, clock=clock):  # the holder's keeper renews meanwhile
                 pass
-        with compaction_lock(blobs, "customers", wait=0):
+        assert clock.time() - started == 30
+        with compaction_lock(blobs, "customers", wait=0, clock=clock):
             pass
-    with compaction_lock(blobs, "orders", wait=0):  # released
+    with compaction_lock(blobs, "orders", wait=0, clock=clock):  # released
         pass
 
 
 def test_a_compaction_that_stalled_past_its_lease_stops_before_its_next_rewrite(tmp_path, monkeypatch):
     """Two bin-packings of a table must not overlap: one whose lease another compaction took over stops."""
     blobs = LocalBlobs(str(tmp_path))
+    clock = FakeClock()
     monkeypatch.setattr(LeaseKeeper, "start", lambda self: None)  # a stalled process renews nothing
-    with compaction_lock(blobs, "orders", ttl=0.3) as held:
+    with compaction_lock(blobs, "orders", clock=clock) as held:
         held.check()  # held: nothing to say
-        time.sleep(0.4)
+        clock.advance(20)  # the lease's TTL: lapsed at this very instant
         held.check()  # lapsed, but nobody took it: renewed
-        time.sleep(0.4)
-        other = Lease(blobs, "compact-orders", ttl=5.0)
+        clock.advance(20)
+        other = Lease(blobs, "compact-orders", ttl=5.0, clock=clock)
         other.acquire()  # another compaction takes the lapsed lease over
         with pytest.raises(LeaseLostError, match="'orders': this compaction lost the table's lease"):
             held.check()
