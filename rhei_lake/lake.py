@@ -489,6 +489,10 @@ class Lake:
 
         The primary key and Arrow schema come from the table's declaration;
         ``types`` overrides declared types by column (e.g. for untyped columns).
+        Called again for a registered table, ``types=None`` keeps the types it
+        was registered with (``{}``: the declared ones). Types change only
+        while the registration is unfinished (its snapshot refused): a mirrored
+        table is refused with a :class:`~rhei_lake.errors.SchemaError`.
         """
         self._require_oltp("register_table()")
         sync = self._trigger_sync("register_table()")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import quote_ident, type_overrides
 from rhei_lake.capture.types import (
     InvalidText,
     ValueMismatch,
@@ -183,11 +183,11 @@ def _advice(
         if suggested is not None:
             retype = (
                 f", or mirror the column as another type: lake.register_table({table!r}, "
-                f"types={{{column!r}: {suggested!r}}})"
+                f"types={_retyped(spec, column, suggested)!r})"
             )
         return (
             f"The snapshot of {table!r} was not committed: the table stays registered, but is neither synced nor "
-            f"queryable until one is. To go on, {fix_row} and call lake.register_table({table!r}) again, which "
+            f"queryable until one is. To go on, {fix_row} and call {_register_again(spec)} again, which "
             f"takes the snapshot anew{retype}"
         )
     return f"Nothing from this row on was synced. To go on, {fix_row} and sync again"
@@ -227,19 +227,30 @@ def key_collision(spec: TableSpec, error: TypeMismatchError, *, database: str) -
             "same key; if the application changed the row's key already, correct the event to the key it gave). "
             "Or keep every spelling by mirroring the column as text, which only a table's first registration can "
             f"choose: close this lake, detach the database from it (rhei_lake.detach_database({database!r})), open "
-            f"a lake on a new storage location and call lake.register_table({table!r}, types={{{column!r}: "
-            "'TEXT'}); this lake stays readable with rhei_lake.open(storage=...)"
+            f"a lake on a new storage location and call lake.register_table({table!r}, "
+            f"types={_retyped(spec, column, 'TEXT')!r}); this lake stays readable with rhei_lake.open(storage=...)"
         )
     else:
         advice = (
             f"The snapshot of {table!r} was not committed: the table stays registered, but is neither synced nor "
-            f"queryable until one is. To go on, make the keys distinct in the application ({rekey}) and call lake.register_table({table!r}) "
-            f"again, which takes the snapshot anew, or mirror the column as text: "
-            f"lake.register_table({table!r}, types={{{column!r}: 'TEXT'}})"
+            f"queryable until one is. To go on, make the keys distinct in the application ({rekey}) and call "
+            f"{_register_again(spec)} again, which takes the snapshot anew, or mirror the column as text: "
+            f"lake.register_table({table!r}, types={_retyped(spec, column, 'TEXT')!r})"
         )
     return TypeMismatchError(
         f"{where}: {detail}. {advice}", table=table, column=column, primary_key=key, seq=seq, canonical=error.canonical
     )
+
+
+def _register_again(spec: TableSpec) -> str:
+    """The ``register_table`` call that registers ``spec``'s table again as it was (with its ``types=``)."""
+    types = type_overrides(spec)
+    return f"lake.register_table({spec.name!r}" + (f", types={types!r})" if types else ")")
+
+
+def _retyped(spec: TableSpec, column: str, declared: str) -> dict[str, str]:
+    """The ``types=`` that mirrors ``column`` as ``declared`` and keeps the other columns' types as registered."""
+    return {**type_overrides(spec), column: declared}
 
 
 def _type_for(value: Any) -> str | None:

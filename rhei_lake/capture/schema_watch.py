@@ -230,10 +230,12 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
             try:
                 columns.append(make_column(column.name, column.declared, table=table, not_null=column.not_null))
             except SchemaError as exc:
+                # (not the error's own advice: types= is for a table's first registration, not a mirrored one)
+                why = "it declares none" if not (column.declared or "").strip() else str(exc)
                 return SchemaDrift(
                     table,
                     "refuse",
-                    f"column {column.name!r} was added with a declared type the lake cannot map ({exc})",
+                    f"column {column.name!r} was added with a declared type the lake cannot map ({why})",
                     advice=(
                         "Declare it with a type such as TEXT, INTEGER or REAL (rebuild the table) and sync again, "
                         f"or stop mirroring it with unregister_table({table!r}) (the lake keeps its history)"

@@ -39,6 +39,11 @@ def has_rows(conn: sqlite3.Connection, table: str, rows: int) -> bool:
     return conn.execute(sql, (rows,)).fetchone()[0] >= rows
 
 
+def type_overrides(spec: TableSpec) -> dict[str, str]:
+    """The ``types=`` a table was registered with: each column mirrored as another type than it declares."""
+    return {c.name: c.declared_type for c in spec.columns if c.source_type is not None}
+
+
 def read_table_spec(
     conn: sqlite3.Connection,
     name: str,

@@ -27,7 +27,7 @@ from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
 from rhei_lake.capture.sqlite_db import BUSY_TIMEOUT_MS, connect, enable_wal, translate_sqlite_error
-from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec
+from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec, type_overrides
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
@@ -142,18 +142,15 @@ class TriggerSource:
                     with times.measure("reader start"):
                         reader = self._columnar_reader(name)
                 self._conn.execute("BEGIN IMMEDIATE")
+                if types is None and pending is not None:  # registered again as it was: with its types=
+                    types = type_overrides(pending.spec)
                 spec = read_table_spec(self._conn, name, types=types, source=SOURCE_KIND, source_id=self.source_id)
                 current = self._registrations.get(spec.name)
                 same = current is not None and current.spec.same_shape(spec)
                 if current is not None and (current.ready or same):
                     self._conn.execute("ROLLBACK")
                     if not same:
-                        raise SchemaError(
-                            f"table {spec.name!r} is already registered, with columns "
-                            f"{[f'{c.name} {c.declared_type}' for c in current.spec.columns]}; types= applies "
-                            "to a table's first registration only. Add or drop columns with "
-                            "lake.add_column/lake.drop_column"
-                        )
+                        raise self._retype_refused(current.spec, dict(types or {}))
                     if reader is not None:
                         reader.close()
                     return None
@@ -168,6 +165,22 @@ class TriggerSource:
                 if isinstance(exc, sqlite3.Error):
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
+
+    def _retype_refused(self, spec: TableSpec, types: dict[str, str]) -> SchemaError:
+        """A mirrored table registered again with other ``types``: its history has the old ones, so only a
+        new lake can take them (the way on: stop mirroring it here first, or the new lake's first snapshot
+        would register it again with the old types)."""
+        name = spec.name
+        return SchemaError(
+            f"table {name!r} is already mirrored, with columns {[f'{c.name} {c.declared_type}' for c in spec.columns]} "
+            "(its snapshot is committed: opening a lake retries a registration's refused snapshot); types= applies to a table's "
+            "first registration only. Add or drop columns with lake.add_column/lake.drop_column. To mirror it "
+            f"with types={types!r}, start a new lake: stop mirroring it here (lake.unregister_table({name!r}), which "
+            "commits what was captured first: a change stuck on a value is repaired as its error says), close "
+            f"this lake, detach the database from it (rhei_lake.detach_database({self.path!r})), open a lake on a new "
+            f"storage location and call lake.register_table({name!r}, types={types!r}) there (this lake, on durable "
+            "storage, stays readable with rhei_lake.open(storage=...))"
+        )
 
     def restart_snapshot(self, table: str) -> SnapshotRun:
         """Take a fresh snapshot of a registered table (its lake copy is missing or never landed)."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -28,7 +30,7 @@ from rhei_lake.errors import (
     raise_storage,
     translate_storage_error,
 )
-from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
@@ -45,17 +47,24 @@ log = logging.getLogger("rhei_lake.storage")
 _DELTA_DEFAULT_OPTIONS = {"max_retries": "3", "retry_timeout": "20s", "timeout": "30s", "connect_timeout": "5s"}
 
 
-def _writer_properties(schema: pa.Schema) -> Any:
+def _writer_properties(schema: pa.Schema, layout: Layout | None = None) -> Any:
     """Parquet settings for appended change events: ``_rhei_seq`` (and ``_rhei_ts``) delta-encoded.
 
     Sequence numbers rise by one from row to row: with the default dictionary
     encoding a million of them cost ~30 ms and 4 MB (the dictionary overflows,
     then plain); delta-encoded, ~13 ms and 27 KB. Every Parquet reader reads it.
+    With a ``layout``, also its row groups (delta-rs's default is 1M rows a group),
+    compressed with Snappy as delta-rs's writer does by default (naming the row
+    group size alone, it was seen to write the columns uncompressed).
     """
     from deltalake import ColumnProperties, WriterProperties
 
     delta = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
     columns = {name: delta for name in (SEQ, TS) if name in schema.names}
+    if layout is not None:
+        return WriterProperties(
+            max_row_group_size=layout.row_group_rows, compression="SNAPPY", column_properties=columns or None
+        )
     return WriterProperties(column_properties=columns) if columns else None
 
 
@@ -125,6 +134,7 @@ class DeltaTableStore:
             for key, value in _DELTA_DEFAULT_OPTIONS.items():
                 self._options.setdefault(key, value)
         self._dt: DeltaTable | None = None
+        self.layout: Layout | None = None
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
@@ -364,6 +374,9 @@ class DeltaTableStore:
     ) -> None:
         from deltalake import write_deltalake
 
+        if self.layout is not None:
+            data = self.layout.sort(data.read_all() if isinstance(data, pa.RecordBatchReader) else data)
+
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
@@ -373,7 +386,7 @@ class DeltaTableStore:
                 data,
                 mode="append",
                 commit_properties=self._commit_properties(txn, metadata),
-                writer_properties=_writer_properties(data.schema),
+                writer_properties=_writer_properties(data.schema, self.layout),
             )
             self._committed(dt, before, txn)
 
@@ -392,8 +405,12 @@ class DeltaTableStore:
         Only the data files holding a matched row are rewritten; the commit
         swaps them for the new files, adds the inserted rows and records
         ``txn``, and fails with CommitConflictError if anyone committed since
-        the snapshot it read.
+        the snapshot it read. With a :attr:`layout`, the rows written are sorted
+        by key: one sorted run per group of files read, the last one with the
+        inserted rows (a table under ``READ_GROUP_BYTES`` is one run).
         """
+        layout = self.layout
+        arrange = layout.sort if layout is not None else (lambda table: table)
 
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
@@ -405,6 +422,7 @@ class DeltaTableStore:
             touched: list[DataFile] = []
 
             def merged() -> Iterator[pa.RecordBatch]:
+                held = schema.empty_table()  # the last group's rows: sorted with the inserts
                 for group in self._rewriter.groups(data_files(dt)):
                     parts = [
                         table.append_column(FILE_ID, pa.repeat(pa.scalar(i, pa.int64()), table.num_rows))
@@ -412,10 +430,11 @@ class DeltaTableStore:
                     ]
                     rows, hit = evaluator.apply(pa.concat_tables(parts))
                     touched.extend(group[i] for i in sorted(hit))
-                    yield from rows.to_batches()
-                yield from evaluator.inserts().to_batches()
+                    yield from arrange(held).to_batches()
+                    held = rows
+                yield from arrange(pa.concat_tables([held, evaluator.inserts()])).to_batches()
 
-            adds = self._rewriter.stage(dt, merged(), schema)
+            adds = self._rewriter.stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
             result = MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
             if not adds and not touched and txn is None and not metadata:
                 return result
@@ -490,6 +509,8 @@ class DeltaTableStore:
                     else:
                         schema = pa.schema(dt.schema().to_arrow())
                         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
+                elif self.layout is not None and not getattr(ctx, "scans_delta", False):
+                    _register_files(ctx, name, dt, self.uri)
                 else:
                     ctx.register_table(name, dt)
             except Exception as exc:
@@ -519,17 +540,45 @@ class DeltaTableStore:
 
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
             before = dt.version()
-            metrics = dt.optimize.compact(
-                target_size=target_size, commit_properties=self._commit_properties(None, None)
-            )
+            if self.layout is not None:
+                result = self._pack_sorted(dt, target_size, self.layout)
+            else:
+                metrics = dt.optimize.compact(
+                    target_size=target_size, commit_properties=self._commit_properties(None, None)
+                )
+                result = MaintenanceResult(
+                    files_added=int(metrics.get("numFilesAdded", 0)),
+                    files_removed=int(metrics.get("numFilesRemoved", 0)),
+                )
             self._committed(dt, before, None)
             self._rewrite_view_typed()
-            return MaintenanceResult(
-                files_added=int(metrics.get("numFilesAdded", 0)),
-                files_removed=int(metrics.get("numFilesRemoved", 0)),
-            )
+            return result
 
         return self._commit(_optimize)
+
+    def _pack_sorted(self, dt: DeltaTable, target_size: int, layout: Layout) -> MaintenanceResult:
+        """Bin-pack as delta-rs does, but write each bin as one run sorted by ``layout``'s key.
+
+        delta-rs concatenates the files of a bin: every seam between two sorted
+        files becomes a row group spanning the whole key range, which every
+        lookup by key then reads. One commit that changes no rows, with no
+        retries (CommitConflictError if anyone committed since ``dt``'s snapshot).
+        """
+        small = [f for f in data_files(dt) if f.size < target_size]
+        bins = [files for files in FileRewriter.groups(small, target_size) if len(files) > 1]
+        if not bins:
+            return MaintenanceResult()
+        check_rewritable(dt, self.uri)
+        schema = pa.schema(dt.schema().to_arrow())
+        adds = []
+        for files in bins:
+            rows = layout.sort(pa.concat_tables([table for _, table in self._rewriter.read(files, schema)]))
+            adds += self._rewriter.stage(dt, rows.to_batches(), schema,
+                                         writer_properties=_writer_properties(schema, layout))
+        removed = [f for files in bins for f in files]
+        self._rewriter.commit(dt, adds, removed, data_change=False,
+                              commit_properties=lambda retries: self._commit_properties(None, None, retries=retries))
+        return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
     def _rewrite_view_typed(self) -> None:
         """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
@@ -639,3 +688,41 @@ def _unpruned(dataset: Any) -> Any:
 
     fragments = [dataset.format.make_fragment(f.path, dataset.filesystem) for f in dataset.get_fragments()]
     return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+
+
+_GLOB_MARKS = ("*", "?", "[", "{")
+_MAX_UNION_FILES = 256  # a compacted table has this many files at ~32 GB (the default target size: 128 MB)
+
+
+def _register_files(ctx: SessionContext, name: str, dt: DeltaTable, root: str) -> None:
+    """Register ``dt``'s data files (a local table at ``root``) with DataFusion's own Parquet scan, as one relation.
+
+    delta-rs's table provider (datafusion-ffi) is offered no filter, so it reads
+    every row group of every file: ~60 ms for a lookup by key in a 1M-row table
+    however it is laid out. DataFusion's own scan prunes files and row groups by
+    their statistics (~2-4 ms with a :class:`Layout`). Each file is read with the
+    table's schema (plain types; a column added since the file was written reads
+    as NULL), and the snapshot's files are exactly those its log lists, as
+    delta-rs would read them (rhei_lake writes no deletion vectors, column mapping
+    or partitions: ``check_rewritable``). DataFusion reads a path it cannot find
+    as an empty table, so every file is checked to be there first, and delta-rs's
+    provider reads the table when one is not (or its path would be a pattern).
+    """
+    schema = pa.schema(dt.schema().to_arrow())
+    paths = [os.path.join(root, unquote(f.path)) for f in data_files(dt)]
+    if not paths:
+        ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
+        return
+    if len(paths) > _MAX_UNION_FILES or not all(_plain_file(path) for path in paths):
+        ctx.register_table(name, dt)
+        return
+    frames = [ctx.read_parquet(path, schema=schema) for path in paths]
+    relation = frames[0]
+    for frame in frames[1:]:
+        relation = relation.union(frame)
+    ctx.register_view(name, relation)
+
+
+def _plain_file(path: str) -> bool:
+    """Whether DataFusion would read ``path`` as the one file it names (not a pattern, not missing)."""
+    return not any(mark in path for mark in _GLOB_MARKS) and os.path.isfile(path)

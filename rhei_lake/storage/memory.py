@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError
-from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.merging import MergeEvaluator, run_sql
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class MemoryTableStore:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.layout: Layout | None = None  # rows are scanned from memory: nothing to lay out
         self._lock = threading.RLock()
         self._schema: pa.Schema | None = None
         self._properties: dict[str, str] = {}

@@ -95,15 +95,17 @@ class TriggerSync:
     def attach(self, progress: ProgressCallback | None = None) -> None:
         """Open the changelog of every registered table, finishing interrupted snapshots."""
         with self._lock:
-            for name, registration in self.source.registrations().items():
+            for name in list(self.source.registrations()):
                 if name not in self.changelogs:
                     try:
                         self._attach(name, progress)
                     except TypeMismatchError:
-                        if registration.ready:
+                        if self.source.registrations()[name].ready:
                             raise
-                        # A registration whose snapshot meets a value that does not fit: the lake still
-                        # opens, so the row can be fixed through it, and the table waits (see waiting).
+                        # A registration whose snapshot meets a value that does not fit (an unfinished
+                        # one, or a mirrored table whose lake copy is missing and was taken anew): the
+                        # lake still opens, so the row can be fixed through it, and the table waits (see
+                        # waiting) with the error's way on, register_table, open to it.
             if self._horizon is None:
                 cursors = [cl.cursor for cl in self.changelogs.values()]
                 stored = self.storage.blobs.get(DATING_BLOB)

@@ -538,3 +538,105 @@ def test_a_snapshot_with_two_spellings_of_one_key_is_made_distinct_as_the_error_
         lake.execute(update_statement(message.replace(FREE, "2026-01-01 10:00:01")))
         follow(lake, register_calls(message)[0])
         assert _lake_rows(lake) == sorted(oltp_oracle(lake).execute("SELECT at, v FROM e"))
+
+
+# -- ways on that name register_table for a table registered already ------------------------------------
+
+
+@pytest.mark.parametrize("way", ["fix the row", "mirror as text"])
+def test_a_mirrored_table_taken_anew_at_open_waits_on_a_refused_key_and_takes_its_ways_on(tmp_path, way):
+    """A memory:// lake takes its tables anew whenever it opens. A key in a second spelling written meanwhile
+    used to fail the open, with a way on (register_table again, or with types=) that needs an open lake; the
+    lake opens, the table waits, and each way on works as written."""
+    path = str(tmp_path / "app.db")
+    _events_table(path, "2026-01-01 10:00:00")
+    with rhei_lake.open(oltp_path=path, storage="memory://") as lake:
+        lake.register_table("e")
+    app = _sqlite_app(path)
+    app.execute("INSERT INTO e VALUES ('2026-01-01T11:00:00', 'b')")
+    with rhei_lake.open(oltp_path=path, storage="memory://") as lake:
+        assert "e" not in lake.tables()
+        message = lake.sync_status().waiting["e"].message
+        with pytest.raises(rhei_lake.TableNotReadyError):
+            lake.query("SELECT * FROM e")
+        again, retype = register_calls(message)
+        if way == "fix the row":
+            lake.execute(update_statement(message))
+            follow(lake, again)
+        else:
+            follow(lake, retype)
+            app.execute("INSERT INTO e VALUES ('2026-01-02T00:00:00Z', 'c')")
+            lake.sync_now()
+        rows = lake.query("SELECT at, v FROM e").to_pylist()
+        shown = sorted((r["at"] if way != "fix the row" else r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in rows)
+        assert shown == sorted(app.execute("SELECT at, v FROM e"))
+    app.close()
+
+
+@pytest.mark.parametrize("way", ["fix the row", "mirror as another type"])
+def test_a_registration_refused_again_keeps_the_types_it_was_made_with(tmp_path, way):
+    """Registered with types= and refused for another column: ``register_table`` again (as the message names it)
+    keeps the types, and so does the call that mirrors the other column as another type (both used to drop
+    them, and the key's second spelling was refused then)."""
+    path = str(tmp_path / "app.db")
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE e (at DATETIME PRIMARY KEY, n INTEGER)")
+    app.executemany("INSERT INTO e VALUES (?, ?)", [("2026-01-01T10:00:00", "lots"), ("2026-01-01 10:00:00", 1)])
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "lake")) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.register_table("e", types={"at": "TEXT"})
+        message = str(info.value)
+        assert info.value.column == "n"
+        (again,) = [c for c in calls(message, "register_table") if "'n'" not in c]
+        (retype,) = [c for c in calls(message, "register_table") if "'n'" in c]
+        if way == "fix the row":
+            lake.execute(update_statement(message, "2"))
+            with pytest.raises(TypeMismatchError) as declared:  # types={}: the declared types, not those given
+                lake.register_table("e", types={})
+            assert declared.value.column == "at"
+            follow(lake, again)
+        else:
+            follow(lake, retype)
+        app.execute("INSERT INTO e VALUES ('2026-01-02T00:00:00Z', 3)")
+        lake.sync_now()
+        cast = int if way == "fix the row" else str  # mirrored as TEXT: SQLite's integers as their text
+        expected = sorted((at, cast(n)) for at, n in app.execute("SELECT at, n FROM e"))
+        assert sorted((r["at"], r["n"]) for r in lake.query("SELECT at, n FROM e").to_pylist()) == expected
+        spec = lake.register_table("e")  # registered as it is: no change, no error
+        assert spec.column("at").declared_type == "TEXT"
+        assert spec.column("n").declared_type == ("INTEGER" if way == "fix the row" else "TEXT")
+    app.close()
+
+
+def test_other_types_for_a_table_a_reopen_mirrored_take_the_new_lake_its_error_names(tmp_path):
+    """A registration refused for a key spelling names register_table(types=...); the row is fixed from another
+    connection and the lake reopened, which takes the snapshot: the table is mirrored with its declared types.
+    types= is then refused, naming the way that works (stop mirroring it, detach, register it in a new lake),
+    followed as written; the old lake keeps what it had."""
+    path = str(tmp_path / "app.db")
+    _events_table(path, "2026-01-01T10:00:00Z")
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "lake")) as lake:
+        (_, retype) = register_calls(str(refused_registration(lake, "e")))
+    app = _sqlite_app(path)
+    app.execute("UPDATE e SET at = '2026-01-01 10:00:00'")
+    lake = rhei_lake.open(oltp_path=path, storage=str(tmp_path / "lake"))
+    assert "e" in lake.tables()
+    with pytest.raises(rhei_lake.SchemaError, match="types= applies to a table's first registration only") as info:
+        follow(lake, retype)
+    message = str(info.value)
+    (unregister,) = calls(message, "unregister_table")
+    (detach,) = re.findall(r"rhei_lake\.detach_database\((.*?)\)", message)
+    (register,) = calls(message, "register_table")
+    assert register == retype
+    follow(lake, unregister)
+    lake.close()
+    eval(f"rhei_lake.detach_database({detach})", {"rhei_lake": rhei_lake})  # noqa: S307
+    with rhei_lake.open(oltp_path=path, storage=str(tmp_path / "new-lake")) as lake:
+        follow(lake, register)
+        app.execute("INSERT INTO e VALUES ('2026-01-01T11:00:00', 'b')")
+        lake.sync_now()
+        assert lake.table_spec("e").column("at").declared_type == "TEXT"
+        assert_same_state(lake, app, "e")
+    with rhei_lake.open(storage=str(tmp_path / "lake")) as old:
+        assert _lake_rows(old) == [("2026-01-01 10:00:00", "a")]
+    app.close()

@@ -122,6 +122,8 @@ class FuzzStats:
     registrations_refused: int = 0
     registrations_followed: int = 0
     """Refused registrations' ways on followed (``lake.register_table(...)`` as written) that mirrored the table."""
+    registrations_opened: int = 0
+    """Refused registrations an open finished (a reopen or a crash-restart, their rows fixed meanwhile)."""
 
     def as_figures(self) -> dict[str, int]:
         return dict(vars(self))
@@ -545,6 +547,19 @@ class LakeFuzz(RuleBasedStateMachine):
 
     def reopen_lake(self) -> None:
         self.lake = self.open_lake()
+        self.adopt_registered()
+
+    def adopt_registered(self) -> None:
+        """Tables whose refused registration the open just finished (it takes a waiting table's snapshot
+        once more, which succeeds once its rows fit): mirrored from now on, and their refusals' ways on
+        no longer apply (``types=`` is refused for a mirrored table)."""
+        assert self.lake is not None and self.record is not None
+        listed = self.lake.tables()
+        for table in [t for t in sorted(self.waiting) if t in listed]:
+            self.say(f"the open took {table!r}'s snapshot: the lake mirrors it now")
+            type(self).stats.registrations_opened += 1
+            self.record.record(self.step_no, self.listing[-1])
+            self.adopt(table, len(self.record.moments) - 1)
 
     def crash(self, data: st.DataObject) -> None:
         """Hand the lake to a child process that writes, syncs, flushes or compacts and is killed at a point."""
@@ -978,6 +993,7 @@ class Program:
     Steps: ``("sql", connection, sql, params)`` (connection: ``lake`` or one of
     :data:`FOREIGN`), ``("batch", [(sql, params), ...])`` (``Lake.execute_batch``),
     ``("sync",)``, ``("flush",)``, ``("compact",)``, ``("reopen",)``,
+    ``("register_again", table, text)`` (the refusal's ``lake.register_table(...)`` call containing ``text``),
     ``("add_column", column, type)`` and ``("drop_column", column)`` (of ``mig``).
     DDL in ``sql``/``batch`` steps is a schema change behind the lake's back.
     """
@@ -1034,6 +1050,10 @@ def replay(program: Program, base_dir: Path) -> FuzzStats:
                     machine.record.refresh_schema()
             elif kind == "sync":
                 machine.sync_and_check()
+            elif kind == "register_again":  # ("register_again", table, text the call followed contains)
+                if step_[1] in machine.waiting:  # (a waiting table only: the fuzzer draws the step then)
+                    call = next(c for c in register_calls(machine.waiting[step_[1]]) if step_[2] in c)
+                    machine.register_again(_Fixed({"waiting table": step_[1], "way on": call}))
             elif kind in ("flush", "compact", "reopen"):
                 getattr(machine, kind)(_Fixed({"vacuum": False}))
             elif kind == "add_column":
