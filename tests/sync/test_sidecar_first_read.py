@@ -66,10 +66,10 @@ def test_first_read_leaves_the_lake_the_row_poll_leaves(source_db, tmp_path, cap
                     assert _used_columnar(caplog)
             workload.synced()
             assert _feed(lakes[COLUMNAR]) == _feed(lakes[ROWS]), f"round {round_}"
-            cursors = {m: lake._sync.changelogs["items"].cursor for m, lake in lakes.items()}
+            cursors = {m: lake.sync_engine.changelogs["items"].cursor for m, lake in lakes.items()}
             assert cursors[COLUMNAR] == cursors[ROWS]
             for lake in lakes.values():
-                lake._sync.reconcile_now()  # hard deletes of the previous round
+                lake.sync_engine.reconcile_now()  # hard deletes of the previous round
             assert _feed(lakes[COLUMNAR]) == _feed(lakes[ROWS]), f"round {round_}, after the key scan"
             current = lakes[COLUMNAR].query(f"SELECT {COLUMNS} FROM items").to_pylist()
             assert {r["id"]: tuple(r.values()) for r in current} == source.live_items(), f"round {round_}"
@@ -89,7 +89,7 @@ def test_a_table_whose_rows_are_all_soft_deleted_commits_only_its_cursor(tmp_pat
                        [(i, f"2026-01-01T00:00:0{i}Z", "gone") for i in range(1, 6)])
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
         assert lake.sync_now().events == 0
-        assert lake._sync.changelogs["items"].cursor is not None
+        assert lake.sync_engine.changelogs["items"].cursor is not None
         source.execute("UPDATE items SET deleted_at = NULL, updated_at = '2026-01-02T00:00:00Z' WHERE id = 2")
         assert lake.sync_now().events == 1
         assert lake.query("SELECT id FROM items").to_pylist() == [{"id": 2}]
@@ -170,10 +170,10 @@ def test_a_crash_between_the_events_and_the_cursor_doubles_nothing(tmp_path):
     with _open(source.url, lake_path, COLUMNAR) as lake, faults.armed("first_sync.after_events_before_cursor", crash):
         with pytest.raises(Crash):
             lake.sync_now()
-        assert lake._sync.changelogs["items"].cursor is None
+        assert lake.sync_engine.changelogs["items"].cursor is None
     with _open(source.url, lake_path, COLUMNAR) as lake:
         assert lake.sync_now().events == 0
-        assert lake._sync.changelogs["items"].cursor is not None
+        assert lake.sync_engine.changelogs["items"].cursor is not None
         current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
         assert current == source.live_items()
         inserts = lake.query("SELECT id, count(*) AS n FROM items_changes GROUP BY id HAVING count(*) > 1")
@@ -191,7 +191,7 @@ def test_a_declared_collation_is_left_to_sqlite(tmp_path):
     for mode in (COLUMNAR, ROWS):
         with _open(source.url, str(tmp_path / f"lake-{mode}"), mode, table) as lake:
             assert lake.sync_now().events == 4
-            cursors[mode] = lake._sync.changelogs["items"].cursor
+            cursors[mode] = lake.sync_engine.changelogs["items"].cursor
     assert cursors[COLUMNAR] == cursors[ROWS]
     assert '"D"' in cursors[ROWS]
     source.close()
@@ -304,7 +304,7 @@ def test_postgres_types_read_columnar_equal_the_row_poll(postgres, tmp_path, cap
             assert report.events == source.query(
                 'SELECT count(*) FROM "odd%types" WHERE deleted_at IS NOT TRUE')[0][0]
             feed = lake.query('SELECT * EXCEPT (_rhei_seq) FROM "odd%types_changes" ORDER BY id, part')
-            results[mode] = (feed, lake._sync.changelogs["odd%types"].cursor)
+            results[mode] = (feed, lake.sync_engine.changelogs["odd%types"].cursor)
         assert _used_columnar(caplog) == (mode == COLUMNAR)
         caplog.clear()
     assert results[COLUMNAR][0].equals(results[ROWS][0])
