@@ -869,6 +869,17 @@ class Lake:
             tables, self._tracker, loop, lag=lag, position=position, waiting=waiting, synced_through=through
         )
 
+    @property
+    def sync_engine(self) -> Sync | None:
+        """The engine that syncs this lake (``TriggerSync`` or ``PollingSync``): a seam for tests and diagnostics.
+
+        Not a stable API. It reaches what applications leave to :meth:`sync_now`,
+        :meth:`flush` and :meth:`sync_status` (changelogs, the source, background
+        upkeep); calling into it bypasses the lake's lock and lease. ``None`` when
+        the lake only reads.
+        """
+        return self._sync
+
     # -- restore -------------------------------------------------------------
     def restore_sqlite(
         self,
