@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.core import ROOT, Result, Settings, machine
 
-SCENARIOS = ["initial_sync", "steady_sync", "cdc_throughput", "trigger_overhead", "compaction", "query", "query_engines", "serving",
+SCENARIOS = ["initial_sync", "steady_sync", "cdc_throughput", "trigger_overhead", "compaction", "query", "query_engines", "serving", "history_lookup",
              "s3_requests", "scaling", "startup"]
 
 

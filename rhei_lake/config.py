@@ -174,7 +174,8 @@ class LakeConfig(BaseModel):
         description="Read-only lakes: a query sees every sync another process finished at least this many seconds "
         "before it started; each table a query reads is looked at again at most this often "
         f"(0: before every query; refresh() looks at once). Default: 0 on local paths (a look is a few stats), "
-        f"{DEFAULT_REMOTE_REFRESH_INTERVAL:g} on S3 (a look is two or three requests).",
+        f"{DEFAULT_REMOTE_REFRESH_INTERVAL:g} on S3 (a look is one request for the lake when nothing changed, "
+        "two or three per table read when something did).",
     )
 
     @field_validator("vacuum_retention", "changelog_retention", mode="before")

@@ -128,6 +128,9 @@ class Lake:
                 self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
+                if self.storage.marker is not None:
+                    # Commits of a writer that died before announcing them become visible to readers now.
+                    self.storage.marker.touch()
             if config.read_only:
                 self._open_read_only()
             elif config.oltp_path is not None:
@@ -186,13 +189,15 @@ class Lake:
             self._lease.ensure()
         if self._binding is not None:
             self._binding.ensure()  # the database was detached while the lake ran: stop, as for a lost lease
-        return work(*args, **kwargs)
+        with self.storage.committing():
+            return work(*args, **kwargs)
 
     def _lake_leased(self, work: Callable[..., T]) -> T:
         """:meth:`_leased` for work on the lake alone (folding committed events into Delta): no database needed."""
         if self._lease is not None:
             self._lease.ensure()
-        return work()
+        with self.storage.committing():
+            return work()
 
     def _open_read_only(self) -> None:
         """Tables from the lake alone; point reads and lag from ``oltp_path`` if set, never written to."""
@@ -606,17 +611,19 @@ class Lake:
             if self._sync is None and set(self.storage.list_tables()) != set(self._readonly_tables):
                 self._readonly_tables.clear()
                 self._discover()
-            targets = {
-                name: CompactionTarget(spec, changelog, self._derived_table(spec))
-                for name, (spec, changelog) in self._entries().items()
-            }
-        return compact(
-            select_targets(targets, tables),
-            options,
-            reload=self._sync is None,
-            blobs=self.storage.blobs,
-            progress=progress,
-        )
+            # The derived tables of the chosen tables only: loading one costs requests on S3.
+            chosen = [
+                CompactionTarget(spec, changelog, self._derived_table(spec))
+                for spec, changelog in select_targets(self._entries(), tables)
+            ]
+        with self.storage.committing():
+            return compact(
+                chosen,
+                options,
+                reload=self._sync is None,
+                blobs=self.storage.blobs,
+                progress=progress,
+            )
 
     # -- reads -----------------------------------------------------------
     def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:
@@ -861,6 +868,17 @@ class Lake:
         return collect_status(
             tables, self._tracker, loop, lag=lag, position=position, waiting=waiting, synced_through=through
         )
+
+    @property
+    def sync_engine(self) -> Sync | None:
+        """The engine that syncs this lake (``TriggerSync`` or ``PollingSync``): a seam for tests and diagnostics.
+
+        Not a stable API. It reaches what applications leave to :meth:`sync_now`,
+        :meth:`flush` and :meth:`sync_status` (changelogs, the source, background
+        upkeep); calling into it bypasses the lake's lock and lease. ``None`` when
+        the lake only reads.
+        """
+        return self._sync
 
     # -- restore -------------------------------------------------------------
     def restore_sqlite(

@@ -10,9 +10,8 @@ import rhei_lake
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake"), auto_register=True) as lake:
-        yield lake
+def lake(htap_lake):
+    return htap_lake(auto_register=True)
 
 
 def test_off_by_default(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import rhei_lake
-from tests.support.oracle import assert_same_state
+from tests.support.oracle import assert_same_state, oltp_oracle
 from tests.support.workload import SCHEMA, Workload
 
 
@@ -45,7 +45,7 @@ def test_user_story(storage, engine, tmp_path):
         assert lake.sync_now().events == 1
         assert lake.query("SELECT id FROM orders").to_pylist() == [{"id": 2}]
         assert lake.sync_now().events == 0
-        assert_same_state(lake, lake._oltp, "orders")
+        assert_same_state(lake, oltp_oracle(lake), "orders")
 
 
 @pytest.mark.parametrize("seed", [1, 2])

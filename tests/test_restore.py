@@ -11,7 +11,7 @@ import pytest
 
 import rhei_lake
 from rhei_lake.errors import ConfigError, SchemaError
-from tests.support.oracle import exact_rows, sqlite_state
+from tests.support.oracle import exact_rows, oltp_oracle, sqlite_state
 from tests.support.workload import SCHEMA, Workload
 
 
@@ -141,7 +141,7 @@ def test_restore_never_clobbers_and_writes_atomically(tmp_path):
         assert not (tmp_path / "out.db-wal").exists()
         assert calls[0] == ("t", 0, 1000) and calls[-1] == ("t", 1000, 1000)
         assert report.rows == {"t": 1000}
-        assert _restored_state(target, "t") == sqlite_state(lake._oltp, "t")
+        assert _restored_state(target, "t") == sqlite_state(oltp_oracle(lake), "t")
 
 
 def test_restore_refuses_an_instant_before_the_first_sync(tmp_path):
@@ -171,7 +171,7 @@ def test_restore_gives_back_what_sqlite_stored_under_each_affinity(tmp_path):
             ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("c", '{"a": 1}', -0.25, None, None)),
         ])
         lake.register_table("v")
-        original = sqlite_state(lake._oltp, "v")
+        original = sqlite_state(oltp_oracle(lake), "v")
         lake.restore_sqlite(tmp_path / "restored.db")
     assert _restored_state(tmp_path / "restored.db", "v") == original
     conn = sqlite3.connect(tmp_path / "restored.db")
@@ -192,6 +192,6 @@ def test_restore_gives_back_reals_held_in_text_mirrored_columns_bit_for_bit(tmp_
         lake.execute_batch([("INSERT INTO r VALUES (?, ?, ?)", (i, v, v)) for i, v in enumerate(reals)])
         lake.register_table("r")
         assert str(lake.table_spec("r").columns[1].arrow_type) == "string"
-        original = exact_rows(sqlite_state(lake._oltp, "r"))
+        original = exact_rows(sqlite_state(oltp_oracle(lake), "r"))
         lake.restore_sqlite(tmp_path / "restored.db")
     assert exact_rows(_restored_state(tmp_path / "restored.db", "r")) == original

@@ -8,11 +8,12 @@ and one ``write_deltalake`` of the rows, each measured alone:
 * pipelined: max(read, write) (a reader and a writer overlapped on two cores).
 
 Targets: >= 0.9x the sequential limit and >= 0.7x the pipelined one at 1M
-rows (PostgreSQL: >= 0.8x the sequential one); 10M rows of ``orders``: peak
-RSS <= 1 GB. Each measurement is a fresh interpreter (its peak RSS is its own,
-reader processes included); limit and candidates run interleaved, several
-times, and the medians are reported with the load average around them, since
-on a shared machine one run says little. A candidate's ``details`` also carry
+rows (PostgreSQL: >= 0.8x the sequential one); ``orders`` at 1M and 10M rows
+in the same run: rows/s at 10M within 15% of 1M's (linear), peak RSS <= 1 GB.
+Each measurement is a fresh interpreter (its peak RSS is its own, reader
+processes included); limit and candidates run interleaved, several times, and
+the medians are reported with the load average around them, since on a shared
+machine one run says little. A candidate's ``details`` also carry
 its phases (where its time went) and the CPU seconds of all its processes.
 """
 
@@ -180,8 +181,8 @@ def compare(
     ]
 
 
-def run_big(settings: Settings, rows: int) -> list[Result]:
-    """``orders`` at 10M rows: speed against the sequential limit, and peak RSS (one run each)."""
+def run_orders(settings: Settings, rows: int) -> list[Result]:
+    """``orders`` at ``rows`` rows: speed against the sequential limit, and peak RSS (one run each)."""
     db = str(create_orders(settings.workdir / f"initial-{rows}.db", rows))
     lake = str(settings.workdir / f"initial-{rows}-lake")
     results = []
@@ -202,6 +203,25 @@ def run_big(settings: Settings, rows: int) -> list[Result]:
     finally:
         shutil.rmtree(lake, ignore_errors=True)
         Path(db).unlink(missing_ok=True)
+    return results
+
+
+LINEARITY_TARGET = 0.85
+
+
+def run_linearity(settings: Settings, small: int, big: int) -> list[Result]:
+    """``orders`` at ``small`` and ``big`` rows in one run: rows/s at ``big`` within 15% of ``small``'s."""
+    at_small, at_big = run_orders(settings, small), run_orders(settings, big)
+    results = at_small + at_big
+    for one, other in zip(at_small, at_big, strict=True):
+        mode = one.metric.split(",")[0]
+        ratio = other.value / one.value
+        results.append(
+            Result("initial sync", f"{mode}, orders: rows/s at {_label(big)} over {_label(small)}", ratio, "x",
+                   None, ratio, f">= {LINEARITY_TARGET}x", ratio >= LINEARITY_TARGET, True,
+                   {"small": one.value, "big": other.value,
+                    "limit_small": one.limit, "limit_big": other.limit})
+        )
     return results
 
 
@@ -243,5 +263,5 @@ def run(settings: Settings) -> list[Result]:
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
     results += run_postgres(settings, rows, reps)
     if not settings.quick:
-        results += run_big(settings, 10_000_000)
+        results += run_linearity(settings, 1_000_000, 10_000_000)
     return results

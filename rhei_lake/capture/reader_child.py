@@ -9,7 +9,8 @@ Protocol: JSON commands, one per line, on stdin; on stdout, for each command a
 frame ``kind(1) + length(4, big-endian) + JSON`` where kind is ``K`` (ok) or
 ``E`` (error), except ``query``, which answers ``S`` followed by an Arrow IPC
 stream and then an ``K``/``E`` trailer frame (``K`` carries the rows sent and
-the seconds spent reading SQLite and sending batches).
+the seconds spent reading SQLite and sending batches, which overlap: SQLite
+steps the next batch while this one is sent).
 
 Commands: ``{"op": "open", "path": ..., "readonly": bool}``, ``{"op": "begin"}``
 (a read transaction: the next query pins its snapshot), ``{"op": "query",
@@ -21,12 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from adbc_driver_manager import AdbcConnection
 
 
@@ -66,14 +71,9 @@ def _query(conn: AdbcConnection, cmd: dict[str, Any], out: BinaryIO) -> None:
         read, sent = time.perf_counter() - started, 0.0
         try:
             with pa.ipc.new_stream(out, reader.schema) as writer:
-                while True:
-                    started = time.perf_counter()
-                    try:
-                        batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
+                for batch, seconds in _read_ahead(reader):
+                    read += seconds
                     done = time.perf_counter()
-                    read += done - started
                     writer.write_batch(batch)
                     sent += time.perf_counter() - done
                     rows += batch.num_rows
@@ -83,6 +83,45 @@ def _query(conn: AdbcConnection, cmd: dict[str, Any], out: BinaryIO) -> None:
         _frame(out, b"K", {"rows": rows, "read_seconds": read, "send_seconds": sent})
     finally:
         stmt.close()
+
+
+def _read_ahead(reader: pa.RecordBatchReader) -> Iterator[tuple[pa.RecordBatch, float]]:
+    """``(batch, seconds SQLite took for it)``: SQLite steps the next batch (in a thread, without
+    the GIL) while this one is written to the pipe. At most one batch waits."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    ready.put(None)
+                    return
+                ready.put((batch, time.perf_counter() - started))
+        except BaseException as exc:
+            ready.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting to put, then let it finish its batch
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def serve(commands, out: BinaryIO) -> None:

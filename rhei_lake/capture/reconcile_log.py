@@ -24,7 +24,7 @@ import pyarrow as pa
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
 from rhei_lake.catalog import OP, SEQ, TIMESTAMP_TYPE, TableSpec, int_range
 from rhei_lake.errors import SourceError
 
@@ -69,7 +69,7 @@ def table_rows_columnar(reader: ReaderProcess, spec: TableSpec) -> pa.Table | No
     except NeedsDiagnosis:
         return None
     except SourceError as exc:
-        if "type mismatch" not in str(exc).lower():
+        if not is_misfit_error(exc):
             raise
         return None
     return pa.concat_tables(parts) if parts else spec.schema.empty_table()

@@ -25,7 +25,15 @@ from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess
 from rhei_lake.capture.sqlite_schema import quote_ident
-from rhei_lake.capture.typed_select import Misfit, NeedsDiagnosis, TypedSelect, after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import (
+    Misfit,
+    NeedsDiagnosis,
+    TypedSelect,
+    after_witness,
+    convert,
+    is_misfit_error,
+    snapshot_sql,
+)
 from rhei_lake.catalog import OP_INSERT, TableSpec
 from rhei_lake.errors import SourceError, TypeMismatchError
 from rhei_lake.phase_times import PhaseTimes
@@ -134,7 +142,12 @@ class ColumnarSnapshot(SnapshotRun):
         next_seq = self.registration.snapshot_from + 1
         schema = spec.changes_schema
         bookkeeping = InsertColumns(self.ts_micros)
-        stream = self._reader.batches(sql, batch_rows=batch_rows)
+        try:
+            stream = self._reader.batches(sql, batch_rows=batch_rows)  # a misfit in its first batch stops it here
+        except SourceError as exc:
+            if not is_misfit_error(exc):
+                raise
+            raise self._diagnose(batch_rows) from exc
         try:
             for raw in times.timed("typed read", after_witness(stream)):
                 with times.measure("conversion"):
@@ -152,11 +165,11 @@ class ColumnarSnapshot(SnapshotRun):
                 for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis
                     pass
             except SourceError as exc:
-                if "type mismatch" not in str(exc).lower():
+                if not is_misfit_error(exc):
                     raise
             raise self._diagnose(batch_rows) from None
         except SourceError as exc:
-            if "type mismatch" not in str(exc).lower():
+            if not is_misfit_error(exc):
                 raise
             raise self._diagnose(batch_rows) from exc
         finally:

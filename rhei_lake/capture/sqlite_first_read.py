@@ -7,9 +7,14 @@ read here instead, in one pinned snapshot of the reader process
 (:mod:`rhei_lake.capture.reader_process`), typed by declared column
 (:mod:`rhei_lake.capture.typed_select`), in storage order: a first sync may
 number its events in any order, since each key appears once. The row count
-comes from the same snapshot beforehand; the cursor the row poll would have
-ended on (the greatest ``(updated_at, key)``) is tracked while the rows stream
-by (:mod:`rhei_lake.capture.sqlite_order`), so the table is read once.
+comes from the same snapshot beforehand: it is the query that pins the
+snapshot (some query must), it costs SQLite ~20 ms per million narrow rows,
+and the watermark the events commit with must be known before the Delta write
+starts (``write_deltalake`` takes its app transaction up front, then consumes
+the stream); the read checks it got exactly that many rows. The cursor the row
+poll would have ended on (the greatest ``(updated_at, key)``) is tracked while
+the rows stream by (:mod:`rhei_lake.capture.sqlite_order`), so the table is
+read once.
 
 A value that does not fit its declared type ends the read with
 :class:`~rhei_lake.capture.typed_select.NeedsDiagnosis`: the caller then
@@ -31,7 +36,7 @@ from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
-from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
 from rhei_lake.errors import SourceError
 from rhei_lake.phase_times import PhaseTimes
 
@@ -81,7 +86,12 @@ class SqliteFirstRead:
         spec = self.plan.spec
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
-        stream = self._reader.batches(sql, batch_rows=batch_rows)
+        try:
+            stream = self._reader.batches(sql, batch_rows=batch_rows)  # a misfit in its first batch stops it here
+        except SourceError as exc:
+            if is_misfit_error(exc):
+                raise NeedsDiagnosis from exc
+            raise
         try:
             for raw in times.timed("typed read", after_witness(stream)):
                 with times.measure("conversion"):
@@ -92,7 +102,7 @@ class SqliteFirstRead:
                 faults.point("first_read.batch_converted")
                 yield pa.Table.from_arrays(arrays, schema=spec.schema), flags
         except SourceError as exc:
-            if "type mismatch" in str(exc).lower():  # ADBC met another storage class in a later batch
+            if is_misfit_error(exc):
                 raise NeedsDiagnosis from exc
             raise
         finally:

@@ -29,7 +29,7 @@ from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRu
 from rhei_lake.capture.sqlite_db import BUSY_TIMEOUT_MS, connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec, type_overrides
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
-from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, log_sql
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, log_sql
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 from rhei_lake.errors import SchemaError, SourceError, TypeMismatchError
 from rhei_lake.phase_times import PhaseTimes
@@ -734,7 +734,7 @@ def _columnar_events(
     except NeedsDiagnosis:
         return None
     except SourceError as exc:
-        if "type mismatch" in str(exc).lower():
+        if is_misfit_error(exc):
             return None
         raise
     return pa.concat_tables(parts) if parts else spec.changes_schema.empty_table()

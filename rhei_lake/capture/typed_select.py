@@ -10,8 +10,12 @@ strings) and fails across batches. Two read modes make it exact:
   → integers, REAL → reals) needs no check in SQL: a misfit shows up as a wrong
   Arrow type or an error, and the read is *diagnosed*. (A TEXT column may hold a
   blob, which ADBC reads past the first batch as a string of its bytes: checked.)
-  Other columns carry a SQL check, reported in one trailing column (absent
-  when no column needs one).
+  Other columns carry a SQL check that stops the read with an error naming
+  :data:`MISFIT_MARKER` (:func:`is_misfit_error`) at the first value that may
+  not fit. In the column's own expression, not a trailing report column: on a
+  narrow table ADBC spends about as long on one more column as on the rest of
+  the row's SQL (1M rows of ``id, name, amount, qty``: ~0.46 s of CPU with the
+  report column, ~0.35 s with the checks inline, ~0.33 s with none).
 * **strict** (the diagnosis, only after a fast read saw something wrong): one
   storage class per output column (``CAST``/``CASE typeof``) and, per row, the
   first column whose value does not fit, with ``typeof`` and ``quote`` of it.
@@ -62,6 +66,22 @@ _RAW_TYPES = {"int": pa.int64(), "bool": pa.int64(), "real": pa.float64(), "text
 
 class NeedsDiagnosis(Exception):
     """A fast read saw a value that may not fit: rerun strictly to find it."""
+
+
+MISFIT_MARKER = "rhei_lake misfit"
+# An invalid JSON path fails the statement with an error quoting it ("bad JSON path:
+# 'rhei_lake misfit'"); SQLite evaluates it only in the CASE branch taken, so only at a misfit.
+_STOP_AT_MISFIT = f"json_extract('{{}}', '{MISFIT_MARKER}')"
+
+
+def is_misfit_error(exc: BaseException) -> bool:
+    """Whether a reader error means a fast typed read met a value that may not fit its declared type.
+
+    Either the read's own check stopped it, or ADBC met another storage class in a
+    later batch than the one it typed the column by.
+    """
+    text = str(exc)
+    return MISFIT_MARKER in text or "type mismatch" in text.lower()
 
 
 def _kind(dtype: pa.DataType, affinity: str | None) -> str:
@@ -156,31 +176,36 @@ class TypedSelect:
 
     @property
     def reports(self) -> bool:
-        """Whether the read ends with a misfit-report column (strict, or a column its affinity does not guard)."""
+        """Whether the read ends with a misfit-report column (strict reads only: a fast one stops at a misfit)."""
+        return self.strict
+
+    @property
+    def checks(self) -> bool:
+        """Whether the read checks a value in SQL (strict, or a column its affinity does not guard)."""
         return self.strict or not all(_guaranteed(affinity, kind) for kind, affinity in self.kinds)
 
     def _widths(self) -> list[int]:
         return [3 if kind == "split" else 1 for kind, _ in self.kinds]
 
     def select_list(self) -> tuple[list[str], list[str]]:
-        """(row expressions, witness expressions) for the user columns and the misfit report."""
+        """(row expressions, witness expressions) for the user columns and, strict, the misfit report."""
         exprs, witnesses, misfits = [], [], []
         for index, (column, x) in enumerate(zip(self.spec.columns, self.exprs, strict=True)):
             kind, affinity = self.kinds[index]
-            for expr, witness in _parts(x, kind, self.strict):
-                exprs.append(expr)
-                witnesses.append(witness)
             key = column.name in self.spec.primary_key
+            check = None
             if self.strict or not _guaranteed(affinity, kind):
                 check = _misfit(x, kind, null_key=self.strict and key, canonical_key=affinity if key else None)
                 misfits.append((index, check, x))
-        if self.strict:
+            for part, (expr, witness) in enumerate(_parts(x, kind, self.strict)):
+                if check is not None and not self.strict and part == 0:
+                    expr = f"CASE WHEN {check} THEN {_STOP_AT_MISFIT} ELSE {expr} END"
+                exprs.append(expr)
+                witnesses.append(witness)
+        if self.reports:
             report = " ".join(
                 f"WHEN {m} THEN '{i}:' || typeof({x}) || ':' || coalesce(quote({x}), 'NULL')" for i, m, x in misfits
             )
-        else:
-            report = " ".join(f"WHEN {m} THEN '{i}'" for i, m, _ in misfits)
-        if self.reports:
             exprs.append(f"CASE {report} END")
             witnesses.append("''")
         return exprs, witnesses
@@ -253,12 +278,11 @@ def convert(typed: TypedSelect, batch: pa.RecordBatch) -> tuple[list[pa.Array], 
     """The declared-type arrays of ``batch`` (witness rows removed), or the first misfit.
 
     A fast read raises :class:`NeedsDiagnosis` instead of naming a misfit: rerun strictly.
+    (Its SQL checks stop the read itself: see :func:`is_misfit_error`.)
     """
     names = typed.spec.column_names
     report = batch.column(batch.num_columns - 1) if typed.reports else None
     if report is not None and report.null_count != len(report):
-        if not typed.strict:
-            raise NeedsDiagnosis
         row = pc.index(pc.is_valid(report), True).as_py()
         index, storage, quoted = report.cast(pa.binary())[row].as_py().split(b":", 2)  # text may not be UTF-8
         return [], Misfit(row, names[int(index)], unquote(storage.decode(), quoted))

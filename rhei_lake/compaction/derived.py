@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from rhei_lake.catalog import SEQ, TableSpec
 from rhei_lake.errors import CommitConflictError, SchemaError
-from rhei_lake.storage.base import TableStore
+from rhei_lake.storage.base import Layout, TableStore
 from rhei_lake.storage.lake_storage import LakeStorage
 from rhei_lake.storage.recorded_spec import MODE_PROPERTY, SPEC_PROPERTY, check_compatible, read_mode
 
@@ -30,6 +30,13 @@ SyncMode = Literal["temporal", "mirror"]
 def current_schema(spec: TableSpec) -> pa.Schema:
     """A row of ``<table>/current``: the user columns and the sequence of the event that wrote it."""
     return pa.schema(list(spec.schema) + [pa.field(SEQ, pa.int64(), nullable=False)])
+
+
+def layout_of(spec: TableSpec, mode: SyncMode) -> Layout | None:
+    """How the derived table is laid out: by primary key (then version, in history), so lookups by key prune."""
+    if not spec.primary_key:
+        return None
+    return Layout(tuple(spec.primary_key) + ((SEQ,) if mode == "temporal" else ()))
 
 
 class DerivedTable:
@@ -45,6 +52,7 @@ class DerivedTable:
         self.mode: SyncMode = mode
         self.kind: Literal["history", "current"] = "history" if mode == "temporal" else "current"
         self.store: TableStore = storage.table_store(spec.name, self.kind)
+        self.store.layout = layout_of(spec, mode)
         self._url = storage.location.url
         self._exists = False
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
@@ -29,6 +30,7 @@ from rhei_lake.storage.changelog import Changelog
 from rhei_lake.timeutil import Duration, now_micros, parse_duration
 
 log = logging.getLogger("rhei_lake.compaction")
+T = TypeVar("T")
 
 STEPS = ("flush", "fold", "expire", "optimize", "checkpoint", "vacuum")
 """The steps of compacting one table, in order (a dry run only plans fold, expire and vacuum)."""
@@ -70,7 +72,7 @@ class CompactionTarget:
     derived: DerivedTable
 
 
-def select_targets(targets: Mapping[str, CompactionTarget], tables: Iterable[str] | None) -> list[CompactionTarget]:
+def select_targets(targets: Mapping[str, T], tables: Iterable[str] | None) -> list[T]:
     """The targets named in ``tables`` (case-insensitively), or all of them."""
     if tables is None:
         return [targets[name] for name in sorted(targets)]
@@ -161,7 +163,8 @@ def compact_table(
             changelog,
             derived,
             batch_events=options.fold_batch_events,
-            progress=lambda done, total: step("fold", done, total),
+            # Only when asked: counting the pending events reads the whole unfolded feed once more.
+            progress=None if progress is None else lambda done, total: step("fold", done, total),
         )
 
     if not dry:

@@ -19,7 +19,7 @@ from rhei_lake._shared.identifiers import quote_ident as q
 from rhei_lake.catalog import SEQ, TS
 from rhei_lake.errors import CommitConflictError
 from rhei_lake.storage.base import MaintenanceResult, TableStore
-from rhei_lake.timeutil import sql_timestamp
+from rhei_lake.timeutil import sql_timestamp, to_micros
 
 log = logging.getLogger("rhei_lake.compaction")
 
@@ -53,6 +53,10 @@ def expire_changes(
     """Delete (or, in a dry run, count) folded change rows older than ``retention``."""
     if folded <= 0:
         return 0
+    cutoff = now_micros - int(retention.total_seconds() * 1_000_000)
+    oldest = changes.min_value(TS)  # from the log's file statistics: no data read
+    if oldest is not None and to_micros(oldest) >= cutoff:
+        return 0  # no row old enough: the scan that would find none reads every file (a request each on S3)
     predicate = expiry_predicate(folded, retention, now_micros)
     if dry_run:
         return changes.to_arrow(filter=predicate, columns=[SEQ]).num_rows

@@ -218,7 +218,7 @@ def _missing_file(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what it was translated from) says a data file was not found."""
     while exc is not None:
         text = str(exc).lower()
-        if ("not found" in text or "cannot open file" in text) and (
+        if ("not found" in text or "cannot open file" in text or "failed to open local file" in text) and (
             "object at location" in text or "no such file" in text or "nosuchkey" in text
         ):
             return True

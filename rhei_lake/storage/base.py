@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -63,6 +63,36 @@ class Merge:
     insert_when: str | None = None
 
 
+LOOKUP_ROW_GROUP_ROWS = 8_192
+"""Rows per Parquet row group of a table laid out for lookups (:class:`Layout`).
+
+A lookup by key decodes one row group: on a 1M-row, ten-column history, ~2-3 ms
+in DataFusion for 8K rows, ~3-7 ms for 16K-32K (delta-rs writes 1M rows to a
+group). Smaller groups cost more footer and a little compression.
+"""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a table's rows are laid out so that ``WHERE <key> = ...`` reads one row group, not the table.
+
+    Every data file a merge, an append or a bin-pack writes holds its rows
+    sorted by ``sort_by`` (what one such write stages is one sorted run), in row groups of
+    ``row_group_rows`` rows, so the row groups' min/max statistics on the key
+    let a reader skip all but the ones that can hold it. Correctness never
+    depends on it: a file in any order reads the same, only slower.
+    """
+
+    sort_by: tuple[str, ...]
+    row_group_rows: int = LOOKUP_ROW_GROUP_ROWS
+
+    def sort(self, table: pa.Table) -> pa.Table:
+        """``table``'s rows in this layout's order (stable, so equal keys keep their order)."""
+        if table.num_rows < 2:
+            return table
+        return table.sort_by([(name, "ascending") for name in self.sort_by])
+
+
 @dataclass(frozen=True)
 class MergeResult:
     inserted: int = 0
@@ -93,6 +123,8 @@ class TableStore(Protocol):
     """One table on one storage tier."""
 
     uri: str
+    layout: Layout | None
+    """Set by the owner of a table read by key (compaction's derived tables); ``None``: rows as written."""
 
     def exists(self) -> bool:
         """Whether the table exists (a definite answer; transient faults raise)."""
@@ -182,6 +214,13 @@ class TableStore(Protocol):
         ...
 
     def stats(self) -> TableStats: ...
+
+    def min_value(self, column: str) -> Any:
+        """The smallest non-null value of ``column`` as the table's file statistics record it, reading no data.
+
+        ``None`` when the table holds no value of it or a file records no statistics for it (then it is unknown).
+        """
+        ...
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         """Bin-pack small files into files of about ``target_size`` bytes."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -28,7 +30,7 @@ from rhei_lake.errors import (
     raise_storage,
     translate_storage_error,
 )
-from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
@@ -45,17 +47,24 @@ log = logging.getLogger("rhei_lake.storage")
 _DELTA_DEFAULT_OPTIONS = {"max_retries": "3", "retry_timeout": "20s", "timeout": "30s", "connect_timeout": "5s"}
 
 
-def _writer_properties(schema: pa.Schema) -> Any:
+def _writer_properties(schema: pa.Schema, layout: Layout | None = None) -> Any:
     """Parquet settings for appended change events: ``_rhei_seq`` (and ``_rhei_ts``) delta-encoded.
 
     Sequence numbers rise by one from row to row: with the default dictionary
     encoding a million of them cost ~30 ms and 4 MB (the dictionary overflows,
     then plain); delta-encoded, ~13 ms and 27 KB. Every Parquet reader reads it.
+    With a ``layout``, also its row groups (delta-rs's default is 1M rows a group),
+    compressed with Snappy as delta-rs's writer does by default (naming the row
+    group size alone, it was seen to write the columns uncompressed).
     """
     from deltalake import ColumnProperties, WriterProperties
 
     delta = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
     columns = {name: delta for name in (SEQ, TS) if name in schema.names}
+    if layout is not None:
+        return WriterProperties(
+            max_row_group_size=layout.row_group_rows, compression="SNAPPY", column_properties=columns or None
+        )
     return WriterProperties(column_properties=columns) if columns else None
 
 
@@ -73,6 +82,10 @@ class DeltaLog(Protocol):
 
     def empty(self) -> bool:
         """Whether ``_delta_log/`` holds nothing (no table here)."""
+        ...
+
+    def delete_files(self, paths: list[str]) -> None:
+        """Delete data files of the table (paths relative to its root), in as few requests as the store allows."""
         ...
 
 
@@ -116,15 +129,18 @@ class DeltaTableStore:
         *,
         remote: bool,
         log: DeltaLog | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.uri = uri
         self.remote = remote
         self._log = log
+        self._on_commit = on_commit  # told after each operation that may have committed (the lake's change marker)
         self._options = dict(storage_options or {})
         if remote:
             for key, value in _DELTA_DEFAULT_OPTIONS.items():
                 self._options.setdefault(key, value)
         self._dt: DeltaTable | None = None
+        self.layout: Layout | None = None
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
@@ -176,6 +192,7 @@ class DeltaTableStore:
                 self._dt = self._create(schema, properties, "error")
                 if not self.remote:
                     self._sync(before)
+                self._announce_commit()
             except StorageError:
                 raise
             except Exception as exc:
@@ -313,12 +330,18 @@ class DeltaTableStore:
     def _commit(self, fn: Any) -> Any:
         """Run an operation that commits; locally, its commit is on disk (fsynced) when this returns."""
         if self.remote:
-            return self._call(fn)
-        with self._lock:
-            before = newest_version(self.uri)
             result = self._call(fn)
-            self._sync(before)
-            return result
+        else:
+            with self._lock:
+                before = newest_version(self.uri)
+                result = self._call(fn)
+                self._sync(before)
+        self._announce_commit()
+        return result
+
+    def _announce_commit(self) -> None:
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _sync(self, before: int) -> None:
         try:
@@ -364,6 +387,9 @@ class DeltaTableStore:
     ) -> None:
         from deltalake import write_deltalake
 
+        if self.layout is not None:
+            data = self.layout.sort(data.read_all() if isinstance(data, pa.RecordBatchReader) else data)
+
         def _append(dt: DeltaTable) -> None:
             self._check_txn(dt, txn)
             faults.point("delta.before_commit")
@@ -373,7 +399,7 @@ class DeltaTableStore:
                 data,
                 mode="append",
                 commit_properties=self._commit_properties(txn, metadata),
-                writer_properties=_writer_properties(data.schema),
+                writer_properties=_writer_properties(data.schema, self.layout),
             )
             self._committed(dt, before, txn)
 
@@ -392,8 +418,12 @@ class DeltaTableStore:
         Only the data files holding a matched row are rewritten; the commit
         swaps them for the new files, adds the inserted rows and records
         ``txn``, and fails with CommitConflictError if anyone committed since
-        the snapshot it read.
+        the snapshot it read. With a :attr:`layout`, the rows written are sorted
+        by key: one sorted run per group of files read, the last one with the
+        inserted rows (a table under ``READ_GROUP_BYTES`` is one run).
         """
+        layout = self.layout
+        arrange = layout.sort if layout is not None else (lambda table: table)
 
         def _merge(dt: DeltaTable) -> MergeResult:
             self._check_txn(dt, txn)
@@ -405,6 +435,7 @@ class DeltaTableStore:
             touched: list[DataFile] = []
 
             def merged() -> Iterator[pa.RecordBatch]:
+                held = schema.empty_table()  # the last group's rows: sorted with the inserts
                 for group in self._rewriter.groups(data_files(dt)):
                     parts = [
                         table.append_column(FILE_ID, pa.repeat(pa.scalar(i, pa.int64()), table.num_rows))
@@ -412,10 +443,11 @@ class DeltaTableStore:
                     ]
                     rows, hit = evaluator.apply(pa.concat_tables(parts))
                     touched.extend(group[i] for i in sorted(hit))
-                    yield from rows.to_batches()
-                yield from evaluator.inserts().to_batches()
+                    yield from arrange(held).to_batches()
+                    held = rows
+                yield from arrange(pa.concat_tables([held, evaluator.inserts()])).to_batches()
 
-            adds = self._rewriter.stage(dt, merged(), schema)
+            adds = self._rewriter.stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
             result = MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
             if not adds and not touched and txn is None and not metadata:
                 return result
@@ -480,13 +512,19 @@ class DeltaTableStore:
             if ctx.table_exist(name):
                 ctx.deregister_table(name)
             try:
-                if self.remote and not getattr(ctx, "scans_delta", False):
+                if (self.remote or self.layout is not None) and not getattr(ctx, "scans_delta", False):
                     # delta-rs issue 4623: DataFusion cannot scan S3 through the Delta
                     # table provider (no object store registered); the pyarrow dataset can.
+                    # delta-rs's provider is offered no filter, so it reads every row group
+                    # of a table laid out by key; the dataset is, and prunes row groups by
+                    # their statistics. (DataFusion's own Parquet scan would too, but it reads
+                    # a file a compaction has since vacuumed as empty: the dataset raises, and
+                    # the query engine looks again.)
                     # A dataset of zero files plans as UnknownPartitioning(0), which
                     # DataFusion's sanity check rejects under a sort: use an empty batch.
                     if dt.file_uris():
-                        ctx.register_dataset(name, _unpruned(dt.to_pyarrow_dataset()))
+                        dataset = _unpruned(dt.to_pyarrow_dataset())
+                        ctx.register_dataset(name, dataset if self.remote else _local(dataset, dt, self.uri))
                     else:
                         schema = pa.schema(dt.schema().to_arrow())
                         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
@@ -506,6 +544,21 @@ class DeltaTableStore:
 
         return self._call(_stats)
 
+    def min_value(self, column: str) -> Any:
+        import pyarrow.compute as pc
+
+        def _min(dt: DeltaTable) -> Any:
+            actions = pa.table(dt.get_add_actions(flatten=True))
+            name = f"min.{column}"
+            if actions.num_rows == 0 or name not in actions.column_names:
+                return None
+            values = actions.column(name)
+            if values.null_count:  # a file without statistics for it (or only NULLs): unknown
+                return None
+            return pc.min(values).as_py()
+
+        return self._call(_min)
+
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         """Bin-pack small files, planned on the table's newest commit.
 
@@ -519,17 +572,45 @@ class DeltaTableStore:
 
         def _optimize(dt: DeltaTable) -> MaintenanceResult:
             before = dt.version()
-            metrics = dt.optimize.compact(
-                target_size=target_size, commit_properties=self._commit_properties(None, None)
-            )
+            if self.layout is not None:
+                result = self._pack_sorted(dt, target_size, self.layout)
+            else:
+                metrics = dt.optimize.compact(
+                    target_size=target_size, commit_properties=self._commit_properties(None, None)
+                )
+                result = MaintenanceResult(
+                    files_added=int(metrics.get("numFilesAdded", 0)),
+                    files_removed=int(metrics.get("numFilesRemoved", 0)),
+                )
             self._committed(dt, before, None)
             self._rewrite_view_typed()
-            return MaintenanceResult(
-                files_added=int(metrics.get("numFilesAdded", 0)),
-                files_removed=int(metrics.get("numFilesRemoved", 0)),
-            )
+            return result
 
         return self._commit(_optimize)
+
+    def _pack_sorted(self, dt: DeltaTable, target_size: int, layout: Layout) -> MaintenanceResult:
+        """Bin-pack as delta-rs does, but write each bin as one run sorted by ``layout``'s key.
+
+        delta-rs concatenates the files of a bin: every seam between two sorted
+        files becomes a row group spanning the whole key range, which every
+        lookup by key then reads. One commit that changes no rows, with no
+        retries (CommitConflictError if anyone committed since ``dt``'s snapshot).
+        """
+        small = [f for f in data_files(dt) if f.size < target_size]
+        bins = [files for files in FileRewriter.groups(small, target_size) if len(files) > 1]
+        if not bins:
+            return MaintenanceResult()
+        check_rewritable(dt, self.uri)
+        schema = pa.schema(dt.schema().to_arrow())
+        adds = []
+        for files in bins:
+            rows = layout.sort(pa.concat_tables([table for _, table in self._rewriter.read(files, schema)]))
+            adds += self._rewriter.stage(dt, rows.to_batches(), schema,
+                                         writer_properties=_writer_properties(schema, layout))
+        removed = [f for files in bins for f in files]
+        self._rewriter.commit(dt, adds, removed, data_change=False,
+                              commit_properties=lambda retries: self._commit_properties(None, None, retries=retries))
+        return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
     def _rewrite_view_typed(self) -> None:
         """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
@@ -592,7 +673,16 @@ class DeltaTableStore:
             present = [p for p in candidates if p in sizes]
             if not present:
                 return MaintenanceResult()
-            removed = present if dry_run else [p for p in _run(dt, False) if p in sizes]
+            if dry_run:
+                removed = present
+            elif self.remote and self._log is not None:
+                # The files the dry run chose, in one batch: delta-rs's own run would read the log
+                # again to choose the same files (a dozen requests and more on S3) and commit twice.
+                # Locally a look costs nothing, and delta-rs's run is kept (its commits, its timing).
+                self._log.delete_files(present)
+                removed = present
+            else:
+                removed = [p for p in _run(dt, False) if p in sizes]
             return MaintenanceResult(
                 files_removed=len(removed),
                 bytes_removed=sum(sizes[p] for p in removed),
@@ -639,3 +729,18 @@ def _unpruned(dataset: Any) -> Any:
 
     fragments = [dataset.format.make_fragment(f.path, dataset.filesystem) for f in dataset.get_fragments()]
     return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+
+
+def _local(dataset: Any, dt: DeltaTable, root: str) -> Any:
+    """``dataset`` (of a local table at ``root``) reading its files through pyarrow's own local filesystem.
+
+    delta-rs's dataset opens each file through a filesystem written in Python:
+    ~10 ms of a point lookup that pyarrow's local filesystem answers in ~3. A file
+    gone still raises (``FileNotFoundError``), as it must.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    filesystem = pafs.LocalFileSystem()
+    fragments = [dataset.format.make_fragment(os.path.join(root, unquote(f.path)), filesystem) for f in data_files(dt)]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, filesystem)

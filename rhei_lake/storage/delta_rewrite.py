@@ -146,7 +146,9 @@ class FileRewriter:
             yield group
 
     # -- staging -----------------------------------------------------------
-    def stage(self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
+    def stage(
+        self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema, *, writer_properties: Any = None
+    ) -> list[Any]:
         """Write ``batches`` as new data files inside the table; their ``AddAction`` s (nothing committed).
 
         An exception raised while ``batches`` is iterated is raised as it was.
@@ -169,6 +171,7 @@ class FileRewriter:
                 f"{self.uri}/{directory}",
                 pa.RecordBatchReader.from_batches(schema, guarded()),
                 mode="error",
+                writer_properties=writer_properties,
                 configuration={k: config[k] for k in _COPIED_PROPERTIES if k in config} or None,
                 storage_options=self._options or None,
                 post_commithook_properties=PostCommitHookProperties(create_checkpoint=False,

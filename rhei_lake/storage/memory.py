@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError
-from rhei_lake.storage.base import AppTransaction, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
 from rhei_lake.storage.merging import MergeEvaluator, run_sql
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class MemoryTableStore:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.layout: Layout | None = None  # rows are scanned from memory: nothing to lay out
         self._lock = threading.RLock()
         self._schema: pa.Schema | None = None
         self._properties: dict[str, str] = {}
@@ -237,6 +238,15 @@ class MemoryTableStore:
             bytes=sum(b.nbytes for b in batches),
             rows=sum(b.num_rows for b in batches),
         )
+
+    def min_value(self, column: str) -> Any:
+        import pyarrow.compute as pc
+
+        self._require()
+        batches = self._all_batches()
+        if not batches or column not in batches[0].schema.names:
+            return None
+        return pc.min(pa.Table.from_batches(batches).column(column)).as_py()
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         with self._lock:

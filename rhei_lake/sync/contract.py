@@ -70,6 +70,10 @@ class Sync(Protocol):
         """Move every changelog's hot-path tail into its Delta table; returns the rows moved."""
         ...
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until the background upkeep handed off so far (tail flushes, log prunes) is done; False on timeout."""
+        ...
+
     def close(self) -> None:
         """Finish background housekeeping and release the source."""
         ...

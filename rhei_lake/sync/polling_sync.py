@@ -344,6 +344,10 @@ class PollingSync:
         with self._lock:
             return sum(cl.flush() for cl in self.changelogs.values())
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until the background upkeep handed off so far is done; False on timeout."""
+        return self._housekeeper.wait_idle(timeout)
+
     def close(self) -> None:
         self._housekeeper.close()
         with self._lock:

@@ -24,7 +24,7 @@ import rhei_lake
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_schema import read_table_spec
-from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
 from rhei_lake.capture.types import (
     ValueMismatch,
     arrow_type_for,
@@ -319,7 +319,11 @@ def _columnar_arrays(reader: ReaderProcess, spec, batch_rows: int) -> list[pa.Ar
     for strict in (False, True):
         sql, typed = snapshot_sql(spec, strict=strict)
         parts: list[list[pa.Array]] = []
-        stream = reader.query(sql, batch_rows=batch_rows)
+        try:
+            stream = reader.query(sql, batch_rows=batch_rows)  # a fast read may stop at its first batch
+        except SourceError as exc:
+            assert not strict and is_misfit_error(exc), exc
+            continue
         try:
             for raw in after_witness(stream):
                 arrays, misfit = convert(typed, raw)

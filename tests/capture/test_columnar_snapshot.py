@@ -62,7 +62,7 @@ def test_every_declared_type_round_trips(tmp_path):
         with rhei_lake.open(oltp_path=str(db), storage="memory://", columnar_min_rows=threshold) as lake:
             lake.register_table("t")
             results.append(lake.query("SELECT * FROM t ORDER BY id"))
-            lake._sync.source.unregister("t")
+            lake.unregister_table("t")
     assert results[0].equals(results[1])
 
 

@@ -504,7 +504,7 @@ def test_leftovers_of_an_ignored_conflict_are_cleared_when_the_log_is_pruned(tmp
         app.execute("DELETE FROM t WHERE id = 1")
         app.execute("UPDATE t SET v = 1 WHERE id = 2")  # not a unique column: nothing flushes
         lake.sync_now()
-        lake._sync.prune()
+        lake.sync_engine.prune()
         assert app.execute("SELECT count(*) FROM _rhei_cdc_log WHERE op = 'D'").fetchone() == (0,)
         assert app.execute(f"SELECT count(*) FROM {PENDING_TABLE}").fetchone() == (0,)
         app.execute("INSERT INTO t VALUES (4, 'c', 0)")

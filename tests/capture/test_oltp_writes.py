@@ -6,26 +6,24 @@ import sqlite3
 
 import pytest
 
-import rhei_lake
 from rhei_lake.errors import ConfigError, SchemaError, SourceError
-from tests.support.oracle import assert_same_state
+from tests.support.oracle import assert_same_state, oltp_oracle
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
-        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-        lake.register_table("t")
-        yield lake
+def lake(htap_lake):
+    lake = htap_lake(tier="memory")
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    lake.register_table("t")
+    return lake
 
 
 def _count(lake) -> int:
     return lake.query("SELECT count(*) AS n FROM t", hint="oltp").column(0)[0].as_py()
 
 
-def test_batch_commits_everything_and_is_captured(durable_storage, tmp_path):
-    url, options = durable_storage
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options) as lake:
+def test_batch_commits_everything_and_is_captured(durable_storage, htap_lake):
+    with htap_lake(storage=durable_storage) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         lake.register_table("t")
         changed = lake.execute_batch(
@@ -34,7 +32,7 @@ def test_batch_commits_everything_and_is_captured(durable_storage, tmp_path):
         )
         assert changed == 500 + 10 + 10
         assert lake.sync_now().events == 520
-        assert_same_state(lake, lake._oltp, "t")
+        assert_same_state(lake, oltp_oracle(lake), "t")
 
 
 def test_a_failing_statement_rolls_back_the_whole_batch(lake):
@@ -46,7 +44,8 @@ def test_a_failing_statement_rolls_back_the_whole_batch(lake):
     assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert lake.query("SELECT * FROM t", hint="oltp").to_pylist() == [{"id": 1, "v": "kept"}]
     assert lake.sync_now().events == 1  # only the insert before the batch was ever captured
-    assert not lake._oltp.in_transaction
+    lake.execute("BEGIN")  # refused while the failed batch left a transaction open
+    lake.execute("ROLLBACK")
 
 
 def test_transaction_control_inside_a_batch_is_refused(lake):
@@ -65,8 +64,7 @@ def test_batch_inside_an_open_transaction_is_a_savepoint(lake):
     with pytest.raises(SourceError):
         lake.execute_batch(["INSERT INTO t VALUES (2, 'x')", "INSERT INTO t VALUES (2, 'dup')"])
     lake.execute_batch(["INSERT INTO t VALUES (3, 'inner')"])
-    assert lake._oltp.in_transaction
-    lake.execute("COMMIT")
+    lake.execute("COMMIT")  # refused unless the outer transaction is still open
     assert [r["id"] for r in lake.query("SELECT id FROM t ORDER BY id", hint="oltp").to_pylist()] == [1, 3]
 
 
@@ -90,4 +88,4 @@ def test_mirrored_tables_cannot_be_altered_with_execute(lake):
             lake.execute(ddl)
         with pytest.raises(SchemaError, match="add_column"):
             lake.execute_batch([ddl])
-    assert [r[1] for r in lake._oltp.execute("PRAGMA table_info(t)")] == ["id", "v"]
+    assert [r[1] for r in oltp_oracle(lake).execute("PRAGMA table_info(t)")] == ["id", "v"]

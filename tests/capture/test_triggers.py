@@ -12,13 +12,12 @@ import pytest
 import rhei_lake
 from rhei_lake.errors import SchemaError, TypeMismatchError
 from tests.support.exact_state import assert_lake_is_sqlite, captured
-from tests.support.oracle import assert_same_state
+from tests.support.oracle import assert_same_state, oltp_oracle
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
-        yield lake
+def lake(htap_lake):
+    return htap_lake(tier="memory")
 
 
 def feed(lake, table="t"):
@@ -57,7 +56,7 @@ def test_composite_key_and_replace(lake):
     # REPLACE removes the row holding u2 through the UNIQUE constraint: a delete the lake must see.
     lake.execute("INSERT OR REPLACE INTO p VALUES ('y', 9, 9.5, 'u2')")
     lake.sync_now()
-    assert_same_state(lake, lake._oltp, "p")
+    assert_same_state(lake, oltp_oracle(lake), "p")
 
 
 def test_hostile_identifiers(lake):
@@ -66,7 +65,7 @@ def test_hostile_identifiers(lake):
     lake.register_table(name)
     lake.execute('INSERT INTO "we""ird ta\'ble" VALUES (1, \'x\', 0.5)')
     lake.sync_now()
-    assert_same_state(lake, lake._oltp, name)
+    assert_same_state(lake, oltp_oracle(lake), name)
 
 
 def test_table_without_primary_key_is_refused(lake):
@@ -158,7 +157,7 @@ def test_repair_event_unblocks_a_type_mismatch_without_losing_anything(lake):
     lake.repair_event("t", seq, {"qty": 0})
     lake.sync_now()
     assert [(r["id"], r["qty"], r["_rhei_op"]) for r in feed(lake)] == [(1, 10, "I"), (2, 0, "I"), (2, 20, "U")]
-    assert_same_state(lake, lake._oltp, "t")
+    assert_same_state(lake, oltp_oracle(lake), "t")
     with pytest.raises(rhei_lake.SourceError, match="not in the CDC log"):
         lake.repair_event("t", 10_000, {"qty": 1})
 

@@ -1,4 +1,4 @@
-"""Typed reads: the witness row and the misfit report cost a column only where they are needed."""
+"""Typed reads: the witness row costs no column, a fast read's misfit checks none (they stop the read)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.sqlite_schema import read_table_spec
-from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, snapshot_sql
+from rhei_lake.capture.typed_select import after_witness, convert, is_misfit_error, snapshot_sql
+from rhei_lake.errors import SourceError
 
 
 def _batch(*values: int) -> pa.RecordBatch:
@@ -31,7 +32,7 @@ def test_after_witness_drops_exactly_the_first_row(batches, expected):
 
 @pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
 @pytest.mark.parametrize(
-    "ddl, values, reports",
+    "ddl, values, checks",
     [
         ("CREATE TABLE t (id INTEGER PRIMARY KEY, r REAL, q INTEGER)", (1.5, 2), False),
         # TEXT may hold a blob, which ADBC reads as a string past the first batch: checked in SQL
@@ -40,7 +41,7 @@ def test_after_witness_drops_exactly_the_first_row(batches, expected):
         ("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TIMESTAMP)", ("2026-01-01 10:00:00",), True),
     ],
 )
-def test_a_fast_read_returns_every_row_and_reports_only_when_needed(tmp_path, ddl, values, reports):
+def test_a_fast_read_returns_every_row_and_checks_only_where_needed(tmp_path, ddl, values, checks):
     db = tmp_path / "t.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute(ddl)
@@ -49,10 +50,12 @@ def test_a_fast_read_returns_every_row_and_reports_only_when_needed(tmp_path, dd
     conn.executemany(f"INSERT INTO t VALUES ({', '.join('?' * (1 + len(values)))})", rows)
     spec = read_table_spec(conn, "t")
     sql, typed = snapshot_sql(spec)
-    assert typed.reports is reports
+    assert typed.checks is checks
+    assert not typed.reports  # no report column: a misfit stops a fast read
+    assert ("json_extract" in sql) is checks
     with ReaderProcess(str(db), readonly=True) as reader:
         raws = list(after_witness(reader.query(sql, batch_rows=3)))
-    assert all(raw.num_columns == sum(typed._widths()) + (1 if reports else 0) for raw in raws)
+    assert all(raw.num_columns == sum(typed._widths()) for raw in raws)
     converted = pa.Table.from_batches([pa.record_batch(convert(typed, raw)[0], schema=spec.schema) for raw in raws])
     assert converted.column("id").to_pylist() == list(range(1, 9))
     others = converted.drop_columns(["id"])
@@ -61,13 +64,26 @@ def test_a_fast_read_returns_every_row_and_reports_only_when_needed(tmp_path, dd
 
 @pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
 @pytest.mark.parametrize("blob", [b"", b"abc", b"\xff\xfe"])
-def test_a_blob_in_a_text_column_past_the_first_batch_is_reported_not_read_as_text(tmp_path, blob):
+@pytest.mark.parametrize("at", [1, 3, 5])  # in the first batch (the witness's), past it, in the last one
+def test_a_blob_in_a_text_column_stops_a_fast_read_instead_of_being_read_as_text(tmp_path, blob, at):
     db = tmp_path / "t.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
-    conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, "b"), (3, blob)])
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, blob if i == at else f"v{i}") for i in range(1, 6)])
     sql, typed = snapshot_sql(read_table_spec(conn, "t"))
+    read = []
     with ReaderProcess(str(db), readonly=True) as reader:
-        with pytest.raises(NeedsDiagnosis):  # the strict read then names the value
-            for raw in after_witness(reader.query(sql, batch_rows=1)):
-                convert(typed, raw)
+        with pytest.raises(SourceError) as raised:  # the strict read then names the value
+            for raw in after_witness(reader.query(sql, batch_rows=2)):
+                read += convert(typed, raw)[0][1].to_pylist()
+        assert is_misfit_error(raised.value)
+        # the reader serves the next statement (the strict read) in the same transaction
+        assert reader.query("SELECT count(*) FROM t").read_all().column(0).to_pylist() == [5]
+    assert all(isinstance(v, str) for v in read) and len(read) < at  # nothing at or past the blob came through
+
+
+def test_only_a_misfit_stop_or_a_storage_class_change_reads_as_a_misfit():
+    assert is_misfit_error(SourceError("t.db: IO: Failed to step query: bad JSON path: 'rhei_lake misfit'"))
+    assert is_misfit_error(SourceError("t.db: Type mismatch in column 2 (ArrowInvalid)"))
+    assert not is_misfit_error(SourceError("t.db: IO: Failed to step query: malformed JSON"))
+    assert not is_misfit_error(SourceError("t.db: database disk image is malformed"))

@@ -74,7 +74,7 @@ def test_rh_flight_stops_on_ctrl_c_even_with_a_client_that_stopped_reading(shop_
             [sys.executable, "-m", "tests.flight.stalled_client", location], stdout=subprocess.PIPE, text=True
         )
         assert client.stdout.readline().strip() == "stalled"
-        time.sleep(1.0)
+        time.sleep(1.0)  # the server fills the stalled client's buffers and blocks writing to it
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)

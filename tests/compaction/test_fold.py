@@ -15,9 +15,8 @@ from rhei_lake.compaction.fold import fold
 from rhei_lake.sync.tables import SPEC_PROPERTY
 
 
-def _open(storage, tmp_path, **options) -> rhei_lake.Lake:
-    url, storage_options = storage
-    lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=storage_options, **options)
+def _open(htap_lake, storage, **options) -> rhei_lake.Lake:
+    lake = htap_lake(storage=storage, **options)
     lake.execute("CREATE TABLE acct (id INTEGER PRIMARY KEY, owner TEXT, balance REAL)")
     lake.register_table("acct")
     return lake
@@ -44,8 +43,8 @@ def _stored_history(lake: rhei_lake.Lake) -> list[dict]:
     return sorted(store.to_arrow().to_pylist(), key=lambda r: r[SEQ])
 
 
-def test_each_change_becomes_a_version_timed_by_its_event(storage, tmp_path):
-    with _open(storage, tmp_path) as lake:
+def test_each_change_becomes_a_version_timed_by_its_event(storage, htap_lake):
+    with _open(htap_lake, storage) as lake:
         _story(lake)
         events = lake.query("SELECT * FROM acct_changes ORDER BY _rhei_seq").to_pylist()
         time.sleep(0.05)  # compaction time must not leak into validity times
@@ -74,8 +73,8 @@ def test_each_change_becomes_a_version_timed_by_its_event(storage, tmp_path):
         assert lake.storage.table_store("acct", "history").app_version(FOLDED_APP_ID) == events[-1][SEQ]
 
 
-def test_history_table_is_created_with_the_spec(storage, tmp_path):
-    with _open(storage, tmp_path) as lake:
+def test_history_table_is_created_with_the_spec(storage, htap_lake):
+    with _open(htap_lake, storage) as lake:
         assert not lake.storage.table_store("acct", "history").exists()
         lake.compact()  # even with nothing to fold yet
         store = lake.storage.table_store("acct", "history")
@@ -86,8 +85,8 @@ def test_history_table_is_created_with_the_spec(storage, tmp_path):
         assert schema.field(VALID_FROM).type == TIMESTAMP_TYPE and schema.field(VALID_TO).type == TIMESTAMP_TYPE
 
 
-def test_a_second_compaction_folds_nothing_and_changes_nothing(storage, tmp_path):
-    with _open(storage, tmp_path) as lake:
+def test_a_second_compaction_folds_nothing_and_changes_nothing(storage, htap_lake):
+    with _open(htap_lake, storage) as lake:
         _story(lake)
         lake.compact()
         before = _stored_history(lake)
@@ -96,13 +95,13 @@ def test_a_second_compaction_folds_nothing_and_changes_nothing(storage, tmp_path
         assert _stored_history(lake) == before
 
 
-def test_folding_in_small_batches_equals_folding_at_once(storage, tmp_path):
-    with _open(storage, tmp_path) as lake:
+def test_folding_in_small_batches_equals_folding_at_once(storage, htap_lake):
+    with _open(htap_lake, storage) as lake:
         _story(lake)
         lake.execute("UPDATE acct SET owner = 'carol' WHERE id = 3")
         lake.sync_now()
         spec = lake.table_spec("acct")
-        changelog = lake._sync.changelogs["acct"]
+        changelog = lake.sync_engine.changelogs["acct"]
         changelog.flush()
         whole = lake.query("SELECT * FROM acct_history ORDER BY _rhei_seq")
         derived = DerivedTable(lake.storage, spec, "temporal")
@@ -112,11 +111,11 @@ def test_folding_in_small_batches_equals_folding_at_once(storage, tmp_path):
         assert _stored_history(lake) == whole.to_pylist()
 
 
-def test_a_stale_compactor_conflicts_and_folds_nothing_twice(storage, tmp_path, caplog):
+def test_a_stale_compactor_conflicts_and_folds_nothing_twice(storage, caplog, htap_lake):
     """Two compactions of one table (the second with an old view of it) never write a version twice."""
     caplog.set_level(logging.INFO, logger="rhei_lake.compaction")
     url, options = storage
-    with _open(storage, tmp_path) as lake:
+    with _open(htap_lake, storage) as lake:
         _story(lake)
         lake.flush()
         spec = lake.table_spec("acct")
@@ -134,9 +133,9 @@ def test_a_stale_compactor_conflicts_and_folds_nothing_twice(storage, tmp_path, 
         assert len(history) == 6 and len({h[SEQ] for h in history}) == 6
 
 
-def test_mirror_mode_keeps_current_rows_and_no_history(storage, tmp_path):
+def test_mirror_mode_keeps_current_rows_and_no_history(storage, htap_lake):
     url, options = storage
-    with _open(storage, tmp_path, sync_mode="mirror") as lake:
+    with _open(htap_lake, storage, sync_mode="mirror") as lake:
         _story(lake)
         expected = [{"id": 1, "owner": "ada again", "balance": 1e-300}, {"id": 3, "owner": "bob", "balance": 5.0}]
         assert lake.query("SELECT * FROM acct ORDER BY id").to_pylist() == expected
@@ -193,8 +192,8 @@ def test_compact_selects_tables_by_name(tmp_path):
             lake.compact(["c"])
 
 
-def test_dry_run_reports_and_changes_nothing(storage, tmp_path):
-    with _open(storage, tmp_path) as lake:
+def test_dry_run_reports_and_changes_nothing(storage, htap_lake):
+    with _open(htap_lake, storage) as lake:
         _story(lake)
         lake.compact()
         lake.execute("UPDATE acct SET balance = 3 WHERE id = 1")
@@ -210,8 +209,8 @@ def test_dry_run_reports_and_changes_nothing(storage, tmp_path):
         assert (done.events_folded, done.versions_written, done.versions_closed) == (2, 2, 1)
 
 
-def test_validity_columns_are_utc_microseconds(tmp_path):
-    with _open(("memory://", {}), tmp_path) as lake:
+def test_validity_columns_are_utc_microseconds(htap_lake):
+    with _open(htap_lake, ("memory://", {})) as lake:
         _story(lake)
         lake.compact()
         schema = lake.query("SELECT * FROM acct_history LIMIT 0").schema

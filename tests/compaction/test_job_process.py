@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import rhei_lake
-from tests.support.oracle import assert_same_state
+from tests.support.oracle import assert_same_state, oltp_oracle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_compaction_job_in_a_separate_process_with_only_the_s3_url(s3_lake, tmp_
         assert lake.query("SELECT * FROM orders ORDER BY id") == current_before
         assert history.to_arrow().num_rows == history_before.num_rows  # all of it now lives in history
         assert lake.storage.table_store("orders", "changes").stats().files <= 2
-        assert_same_state(lake, lake._oltp, "orders")
+        assert_same_state(lake, oltp_oracle(lake), "orders")
 
         # The app keeps working against the compacted lake.
         lake.execute("UPDATE orders SET customer = 'zed' WHERE id = 29")

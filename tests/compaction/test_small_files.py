@@ -6,7 +6,7 @@ import os
 
 import rhei_lake
 from rhei_lake.compaction.fold import fold
-from tests.support.oracle import assert_same_state
+from tests.support.oracle import assert_same_state, oltp_oracle
 
 SYNCS = 200
 
@@ -36,7 +36,7 @@ def test_two_hundred_small_syncs_then_compact_leaves_a_handful_of_files(durable_
             lake.sync_now()
             lake.flush()  # one changes file per sync
             if i % 20 == 19:
-                fold(lake._sync.changelogs["ticks"], lake._derived_table(spec))  # a history file or more per fold
+                fold(lake.sync_engine.changelogs["ticks"], lake._derived_table(spec))  # a history file or more per fold
         changes = lake.storage.table_store("ticks", "changes")
         assert changes.stats().files >= SYNCS - 5
         before = lake.query("SELECT * FROM ticks_history ORDER BY _rhei_seq")
@@ -48,7 +48,7 @@ def test_two_hundred_small_syncs_then_compact_leaves_a_handful_of_files(durable_
         assert report.files_vacuumed >= report.files_before - report.files_after
         assert report.bytes_removed > 0
         assert lake.query("SELECT * FROM ticks_history ORDER BY _rhei_seq") == before
-        assert_same_state(lake, lake._oltp, "ticks")
+        assert_same_state(lake, oltp_oracle(lake), "ticks")
         if not url.startswith("s3://"):
             assert _data_files(os.path.join(url, "ticks", "changes")) <= 3
             assert _data_files(os.path.join(url, "ticks", "history")) <= 3

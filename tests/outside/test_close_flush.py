@@ -66,7 +66,8 @@ def _assert_outside_readers_match(url: str, options: dict[str, str], conn) -> No
 def test_engines_read_every_synced_event_right_after_close(tmp_path, durable_storage):
     url, options = durable_storage
     lake = _mirror(tmp_path, url, options, seed=7)
-    tails = {t: lake._sync.changelogs[t].tail_rows for t in SCHEMA}
+    status = lake.sync_status().tables
+    tails = {t: status[t].tail_rows for t in SCHEMA}
     assert all(tails.values()), f"the test needs events waiting in the tail at close: {tails}"
     before = _changes_versions(url, options)
     lake.close()
@@ -81,7 +82,7 @@ def test_before_close_the_tail_is_invisible_to_outside_engines(tmp_path):
     url = str(tmp_path / "lake")
     lake = _mirror(tmp_path, url, {}, seed=8, rounds=3)
     try:
-        synced = lake._sync.changelogs["items"].watermark
+        synced = lake.sync_status().tables["items"].synced_seq
         seen = deltalake_table(table_uri(url, "items", "changes"), None)
         newest = max(seen.column("_rhei_seq").to_pylist(), default=0)
         assert newest < synced, "events past the snapshot should still be in the tail"

@@ -112,14 +112,14 @@ def test_mirror_mode_and_as_of_agree(tmp_path):
 
 
 @pytest.fixture
-def duck_lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "a.db"), storage=str(tmp_path / "lake"), engine="duckdb") as lake:
-        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        lake.register_table("t")
-        lake.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-        lake.sync_now()
-        lake.flush()
-        yield lake
+def duck_lake(htap_lake):
+    lake = htap_lake(engine="duckdb")
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    lake.register_table("t")
+    lake.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    lake.sync_now()
+    lake.flush()
+    return lake
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import rhei_lake
-from tests.support.oracle import sqlite_state
+from tests.support.oracle import oltp_oracle, sqlite_state
 from tests.support.sync_child import TABLE_SQL, StateLog, random_changes, window
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,8 +86,8 @@ def test_threads_querying_while_this_lake_syncs_flushes_and_compacts(tmp_path):
             number = 0
             while time.monotonic() < deadline and not errors:
                 number += 1
-                lake.execute_batch(random_changes(lake._oltp, rng))
-                states[number] = sqlite_state(lake._oltp, "t")
+                lake.execute_batch(random_changes(oltp_oracle(lake), rng))
+                states[number] = sqlite_state(oltp_oracle(lake), "t")
                 began[0] = number
                 lake.sync_now()
                 done[0] = number

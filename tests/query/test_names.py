@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +13,15 @@ import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import QueryError, SchemaError
 from rhei_lake.flight.metadata import LakeMetadata
-from tests.support.oracle import assert_same_state, sqlite_state
+from tests.support.oracle import assert_same_state, oltp_oracle, sqlite_state
 
 
-def _create(conn: sqlite3.Connection, *tables: str) -> None:
-    for i, table in enumerate(tables):
-        conn.execute(f"CREATE TABLE {quote_ident(table)} (id INTEGER PRIMARY KEY, v TEXT)")
-        conn.executemany(f"INSERT INTO {quote_ident(table)} VALUES (?, ?)", [(k, f"{table}-{k}") for k in range(i + 2)])
+def _create(db: Path, *tables: str) -> None:
+    """Create ``tables`` with a few rows each, through the application's own connection."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for i, table in enumerate(tables):
+            conn.execute(f"CREATE TABLE {quote_ident(table)} (id INTEGER PRIMARY KEY, v TEXT)")
+            conn.executemany(f"INSERT INTO {quote_ident(table)} VALUES (?, ?)", [(k, f"{table}-{k}") for k in range(i + 2)])
 
 
 @pytest.mark.parametrize(
@@ -27,16 +31,17 @@ def _create(conn: sqlite3.Connection, *tables: str) -> None:
 def test_registering_a_clashing_table_is_refused_and_changes_nothing(first, second, tmp_path):
     db = tmp_path / "app.db"
     with rhei_lake.open(oltp_path=str(db), storage=str(tmp_path / "lake")) as lake:
-        _create(lake._oltp, first, second)
+        _create(db, first, second)
+        app = oltp_oracle(lake)
         lake.register_table(first)
         lake.sync_now()
-        triggers_before = lake._oltp.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        triggers_before = app.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
         with pytest.raises(SchemaError, match=f"table {second!r} cannot be mirrored beside table {first!r}"):
             lake.register_table(second)
         with pytest.raises(SchemaError, match="cannot be mirrored beside"):
             lake.register_table(second.upper())  # SQLite's names ignore case: the same table
         assert lake.tables() == [first]
-        assert lake._oltp.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == triggers_before
+        assert app.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == triggers_before
         feed = lake.query(f"SELECT count(*) AS n FROM {quote_ident(first + '_changes')}").to_pylist()
         assert feed == [{"n": 2}]  # still the first table's change feed
         assert lake.register_table(first.swapcase()).name == first  # the registered table again: no clash with itself
@@ -45,10 +50,10 @@ def test_registering_a_clashing_table_is_refused_and_changes_nothing(first, seco
 def test_a_table_kept_in_the_lake_counts_too(tmp_path):
     url = str(tmp_path / "lake")
     with rhei_lake.open(oltp_path=str(tmp_path / "one.db"), storage=url) as lake:
-        _create(lake._oltp, "x")
+        _create(tmp_path / "one.db", "x")
         lake.register_table("x")
     with rhei_lake.open(oltp_path=str(tmp_path / "two.db"), storage=url) as lake:  # another database, same lake
-        _create(lake._oltp, "x_changes")
+        _create(tmp_path / "two.db", "x_changes")
         with pytest.raises(SchemaError, match="'x_changes' cannot be mirrored beside table 'x'"):
             lake.register_table("x_changes")
 
@@ -59,9 +64,9 @@ def test_a_lake_that_holds_both_answers_neither_under_the_shared_name(table, cla
     db = tmp_path / "app.db"
     url = str(tmp_path / "lake")
     with rhei_lake.open(oltp_path=str(db), storage=url) as lake:
-        _create(lake._oltp, table, clashing)
+        _create(db, table, clashing)
         lake.register_table(table)
-        lake._sync.register(clashing)  # what an older rhei_lake did
+        lake.sync_engine.register(clashing)  # what an older rhei_lake did
         lake.sync_now()
         before = datetime.now(UTC)
         lake.execute(f"INSERT INTO {quote_ident(table)} VALUES (10, 'later')")

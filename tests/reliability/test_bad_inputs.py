@@ -81,9 +81,9 @@ class Ctx:
 
 def _settle(lake: rhei_lake.Lake) -> None:
     """Let the background upkeep a sync hands off (CDC-log pruning, tail folding) finish."""
-    housekeeper = getattr(lake._sync, "_housekeeper", None)
-    if housekeeper is not None:
-        assert housekeeper.wait_idle(30)
+    engine = lake.sync_engine
+    if engine is not None:
+        assert engine.wait_idle(30)
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,25 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-import rhei_lake
 from rhei_lake.catalog import SEQ, VALID_TO
 from tests.reliability.crash_lab import assert_history_follows_changes
 
 
 @pytest.fixture
-def lake(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
-        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL)")
-        lake.register_table("t")
-        for i in range(5):
-            lake.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (i % 3, i / 3))
-            lake.sync_now()
-        lake.execute("DELETE FROM t WHERE id = 0")
+def lake(htap_lake):
+    lake = htap_lake()
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL)")
+    lake.register_table("t")
+    for i in range(5):
+        lake.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (i % 3, i / 3))
         lake.sync_now()
-        lake.compact()
-        lake.execute("UPDATE t SET v = 9 WHERE id = 1")  # one version left to merge-on-read
-        lake.sync_now()
-        assert_history_follows_changes(lake, "t")
-        yield lake
+    lake.execute("DELETE FROM t WHERE id = 0")
+    lake.sync_now()
+    lake.compact()
+    lake.execute("UPDATE t SET v = 9 WHERE id = 1")  # one version left to merge-on-read
+    lake.sync_now()
+    assert_history_follows_changes(lake, "t")
+    return lake
 
 
 def test_a_doubled_version_is_caught(lake):

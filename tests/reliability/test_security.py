@@ -24,6 +24,7 @@ from rhei_lake.errors import RheiError, WriteRefusedError
 from tests.reliability import summary
 from tests.support.oracle import assert_same_state
 from tests.support.s3_fault_proxy import S3FaultProxy
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY = "AKIARHEITESTKEY77ZQ"
@@ -70,10 +71,11 @@ def test_s3_credentials_never_appear_in_logs_errors_reprs_status_or_storage(moto
                 lake.sync_now()
             shown += [str(failed.value), repr(failed.value), repr(failed.value.__cause__)]
             lake.start_sync(0.05)
-            import time
-
-            time.sleep(1.0)
-            status = lake.sync_status()
+            status = wait_for(
+                lambda: (s := lake.sync_status()).loop.consecutive_failures >= 2 and s,
+                timeout=30,
+                what="the loop to fail and retry while the store is down",
+            )
             shown += [repr(status), str(status.last_error), repr(status.loop)]
             proxy.up()
         finally:

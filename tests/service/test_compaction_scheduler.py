@@ -11,6 +11,7 @@ from rhei_lake.service.compaction_scheduler import CompactionScheduler
 from rhei_lake.service.metrics import LakeMetrics
 from rhei_lake.service.schedule import IntervalSchedule
 from tests.service.serve_process import value
+from tests.support.waiting import wait_for
 
 
 class FakeLake:
@@ -48,20 +49,13 @@ def _samples(metrics):
             for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
 
 
-def _wait(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_runs_on_its_interval_reports_failures_and_goes_on():
     lake, metrics = FakeLake(errors=[StorageUnavailableError("s3 is down")]), LakeMetrics()
     scheduler = CompactionScheduler(lake, IntervalSchedule(0.1), metrics)
     assert scheduler.state.schedule == "every 0.1s" and scheduler.state.next_at is not None
     scheduler.start()
     try:
-        _wait(lambda: scheduler.state.runs >= 2)
+        wait_for(lambda: scheduler.state.runs >= 2, timeout=10, what="two scheduled runs")
     finally:
         scheduler.stop()
     state = scheduler.state
@@ -81,7 +75,7 @@ def test_without_a_schedule_it_runs_only_on_request_and_stop_waits_for_the_run()
     assert lake.calls == 0 and scheduler.state.next_at is None
     scheduler.request()
     scheduler.request()  # while one is pending: still one run
-    _wait(lambda: scheduler.state.running)
+    wait_for(lambda: scheduler.state.running, timeout=10, what="the requested run to start")
     scheduler.stop()  # returns only after the run in progress finished
     assert lake.active == 0 and scheduler.state.runs == 1 and not scheduler.state.running
     assert lake.calls == 1 and not lake.overlapped

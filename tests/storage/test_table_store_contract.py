@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -159,3 +159,19 @@ def test_a_filter_excluding_every_file_still_plans_under_a_sort(lake_storage):
     store.register(ctx, "t")
     assert ctx.sql("SELECT id FROM t WHERE id > 5 ORDER BY id").to_pylist() == []
     assert ctx.sql("SELECT id FROM t WHERE id > 1 ORDER BY id").to_pylist() == [{"id": 2}]
+
+
+def test_min_value_comes_from_file_statistics_and_never_exceeds_the_true_minimum(lake_storage):
+    schema = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC"))])
+    store = lake_storage.table_store("t", "changes")
+    store.create(schema, properties={})
+    assert store.min_value("ts") is None  # no rows: nothing to say
+    stamps = [datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 0, 999, tzinfo=UTC)]
+    for i, stamp in enumerate(stamps):
+        later = datetime(2027, 1, 1, tzinfo=UTC)
+        store.append(pa.table({"id": [i, i + 10], "ts": [stamp, later]}, schema=schema))
+    oldest = min(stamps)
+    found = store.min_value("ts")
+    # Delta statistics keep timestamps to the millisecond, truncated: a bound, never above the true minimum.
+    assert found <= oldest and (oldest - found).total_seconds() < 0.001
+    assert store.min_value("id") == 0

@@ -5,10 +5,33 @@ from __future__ import annotations
 import math
 import sqlite3
 import struct
+import weakref
+from pathlib import Path
 from typing import Any
 
 import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
+
+
+_ORACLES: weakref.WeakKeyDictionary[rhei_lake.Lake, sqlite3.Connection] = weakref.WeakKeyDictionary()
+
+
+def oltp_oracle(lake: rhei_lake.Lake) -> sqlite3.Connection:
+    """A read-only connection of the test's own to the SQLite database an HTAP lake owns.
+
+    The oracle reads the database directly, as another process would, never
+    through the lake: it sees what is committed there. One per lake, closed when
+    the lake object is gone.
+    """
+    if lake.config.oltp_path is None:
+        raise ValueError("oltp_oracle needs a lake opened with oltp_path=")
+    conn = _ORACLES.get(lake)
+    if conn is None:
+        uri = Path(lake.config.oltp_path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        _ORACLES[lake] = conn
+        weakref.finalize(lake, conn.close)
+    return conn
 
 
 def _sort_key(row: tuple) -> tuple:

@@ -115,10 +115,13 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.state.delay)
         status, reason, headers, data = self._forward(body)
         self.send_response(status, reason)
+        length = str(len(data))
         for key, value in headers:
-            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+            if key.lower() == "content-length" and self.command == "HEAD":
+                length = value  # the object's size: a HEAD reply has no body to measure
+            elif key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rhei_lake
-from tests.support.oracle import sqlite_state
+from tests.support.oracle import oltp_oracle, sqlite_state
 
 TABLE_SQL = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n REAL)"
 
@@ -83,7 +83,7 @@ def main() -> None:
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lines must reach the file as written
     with rhei_lake.open(oltp_path=db, storage=storage, storage_options=options, tail_flush_segments=4) as lake:
         lake.execute(TABLE_SQL)
-        conn = lake._oltp
+        conn = oltp_oracle(lake)
         log.write(f"pending 0 {json.dumps(sqlite_state(conn, 't'))}\n")
         lake.register_table("t")
         log.write(f"done 0 {time.time()!r}\n")

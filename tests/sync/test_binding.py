@@ -82,7 +82,7 @@ def test_a_second_lake_is_refused_before_it_writes_and_the_first_misses_nothing(
         workload.run(lambda sql, params: lake.execute(sql, params), 60)
         lake.sync_now()
         workload.run(lambda sql, params: lake.execute(sql, params), 30)  # captured, not synced yet
-        lake._sync._housekeeper.wait_idle(30)  # the first lake's own prune of the log, in the background
+        assert lake.sync_engine.wait_idle(30)  # the first lake's own prune of the log, in the background
         image = _database_image(db)
 
         with pytest.raises(DatabaseBindingError) as refused:

@@ -24,10 +24,6 @@ from rhei_lake.timeutil import to_micros as micros
 ONE_MICRO = timedelta(microseconds=1)
 
 
-def _lake(tmp_path) -> rhei_lake.Lake:
-    return rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake"))
-
-
 def _setup(lake: rhei_lake.Lake, *tables: str) -> sqlite3.Connection:
     for table in tables:
         lake.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
@@ -51,10 +47,10 @@ def _versions(lake: rhei_lake.Lake, table: str) -> list[tuple[str, datetime]]:
     return [(r["name"], r["_rhei_valid_from"]) for r in rows]
 
 
-def test_an_answer_for_an_instant_the_lake_synced_past_is_final(tmp_path):
+def test_an_answer_for_an_instant_the_lake_synced_past_is_final(htap_lake):
     """The issue's program: a write is left uncommitted across a sync; the instants up to that sync's read
     answer as before the commit, after it as well."""
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         app = _setup(lake, "items")
         app.execute("BEGIN")
         app.execute("UPDATE items SET name = 'new' WHERE id = 1")
@@ -76,8 +72,8 @@ def test_an_answer_for_an_instant_the_lake_synced_past_is_final(tmp_path):
         app.close()
 
 
-def test_a_change_is_dated_after_the_read_that_missed_it_and_no_later_than_its_commit(tmp_path):
-    with _lake(tmp_path) as lake:
+def test_a_change_is_dated_after_the_read_that_missed_it_and_no_later_than_its_commit(htap_lake):
+    with htap_lake() as lake:
         app = _setup(lake, "items")
         first_statement = _now()
         app.execute("UPDATE items SET name = 'autocommit' WHERE id = 1")  # dated at its statement
@@ -102,10 +98,10 @@ def test_a_change_is_dated_after_the_read_that_missed_it_and_no_later_than_its_c
         app.close()
 
 
-def test_the_instant_a_lake_synced_past_stays_final_across_a_restart(tmp_path):
+def test_the_instant_a_lake_synced_past_stays_final_across_a_restart(htap_lake):
     """The read instant is committed with the events: a restarted process dates a transaction that was open
     across the last sync (and committed while no lake ran) no earlier than that sync's read."""
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         app = _setup(lake, "items", "other")
         lake.execute("INSERT INTO other VALUES (2, 'synced')")  # a change the sync commits with its read instant
         app.execute("BEGIN")
@@ -114,7 +110,7 @@ def test_the_instant_a_lake_synced_past_stays_final_across_a_restart(tmp_path):
         through = lake.sync_now().synced_through
         before = _names(lake, "items", through)
     app.execute("COMMIT")  # while no lake runs (one cannot open while a transaction holds the write lock)
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         assert lake.sync_status().synced_through is None  # claimed again only once this process read the log
         lake.sync_now()
         assert _names(lake, "items", through) == before == ["old"]
@@ -122,10 +118,10 @@ def test_the_instant_a_lake_synced_past_stays_final_across_a_restart(tmp_path):
     app.close()
 
 
-def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(tmp_path):
+def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(htap_lake):
     """A sync commits one table of a transaction and fails; the process ends; the next one dates the other
     table's part of it exactly as the first was dated (the lake never shows half of it)."""
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         app = _setup(lake, "a", "b")
         app.execute("BEGIN")
         app.execute("UPDATE a SET name = 'new' WHERE id = 1")
@@ -137,18 +133,18 @@ def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(tmp_
             lake.sync_now()  # the first table's events are committed, the second's not
         done = [t for t in ("a", "b") if _versions(lake, t)[-1][0] == "new"]
         assert len(done) == 1
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         lake.sync_now()
         assert _versions(lake, "a")[-1] == _versions(lake, "b")[-1] == ("new", through + ONE_MICRO)
     app.close()
 
 
 
-def test_an_instant_answered_by_syncs_that_committed_nothing_stays_final_across_a_restart(tmp_path):
+def test_an_instant_answered_by_syncs_that_committed_nothing_stays_final_across_a_restart(htap_lake):
     """Syncs that find nothing to commit still claim their read: a restarted process dates a transaction
     open across them after it (found by the differential fuzzer: a kill, a reopen, the commit, and an
     instant answered before showed the transaction's rows)."""
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         app = _setup(lake, "items")
         lake.sync_now()
         app.execute("BEGIN")
@@ -160,7 +156,7 @@ def test_an_instant_answered_by_syncs_that_committed_nothing_stays_final_across_
         before = _names(lake, "items", through)
         assert through is not None and before == ["old"]
     app.execute("COMMIT")  # while no lake runs
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         lake.sync_now()
         assert _names(lake, "items", through) == before
         assert _versions(lake, "items")[-1] == ("new", through + ONE_MICRO)
@@ -171,10 +167,10 @@ def _recorded_read(record: bytes | str | None) -> int | None:
     return json.loads(record)["read_at"] if record else None
 
 
-def test_a_sync_that_commits_nothing_records_its_read_before_claiming_it(tmp_path):
+def test_a_sync_that_commits_nothing_records_its_read_before_claiming_it(tmp_path, htap_lake):
     """In the database's ``_rhei_meta`` when its write lock is free (no Delta commit, no object written);
     in the lake's storage while another connection holds it (the sync does not wait for the transaction)."""
-    with _lake(tmp_path) as lake:
+    with htap_lake() as lake:
         app = _setup(lake, "items")
         blob = tmp_path / "lake" / "_rhei" / "dating.json"
         through = lake.sync_now().synced_through

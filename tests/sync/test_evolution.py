@@ -13,7 +13,7 @@ import pytest
 import rhei_lake
 from rhei_lake.errors import SchemaError, SourceError, StorageUnavailableError
 from rhei_lake.sync import trigger_sync
-from tests.support.oracle import assert_same_state, lake_state, sqlite_state
+from tests.support.oracle import assert_same_state, lake_state, oltp_oracle, sqlite_state
 
 
 def _instant() -> datetime:
@@ -41,7 +41,7 @@ def test_add_and_drop_keep_history_queryable(storage, tmp_path):
         lake.sync_now()
         _compact(lake)
         before_add = _instant()
-        state_before_add = sqlite_state(lake._oltp, "t")
+        state_before_add = sqlite_state(oltp_oracle(lake), "t")
 
         spec = lake.add_column("t", "note", "VARCHAR(20)")
         assert spec.column_names == ["id", "a", "b", "c", "note"]
@@ -49,16 +49,16 @@ def test_add_and_drop_keep_history_queryable(storage, tmp_path):
         lake.execute("UPDATE t SET note = 'first' WHERE id = 1")
         lake.execute("INSERT INTO t VALUES (6, 'a6', 0.1, 60, 'six')")
         lake.sync_now()
-        assert_same_state(lake, lake._oltp, "t")
+        assert_same_state(lake, oltp_oracle(lake), "t")
         after_add = _instant()
-        state_after_add = sqlite_state(lake._oltp, "t")
+        state_after_add = sqlite_state(oltp_oracle(lake), "t")
 
         spec = lake.drop_column("t", "b")
         assert spec.column_names == ["id", "a", "c", "note"]
         lake.execute("UPDATE t SET c = -1 WHERE id = 2")
         lake.sync_now()
         _compact(lake)
-        assert_same_state(lake, lake._oltp, "t")
+        assert_same_state(lake, oltp_oracle(lake), "t")
 
         # as_of before each change: the view has today's columns; an added column reads NULL back then
         old = lake_state(lake, "t", as_of=before_add)
@@ -100,7 +100,7 @@ def test_dropped_values_stay_in_storage_but_a_re_added_column_reads_null(durable
         assert lake.table_spec("t").column_names == ["id"]  # refused before anything changed
         lake.add_column("t", "tag", "TEXT")
         # SQLite's re-added column is empty, and so is the lake's: the old values stay in storage only
-        assert sqlite_state(lake._oltp, "t") == [(1, None), (2, None)]
+        assert sqlite_state(oltp_oracle(lake), "t") == [(1, None), (2, None)]
         assert lake.query("SELECT * FROM t ORDER BY id", hint="olap").to_pylist() == [
             {"id": 1, "tag": None},
             {"id": 2, "tag": None},
@@ -158,7 +158,7 @@ def test_concurrent_writer_during_a_drop_loses_nothing(tmp_path):
             thread.join()
         lake.sync_now()
         assert len(written) > 10
-        assert_same_state(lake, lake._oltp, "t")
+        assert_same_state(lake, oltp_oracle(lake), "t")
         feed = lake.query("SELECT id, a, c FROM t_changes ORDER BY _rhei_seq").to_pylist()
         assert feed == [{"id": i, "a": f"a{i}", "c": i} for i in written]
 
@@ -182,7 +182,7 @@ def test_an_unfinished_lake_update_is_completed_by_the_next_sync_or_open(tmp_pat
         with pytest.raises(StorageUnavailableError):
             lake.add_column("t", "extra", "INTEGER")
         # SQLite changed (the decision point); the lake learns the new spec before any new-layout event lands
-        assert [r[1] for r in lake._oltp.execute("PRAGMA table_info(t)")] == ["id", "v", "extra"]
+        assert [r[1] for r in oltp_oracle(lake).execute("PRAGMA table_info(t)")] == ["id", "v", "extra"]
         lake.execute("INSERT INTO t VALUES (2, 'y', 42)")
         lake.sync_now()
         assert lake.query("SELECT * FROM t ORDER BY id", hint="olap").to_pylist() == [
@@ -202,7 +202,7 @@ def test_an_unfinished_lake_update_is_completed_by_the_next_sync_or_open(tmp_pat
         assert lake.table_spec("t").column_names == ["id", "extra"]
         lake.execute("INSERT INTO t VALUES (3, 7)")
         lake.sync_now()
-        assert_same_state(lake, lake._oltp, "t")
+        assert_same_state(lake, oltp_oracle(lake), "t")
     with rhei_lake.open(storage=url) as reader:
         assert reader.table_spec("t").column_names == ["id", "extra"]
 
@@ -245,7 +245,7 @@ def test_refusals(tmp_path):
             lake.add_column("t", "x", "TEXT")
         lake.execute("ROLLBACK")
         assert lake.table_spec("t").column_names == ["id", "v", "w"]
-        assert [r[1] for r in lake._oltp.execute("PRAGMA table_info(t)")] == ["id", "v", "w"]
+        assert [r[1] for r in oltp_oracle(lake).execute("PRAGMA table_info(t)")] == ["id", "v", "w"]
         lake.add_column("T", "x", "decimal(10, 2)")  # table names are case-insensitive, like SQLite's
         assert lake.table_spec("t").column("x").arrow_type == pa.decimal128(10, 2)
     with rhei_lake.open(storage=str(tmp_path / "empty-lake")) as reader, pytest.raises(SourceError, match="oltp"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
+from contextlib import closing
 
 import rhei_lake
 from rhei_lake.sync.housekeeping import Housekeeper
+from tests.support.waiting import wait_for
 
 
 def test_jobs_are_keyed_and_failures_do_not_stop_the_thread():
@@ -36,14 +37,14 @@ def test_tails_are_flushed_and_the_log_pruned_in_the_background(tmp_path):
             lake.sync_now()
             # readers never see the folded rows twice, even while a flush runs
             assert lake.query("SELECT count(*) AS n FROM t_changes").to_pylist() == [{"n": i + 1}]
-        assert lake._sync._housekeeper.wait_idle(30)
-        changelog = lake._sync.changelogs["t"]
-        assert changelog.stored_watermark > 0 and changelog.tail_segments < 4
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            left = sqlite3.connect(db).execute("SELECT count(*) FROM _rhei_cdc_log").fetchone()[0]
-            if left <= 2:
-                break
-            time.sleep(0.05)
-        assert left <= 2  # the newest row stays as the sequence's high-water mark
+        assert lake.sync_engine.wait_idle(30)
+        status = lake.sync_status().tables["t"]
+        assert status.changelog_rows > 0 and status.tail_segments < 4
+
+        def log_rows() -> int:
+            with closing(sqlite3.connect(db)) as conn:
+                return conn.execute("SELECT count(*) FROM _rhei_cdc_log").fetchone()[0]
+
+        # the newest row stays as the sequence's high-water mark
+        wait_for(lambda: log_rows() <= 2, timeout=10, what="the CDC log to be pruned to its newest row or two")
         assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 12}]

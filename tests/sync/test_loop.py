@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 import rhei_lake
+from rhei_lake import faults
 from rhei_lake.errors import ConfigError, StorageUnavailableError
 from rhei_lake.sync.loop import Backoff
 from tests.support.fault_proxy import FaultProxy
@@ -20,8 +21,8 @@ def _sync_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("rhei-sync")]
 
 
-def _open(tmp_path, url, options, **extra):
-    lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, **extra)
+def _open(htap_lake, url, options, **extra):
+    lake = htap_lake(storage=(url, options), **extra)
     lake.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
     lake.register_table("t")
     return lake
@@ -36,9 +37,9 @@ def test_backoff_grows_with_jitter_and_caps():
         assert max(delays) - min(delays) > ceiling / 10, "no jitter"
 
 
-def test_loop_syncs_in_the_background_and_close_runs_a_final_sync(storage, tmp_path):
+def test_loop_syncs_in_the_background_and_close_runs_a_final_sync(storage, htap_lake):
     url, options = storage
-    lake = _open(tmp_path, url, options, sync_interval=0.05)
+    lake = _open(htap_lake, url, options, sync_interval=0.05)
     try:
         threads = _sync_threads()
         assert len(threads) == 1 and threads[0].daemon
@@ -62,21 +63,21 @@ def test_loop_syncs_in_the_background_and_close_runs_a_final_sync(storage, tmp_p
         assert ids == list(range(1, 200))
 
 
-def test_close_without_final_sync_leaves_events_for_the_next_open(tmp_path):
+def test_close_without_final_sync_leaves_events_for_the_next_open(tmp_path, htap_lake):
     url = str(tmp_path / "lake")
-    lake = _open(tmp_path, url, {}, sync_interval=30, final_sync=False)
+    lake = _open(htap_lake, url, {}, sync_interval=30, final_sync=False)
     lake.execute("INSERT INTO t VALUES (1, 'a')")
     lake.close()
     with rhei_lake.open(storage=url) as reader:
         assert reader.query("SELECT * FROM t").num_rows == 0
-    with _open(tmp_path, url, {}) as lake:
+    with _open(htap_lake, url, {}) as lake:
         assert lake.sync_status().tables["t"].lag_events == 1
         assert lake.sync_now().events == 1
 
 
-def test_loop_backs_off_on_storage_faults_and_recovers(tmp_path):
+def test_loop_backs_off_on_storage_faults_and_recovers(tmp_path, htap_lake):
     """A store that fails its next writes: the loop retries with backoff, shows it, then catches up."""
-    lake = _open(tmp_path, str(tmp_path / "lake"), {}, sync_max_backoff=0.2)
+    lake = _open(htap_lake, str(tmp_path / "lake"), {}, sync_max_backoff=0.2)
     failures = {"left": 6}
     real_put = lake.storage.blobs.put_if_absent
 
@@ -114,14 +115,14 @@ def test_loop_backs_off_on_storage_faults_and_recovers(tmp_path):
 
 
 @pytest.mark.s3
-def test_loop_rides_out_an_s3_outage(moto, tmp_path):
+def test_loop_rides_out_an_s3_outage(moto, htap_lake):
     bucket = f"outage-{uuid.uuid4().hex[:10]}"
     moto.create_bucket(bucket)
     host, port = moto.endpoint.removeprefix("http://").split(":")
     proxy = FaultProxy(host, int(port))
     options = {**moto.storage_options(), "AWS_ENDPOINT_URL": proxy.endpoint, "max_retries": "1"}
     url = f"s3://{bucket}/lake"
-    lake = _open(tmp_path, url, options, sync_max_backoff=0.5)
+    lake = _open(htap_lake, url, options, sync_max_backoff=0.5)
     try:
         lake.execute("INSERT INTO t VALUES (0, 'before')")
         lake.start_sync(0.05)
@@ -147,8 +148,8 @@ def test_loop_rides_out_an_s3_outage(moto, tmp_path):
         assert ids == list(range(50)), "every event exactly once"
 
 
-def test_a_terminal_error_stops_the_loop_and_stays_in_status(tmp_path):
-    lake = _open(tmp_path, str(tmp_path / "lake"), {})
+def test_a_terminal_error_stops_the_loop_and_stays_in_status(tmp_path, htap_lake):
+    lake = _open(htap_lake, str(tmp_path / "lake"), {})
     lake.execute("CREATE TABLE n (id INTEGER PRIMARY KEY, qty INTEGER)")
     lake.register_table("n")
     try:
@@ -168,25 +169,26 @@ def test_a_terminal_error_stops_the_loop_and_stays_in_status(tmp_path):
         lake.close()  # no final sync after a terminal failure, no error, no hang
 
 
-def test_an_unexpected_exception_is_terminal_and_reported(tmp_path, caplog):
-    lake = _open(tmp_path, str(tmp_path / "lake"), {})
+def test_an_unexpected_exception_is_terminal_and_reported(tmp_path, caplog, htap_lake):
+    lake = _open(htap_lake, str(tmp_path / "lake"), {})
     try:
 
-        def broken() -> None:
+        def broken(_point: str) -> None:
             raise RuntimeError("a bug")
 
-        lake._sync.sync_now = broken
-        lake.start_sync(0.02)
-        wait_for(lambda: lake.sync_status().loop.state == "failed", what="the loop to stop")
+        lake.execute("INSERT INTO t VALUES (1, 'a')")
+        with faults.armed("sync.after_read_before_commit", broken):
+            lake.start_sync(0.02)
+            wait_for(lambda: lake.sync_status().loop.state == "failed", what="the loop to stop")
         assert lake.sync_status().loop.last_error.kind == "RuntimeError"
         assert any("terminal error" in r.getMessage() and r.exc_info for r in caplog.records)
     finally:
         lake.close()
 
 
-def test_start_sync_arguments(tmp_path):
+def test_start_sync_arguments(tmp_path, htap_lake):
     url = str(tmp_path / "lake")
-    with _open(tmp_path, url, {}) as lake:
+    with _open(htap_lake, url, {}) as lake:
         for bad in (0, -1, "fast", True):
             with pytest.raises(ConfigError):
                 lake.start_sync(bad)

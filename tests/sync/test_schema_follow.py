@@ -16,6 +16,8 @@ import rhei_lake
 from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import SchemaChangedError, SchemaError
 from tests.support.mirror_check import MirrorCheck, lake_rows, sqlite_rows
+from tests.support.oracle import oltp_oracle
+from tests.support.waiting import wait_for
 
 DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)"
 
@@ -112,7 +114,7 @@ def test_a_rebuild_through_execute_batch_is_followed_at_once(tmp_path):
         lake.execute("UPDATE t SET flag = 2 WHERE id = 2")
         lake.execute("UPDATE t SET flag = 3 WHERE id = 2")
         lake.sync_now()
-        check = MirrorCheck(lake, lake._oltp, "t")
+        check = MirrorCheck(lake, oltp_oracle(lake), "t")
         check.assert_all()
         flags = lake.query("SELECT flag FROM t_history WHERE id = 2 ORDER BY _rhei_seq").column("flag").to_pylist()
         assert flags == [None, 1, 2, 3]  # before the column existed; the batch's value; each later update
@@ -129,13 +131,13 @@ def test_a_rebuild_batch_inside_an_open_transaction_is_followed_once_it_commits(
         lake.execute("COMMIT")
         lake.sync_now()
         assert lake.table_spec("t").column_names[-1] == "k"
-        MirrorCheck(lake, lake._oltp, "t").assert_all()
+        MirrorCheck(lake, oltp_oracle(lake), "t").assert_all()
 
 
 def test_rebuilds_that_cannot_be_followed_roll_back_the_whole_batch(tmp_path):
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
         seed(lake)
-        before = sqlite_rows(lake._oltp, "t")
+        before = sqlite_rows(oltp_oracle(lake), "t")
         cases = {
             "primary key": rebuild("t", "id INTEGER, name TEXT, score REAL, data BLOB, PRIMARY KEY (id, name)", "*"),
             "no longer exists": ["CREATE TABLE t_copy AS SELECT * FROM t", "DROP TABLE t"],
@@ -147,8 +149,8 @@ def test_rebuilds_that_cannot_be_followed_roll_back_the_whole_batch(tmp_path):
             with pytest.raises(SchemaChangedError, match=f"nothing was applied.*'t'.*{change}") as caught:
                 lake.execute_batch(statements)
             assert caught.value.table == "t"
-            assert sqlite_rows(lake._oltp, "t") == before
-            assert lake._oltp.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '%tmp%' OR name = 't_copy'").fetchone() == (0,)
+            assert sqlite_rows(oltp_oracle(lake), "t") == before
+            assert oltp_oracle(lake).execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '%tmp%' OR name = 't_copy'").fetchone() == (0,)
         lake.execute("INSERT INTO t VALUES (100, 'still captured', 0.0, NULL)")
         assert lake.sync_now().events == 1
 
@@ -172,7 +174,7 @@ def test_dropping_a_mirrored_table_with_execute_is_refused(tmp_path):
         for sql in ("DROP TABLE t", "drop table if exists T"):
             with pytest.raises(SchemaError, match="execute_batch.*unregister_table"):
                 lake.execute(sql)
-        assert sqlite_rows(lake._oltp, "t") != []
+        assert sqlite_rows(oltp_oracle(lake), "t") != []
         lake.execute("CREATE TABLE scratch (x)")
         lake.execute("DROP TABLE scratch")  # not mirrored: fine
 
@@ -237,10 +239,8 @@ def test_a_change_the_lake_cannot_follow_stops_the_sync_naming_the_table(tmp_pat
         with pytest.raises(SchemaChangedError):  # it stays stopped: no silent divergence later
             lake.sync_now()
         lake.start_sync(0.05)
-        deadline = time.monotonic() + 10
-        while lake.sync_status().loop is None or lake.sync_status().loop.running:
-            assert time.monotonic() < deadline, "the background loop did not stop on the terminal error"
-            time.sleep(0.02)
+        wait_for(lambda: not lake.sync_status().loop.running, timeout=10,
+                 what="the background loop to stop on the terminal error")
         # the documented way on: stop mirroring it; the other tables go on, t's history stays
         lake.unregister_table("t")
         assert lake.tables() == ["other"]
@@ -424,10 +424,10 @@ def test_a_sync_with_no_schema_change_reads_only_the_schema_cookie(tmp_path):
         seed(lake, rows=1)
         lake.sync_now()  # the first sync after registering judges the tables once
         statements: list[str] = []
-        lake._sync.source._conn.set_trace_callback(statements.append)
+        lake.sync_engine.source._conn.set_trace_callback(statements.append)
         lake.execute("UPDATE t SET name = 'x' WHERE id = 1")
         lake.sync_now()
-        lake._sync.source._conn.set_trace_callback(None)
+        lake.sync_engine.source._conn.set_trace_callback(None)
         assert sum("schema_version" in s for s in statements) == 1
         assert not [s for s in statements if "sqlite_master" in s or "table_xinfo" in s or "_rhei_schema" in s]
 
@@ -437,7 +437,7 @@ def test_a_table_registered_before_fingerprints_is_checked_once_and_gets_no_even
         seed(lake)
         lake.execute("DROP TABLE _rhei_schema")  # as an older rhei_lake left the database
         assert lake.sync_now().events == 0
-        assert lake._oltp.execute("SELECT name FROM _rhei_schema").fetchall() == [("t",)]
+        assert oltp_oracle(lake).execute("SELECT name FROM _rhei_schema").fetchall() == [("t",)]
         lake.execute("UPDATE t SET name = 'x' WHERE id = 1")
         assert lake.sync_now().events == 1
 
@@ -450,7 +450,7 @@ def test_unregistered_tables_keep_their_history_and_cannot_be_laid_over(tmp_path
         lake.unregister_table("T")
         assert lake.tables() == []
         lake.execute("DROP TABLE t")  # not mirrored any more: allowed
-        assert lake._oltp.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '_rhei_cdc_%_t'").fetchone() == (0,)
+        assert oltp_oracle(lake).execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '_rhei_cdc_%_t'").fetchone() == (0,)
         lake.execute(DDL)
         with pytest.raises(SchemaError, match="already holds its history"):
             lake.register_table("t")

@@ -13,6 +13,7 @@ import pytest
 
 import rhei_lake
 from tests.support.sidecar_source import START, items_table
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,17 +123,13 @@ def test_restart_in_a_fresh_process_loses_and_duplicates_nothing(source_db, dura
 
 def test_background_sync_loop_and_status(source_db, tmp_path):
     """The building blocks of a long-running follower: open(config) with sync_interval, sync_status()."""
-    import time
 
     _insert(source_db, range(1, 11), START)
     with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
                         sync_interval=0.05) as lake:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(_lake_items(lake)) < 10:
-            time.sleep(0.05)
+        wait_for(lambda: len(_lake_items(lake)) >= 10, what="the loop to mirror the first 10 rows")
         _insert(source_db, range(11, 16), START + timedelta(seconds=1))
-        while time.monotonic() < deadline and len(_lake_items(lake)) < 15:
-            time.sleep(0.05)
+        wait_for(lambda: len(_lake_items(lake)) >= 15, what="the loop to mirror the 5 rows inserted while it runs")
         assert _lake_items(lake) == source_db.live_items()
         status = lake.sync_status()
         assert status.loop_running and status.tables["items"].synced_seq >= 15

@@ -87,7 +87,7 @@ def test_execute_is_refused_and_the_source_is_never_written(source_db, tmp_path)
             lake.execute("DELETE FROM items")
         with pytest.raises(ReadOnlySourceError):
             lake.register_table("items")
-        source = lake._sync.source
+        source = lake.sync_engine.source
         if source_db.kind == "sqlite":
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 source._conn.execute("CREATE TABLE x (a)")

@@ -66,10 +66,10 @@ def test_first_read_leaves_the_lake_the_row_poll_leaves(source_db, tmp_path, cap
                     assert _used_columnar(caplog)
             workload.synced()
             assert _feed(lakes[COLUMNAR]) == _feed(lakes[ROWS]), f"round {round_}"
-            cursors = {m: lake._sync.changelogs["items"].cursor for m, lake in lakes.items()}
+            cursors = {m: lake.sync_engine.changelogs["items"].cursor for m, lake in lakes.items()}
             assert cursors[COLUMNAR] == cursors[ROWS]
             for lake in lakes.values():
-                lake._sync.reconcile_now()  # hard deletes of the previous round
+                lake.sync_engine.reconcile_now()  # hard deletes of the previous round
             assert _feed(lakes[COLUMNAR]) == _feed(lakes[ROWS]), f"round {round_}, after the key scan"
             current = lakes[COLUMNAR].query(f"SELECT {COLUMNS} FROM items").to_pylist()
             assert {r["id"]: tuple(r.values()) for r in current} == source.live_items(), f"round {round_}"
@@ -89,7 +89,7 @@ def test_a_table_whose_rows_are_all_soft_deleted_commits_only_its_cursor(tmp_pat
                        [(i, f"2026-01-01T00:00:0{i}Z", "gone") for i in range(1, 6)])
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
         assert lake.sync_now().events == 0
-        assert lake._sync.changelogs["items"].cursor is not None
+        assert lake.sync_engine.changelogs["items"].cursor is not None
         source.execute("UPDATE items SET deleted_at = NULL, updated_at = '2026-01-02T00:00:00Z' WHERE id = 2")
         assert lake.sync_now().events == 1
         assert lake.query("SELECT id FROM items").to_pylist() == [{"id": 2}]
@@ -115,6 +115,29 @@ def test_a_misfit_value_is_named_and_the_rows_before_it_are_committed(tmp_path, 
         source.execute("UPDATE items SET qty = 30 WHERE id = 30")
         lake.sync_now()
         assert lake.query("SELECT count(*) AS n, sum(qty) AS s FROM items").to_pylist() == [{"n": 40, "s": 820}]
+    source.close()
+
+
+@pytest.mark.parametrize("at", [1, 20, 40])  # in the first batch, a middle one, the last one
+def test_a_blob_in_a_text_column_stops_the_columnar_read_and_the_row_poll_names_it(tmp_path, at, caplog):
+    """The fast read's own SQL check stops it wherever the blob is (ADBC would read it as text
+    past the first batch); the row poll then commits the rows before it and names it."""
+    source = sqlite_source(str(tmp_path / "ext.db"))
+    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT NOT NULL)")
+    source.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                       [(i, f"n{i}", f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)])
+    source.execute("UPDATE items SET name = ? WHERE id = ?", (b"blob", at))  # valid UTF-8: ADBC would take it as text
+    table = rhei_lake.PolledTable("items", updated_at="updated_at")
+    caplog.set_level(logging.INFO, logger="rhei_lake.sync")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR, table, batch_size=8) as lake:
+        with pytest.raises(TypeMismatchError) as info:
+            lake.sync_now()
+        assert info.value.column == "name" and info.value.primary_key == {"id": at}
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": at - 1}]
+        assert not _used_columnar(caplog)
+        source.execute("UPDATE items SET name = 'fixed' WHERE id = ?", (at,))
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n FROM items WHERE name IS NOT NULL").to_pylist() == [{"n": 40}]
     source.close()
 
 
@@ -147,10 +170,10 @@ def test_a_crash_between_the_events_and_the_cursor_doubles_nothing(tmp_path):
     with _open(source.url, lake_path, COLUMNAR) as lake, faults.armed("first_sync.after_events_before_cursor", crash):
         with pytest.raises(Crash):
             lake.sync_now()
-        assert lake._sync.changelogs["items"].cursor is None
+        assert lake.sync_engine.changelogs["items"].cursor is None
     with _open(source.url, lake_path, COLUMNAR) as lake:
         assert lake.sync_now().events == 0
-        assert lake._sync.changelogs["items"].cursor is not None
+        assert lake.sync_engine.changelogs["items"].cursor is not None
         current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
         assert current == source.live_items()
         inserts = lake.query("SELECT id, count(*) AS n FROM items_changes GROUP BY id HAVING count(*) > 1")
@@ -168,7 +191,7 @@ def test_a_declared_collation_is_left_to_sqlite(tmp_path):
     for mode in (COLUMNAR, ROWS):
         with _open(source.url, str(tmp_path / f"lake-{mode}"), mode, table) as lake:
             assert lake.sync_now().events == 4
-            cursors[mode] = lake._sync.changelogs["items"].cursor
+            cursors[mode] = lake.sync_engine.changelogs["items"].cursor
     assert cursors[COLUMNAR] == cursors[ROWS]
     assert '"D"' in cursors[ROWS]
     source.close()
@@ -281,7 +304,7 @@ def test_postgres_types_read_columnar_equal_the_row_poll(postgres, tmp_path, cap
             assert report.events == source.query(
                 'SELECT count(*) FROM "odd%types" WHERE deleted_at IS NOT TRUE')[0][0]
             feed = lake.query('SELECT * EXCEPT (_rhei_seq) FROM "odd%types_changes" ORDER BY id, part')
-            results[mode] = (feed, lake._sync.changelogs["odd%types"].cursor)
+            results[mode] = (feed, lake.sync_engine.changelogs["odd%types"].cursor)
         assert _used_columnar(caplog) == (mode == COLUMNAR)
         caplog.clear()
     assert results[COLUMNAR][0].equals(results[ROWS][0])

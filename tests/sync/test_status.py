@@ -22,7 +22,7 @@ def test_status_follows_captured_and_synced_events(storage, tmp_path):
         lake.sync_now()
         lake.execute_batch([("INSERT INTO a VALUES (?, 'x')", (i,)) for i in range(5)])
         lake.execute("INSERT INTO b VALUES (1, 'y')")
-        time.sleep(0.05)
+        time.sleep(0.05)  # the oldest unsynced event ages: lag_seconds below
 
         status = lake.sync_status()
         assert status.tables["a"].lag_events == 5 and status.tables["b"].lag_events == 1

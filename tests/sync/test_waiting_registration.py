@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +19,7 @@ import rhei_lake
 from rhei_lake.capture.types import timestamp_text
 from rhei_lake.errors import TableNotReadyError, TypeMismatchError
 from tests.support.oracle import assert_same_state
+from tests.support.waiting import wait_for
 
 STAMPS = ("CREATE TABLE stamps (at DATETIME PRIMARY KEY, v TEXT)", "INSERT INTO stamps VALUES ('2026-01-01T10:00:00Z', NULL)")
 NUMS = ("CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC)", "INSERT INTO nums VALUES (1, 'abc')")
@@ -132,9 +132,8 @@ def test_a_waiting_table_stalls_no_other_table(tmp_path):
         assert set(lake.sync_status().waiting) == {"stamps", "nums"}
         app.execute("INSERT INTO nums VALUES (20, 'y')")
         app.execute("INSERT INTO other VALUES (20, 'loop')")
-        deadline = time.monotonic() + 20
-        while lake.sync_status().tables["other"].lag_events and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: lake.sync_status().tables["other"].lag_events == 0,
+                 what="the loop to sync 'other' beside the waiting tables")
         status = lake.sync_status()
         assert status.loop_running and not status.failing and status.tables["other"].lag_events == 0
         assert_same_state(lake, app, "other")
