@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, time
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 
@@ -159,8 +161,8 @@ def _advice(
 ) -> str:
     table = spec.name
     if canonical is not _NO_VALUE:
-        fixed = _literal(canonical) if not isinstance(canonical, str) else repr(canonical)
-        fix_row = f"store the key as {fixed} in the source ({_update_sql(spec, column, _literal(canonical), key)})"
+        fixed = sql_literal(canonical) if not isinstance(canonical, str) else repr(canonical)
+        fix_row = f"store the key as {fixed} in the source ({_update_sql(spec, column, sql_literal(canonical), key)})"
     else:
         fixed = "<a value that fits>"
         fix_row = f"fix the value in the source ({_update_sql(spec, column, fixed, key)})"
@@ -261,7 +263,7 @@ def _type_for(value: Any) -> str | None:
 
 
 def _update_sql(spec: TableSpec, column: str, value_sql: str, key: dict[str, Any]) -> str:
-    literals = {k: _literal(v) for k, v in key.items()}
+    literals = {k: sql_literal(v) for k, v in key.items()}
     if any(len(text) > _LONG for text in literals.values()):  # the key is in the error's primary_key
         where = "<the key of this row>"
     else:
@@ -277,7 +279,12 @@ def _short(text: str) -> str:
     return text if len(text) <= _LONG else text[: _LONG - 3] + "..."
 
 
-def _literal(value: Any) -> str:
+def sql_literal(value: Any) -> str:
+    """``value`` as an SQL literal SQLite and PostgreSQL read back as that value (in the fixes errors suggest).
+
+    Dates, times and UUIDs (what a PostgreSQL source hands over) are quoted text,
+    which both compare with a column of that type; blobs are SQLite's ``X'..'``.
+    """
     if value is None:
         return "NULL"
     if isinstance(value, str):
@@ -286,6 +293,8 @@ def _literal(value: Any) -> str:
         return f"X'{bytes(value).hex()}'"
     if isinstance(value, float):
         return real_text(value)
+    if isinstance(value, (date, time, UUID)):
+        return f"'{value}'"
     return str(value)
 
 

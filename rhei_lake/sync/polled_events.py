@@ -29,7 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rhei_lake.capture.events import convert_columns
+from rhei_lake._shared.identifiers import quote_ident
+from rhei_lake.capture.events import convert_columns, sql_literal
 from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.types import describe_value, timestamp_micros
@@ -279,12 +280,18 @@ class EventBuilder:
     def _backwards(self, row: tuple, ts: int, previous: LastEvent | None) -> NonMonotonicUpdateError:
         assert previous is not None
         key = self._key_text(row)
-        where = " AND ".join(f"{k} = {row[i]!r}" for k, i in zip(self.spec.primary_key, self.key_index))
+        where = " AND ".join(
+            f"{quote_ident(k)} {'IS' if row[i] is None else '='} {sql_literal(row[i])}"
+            for k, i in zip(self.spec.primary_key, self.key_index, strict=True)
+        )
+        source = quote_ident(self.table.name)
+        if self.table.source_schema:
+            source = f"{quote_ident(self.table.source_schema)}.{source}"
         return NonMonotonicUpdateError(
             f"table {self.spec.name!r}, row {key}: {self.table.updated_at} went backwards: the lake already "
             f"holds a change of this row at {iso(previous.ts)}, the source now says {iso(ts)}. Its history would "
             "run backwards, so nothing from this row on was synced. Polling needs updated_at to grow on every "
-            f"change: set it to the current time (UPDATE {self.spec.name} SET {self.table.updated_at} = "
+            f"change: set it to the current time (UPDATE {source} SET {quote_ident(self.table.updated_at)} = "
             f"<now> WHERE {where}) and sync again",
             table=self.spec.name,
             primary_key=self._key_dict(row),

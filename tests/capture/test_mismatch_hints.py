@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import UTC, datetime
+import struct
+import uuid
+from datetime import UTC, date, datetime, time
 
 import pytest
 
@@ -756,3 +758,26 @@ def test_a_blob_in_a_text_column_stops_the_columnar_log_read_and_the_row_path_na
         repair_as_written(lake, str(info.value), "'fixed'")
         lake.sync_now()
         assert_same_state(lake, lake._oltp, "t")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -(2**63), 2**63 - 1, 1.0000000000000002, -0.0, 1e308, float("inf"), "it's", "", b"\x00\xff", None],
+)
+def test_the_literals_in_suggested_fixes_read_back_as_the_value_in_sqlite(value):
+    from rhei_lake.capture.events import sql_literal
+
+    got = sqlite3.connect(":memory:").execute(f"SELECT {sql_literal(value)}").fetchone()[0]
+    assert type(got) is type(value) and (got == value or got is None)
+    if isinstance(value, float):
+        assert struct.pack("<d", got) == struct.pack("<d", value)
+
+
+def test_dates_times_and_uuids_in_suggested_fixes_are_quoted_text():
+    from rhei_lake.capture.events import sql_literal
+
+    stamp = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert sql_literal(stamp) == "'2026-01-02 03:04:05.000006+00:00'"
+    assert sql_literal(date(2026, 1, 2)) == "'2026-01-02'"
+    assert sql_literal(time(3, 4)) == "'03:04:00'"
+    assert sql_literal(uuid.UUID(int=1)) == "'00000000-0000-0000-0000-000000000001'"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -112,6 +113,33 @@ def test_non_monotonic_updated_at_stops_before_the_row(source_db, tmp_path):
         source_db.execute("UPDATE items SET updated_at = ? WHERE id = 3", (stamp(START + timedelta(hours=1)),))
         lake.sync_now()
         assert lake.query("SELECT name FROM items WHERE id = 3").to_pylist() == [{"name": "back"}]
+
+
+def test_the_update_a_backwards_updated_at_error_suggests_runs_on_the_source_as_written(source_db, tmp_path):
+    """Mixed-case names, a quote in a text key and a date key: the suggested UPDATE moves exactly that row."""
+    postgres = source_db.kind == "postgresql"
+    source_db.execute(
+        'CREATE TABLE "OddItems" ("Code" TEXT, "Made" DATE, v TEXT, '
+        f'"Updated At" {"timestamptz" if postgres else "TEXT"} NOT NULL, PRIMARY KEY ("Code", "Made"))'
+    )
+    made = date(2026, 1, 2) if postgres else "2026-01-02"
+    rows = [("it's", made, "a", source_db.stamp(START + timedelta(seconds=1))),
+            ("it's", date(2026, 1, 3) if postgres else "2026-01-03", "b", source_db.stamp(START + timedelta(seconds=2)))]
+    source_db.executemany('INSERT INTO "OddItems" VALUES (?, ?, ?, ?)', rows)
+    table = rhei_lake.PolledTable("OddItems", updated_at="Updated At")
+    with _open(source_db, tmp_path, table, batch_size=1, hard_delete_interval=0) as lake:
+        lake.sync_now()
+        source_db.execute('UPDATE "OddItems" SET v = ?, "Updated At" = ? WHERE "Code" = ? AND "Made" = ?',
+                          ("back", source_db.stamp(START), "it's", made))
+        with pytest.raises(NonMonotonicUpdateError) as info:
+            lake.sync_now()
+        fix = re.search(r"\((UPDATE .* WHERE .*)\) and sync again", str(info.value))
+        assert fix is not None, str(info.value)
+        later = source_db.stamp(START + timedelta(hours=1))
+        source_db.execute(fix.group(1).replace("<now>", f"'{later}'"))
+        lake.sync_now()
+        got = lake.query('SELECT v FROM "OddItems" ORDER BY "Made"').to_pylist()
+        assert got == [{"v": "back"}, {"v": "b"}]
 
 
 def test_unreadable_updated_at_commits_the_rows_before_it(tmp_path):
