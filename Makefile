@@ -49,10 +49,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
 	touch $@
 
-# Lint rules (ruff; formatting is not checked yet), types (mypy: strict on the public API) and
-# one-way imports between the layers (import-linter, docs/architecture.md).
+# Lint rules and formatting (ruff, also the Python blocks of the Markdown docs), types (mypy: strict
+# on the public API) and one-way imports between the layers (import-linter, docs/architecture.md).
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -17,8 +17,20 @@ from pathlib import Path
 
 from bench.core import ROOT, Result, Settings, machine
 
-SCENARIOS = ["initial_sync", "steady_sync", "cdc_throughput", "trigger_overhead", "compaction", "query", "query_engines", "serving", "history_lookup",
-             "s3_requests", "scaling", "startup"]
+SCENARIOS = [
+    "initial_sync",
+    "steady_sync",
+    "cdc_throughput",
+    "trigger_overhead",
+    "compaction",
+    "query",
+    "query_engines",
+    "serving",
+    "history_lookup",
+    "s3_requests",
+    "scaling",
+    "startup",
+]
 
 
 def _fmt(value: float | None) -> str:
@@ -77,7 +89,9 @@ def plots(results: list[Result], out: Path) -> list[str]:
     if scaling:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for metric in sorted({r.details.get("series", r.metric) for r in scaling}):
-            points = sorted((r.details["rows"], r.value) for r in scaling if r.details.get("series", r.metric) == metric)
+            points = sorted(
+                (r.details["rows"], r.value) for r in scaling if r.details.get("series", r.metric) == metric
+            )
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=metric)
         ax.set_xscale("log")
         ax.set_xlabel("rows")
@@ -117,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(failures[name], file=sys.stderr)
                     continue
                 for r in got:
-                    print(f"   {r.metric}: {_fmt(r.value)} {r.unit} (limit {_fmt(r.limit)}, ratio {_fmt(r.ratio)}) "
-                          f"{'' if r.met is None else ('met' if r.met else 'NOT met')}", flush=True)
+                    print(
+                        f"   {r.metric}: {_fmt(r.value)} {r.unit} (limit {_fmt(r.limit)}, ratio {_fmt(r.ratio)}) "
+                        f"{'' if r.met is None else ('met' if r.met else 'NOT met')}",
+                        flush=True,
+                    )
                 results.extend(got)
                 print(f"   ({time.perf_counter() - scenario_started:.0f} s)", flush=True)
         finally:
@@ -133,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results, meta)
     images = plots(results, args.out)
     (args.out / "latest.md").write_text(table + "".join(f"\n![{i}]({i})\n" for i in images))
-    (args.out / "latest.json").write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}, indent=1))
+    (args.out / "latest.json").write_text(
+        json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}, indent=1)
+    )
     print()
     print(table)
     return 1 if failures else 0

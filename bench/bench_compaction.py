@@ -76,8 +76,10 @@ def main() -> None:
             after["as_of: count"] = _median_ms(lake, QUERIES["current: count"], args.repeat, as_of=middle)
 
     table = report.tables["ticks"]
-    print(f"{args.syncs} syncs of {args.rows_per_sync} inserts + 3 updates in {sync_seconds:.1f} s; "
-          f"changes files before: {files_before['changes']}")
+    print(
+        f"{args.syncs} syncs of {args.rows_per_sync} inserts + 3 updates in {sync_seconds:.1f} s; "
+        f"changes files before: {files_before['changes']}"
+    )
     print(f"compaction: {table}")
     print(f"{'query':32} {'before ms':>10} {'after ms':>10} {'speed-up':>9}")
     for name in before:

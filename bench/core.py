@@ -140,4 +140,4 @@ def run_isolated(module: str, function: str, *args: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{module}.{function} failed:\n{proc.stderr[-3000:]}")
     line = next(text for text in reversed(proc.stdout.splitlines()) if text.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])

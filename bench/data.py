@@ -60,8 +60,7 @@ SHAPES: dict[str, tuple[str, str]] = {
         "i, " + ", ".join(_TEXT_CELL.format(n=n) for n in (12, 80, 8, 12, 24)),  # ~270 characters per row
     ),
     "50 columns": (
-        "id INTEGER PRIMARY KEY, "
-        + ", ".join(f"c{k} {('INTEGER', 'REAL', 'TEXT')[k % 3]}" for k in range(1, 50)),
+        "id INTEGER PRIMARY KEY, " + ", ".join(f"c{k} {('INTEGER', 'REAL', 'TEXT')[k % 3]}" for k in range(1, 50)),
         "i, "
         + ", ".join(
             ("abs(random()) % 100000", "random() / 9223372036854775807.0 * 1e6", "'v' || (abs(random()) % 977)")[k % 3]

@@ -38,8 +38,14 @@ def writer(db: str, storage: str, log_path: str, seconds: float, interval: float
         while time.monotonic() < deadline:
             started = time.monotonic()
             lake.execute_batch(
-                [("INSERT INTO orders VALUES (?, 'c-new', 'placed', 1.5, 1, '2026-01-01 00:00:00', "
-                  "'2026-01-01T00:00:00.000Z')", (next_id + i,)) for i in range(5)]
+                [
+                    (
+                        "INSERT INTO orders VALUES (?, 'c-new', 'placed', 1.5, 1, '2026-01-01 00:00:00', "
+                        "'2026-01-01T00:00:00.000Z')",
+                        (next_id + i,),
+                    )
+                    for i in range(5)
+                ]
             )
             next_id += 5
             lake.sync_now()
@@ -59,16 +65,21 @@ def memory(storage: str, table: str) -> None:
         held = sum(t.nbytes for t in (state.rows, state.unfolded) if t is not None)
         if state.feed is not None and state.feed.tail is not None:
             held += state.feed.tail.nbytes
-        print(json.dumps({
-            "rows": rows,
-            "arrow_bytes": state.rows.nbytes,
-            "state_bytes": held,
-            "rss_before_open": before["VmRSS"],
-            "rss_opened": opened["VmRSS"],
-            "rss_after": after["VmRSS"],
-            "peak_rss": after["VmHWM"],
-            "build_seconds": built,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "arrow_bytes": state.rows.nbytes,
+                    "state_bytes": held,
+                    "rss_before_open": before["VmRSS"],
+                    "rss_opened": opened["VmRSS"],
+                    "rss_after": after["VmRSS"],
+                    "peak_rss": after["VmHWM"],
+                    "build_seconds": built,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import rhei_lake  # noqa: E402
 
 DDL = {
     "sqlite": "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL, qty INTEGER, "
-              "status TEXT, updated_at TEXT NOT NULL)",
+    "status TEXT, updated_at TEXT NOT NULL)",
     "postgresql": "CREATE TABLE orders (id bigint PRIMARY KEY, customer text, total double precision, qty bigint, "
-                  "status text, updated_at timestamptz NOT NULL)",
+    "status text, updated_at timestamptz NOT NULL)",
 }
 
 
@@ -39,8 +39,17 @@ def _fill_sqlite(path: str, rows: int) -> str:
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
-        ((i, f"customer {i % 997}", i * 0.37, i % 13, "paid" if i % 3 else "new",
-          f"2026-01-01T00:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}000Z") for i in range(rows)),
+        (
+            (
+                i,
+                f"customer {i % 997}",
+                i * 0.37,
+                i % 13,
+                "paid" if i % 3 else "new",
+                f"2026-01-01T00:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}000Z",
+            )
+            for i in range(rows)
+        ),
     )
     conn.execute("COMMIT")
     conn.close()
@@ -67,7 +76,7 @@ def _adbc_read(kind: str, url: str) -> tuple[int, float]:
     if kind == "sqlite":
         import adbc_driver_sqlite.dbapi as adbc
 
-        conn = adbc.connect(url[len("sqlite://"):])
+        conn = adbc.connect(url[len("sqlite://") :])
     else:
         import adbc_driver_postgresql.dbapi as adbc
 
@@ -92,8 +101,10 @@ def run(kind: str, url: str, storage: str, batch_size: int) -> None:
     rows_s, secs_s = _sidecar_sync(url, storage, batch_size)
     assert rows_a == rows_s, (rows_a, rows_s)
     rate_a, rate_s = rows_a / secs_a, rows_s / secs_s
-    print(f"{kind:10s} rows={rows_a:>9,d}  adbc read {rate_a:>12,.0f} rows/s  "
-          f"sidecar initial sync {rate_s:>12,.0f} rows/s  ratio {rate_s / rate_a:.3f}")
+    print(
+        f"{kind:10s} rows={rows_a:>9,d}  adbc read {rate_a:>12,.0f} rows/s  "
+        f"sidecar initial sync {rate_s:>12,.0f} rows/s  ratio {rate_s / rate_a:.3f}"
+    )
 
 
 def main() -> None:
@@ -117,8 +128,12 @@ def main() -> None:
             return
         try:
             url = fill_postgres(server, args.rows)
-            run("postgresql", url, os.path.join(work, "lake-pg") if not args.storage else args.storage + "-pg",
-                args.batch_size)
+            run(
+                "postgresql",
+                url,
+                os.path.join(work, "lake-pg") if not args.storage else args.storage + "-pg",
+                args.batch_size,
+            )
         finally:
             server.stop()
 

@@ -143,9 +143,7 @@ class TableSpec:
             raise SchemaError(f"table {self.name!r} has duplicate column names")
         for name in names:
             if name.lower().startswith(RESERVED_PREFIX):
-                raise SchemaError(
-                    f"table {self.name!r}: column {name!r} uses the reserved prefix {RESERVED_PREFIX!r}"
-                )
+                raise SchemaError(f"table {self.name!r}: column {name!r} uses the reserved prefix {RESERVED_PREFIX!r}")
         if not self.primary_key:
             raise SchemaError(
                 f"table {self.name!r} has no primary key; rhei_lake needs one to track rows "

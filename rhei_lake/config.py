@@ -31,6 +31,7 @@ DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 DEFAULT_REMOTE_REFRESH_INTERVAL = 0.5
 DEFAULT_FLIGHT_HOST = "127.0.0.1"
 
+
 class LakeConfig(BaseModel):
     """Everything :func:`rhei_lake.open` needs, validated.
 
@@ -251,7 +252,9 @@ class LakeConfig(BaseModel):
         if clashes:
             raise ValueError(f"tables: {clashes[0].describe()} (query names ignore case); follow only one of them")
         if self.read_only and self.sync_interval is not None:
-            raise ValueError("sync_interval starts a sync loop, which a read_only lake never runs: set one or the other")
+            raise ValueError(
+                "sync_interval starts a sync loop, which a read_only lake never runs: set one or the other"
+            )
         return self
 
     @field_validator("flight_token")

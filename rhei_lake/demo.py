@@ -86,8 +86,10 @@ def run(directory: Path, orders: int, seed: int) -> None:
         started = time.perf_counter()
         now = datetime.now(UTC).replace(microsecond=0).isoformat()
         lake.execute_batch(
-            ("INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
-             (i, rng.choice(CUSTOMERS), rng.choice(STATUSES[:2]), round(rng.uniform(5, 500), 2), now))
+            (
+                "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+                (i, rng.choice(CUSTOMERS), rng.choice(STATUSES[:2]), round(rng.uniform(5, 500), 2), now),
+            )
             for i in range(1, orders + 1)
         )
         console.print(f"generated {orders:,} orders in {time.perf_counter() - started:.2f} s", highlight=False)
@@ -160,7 +162,7 @@ def _next_steps(db: Path, instant: datetime) -> None:
         f'rh query --db {where} "SELECT status, count(*) AS n FROM orders GROUP BY status"',
         f'rh query --db {where} --as-of {at} "SELECT count(*) AS n FROM orders"',
         f"rh status --db {where}",
-        f'rh exec --db {where} "UPDATE orders SET status = \'paid\' WHERE id = 1"',
+        f"rh exec --db {where} \"UPDATE orders SET status = 'paid' WHERE id = 1\"",
         f"rh restore --storage {shlex.quote(shown + '-lake')} --as-of {at} then.db",
     ):
         console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)

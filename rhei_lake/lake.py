@@ -123,8 +123,11 @@ class Lake:
         self._store_verified = False
         self._duckdb = None
         try:
-            if (config.oltp_path is not None or config.source is not None) and location.url != "memory://" \
-                    and not config.read_only:
+            if (
+                (config.oltp_path is not None or config.source is not None)
+                and location.url != "memory://"
+                and not config.read_only
+            ):
                 self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
@@ -222,8 +225,12 @@ class Lake:
     def _not_ready(self, table: str) -> TableNotReadyError:
         reason = self._sync.waiting.get(table) if self._sync is not None else None
         why = str(reason) if reason is not None else self._waiting().get(table, "its registration has not finished")
-        way = "" if isinstance(reason, TypeMismatchError) else (
-            f" Call lake.register_table({table!r}) again to take its snapshot anew." if reason is not None else ""
+        way = (
+            ""
+            if isinstance(reason, TypeMismatchError)
+            else (
+                f" Call lake.register_table({table!r}) again to take its snapshot anew." if reason is not None else ""
+            )
         )
         return TableNotReadyError(
             f"table {table!r} is registered but not mirrored: its registration did not finish, so the lake holds "

@@ -35,7 +35,9 @@ class NameClash:
     """``(table, what)`` for each relation claiming the name."""
 
     def describe(self) -> str:
-        owners = [f"table {table!r}" if what == "rows" else f"the {what} of table {table!r}" for table, what in self.claims]
+        owners = [
+            f"table {table!r}" if what == "rows" else f"the {what} of table {table!r}" for table, what in self.claims
+        ]
         return f"{self.name!r} names both {' and '.join(owners)}"
 
 

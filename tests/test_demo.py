@@ -16,13 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_demo_shows_time_travel_restore_and_what_to_try_next(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rhei_lake.demo", "--dir", str(tmp_path), "--orders", "2000"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr
     assert "(time travel)" in out and "the same as the lake's" in out, out
-    for command in ("rh repl --db demo.db", 'rh query --db demo.db "SELECT', "rh query --db demo.db --as-of 20",
-                    "rh restore --storage demo.db-lake --as-of 20"):
+    for command in (
+        "rh repl --db demo.db",
+        'rh query --db demo.db "SELECT',
+        "rh query --db demo.db --as-of 20",
+        "rh restore --storage demo.db-lake --as-of 20",
+    ):
         assert command in out, command
     assert not re.search(r"\('[^']*',\)|datetime\.datetime\(|<rhei_lake|SyncReport\(", out), out
     with rhei_lake.open(storage=str(tmp_path / "demo.db-lake")) as lake:

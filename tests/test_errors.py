@@ -51,21 +51,36 @@ STORAGE = [
     (OSError("Generic S3 error: HTTP error: error sending request (Connection refused)"), StorageUnavailableError),
     (OSError(errno.ENOSPC, "No space left on device"), StorageUnavailableError),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), StorageUnavailableError),
-    (OSError("Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)"),
-     StorageUnavailableError),
+    (
+        OSError("Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)"),
+        StorageUnavailableError,
+    ),
     (PermissionError(errno.EACCES, "Permission denied"), StorageAccessError),
     (OSError(errno.EROFS, "Read-only file system"), StorageAccessError),
-    (_native("deltalake.exceptions", "DeltaError", "Kernel error: Json error: unexpected 'h'\n   0: <unknown>\n"
-             "   1: start_thread\n             at ./nptl/pthread_create.c:442:8\n"), CorruptStorageError),
-    (_native("deltalake.exceptions", "DeltaError", "Kernel error: No table metadata or protocol found in delta log."),
-     CorruptStorageError),
+    (
+        _native(
+            "deltalake.exceptions",
+            "DeltaError",
+            "Kernel error: Json error: unexpected 'h'\n   0: <unknown>\n"
+            "   1: start_thread\n             at ./nptl/pthread_create.c:442:8\n",
+        ),
+        CorruptStorageError,
+    ),
+    (
+        _native(
+            "deltalake.exceptions", "DeltaError", "Kernel error: No table metadata or protocol found in delta log."
+        ),
+        CorruptStorageError,
+    ),
     (_native("deltalake.exceptions", "DeltaProtocolError", "unsupported reader features"), CorruptStorageError),
     (_native("deltalake.exceptions", "SchemaMismatchError", "cannot cast"), CorruptStorageError),
     (_native("deltalake.exceptions", "DeltaError", "something nobody expected"), StorageError),
 ]
 
 
-@pytest.mark.parametrize(("native", "expected"), STORAGE, ids=[f"{type(n).__name__}-{i}" for i, (n, _) in enumerate(STORAGE)])
+@pytest.mark.parametrize(
+    ("native", "expected"), STORAGE, ids=[f"{type(n).__name__}-{i}" for i, (n, _) in enumerate(STORAGE)]
+)
 def test_storage_errors_are_classified(native, expected):
     translated = errors.translate_storage_error(native, where="s3://bucket/lake")
     assert type(translated) is expected, str(translated)
@@ -88,10 +103,14 @@ def test_access_errors_say_what_to_fix():
     ("native", "expected"),
     [
         (Exception("DataFusion error: Error during planning: table 'x' not found"), QueryError),
-        (Exception("External error: Parquet error: Object Store error: Object at location /l/t/p.parquet not found"),
-         CorruptStorageError),
-        (Exception("FFI error: Parquet error: Object Store error: Generic S3 error: error sending request"),
-         StorageUnavailableError),
+        (
+            Exception("External error: Parquet error: Object Store error: Object at location /l/t/p.parquet not found"),
+            CorruptStorageError,
+        ),
+        (
+            Exception("FFI error: Parquet error: Object Store error: Generic S3 error: error sending request"),
+            StorageUnavailableError,
+        ),
     ],
 )
 def test_query_errors_separate_bad_sql_from_bad_storage(native, expected):

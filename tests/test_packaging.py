@@ -39,4 +39,7 @@ def test_extras_name_each_requirement_once():
     assert len(core) == len(set(core))
     for extra in extras:
         everything = core + names(extra)
-        assert len(everything) == len(set(everything)), (extra, sorted(n for n in everything if everything.count(n) > 1))
+        assert len(everything) == len(set(everything)), (
+            extra,
+            sorted(n for n in everything if everything.count(n) > 1),
+        )

@@ -9,9 +9,26 @@ from rhei_lake import errors
 def test_public_names_are_pinned():
     assert sorted(rhei_lake.__all__) == sorted(
         [
-            "__version__", "open", "detach_database", "DetachReport", "Lake", "ReturnedRows", "LakeConfig", "PolledTable", "TableSpec", "Column", "SyncReport",
-            "TableSyncReport", "SyncStatus", "TableStatus", "LoopStatus", "ErrorInfo", "Route", "RestoreReport",
-            "CompactionReport", "TableCompactionReport",
+            "__version__",
+            "open",
+            "detach_database",
+            "DetachReport",
+            "Lake",
+            "ReturnedRows",
+            "LakeConfig",
+            "PolledTable",
+            "TableSpec",
+            "Column",
+            "SyncReport",
+            "TableSyncReport",
+            "SyncStatus",
+            "TableStatus",
+            "LoopStatus",
+            "ErrorInfo",
+            "Route",
+            "RestoreReport",
+            "CompactionReport",
+            "TableCompactionReport",
             *errors.__all__,
         ]
     )
@@ -35,7 +52,14 @@ def test_native_error_dumps_become_one_line():
     )
     text = str(errors.translate_storage_error(dump, where="s3://b"))
     assert "\n" not in text and "Debug source" not in text and "µs" not in text
-    assert "Connection refused" in text and isinstance(errors.translate_storage_error(dump, where="x"), errors.StorageUnavailableError)
-    kernel = OSError("Kernel error -> Generic S3 error\n  \x1b[31m↳\x1b[0m error sending request\n   \x1b[31m↳\x1b[0m Connection refused (os error 111)\n")
+    assert "Connection refused" in text and isinstance(
+        errors.translate_storage_error(dump, where="x"), errors.StorageUnavailableError
+    )
+    kernel = OSError(
+        "Kernel error -> Generic S3 error\n  \x1b[31m↳\x1b[0m error sending request\n   \x1b[31m↳\x1b[0m Connection refused (os error 111)\n"
+    )
     text = str(errors.translate_storage_error(kernel, where="s3://b"))
-    assert text == "s3://b: storage unavailable (Kernel error -> Generic S3 error: error sending request: Connection refused (os error 111))"
+    assert (
+        text
+        == "s3://b: storage unavailable (Kernel error -> Generic S3 error: error sending request: Connection refused (os error 111))"
+    )

@@ -38,8 +38,14 @@ def test_a_read_only_lake_changes_neither_the_database_nor_the_lake(synced):
         status = lake.sync_status().tables["t"]
         assert (status.synced_seq, status.lag_events) == (3, 1)
         assert status.last_commit_at is None and status.stored_commit_at is not None  # this process committed nothing
-        for write in (lambda: lake.execute("DELETE FROM t"), lake.sync_now, lake.compact, lake.flush,
-                      lambda: lake.register_table("t"), lambda: lake.start_sync(1.0)):
+        for write in (
+            lambda: lake.execute("DELETE FROM t"),
+            lake.sync_now,
+            lake.compact,
+            lake.flush,
+            lambda: lake.register_table("t"),
+            lambda: lake.start_sync(1.0),
+        ):
             with pytest.raises(SourceError, match="read-only"):
                 write()
     assert tree_digest(folder) == before

@@ -165,18 +165,23 @@ def test_restore_gives_back_what_sqlite_stored_under_each_affinity(tmp_path):
     db = tmp_path / "app.db"
     with rhei_lake.open(oltp_path=str(db), storage="memory://") as lake:
         lake.execute("CREATE TABLE v (id TEXT PRIMARY KEY, j JSON, d DECIMAL(38,2), u UUID, b BOOLEAN)")
-        lake.execute_batch([
-            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("a", "42", 9007199254740993, "12345678901234567890123", 1)),
-            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("b", "0.30000000000000004", "12.5", "7e3f-x", 0)),
-            ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("c", '{"a": 1}', -0.25, None, None)),
-        ])
+        lake.execute_batch(
+            [
+                ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("a", "42", 9007199254740993, "12345678901234567890123", 1)),
+                ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("b", "0.30000000000000004", "12.5", "7e3f-x", 0)),
+                ("INSERT INTO v VALUES (?, ?, ?, ?, ?)", ("c", '{"a": 1}', -0.25, None, None)),
+            ]
+        )
         lake.register_table("v")
         original = sqlite_state(oltp_oracle(lake), "v")
         lake.restore_sqlite(tmp_path / "restored.db")
     assert _restored_state(tmp_path / "restored.db", "v") == original
     conn = sqlite3.connect(tmp_path / "restored.db")
     assert conn.execute("SELECT typeof(j), typeof(d), typeof(u) FROM v WHERE id = 'a'").fetchone() == (
-        "integer", "integer", "real")
+        "integer",
+        "integer",
+        "real",
+    )
 
 
 def test_restore_gives_back_reals_held_in_text_mirrored_columns_bit_for_bit(tmp_path):

@@ -142,4 +142,3 @@ def test_every_api_refuses_naive_instants_alike(tmp_path):
             call(aware)  # the aware instant works everywhere
             assert name != "restore_sqlite" or (tmp_path / "restored.db").exists()
         assert lake.query("SELECT v FROM t", as_of=aware.astimezone()).to_pylist() == [{"v": "a"}]
-

@@ -102,8 +102,10 @@ def _config_default(value: Any) -> str:
 def reliability_figures() -> str:
     """The figures of the run recorded in ``docs/reliability-last-run.json``, and what kind of run it was."""
     run = json.loads(RELIABILITY_JSON.read_text(encoding="utf-8"))
-    kind = "with the full crash matrix and every fuzzer family (`make test-crash`)" if run["full_matrix"] else (
-        "not the full crash matrix"
+    kind = (
+        "with the full crash matrix and every fuzzer family (`make test-crash`)"
+        if run["full_matrix"]
+        else ("not the full crash matrix")
     )
     outcome = "every test passed" if run["tests_passed"] else "some tests FAILED"
     out = [
@@ -113,9 +115,18 @@ def reliability_figures() -> str:
         "",
         "| kill points survived | faults injected | bad inputs tried | fuzzed programs | fuzzed statements |",
         "|---|---|---|---|---|",
-        "| " + " | ".join(f"{run[key]:,}" for key in (
-            "kill_points_survived", "faults_injected", "bad_inputs_tried", "fuzz_programs", "fuzz_statements"
-        )) + " |",
+        "| "
+        + " | ".join(
+            f"{run[key]:,}"
+            for key in (
+                "kill_points_survived",
+                "faults_injected",
+                "bad_inputs_tried",
+                "fuzz_programs",
+                "fuzz_statements",
+            )
+        )
+        + " |",
     ]
     return "\n".join(out)
 

@@ -54,6 +54,16 @@ def run(settings: Settings) -> list[Result]:
         lake.close()
     warm = rates[-1]
     return [
-        Result("CDC sync throughput", "100K events, warm", warm, "events/s", limit, warm / limit,
-               ">= 300K events/s", warm >= 300_000, True, {"cold_first_sync": rates[0], "rounds": rates}),
+        Result(
+            "CDC sync throughput",
+            "100K events, warm",
+            warm,
+            "events/s",
+            limit,
+            warm / limit,
+            ">= 300K events/s",
+            warm >= 300_000,
+            True,
+            {"cold_first_sync": rates[0], "rounds": rates},
+        ),
     ]

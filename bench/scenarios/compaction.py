@@ -32,7 +32,9 @@ def _merge_limit(settings: Settings, rows: int, changed: pa.Table) -> float:
         write_deltalake(str(target), cur.fetch_arrow_table())
     dt = DeltaTable(str(target))
     with timer() as elapsed:
-        dt.merge(changed, "t.id = s.id", source_alias="s", target_alias="t").when_matched_update_all().when_not_matched_insert_all().execute()
+        dt.merge(
+            changed, "t.id = s.id", source_alias="s", target_alias="t"
+        ).when_matched_update_all().when_not_matched_insert_all().execute()
     return elapsed()
 
 
@@ -84,7 +86,9 @@ def run(settings: Settings) -> list[Result]:
     lake, _ = _lake(settings, "fold1pct", rows)
     try:
         ids = rng.sample(range(1, rows + 1), rows // 100)
-        lake.execute_batch([("UPDATE orders SET status = 'returned', total = total + 1 WHERE id = ?", (i,)) for i in ids])
+        lake.execute_batch(
+            [("UPDATE orders SET status = 'returned', total = total + 1 WHERE id = ?", (i,)) for i in ids]
+        )
         lake.sync_now()
         lake.flush()
         fold, whole, steps, report = _timed_compact(lake)
@@ -93,11 +97,34 @@ def run(settings: Settings) -> list[Result]:
         lake.close()
     merge = _merge_limit(settings, rows, changed)
     label = f"{rows // 1_000_000}M" if rows >= 1_000_000 else f"{rows // 1000}K"
-    results.append(Result("compaction", f"fold 1% changes into a {label}-row history", fold, "s", merge, fold / merge,
-                          "<= 1 s; <= 3x the merge", fold <= 1.0 and fold / merge <= 3, False,
-                          {"report": report, "compact_seconds": whole, "steps": steps}))
-    results.append(Result("compaction", f"whole compact() after 1% changes, {label} rows", whole, "s", merge,
-                          whole / merge, "", None, False, {"steps": steps}))
+    results.append(
+        Result(
+            "compaction",
+            f"fold 1% changes into a {label}-row history",
+            fold,
+            "s",
+            merge,
+            fold / merge,
+            "<= 1 s; <= 3x the merge",
+            fold <= 1.0 and fold / merge <= 3,
+            False,
+            {"report": report, "compact_seconds": whole, "steps": steps},
+        )
+    )
+    results.append(
+        Result(
+            "compaction",
+            f"whole compact() after 1% changes, {label} rows",
+            whole,
+            "s",
+            merge,
+            whole / merge,
+            "",
+            None,
+            False,
+            {"steps": steps},
+        )
+    )
 
     lake, _ = _lake(settings, "fold200", rows)
     try:
@@ -112,9 +139,32 @@ def run(settings: Settings) -> list[Result]:
     finally:
         lake.close()
     merge = _merge_limit(settings, rows, changed)
-    results.append(Result("compaction", "fold after 200 small syncs", fold, "s", merge, fold / merge,
-                          "<= 3x the merge", fold / merge <= 3, False,
-                          {"report": report, "compact_seconds": whole, "steps": steps}))
-    results.append(Result("compaction", "whole compact() after 200 small syncs", whole, "s", merge, whole / merge,
-                          "", None, False, {"steps": steps}))
+    results.append(
+        Result(
+            "compaction",
+            "fold after 200 small syncs",
+            fold,
+            "s",
+            merge,
+            fold / merge,
+            "<= 3x the merge",
+            fold / merge <= 3,
+            False,
+            {"report": report, "compact_seconds": whole, "steps": steps},
+        )
+    )
+    results.append(
+        Result(
+            "compaction",
+            "whole compact() after 200 small syncs",
+            whole,
+            "s",
+            merge,
+            whole / merge,
+            "",
+            None,
+            False,
+            {"steps": steps},
+        )
+    )
     return results

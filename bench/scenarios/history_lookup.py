@@ -40,8 +40,10 @@ def _rounds(db: Path, storage: str, rows: int, seed: int) -> tuple[float, list[f
         conn = sqlite3.connect(db, isolation_level=None)
         for n in range(ROUNDS):
             conn.execute("BEGIN")
-            conn.executemany("UPDATE orders SET qty = qty + 1, status = 'updated' WHERE id = ?",
-                             [(k,) for k in rng.sample(range(1, rows + 1), rows // 100)])
+            conn.executemany(
+                "UPDATE orders SET qty = qty + 1, status = 'updated' WHERE id = ?",
+                [(k,) for k in rng.sample(range(1, rows + 1), rows // 100)],
+            )
             conn.execute("COMMIT")
             add_orders(conn, rows + 1 + n * (rows // 1000), rows // 1000)
             lake.sync_now()
@@ -90,15 +92,40 @@ def _lake(settings: Settings, source: Path, layout: bool, rows: int, repeat: int
     details = {"rows": total, "history_rows": history.num_rows, "row_groups_read": pruned}
     ratio = lookup / limit
     return [
-        Result("history_lookup", f"point lookup on t_history, {label}, {rows:,} rows + {ROUNDS} folds",
-               lookup * 1000, "ms", limit * 1000, ratio, "<= 2x", ratio <= 2.0, higher_is_better=False,
-               details=details),
-        Result("history_lookup", f"point lookup on t as_of (through history), {label}", as_of * 1000, "ms",
-               limit * 1000, as_of / limit, "<= 2x", as_of / limit <= 2.0, higher_is_better=False),
-        Result("history_lookup", f"compaction of the {rows:,}-row snapshot, {label}", first, "s",
-               higher_is_better=False),
-        Result("history_lookup", f"compaction after 1% updated + 0.1% new rows (median of {ROUNDS}), {label}",
-               sorted(later)[len(later) // 2], "s", higher_is_better=False, details={"each": later}),
+        Result(
+            "history_lookup",
+            f"point lookup on t_history, {label}, {rows:,} rows + {ROUNDS} folds",
+            lookup * 1000,
+            "ms",
+            limit * 1000,
+            ratio,
+            "<= 2x",
+            ratio <= 2.0,
+            higher_is_better=False,
+            details=details,
+        ),
+        Result(
+            "history_lookup",
+            f"point lookup on t as_of (through history), {label}",
+            as_of * 1000,
+            "ms",
+            limit * 1000,
+            as_of / limit,
+            "<= 2x",
+            as_of / limit <= 2.0,
+            higher_is_better=False,
+        ),
+        Result(
+            "history_lookup", f"compaction of the {rows:,}-row snapshot, {label}", first, "s", higher_is_better=False
+        ),
+        Result(
+            "history_lookup",
+            f"compaction after 1% updated + 0.1% new rows (median of {ROUNDS}), {label}",
+            sorted(later)[len(later) // 2],
+            "s",
+            higher_is_better=False,
+            details={"each": later},
+        ),
     ]
 
 

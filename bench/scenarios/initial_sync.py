@@ -88,8 +88,12 @@ def measure_limit(source: str, table: str, lake: str) -> dict:
     read = time.perf_counter() - started
     write_deltalake(lake, rows)
     seconds = time.perf_counter() - started
-    return {"rows": rows.num_rows, "read_seconds": read, "write_seconds": seconds - read,
-            "cpu_seconds": _cpu_seconds() - cpu}
+    return {
+        "rows": rows.num_rows,
+        "read_seconds": read,
+        "write_seconds": seconds - read,
+        "cpu_seconds": _cpu_seconds() - cpu,
+    }
 
 
 def measure_trigger(db: str, table: str, lake: str) -> dict:
@@ -173,11 +177,30 @@ def compare(
     first = SEQUENTIAL_TARGET if not postgres else POSTGRES_TARGET
     label = f"{name}, {_label(rows)} rows"
     return [
-        Result("initial sync", f"{label} (limit: read + write)", rate, "rows/s", rows / (read + write), sequential,
-               f">= {first}x", sequential >= first, True, details),
-        Result("initial sync", f"{label} (limit: max(read, write))", rate, "rows/s", rows / max(read, write),
-               pipelined, f">= {PIPELINED_TARGET}x", pipelined >= PIPELINED_TARGET, True,
-               {"see": "the row above"}),
+        Result(
+            "initial sync",
+            f"{label} (limit: read + write)",
+            rate,
+            "rows/s",
+            rows / (read + write),
+            sequential,
+            f">= {first}x",
+            sequential >= first,
+            True,
+            details,
+        ),
+        Result(
+            "initial sync",
+            f"{label} (limit: max(read, write))",
+            rate,
+            "rows/s",
+            rows / max(read, write),
+            pipelined,
+            f">= {PIPELINED_TARGET}x",
+            pipelined >= PIPELINED_TARGET,
+            True,
+            {"see": "the row above"},
+        ),
     ]
 
 
@@ -194,11 +217,24 @@ def run_orders(settings: Settings, rows: int) -> list[Result]:
             rate = got["rows"] / got["seconds"]
             ratio = limit_seconds / got["seconds"]
             results.append(
-                Result("initial sync", f"{mode}, orders, {_label(rows)} rows", rate, "rows/s", rows / limit_seconds,
-                       ratio, "peak RSS <= 1 GB", got["peak_rss_mb"] <= 1024, True,
-                       {**got, "limit_read_seconds": limit["read_seconds"],
-                        "limit_write_seconds": limit["write_seconds"], "limit_peak_rss_mb": limit["peak_rss_mb"],
-                        "load_average": _load()})
+                Result(
+                    "initial sync",
+                    f"{mode}, orders, {_label(rows)} rows",
+                    rate,
+                    "rows/s",
+                    rows / limit_seconds,
+                    ratio,
+                    "peak RSS <= 1 GB",
+                    got["peak_rss_mb"] <= 1024,
+                    True,
+                    {
+                        **got,
+                        "limit_read_seconds": limit["read_seconds"],
+                        "limit_write_seconds": limit["write_seconds"],
+                        "limit_peak_rss_mb": limit["peak_rss_mb"],
+                        "load_average": _load(),
+                    },
+                )
             )
     finally:
         shutil.rmtree(lake, ignore_errors=True)
@@ -217,10 +253,18 @@ def run_linearity(settings: Settings, small: int, big: int) -> list[Result]:
         mode = one.metric.split(",")[0]
         ratio = other.value / one.value
         results.append(
-            Result("initial sync", f"{mode}, orders: rows/s at {_label(big)} over {_label(small)}", ratio, "x",
-                   None, ratio, f">= {LINEARITY_TARGET}x", ratio >= LINEARITY_TARGET, True,
-                   {"small": one.value, "big": other.value,
-                    "limit_small": one.limit, "limit_big": other.limit})
+            Result(
+                "initial sync",
+                f"{mode}, orders: rows/s at {_label(big)} over {_label(small)}",
+                ratio,
+                "x",
+                None,
+                ratio,
+                f">= {LINEARITY_TARGET}x",
+                ratio >= LINEARITY_TARGET,
+                True,
+                {"small": one.value, "big": other.value, "limit_small": one.limit, "limit_big": other.limit},
+            )
         )
     return results
 

@@ -78,11 +78,28 @@ def run(settings: Settings) -> list[Result]:
                 lake.compact()
             ctx = _plain_context(lake, settings)
             for label, template in QUERIES.items():
-                ours = _median(lambda: lake.query(template.format(t="orders", h="orders_history", key=key), hint="olap"), repeat)
-                plain = _median(lambda: ctx.sql(template.format(t="plain_t", h="plain_h", key=key)).to_arrow_table(), repeat)
+                ours = _median(
+                    lambda: lake.query(template.format(t="orders", h="orders_history", key=key), hint="olap"), repeat
+                )
+                plain = _median(
+                    lambda: ctx.sql(template.format(t="plain_t", h="plain_h", key=key)).to_arrow_table(), repeat
+                )
                 target = phase == "after compaction"
-                results.append(Result("query", f"{label}, {phase}", ours * 1000, "ms", plain * 1000, ours / plain,
-                                      "<= 1.5x" if target else "", ours / plain <= 1.5 if target else None, False))
-            as_of = _median(lambda: lake.query("SELECT status, count(*) FROM orders GROUP BY status", as_of=instant), repeat)
+                results.append(
+                    Result(
+                        "query",
+                        f"{label}, {phase}",
+                        ours * 1000,
+                        "ms",
+                        plain * 1000,
+                        ours / plain,
+                        "<= 1.5x" if target else "",
+                        ours / plain <= 1.5 if target else None,
+                        False,
+                    )
+                )
+            as_of = _median(
+                lambda: lake.query("SELECT status, count(*) FROM orders GROUP BY status", as_of=instant), repeat
+            )
             results.append(Result("query", f"as_of GROUP BY, {phase}", as_of * 1000, "ms", None, None, "", None, False))
     return results

@@ -51,6 +51,7 @@ def _bare_duckdb(lake_dir):
 
 def _rounded(table) -> list[str]:
     """Rows to compare across engines: a float sum depends on the order of its terms."""
+
     def value(v):
         if isinstance(v, float):
             return float(f"{v:.9g}")
@@ -69,9 +70,10 @@ def run(settings: Settings) -> list[Result]:
     with rhei_lake.open(oltp_path=str(db), storage=str(lake_dir)) as writer:
         key, instant = updated_orders(writer, rows, rng)
     results = []
-    with rhei_lake.open(storage=str(lake_dir)) as fusion, rhei_lake.open(
-        storage=str(lake_dir), engine="duckdb", read_only=True
-    ) as duck:
+    with (
+        rhei_lake.open(storage=str(lake_dir)) as fusion,
+        rhei_lake.open(storage=str(lake_dir), engine="duckdb", read_only=True) as duck,
+    ):
         for phase in ("before compaction", "after compaction"):
             if phase == "after compaction":
                 fusion.compact()
@@ -83,21 +85,53 @@ def run(settings: Settings) -> list[Result]:
                 assert _rounded(duck.query(sql)) == _rounded(fusion.query(sql)), f"the engines disagree on {sql}"
                 df_time = _median(lambda: fusion.query(sql), repeat)
                 dk_time = _median(lambda: duck.query(sql), repeat)
-                results.append(Result("query_engines", f"{label}, {phase}: DuckDB / DataFusion", dk_time * 1000, "ms",
-                                      df_time * 1000, dk_time / df_time, "", None, False))
+                results.append(
+                    Result(
+                        "query_engines",
+                        f"{label}, {phase}: DuckDB / DataFusion",
+                        dk_time * 1000,
+                        "ms",
+                        df_time * 1000,
+                        dk_time / df_time,
+                        "",
+                        None,
+                        False,
+                    )
+                )
                 if bare is None:
                     continue
                 plain_sql = template.format(t="plain_t", h="plain_h", c="plain_c", key=key)
                 assert _rounded(bare.sql(plain_sql).to_arrow_table()) == _rounded(duck.query(sql)), plain_sql
                 bare_time = _median(lambda: bare.sql(plain_sql).to_arrow_table(), repeat)
-                results.append(Result("query_engines", f"{label}, {phase}: DuckDB path / bare delta_scan",
-                                      dk_time * 1000, "ms", bare_time * 1000, dk_time / bare_time, "<= 1.5x",
-                                      dk_time / bare_time <= 1.5, False))
+                results.append(
+                    Result(
+                        "query_engines",
+                        f"{label}, {phase}: DuckDB path / bare delta_scan",
+                        dk_time * 1000,
+                        "ms",
+                        bare_time * 1000,
+                        dk_time / bare_time,
+                        "<= 1.5x",
+                        dk_time / bare_time <= 1.5,
+                        False,
+                    )
+                )
             sql = "SELECT status, count(*) AS n FROM orders GROUP BY status"
             df_time = _median(lambda: fusion.query(sql, as_of=instant), repeat)
             dk_time = _median(lambda: duck.query(sql, as_of=instant), repeat)
-            results.append(Result("query_engines", f"as_of GROUP BY, {phase}: DuckDB / DataFusion", dk_time * 1000,
-                                  "ms", df_time * 1000, dk_time / df_time, "", None, False))
+            results.append(
+                Result(
+                    "query_engines",
+                    f"as_of GROUP BY, {phase}: DuckDB / DataFusion",
+                    dk_time * 1000,
+                    "ms",
+                    df_time * 1000,
+                    dk_time / df_time,
+                    "",
+                    None,
+                    False,
+                )
+            )
             if bare is not None:
                 bare.close()
     return results

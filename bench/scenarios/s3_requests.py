@@ -119,6 +119,15 @@ def _reader_operations(proxy, url, options, writer, tables: int, history: str, a
 
 def _result(operation: str, requests: int, seconds: float, at: str, target: int | None = None) -> Result:
     met = None if target is None else requests <= target
-    return Result("S3 requests", f"{operation}, {at}", requests, "requests", None, None,
-                  "" if target is None else f"<= {target}", met, higher_is_better=False,
-                  details={"seconds": seconds})
+    return Result(
+        "S3 requests",
+        f"{operation}, {at}",
+        requests,
+        "requests",
+        None,
+        None,
+        "" if target is None else f"<= {target}",
+        met,
+        higher_is_better=False,
+        details={"seconds": seconds},
+    )

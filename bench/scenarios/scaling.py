@@ -44,13 +44,30 @@ def run(settings: Settings) -> list[Result]:
         got = run_isolated("bench.scenarios.scaling", "measure", str(db), str(settings.workdir / f"scale-{rows}-lake"))
         for series, key in (("initial sync", "sync"), ("compaction", "compact")):
             timings[series].append((rows, got[key]))
-            results.append(Result("scaling", f"{series} at {rows:,} rows", rows / got[key], "rows/s",
-                                  details={"series": series, "rows": rows, "seconds": got[key],
-                                           "peak_rss_mb": got["peak_rss_mb"]}))
+            results.append(
+                Result(
+                    "scaling",
+                    f"{series} at {rows:,} rows",
+                    rows / got[key],
+                    "rows/s",
+                    details={"series": series, "rows": rows, "seconds": got[key], "peak_rss_mb": got["peak_rss_mb"]},
+                )
+            )
         shutil.rmtree(settings.workdir / f"scale-{rows}-lake", ignore_errors=True)
         db.unlink(missing_ok=True)
     for series, points in timings.items():
         slope = _slope(points)
-        results.append(Result("scaling", f"{series}: slope of log time vs log rows", slope, "", None, None,
-                              "<= 1 (linear or better)", slope <= 1.05, False))
+        results.append(
+            Result(
+                "scaling",
+                f"{series}: slope of log time vs log rows",
+                slope,
+                "",
+                None,
+                None,
+                "<= 1 (linear or better)",
+                slope <= 1.05,
+                False,
+            )
+        )
     return results

@@ -99,8 +99,17 @@ def _query_results(settings: Settings, db: Path, storage: str, repeat: int) -> l
 
 def _vs_limit(metric: str, ours: float, limit: float, target: float) -> Result:
     ratio = ours / limit
-    return Result("serving", metric, ours * 1000, "ms", limit * 1000, ratio, f"<= {target:g}x", ratio <= target,
-                  higher_is_better=False)
+    return Result(
+        "serving",
+        metric,
+        ours * 1000,
+        "ms",
+        limit * 1000,
+        ratio,
+        f"<= {target:g}x",
+        ratio <= target,
+        higher_is_better=False,
+    )
 
 
 def _point_lookups(settings: Settings, rows: int, repeat: int) -> list[Result]:
@@ -121,8 +130,17 @@ def _point_lookups(settings: Settings, rows: int, repeat: int) -> list[Result]:
         # Apart: a scan of the Delta files between two in-memory lookups would slow the next one.
         (history,) = _medians(repeat, lambda: reader.query(f"SELECT * FROM orders_history WHERE id = {next(key)}"))
     out = [_vs_limit(f"point lookup by key, {rows:,} rows compacted, read-only", ours, limit, 2.0)]
-    out.append(Result("serving", f"point lookup on t_history (Delta files), {rows:,} rows", history * 1000, "ms",
-                      limit * 1000, history / limit, higher_is_better=False))
+    out.append(
+        Result(
+            "serving",
+            f"point lookup on t_history (Delta files), {rows:,} rows",
+            history * 1000,
+            "ms",
+            limit * 1000,
+            history / limit,
+            higher_is_better=False,
+        )
+    )
     return out
 
 
@@ -141,9 +159,19 @@ def _flight(settings: Settings, storage: str, seconds: float) -> list[Result]:
                     # Rhei's figure where the limit allows it, else within 1.5x the limit.
                     met = ours >= rhei if limit >= rhei else ours >= limit / 1.5
                     target = f">= Rhei {rhei:,.0f} q/s" if limit >= rhei else f"limit < Rhei {rhei:,.0f}: >= limit/1.5"
-                    results.append(Result("serving", f"Flight SQL {label}, {clients} client{'s' * (clients > 1)}",
-                                          ours, "q/s", limit, ours / limit, target, met,
-                                          details={"rhei_qps": rhei}))
+                    results.append(
+                        Result(
+                            "serving",
+                            f"Flight SQL {label}, {clients} client{'s' * (clients > 1)}",
+                            ours,
+                            "q/s",
+                            limit,
+                            ours / limit,
+                            target,
+                            met,
+                            details={"rhei_qps": rhei},
+                        )
+                    )
         finally:
             bare.close()
     return results
@@ -164,18 +192,28 @@ def _mixed_load(settings: Settings, db: Path, storage: str, seconds: float) -> l
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     writer = subprocess.Popen(
         [sys.executable, "-m", "bench.serving_children", "writer", str(db), storage, str(log), str(seconds + 2), "0.1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         if writer.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the writer did not start: {writer.stderr.read()[-2000:]}")
         seen: list[tuple[float, float, int]] = []  # (started, ended, highest id seen)
         lock = threading.Lock()
-        sqls = [flight_sql_command("SELECT max(id) AS m, count(*) AS n FROM orders"),
-                flight_sql_command(QUERIES["GROUP BY"])]
+        sqls = [
+            flight_sql_command("SELECT max(id) AS m, count(*) AS n FROM orders"),
+            flight_sql_command(QUERIES["GROUP BY"]),
+        ]
         server = subprocess.Popen(
             [sys.executable, "-m", "rhei_lake.cli.app", "flight", "--storage", storage, "--port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             found = re.search(r"grpc://[0-9.]+:[0-9]+", server.stdout.readline())
@@ -225,13 +263,29 @@ def _mixed_load(settings: Settings, db: Path, storage: str, seconds: float) -> l
             lags.append(max(0.0, min(ends) - at))
     latencies = [ended - started for started, ended, _ in seen]
     return [
-        Result("serving", "mixed load: 16 Flight SQL clients, a sync every 100 ms", len(seen) / elapsed, "q/s",
-               details={"syncs": len(synced), "queries": len(seen)}),
-        Result("serving", "mixed load: query latency p99", percentile(latencies, 0.99) * 1000, "ms",
-               higher_is_better=False, details={"p50_ms": percentile(latencies, 0.5) * 1000}),
-        Result("serving", "mixed load: freshness lag p99 (sync_now() return -> first query seeing it)",
-               percentile(lags, 0.99) * 1000, "ms", higher_is_better=False,
-               details={"p50_ms": percentile(lags, 0.5) * 1000, "max_ms": max(lags) * 1000, "syncs": len(lags)}),
+        Result(
+            "serving",
+            "mixed load: 16 Flight SQL clients, a sync every 100 ms",
+            len(seen) / elapsed,
+            "q/s",
+            details={"syncs": len(synced), "queries": len(seen)},
+        ),
+        Result(
+            "serving",
+            "mixed load: query latency p99",
+            percentile(latencies, 0.99) * 1000,
+            "ms",
+            higher_is_better=False,
+            details={"p50_ms": percentile(latencies, 0.5) * 1000},
+        ),
+        Result(
+            "serving",
+            "mixed load: freshness lag p99 (sync_now() return -> first query seeing it)",
+            percentile(lags, 0.99) * 1000,
+            "ms",
+            higher_is_better=False,
+            details={"p50_ms": percentile(lags, 0.5) * 1000, "max_ms": max(lags) * 1000, "syncs": len(lags)},
+        ),
     ]
 
 
@@ -241,8 +295,14 @@ def _memory(settings: Settings, rows: int) -> list[Result]:
         lake.compact(vacuum_retention=0)
     db.unlink()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.run([sys.executable, "-m", "bench.serving_children", "memory", storage, "orders"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.serving_children", "memory", storage, "orders"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if child.returncode != 0:
         raise RuntimeError(child.stderr[-3000:])
     got = json.loads(child.stdout.strip().splitlines()[-1])
@@ -250,11 +310,28 @@ def _memory(settings: Settings, rows: int) -> list[Result]:
     ratio = got["state_bytes"] / got["arrow_bytes"]
     grown = got["rss_after"] - got["rss_opened"]
     return [
-        Result("serving", f"cached state of a {rows:,}-row table / its Arrow size", got["state_bytes"] / 2**20, "MiB",
-               got["arrow_bytes"] / 2**20, ratio, "<= 1.5x", ratio <= 1.5, higher_is_better=False, details=got),
-        Result("serving", "reader RSS growth for that state / its Arrow size", grown / 2**20, "MiB",
-               got["arrow_bytes"] / 2**20, grown / got["arrow_bytes"], higher_is_better=False,
-               details={"rss_after_mib": got["rss_after"] / 2**20, "peak_rss_mib": got["peak_rss"] / 2**20}),
+        Result(
+            "serving",
+            f"cached state of a {rows:,}-row table / its Arrow size",
+            got["state_bytes"] / 2**20,
+            "MiB",
+            got["arrow_bytes"] / 2**20,
+            ratio,
+            "<= 1.5x",
+            ratio <= 1.5,
+            higher_is_better=False,
+            details=got,
+        ),
+        Result(
+            "serving",
+            "reader RSS growth for that state / its Arrow size",
+            grown / 2**20,
+            "MiB",
+            got["arrow_bytes"] / 2**20,
+            grown / got["arrow_bytes"],
+            higher_is_better=False,
+            details={"rss_after_mib": got["rss_after"] / 2**20, "peak_rss_mib": got["peak_rss"] / 2**20},
+        ),
     ]
 
 

@@ -39,15 +39,38 @@ def run(settings: Settings) -> list[Result]:
     python_seconds = _median_seconds([sys.executable, "-c", "pass"], runs, settings.workdir)
     query = _median_seconds([str(RH), "query", "--storage", str(lake_dir), "SELECT 1"], runs, settings.workdir)
     library = _median_seconds(
-        [sys.executable, "-c", f"import rhei_lake; rhei_lake.open(storage={str(lake_dir)!r}, read_only=True).query('SELECT 1')"],
-        runs, settings.workdir,
+        [
+            sys.executable,
+            "-c",
+            f"import rhei_lake; rhei_lake.open(storage={str(lake_dir)!r}, read_only=True).query('SELECT 1')",
+        ],
+        runs,
+        settings.workdir,
     )
     overhead = query - library
     return [
-        Result("startup", "rh --help", help_seconds, "s", limit=python_seconds, ratio=help_seconds / python_seconds,
-               target="<= 0.3 s", met=help_seconds <= 0.3, higher_is_better=False,
-               details={"python -c pass": python_seconds}),
-        Result("startup", "rh query SELECT 1, over the library", overhead, "s", limit=library,
-               ratio=query / library, target="<= 0.5 s more", met=overhead <= 0.5, higher_is_better=False,
-               details={"rh query": query, "python -c library query": library}),
+        Result(
+            "startup",
+            "rh --help",
+            help_seconds,
+            "s",
+            limit=python_seconds,
+            ratio=help_seconds / python_seconds,
+            target="<= 0.3 s",
+            met=help_seconds <= 0.3,
+            higher_is_better=False,
+            details={"python -c pass": python_seconds},
+        ),
+        Result(
+            "startup",
+            "rh query SELECT 1, over the library",
+            overhead,
+            "s",
+            limit=library,
+            ratio=query / library,
+            target="<= 0.5 s more",
+            met=overhead <= 0.5,
+            higher_is_better=False,
+            details={"rh query": query, "python -c library query": library},
+        ),
     ]

@@ -30,8 +30,10 @@ def _sync_latencies(storage: str, options: dict[str, str], db: Path, cycles: int
         latencies = []
         for cycle in range(cycles + 10):  # the first 10 warm up
             lake.execute_batch(
-                [("INSERT INTO t VALUES (?, ?, ?, ?)", (k, f"name {k}", k * 0.5, k))
-                 for k in (next(rows) for _ in range(ROWS_PER_CYCLE))]
+                [
+                    ("INSERT INTO t VALUES (?, ?, ?, ?)", (k, f"name {k}", k * 0.5, k))
+                    for k in (next(rows) for _ in range(ROWS_PER_CYCLE))
+                ]
             )
             with timer() as elapsed:
                 lake.sync_now()
@@ -47,9 +49,13 @@ def _delta_append_latencies(cycles: int) -> list[float]:
 
     root = Path(tempfile.mkdtemp(prefix="bench-delta-"))
     try:
-        batch = pa.table({"id": pa.array(range(ROWS_PER_CYCLE), pa.int64()),
-                          "name": [f"n{i}" for i in range(ROWS_PER_CYCLE)],
-                          "v": [i * 0.5 for i in range(ROWS_PER_CYCLE)]})
+        batch = pa.table(
+            {
+                "id": pa.array(range(ROWS_PER_CYCLE), pa.int64()),
+                "name": [f"n{i}" for i in range(ROWS_PER_CYCLE)],
+                "v": [i * 0.5 for i in range(ROWS_PER_CYCLE)],
+            }
+        )
         write_deltalake(str(root), batch)
         dt = DeltaTable(str(root))
         latencies = []
@@ -96,16 +102,64 @@ def run(settings: Settings) -> list[Result]:
     delta, put = summarize(raw["delta append (limit)"]), summarize(raw["S3 PUT (limit)"])
     us, ms = 1e6, 1e3
     results += [
-        Result("steady sync", "memory p50", memory["p50"] * us, "us", delta["p50"] * us, memory["p50"] / delta["p50"],
-               "p50 <= 250 us", memory["p50"] * us <= 250, False, {"summary": memory, "raw_seconds": raw}),
-        Result("steady sync", "memory p99", memory["p99"] * us, "us", delta["p99"] * us, memory["p99"] / delta["p99"],
-               "p99 <= 600 us", memory["p99"] * us <= 600, False),
-        Result("steady sync", "local p50", local["p50"] * ms, "ms", delta["p50"] * ms, local["p50"] / delta["p50"],
-               "p50 <= 4 ms", local["p50"] * ms <= 4, False, {"summary": local}),
-        Result("steady sync", "local p99", local["p99"] * ms, "ms", delta["p99"] * ms, local["p99"] / delta["p99"],
-               "p99 <= 7 ms", local["p99"] * ms <= 7, False),
-        Result("steady sync", "S3 p50", s3["p50"] * ms, "ms", put["p50"] * ms, s3["p50"] / put["p50"],
-               "p50 <= 4x one PUT", s3["p50"] <= 4 * put["p50"], False, {"summary": s3}),
+        Result(
+            "steady sync",
+            "memory p50",
+            memory["p50"] * us,
+            "us",
+            delta["p50"] * us,
+            memory["p50"] / delta["p50"],
+            "p50 <= 250 us",
+            memory["p50"] * us <= 250,
+            False,
+            {"summary": memory, "raw_seconds": raw},
+        ),
+        Result(
+            "steady sync",
+            "memory p99",
+            memory["p99"] * us,
+            "us",
+            delta["p99"] * us,
+            memory["p99"] / delta["p99"],
+            "p99 <= 600 us",
+            memory["p99"] * us <= 600,
+            False,
+        ),
+        Result(
+            "steady sync",
+            "local p50",
+            local["p50"] * ms,
+            "ms",
+            delta["p50"] * ms,
+            local["p50"] / delta["p50"],
+            "p50 <= 4 ms",
+            local["p50"] * ms <= 4,
+            False,
+            {"summary": local},
+        ),
+        Result(
+            "steady sync",
+            "local p99",
+            local["p99"] * ms,
+            "ms",
+            delta["p99"] * ms,
+            local["p99"] / delta["p99"],
+            "p99 <= 7 ms",
+            local["p99"] * ms <= 7,
+            False,
+        ),
+        Result(
+            "steady sync",
+            "S3 p50",
+            s3["p50"] * ms,
+            "ms",
+            put["p50"] * ms,
+            s3["p50"] / put["p50"],
+            "p50 <= 4x one PUT",
+            s3["p50"] <= 4 * put["p50"],
+            False,
+            {"summary": s3},
+        ),
         Result("steady sync", "S3 p99", s3["p99"] * ms, "ms", put["p99"] * ms, s3["p99"] / put["p99"], "", None, False),
     ]
     return results

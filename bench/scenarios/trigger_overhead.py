@@ -76,8 +76,17 @@ def run(settings: Settings) -> list[Result]:
         ratio = best_capt / best_plain
         target, met = ("", None) if unique else ("<= 2x the time without triggers", ratio <= 2.0)
         results.append(
-            Result("trigger overhead", f"{count // 1000}K {label}", count / best_capt, "rows/s",
-                   count / best_plain, ratio, target, met,
-                   False, {"ratio_is": "time with triggers / time without", "rounds": rounds})
+            Result(
+                "trigger overhead",
+                f"{count // 1000}K {label}",
+                count / best_capt,
+                "rows/s",
+                count / best_plain,
+                ratio,
+                target,
+                met,
+                False,
+                {"ratio_is": "time with triggers / time without", "rounds": rounds},
+            )
         )
     return results

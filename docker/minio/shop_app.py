@@ -39,12 +39,16 @@ def change(conn: sqlite3.Connection, rng: random.Random) -> None:
     with conn:
         customers = conn.execute("SELECT count(*), max(id) FROM customers").fetchone()
         if customers[0] < 5 or roll < 0.1:
-            conn.execute("INSERT INTO customers (name, city, updated_at) VALUES (?, ?, ?)",
-                         (rng.choice(NAMES), rng.choice(CITIES), now()))
+            conn.execute(
+                "INSERT INTO customers (name, city, updated_at) VALUES (?, ?, ?)",
+                (rng.choice(NAMES), rng.choice(CITIES), now()),
+            )
         elif roll < 0.55:
             customer = rng.randint(1, customers[1])
-            conn.execute("INSERT INTO orders (customer_id, status, total, updated_at) VALUES (?, 'placed', ?, ?)",
-                         (customer, round(rng.uniform(5, 500), 2), now()))
+            conn.execute(
+                "INSERT INTO orders (customer_id, status, total, updated_at) VALUES (?, 'placed', ?, ?)",
+                (customer, round(rng.uniform(5, 500), 2), now()),
+            )
         elif roll < 0.9:
             conn.execute(
                 "UPDATE orders SET status = ?, updated_at = ? WHERE id = "

@@ -10,8 +10,7 @@ _VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with ``string_view``/``binary_view`` fields as ``string``/``binary``."""
     fields = [
-        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f
-        for f in schema
+        pa.field(f.name, _VIEW_TYPES[f.type], f.nullable, f.metadata) if f.type in _VIEW_TYPES else f for f in schema
     ]
     return pa.schema(fields, metadata=schema.metadata)
 

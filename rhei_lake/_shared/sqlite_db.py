@@ -80,7 +80,9 @@ def translate_sqlite_error(exc: BaseException, path: str) -> SourceError:
     if "database or disk is full" in low:
         return SourceUnavailableError(f"{path}: the disk holding the SQLite database is full ({text})")
     if "readonly database" in low or "read-only" in low:
-        return SourceError(f"{path}: SQLite cannot write the database; check the permissions of the file and its directory ({text})")
+        return SourceError(
+            f"{path}: SQLite cannot write the database; check the permissions of the file and its directory ({text})"
+        )
     if "no such table" in low or "no such column" in low:
         return SchemaError(f"{path}: {text}")
     if "not a database" in low or "malformed" in low:

@@ -58,10 +58,7 @@ class Registration:
 
 def install_log(conn: sqlite3.Connection) -> str:
     """Create the log, registry and meta tables if missing; return the source id."""
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} "
-        "(seq INTEGER PRIMARY KEY, tbl, op, ts)"
-    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} (seq INTEGER PRIMARY KEY, tbl, op, ts)")
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
         "state TEXT NOT NULL, snapshot_from INTEGER NOT NULL, snapshot_to INTEGER NOT NULL, "
@@ -159,18 +156,14 @@ def write_registration(conn: sqlite3.Connection, reg: Registration) -> None:
 
 def delete_table_events(conn: sqlite3.Connection, table: str) -> None:
     """Remove ``table``'s events (its state is about to be re-snapshotted), keeping the newest row."""
-    conn.execute(
-        f"DELETE FROM {LOG_TABLE} WHERE tbl = ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (table,)
-    )
+    conn.execute(f"DELETE FROM {LOG_TABLE} WHERE tbl = ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (table,))
     conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE tbl = ?", (table,))
 
 
 def read_events(conn: sqlite3.Connection, after: int, limit: int, slots: int) -> list[tuple]:
     """Up to ``limit`` log rows with ``seq > after``, in order: (seq, tbl, op, ts, c0..)."""
     cols = ", ".join(("seq", "tbl", "op", TS_MICROS, *[f"c{i}" for i in range(slots)]))
-    return conn.execute(
-        f"SELECT {cols} FROM {LOG_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-    ).fetchall()
+    return conn.execute(f"SELECT {cols} FROM {LOG_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
 
 
 def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int:
@@ -181,9 +174,7 @@ def prune(conn: sqlite3.Connection, through: int, synced: dict[str, int]) -> int
             f"DELETE FROM {LOG_TABLE} WHERE seq <= ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (through,)
         )
         for table, seq in synced.items():
-            conn.execute(
-                f"UPDATE {REGISTRY_TABLE} SET synced_seq = max(synced_seq, ?) WHERE name = ?", (seq, table)
-            )
+            conn.execute(f"UPDATE {REGISTRY_TABLE} SET synced_seq = max(synced_seq, ?) WHERE name = ?", (seq, table))
         # Between transactions every pending row is a leftover (see above); one whose row is
         # deleted later must not meet a log that no longer holds that row's D.
         conn.execute(f"DELETE FROM {PENDING_TABLE}")

@@ -72,7 +72,13 @@ def convert_columns(
             if row is not None:
                 canonical = canonical_stored(array[row].as_py(), column.arrow_type, affinity)
                 raise mismatch_error(
-                    spec, columns, row, column.name, seqs, key_detail(values[row], canonical), origin,
+                    spec,
+                    columns,
+                    row,
+                    column.name,
+                    seqs,
+                    key_detail(values[row], canonical),
+                    origin,
                     canonical=canonical,
                 )
         arrays.append(array)
@@ -268,7 +274,9 @@ def _update_sql(spec: TableSpec, column: str, value_sql: str, key: dict[str, Any
         where = "<the key of this row>"
     else:
         # IS for a NULL key (legal in SQLite's non-INTEGER keys), which = never matches
-        where = " AND ".join(f"{quote_ident(k)} {'IS' if key[k] is None else '='} {text}" for k, text in literals.items())
+        where = " AND ".join(
+            f"{quote_ident(k)} {'IS' if key[k] is None else '='} {text}" for k, text in literals.items()
+        )
     return f"UPDATE {quote_ident(spec.name)} SET {quote_ident(column)} = {value_sql} WHERE {where}"
 
 
@@ -313,9 +321,7 @@ def events_from_log_rows(spec: TableSpec, rows: Sequence[tuple]) -> pa.Table:
     )
 
 
-def events_from_rows(
-    spec: TableSpec, rows: Sequence[tuple], *, first_seq: int, op: str, ts_micros: int
-) -> pa.Table:
+def events_from_rows(spec: TableSpec, rows: Sequence[tuple], *, first_seq: int, op: str, ts_micros: int) -> pa.Table:
     """Change events for plain table rows (a snapshot): consecutive sequences from ``first_seq``."""
     n = len(rows)
     seqs = range(first_seq, first_seq + n)

@@ -58,7 +58,10 @@ class LogWatch:
 
 
 def _has_log(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone()
+        is not None
+    )
 
 
 def application_tables(conn: sqlite3.Connection) -> list[str]:

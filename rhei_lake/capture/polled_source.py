@@ -154,8 +154,7 @@ def check_polled_columns(spec: TableSpec, table: PolledTable, where: str) -> Non
     for role, column in (("updated_at", table.updated_at), ("deleted_at", table.deleted_at)):
         if column is not None and column not in names:
             raise SchemaError(
-                f"{where}: table {spec.name!r} has no column {column!r} (configured as {role}); "
-                f"its columns are {names}"
+                f"{where}: table {spec.name!r} has no column {column!r} (configured as {role}); its columns are {names}"
             )
 
 

@@ -50,9 +50,7 @@ def _psycopg():
     try:
         import psycopg
     except ImportError:  # pragma: no cover - depends on the installation
-        raise ConfigError(
-            "source: PostgreSQL sources need psycopg 3: pip install 'rhei-lake[postgres]'"
-        ) from None
+        raise ConfigError("source: PostgreSQL sources need psycopg 3: pip install 'rhei-lake[postgres]'") from None
     return psycopg
 
 

@@ -121,7 +121,9 @@ class PostgresPolledSource:
             raise SchemaError(f"{self.location.masked}: table {table.name!r} does not exist in {place}")
         oid, schema, relname, relkind, readable = found[0]
         if relkind not in _TABLE_KINDS:
-            raise SchemaError(f"{self.location.masked}: {schema}.{relname} is not a table or view (relkind {relkind!r})")
+            raise SchemaError(
+                f"{self.location.masked}: {schema}.{relname} is not a table or view (relkind {relkind!r})"
+            )
         if not readable:
             raise SourceError(
                 f"{self.location.masked}: permission denied for table {schema}.{relname}; "
@@ -161,7 +163,9 @@ class PostgresPolledSource:
             log.warning(
                 "table %r: updated_at column %r is %s; polls compare it as timestamptz, which no index on "
                 "it serves (each poll reads the table). Declare it timestamptz to poll by index",
-                relname, table.updated_at, declared[table.updated_at],
+                relname,
+                table.updated_at,
+                declared[table.updated_at],
             )
         return PollPlan(
             spec=spec,
@@ -245,8 +249,9 @@ class PostgresPolledSource:
             # The row poll reads any table; if it cannot either, it raises the error that says why.
             # An ADBC message may echo the URL, so only its kind is logged.
             why = str(self._error(exc, "columnar read")) if isinstance(exc, psycopg.Error) else type(exc).__name__
-            log.warning("table %r: the columnar first read is unavailable (%s); reading row by row",
-                        plan.spec.name, why)
+            log.warning(
+                "table %r: the columnar first read is unavailable (%s); reading row by row", plan.spec.name, why
+            )
             return None
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:

@@ -24,9 +24,7 @@ class _Raised:
         self.error = error
 
 
-def prefetched(
-    items: Iterable[T], depth: int, *, name: str, abandon: Callable[[], None] | None = None
-) -> Iterator[T]:
+def prefetched(items: Iterable[T], depth: int, *, name: str, abandon: Callable[[], None] | None = None) -> Iterator[T]:
     """``items``, produced by a thread up to ``depth`` ahead.
 
     What the producer raises is raised to the consumer where it occurred in

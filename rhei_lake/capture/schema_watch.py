@@ -112,7 +112,9 @@ def schema_cookie(conn: sqlite3.Connection) -> int:
 
 def live_columns(conn: sqlite3.Connection, table: str) -> tuple[LiveColumn, ...]:
     rows = conn.execute('SELECT name, type, "notnull", pk, hidden FROM pragma_table_xinfo(?)', (table,)).fetchall()
-    return tuple(LiveColumn(name, declared or "", bool(nn), pk) for name, declared, nn, pk, hidden in rows if hidden != 1)
+    return tuple(
+        LiveColumn(name, declared or "", bool(nn), pk) for name, declared, nn, pk, hidden in rows if hidden != 1
+    )
 
 
 def live_triggers(conn: sqlite3.Connection, table: str) -> tuple[tuple[str, str], ...]:
@@ -158,7 +160,10 @@ def forget(conn: sqlite3.Connection, table: str) -> None:
 def read_fingerprints(conn: sqlite3.Connection) -> dict[str, Fingerprint]:
     if not _has_schema_table(conn):
         return {}
-    return {name: Fingerprint.from_json(text) for name, text in conn.execute(f"SELECT name, fingerprint FROM {SCHEMA_TABLE}")}
+    return {
+        name: Fingerprint.from_json(text)
+        for name, text in conn.execute(f"SELECT name, fingerprint FROM {SCHEMA_TABLE}")
+    }
 
 
 def _has_schema_table(conn: sqlite3.Connection) -> bool:
@@ -247,7 +252,9 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
         then = declared_then.get(column.name, column.declared)
         if column.declared != then and mirrored.declared_type == then:  # not a type given at registration
             try:
-                retyped: Column | None = make_column(column.name, column.declared, table=table, not_null=column.not_null)
+                retyped: Column | None = make_column(
+                    column.name, column.declared, table=table, not_null=column.not_null
+                )
             except SchemaError:  # no type (or none the lake maps): refused like a change of type, not by its error
                 retyped = None  # (whose advice, types= for register_table, a mirrored table refuses)
             if retyped is None or retyped.arrow_type != mirrored.arrow_type:
@@ -285,8 +292,9 @@ def inspect(conn: sqlite3.Connection, spec: TableSpec, known: Fingerprint | None
     elif not changes and not _triggers_current(conn, followed):
         # Same columns, same triggers as installed, but not the ones rhei_lake installs now: a unique
         # index came or went (REPLACE through a new one was not seen), or an older rhei_lake wrote them.
-        changes.append("its capture triggers are outdated (its unique indexes changed, or an older rhei_lake "
-                       "installed them)")
+        changes.append(
+            "its capture triggers are outdated (its unique indexes changed, or an older rhei_lake installed them)"
+        )
     elif known.columns != live and not changes:
         changes.append("its declaration changed")
     if not changes:

@@ -192,8 +192,6 @@ def misfit_error(
     spec: TableSpec, typed: TypedSelect, raw: pa.RecordBatch, misfit: Misfit, *, origin: str = ORIGIN_SNAPSHOT
 ) -> TypeMismatchError:
     """The TypeMismatchError for a misfit the typed read found (the row path's words)."""
-    key = {
-        k: misfit.value if k == misfit.column else typed.raw_value(raw, k, misfit.row) for k in spec.primary_key
-    }
+    key = {k: misfit.value if k == misfit.column else typed.raw_value(raw, k, misfit.row) for k in spec.primary_key}
     detail, canonical = misfit_detail(spec, misfit.column, misfit.value)
     return type_mismatch(spec, misfit.column, key, None, detail, origin, fits=misfit.value, canonical=canonical)

@@ -60,9 +60,7 @@ def read_table_spec(
     overrides the declared key (a sidecar may follow a table without one).
     """
     canonical = canonical_table_name(conn, name)
-    rows = conn.execute(
-        'SELECT name, type, "notnull", pk, hidden FROM pragma_table_xinfo(?)', (canonical,)
-    ).fetchall()
+    rows = conn.execute('SELECT name, type, "notnull", pk, hidden FROM pragma_table_xinfo(?)', (canonical,)).fetchall()
     overrides = dict(types or {})
     columns = []
     keyed: list[tuple[int, str]] = []
@@ -84,7 +82,9 @@ def read_table_spec(
         names = [c.name for c in columns]
         for key in primary_key:
             if key not in names:
-                raise SchemaError(f"table {canonical!r} has no column {key!r} (named in primary_key); its columns are {names}")
+                raise SchemaError(
+                    f"table {canonical!r} has no column {key!r} (named in primary_key); its columns are {names}"
+                )
         keyed = list(enumerate(primary_key, 1))
     if not keyed:
         raise SchemaError(

@@ -85,9 +85,7 @@ def read_shape(conn: sqlite3.Connection, table: str) -> TableShape:
     key = [name for name, _, pk in columns if pk]
     primary = None
     unique = []
-    indexes = conn.execute(
-        'SELECT name, "unique", origin, partial FROM pragma_index_list(?)', (table,)
-    ).fetchall()
+    indexes = conn.execute('SELECT name, "unique", origin, partial FROM pragma_index_list(?)', (table,)).fetchall()
     for name, is_unique, origin, partial in indexes:
         if not is_unique:
             continue
@@ -211,7 +209,7 @@ def _referenced(sql: str, columns: list[str]) -> set[str]:
                 continue  # a function name
         elif kind == "ident":
             name = text[1:-1]
-            if text[0] in "\"`":
+            if text[0] in '"`':
                 name = name.replace(text[0] * 2, text[0])
         else:
             continue

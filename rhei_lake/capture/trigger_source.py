@@ -257,7 +257,9 @@ class TriggerSource:
     def mark_ready(self, table: str, synced_seq: int) -> None:
         with self._lock:
             reg = self._registrations[table]
-            ready = Registration(reg.spec, STATE_READY, reg.snapshot_from, reg.snapshot_to, max(reg.synced_seq, synced_seq))
+            ready = Registration(
+                reg.spec, STATE_READY, reg.snapshot_from, reg.snapshot_to, max(reg.synced_seq, synced_seq)
+            )
             with self._immediate():
                 cdc_log.write_registration(self._conn, ready)
             self._registrations[table] = ready
@@ -619,7 +621,12 @@ class TriggerSource:
                 if own:
                     self._conn.execute("BEGIN")
                 return key_repair.explain_key_error(
-                    self._conn, reg.spec, error, database=self.path, synced=synced, slots=self._slots,
+                    self._conn,
+                    reg.spec,
+                    error,
+                    database=self.path,
+                    synced=synced,
+                    slots=self._slots,
                     lake_keys=lake_keys,
                 )
             except sqlite3.Error as exc:
@@ -720,9 +727,7 @@ def _count_rows(conn: sqlite3.Connection, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {quote_ident(table)} NOT INDEXED").fetchone()[0]
 
 
-def _columnar_events(
-    reader: ReaderProcess, spec: TableSpec, after: int, through: int, limit: int
-) -> pa.Table | None:
+def _columnar_events(reader: ReaderProcess, spec: TableSpec, after: int, through: int, limit: int) -> pa.Table | None:
     """``spec``'s events in ``(after, through]`` read columnar, or ``None`` if they need the row path."""
     sql, typed = log_sql(spec, LOG_TABLE)
     parts = []

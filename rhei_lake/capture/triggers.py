@@ -52,7 +52,9 @@ PENDING_TABLE = "_rhei_cdc_pending"
 # function call costs (this form makes a captured insert ~17% cheaper than epoch
 # microseconds; the argument-less form, which skips parsing 'now', another ~2.5%).
 NOW = "julianday()"
-TS_MICROS = "(CASE WHEN typeof(ts) = 'real' THEN CAST(ROUND((ts - 2440587.5) * 86400000.0) AS INTEGER) * 1000 ELSE ts END)"
+TS_MICROS = (
+    "(CASE WHEN typeof(ts) = 'real' THEN CAST(ROUND((ts - 2440587.5) * 86400000.0) AS INTEGER) * 1000 ELSE ts END)"
+)
 """The log's ``ts`` as UTC epoch microseconds (older logs stored microseconds already)."""
 _TRIGGER_KINDS = ("ins", "upd", "rekey", "del", "guard_ins", "guard_upd", "flush_ins", "flush_upd")
 _ROW = "_rhei_row"
@@ -99,6 +101,7 @@ def _same_key(spec: TableSpec, shape: TableShape, a: str, b: str) -> str:
 
 def _key_pairs(spec: TableSpec, a: str, b: str) -> list[tuple[str, str, str]]:
     """(key column, its SQL in image ``a``, in image ``b``); an image is ``NEW``/``OLD``/an alias, or ``P`` (slots)."""
+
     def ref(image: str, column: str) -> str:
         if image == "P":
             return f"P.c{spec.column_names.index(column)}"
@@ -117,9 +120,12 @@ def trigger_ddl(spec: TableSpec, shape: TableShape) -> dict[str, str]:
     name = {kind: trigger_name(spec.name, kind) for kind in _TRIGGER_KINDS}
     same_key = _same_key(spec, shape, "OLD", "NEW")
     others = [c.name for c in spec.columns if c.name not in spec.primary_key]
-    changed = " OR ".join(
-        f"({_differs(f'OLD.{quote_ident(c)}', f'NEW.{quote_ident(c)}', shape.affinity(c))})" for c in others
-    ) or "0"
+    changed = (
+        " OR ".join(
+            f"({_differs(f'OLD.{quote_ident(c)}', f'NEW.{quote_ident(c)}', shape.affinity(c))})" for c in others
+        )
+        or "0"
+    )
     ddl = {
         name["ins"]: f"CREATE TRIGGER {quote_ident(name['ins'])} AFTER INSERT ON {table} "
         f"BEGIN {_insert(spec, 'I', 'NEW')} END",

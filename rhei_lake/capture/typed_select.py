@@ -60,8 +60,14 @@ _MIN_US = -62_135_596_800_000_000
 _MAX_US = 253_402_300_799_999_999
 _NAIVE = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 _AWARE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
-_RAW_TYPES = {"int": pa.int64(), "bool": pa.int64(), "real": pa.float64(), "text": pa.string(),
-              "date": pa.string(), "blob": pa.binary()}
+_RAW_TYPES = {
+    "int": pa.int64(),
+    "bool": pa.int64(),
+    "real": pa.float64(),
+    "text": pa.string(),
+    "date": pa.string(),
+    "blob": pa.binary(),
+}
 
 
 class NeedsDiagnosis(Exception):
@@ -333,7 +339,9 @@ def _merged_value(parts: list[pa.Array], row: int) -> Any:
 _TEXT_NUMBER = "^" + NUMBER_PATTERN + "$"
 
 
-def _key_misfit(parts: list[pa.Array], kind: str, array: pa.Array, dtype: pa.DataType, affinity: str | None) -> int | None:
+def _key_misfit(
+    parts: list[pa.Array], kind: str, array: pa.Array, dtype: pa.DataType, affinity: str | None
+) -> int | None:
     """:func:`~rhei_lake.capture.types.key_misfit` of a key column's raw parts, vectorised where it can be."""
     if kind != "split":
         return None  # single reads: checked in SQL where needed (see _misfit)
@@ -444,8 +452,10 @@ def _split_text(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> pa.Array:
 
 
 def _merge_py(ints: pa.Array, reals: pa.Array, texts: pa.Array) -> list[Any]:
-    return [i if i is not None else r if r is not None else t
-            for i, r, t in zip(ints.to_pylist(), reals.to_pylist(), texts.to_pylist(), strict=True)]
+    return [
+        i if i is not None else r if r is not None else t
+        for i, r, t in zip(ints.to_pylist(), reals.to_pylist(), texts.to_pylist(), strict=True)
+    ]
 
 
 def _parse_texts(texts: pa.Array) -> tuple[pa.Array, pa.Array]:

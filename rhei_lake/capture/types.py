@@ -155,8 +155,10 @@ def describe_value(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    kind = "TEXT" if isinstance(value, InvalidText) else {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(
-        type(value), type(value).__name__
+    kind = (
+        "TEXT"
+        if isinstance(value, InvalidText)
+        else {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), type(value).__name__)
     )
     return f"{text} ({kind})"
 

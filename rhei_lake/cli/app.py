@@ -94,7 +94,11 @@ def query_command(
     config: ConfigOption = None,
     as_of: Annotated[
         Optional[str],
-        typer.Option("--as-of", metavar="INSTANT", help="Query the state at this instant (ISO 8601 with Z or an offset, or epoch seconds)."),
+        typer.Option(
+            "--as-of",
+            metavar="INSTANT",
+            help="Query the state at this instant (ISO 8601 with Z or an offset, or epoch seconds).",
+        ),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", metavar="FORMAT", help="Output: table, csv, json, parquet or arrow.")

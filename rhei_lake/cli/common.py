@@ -174,8 +174,9 @@ def _check_keys(
     unknown = [name + did_you_mean(name, lake_fields) for name in lake if name not in lake_fields]
     unknown += [f"serve.{name}" + did_you_mean(name, serve_fields) for name in serve if name not in serve_fields]
     if unknown:
-        raise ConfigError(f"config file {str(path)!r}: unknown option{'s' if len(unknown) > 1 else ''} "
-                          + ", ".join(unknown))
+        raise ConfigError(
+            f"config file {str(path)!r}: unknown option{'s' if len(unknown) > 1 else ''} " + ", ".join(unknown)
+        )
 
 
 def _validate(lake: dict[str, Any], serve: dict[str, Any]) -> None:
@@ -231,7 +232,7 @@ def open_lake(
     if require_source and not options.get("oltp_path") and not options.get("source"):
         raise ConfigError(
             f"{command} needs a database to sync from: pass --db PATH, or a config file with "
-            "source = \"postgresql://...\" and [[tables]] entries (sidecar mode)"
+            'source = "postgresql://..." and [[tables]] entries (sidecar mode)'
         )
     if not options.get("oltp_path") and not options.get("source") and "storage" not in options:
         raise ConfigError("nothing to open: pass --db PATH or --storage URL (or write a config file: rh init)")
@@ -241,7 +242,11 @@ def open_lake(
 
 
 def open_reader(
-    *, config: Path | None, storage: str | None = None, db: str | None = None, command: str = "this command",
+    *,
+    config: Path | None,
+    storage: str | None = None,
+    db: str | None = None,
+    command: str = "this command",
     **extra: Any,
 ) -> rhei_lake.Lake:
     """The lake for a command that only reads (``rh query``, ``status``, ``info``, ``dashboard``).
@@ -266,8 +271,11 @@ def open_reader(
 
 def lake_only(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` without the source: for commands that work from the lake alone (compact, restore, flight)."""
-    return {k: v for k, v in options.items()
-            if k not in ("oltp_path", "source", "tables", "sync_interval", "auto_register", "read_only")}
+    return {
+        k: v
+        for k, v in options.items()
+        if k not in ("oltp_path", "source", "tables", "sync_interval", "auto_register", "read_only")
+    }
 
 
 def _open(options: dict[str, Any], command: str) -> rhei_lake.Lake:

@@ -52,7 +52,9 @@ def compact_command(
             with _Display(common.err_console) as display:
                 report = lake.compact(table, vacuum_retention=retention, dry_run=dry_run, progress=display)
         except KeyboardInterrupt:
-            raise Interrupted("rh compact interrupted: each step commits on its own, so run it again to go on") from None
+            raise Interrupted(
+                "rh compact interrupted: each step commits on its own, so run it again to go on"
+            ) from None
     _print_report(report)
 
 

@@ -39,7 +39,8 @@ def _header(snapshot: ServiceSnapshot, service: LakeService) -> Panel:
     status = snapshot.status
     uptime = int((datetime.now(UTC) - snapshot.started_at).total_seconds())
     first = Text.assemble(
-        ("rh serve", "bold"), f"  {service.lake.location.url}  ({service.mode})",
+        ("rh serve", "bold"),
+        f"  {service.lake.location.url}  ({service.mode})",
         f"  up {uptime // 3600:d}:{uptime // 60 % 60:02d}:{uptime % 60:02d}",
     )
     if status is None or snapshot.sync_interval is None:
@@ -47,12 +48,14 @@ def _header(snapshot: ServiceSnapshot, service: LakeService) -> Panel:
     else:
         loop = status.loop
         sync = Text.assemble(
-            "sync: ", (loop.state, _STATE_STYLES.get(loop.state, "")),
+            "sync: ",
+            (loop.state, _STATE_STYLES.get(loop.state, "")),
             f" every {snapshot.sync_interval:g}s, {loop.cycles} cycles",
             f", {loop.consecutive_failures} failing in a row" if loop.consecutive_failures else "",
             f", retry in {loop.next_attempt_in:.1f}s" if loop.next_attempt_in is not None else "",
             f"  lag {number(status.lag_events)} events / {number(status.lag_seconds, 1)} s"
-            if status.lag_events is not None else "",
+            if status.lag_events is not None
+            else "",
         )
     c = snapshot.compaction
     if c.schedule is None and not c.runs and not c.failures and not c.running:
@@ -84,8 +87,13 @@ events synced by this process, events not folded into history yet, hot-path tail
 def _tables(snapshot: ServiceSnapshot) -> Group:
     table = Table(expand=True, header_style="bold", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for heading in COLUMNS:
-        table.add_column(heading, justify="left" if heading == "table" else "right", no_wrap=True,
-                         overflow="ellipsis", min_width=len(heading))
+        table.add_column(
+            heading,
+            justify="left" if heading == "table" else "right",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=len(heading),
+        )
     status = snapshot.status
     if status is None or not status.tables:
         table.add_row(Text("no mirrored tables yet", style="dim"), *[""] * (len(COLUMNS) - 1))
@@ -115,13 +123,18 @@ def _log_panel(log: RecentLog, rows: int) -> Panel:
     lines = []
     for line in log.recent(rows):
         text = Text.assemble(
-            (line.at.strftime("%H:%M:%S "), "dim"), (f"{line.level:<7} ", _LEVEL_STYLES.get(line.level, "dim")),
+            (line.at.strftime("%H:%M:%S "), "dim"),
+            (f"{line.level:<7} ", _LEVEL_STYLES.get(line.level, "dim")),
             line.message,
         )
         text.no_wrap, text.overflow = True, "ellipsis"
         lines.append(text)
-    return Panel(Group(*lines) if lines else Text("(nothing yet)", style="dim"), title="recent log",
-                 title_align="left", padding=(0, 1))
+    return Panel(
+        Group(*lines) if lines else Text("(nothing yet)", style="dim"),
+        title="recent log",
+        title_align="left",
+        padding=(0, 1),
+    )
 
 
 def _footer(snapshot: ServiceSnapshot) -> Text:

@@ -27,12 +27,26 @@ DEFAULT_PATH = Path("rhei.toml")
 # Which options each part of the file shows, in order; options not listed land in "Other options".
 LAKE_SECTIONS: list[tuple[str, list[str]]] = [
     ("Where the lake lives", ["storage", "storage_options"]),
-    ("HTAP mode: rhei_lake owns this SQLite database and captures its changes with triggers",
-     ["oltp_path", "auto_register"]),
-    ("Sidecar mode: follow a database rhei_lake does not own (and its [[tables]] below)",
-     ["source", "hard_delete_interval"]),
-    ("Syncing", ["sync_interval", "sync_max_backoff", "final_sync", "batch_size", "prune_interval",
-                 "tail_flush_segments", "tail_flush_rows"]),
+    (
+        "HTAP mode: rhei_lake owns this SQLite database and captures its changes with triggers",
+        ["oltp_path", "auto_register"],
+    ),
+    (
+        "Sidecar mode: follow a database rhei_lake does not own (and its [[tables]] below)",
+        ["source", "hard_delete_interval"],
+    ),
+    (
+        "Syncing",
+        [
+            "sync_interval",
+            "sync_max_backoff",
+            "final_sync",
+            "batch_size",
+            "prune_interval",
+            "tail_flush_segments",
+            "tail_flush_rows",
+        ],
+    ),
     ("History and compaction", ["sync_mode"]),
 ]
 SKIPPED = {"tables"}  # written as a [[tables]] block

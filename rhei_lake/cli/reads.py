@@ -35,8 +35,10 @@ def how_to_mirror(lake: rhei_lake.Lake, table: str) -> str:
     unmirrored = {name.lower(): name for name in lake.unmirrored_tables()}
     if db and table.lower() in unmirrored:
         name = unmirrored[table.lower()]
-        return (f"{name} is a table of {db} that is not mirrored: "
-                f"rh register --db {shlex.quote(db)} {shlex.quote(name)} mirrors it")
+        return (
+            f"{name} is a table of {db} that is not mirrored: "
+            f"rh register --db {shlex.quote(db)} {shlex.quote(name)} mirrors it"
+        )
     known = lake.tables()
     if not known:
         return f"the lake at {lake.location.describe()} has no mirrored tables yet"
@@ -50,8 +52,10 @@ def unmirrored_note(lake: rhei_lake.Lake) -> str | None:
         return None
     db = shlex.quote(lake.config.oltp_path or "")
     listed = ", ".join(names)
-    return (f"not mirrored (their changes are not synced): {listed}; "
-            f"rh register --db {db} {' '.join(shlex.quote(n) for n in names)} mirrors them")
+    return (
+        f"not mirrored (their changes are not synced): {listed}; "
+        f"rh register --db {db} {' '.join(shlex.quote(n) for n in names)} mirrors them"
+    )
 
 
 def mode(lake: rhei_lake.Lake) -> str:

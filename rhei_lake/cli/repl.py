@@ -283,8 +283,7 @@ class Repl:
         table = common.rich_table("table", "primary key", "columns", "also")
         for name in names:
             spec = self.lake.table_spec(name)
-            table.add_row(name, ", ".join(spec.primary_key), str(len(spec.columns)),
-                          f"{name}_history, {name}_changes")
+            table.add_row(name, ", ".join(spec.primary_key), str(len(spec.columns)), f"{name}_history, {name}_changes")
         common.console.print(table)
 
     def _schema(self, arg: str) -> None:
@@ -294,8 +293,11 @@ class Repl:
         table = common.rich_table("column", "declared type", "arrow type", "key", "nullable")
         for column in spec.columns:
             table.add_row(
-                column.name, column.declared_type, str(column.arrow_type),
-                "yes" if column.name in spec.primary_key else "", "yes" if _nullable(column, spec) else "no",
+                column.name,
+                column.declared_type,
+                str(column.arrow_type),
+                "yes" if column.name in spec.primary_key else "",
+                "yes" if _nullable(column, spec) else "no",
             )
         common.console.print(f"{spec.name}", style="bold", highlight=False)
         common.console.print(table)

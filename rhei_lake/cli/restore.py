@@ -20,7 +20,11 @@ def restore_command(
     config: ConfigOption = None,
     as_of: Annotated[
         Optional[str],
-        typer.Option("--as-of", metavar="INSTANT", help="Restore the state at this instant (ISO 8601 with Z or an offset, or epoch seconds)."),
+        typer.Option(
+            "--as-of",
+            metavar="INSTANT",
+            help="Restore the state at this instant (ISO 8601 with Z or an offset, or epoch seconds).",
+        ),
     ] = None,
     table: Annotated[
         Optional[list[str]], typer.Option("--table", "-t", help="Restore only this table (repeat for several).")

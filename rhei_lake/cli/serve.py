@@ -34,8 +34,9 @@ def serve_command(
     ] = False,
     sync_interval: Annotated[
         Optional[float],
-        typer.Option("--sync-interval", metavar="SECONDS",
-                     help="Seconds between sync cycles (default: sync_interval, else 1)."),
+        typer.Option(
+            "--sync-interval", metavar="SECONDS", help="Seconds between sync cycles (default: sync_interval, else 1)."
+        ),
     ] = None,
     metrics_port: Annotated[
         Optional[int],
@@ -43,7 +44,9 @@ def serve_command(
     ] = None,
     flight_port: Annotated[
         Optional[int],
-        typer.Option("--flight-port", metavar="PORT", help="Also serve Arrow Flight SQL on this port (0: any free one)."),
+        typer.Option(
+            "--flight-port", metavar="PORT", help="Also serve Arrow Flight SQL on this port (0: any free one)."
+        ),
     ] = None,
     log_format: Annotated[
         Optional[str], typer.Option("--log-format", help="Headless log lines: json (default) or text.")
@@ -60,8 +63,13 @@ def serve_command(
     from rhei_lake.service.config import DEFAULT_SYNC_INTERVAL, build_service_config
 
     lake_options, serve_options = common.resolve_settings(
-        config=config, storage=storage, db=db,
-        sync_interval=sync_interval, metrics_port=metrics_port, flight_port=flight_port, log_format=log_format,
+        config=config,
+        storage=storage,
+        db=db,
+        sync_interval=sync_interval,
+        metrics_port=metrics_port,
+        flight_port=flight_port,
+        log_format=log_format,
         engine=engine,
     )
     settings = build_service_config(serve_options)
@@ -79,8 +87,9 @@ def serve_command(
     try:
         lake = rhei_lake.open(**lake_options)
         if not has_source and not lake.tables():
-            common.warning(f"{lake.location.describe()} holds no lake yet (no mirrored tables): check --storage; "
-                           "serving it anyway")
+            common.warning(
+                f"{lake.location.describe()} holds no lake yet (no mirrored tables): check --storage; serving it anyway"
+            )
         service = LakeService(
             lake,
             settings,

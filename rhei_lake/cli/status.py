@@ -94,16 +94,19 @@ def render_status(status: SyncStatus, where: str) -> Any:
     lines: list[Any] = [Text(f"lake: {where}", overflow="fold")]
     lines.append(table if status.tables else Text("no mirrored tables yet", style="dim"))
     if status.lag_events is not None:
-        lines.append(Text(f"behind the source: {number(status.lag_events)} events, "
-                          f"oldest {number(status.lag_seconds, 1)} s old"))
+        lines.append(
+            Text(f"behind the source: {number(status.lag_events)} events, oldest {number(status.lag_seconds, 1)} s old")
+        )
     if status.loop.state != "stopped" or status.syncs:
         loop = status.loop
-        lines.append(Text(
-            f"sync loop: {loop.state}"
-            + (f" every {loop.interval:g}s, {loop.cycles} cycles" if loop.interval else "")
-            + (f", {loop.consecutive_failures} failures in a row" if loop.consecutive_failures else "")
-            + f"; last sync {ago(status.last_sync_at)}"
-        ))
+        lines.append(
+            Text(
+                f"sync loop: {loop.state}"
+                + (f" every {loop.interval:g}s, {loop.cycles} cycles" if loop.interval else "")
+                + (f", {loop.consecutive_failures} failures in a row" if loop.consecutive_failures else "")
+                + f"; last sync {ago(status.last_sync_at)}"
+            )
+        )
     errors = {name: t.last_error for name, t in status.tables.items() if t.last_error is not None}
     for name, error in errors.items():
         lines.append(Text(f"{name}: {error}", style="red"))

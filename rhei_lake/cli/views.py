@@ -14,10 +14,15 @@ from rhei_lake.cli.common import ConfigOption, StorageOption
 def views_command(
     storage: StorageOption = None,
     config: ConfigOption = None,
-    dialect: Annotated[str, typer.Option("--dialect", "-d", help="The engine's SQL: duckdb, spark or trino.")] = "duckdb",
+    dialect: Annotated[
+        str, typer.Option("--dialect", "-d", help="The engine's SQL: duckdb, spark or trino.")
+    ] = "duckdb",
     as_of: Annotated[
         Optional[str],
-        typer.Option("--as-of", help="Spark and Trino: also t_as_of views at this instant (ISO 8601 with Z or an offset, or epoch seconds)."),
+        typer.Option(
+            "--as-of",
+            help="Spark and Trino: also t_as_of views at this instant (ISO 8601 with Z or an offset, or epoch seconds).",
+        ),
     ] = None,
     show_secrets: Annotated[
         bool, typer.Option("--show-secrets", help="Print credentials in the S3 settings instead of ***.")

@@ -85,9 +85,11 @@ def _run(ctx, sql: str, where: str) -> pa.Table:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns in ``schema``'s order and types (DataFusion may return view types)."""
-    return pa.Table.from_arrays(
-        [table.column(f.name).cast(f.type) for f in schema], schema=schema
-    ) if table.num_rows else schema.empty_table()
+    return (
+        pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+        if table.num_rows
+        else schema.empty_table()
+    )
 
 
 def read_unfolded(changelog: Changelog, spec: TableSpec, after: int, limit: int | None = None) -> pa.Table:
@@ -180,9 +182,7 @@ def _fold_current_batch(derived: DerivedTable, events: pa.Table, txn: AppTransac
         store.append(conform(_conform(rows, current_schema(spec)), store.schema(), store.uri), txn=txn)
         return FoldResult(len(events), rows.num_rows, 0, txn.version)
     result = store.merge(latest, mirror_merge(spec), txn=txn)
-    return FoldResult(
-        len(events), result.inserted + result.updated, result.updated + result.deleted, txn.version
-    )
+    return FoldResult(len(events), result.inserted + result.updated, result.updated + result.deleted, txn.version)
 
 
 # -- the loop -------------------------------------------------------------

@@ -110,7 +110,9 @@ def open_database(scheme: str, root: str, options: Mapping[str, str]):
         if scheme == "s3":
             con.execute(f"LOAD {quote_literal(str(extension_path('httpfs')))}")
             _create_secret(con, options)
-        con.execute(f"SET allowed_directories = [{quote_literal(prefix)}]" if prefix else "SET allowed_directories = []")
+        con.execute(
+            f"SET allowed_directories = [{quote_literal(prefix)}]" if prefix else "SET allowed_directories = []"
+        )
         con.execute("SET enable_external_access = false")
         con.execute("SET python_enable_replacements = false")  # no scanning of Python variables by name
         con.execute("SET lock_configuration = true")
@@ -260,7 +262,9 @@ class DuckSession:
 
         if not isinstance(table, DeltaTable):
             raise TypeError(f"DuckSession registers Delta tables, not {type(table).__name__}")
-        sql = f"SELECT * FROM delta_scan({quote_literal(_scan_uri(table.table_uri))}, version => {int(table.version())})"
+        sql = (
+            f"SELECT * FROM delta_scan({quote_literal(_scan_uri(table.table_uri))}, version => {int(table.version())})"
+        )
         self._put(_Entry(_unquote(name), sql=sql, depends=False))
 
     def register_dataset(self, name: str, dataset: Any) -> None:

@@ -110,9 +110,7 @@ class QueryEngine:
         _withdraw_ambiguous(ctx, self._names())
         return ctx
 
-    def dataframe(
-        self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None, bind: bool = True
-    ):
+    def dataframe(self, sql: str, *, as_of: int | None = None, params: dict[str, Any] | None = None, bind: bool = True):
         """Plan ``sql``; returns a DataFusion DataFrame (nothing executed yet).
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
@@ -269,7 +267,7 @@ def _explain_ambiguous(error: QueryError | StorageError, tables: dict[str, Query
         if re.search(rf"table '(?:[^']*\.)?{re.escape(clash.name)}' not found", text):
             return QueryError(
                 f"{clash.describe()} in this lake (mirrored before rhei_lake refused such names), so it answers "
-                "neither; their other names still work (see docs/htap-api.md, \"Names\")"
+                'neither; their other names still work (see docs/htap-api.md, "Names")'
             )
     return error
 

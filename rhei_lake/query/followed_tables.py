@@ -146,9 +146,7 @@ class FollowedTables:
         now = time.monotonic()  # before waiting: a look that began while this query waited serves it too
         with self._lock:
             wanted: Collection[str] = list(self.tables) if relations is None else parts_named(relations, self.tables)
-            due = [
-                name for name in wanted if force or self._looked.get(name, float("-inf")) <= now - self.interval
-            ]
+            due = [name for name in wanted if force or self._looked.get(name, float("-inf")) <= now - self.interval]
             if due:
                 started = time.monotonic()
                 token = self._token()  # before looking: what is committed after it moves the marker again

@@ -196,8 +196,10 @@ class _DuckDB(_Target):
     def s3_secret(self) -> str:
         parts = ["TYPE s3"]
         if "AWS_ACCESS_KEY_ID" in self.options:
-            parts += [f"KEY_ID '{_sql_string(self.secret('AWS_ACCESS_KEY_ID'))}'",
-                      f"SECRET '{_sql_string(self.secret('AWS_SECRET_ACCESS_KEY'))}'"]
+            parts += [
+                f"KEY_ID '{_sql_string(self.secret('AWS_ACCESS_KEY_ID'))}'",
+                f"SECRET '{_sql_string(self.secret('AWS_SECRET_ACCESS_KEY'))}'",
+            ]
         if "AWS_SESSION_TOKEN" in self.options:
             parts.append(f"SESSION_TOKEN '{_sql_string(self.secret('AWS_SESSION_TOKEN'))}'")
         parts.append(f"REGION '{_sql_string(self.options.get('AWS_REGION', 'us-east-1'))}'")
@@ -205,8 +207,11 @@ class _DuckDB(_Target):
         if endpoint:
             parsed = urlparse(endpoint)
             vhost = self.options.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "").lower() in ("1", "true", "yes")
-            parts += [f"ENDPOINT '{parsed.netloc or endpoint}'", f"URL_STYLE '{'vhost' if vhost else 'path'}'",
-                      f"USE_SSL {'false' if parsed.scheme == 'http' else 'true'}"]
+            parts += [
+                f"ENDPOINT '{parsed.netloc or endpoint}'",
+                f"URL_STYLE '{'vhost' if vhost else 'path'}'",
+                f"USE_SSL {'false' if parsed.scheme == 'http' else 'true'}",
+            ]
         return f"CREATE OR REPLACE SECRET rhei_lake ({', '.join(parts)});"
 
     def scan(self, uri: str) -> str:
@@ -237,8 +242,10 @@ class _Spark(_Target):
         lines = ["-- needs Delta Lake for Spark (delta-spark) and, for S3, hadoop-aws"]
         if not any(u.startswith("s3://") for u in uris):
             return lines
-        settings = {"fs.s3a.access.key": self.secret("AWS_ACCESS_KEY_ID"),
-                    "fs.s3a.secret.key": self.secret("AWS_SECRET_ACCESS_KEY")}
+        settings = {
+            "fs.s3a.access.key": self.secret("AWS_ACCESS_KEY_ID"),
+            "fs.s3a.secret.key": self.secret("AWS_SECRET_ACCESS_KEY"),
+        }
         if "AWS_SESSION_TOKEN" in self.options:
             settings["fs.s3a.session.token"] = self.secret("AWS_SESSION_TOKEN")
         settings["fs.s3a.endpoint.region"] = self.options.get("AWS_REGION", "us-east-1")
@@ -251,7 +258,7 @@ class _Spark(_Target):
 
     def scan(self, uri: str) -> str:
         if uri.startswith("s3://"):
-            uri = "s3a://" + uri[len("s3://"):]
+            uri = "s3a://" + uri[len("s3://") :]
         elif uri.startswith("/"):
             uri = "file://" + uri
         return f"delta.`{uri.replace('`', '``')}`"
@@ -267,21 +274,31 @@ class _Trino(_Target):
     name: Dialect = "trino"
 
     def preamble(self, uris: Sequence[str]) -> list[str]:
-        lines = [f"-- a catalog {TRINO_CATALOG!r} with the Delta Lake connector, e.g. etc/catalog/{TRINO_CATALOG}.properties:",
-                 "--   connector.name=delta_lake", "--   delta.register-table-procedure.enabled=true"]
+        lines = [
+            f"-- a catalog {TRINO_CATALOG!r} with the Delta Lake connector, e.g. etc/catalog/{TRINO_CATALOG}.properties:",
+            "--   connector.name=delta_lake",
+            "--   delta.register-table-procedure.enabled=true",
+        ]
         if any(u.startswith("s3://") for u in uris):
             lines += ["--   fs.native-s3.enabled=true", f"--   s3.region={self.options.get('AWS_REGION', 'us-east-1')}"]
             if "AWS_ACCESS_KEY_ID" in self.options:
-                lines += [f"--   s3.aws-access-key={self.secret('AWS_ACCESS_KEY_ID')}",
-                          f"--   s3.aws-secret-key={self.secret('AWS_SECRET_ACCESS_KEY')}"]
+                lines += [
+                    f"--   s3.aws-access-key={self.secret('AWS_ACCESS_KEY_ID')}",
+                    f"--   s3.aws-secret-key={self.secret('AWS_SECRET_ACCESS_KEY')}",
+                ]
             if self.options.get("AWS_ENDPOINT_URL"):
                 lines += [f"--   s3.endpoint={self.options['AWS_ENDPOINT_URL']}", "--   s3.path-style-access=true"]
-        return lines + [f"CREATE SCHEMA IF NOT EXISTS {TRINO_CATALOG}.{TRINO_SCHEMA};", f"USE {TRINO_CATALOG}.{TRINO_SCHEMA};"]
+        return lines + [
+            f"CREATE SCHEMA IF NOT EXISTS {TRINO_CATALOG}.{TRINO_SCHEMA};",
+            f"USE {TRINO_CATALOG}.{TRINO_SCHEMA};",
+        ]
 
     def source(self, name: str, uri: str) -> str:
         location = "file://" + uri if uri.startswith("/") else uri
-        return (f"CALL {TRINO_CATALOG}.system.register_table(schema_name => '{TRINO_SCHEMA}', "
-                f"table_name => '{_sql_string(name)}', table_location => '{_sql_string(location)}');")
+        return (
+            f"CALL {TRINO_CATALOG}.system.register_table(schema_name => '{TRINO_SCHEMA}', "
+            f"table_name => '{_sql_string(name)}', table_location => '{_sql_string(location)}');"
+        )
 
     def create_view(self, name: str) -> str:
         return f"CREATE OR REPLACE VIEW {q(name)}"

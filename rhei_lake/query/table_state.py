@@ -227,12 +227,14 @@ class TableState:
         before = self.unfolded
         if self.unfolded is not None and events is not None and _same_columns(self.unfolded, events):
             # promote: DuckDB's results declare every column nullable, the tail does not
-            held = pa.concat_tables([self.unfolded, events], promote_options="default") if events.num_rows else self.unfolded
+            held = (
+                pa.concat_tables([self.unfolded, events], promote_options="default")
+                if events.num_rows
+                else self.unfolded
+            )
             self.unfolded = _after(held, self.folded)
         else:
-            scan = ctx.sql(
-                f"SELECT * FROM {q(self.changes_src)} WHERE {q(SEQ)} > {int(self.folded)} ORDER BY {q(SEQ)}"
-            )
+            scan = ctx.sql(f"SELECT * FROM {q(self.changes_src)} WHERE {q(SEQ)} > {int(self.folded)} ORDER BY {q(SEQ)}")
             self.unfolded = _without_view_types(scan.to_arrow_table())
         if self.unfolded is not before:
             register_arrow(ctx, f"{self.base}__unfolded", self.unfolded)

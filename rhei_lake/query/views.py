@@ -95,8 +95,10 @@ def _unfolded(spec: TableSpec, src: ViewSources, as_of: int | None) -> str:
     else:
         where = f"{q(SEQ)} > {int(src.folded)}{' AND ' + cutoff if cutoff else ''}"
         relation = q(src.changes)
-    columns = "*" if not any(c.valid_from_seq for c in spec.columns) else (
-        f"{column_values(spec)}, {q(SEQ)}, {q(OP)}, {q(TS)}"
+    columns = (
+        "*"
+        if not any(c.valid_from_seq for c in spec.columns)
+        else (f"{column_values(spec)}, {q(SEQ)}, {q(OP)}, {q(TS)}")
     )
     return f"(SELECT {columns} FROM {relation}{' WHERE ' + where if where else ''})"
 
@@ -152,7 +154,5 @@ def mirror_current_sql(spec: TableSpec, src: ViewSources) -> str:
             f"SELECT {column_values(spec, c)} FROM {q(src.current)} {c} "
             f"WHERE NOT EXISTS (SELECT 1 FROM {tail} {e} WHERE {key_match(spec, e, c)})"
         )
-    parts.append(
-        f"SELECT {user_columns(spec)} FROM ({latest_events_sql(spec, tail)}) WHERE {q(OP)} <> '{OP_DELETE}'"
-    )
+    parts.append(f"SELECT {user_columns(spec)} FROM ({latest_events_sql(spec, tail)}) WHERE {q(OP)} <> '{OP_DELETE}'")
     return " UNION ALL ".join(parts)

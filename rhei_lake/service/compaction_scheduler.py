@@ -102,10 +102,19 @@ class CompactionScheduler:
         except Exception as exc:  # noqa: BLE001 - a failed run is reported and the schedule goes on
             info = ErrorInfo.of(exc)
             self.metrics.observe_error("compaction", info)
-            log.error("compaction failed: %s", summary(exc), exc_info=not isinstance(exc, RheiError),
-                      extra={"event": "compaction_failed", "fields": {"kind": info.kind}})
-            self._update(running=False, failures=self.state.failures + 1, last_at=at,
-                         last_seconds=time.perf_counter() - started, last_error=info)
+            log.error(
+                "compaction failed: %s",
+                summary(exc),
+                exc_info=not isinstance(exc, RheiError),
+                extra={"event": "compaction_failed", "fields": {"kind": info.kind}},
+            )
+            self._update(
+                running=False,
+                failures=self.state.failures + 1,
+                last_at=at,
+                last_seconds=time.perf_counter() - started,
+                last_error=info,
+            )
             return
         self.metrics.observe_compaction(report)
         tables = report.tables.values()
@@ -114,13 +123,31 @@ class CompactionScheduler:
             f"files {sum(t.files_before for t in tables)} -> {sum(t.files_after for t in tables)}"
         )
         log.info(
-            "compaction done in %.2f s: %s", report.duration_seconds, line,
-            extra={"event": "compaction", "fields": {
-                "seconds": round(report.duration_seconds, 3),
-                "tables": {t.table: {"events_folded": t.events_folded, "files_before": t.files_before,
-                                     "files_after": t.files_after, "files_vacuumed": t.files_vacuumed,
-                                     "bytes_removed": t.bytes_removed} for t in tables},
-            }},
+            "compaction done in %.2f s: %s",
+            report.duration_seconds,
+            line,
+            extra={
+                "event": "compaction",
+                "fields": {
+                    "seconds": round(report.duration_seconds, 3),
+                    "tables": {
+                        t.table: {
+                            "events_folded": t.events_folded,
+                            "files_before": t.files_before,
+                            "files_after": t.files_after,
+                            "files_vacuumed": t.files_vacuumed,
+                            "bytes_removed": t.bytes_removed,
+                        }
+                        for t in tables
+                    },
+                },
+            },
         )
-        self._update(running=False, runs=self.state.runs + 1, last_at=at, last_seconds=report.duration_seconds,
-                     last_summary=line, last_error=None)
+        self._update(
+            running=False,
+            runs=self.state.runs + 1,
+            last_at=at,
+            last_seconds=report.duration_seconds,
+            last_summary=line,
+            last_error=None,
+        )

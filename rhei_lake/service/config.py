@@ -29,8 +29,7 @@ class ServiceConfig(BaseModel):
 
     compact_interval: timedelta | None = Field(
         None,
-        description="Run compaction this often (a duration: 15m, 1h, 1d, or seconds); "
-        "exclusive with compact_schedule.",
+        description="Run compaction this often (a duration: 15m, 1h, 1d, or seconds); exclusive with compact_schedule.",
     )
     compact_schedule: str | None = Field(
         None,

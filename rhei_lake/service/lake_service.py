@@ -262,8 +262,11 @@ class LakeService:
                     ", ".join(f"{t}: {n}" for t, n in events.items()),
                     extra={
                         "event": "sync",
-                        "fields": {"events": report.events, "seconds": round(report.duration_seconds, 6),
-                                   "tables": events},
+                        "fields": {
+                            "events": report.events,
+                            "seconds": round(report.duration_seconds, 6),
+                            "tables": events,
+                        },
                     },
                 )
         elif error is not None:
@@ -289,8 +292,12 @@ class LakeService:
                 self._status_error = info
             self.metrics.observe_error("status", info)
             if not repeated:
-                log.warning("reading the sync status failed: %s", summary(exc), exc_info=not isinstance(exc, RheiError),
-                            extra={"event": "status_failed"})
+                log.warning(
+                    "reading the sync status failed: %s",
+                    summary(exc),
+                    exc_info=not isinstance(exc, RheiError),
+                    extra={"event": "status_failed"},
+                )
             return
         self.metrics.observe_status(status)
         with self._lock:
@@ -303,8 +310,12 @@ class LakeService:
             return
         level = logging.ERROR if status.loop.state == "failed" else logging.INFO
         tables = {
-            name: {"synced_seq": t.synced_seq, "lag_events": t.lag_events, "lag_seconds": t.lag_seconds,
-                   "unfolded_events": t.unfolded_events}
+            name: {
+                "synced_seq": t.synced_seq,
+                "lag_events": t.lag_events,
+                "lag_seconds": t.lag_seconds,
+                "unfolded_events": t.unfolded_events,
+            }
             for name, t in status.tables.items()
         }
         log.log(
@@ -314,8 +325,15 @@ class LakeService:
             status.lag_events if status.lag_events is not None else "-",
             f"{status.lag_seconds:.1f}" if status.lag_seconds is not None else "-",
             f", last error: {status.loop.last_error}" if status.loop.last_error else "",
-            extra={"event": "status", "fields": {"loop": status.loop.state, "lag_events": status.lag_events,
-                                                 "lag_seconds": status.lag_seconds, "tables": tables}},
+            extra={
+                "event": "status",
+                "fields": {
+                    "loop": status.loop.state,
+                    "lag_events": status.lag_events,
+                    "lag_seconds": status.lag_seconds,
+                    "tables": tables,
+                },
+            },
         )
 
     def _start_fields(self) -> dict[str, Any]:

@@ -60,29 +60,40 @@ class LakeMetrics:
             "rhei_sync_cycles_total", "Sync cycles run, by result (ok or error).", ["result"], registry=r
         )
         self.events_synced = Counter(
-            "rhei_sync_events_total", "Change events committed to the lake (snapshot rows included).", ["table"],
+            "rhei_sync_events_total",
+            "Change events committed to the lake (snapshot rows included).",
+            ["table"],
             registry=r,
         )
         self.commit_seconds = Histogram(
-            "rhei_sync_commit_seconds", "Time to commit one table's batch of events to the store.", ["table"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "rhei_sync_commit_seconds",
+            "Time to commit one table's batch of events to the store.",
+            ["table"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.cycle_seconds = Histogram(
-            "rhei_sync_cycle_seconds", "Duration of a successful sync cycle (all tables).",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "rhei_sync_cycle_seconds",
+            "Duration of a successful sync cycle (all tables).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.lag_events = Gauge(
             "rhei_sync_lag_events", "Captured change events not committed to the lake yet.", ["table"], registry=r
         )
         self.lag_seconds = Gauge(
-            "rhei_sync_lag_seconds", "Age of the oldest captured event not committed yet (0 when caught up).",
-            ["table"], registry=r,
+            "rhei_sync_lag_seconds",
+            "Age of the oldest captured event not committed yet (0 when caught up).",
+            ["table"],
+            registry=r,
         )
         self.watermark = Gauge(
             "rhei_sync_watermark", "The synced watermark: highest change sequence committed.", ["table"], registry=r
         )
         self.last_commit = Gauge(
-            "rhei_sync_last_commit_timestamp_seconds", "Unix time of the last commit of this process.", ["table"],
+            "rhei_sync_last_commit_timestamp_seconds",
+            "Unix time of the last commit of this process.",
+            ["table"],
             registry=r,
         )
         self.unfolded = Gauge(
@@ -95,7 +106,8 @@ class LakeMetrics:
             "rhei_tail_age_seconds",
             "Age of the oldest synced event not yet in the Delta changelog, which engines reading the Delta "
             "tables directly do not see yet (0 when the tail is empty).",
-            ["table"], registry=r,
+            ["table"],
+            registry=r,
         )
         self.changelog_files = Gauge(
             "rhei_changelog_files", "Data files of the table's Delta changelog.", ["table"], registry=r
@@ -110,16 +122,22 @@ class LakeMetrics:
             "rhei_compaction_runs_total", "Compaction runs, by result (ok or error).", ["result"], registry=r
         )
         self.compaction_seconds = Histogram(
-            "rhei_compaction_duration_seconds", "Duration of a compaction run (all tables).",
-            buckets=_COMPACTION_BUCKETS, registry=r,
+            "rhei_compaction_duration_seconds",
+            "Duration of a compaction run (all tables).",
+            buckets=_COMPACTION_BUCKETS,
+            registry=r,
         )
         self.compaction_events = Counter(
-            "rhei_compaction_events_folded_total", "Change events folded into history or current rows.", ["table"],
+            "rhei_compaction_events_folded_total",
+            "Change events folded into history or current rows.",
+            ["table"],
             registry=r,
         )
         self.compaction_files_removed = Counter(
-            "rhei_compaction_files_removed_total", "Data files a compaction took out of the tables' snapshots.",
-            ["table"], registry=r,
+            "rhei_compaction_files_removed_total",
+            "Data files a compaction took out of the tables' snapshots.",
+            ["table"],
+            registry=r,
         )
         self.compaction_files_vacuumed = Counter(
             "rhei_compaction_files_vacuumed_total", "Unreferenced files deleted by vacuum.", ["table"], registry=r
@@ -128,12 +146,16 @@ class LakeMetrics:
             "rhei_compaction_bytes_removed_total", "Bytes deleted by vacuum.", ["table"], registry=r
         )
         self.table_files = Gauge(
-            "rhei_table_files", "Data files of each Delta table after the last compaction.", ["table", "store"],
+            "rhei_table_files",
+            "Data files of each Delta table after the last compaction.",
+            ["table", "store"],
             registry=r,
         )
         self.errors = Counter(
-            "rhei_errors_total", "Failures, by operation (sync, compaction, status) and error class.",
-            ["operation", "kind"], registry=r,
+            "rhei_errors_total",
+            "Failures, by operation (sync, compaction, status) and error class.",
+            ["operation", "kind"],
+            registry=r,
         )
         self.sync_cycles.labels("ok")
         self.sync_cycles.labels("error")

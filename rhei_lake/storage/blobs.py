@@ -89,7 +89,11 @@ class MemoryBlobs:
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         with self._lock:
-            dirs = {k[len(prefix) :].split("/", 1)[0] for k in self._data if k.startswith(prefix) and "/" in k[len(prefix) :]}
+            dirs = {
+                k[len(prefix) :].split("/", 1)[0]
+                for k in self._data
+                if k.startswith(prefix) and "/" in k[len(prefix) :]
+            }
         return sorted(dirs)
 
     def delete(self, keys: Iterable[str]) -> None:

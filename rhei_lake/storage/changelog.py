@@ -28,6 +28,7 @@ from rhei_lake.storage.tail import Segment, SegmentTail
 if TYPE_CHECKING:
     from datafusion import SessionContext
 
+
 class _Unknown:
     """The table's cursor, not read yet."""
 

@@ -367,9 +367,7 @@ class DeltaTableStore:
             )
 
     @staticmethod
-    def _commit_properties(
-        txn: AppTransaction | None, metadata: Mapping[str, str] | None, *, retries: int = 15
-    ) -> Any:
+    def _commit_properties(txn: AppTransaction | None, metadata: Mapping[str, str] | None, *, retries: int = 15) -> Any:
         from deltalake import CommitProperties, Transaction
 
         return CommitProperties(
@@ -452,8 +450,12 @@ class DeltaTableStore:
             if not adds and not touched and txn is None and not metadata:
                 return result
             faults.point("delta.rewrite_before_commit")
-            self._rewriter.commit(dt, adds, touched, commit_properties=lambda retries: self._commit_properties(
-                txn, metadata, retries=retries))
+            self._rewriter.commit(
+                dt,
+                adds,
+                touched,
+                commit_properties=lambda retries: self._commit_properties(txn, metadata, retries=retries),
+            )
             self._committed(dt, before, txn)
             return result
 
@@ -475,8 +477,13 @@ class DeltaTableStore:
             if not doomed and txn is None:
                 return 0
             schema = pa.schema(dt.schema().to_arrow())
-            write_deltalake(dt, schema.empty_table(), mode="overwrite", predicate=predicate,
-                            commit_properties=self._commit_properties(txn, None))
+            write_deltalake(
+                dt,
+                schema.empty_table(),
+                mode="overwrite",
+                predicate=predicate,
+                commit_properties=self._commit_properties(txn, None),
+            )
             self._committed(dt, before, txn)
             return doomed
 
@@ -605,11 +612,17 @@ class DeltaTableStore:
         adds = []
         for files in bins:
             rows = layout.sort(pa.concat_tables([table for _, table in self._rewriter.read(files, schema)]))
-            adds += self._rewriter.stage(dt, rows.to_batches(), schema,
-                                         writer_properties=_writer_properties(schema, layout))
+            adds += self._rewriter.stage(
+                dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout)
+            )
         removed = [f for files in bins for f in files]
-        self._rewriter.commit(dt, adds, removed, data_change=False,
-                              commit_properties=lambda retries: self._commit_properties(None, None, retries=retries))
+        self._rewriter.commit(
+            dt,
+            adds,
+            removed,
+            data_change=False,
+            commit_properties=lambda retries: self._commit_properties(None, None, retries=retries),
+        )
         return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
     def _rewrite_view_typed(self) -> None:
@@ -622,8 +635,11 @@ class DeltaTableStore:
         try:
             self._rewrite_view_typed_files()
         except Exception as exc:  # noqa: BLE001 - see above
-            log.warning("%s: files with view types stay until the next compaction: %s", self.uri,
-                        translate_storage_error(exc, where=self.uri))
+            log.warning(
+                "%s: files with view types stay until the next compaction: %s",
+                self.uri,
+                translate_storage_error(exc, where=self.uri),
+            )
             self._reload()
 
     def _rewrite_view_typed_files(self) -> None:
@@ -638,9 +654,13 @@ class DeltaTableStore:
         batches = (b for _, table in self._rewriter.read(doomed, schema) for b in table.to_batches())
         adds = self._rewriter.stage(dt, batches, schema)
         self._rewriter.commit(
-            dt, adds, doomed, data_change=False,
+            dt,
+            adds,
+            doomed,
+            data_change=False,
             commit_properties=lambda retries: self._commit_properties(
-                None, {PLAIN_TYPES_KEY: str(len(doomed))}, retries=retries),
+                None, {PLAIN_TYPES_KEY: str(len(doomed))}, retries=retries
+            ),
         )
         self._committed(dt, before, None)
         log.info("%s: rewrote %d files written with view types", self.uri, len(doomed))

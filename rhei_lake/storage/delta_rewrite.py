@@ -174,8 +174,9 @@ class FileRewriter:
                 writer_properties=writer_properties,
                 configuration={k: config[k] for k in _COPIED_PROPERTIES if k in config} or None,
                 storage_options=self._options or None,
-                post_commithook_properties=PostCommitHookProperties(create_checkpoint=False,
-                                                                    cleanup_expired_logs=False),
+                post_commithook_properties=PostCommitHookProperties(
+                    create_checkpoint=False, cleanup_expired_logs=False
+                ),
             )
         except Exception:
             if failure:
@@ -198,14 +199,16 @@ class FileRewriter:
             add = action.get("add")
             if add is None:
                 continue
-            adds.append(AddAction(
-                path=f"{directory}/{add['path']}",
-                size=int(add["size"]),
-                partition_values=add.get("partitionValues") or {},
-                modification_time=int(add["modificationTime"]),
-                data_change=True,
-                stats=add.get("stats") or "",
-            ))
+            adds.append(
+                AddAction(
+                    path=f"{directory}/{add['path']}",
+                    size=int(add["size"]),
+                    partition_values=add.get("partitionValues") or {},
+                    modification_time=int(add["modificationTime"]),
+                    data_change=True,
+                    stats=add.get("stats") or "",
+                )
+            )
         fs.delete_dir(f"{directory}/{_LOG_DIR}")
         return adds
 
@@ -231,6 +234,5 @@ class FileRewriter:
             AddAction(a.path, a.size, a.partition_values, a.modification_time, data_change, a.stats) for a in adds
         ]
         actions += [RemoveAction(f.path, data_change, now, f.size, {}) for f in removed]
-        dt.create_write_transaction(actions, mode="append", schema=dt.schema(),
-                                    commit_properties=commit_properties(0))
+        dt.create_write_transaction(actions, mode="append", schema=dt.schema(), commit_properties=commit_properties(0))
         dt.update_incremental()

@@ -235,7 +235,11 @@ def _s3_storage(location: StorageLocation) -> LakeStorage:
 
     def factory(uri: str, blob_dir: str) -> TableStore:
         return DeltaTableStore(
-            uri, location.options, remote=True, log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"), on_commit=marker.touch
+            uri,
+            location.options,
+            remote=True,
+            log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"),
+            on_commit=marker.touch,
         )
 
     return LakeStorage(location, blobs, factory, has_tail=True, marker=marker)

@@ -59,7 +59,12 @@ class LeaseRecord:
     process: ProcessId | None = None
 
     def to_json(self) -> bytes:
-        raw: dict = {"owner": self.owner, "holder": self.holder, "expires_at": self.expires_at, "released": self.released}
+        raw: dict = {
+            "owner": self.owner,
+            "holder": self.holder,
+            "expires_at": self.expires_at,
+            "released": self.released,
+        }
         if self.process is not None:
             raw.update(self.process.as_dict())
         return json.dumps(raw).encode()
@@ -68,8 +73,14 @@ class LeaseRecord:
     def from_json(cls, epoch: int, data: bytes) -> LeaseRecord:
         try:
             raw = json.loads(data)
-            return cls(epoch, str(raw["owner"]), str(raw.get("holder", "?")), float(raw["expires_at"]),
-                       bool(raw.get("released", False)), ProcessId.from_dict(raw))
+            return cls(
+                epoch,
+                str(raw["owner"]),
+                str(raw.get("holder", "?")),
+                float(raw["expires_at"]),
+                bool(raw.get("released", False)),
+                ProcessId.from_dict(raw),
+            )
         except (ValueError, KeyError, TypeError):
             # An unreadable record cannot be honoured; treat it as expired so the lake is not stuck.
             return cls(epoch, "?", "unreadable lease record", 0.0, True)

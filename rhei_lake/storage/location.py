@@ -107,7 +107,9 @@ def parse_storage_url(url: str, options: Mapping[str, str] | None = None) -> Sto
         root = f"{bucket}/{prefix}" if prefix else bucket
         return StorageLocation("s3", f"s3://{root}", root, opts)
     known = ", ".join(f"{s}://" for s in SCHEMES)
-    raise ConfigError(f"storage: unknown URL scheme {scheme + '://'!r} in {url!r}; rhei_lake knows {known} and local paths")
+    raise ConfigError(
+        f"storage: unknown URL scheme {scheme + '://'!r} in {url!r}; rhei_lake knows {known} and local paths"
+    )
 
 
 _ENV_KEYS = (

@@ -202,9 +202,7 @@ class MemoryTableStore:
             schema = self._require()
             self._check_txn(txn)
             target = self.to_arrow()
-            kept = run_sql(
-                {"t": target}, f"SELECT * FROM t WHERE NOT coalesce(({predicate}), false)", schema
-            )
+            kept = run_sql({"t": target}, f"SELECT * FROM t WHERE NOT coalesce(({predicate}), false)", schema)
             removed = target.num_rows - kept.num_rows
             if removed or txn is not None:
                 self._replace(kept.to_batches())

@@ -130,8 +130,7 @@ class MergeEvaluator:
             unmatched = unmatched.filter(pc.invert(pc.is_in(unmatched.column(SOURCE_ID), value_set=seen)))
         where = f"WHERE {merge.insert_when}" if merge.insert_when else ""
         cols = ", ".join(
-            f"({merge.insert[name]}) AS {quote_ident(name)}" if name in merge.insert
-            else f"NULL AS {quote_ident(name)}"
+            f"({merge.insert[name]}) AS {quote_ident(name)}" if name in merge.insert else f"NULL AS {quote_ident(name)}"
             for name in schema.names
         )
         rows = run_sql({"s": unmatched}, f"SELECT {cols} FROM s {where}", schema)

@@ -504,4 +504,3 @@ def _detach(conn: sqlite3.Connection, path: str) -> DetachReport:
     _write(conn, LAKE_KEY, None)
     _write(conn, FORMAT_KEY, BINDING_FORMAT)
     return DetachReport(path, current, state.registered, dropped)
-

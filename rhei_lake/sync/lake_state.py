@@ -145,9 +145,7 @@ class LakeState:
         ops = result.column(OP).to_pylist()
         stamps = result.column(TS).cast(pa.int64()).to_pylist()
         key_index = [names.index(k) for k in self.spec.primary_key]
-        return {
-            tuple(row[i] for i in key_index): LastEvent(op, ts, row) for row, op, ts in zip(rows, ops, stamps)
-        }
+        return {tuple(row[i] for i in key_index): LastEvent(op, ts, row) for row, op, ts in zip(rows, ops, stamps)}
 
     def live_rows(self) -> Iterator[pa.RecordBatch]:
         """Every live key's last row (user columns + ``_rhei_ts``), in key order, streamed."""

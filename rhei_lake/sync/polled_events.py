@@ -211,9 +211,7 @@ class EventBuilder:
         )
         return PolledBatch(events, usable, error)
 
-    def first_events(
-        self, columns: pa.Table, deleted: pa.Array | pa.ChunkedArray | None, base: int
-    ) -> pa.Table | None:
+    def first_events(self, columns: pa.Table, deleted: pa.Array | pa.ChunkedArray | None, base: int) -> pa.Table | None:
         """``I`` events (``_rhei_seq`` from ``base + 1``) for rows of a table the lake holds nothing of,
         built a column at a time; ``None`` when an ``updated_at`` needs the per-value rules (or their errors)."""
         stamps = vectorized_stamps(columns.column(self.table.updated_at), self.table.epoch_unit)

@@ -99,9 +99,7 @@ class PolledTableSync:
     def commit(self, events, *, base: int, cursor: PollCursor | None) -> int:
         """Commit ``events`` (numbered from ``base + 1``) and ``cursor``; the watermark must still be ``base``."""
         watermark = base + max(events.num_rows, 1)
-        self.changelog.commit(
-            events, watermark=watermark, cursor=cursor.encode() if cursor else None, expected=base
-        )
+        self.changelog.commit(events, watermark=watermark, cursor=cursor.encode() if cursor else None, expected=base)
         return events.num_rows
 
 
@@ -334,7 +332,10 @@ class PollingSync:
         with times.measure("cursor commit"):
             table.commit(table.plan.spec.changes_schema.empty_table(), base=base + first.rows, cursor=first.cursor)
         log.info(
-            "table %r: first sync of %d rows committed in one read (%s)", table.name, built_events, times,
+            "table %r: first sync of %d rows committed in one read (%s)",
+            table.name,
+            built_events,
+            times,
             extra={"phases": times.rounded()},
         )
         return built_events

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rhei_lake.sync")
 
+
 class _SourceKey(NamedTuple):
     """A source row's primary key, as a lake value and as the source returned it."""
 
@@ -84,14 +85,17 @@ def _source_keys(table: PolledTableSync, batches: Iterator[list[tuple[Any, ...]]
             values = list(columns[i])
             try:
                 array = to_arrow(values, spec.column(name).arrow_type)
-                bad_row = key_misfit(values, array, spec.column(name).arrow_type, column_affinity(spec, spec.column(name)))
+                bad_row = key_misfit(
+                    values, array, spec.column(name).arrow_type, column_affinity(spec, spec.column(name))
+                )
             except ValueMismatch as bad:
                 bad_row = bad.index
             if bad_row is not None:  # the words and the way on of the event path
                 key = dict(zip(spec.primary_key, rows[bad_row][:width], strict=True))
                 detail, canonical = misfit_detail(spec, name, values[bad_row])
-                raise type_mismatch(spec, name, key, None, detail, ORIGIN_POLL, fits=values[bad_row],
-                                    canonical=canonical)
+                raise type_mismatch(
+                    spec, name, key, None, detail, ORIGIN_POLL, fits=values[bad_row], canonical=canonical
+                )
             keys.append(array.to_pylist())
         for j, row in enumerate(rows):
             try:
@@ -228,6 +232,7 @@ def reconcile(table: PolledTableSync, source: PolledSource, batch_rows: int) -> 
         if close is not None:
             close()
     if emitter.committed:
-        log.info("table %r: reconcile committed %d events (%d hard deletes)", name, emitter.committed,
-                 emitter.hard_deletes)
+        log.info(
+            "table %r: reconcile committed %d events (%d hard deletes)", name, emitter.committed, emitter.hard_deletes
+        )
     return emitter.committed

@@ -39,8 +39,12 @@ class SyncReport:
         return sum(t.events + t.snapshot_rows for t in self.tables.values())
 
     def __str__(self) -> str:
-        parts = ", ".join(f"{t.table}: {t.events + t.snapshot_rows}" for t in self.tables.values() if t.events or t.snapshot_rows)
-        text = f"synced {self.events} events in {self.duration_seconds * 1000:.1f} ms" + (f" ({parts})" if parts else "")
+        parts = ", ".join(
+            f"{t.table}: {t.events + t.snapshot_rows}" for t in self.tables.values() if t.events or t.snapshot_rows
+        )
+        text = f"synced {self.events} events in {self.duration_seconds * 1000:.1f} ms" + (
+            f" ({parts})" if parts else ""
+        )
         if self.waiting:
             text += f"; not mirrored, registration unfinished: {', '.join(sorted(self.waiting))}"
         return text

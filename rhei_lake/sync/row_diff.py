@@ -37,10 +37,13 @@ def diff_rows(spec: TableSpec, lake: pa.Table, source: pa.Table) -> pa.Table:
         ctx.register_record_batches(name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]])
     keys = key_match(spec, _LAKE, _SOURCE)
     others = [c for c in spec.columns if c.name not in spec.primary_key]
-    differs = " OR ".join(
-        f"({_SOURCE}.{q(_compared(c.name, c.arrow_type))} IS DISTINCT FROM {_LAKE}.{q(_compared(c.name, c.arrow_type))})"
-        for c in others
-    ) or "FALSE"
+    differs = (
+        " OR ".join(
+            f"({_SOURCE}.{q(_compared(c.name, c.arrow_type))} IS DISTINCT FROM {_LAKE}.{q(_compared(c.name, c.arrow_type))})"
+            for c in others
+        )
+        or "FALSE"
+    )
     only_lake, only_source = f"{_SOURCE}.{q(_PRESENT)} IS NULL", f"{_LAKE}.{q(_PRESENT)} IS NULL"
     values = ", ".join(
         f"CASE WHEN {only_lake} THEN {_LAKE}.{q(c)} ELSE {_SOURCE}.{q(c)} END AS {q(c)}" for c in spec.column_names
@@ -71,8 +74,10 @@ def _comparable(spec: TableSpec, table: pa.Table) -> pa.Table:
     arrays, fields = [], []
     for column in spec.columns:
         field = pa.field(column.name, column.arrow_type)
-        array = table.column(column.name).cast(column.arrow_type) if column.name in present else pa.nulls(
-            table.num_rows, column.arrow_type
+        array = (
+            table.column(column.name).cast(column.arrow_type)
+            if column.name in present
+            else pa.nulls(table.num_rows, column.arrow_type)
         )
         arrays.append(array)
         fields.append(field)

@@ -40,7 +40,6 @@ log = logging.getLogger("rhei_lake.sync")
 DATING_BLOB = f"{INTERNAL_DIR}/dating.json"  # a final read recorded while the database's write lock was held
 
 
-
 class TriggerSync:
     """Moves events from a :class:`TriggerSource` into the lake's changelogs.
 
@@ -155,7 +154,9 @@ class TriggerSync:
                 # changelog is a lake that lost (or never got) it: a crash between creating the
                 # changelog and committing the snapshot. It holds nothing to contradict; re-snapshot.
                 if self.storage.durable and created:
-                    log.warning("table %r has no changelog in %s: taking a fresh snapshot", table, self.storage.location.url)
+                    log.warning(
+                        "table %r has no changelog in %s: taking a fresh snapshot", table, self.storage.location.url
+                    )
                 faults.point("snapshot.before_start")
                 self._taking_anew.add(table)
                 self._snapshot(self.source.restart_snapshot(table), progress)
@@ -221,7 +222,9 @@ class TriggerSync:
         with self._lock:
             names = [n for n in self.source.registrations() if n == table or n.lower() == str(table).lower()]
             if not names:
-                raise SchemaError(f"no mirrored table {table!r}; known: {sorted(self.source.registrations()) or 'none'}")
+                raise SchemaError(
+                    f"no mirrored table {table!r}; known: {sorted(self.source.registrations()) or 'none'}"
+                )
             name = names[0]
             self.source.unregister(name, before=lambda: self._drain(ReportBuilder()))
             self.changelogs.pop(name, None)
@@ -254,7 +257,10 @@ class TriggerSync:
         with times.measure("ready mark"):
             self.source.mark_ready(table, run.watermark)
         log.info(
-            "table %r: snapshot of %d rows committed (%s)", table, run.rows_read, times,
+            "table %r: snapshot of %d rows committed (%s)",
+            table,
+            run.rows_read,
+            times,
             extra={"phases": times.rounded()},
         )
         return run.rows_read
@@ -486,8 +492,7 @@ class TriggerSync:
         for table in tables:
             if table not in known:
                 raise WatermarkError(
-                    f"the CDC log holds events of {table!r}, which is not registered; "
-                    "was the registry edited by hand?"
+                    f"the CDC log holds events of {table!r}, which is not registered; was the registry edited by hand?"
                 )
             try:
                 self._attach(table, None)

@@ -86,6 +86,11 @@ def catch_up_unordered(
         log.warning(
             "table %r: %d rows sorted before the cursor %r although not older than it: column %r holds times "
             "in more than one spelling (e.g. %r). They were caught up; one spelling for every writer keeps "
-            "polls cheapest", table.name, committed, cursor.updated_at, table.plan.table.updated_at, examples[0],
+            "polls cheapest",
+            table.name,
+            committed,
+            cursor.updated_at,
+            table.plan.table.updated_at,
+            examples[0],
         )
     return committed

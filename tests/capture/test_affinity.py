@@ -49,17 +49,38 @@ from tests.support.sqlite_values import (
 
 # One declared type (or more) for every row of the table in rhei_lake.capture.types.
 DECLARED = [
-    "BOOLEAN", "BOOL",
-    "DATETIME", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE",
+    "BOOLEAN",
+    "BOOL",
+    "DATETIME",
+    "TIMESTAMP",
+    "TIMESTAMPTZ",
+    "TIMESTAMP WITH TIME ZONE",
     "DATE",
     "TIME",
-    "DECIMAL(10,2)", "NUMERIC(5)", "NUMERIC(38,10)", "DECIMAL(3,3)",
-    "INTEGER", "BIGINT", "UNSIGNED BIG INT", "FLOATING POINT",
-    "TEXT", "VARCHAR(20)", "CLOB", "NCHAR(5)",
-    "JSON", "JSONB", "UUID",
-    "BLOB", "BYTEA",
-    "REAL", "DOUBLE PRECISION", "FLOAT",
-    "NUMERIC", "DECIMAL", "MONEY", "STRING",
+    "DECIMAL(10,2)",
+    "NUMERIC(5)",
+    "NUMERIC(38,10)",
+    "DECIMAL(3,3)",
+    "INTEGER",
+    "BIGINT",
+    "UNSIGNED BIG INT",
+    "FLOATING POINT",
+    "TEXT",
+    "VARCHAR(20)",
+    "CLOB",
+    "NCHAR(5)",
+    "JSON",
+    "JSONB",
+    "UUID",
+    "BLOB",
+    "BYTEA",
+    "REAL",
+    "DOUBLE PRECISION",
+    "FLOAT",
+    "NUMERIC",
+    "DECIMAL",
+    "MONEY",
+    "STRING",
 ]
 
 _SCALE = int(os.environ.get("RHEI_HYPOTHESIS_SCALE", "1"))  # more examples for a long run
@@ -227,17 +248,36 @@ def test_a_json_column_holds_numbers_as_their_text():
 
 # Key columns: declared types, and declared types read as another type with types=.
 KEY_COLUMNS = [
-    ("DATETIME", None), ("TIMESTAMP", None), ("DATE", None), ("DECIMAL(10,2)", None), ("NUMERIC(38,4)", None),
-    ("JSON", None), ("UUID", None), ("TEXT", None), ("NUMERIC", None), ("REAL", None), ("INTEGER", None), ("INT", None),
-    ("BOOLEAN", None), ("BLOB", None),
-    ("TEXT", "DECIMAL(10,2)"), ("TEXT", "TIMESTAMP"), ("TEXT", "REAL"), ("", "TEXT"), ("", "REAL"),
-    ("", "TIMESTAMP"), ("", "DECIMAL(12,4)"), ("JSON", "TEXT"), ("INTEGER", "TEXT"), ("VARCHAR(9)", "DATE"),
+    ("DATETIME", None),
+    ("TIMESTAMP", None),
+    ("DATE", None),
+    ("DECIMAL(10,2)", None),
+    ("NUMERIC(38,4)", None),
+    ("JSON", None),
+    ("UUID", None),
+    ("TEXT", None),
+    ("NUMERIC", None),
+    ("REAL", None),
+    ("INTEGER", None),
+    ("INT", None),
+    ("BOOLEAN", None),
+    ("BLOB", None),
+    ("TEXT", "DECIMAL(10,2)"),
+    ("TEXT", "TIMESTAMP"),
+    ("TEXT", "REAL"),
+    ("", "TEXT"),
+    ("", "REAL"),
+    ("", "TIMESTAMP"),
+    ("", "DECIMAL(12,4)"),
+    ("JSON", "TEXT"),
+    ("INTEGER", "TEXT"),
+    ("VARCHAR(9)", "DATE"),
 ]
 
 
 def _key_table(declared: str, override: str | None, values: list[Any]):
     conn = probe_connection("TEXT")
-    conn.execute(f'CREATE TABLE t (k {declared} PRIMARY KEY, n INTEGER)')
+    conn.execute(f"CREATE TABLE t (k {declared} PRIMARY KEY, n INTEGER)")
     for n, value in enumerate(values):
         if value is not None:
             try:
@@ -346,14 +386,20 @@ def _bits(array: pa.Array) -> list[Any]:
     return [v.hex() if isinstance(v, float) else v for v in array.to_pylist()]
 
 
-@settings(max_examples=60 * _SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60 * _SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     column=st.sampled_from(KEY_COLUMNS + [(d, None) for d in DECLARED]),
     key_values=KEY_SPELLINGS,
     values=st.lists(ANY_VALUE, min_size=1, max_size=6),
     batch_rows=st.sampled_from([1, 2, 64]),
 )
-def test_the_columnar_reader_converts_and_refuses_as_the_row_path_does(columnar, column, key_values, values, batch_rows):
+def test_the_columnar_reader_converts_and_refuses_as_the_row_path_does(
+    columnar, column, key_values, values, batch_rows
+):
     """Snapshots and CDC log reads of big tables go through typed SELECTs: same values, same refusals."""
     conn, reader = columnar
     declared, override = column
@@ -391,8 +437,14 @@ def test_numbers_in_json_and_uuid_columns_sync_as_their_text(tmp_path, columnar_
     db = tmp_path / "app.db"
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("CREATE TABLE docs (id UUID PRIMARY KEY, body JSON, at DATETIME)")
-    app.executemany("INSERT INTO docs VALUES (?, ?, ?)", [
-        ("123", "42", "2026-01-01 10:00:00"), ("a-b", '{"k": 1}', 1_767_261_600), ("4.5", "0.30000000000000004", None)])
+    app.executemany(
+        "INSERT INTO docs VALUES (?, ?, ?)",
+        [
+            ("123", "42", "2026-01-01 10:00:00"),
+            ("a-b", '{"k": 1}', 1_767_261_600),
+            ("4.5", "0.30000000000000004", None),
+        ],
+    )
     with rhei_lake.open(oltp_path=str(db), storage="memory://", columnar_min_rows=columnar_min_rows) as lake:
         lake.register_table("docs")
         app.execute("INSERT INTO docs VALUES ('12345678901234567890123', '-7', '2026-01-01T10:00:00Z')")

@@ -27,8 +27,17 @@ from rhei_lake.errors import TypeMismatchError
 from tests.support.sqlite_values import ANY_VALUE, KEY_SPELLINGS, param, placeholder
 
 KEY_TYPES = [
-    ("DATETIME", None), ("TIMESTAMP", None), ("DATE", None), ("TIME", None), ("NUMERIC", None), ("BOOLEAN", None),
-    ("DECIMAL(10,2)", None), ("JSON", None), ("MONEY", None), ("TEXT", "TIMESTAMP"), ("", "DECIMAL(12,4)"),
+    ("DATETIME", None),
+    ("TIMESTAMP", None),
+    ("DATE", None),
+    ("TIME", None),
+    ("NUMERIC", None),
+    ("BOOLEAN", None),
+    ("DECIMAL(10,2)", None),
+    ("JSON", None),
+    ("MONEY", None),
+    ("TEXT", "TIMESTAMP"),
+    ("", "DECIMAL(12,4)"),
     ("DATETIME", "TEXT"),
 ]
 """Declared key types (and ``types=`` overrides) whose conversion could map two stored values to one."""
@@ -76,7 +85,10 @@ def _check(lake: rhei_lake.Lake, app: sqlite3.Connection, *, synced: bool) -> No
 )
 def test_two_sqlite_keys_never_become_one_lake_row(key_type, values, path, then, data):
     declared, override = key_type
-    with tempfile.TemporaryDirectory() as work, closing(sqlite3.connect(Path(work) / "app.db", isolation_level=None)) as app:
+    with (
+        tempfile.TemporaryDirectory() as work,
+        closing(sqlite3.connect(Path(work) / "app.db", isolation_level=None)) as app,
+    ):
         db = str(Path(work) / "app.db")
         app.text_factory = decode_text
         app.execute(f"CREATE TABLE t (k {declared} NOT NULL PRIMARY KEY, n INTEGER)")

@@ -46,134 +46,212 @@ class Scenario:
 SCENARIOS = {
     "replace on the primary key": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"],
-        ["INSERT INTO t VALUES (1, 'a'), (2, 'b')", "INSERT OR REPLACE INTO t VALUES (1, 'z')",
-         "REPLACE INTO t VALUES (2, 'y')", "REPLACE INTO t VALUES (3, 'x')"],
+        [
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+            "INSERT OR REPLACE INTO t VALUES (1, 'z')",
+            "REPLACE INTO t VALUES (2, 'y')",
+            "REPLACE INTO t VALUES (3, 'x')",
+        ],
     ),
     "replace on a unique column": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v REAL)"],
-        ["INSERT INTO t VALUES (1, 'a', 1.5), (2, 'b', 2.5)", "INSERT OR REPLACE INTO t VALUES (3, 'a', 3.5)",
-         "REPLACE INTO t VALUES (2, 'a', -0.0)", "INSERT OR REPLACE INTO t (u, v) VALUES ('a', 4.5)"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 1.5), (2, 'b', 2.5)",
+            "INSERT OR REPLACE INTO t VALUES (3, 'a', 3.5)",
+            "REPLACE INTO t VALUES (2, 'a', -0.0)",
+            "INSERT OR REPLACE INTO t (u, v) VALUES ('a', 4.5)",
+        ],
     ),
     "replace on several unique indexes at once": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, w TEXT UNIQUE, v INTEGER)"],
-        ["INSERT INTO t VALUES (1, 'a', 'x', 1), (2, 'b', 'y', 2), (3, 'c', 'z', 3)",
-         "INSERT OR REPLACE INTO t VALUES (3, 'a', 'y', 4)",  # deletes 1 (u), 2 (w) and 3 (key)
-         "INSERT INTO t VALUES (5, 'd', 'w', 5)", "INSERT OR REPLACE INTO t VALUES (6, 'd', 'y', 6)"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'x', 1), (2, 'b', 'y', 2), (3, 'c', 'z', 3)",
+            "INSERT OR REPLACE INTO t VALUES (3, 'a', 'y', 4)",  # deletes 1 (u), 2 (w) and 3 (key)
+            "INSERT INTO t VALUES (5, 'd', 'w', 5)",
+            "INSERT OR REPLACE INTO t VALUES (6, 'd', 'y', 6)",
+        ],
     ),
     "replace through a unique index with COLLATE NOCASE": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "CREATE UNIQUE INDEX t_u ON t (u COLLATE NOCASE)"],
-        ["INSERT INTO t VALUES (1, 'abc', 'first'), (2, 'xyz', 'second')",
-         "INSERT OR REPLACE INTO t VALUES (3, 'ABC', 'third')", "UPDATE OR REPLACE t SET u = 'Xyz' WHERE id = 3",
-         "!INSERT INTO t VALUES (4, 'XYZ', 'refused')"],
+        [
+            "INSERT INTO t VALUES (1, 'abc', 'first'), (2, 'xyz', 'second')",
+            "INSERT OR REPLACE INTO t VALUES (3, 'ABC', 'third')",
+            "UPDATE OR REPLACE t SET u = 'Xyz' WHERE id = 3",
+            "!INSERT INTO t VALUES (4, 'XYZ', 'refused')",
+        ],
     ),
     "replace through a partial unique index": Scenario(
-        ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, active INTEGER)",
-         "CREATE UNIQUE INDEX t_active_u ON t (u) WHERE active = 1"],
-        ["INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 0)", "INSERT OR REPLACE INTO t VALUES (3, 'a', 1)",
-         "INSERT OR REPLACE INTO t VALUES (4, 'a', 0)", "UPDATE OR REPLACE t SET active = 1 WHERE id = 2",
-         "UPDATE OR REPLACE t SET active = 1 WHERE id = 4"],
+        [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, active INTEGER)",
+            "CREATE UNIQUE INDEX t_active_u ON t (u) WHERE active = 1",
+        ],
+        [
+            "INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 0)",
+            "INSERT OR REPLACE INTO t VALUES (3, 'a', 1)",
+            "INSERT OR REPLACE INTO t VALUES (4, 'a', 0)",
+            "UPDATE OR REPLACE t SET active = 1 WHERE id = 2",
+            "UPDATE OR REPLACE t SET active = 1 WHERE id = 4",
+        ],
     ),
     "replace through an expression unique index": Scenario(
-        ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, v TEXT)",
-         "CREATE UNIQUE INDEX t_lower ON t (lower(u), substr(v, 1, 1) DESC)"],
-        ["INSERT INTO t VALUES (1, 'Abc', 'x1'), (2, 'def', 'y1')", "INSERT OR REPLACE INTO t VALUES (3, 'aBC', 'x2')",
-         "UPDATE OR REPLACE t SET u = 'DEF', v = 'yy' WHERE id = 3"],
+        [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT, v TEXT)",
+            "CREATE UNIQUE INDEX t_lower ON t (lower(u), substr(v, 1, 1) DESC)",
+        ],
+        [
+            "INSERT INTO t VALUES (1, 'Abc', 'x1'), (2, 'def', 'y1')",
+            "INSERT OR REPLACE INTO t VALUES (3, 'aBC', 'x2')",
+            "UPDATE OR REPLACE t SET u = 'DEF', v = 'yy' WHERE id = 3",
+        ],
     ),
     "upserts": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, w TEXT UNIQUE, n INTEGER)"],
-        ["INSERT INTO t VALUES (1, 'a', 'x', 0), (2, 'b', 'y', 0)",
-         "INSERT INTO t VALUES (9, 'a', 'q', 1) ON CONFLICT (u) DO UPDATE SET n = n + excluded.n",
-         "INSERT INTO t VALUES (9, 'a', 'q', 1) ON CONFLICT DO NOTHING",
-         "INSERT INTO t VALUES (1, 'c', 'r', 5) ON CONFLICT (id) DO UPDATE SET u = excluded.u",
-         # OR REPLACE applies to the other constraints: w = 'y' deletes row 2
-         "INSERT OR REPLACE INTO t VALUES (7, 'c', 'y', 7) ON CONFLICT (u) DO UPDATE SET n = 70",
-         "INSERT OR REPLACE INTO t VALUES (8, 'e', 'y', 8) ON CONFLICT (u) DO NOTHING",
-         "DELETE FROM t WHERE id = 1", "INSERT INTO t VALUES (10, 'f', 'z', 0)"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'x', 0), (2, 'b', 'y', 0)",
+            "INSERT INTO t VALUES (9, 'a', 'q', 1) ON CONFLICT (u) DO UPDATE SET n = n + excluded.n",
+            "INSERT INTO t VALUES (9, 'a', 'q', 1) ON CONFLICT DO NOTHING",
+            "INSERT INTO t VALUES (1, 'c', 'r', 5) ON CONFLICT (id) DO UPDATE SET u = excluded.u",
+            # OR REPLACE applies to the other constraints: w = 'y' deletes row 2
+            "INSERT OR REPLACE INTO t VALUES (7, 'c', 'y', 7) ON CONFLICT (u) DO UPDATE SET n = 70",
+            "INSERT OR REPLACE INTO t VALUES (8, 'e', 'y', 8) ON CONFLICT (u) DO NOTHING",
+            "DELETE FROM t WHERE id = 1",
+            "INSERT INTO t VALUES (10, 'f', 'z', 0)",
+        ],
     ),
     "insert or ignore leaves no event and invents none later": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)"],
-        ["INSERT INTO t VALUES (1, 'a', 'one'), (2, 'b', 'two')",
-         "INSERT OR IGNORE INTO t VALUES (3, 'a', 'ignored')", "INSERT OR IGNORE INTO t VALUES (4, 'b', 'ignored')",
-         "UPDATE t SET v = 'changed' WHERE id = 2", "DELETE FROM t WHERE id = 1",
-         "INSERT INTO t VALUES (5, 'c', 'five')", "INSERT OR REPLACE INTO t VALUES (6, 'b', 'six')",
-         "INSERT OR IGNORE INTO t VALUES (7, 'c', 'ignored')", "UPDATE t SET id = 8 WHERE id = 5",
-         "INSERT INTO t VALUES (9, 'd', 'nine')"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'one'), (2, 'b', 'two')",
+            "INSERT OR IGNORE INTO t VALUES (3, 'a', 'ignored')",
+            "INSERT OR IGNORE INTO t VALUES (4, 'b', 'ignored')",
+            "UPDATE t SET v = 'changed' WHERE id = 2",
+            "DELETE FROM t WHERE id = 1",
+            "INSERT INTO t VALUES (5, 'c', 'five')",
+            "INSERT OR REPLACE INTO t VALUES (6, 'b', 'six')",
+            "INSERT OR IGNORE INTO t VALUES (7, 'c', 'ignored')",
+            "UPDATE t SET id = 8 WHERE id = 5",
+            "INSERT INTO t VALUES (9, 'd', 'nine')",
+        ],
     ),
     "insert or fail keeps the rows before the failing one": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE)"],
-        ["INSERT INTO t VALUES (1, 'a')", "!INSERT OR FAIL INTO t VALUES (2, 'b'), (3, 'a'), (4, 'c')",
-         "DELETE FROM t WHERE id = 1", "INSERT OR REPLACE INTO t VALUES (5, 'b')"],
+        [
+            "INSERT INTO t VALUES (1, 'a')",
+            "!INSERT OR FAIL INTO t VALUES (2, 'b'), (3, 'a'), (4, 'c')",
+            "DELETE FROM t WHERE id = 1",
+            "INSERT OR REPLACE INTO t VALUES (5, 'b')",
+        ],
     ),
     "update or replace": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)"],
-        ["INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y'), (3, 'c', 'z'), (4, 'd', 'w')",
-         "UPDATE OR REPLACE t SET u = 'a' WHERE id = 2",  # deletes 1
-         "UPDATE OR REPLACE t SET id = 2 WHERE id = 3",  # onto an existing key
-         "UPDATE OR REPLACE t SET id = 10, u = 'd' WHERE id = 2",  # new key, and deletes 4 through u
-         "UPDATE OR REPLACE t SET u = 'same'", "UPDATE OR IGNORE t SET u = 'same'"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y'), (3, 'c', 'z'), (4, 'd', 'w')",
+            "UPDATE OR REPLACE t SET u = 'a' WHERE id = 2",  # deletes 1
+            "UPDATE OR REPLACE t SET id = 2 WHERE id = 3",  # onto an existing key
+            "UPDATE OR REPLACE t SET id = 10, u = 'd' WHERE id = 2",  # new key, and deletes 4 through u
+            "UPDATE OR REPLACE t SET u = 'same'",
+            "UPDATE OR IGNORE t SET u = 'same'",
+        ],
     ),
     "replace inside the application's own trigger": Scenario(
-        ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)",
-         "CREATE TABLE src (id INTEGER PRIMARY KEY, u TEXT)",
-         "CREATE TRIGGER app_copy AFTER INSERT ON src BEGIN "
-         "INSERT OR REPLACE INTO t VALUES (NEW.id, NEW.u, 'from src'); END",
-         "CREATE TRIGGER app_echo AFTER INSERT ON t WHEN NEW.id < 100 BEGIN "
-         "INSERT OR REPLACE INTO t VALUES (NEW.id + 100, NEW.u || '!', 'echo'); END"],
-        ["INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')", "INSERT INTO src VALUES (3, 'a')",
-         "INSERT INTO src VALUES (4, 'a')", "INSERT INTO src VALUES (103, 'q')"],
+        [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)",
+            "CREATE TABLE src (id INTEGER PRIMARY KEY, u TEXT)",
+            "CREATE TRIGGER app_copy AFTER INSERT ON src BEGIN "
+            "INSERT OR REPLACE INTO t VALUES (NEW.id, NEW.u, 'from src'); END",
+            "CREATE TRIGGER app_echo AFTER INSERT ON t WHEN NEW.id < 100 BEGIN "
+            "INSERT OR REPLACE INTO t VALUES (NEW.id + 100, NEW.u || '!', 'echo'); END",
+        ],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')",
+            "INSERT INTO src VALUES (3, 'a')",
+            "INSERT INTO src VALUES (4, 'a')",
+            "INSERT INTO src VALUES (103, 'q')",
+        ],
         {"t": ("id",), "src": ("id",)},
     ),
     "foreign key cascades": Scenario(
-        ["CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT UNIQUE)",
-         "CREATE TABLE child (id INTEGER PRIMARY KEY, "
-         "parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE)",
-         "CREATE TABLE orphan (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id) ON DELETE SET NULL)"],
-        ["INSERT INTO parent VALUES (1, 'a'), (2, 'b'), (3, 'c')",
-         "INSERT INTO child VALUES (10, 1), (11, 1), (12, 2), (13, 3)", "INSERT INTO orphan VALUES (20, 1), (21, 3)",
-         "INSERT OR REPLACE INTO parent VALUES (4, 'a')",  # deletes parent 1: cascades to 10, 11; nulls 20
-         "UPDATE parent SET id = 5 WHERE id = 2",  # 12 follows
-         "DELETE FROM parent WHERE id = 3", "REPLACE INTO parent VALUES (5, 'e')"],
+        [
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT UNIQUE)",
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+            "parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE)",
+            "CREATE TABLE orphan (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id) ON DELETE SET NULL)",
+        ],
+        [
+            "INSERT INTO parent VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+            "INSERT INTO child VALUES (10, 1), (11, 1), (12, 2), (13, 3)",
+            "INSERT INTO orphan VALUES (20, 1), (21, 3)",
+            "INSERT OR REPLACE INTO parent VALUES (4, 'a')",  # deletes parent 1: cascades to 10, 11; nulls 20
+            "UPDATE parent SET id = 5 WHERE id = 2",  # 12 follows
+            "DELETE FROM parent WHERE id = 3",
+            "REPLACE INTO parent VALUES (5, 'e')",
+        ],
         {"parent": ("id",), "child": ("id",), "orphan": ("id",)},
     ),
     "multi-row inserts replacing each other": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT COLLATE NOCASE UNIQUE, v INTEGER)"],
-        ["INSERT INTO t VALUES (1, 'a', 1), (2, 'b', 2)",
-         "INSERT OR REPLACE INTO t VALUES (3, 'A', 3), (4, 'B', 4), (5, 'a', 5), (4, 'c', 6)",
-         "INSERT OR REPLACE INTO t SELECT id + 10, upper(u), v FROM t",
-         "INSERT OR REPLACE INTO t (u, v) SELECT lower(u), v * 10 FROM t WHERE id > 10"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 1), (2, 'b', 2)",
+            "INSERT OR REPLACE INTO t VALUES (3, 'A', 3), (4, 'B', 4), (5, 'a', 5), (4, 'c', 6)",
+            "INSERT OR REPLACE INTO t SELECT id + 10, upper(u), v FROM t",
+            "INSERT OR REPLACE INTO t (u, v) SELECT lower(u), v * 10 FROM t WHERE id > 10",
+        ],
     ),
     "savepoints and rollbacks": Scenario(
         ["CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)"],
-        ["INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')",
-         "BEGIN", "INSERT OR REPLACE INTO t VALUES (3, 'a', 'z')", "SAVEPOINT s1",
-         "INSERT OR REPLACE INTO t VALUES (4, 'b', 'w')", "INSERT OR IGNORE INTO t VALUES (5, 'a', 'i')",
-         "ROLLBACK TO s1", "RELEASE s1", "COMMIT",
-         "BEGIN", "INSERT OR REPLACE INTO t VALUES (6, 'b', 'gone')", "ROLLBACK",
-         "SAVEPOINT outer", "UPDATE OR REPLACE t SET u = 'b' WHERE id = 3", "RELEASE outer"],
+        [
+            "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')",
+            "BEGIN",
+            "INSERT OR REPLACE INTO t VALUES (3, 'a', 'z')",
+            "SAVEPOINT s1",
+            "INSERT OR REPLACE INTO t VALUES (4, 'b', 'w')",
+            "INSERT OR IGNORE INTO t VALUES (5, 'a', 'i')",
+            "ROLLBACK TO s1",
+            "RELEASE s1",
+            "COMMIT",
+            "BEGIN",
+            "INSERT OR REPLACE INTO t VALUES (6, 'b', 'gone')",
+            "ROLLBACK",
+            "SAVEPOINT outer",
+            "UPDATE OR REPLACE t SET u = 'b' WHERE id = 3",
+            "RELEASE outer",
+        ],
     ),
     "without rowid, a NOCASE text key and a unique column": Scenario(
         ["CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, u INTEGER UNIQUE, v TEXT) WITHOUT ROWID"],
-        ["INSERT INTO t VALUES ('a', 1, 'x'), ('b', 2, 'y')", "INSERT OR REPLACE INTO t VALUES ('A', 3, 'z')",
-         "INSERT OR REPLACE INTO t VALUES ('c', 2, 'w')", "UPDATE OR REPLACE t SET k = 'C' WHERE k = 'c'",
-         "UPDATE OR REPLACE t SET u = 3 WHERE k = 'C'"],
+        [
+            "INSERT INTO t VALUES ('a', 1, 'x'), ('b', 2, 'y')",
+            "INSERT OR REPLACE INTO t VALUES ('A', 3, 'z')",
+            "INSERT OR REPLACE INTO t VALUES ('c', 2, 'w')",
+            "UPDATE OR REPLACE t SET k = 'C' WHERE k = 'c'",
+            "UPDATE OR REPLACE t SET u = 3 WHERE k = 'C'",
+        ],
         {"t": ("k",)},
     ),
     "hostile identifiers": Scenario(
-        ['CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT COLLATE NOCASE UNIQUE, '
-         '"a-b" TEXT, [x y] INTEGER)',
-         'CREATE UNIQUE INDEX "i""x" ON "we""ird ta\'ble" (lower("a-b") /* a comment, with a comma */, [x y]) '
-         "WHERE \"sel'ect\" <> 'skip'"],
-        ['INSERT INTO "we""ird ta\'ble" VALUES (1, \'a\', \'M\', 1), (2, \'b\', \'n\', 1), (3, \'skip\', \'m\', 1)',
-         'INSERT OR REPLACE INTO "we""ird ta\'ble" VALUES (4, \'A\', \'x\', 2)',
-         'INSERT OR REPLACE INTO "we""ird ta\'ble" VALUES (5, \'c\', \'N\', 1)',
-         'UPDATE OR REPLACE "we""ird ta\'ble" SET "a-b" = \'X\', [x y] = 2 WHERE "k ""q""" = 5'],
-        {'we"ird ta\'ble': ('k "q"',)},
+        [
+            'CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT COLLATE NOCASE UNIQUE, '
+            '"a-b" TEXT, [x y] INTEGER)',
+            'CREATE UNIQUE INDEX "i""x" ON "we""ird ta\'ble" (lower("a-b") /* a comment, with a comma */, [x y]) '
+            "WHERE \"sel'ect\" <> 'skip'",
+        ],
+        [
+            "INSERT INTO \"we\"\"ird ta'ble\" VALUES (1, 'a', 'M', 1), (2, 'b', 'n', 1), (3, 'skip', 'm', 1)",
+            "INSERT OR REPLACE INTO \"we\"\"ird ta'ble\" VALUES (4, 'A', 'x', 2)",
+            "INSERT OR REPLACE INTO \"we\"\"ird ta'ble\" VALUES (5, 'c', 'N', 1)",
+            'UPDATE OR REPLACE "we""ird ta\'ble" SET "a-b" = \'X\', [x y] = 2 WHERE "k ""q""" = 5',
+        ],
+        {"we\"ird ta'ble": ('k "q"',)},
     ),
     "a composite key": Scenario(
         ["CREATE TABLE t (a TEXT NOT NULL, b INTEGER NOT NULL, u TEXT UNIQUE, PRIMARY KEY (a, b))"],
-        ["INSERT INTO t VALUES ('x', 1, 'p'), ('x', 2, 'q')", "INSERT OR REPLACE INTO t VALUES ('y', 1, 'p')",
-         "UPDATE OR REPLACE t SET b = 1 WHERE a = 'x'", "UPDATE OR REPLACE t SET a = 'x', u = 'p' WHERE a = 'y'",
-         "INSERT OR REPLACE INTO t VALUES ('z', 9, 'p')"],
+        [
+            "INSERT INTO t VALUES ('x', 1, 'p'), ('x', 2, 'q')",
+            "INSERT OR REPLACE INTO t VALUES ('y', 1, 'p')",
+            "UPDATE OR REPLACE t SET b = 1 WHERE a = 'x'",
+            "UPDATE OR REPLACE t SET a = 'x', u = 'p' WHERE a = 'y'",
+            "INSERT OR REPLACE INTO t VALUES ('z', 9, 'p')",
+        ],
         {"t": ("a", "b")},
     ),
 }
@@ -308,9 +386,9 @@ def _previous_trigger_ddl(conn: sqlite3.Connection, table: str) -> list[str]:
     return [
         f'CREATE TRIGGER "_rhei_cdc_ins_{table}" AFTER INSERT ON "{table}" BEGIN {log("I", "NEW")} END',
         f'CREATE TRIGGER "_rhei_cdc_upd_{table}" AFTER UPDATE ON "{table}" WHEN ({same_key}) AND ({changed}) '
-        f'BEGIN {log("U", "NEW")} END',
+        f"BEGIN {log('U', 'NEW')} END",
         f'CREATE TRIGGER "_rhei_cdc_rekey_{table}" AFTER UPDATE ON "{table}" WHEN NOT ({same_key}) '
-        f'BEGIN {log("D", "OLD")} {log("I", "NEW")} END',
+        f"BEGIN {log('D', 'OLD')} {log('I', 'NEW')} END",
         f'CREATE TRIGGER "_rhei_cdc_del_{table}" AFTER DELETE ON "{table}" BEGIN {log("D", "OLD")} END',
     ]
 
@@ -318,8 +396,9 @@ def _previous_trigger_ddl(conn: sqlite3.Connection, table: str) -> list[str]:
 def _install_previous_triggers(conn: sqlite3.Connection, table: str) -> None:
     """Put the previous version's triggers in place, recorded as installed, and no pending table."""
     conn.execute("BEGIN IMMEDIATE")
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_rhei\\_%' "
-                                "ESCAPE '\\'").fetchall():
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_rhei\\_%' ESCAPE '\\'"
+    ).fetchall():
         conn.execute(f'DROP TRIGGER "{name}"')
     conn.execute(f"DROP TABLE IF EXISTS {PENDING_TABLE}")
     for ddl in _previous_trigger_ddl(conn, table):
@@ -355,7 +434,11 @@ def test_outdated_triggers_are_reinstalled_without_losing_events(tmp_path):
         app.execute("INSERT OR REPLACE INTO t VALUES (4, 'dee', 'ann@example.com')")
         lake.sync_now()
         assert [(r["_rhei_op"], r["id"], r["name"]) for r in feed(lake, "t")][2:] == [
-            ("I", 3, "cy"), ("U", 2, "Bob"), ("U", 2, "BOB"), ("D", 1, "ann"), ("I", 4, "dee")
+            ("I", 3, "cy"),
+            ("U", 2, "Bob"),
+            ("U", 2, "BOB"),
+            ("D", 1, "ann"),
+            ("I", 4, "dee"),
         ]
         assert_lake_is_sqlite(lake, app, "t")
 
@@ -398,23 +481,47 @@ _ns = st.one_of(st.none(), st.integers(1, 4))
 _or = st.sampled_from(["", "OR REPLACE ", "OR IGNORE ", "OR FAIL "])
 
 _statements = st.one_of(
-    st.builds(lambda o, a, b: (f"INSERT {o}INTO t VALUES (?, ?, ?, ?)", a + b),
-              _or, st.tuples(_ids, _us), st.tuples(_ws, _vs)),
-    st.builds(lambda o, a, b: (f"INSERT {o}INTO t VALUES (?, ?, ?, ?), (?, ?, ?, ?)", a + b),
-              _or, st.tuples(_ids, _us, _ws, _vs), st.tuples(_ids, _us, _ws, _vs)),
+    st.builds(
+        lambda o, a, b: (f"INSERT {o}INTO t VALUES (?, ?, ?, ?)", a + b), _or, st.tuples(_ids, _us), st.tuples(_ws, _vs)
+    ),
+    st.builds(
+        lambda o, a, b: (f"INSERT {o}INTO t VALUES (?, ?, ?, ?), (?, ?, ?, ?)", a + b),
+        _or,
+        st.tuples(_ids, _us, _ws, _vs),
+        st.tuples(_ids, _us, _ws, _vs),
+    ),
     st.builds(lambda a: ("REPLACE INTO t (u, w, v) VALUES (?, ?, ?)", a), st.tuples(_us, _ws, _vs)),
-    st.builds(lambda a, tail: ("INSERT INTO t VALUES (?, ?, ?, ?) " + tail, a), st.tuples(_ids, _us, _ws, _vs),
-              st.sampled_from(["ON CONFLICT (u) DO UPDATE SET v = excluded.v, w = excluded.w",
-                               "ON CONFLICT DO NOTHING", "ON CONFLICT (id) DO UPDATE SET u = excluded.u"])),
-    st.builds(lambda o, col_value, target: (f"UPDATE {o}t SET {col_value[0]} = ? WHERE id = ?", (col_value[1], target)),
-              _or, st.one_of(st.tuples(st.just("u"), _us), st.tuples(st.just("id"), _ids),
-                             st.tuples(st.just("w"), _ws), st.tuples(st.just("v"), _vs)), _ids),
+    st.builds(
+        lambda a, tail: ("INSERT INTO t VALUES (?, ?, ?, ?) " + tail, a),
+        st.tuples(_ids, _us, _ws, _vs),
+        st.sampled_from(
+            [
+                "ON CONFLICT (u) DO UPDATE SET v = excluded.v, w = excluded.w",
+                "ON CONFLICT DO NOTHING",
+                "ON CONFLICT (id) DO UPDATE SET u = excluded.u",
+            ]
+        ),
+    ),
+    st.builds(
+        lambda o, col_value, target: (f"UPDATE {o}t SET {col_value[0]} = ? WHERE id = ?", (col_value[1], target)),
+        _or,
+        st.one_of(
+            st.tuples(st.just("u"), _us),
+            st.tuples(st.just("id"), _ids),
+            st.tuples(st.just("w"), _ws),
+            st.tuples(st.just("v"), _vs),
+        ),
+        _ids,
+    ),
     st.builds(lambda o, a: (f"UPDATE {o}t SET v = ?, w = ? WHERE u = ?", a), _or, st.tuples(_vs, _ws, _us)),
     st.builds(lambda a: ("DELETE FROM t WHERE id = ? OR u = ?", a), st.tuples(_ids, _us)),
     st.builds(lambda o, a: (f"INSERT {o}INTO k VALUES (?, ?, ?)", a), _or, st.tuples(_ks, _ns, _us)),
-    st.builds(lambda o, col_value, target: (f"UPDATE {o}k SET {col_value[0]} = ? WHERE k = ?", (col_value[1], target)),
-              _or, st.one_of(st.tuples(st.just("k"), _ks), st.tuples(st.just("n"), _ns),
-                             st.tuples(st.just("note"), _us)), _ks),
+    st.builds(
+        lambda o, col_value, target: (f"UPDATE {o}k SET {col_value[0]} = ? WHERE k = ?", (col_value[1], target)),
+        _or,
+        st.one_of(st.tuples(st.just("k"), _ks), st.tuples(st.just("n"), _ns), st.tuples(st.just("note"), _us)),
+        _ks,
+    ),
     st.builds(lambda a: ("DELETE FROM k WHERE k = ?", a), st.tuples(_ks)),
 )
 _blocks = st.tuples(
@@ -448,8 +555,11 @@ def _run_block(write, transaction: str, statements: list[tuple[str, tuple]]) -> 
     write("ROLLBACK" if transaction == "rollback" else "COMMIT", ())
 
 
-@settings(max_examples=int(os.environ.get("RHEI_PROPERTY_EXAMPLES", "40")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("RHEI_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(program=st.lists(_blocks, min_size=1, max_size=12))
 def test_random_programs_on_several_connections_keep_the_lake_equal_to_sqlite(program):
     # Every connection is closed before its directory goes: SQLite shares locks and the WAL index

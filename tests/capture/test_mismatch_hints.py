@@ -135,7 +135,10 @@ def test_a_bad_value_in_a_snapshot_can_be_mirrored_with_the_type_named(tmp_path,
         assert retype == "lake.register_table('t', types={'n': 'TEXT'})"
         follow(lake, retype)
         assert lake.query("SELECT id, n FROM t ORDER BY id").to_pylist() == [
-            {"id": 1, "n": "10"}, {"id": 2, "n": "lots"}, {"id": 3, "n": "30"}]
+            {"id": 1, "n": "10"},
+            {"id": 2, "n": "lots"},
+            {"id": 3, "n": "30"},
+        ]
         lake.execute("INSERT INTO t VALUES (4, 40)")
         lake.sync_now()
         assert lake.query("SELECT n FROM t WHERE id = 4").to_pylist() == [{"n": "40"}]
@@ -148,7 +151,8 @@ def test_a_registration_that_failed_half_way_reopens_and_recovers(tmp_path, open
         message = str(refused_registration(lake, "t"))
     with open_lake() as lake:  # opening does not fail on the unfinished registration
         assert lake.sync_status().tables.get("t") is None or lake.query("SELECT count(*) AS n FROM t").to_pylist() == [
-            {"n": 0}]
+            {"n": 0}
+        ]
         follow(lake, register_calls(message)[1])
         assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 3}]
     with open_lake() as lake:
@@ -178,7 +182,9 @@ def test_two_spellings_of_one_key_can_be_mirrored_as_text(tmp_path, open_lake):
     with open_lake() as lake:
         follow(lake, register_calls(str(refused_registration(lake, "e")))[1])
         assert lake.query("SELECT at, v FROM e ORDER BY v").to_pylist() == [
-            {"at": "2026-01-01 10:00:00", "v": "a"}, {"at": "2026-01-01T10:00:00", "v": "b"}]
+            {"at": "2026-01-01 10:00:00", "v": "a"},
+            {"at": "2026-01-01T10:00:00", "v": "b"},
+        ]
 
 
 def test_a_bad_event_is_repaired_as_its_message_says(tmp_path):
@@ -211,9 +217,13 @@ def test_a_refused_key_spelling_in_an_event_is_repaired_as_its_messages_say(tmp_
                 repair_as_written(lake, str(exc))
         assert stops == 2
         assert lake.query("SELECT at, v FROM e ORDER BY at").to_pylist() == [
-            {"at": datetime(2026, 1, 1, 10, tzinfo=UTC), "v": "a"}, {"at": datetime(2026, 1, 1, 11, tzinfo=UTC), "v": "b"}]
+            {"at": datetime(2026, 1, 1, 10, tzinfo=UTC), "v": "a"},
+            {"at": datetime(2026, 1, 1, 11, tzinfo=UTC), "v": "b"},
+        ]
         assert [r[0] for r in oltp_oracle(lake).execute("SELECT at FROM e ORDER BY at")] == [
-            "2026-01-01 10:00:00", "2026-01-01 11:00:00"]
+            "2026-01-01 10:00:00",
+            "2026-01-01 11:00:00",
+        ]
 
 
 def test_a_bad_value_in_a_polled_table_is_fixed_in_the_source(tmp_path):
@@ -275,8 +285,9 @@ def test_a_refused_key_spelling_met_by_hard_delete_detection_is_fixed_in_the_sou
     source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, updated_at TEXT)")
     source.execute("INSERT INTO items VALUES ('2026-01-01 09:00:00', '2026-01-05')")
     table = rhei_lake.PolledTable("items", updated_at="updated_at")
-    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
-                        hard_delete_interval=0) as lake:
+    with rhei_lake.open(
+        source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table], hard_delete_interval=0
+    ) as lake:
         lake.sync_now()
         source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', '2026-01-02')")
         with pytest.raises(TypeMismatchError) as info:
@@ -285,18 +296,23 @@ def test_a_refused_key_spelling_met_by_hard_delete_detection_is_fixed_in_the_sou
         source.execute(update_statement(str(info.value)))
         lake.sync_now()
         assert lake.query("SELECT at FROM items ORDER BY at").column(0).to_pylist() == [
-            datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 10, tzinfo=UTC)]
+            datetime(2026, 1, 1, 9, tzinfo=UTC),
+            datetime(2026, 1, 1, 10, tzinfo=UTC),
+        ]
 
 
 def test_hard_delete_detection_does_not_take_another_spelling_for_the_deleted_key(tmp_path):
     """Item 5 in the key scan: K deleted and K' (K's instant, spelt otherwise) inserted behind the cursor."""
     source = _sqlite_app(tmp_path / "ext.db")
     source.execute("CREATE TABLE items (at DATETIME PRIMARY KEY, v TEXT, updated_at TEXT)")
-    source.executemany("INSERT INTO items VALUES (?, ?, ?)", [
-        ("2026-01-01 10:00:00", "k", "2026-01-05"), ("2026-01-02 10:00:00", "l", "2026-01-06")])
+    source.executemany(
+        "INSERT INTO items VALUES (?, ?, ?)",
+        [("2026-01-01 10:00:00", "k", "2026-01-05"), ("2026-01-02 10:00:00", "l", "2026-01-06")],
+    )
     table = rhei_lake.PolledTable("items", updated_at="updated_at")
-    with rhei_lake.open(source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table],
-                        hard_delete_interval=0) as lake:
+    with rhei_lake.open(
+        source=f"sqlite://{tmp_path}/ext.db", storage=str(tmp_path / "lake"), tables=[table], hard_delete_interval=0
+    ) as lake:
         lake.sync_now()
         source.execute("DELETE FROM items WHERE v = 'k'")
         source.execute("INSERT INTO items VALUES ('2026-01-01T10:00:00', 'other', '2026-01-05')")
@@ -310,8 +326,9 @@ def test_hard_delete_detection_does_not_take_another_spelling_for_the_deleted_ke
 
 
 @pytest.mark.parametrize("columnar_min_rows", [0, 1])
-def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(postgres, pg_database, tmp_path,
-                                                                          columnar_min_rows):
+def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(
+    postgres, pg_database, tmp_path, columnar_min_rows
+):
     """PostgreSQL's own types are canonical; a text key that types= reads as a timestamp is checked like SQLite's."""
     if columnar_min_rows:
         pytest.importorskip("adbc_driver_postgresql")
@@ -320,8 +337,12 @@ def test_a_postgresql_text_key_read_as_a_timestamp_refuses_other_spellings(postg
     spellings = ["2026-01-01 10:00:00+00:00", "2026-01-01T10:00:00Z"]  # both cast by Arrow to one instant
     conn.execute("INSERT INTO items VALUES (%s, now()), (%s, now())", spellings)
     table = rhei_lake.PolledTable("items", updated_at="updated_at", types={"at": "TIMESTAMP"})
-    with rhei_lake.open(source=postgres.url(pg_database), storage=str(tmp_path / "lake"), tables=[table],
-                        columnar_min_rows=columnar_min_rows) as lake:
+    with rhei_lake.open(
+        source=postgres.url(pg_database),
+        storage=str(tmp_path / "lake"),
+        tables=[table],
+        columnar_min_rows=columnar_min_rows,
+    ) as lake:
         with pytest.raises(TypeMismatchError) as info:
             lake.sync_now()
         assert info.value.primary_key["at"] in spellings
@@ -366,12 +387,14 @@ def test_a_table_without_a_primary_key_gets_one_and_is_registered_again(tmp_path
         lake.execute("INSERT INTO t VALUES ('a', 1)")
         with pytest.raises(rhei_lake.SchemaError, match="Add one .* and register again"):
             lake.register_table("t")
-        lake.execute_batch([  # SQLite adds a key by rebuilding the table
-            "CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)",
-            "INSERT INTO t_new (name, n) SELECT name, n FROM t",
-            "DROP TABLE t",
-            "ALTER TABLE t_new RENAME TO t",
-        ])
+        lake.execute_batch(
+            [  # SQLite adds a key by rebuilding the table
+                "CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)",
+                "INSERT INTO t_new (name, n) SELECT name, n FROM t",
+                "DROP TABLE t",
+                "ALTER TABLE t_new RENAME TO t",
+            ]
+        )
         lake.register_table("t")
         assert_same_state(lake, oltp_oracle(lake), "t")
 
@@ -457,7 +480,9 @@ def _twins(lake: rhei_lake.Lake) -> TypeMismatchError:
 
 
 def _lake_rows(lake: rhei_lake.Lake) -> list[tuple]:
-    return sorted((r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in lake.query("SELECT at, v FROM e").to_pylist())
+    return sorted(
+        (r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in lake.query("SELECT at, v FROM e").to_pylist()
+    )
 
 
 def test_a_repair_that_would_make_two_rows_one_is_refused(tmp_path):
@@ -535,7 +560,11 @@ def test_a_key_repair_is_refused_while_the_row_keeps_another_spelling(tmp_path):
             lake.sync_now()  # the delete of the old spelling
         repair_as_written(lake, str(info.value))
         lake.sync_now()
-        assert _lake_rows(lake) == sorted(oltp_oracle(lake).execute("SELECT at, v FROM e")) == [("2026-01-01 10:00:00", "b")]
+        assert (
+            _lake_rows(lake)
+            == sorted(oltp_oracle(lake).execute("SELECT at, v FROM e"))
+            == [("2026-01-01 10:00:00", "b")]
+        )
         with pytest.raises(rhei_lake.SourceError, match="UNIQUE"):  # the key is SQLite's to guard now
             lake.execute("INSERT INTO e VALUES ('2026-01-01 10:00:00', 'again')")
 
@@ -554,8 +583,11 @@ def test_a_repaired_delete_cannot_remove_another_rows_key(tmp_path):
             lake.repair_event("e", info.value.seq, {"at": "2026-01-01 10:00:00"})
         lake.repair_event("e", info.value.seq, {"at": "2026-01-02 00:00:00"})
         lake.sync_now()
-        assert _lake_rows(lake) == sorted(oltp_oracle(lake).execute("SELECT at, v FROM e")) == [
-            ("2026-01-01 10:00:00", "a"), ("2026-01-02 00:00:00", "b")]
+        assert (
+            _lake_rows(lake)
+            == sorted(oltp_oracle(lake).execute("SELECT at, v FROM e"))
+            == [("2026-01-01 10:00:00", "a"), ("2026-01-02 00:00:00", "b")]
+        )
 
 
 def test_a_snapshot_with_two_spellings_of_one_key_is_made_distinct_as_the_error_says(tmp_path, open_lake):
@@ -596,7 +628,9 @@ def test_a_mirrored_table_taken_anew_at_open_waits_on_a_refused_key_and_takes_it
             app.execute("INSERT INTO e VALUES ('2026-01-02T00:00:00Z', 'c')")
             lake.sync_now()
         rows = lake.query("SELECT at, v FROM e").to_pylist()
-        shown = sorted((r["at"] if way != "fix the row" else r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in rows)
+        shown = sorted(
+            (r["at"] if way != "fix the row" else r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["v"]) for r in rows
+        )
         assert shown == sorted(app.execute("SELECT at, v FROM e"))
     app.close()
 

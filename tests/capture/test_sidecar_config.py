@@ -48,8 +48,13 @@ def test_polled_table():
     table = rhei_lake.PolledTable("orders", primary_key=["id"], updated_at="updated_at", deleted_at="deleted_at")
     assert table.name == "orders" and table.primary_key == ("id",) and table.epoch_unit == "s"
     assert rhei_lake.PolledTable(name="o", updated_at="u").hard_deletes
-    for bad in [dict(updated_at=""), dict(updated_at="u", primary_key=[]), dict(updated_at="u", deleted_at="u"),
-                dict(updated_at="u", epoch_unit="days"), dict(updated_at="u", bogus=1)]:
+    for bad in [
+        dict(updated_at=""),
+        dict(updated_at="u", primary_key=[]),
+        dict(updated_at="u", deleted_at="u"),
+        dict(updated_at="u", epoch_unit="days"),
+        dict(updated_at="u", bogus=1),
+    ]:
         with pytest.raises(ValueError):
             rhei_lake.PolledTable("o", **bad)
 
@@ -59,13 +64,22 @@ def test_polled_table():
     [
         ({"source": "sqlite:///x.db"}, "sidecar mode needs tables"),
         ({"tables": [{"name": "o", "updated_at": "u"}]}, "tables are polled from a source"),
-        ({"source": "sqlite:///x.db", "oltp_path": "y.db", "tables": [{"name": "o", "updated_at": "u"}]},
-         "exclude each other"),
-        ({"source": "sqlite:///x.db", "tables": [{"name": "o", "updated_at": "u"}, {"name": "O", "updated_at": "u"}]},
-         "listed twice"),
+        (
+            {"source": "sqlite:///x.db", "oltp_path": "y.db", "tables": [{"name": "o", "updated_at": "u"}]},
+            "exclude each other",
+        ),
+        (
+            {
+                "source": "sqlite:///x.db",
+                "tables": [{"name": "o", "updated_at": "u"}, {"name": "O", "updated_at": "u"}],
+            },
+            "listed twice",
+        ),
         ({"source": "sqlite:///x.db", "tables": [{"name": "o"}]}, r"tables\.0\.updated_at"),
-        ({"source": "sqlite:///x.db", "tables": [{"name": "o", "updated_at": "u"}], "hard_delete_interval": -1},
-         "hard_delete_interval"),
+        (
+            {"source": "sqlite:///x.db", "tables": [{"name": "o", "updated_at": "u"}], "hard_delete_interval": -1},
+            "hard_delete_interval",
+        ),
         ({"source": "redis://u:hunter2@h/0", "tables": [{"name": "o", "updated_at": "u"}]}, "source: "),
     ],
 )
@@ -99,9 +113,19 @@ def test_numeric_typmod():
 @pytest.mark.parametrize(
     "value",
     [
-        "2026-01-01T00:00:00.000001Z", 17, -(2**63), 0.1 + 0.2, b"\x00\xff", Decimal("1.10"), date(2026, 1, 2),
-        datetime(2026, 1, 1, 1, 2, 3, 4, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=5))),
-        datetime(2026, 1, 1), UUID(int=5), True, None,
+        "2026-01-01T00:00:00.000001Z",
+        17,
+        -(2**63),
+        0.1 + 0.2,
+        b"\x00\xff",
+        Decimal("1.10"),
+        date(2026, 1, 2),
+        datetime(2026, 1, 1, 1, 2, 3, 4, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+        datetime(2026, 1, 1),
+        UUID(int=5),
+        True,
+        None,
     ],
 )
 def test_cursor_round_trips_exactly(value):

@@ -60,7 +60,7 @@ def test_composite_key_and_replace(lake):
 
 
 def test_hostile_identifiers(lake):
-    name = 'we"ird ta\'ble'
+    name = "we\"ird ta'ble"
     lake.execute('CREATE TABLE "we""ird ta\'ble" ("k ""q""" INTEGER PRIMARY KEY, "sel\'ect" TEXT, "a-b" REAL)')
     lake.register_table(name)
     lake.execute('INSERT INTO "we""ird ta\'ble" VALUES (1, \'x\', 0.5)')
@@ -211,7 +211,10 @@ def test_trailing_blank_change_under_rtrim_is_captured(tmp_path):
         app.execute("UPDATE t SET k = 'x ' WHERE k = 'x'")
         lake.sync_now()
         assert [(r["_rhei_op"], r["k"], r["v"]) for r in feed(lake)] == [
-            ("I", "x", "y"), ("U", "x", "y  "), ("D", "x", "y  "), ("I", "x ", "y  ")
+            ("I", "x", "y"),
+            ("U", "x", "y  "),
+            ("D", "x", "y  "),
+            ("I", "x ", "y  "),
         ]
         assert_lake_is_sqlite(lake, app, "t")
 
@@ -231,7 +234,10 @@ def test_a_collation_only_the_application_registers_is_neither_needed_nor_used(t
         app.execute("INSERT OR REPLACE INTO t VALUES (3, 'mallory', 'Y')")  # conflicts with 2 under ci
         lake.sync_now()
         assert [(r["_rhei_op"], r["id"], r["name"]) for r in feed(lake)][2:] == [
-            ("U", 1, "Bob"), ("U", 1, "BOB"), ("D", 2, "eve"), ("I", 3, "mallory")
+            ("U", 1, "Bob"),
+            ("U", 1, "BOB"),
+            ("D", 2, "eve"),
+            ("I", 3, "mallory"),
         ]
         assert_lake_is_sqlite(lake, app, "t")
 
@@ -251,7 +257,10 @@ def test_storage_class_changes_are_captured(tmp_path):
             "SELECT op, typeof(c1), typeof(c3) FROM _rhei_cdc_log WHERE op != 'S' ORDER BY seq"
         ).fetchall()
         assert logged == [
-            ("U", "integer", "integer"), ("U", "real", "integer"), ("U", "text", "integer"), ("U", "text", "real")
+            ("U", "integer", "integer"),
+            ("U", "real", "integer"),
+            ("U", "text", "integer"),
+            ("U", "text", "real"),
         ]
 
 

@@ -61,7 +61,10 @@ def test_exact_conversions():
     assert to_arrow([0, 1, None], pa.bool_()).to_pylist() == [False, True, None]
     assert to_arrow(["2026-11-23"], pa.date32()).to_pylist() == [date(2026, 11, 23)]
     assert to_arrow([1.5, "2.25", 3], pa.decimal128(6, 2)).to_pylist() == [
-        Decimal("1.50"), Decimal("2.25"), Decimal("3.00")]
+        Decimal("1.50"),
+        Decimal("2.25"),
+        Decimal("3.00"),
+    ]
     ts = to_arrow(
         ["2026-11-23 10:00:00", "2026-11-23T10:00:00.5Z", "2026-11-23T12:00:00+02:00", 0, 1.25, None],
         pa.timestamp("us", tz="UTC"),

@@ -30,7 +30,10 @@ def shop(tmp_path):
 
 def test_exec_register_sync_status_and_query(shop):
     cwd, config = shop
-    assert "ok, 1 row changed" in rh("exec", "--config", config, "UPDATE orders SET total = 12 WHERE id = 1", cwd=cwd).stdout
+    assert (
+        "ok, 1 row changed"
+        in rh("exec", "--config", config, "UPDATE orders SET total = 12 WHERE id = 1", cwd=cwd).stdout
+    )
     app = sqlite3.connect(cwd / "shop.db")  # the application writes on its own connection: captured, not synced
     with app:
         app.execute("UPDATE orders SET total = 11 WHERE id = 1")
@@ -48,8 +51,17 @@ def test_exec_register_sync_status_and_query(shop):
 
     pretty = rh("query", "--config", config, "SELECT id, total FROM orders ORDER BY id", cwd=cwd)
     assert pretty.returncode == 0 and "11.0" in pretty.stdout and "(3 rows)" in pretty.stdout
-    point = rh("query", "--config", config, "--hint", "oltp", "--format", "json", "SELECT total FROM orders WHERE id = 1",
-               cwd=cwd)
+    point = rh(
+        "query",
+        "--config",
+        config,
+        "--hint",
+        "oltp",
+        "--format",
+        "json",
+        "SELECT total FROM orders WHERE id = 1",
+        cwd=cwd,
+    )
     assert json.loads(point.stdout) == [{"total": 11.0}], point.stderr
 
 
@@ -66,7 +78,9 @@ def test_query_output_formats_and_as_of(shop):
         assert result.returncode == 0 and result.stdout == "", result.stderr
         assert read(str(out)).num_rows == 3
 
-    changes = json.loads(rh("query", "--storage", lake, "-f", "json", "SELECT _rhei_ts AS ts FROM orders_changes").stdout)
+    changes = json.loads(
+        rh("query", "--storage", lake, "-f", "json", "SELECT _rhei_ts AS ts FROM orders_changes").stdout
+    )
     snapshot_time = changes[0]["ts"]
     rh("exec", "--config", config, "DELETE FROM orders WHERE id = 3", cwd=cwd)
     rh("sync", "--config", config, cwd=cwd)
@@ -82,7 +96,9 @@ def test_restore_writes_a_new_database_and_refuses_to_overwrite(shop):
     assert result.returncode == 0, result.stderr
     assert "restoring orders: 3/3 rows (100%)" in result.stderr  # not a terminal: plain progress lines
     assert sqlite3.connect(out).execute("SELECT id, customer FROM orders ORDER BY id").fetchall() == [
-        (1, "ada"), (2, "bob"), (3, "cy")
+        (1, "ada"),
+        (2, "bob"),
+        (3, "cy"),
     ]
     line = one_error_line(rh("restore", "--config", config, str(out), cwd=cwd))
     assert "exists; pass --overwrite" in line
@@ -123,8 +139,19 @@ def test_init_writes_a_config_rh_loads_and_never_overwrites(tmp_path):
     assert info.returncode == 0 and "lake only" in info.stdout, info.stderr
     assert "exists; pass --force" in one_error_line(rh("init", cwd=tmp_path))
 
-    sidecar = rh("init", "sidecar.toml", "--source", f"sqlite:///{tmp_path}/app.db", "--table", "orders",
-                 "--table", "customers", "--updated-at", "modified", cwd=tmp_path)
+    sidecar = rh(
+        "init",
+        "sidecar.toml",
+        "--source",
+        f"sqlite:///{tmp_path}/app.db",
+        "--table",
+        "orders",
+        "--table",
+        "customers",
+        "--updated-at",
+        "modified",
+        cwd=tmp_path,
+    )
     assert sidecar.returncode == 0, sidecar.stderr
     written = (tmp_path / "sidecar.toml").read_text()
     assert [line for line in written.splitlines() if line.startswith("[[")] == ["[[tables]]", "[[tables]]"]
@@ -150,7 +177,7 @@ def test_every_option_of_the_template_is_valid_when_uncommented(tmp_path):
         name = lines[i][2:].split(" = ")[0]
         if name in ("source", "compact_interval") or name.startswith("flight_tls"):
             continue  # need companions (tables; TLS key) or exclude another example
-        edited = lines[:i] + [lines[i][2:]] + lines[i + 1:]
+        edited = lines[:i] + [lines[i][2:]] + lines[i + 1 :]
         path.write_text("\n".join(edited))
         file = read_config_file(path)
         build_config(file.lake)
@@ -209,8 +236,10 @@ def test_a_missing_config_file_is_one_line(tmp_path):
 
 
 def test_the_cli_refuses_a_naive_as_of_before_opening_anything(tmp_path):
-    for args in (["query", "--storage", "./lake", "--as-of", "2026-05-01 12:00:00", "SELECT 1"],
-                 ["restore", "out.db", "--storage", "./lake", "--as-of", "2026-05-01T12:00:00"]):
+    for args in (
+        ["query", "--storage", "./lake", "--as-of", "2026-05-01 12:00:00", "SELECT 1"],
+        ["restore", "out.db", "--storage", "./lake", "--as-of", "2026-05-01T12:00:00"],
+    ):
         result = rh(*args, cwd=tmp_path)
         assert result.returncode == 2  # a bad argument
         assert one_error_line(result).startswith("error: --as-of: '2026-05-01"), result.stderr

@@ -71,8 +71,10 @@ def test_table_option_selects(monkeypatch, capsys, lake_dir):
 
 def test_config_file_supplies_storage_and_retention(monkeypatch, capsys, lake_dir, tmp_path):
     config = tmp_path / "rhei.toml"
-    config.write_text(f'storage = "{lake_dir}"\nvacuum_retention = "0"\ntarget_file_size = 1048576\n'
-                      f'oltp_path = "{tmp_path / "ignored.db"}"\n')
+    config.write_text(
+        f'storage = "{lake_dir}"\nvacuum_retention = "0"\ntarget_file_size = 1048576\n'
+        f'oltp_path = "{tmp_path / "ignored.db"}"\n'
+    )
     code, out, err = rh(monkeypatch, capsys, "compact", "--config", str(config))
     assert code == 0, err
     assert "compacted 2 table(s)" in out

@@ -23,16 +23,21 @@ def test_environment_options_pick_fields_and_decode_json():
         "AWS_REGION": "us-east-1",  # not ours: the library resolves AWS_* itself
     }
     options, warnings = environment_options(env, FIELDS, structured=["storage_options", "tables"])
-    assert options == {"storage": "s3://bucket/lake", "sync_interval": "0.5", "storage_options": {"AWS_REGION": "eu-west-1"},
-                       "metrics_port": "9108"}
+    assert options == {
+        "storage": "s3://bucket/lake",
+        "sync_interval": "0.5",
+        "storage_options": {"AWS_REGION": "eu-west-1"},
+        "metrics_port": "9108",
+    }
     assert warnings == ["ignoring RHEI_SYNC_INTERVL: not a configuration option (did you mean RHEI_SYNC_INTERVAL?)"]
     assert LakeConfig(**{k: v for k, v in options.items() if k != "metrics_port"}).sync_interval == 0.5
 
 
 def test_bad_json_in_the_environment_is_named_without_echoing_the_value():
     with pytest.raises(ConfigError) as caught:
-        environment_options({"RHEI_STORAGE_OPTIONS": '{"AWS_SECRET_ACCESS_KEY": hunter2}'}, FIELDS,
-                            structured=["storage_options"])
+        environment_options(
+            {"RHEI_STORAGE_OPTIONS": '{"AWS_SECRET_ACCESS_KEY": hunter2}'}, FIELDS, structured=["storage_options"]
+        )
     assert "RHEI_STORAGE_OPTIONS: expected JSON" in str(caught.value) and "hunter2" not in str(caught.value)
 
 
@@ -48,8 +53,9 @@ def test_file_then_environment_then_flags(tmp_path):
     assert "from-file" in rh("info", "--config", "c.toml", cwd=tmp_path).stdout
     from_env = rh("info", "--config", "c.toml", cwd=tmp_path, env={"RHEI_STORAGE": "./from-env"})
     assert "from-env" in from_env.stdout and "from-file" not in from_env.stdout
-    from_flag = rh("info", "--config", "c.toml", "--storage", "./from-flag", cwd=tmp_path,
-                   env={"RHEI_STORAGE": "./from-env"})
+    from_flag = rh(
+        "info", "--config", "c.toml", "--storage", "./from-flag", cwd=tmp_path, env={"RHEI_STORAGE": "./from-env"}
+    )
     assert "from-flag" in from_flag.stdout and "from-env" not in from_flag.stdout
 
 
@@ -59,10 +65,15 @@ def test_environment_errors_name_the_variable_and_never_a_secret(tmp_path):
     warned = rh("info", "--storage", "./lake", cwd=tmp_path, env={"RHEI_STORGE": "./x"})
     assert warned.returncode == 0 and "did you mean RHEI_STORAGE?" in warned.stderr
     secret = rh(
-        "info", "--storage", "s3://bucket/lake", cwd=tmp_path,
-        env={"RHEI_STORAGE_OPTIONS": '{"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "AKIDSECRET", '
-                                     '"AWS_SECRET_ACCESS_KEY": "hunter2", "AWS_REGION": "us-east-1", '
-                                     '"AWS_ALLOW_HTTP": "true"}'},
+        "info",
+        "--storage",
+        "s3://bucket/lake",
+        cwd=tmp_path,
+        env={
+            "RHEI_STORAGE_OPTIONS": '{"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "AKIDSECRET", '
+            '"AWS_SECRET_ACCESS_KEY": "hunter2", "AWS_REGION": "us-east-1", '
+            '"AWS_ALLOW_HTTP": "true"}'
+        },
         timeout=180,
     )
     line = one_error_line(secret)

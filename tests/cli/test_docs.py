@@ -17,7 +17,7 @@ COMMANDS = typer.main.get_command(app).commands
 
 def _command_table() -> set[str]:
     text = CLI_PAGE.read_text(encoding="utf-8")
-    section = text[text.index("# Command line\n"):]
+    section = text[text.index("# Command line\n") :]
     section = section[: section.index("\n## ", 1)]
     return set(re.findall(r"^\| `rh ([a-z-]+)[^`]*` \|", section, flags=re.MULTILINE))
 
@@ -38,4 +38,7 @@ def test_every_command_has_help_text(name):
 def test_help_runs_for_every_command():
     for name in sorted(COMMANDS):
         result = rh(name, "--help")
-        assert result.returncode == 0 and "Usage" in result.stdout and "--config" in result.stdout, (name, result.stderr)
+        assert result.returncode == 0 and "Usage" in result.stdout and "--config" in result.stdout, (
+            name,
+            result.stderr,
+        )

@@ -20,8 +20,21 @@ LONG_QUERY = (
 )
 """About 10^11 rows to count: minutes of work, so only Ctrl-C ends it."""
 
-COMMANDS = ["exec", "query", "sync", "register", "info", "status", "dashboard", "compact", "restore", "repl", "init",
-            "serve", "flight"]
+COMMANDS = [
+    "exec",
+    "query",
+    "sync",
+    "register",
+    "info",
+    "status",
+    "dashboard",
+    "compact",
+    "restore",
+    "repl",
+    "init",
+    "serve",
+    "flight",
+]
 
 
 @pytest.fixture
@@ -32,9 +45,14 @@ def lake_dir(tmp_path):
 
 @pytest.mark.parametrize("engine", ["datafusion", "duckdb"])
 def test_ctrl_c_cancels_a_running_query_with_exit_code_130(lake_dir, engine):
-    process = subprocess.Popen([str(RH), "query", "--db", "app.db", "--engine", engine, LONG_QUERY], cwd=lake_dir,
-                               env=rh_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(RH), "query", "--db", "app.db", "--engine", engine, LONG_QUERY],
+        cwd=lake_dir,
+        env=rh_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(4)  # well into the query
     assert process.poll() is None, process.communicate()
     sent = time.monotonic()
@@ -49,8 +67,9 @@ def test_ctrl_c_cancels_a_running_query_with_exit_code_130(lake_dir, engine):
 def test_ctrl_c_in_the_repl_cancels_the_query_and_returns_to_the_prompt(lake_dir):
     terminal = Terminal(lake_dir)
     try:
-        terminal.start([str(RH), "repl", "--db", "app.db", "--history", str(lake_dir / "history")], env=rh_env(),
-                       cwd=lake_dir)
+        terminal.start(
+            [str(RH), "repl", "--db", "app.db", "--history", str(lake_dir / "history")], env=rh_env(), cwd=lake_dir
+        )
         terminal.wait_for("rhei>")
         terminal.type(LONG_QUERY + ";")
         terminal.send("Enter")
@@ -71,8 +90,10 @@ def test_exec_prints_rows_true_counts_and_runs_several_statements_all_or_nothing
     def run(sql):
         return rh("exec", "--db", "app.db", sql, cwd=lake_dir)
 
-    big = run("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300000) "
-              "INSERT INTO t SELECT i, 'x' FROM s")
+    big = run(
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300000) "
+        "INSERT INTO t SELECT i, 'x' FROM s"
+    )
     assert big.stdout.strip() == "ok, 300,000 rows changed", big.stderr
     rows = run("SELECT id, v FROM t WHERE id <= 2 ORDER BY id")
     assert re.search(r"│ 1 +│ x +│", rows.stdout) and "(2 rows)" in rows.stdout, rows.stdout
@@ -80,9 +101,11 @@ def test_exec_prints_rows_true_counts_and_runs_several_statements_all_or_nothing
     assert "│ 2 " in several.stdout and "ok, 299,999 rows changed" in several.stdout, several.stderr
     failed = run("INSERT INTO t VALUES (10, 'a'); INSERT INTO t VALUES (1, 'duplicate')")
     assert failed.returncode == 1 and "UNIQUE" in one_error_line(failed)
-    trigger = run("CREATE TABLE audit (id INTEGER PRIMARY KEY, note TEXT); "
-                  "CREATE TRIGGER t_audit AFTER UPDATE ON t BEGIN INSERT INTO audit (note) VALUES ('u'); END; "
-                  "UPDATE t SET v = 'z'")
+    trigger = run(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, note TEXT); "
+        "CREATE TRIGGER t_audit AFTER UPDATE ON t BEGIN INSERT INTO audit (note) VALUES ('u'); END; "
+        "UPDATE t SET v = 'z'"
+    )
     assert trigger.returncode == 0 and "ok, 2 rows changed" in trigger.stdout, trigger.stderr
     app = sqlite3.connect(lake_dir / "app.db")
     assert app.execute("SELECT count(*) FROM t WHERE id = 10").fetchone() == (0,)  # the failed batch left nothing
@@ -92,13 +115,23 @@ def test_exec_prints_rows_true_counts_and_runs_several_statements_all_or_nothing
 
 
 def test_exec_prints_the_rows_a_returning_clause_returns_and_they_reach_the_lake(lake_dir):
-    returned = rh("exec", "--db", "app.db", "INSERT INTO t VALUES (7, 'seven'), (8, 'eight') RETURNING id, upper(v) AS up",
-                  cwd=lake_dir)
+    returned = rh(
+        "exec",
+        "--db",
+        "app.db",
+        "INSERT INTO t VALUES (7, 'seven'), (8, 'eight') RETURNING id, upper(v) AS up",
+        cwd=lake_dir,
+    )
     assert returned.returncode == 0, returned.stderr
     assert re.search(r"│ 7 +│ SEVEN +│", returned.stdout) and "(2 rows)" in returned.stdout, returned.stdout
     assert "ok, 2 rows changed" in returned.stdout
-    mixed = rh("exec", "--db", "app.db", "UPDATE t SET v = 'x' WHERE id = 8 RETURNING v; DELETE FROM t WHERE id = 7",
-               cwd=lake_dir)
+    mixed = rh(
+        "exec",
+        "--db",
+        "app.db",
+        "UPDATE t SET v = 'x' WHERE id = 8 RETURNING v; DELETE FROM t WHERE id = 7",
+        cwd=lake_dir,
+    )
     assert re.search(r"│ x +│", mixed.stdout) and "ok, 2 rows changed" in mixed.stdout, mixed.stdout + mixed.stderr
     lake = rh("query", "--db", "app.db", "--format", "json", "SELECT id, v FROM t ORDER BY id", cwd=lake_dir)
     assert json.loads(lake.stdout) == [{"id": 8, "v": "x"}], lake.stderr
@@ -148,21 +181,32 @@ def test_exit_codes_and_cli_words(tmp_path, args, code, expected):
 def test_every_unknown_config_key_at_once_with_a_suggestion(tmp_path):
     (tmp_path / "rhei.toml").write_text('storge = "./lake"\nbatch_sise = 3\n[serve]\nmetrics_prot = 1\n')
     line = one_error_line(rh("status", cwd=tmp_path))
-    assert ("unknown options storge (did you mean storage?), batch_sise (did you mean batch_size?), "
-            "serve.metrics_prot (did you mean metrics_port?)") in line
+    assert (
+        "unknown options storge (did you mean storage?), batch_sise (did you mean batch_size?), "
+        "serve.metrics_prot (did you mean metrics_port?)"
+    ) in line
 
 
 def test_a_sqlite_url_with_three_slashes_gets_a_hint(tmp_path):
     sqlite3.connect(tmp_path / "app.db").close()
     (tmp_path / "rhei.toml").write_text(
-        'storage = "./lake"\nsource = "sqlite:///app.db"\n[[tables]]\nname = "t"\nupdated_at = "u"\n')
+        'storage = "./lake"\nsource = "sqlite:///app.db"\n[[tables]]\nname = "t"\nupdated_at = "u"\n'
+    )
     line = one_error_line(rh("sync", cwd=tmp_path))
-    assert "sqlite:///app.db is the absolute path /app.db; for app.db in the working folder write sqlite://app.db" in line
+    assert (
+        "sqlite:///app.db is the absolute path /app.db; for app.db in the working folder write sqlite://app.db" in line
+    )
 
 
 def test_serve_warns_about_a_lake_that_does_not_exist(tmp_path):
-    process = subprocess.Popen([str(RH), "serve", "--headless", "--storage", "./typo"], cwd=tmp_path, env=rh_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(RH), "serve", "--headless", "--storage", "./typo"],
+        cwd=tmp_path,
+        env=rh_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert '"event": "start"' in process.stdout.readline()
     process.send_signal(signal.SIGTERM)
     _out, err = process.communicate(timeout=60)
@@ -171,8 +215,9 @@ def test_serve_warns_about_a_lake_that_does_not_exist(tmp_path):
 
 def test_restore_refuses_an_as_of_before_the_first_sync(lake_dir):
     assert rh("exec", "--db", "app.db", "INSERT INTO t VALUES (1, 'a')", cwd=lake_dir).returncode == 0
-    line = one_error_line(rh("restore", "--storage", "app.db-lake", "--as-of", "2020-01-01T00:00:00Z", "old.db",
-                             cwd=lake_dir))
+    line = one_error_line(
+        rh("restore", "--storage", "app.db-lake", "--as-of", "2020-01-01T00:00:00Z", "old.db", cwd=lake_dir)
+    )
     assert "before the lake's history of 't' begins" in line and not (lake_dir / "old.db").exists()
 
 
@@ -192,4 +237,5 @@ def test_errors_name_the_command_not_the_library_call(lake_dir):
     from rhei_lake.cli.runner import cli_words
 
     assert cli_words("run writes with execute(); then sync_now(); or register_table('t')") == (
-        "run writes with rh exec; then rh sync; or rh register t")
+        "run writes with rh exec; then rh sync; or rh register t"
+    )

@@ -30,8 +30,13 @@ def test_the_rhei_quick_start_runs_verbatim_in_an_empty_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["my.db", "my.db-lake"]  # the durable lake, beside its database
     again = rh("query", "--db", "my.db", "--format", "csv", "SELECT name FROM users", cwd=tmp_path)
     assert again.stdout.splitlines() == ['"name"', '"Alice"']  # it outlives the process that wrote it
-    shell = rh("repl", "--db", "my.db", input="INSERT INTO users VALUES (2, 'Bob');\nSELECT count(*) AS n FROM users;\n",
-               cwd=tmp_path)
+    shell = rh(
+        "repl",
+        "--db",
+        "my.db",
+        input="INSERT INTO users VALUES (2, 'Bob');\nSELECT count(*) AS n FROM users;\n",
+        cwd=tmp_path,
+    )
     assert shell.returncode == 0 and "ok, 1 row changed" in shell.stdout and "│ 2 " in shell.stdout, shell.stderr
     board = rh("dashboard", "--db", "my.db", cwd=tmp_path)  # not a terminal: the status, once
     assert board.returncode == 0 and "users" in board.stdout and "my.db-lake" in board.stdout, board.stderr
@@ -52,9 +57,15 @@ def fed(tmp_path):
 def test_read_commands_never_snapshot_sync_prune_or_write(fed):
     before = tree_digest(fed)
     (fed / "ro.toml").write_text('oltp_path = "app.db"\nsync_interval = 0.5\n')
-    for args in (["status", "--db", "app.db"], ["info", "--db", "app.db"], ["query", "--db", "app.db", "SELECT * FROM t"],
-                 ["query", "--db", "app.db", "SELECT v FROM t WHERE id = 2"], ["status", "-c", "ro.toml"],
-                 ["query", "--storage", "app.db-lake", "SELECT 1"], ["dashboard", "--db", "app.db"]):
+    for args in (
+        ["status", "--db", "app.db"],
+        ["info", "--db", "app.db"],
+        ["query", "--db", "app.db", "SELECT * FROM t"],
+        ["query", "--db", "app.db", "SELECT v FROM t WHERE id = 2"],
+        ["status", "-c", "ro.toml"],
+        ["query", "--storage", "app.db-lake", "SELECT 1"],
+        ["dashboard", "--db", "app.db"],
+    ):
         result = rh(*args, cwd=fed)
         assert result.returncode == 0, (args, result.stderr)
     (fed / "ro.toml").unlink()
@@ -73,7 +84,7 @@ def test_db_without_storage_opens_the_lake_the_database_feeds(tmp_path):
         lake.execute("INSERT INTO t VALUES (7)")
         lake.sync_now()
     result = rh("query", "--db", "app.db", "--format", "csv", "SELECT id FROM t", cwd=tmp_path)
-    assert result.returncode == 0 and result.stdout.splitlines() == ['"id"', '7'], result.stderr
+    assert result.returncode == 0 and result.stdout.splitlines() == ['"id"', "7"], result.stderr
     assert rh("exec", "--db", "app.db", "INSERT INTO t VALUES (8)", cwd=tmp_path).returncode == 0
     assert not (tmp_path / "app.db-lake").exists()  # no second lake was made beside it
     with rhei_lake.open(storage=str(tmp_path / "elsewhere")) as lake:
@@ -91,8 +102,14 @@ def test_a_read_command_on_a_database_without_a_lake_creates_nothing(tmp_path):
 
 
 def _start_serve(cwd, *args):
-    process = subprocess.Popen([str(RH), "serve", "--headless", *args], cwd=cwd, env=rh_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(RH), "serve", "--headless", *args],
+        cwd=cwd,
+        env=rh_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline()
     assert '"event": "start"' in line, line + process.stderr.read()
     return process
@@ -107,16 +124,29 @@ def _stop(process) -> None:
 def test_every_command_works_on_the_config_rh_init_writes(tmp_path):
     assert rh("init", "--db", "app.db", "--storage", "./lake", cwd=tmp_path).returncode == 0
     steps = [
-        ("exec", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"), ("exec", "INSERT INTO t VALUES (1, 'a')"),
-        ("register", "t"), ("sync",), ("query", "SELECT count(*) FROM t"), ("status",), ("info",), ("dashboard",),
-        ("compact",), ("restore", "copy.db"),
+        ("exec", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"),
+        ("exec", "INSERT INTO t VALUES (1, 'a')"),
+        ("register", "t"),
+        ("sync",),
+        ("query", "SELECT count(*) FROM t"),
+        ("status",),
+        ("info",),
+        ("dashboard",),
+        ("compact",),
+        ("restore", "copy.db"),
     ]
     for step in steps:  # no --config: ./rhei.toml is found
         result = rh(*step, cwd=tmp_path)
         assert result.returncode == 0, (step, result.stderr)
     assert rh("repl", input="SELECT count(*) AS n FROM t;\n", cwd=tmp_path).returncode == 0
-    flight = subprocess.Popen([str(RH), "flight", "--port", "0"], cwd=tmp_path, env=rh_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flight = subprocess.Popen(
+        [str(RH), "flight", "--port", "0"],
+        cwd=tmp_path,
+        env=rh_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert "serving" in flight.stdout.readline()
     flight.send_signal(signal.SIGINT)
     flight.communicate(timeout=60)
@@ -131,7 +161,9 @@ def test_compact_and_restore_never_open_a_sidecar_source(tmp_path):
     conn.execute("INSERT INTO t VALUES (1, '2026-01-01 00:00:00')")
     conn.commit()
     conn.close()
-    assert rh("init", "--source", "sqlite://src.db", "--table", "t", "--storage", "./lake", cwd=tmp_path).returncode == 0
+    assert (
+        rh("init", "--source", "sqlite://src.db", "--table", "t", "--storage", "./lake", cwd=tmp_path).returncode == 0
+    )
     assert rh("sync", cwd=tmp_path).returncode == 0
     source.rename(tmp_path / "moved.db")  # the source is gone: only the lake is needed
     for step in (("compact",), ("restore", "copy.db"), ("query", "SELECT count(*) FROM t"), ("status",), ("info",)):
@@ -173,13 +205,21 @@ def test_an_interrupted_register_is_resumed_by_the_next_not_by_a_read(tmp_path):
     db = tmp_path / "big.db"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000000) "
-                 "INSERT INTO t SELECT i, 'value ' || i FROM s")
+    conn.execute(
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000000) "
+        "INSERT INTO t SELECT i, 'value ' || i FROM s"
+    )
     conn.commit()
     conn.close()
     env = rh_env({"RHEI_BATCH_SIZE": "2000", "RHEI_COLUMNAR_MIN_ROWS": "0"})  # many small commits: time to interrupt
-    process = subprocess.Popen([str(RH), "register", "--db", "big.db", "t"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(RH), "register", "--db", "big.db", "t"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert "registering t:" in process.stderr.readline()
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)

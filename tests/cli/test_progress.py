@@ -16,8 +16,11 @@ def test_register_draws_a_progress_bar_on_a_terminal(tmp_path):
     conn.commit()
     conn.close()
     term = Terminal(tmp_path, width=120, height=20)
-    term.start([str(RH), "register", "--db", str(db), "--storage", str(tmp_path / "lake"), "t"],
-               env={"PYTHONPATH": str(ROOT), "RHEI_BATCH_SIZE": "3000"}, cwd=tmp_path)
+    term.start(
+        [str(RH), "register", "--db", str(db), "--storage", str(tmp_path / "lake"), "t"],
+        env={"PYTHONPATH": str(ROOT), "RHEI_BATCH_SIZE": "3000"},
+        cwd=tmp_path,
+    )
     try:
         assert term.wait_exit() == 0
         screen = term.screen()

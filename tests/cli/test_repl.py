@@ -27,7 +27,7 @@ def _script(tmp_path, *lines: str):
 def test_split_statements_respects_quotes_and_comments():
     text = "SELECT ';' AS a; -- a comment; still\nSELECT \"x;y\" FROM [a;b] /* ; */ ;\nSELECT 'it''s;"
     statements, rest = split_statements(text)
-    assert statements == ["SELECT ';' AS a", "-- a comment; still\nSELECT \"x;y\" FROM [a;b] /* ; */"]
+    assert statements == ["SELECT ';' AS a", '-- a comment; still\nSELECT "x;y" FROM [a;b] /* ; */']
     assert rest == "\nSELECT 'it''s;"
     assert is_read("  /* c */ (SELECT 1)") and is_read("WITH x AS (SELECT 1) SELECT * FROM x")
     assert not is_read("INSERT INTO t VALUES (1)") and not is_read("-- SELECT\nDELETE FROM t")
@@ -74,8 +74,11 @@ def test_repl_in_a_terminal_multi_line_history_and_dot_commands(tmp_path):
     db, lake = _lake(tmp_path)
     history = tmp_path / "history"
     term = Terminal(tmp_path, width=120, height=40)
-    term.start([str(RH), "repl", "--db", db, "--storage", lake, "--history", str(history)],
-               env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    term.start(
+        [str(RH), "repl", "--db", db, "--storage", lake, "--history", str(history)],
+        env={"PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
     try:
         term.wait_for("rhei>")
         term.type("SELECT customer,")
@@ -108,7 +111,11 @@ def test_repl_in_a_terminal_multi_line_history_and_dot_commands(tmp_path):
 
 def test_repl_as_of_refuses_a_naive_instant_and_goes_on(tmp_path):
     result = _script(
-        tmp_path, ".as_of 2026-05-01 12:00:00", ".as_of", ".as_of 2000-01-01T00:00:00Z", "SELECT count(*) AS n FROM orders;"
+        tmp_path,
+        ".as_of 2026-05-01 12:00:00",
+        ".as_of",
+        ".as_of 2000-01-01T00:00:00Z",
+        "SELECT count(*) AS n FROM orders;",
     )
     errors = [line for line in result.stderr.splitlines() if line]
     assert len(errors) == 1 and ".as_of: '2026-05-01 12:00:00' has no UTC offset" in errors[0], result.stderr

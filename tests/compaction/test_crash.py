@@ -25,7 +25,11 @@ KILLS = int(os.environ.get("RHEI_COMPACT_CRASH_KILLS", "6"))
 def _child(url: str, env: dict[str, str], retention: str = "0") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.compact_child", url, retention],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -42,7 +46,9 @@ def _stored_history(lake: rhei_lake.Lake, table: str) -> list[tuple]:
     rows = []
     for r in store.to_arrow().to_pylist():
         valid_to = r[VALID_TO]
-        rows.append(tuple(r[n] for n in names) + (to_micros(r[VALID_FROM]), None if valid_to is None else to_micros(valid_to)))
+        rows.append(
+            tuple(r[n] for n in names) + (to_micros(r[VALID_FROM]), None if valid_to is None else to_micros(valid_to))
+        )
     return sorted(rows, key=_sort_key)
 
 

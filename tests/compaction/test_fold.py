@@ -59,13 +59,23 @@ def test_each_change_becomes_a_version_timed_by_its_event(storage, htap_lake):
             later = [e for e in events[i + 1 :] if e["id"] == event["id"]]
             expected.append(
                 {
-                    "id": event["id"], "owner": event["owner"], "balance": event["balance"],
-                    VALID_FROM: event["_rhei_ts"], VALID_TO: later[0]["_rhei_ts"] if later else None,
+                    "id": event["id"],
+                    "owner": event["owner"],
+                    "balance": event["balance"],
+                    VALID_FROM: event["_rhei_ts"],
+                    VALID_TO: later[0]["_rhei_ts"] if later else None,
                     SEQ: event[SEQ],
                 }
             )
         assert history == expected
-        assert [(h["id"], h["balance"]) for h in history] == [(1, 10.0), (1, 11.5), (1, 0.1), (2, 5.0), (3, 5.0), (1, 1e-300)]
+        assert [(h["id"], h["balance"]) for h in history] == [
+            (1, 10.0),
+            (1, 11.5),
+            (1, 0.1),
+            (2, 5.0),
+            (3, 5.0),
+            (1, 1e-300),
+        ]
         for row in history:
             assert row[VALID_FROM] == by_seq[row[SEQ]]["_rhei_ts"]
         assert report.tables["acct"].versions_written == 6
@@ -225,14 +235,17 @@ def test_column_names_that_look_like_aliases_and_schema_evolution(storage, tmp_p
     with rhei_lake.open(
         oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode
     ) as lake:
-        lake.execute('CREATE TABLE "Odd" (s INTEGER, t TEXT, h TEXT, f REAL, c TEXT, e TEXT, d TEXT, '
-                     "PRIMARY KEY (s, t))")
+        lake.execute(
+            'CREATE TABLE "Odd" (s INTEGER, t TEXT, h TEXT, f REAL, c TEXT, e TEXT, d TEXT, PRIMARY KEY (s, t))'
+        )
         lake.register_table("Odd")
-        lake.execute("INSERT INTO \"Odd\" VALUES (1, 'k', 'h1', 0.5, 'c1', 'e1', 'd1'), (2, 'k', 'h2', 1.5, 'c2', 'e2', 'd2')")
+        lake.execute(
+            "INSERT INTO \"Odd\" VALUES (1, 'k', 'h1', 0.5, 'c1', 'e1', 'd1'), (2, 'k', 'h2', 1.5, 'c2', 'e2', 'd2')"
+        )
         lake.sync_now()
         lake.compact()
         lake.execute("UPDATE \"Odd\" SET c = 'c1b' WHERE s = 1")
-        lake.execute("DELETE FROM \"Odd\" WHERE s = 2")
+        lake.execute('DELETE FROM "Odd" WHERE s = 2')
         lake.sync_now()
         assert lake.compact(dry_run=True).tables["Odd"].events_folded == 2
         expected = [{"s": 1, "t": "k", "h": "h1", "f": 0.5, "c": "c1b", "e": "e1", "d": "d1"}]
@@ -258,7 +271,9 @@ def test_column_names_that_look_like_aliases_and_schema_evolution(storage, tmp_p
         if mode == "temporal":
             versions = lake.query('SELECT s, c, added FROM "Odd_history" ORDER BY _rhei_seq').to_pylist()
             assert versions == [
-                {"s": 1, "c": "c1", "added": None}, {"s": 2, "c": "c2", "added": None},
-                {"s": 1, "c": "c1b", "added": None}, {"s": 1, "c": "c1b", "added": "new"},
+                {"s": 1, "c": "c1", "added": None},
+                {"s": 2, "c": "c2", "added": None},
+                {"s": 1, "c": "c1b", "added": None},
+                {"s": 1, "c": "c1b", "added": "new"},
                 {"s": 3, "c": "c3", "added": None},
             ]

@@ -38,7 +38,11 @@ def test_compaction_job_in_a_separate_process_with_only_the_s3_url(s3_lake, tmp_
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         job = subprocess.run(
             [sys.executable, "-m", "rhei_lake.cli.app", "compact", "--storage", url, "--vacuum-retention", "0"],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=180,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert job.returncode == 0, job.stderr
         assert "orders" in job.stdout and "compacted 1 table(s)" in job.stdout
@@ -48,9 +52,10 @@ def test_compaction_job_in_a_separate_process_with_only_the_s3_url(s3_lake, tmp_
         lake.refresh()
         history = lake.storage.table_store("orders", "history")
         assert history.exists()
-        assert history.app_version("rhei.folded") == lake.query(
-            "SELECT max(_rhei_seq) AS m FROM orders_changes"
-        ).column(0)[0].as_py()
+        assert (
+            history.app_version("rhei.folded")
+            == lake.query("SELECT max(_rhei_seq) AS m FROM orders_changes").column(0)[0].as_py()
+        )
         assert lake.query("SELECT * FROM orders_history ORDER BY _rhei_seq") == history_before
         assert lake.query("SELECT * FROM orders ORDER BY id") == current_before
         assert history.to_arrow().num_rows == history_before.num_rows  # all of it now lives in history
@@ -72,7 +77,11 @@ def test_compaction_job_fails_with_one_clear_line(s3_lake, tmp_path):
     for target, message in ((missing_bucket, "bucket does not exist"), (url, "no mirrored tables")):
         job = subprocess.run(
             [sys.executable, "-m", "rhei_lake.cli.app", "compact", "--storage", target],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert job.returncode == 1, job.stdout
         lines = [line for line in job.stderr.splitlines() if line.strip()]

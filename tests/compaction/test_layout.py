@@ -27,8 +27,9 @@ ROW_GROUP_ROWS = 64  # many row groups in a small table
 
 def _lake(path, url: str, options: dict[str, str]) -> rhei_lake.Lake:
     # A small target file size: bin-packing runs on the history every compaction.
-    return rhei_lake.open(oltp_path=str(path), storage=url, storage_options=options, tail_flush_segments=2,
-                          target_file_size=64 * 1024)
+    return rhei_lake.open(
+        oltp_path=str(path), storage=url, storage_options=options, tail_flush_segments=2, target_file_size=64 * 1024
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -137,8 +138,11 @@ def test_history_files_are_sorted_by_key_and_lookups_prune_row_groups(tmp_path, 
             plan = lake.query(f"EXPLAIN SELECT * FROM items_history WHERE id = {key}").to_pylist()
             text = "\n".join(str(row["plan"]) for row in plan)
             assert f"filter_expr=(id == {key})" in text, text  # the scan is given the lookup
-            kept = [group for fragment in dataset.get_fragments()
-                    for group in fragment.split_by_row_group(pc.field("id") == key)]
+            kept = [
+                group
+                for fragment in dataset.get_fragments()
+                for group in fragment.split_by_row_group(pc.field("id") == key)
+            ]
             assert len(kept) <= len(files), f"{len(kept)} of {groups} row groups kept by statistics for id = {key}"
 
 

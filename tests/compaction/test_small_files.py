@@ -25,8 +25,9 @@ def _data_files(root: str) -> int:
 def test_two_hundred_small_syncs_then_compact_leaves_a_handful_of_files(durable_lake, tmp_path):
     url, options = durable_lake
     # Flush every sync straight into Delta: the worst case for file counts.
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                        tail_flush_segments=1) as lake:
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=1
+    ) as lake:
         lake.execute("CREATE TABLE ticks (id INTEGER PRIMARY KEY, value REAL, note TEXT)")
         spec = lake.register_table("ticks")
         for i in range(SYNCS):

@@ -131,7 +131,8 @@ def stalled_client(served):
     """A client process parked mid-stream on the served lake (killed at the end)."""
     lake, server = served
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.flight.stalled_client", server.location, big(lake)], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "tests.flight.stalled_client", server.location, big(lake)],
+        stdout=subprocess.PIPE,
         text=True,
     )
     try:

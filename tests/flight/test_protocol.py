@@ -13,10 +13,20 @@ from rhei_lake.flight import protocol
 def test_messages_are_the_flight_sql_protocol():
     assert pb.DESCRIPTOR.package == "arrow.flight.protocol.sql"
     needed = {
-        "CommandStatementQuery", "CommandStatementUpdate", "TicketStatementQuery", "CommandPreparedStatementQuery",
-        "ActionCreatePreparedStatementRequest", "ActionCreatePreparedStatementResult",
-        "ActionClosePreparedStatementRequest", "CommandGetCatalogs", "CommandGetDbSchemas", "CommandGetTables",
-        "CommandGetTableTypes", "CommandGetSqlInfo", "CommandGetPrimaryKeys", "CommandGetXdbcTypeInfo",
+        "CommandStatementQuery",
+        "CommandStatementUpdate",
+        "TicketStatementQuery",
+        "CommandPreparedStatementQuery",
+        "ActionCreatePreparedStatementRequest",
+        "ActionCreatePreparedStatementResult",
+        "ActionClosePreparedStatementRequest",
+        "CommandGetCatalogs",
+        "CommandGetDbSchemas",
+        "CommandGetTables",
+        "CommandGetTableTypes",
+        "CommandGetSqlInfo",
+        "CommandGetPrimaryKeys",
+        "CommandGetXdbcTypeInfo",
     }
     assert needed <= set(pb.DESCRIPTOR.message_types_by_name)
     assert "SqlInfo" in pb.DESCRIPTOR.enum_types_by_name

@@ -29,9 +29,7 @@ def _mirror(tmp_path, url: str, options: dict[str, str], *, seed: int, rounds: i
     """A lake whose tail holds events when it is closed (flush thresholds far away); returns (lake, conn)."""
     db = tmp_path / "app.db"
     create_tables(db).close()
-    lake = rhei_lake.open(
-        oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=1000, **config
-    )
+    lake = rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, tail_flush_segments=1000, **config)
     for table in SCHEMA:
         lake.register_table(table)
     workload = Workload(seed, key_space=30)
@@ -42,9 +40,7 @@ def _mirror(tmp_path, url: str, options: dict[str, str], *, seed: int, rounds: i
 
 
 def _changes_versions(url: str, options: dict[str, str]) -> dict[str, int]:
-    return {
-        t: DeltaTable(table_uri(url, t, "changes"), storage_options=options or None).version() for t in SCHEMA
-    }
+    return {t: DeltaTable(table_uri(url, t, "changes"), storage_options=options or None).version() for t in SCHEMA}
 
 
 def _assert_outside_readers_match(url: str, options: dict[str, str], conn) -> None:
@@ -72,7 +68,9 @@ def test_engines_read_every_synced_event_right_after_close(tmp_path, durable_sto
     before = _changes_versions(url, options)
     lake.close()
     after = _changes_versions(url, options)
-    assert all(after[t] - before[t] <= 1 for t in SCHEMA), f"close() made more than one commit per table: {before} -> {after}"
+    assert all(after[t] - before[t] <= 1 for t in SCHEMA), (
+        f"close() made more than one commit per table: {before} -> {after}"
+    )
     with sqlite3.connect(tmp_path / "app.db") as source:
         _assert_outside_readers_match(url, options, source)
 

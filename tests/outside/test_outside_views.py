@@ -74,8 +74,14 @@ def test_duckdb_views_match_sqlite_at_every_flush_and_fold_state(tmp_path, durab
         pytest.skip("expiry is tier-independent: checked on local disk only, to keep the S3 run short")
     db = tmp_path / "app.db"
     create_tables(db).close()
-    lake = rhei_lake.open(oltp_path=str(db), storage=url, storage_options=options, sync_mode=mode,
-                          tail_flush_segments=10_000, changelog_retention=retention)
+    lake = rhei_lake.open(
+        oltp_path=str(db),
+        storage=url,
+        storage_options=options,
+        sync_mode=mode,
+        tail_flush_segments=10_000,
+        changelog_retention=retention,
+    )
     workload = Workload(5 if mode == "temporal" else 6, key_space=24)
     instants: list[tuple[int, dict]] = []
 
@@ -151,8 +157,10 @@ def _statements(text: str) -> list[str]:
 @pytest.mark.parametrize("mode", ["temporal", "mirror"])
 def test_every_dialects_text_parses_and_keeps_secrets_masked(s3_lake, tmp_path, dialect, mode):
     url, options = s3_lake
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode) as lake:
-        lake.execute("CREATE TABLE \"Odd Name\" (\"k 1\" TEXT, k2 INTEGER, v BLOB, PRIMARY KEY (\"k 1\", k2))")
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode
+    ) as lake:
+        lake.execute('CREATE TABLE "Odd Name" ("k 1" TEXT, k2 INTEGER, v BLOB, PRIMARY KEY ("k 1", k2))')
         lake.register_table("Odd Name")
         lake.execute("INSERT INTO \"Odd Name\" VALUES ('a''b', 1, x'00')")
         lake.sync_now()

@@ -43,8 +43,13 @@ def run_workload(tmp_path, url: str, options: dict[str, str], mode: str, seed: i
     db = tmp_path / f"{mode}.db"
     create_tables(db).close()
     lake = rhei_lake.open(
-        oltp_path=str(db), storage=url, storage_options=options, sync_mode=mode, tail_flush_segments=3,
-        changelog_retention="forever", vacuum_retention="0",
+        oltp_path=str(db),
+        storage=url,
+        storage_options=options,
+        sync_mode=mode,
+        tail_flush_segments=3,
+        changelog_retention="forever",
+        vacuum_retention="0",
     )
     snapshots = []
     try:
@@ -63,8 +68,12 @@ def run_workload(tmp_path, url: str, options: dict[str, str], mode: str, seed: i
             time.sleep(0.005)
             instant = now_micros()
             with sqlite3.connect(db) as conn:
-                snapshots.append((instant, {t: (sqlite_columns(conn, t), sqlite_rows(conn, t, sqlite_columns(conn, t)))
-                                            for t in SCHEMA}))
+                snapshots.append(
+                    (
+                        instant,
+                        {t: (sqlite_columns(conn, t), sqlite_rows(conn, t, sqlite_columns(conn, t))) for t in SCHEMA},
+                    )
+                )
             time.sleep(0.005)
         lake.compact()  # everything folded: history (or current) alone holds every state
     finally:
@@ -75,10 +84,14 @@ def run_workload(tmp_path, url: str, options: dict[str, str], mode: str, seed: i
 def _alive(history: pa.Table, instant: int | None, columns: list[str]) -> list[tuple]:
     rows = history.to_pylist()
     keep = [
-        r for r in rows
+        r
+        for r in rows
         if (instant is None and r["_rhei_valid_to"] is None)
-        or (instant is not None and r["_rhei_valid_from"] <= instant
-            and (r["_rhei_valid_to"] is None or r["_rhei_valid_to"] > instant))
+        or (
+            instant is not None
+            and r["_rhei_valid_from"] <= instant
+            and (r["_rhei_valid_to"] is None or r["_rhei_valid_to"] > instant)
+        )
     ]
     return exact(tuple(r[c] for c in columns) for r in keep)
 

@@ -23,7 +23,10 @@ def _delta_top(url: str, table: str) -> int:
 def test_an_idle_tables_tail_reaches_delta_while_another_table_stays_busy(tmp_path):
     url = str(tmp_path / "lake")
     lake = rhei_lake.open(
-        oltp_path=str(tmp_path / "app.db"), storage=url, sync_interval=0.1, tail_flush_interval=INTERVAL,
+        oltp_path=str(tmp_path / "app.db"),
+        storage=url,
+        sync_interval=0.1,
+        tail_flush_interval=INTERVAL,
         tail_flush_segments=10_000,
     )
     try:
@@ -61,8 +64,10 @@ def test_rh_serve_flushes_an_idle_tail_and_reports_its_age(tmp_path):
     try:
         metrics = serve.event("start")["metrics"]
         _insert(db, range(50))
-        waiting = wait_for(lambda: (s := scrape(metrics)) and (value(s, "rhei_tail_age_seconds", table="events") or 0) > 0
-                           and s, what="a tail age above 0")
+        waiting = wait_for(
+            lambda: (s := scrape(metrics)) and (value(s, "rhei_tail_age_seconds", table="events") or 0) > 0 and s,
+            what="a tail age above 0",
+        )
         top = value(waiting, "rhei_sync_watermark", table="events")
         wait_for(lambda: _delta_top(url, "events") >= top, timeout=15, what="the tail flushed into Delta")
         wait_for(lambda: value(scrape(metrics), "rhei_tail_age_seconds", table="events") == 0, what="age back to 0")

@@ -12,7 +12,10 @@ from rhei_lake.timeutil import from_micros, now_micros
 def test_as_of_reads_delta_tables_after_the_query_returns_its_plan(durable_storage, engine, tmp_path):
     url, options = durable_storage
     with rhei_lake.open(
-        oltp_path=str(tmp_path / "a.db"), storage=url, storage_options=options, tail_flush_segments=1,
+        oltp_path=str(tmp_path / "a.db"),
+        storage=url,
+        storage_options=options,
+        tail_flush_segments=1,
         engine=engine,
     ) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL)")

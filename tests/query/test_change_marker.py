@@ -26,8 +26,9 @@ INTERVAL = 0.3
 
 def _writer(tmp_path, url, options, *, register: bool = True) -> rhei_lake.Lake:
     """A lake syncing ``app.db``, its table ``t (id, v)`` registered unless told otherwise."""
-    lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                          tail_flush_segments=10_000)
+    lake = rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=10_000
+    )
     if register:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")

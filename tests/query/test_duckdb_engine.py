@@ -152,7 +152,8 @@ def test_writes_and_statements_are_refused_and_change_nothing(duck_lake, tmp_pat
     if ";" not in text:
         assert isinstance(excinfo.value, WriteRefusedError), excinfo.value
     assert sorted(duck_lake.query("SELECT * FROM t", hint="olap").to_pylist(), key=repr) == [
-        {"id": 1, "v": "a"}, {"id": 2, "v": "b"}
+        {"id": 1, "v": "a"},
+        {"id": 2, "v": "b"},
     ]
     assert not (tmp_path / "lake" / "stolen.csv").exists() and not (tmp_path / "stolen.csv").exists()
     assert not (tmp_path / "other.duckdb").exists() and not (tmp_path / "dump").exists()
@@ -193,8 +194,9 @@ def test_parameters_bind_by_number_and_name(duck_lake):
     assert duck_lake.dataframe("SELECT v FROM t WHERE id = $1", params={"1": 2}).to_arrow_table().to_pylist() == [
         {"v": "b"}
     ]
-    assert duck_lake.dataframe("SELECT v FROM t WHERE id = $k", params={"k": 1, "unused": 5}).to_arrow_table(
-    ).to_pylist() == [{"v": "a"}]
+    assert duck_lake.dataframe(
+        "SELECT v FROM t WHERE id = $k", params={"k": 1, "unused": 5}
+    ).to_arrow_table().to_pylist() == [{"v": "a"}]
     planned = duck_lake.dataframe("SELECT v FROM t WHERE id = $1")
     assert planned.schema().names == ["v"]
     with pytest.raises(QueryError, match="No value found for placeholder"):
@@ -262,7 +264,10 @@ def test_dates_and_instants_keep_the_documented_types(duck_lake):
         hint="olap",
     )
     assert _types(got.schema) == [
-        ("_rhei_ts", pa.timestamp("us", tz="UTC")), ("d", pa.date32()), ("s", pa.int64()), ("n", pa.int64())
+        ("_rhei_ts", pa.timestamp("us", tz="UTC")),
+        ("d", pa.date32()),
+        ("s", pa.int64()),
+        ("n", pa.int64()),
     ]
     assert got.column("d")[0].as_py() == dt.date(2026, 1, 2)
 

@@ -62,7 +62,9 @@ def test_threads_querying_while_this_lake_syncs_flushes_and_compacts(tmp_path):
     began: list[int] = [0]  # the newest sync that began
     errors: list[str] = []
     seen = [0]
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake"), tail_flush_segments=4) as lake:
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake"), tail_flush_segments=4
+    ) as lake:
         lake.execute(TABLE_SQL)
         lake.register_table("t")
         states[0] = []
@@ -107,8 +109,16 @@ def _child(tmp_path: Path, storage: str, options: dict[str, str], seconds: float
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(options)
     env["PYTHONPATH"] = str(ROOT)
-    args = [sys.executable, "-m", "tests.support.sync_child", str(tmp_path / "app.db"), storage,
-            str(tmp_path / "states.log"), str(seconds), str(seed)]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.support.sync_child",
+        str(tmp_path / "app.db"),
+        storage,
+        str(tmp_path / "states.log"),
+        str(seconds),
+        str(seed),
+    ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

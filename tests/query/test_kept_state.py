@@ -32,8 +32,14 @@ def test_kept_rows_equal_sqlite_after_any_interleaving(tmp_path_factory, engine,
     db, storage = root / "app.db", str(root / "lake")
     create_tables(db).close()
     workload = Workload(seed, key_space=12)
-    lake = rhei_lake.open(oltp_path=str(db), storage=storage, sync_mode=mode, changelog_retention=retention,
-                          tail_flush_segments=10_000, engine=engine)
+    lake = rhei_lake.open(
+        oltp_path=str(db),
+        storage=storage,
+        sync_mode=mode,
+        changelog_retention=retention,
+        tail_flush_segments=10_000,
+        engine=engine,
+    )
     reader = None
     try:
         for table in SCHEMA:

@@ -13,15 +13,24 @@ from tests.support.oracle import assert_same_state
 
 # Each step: ("rebuild", columns after), ("add", name, type), ("drop", name), ("write",).
 STEPS = [
-    ("rebuild", ["a", "b", "z1"]), ("write",),
-    ("rebuild", ["a", "b", "z1", "z2"]), ("write",),
-    ("rebuild", ["a", "b", "z2"]), ("write",),
-    ("add", "z1", "TEXT"), ("write",),
-    ("rebuild", ["a", "b", "z2", "z1", "z3"]), ("write",),
-    ("drop", "z2"), ("write",),
-    ("rebuild", ["a", "b", "z1", "z3", "z2"]), ("write",),
-    ("rebuild", ["b", "z1", "z3", "z2"]), ("write",),
-    ("add", "a", "TEXT"), ("write",),
+    ("rebuild", ["a", "b", "z1"]),
+    ("write",),
+    ("rebuild", ["a", "b", "z1", "z2"]),
+    ("write",),
+    ("rebuild", ["a", "b", "z2"]),
+    ("write",),
+    ("add", "z1", "TEXT"),
+    ("write",),
+    ("rebuild", ["a", "b", "z2", "z1", "z3"]),
+    ("write",),
+    ("drop", "z2"),
+    ("write",),
+    ("rebuild", ["a", "b", "z1", "z3", "z2"]),
+    ("write",),
+    ("rebuild", ["b", "z1", "z3", "z2"]),
+    ("write",),
+    ("add", "a", "TEXT"),
+    ("write",),
 ]
 
 
@@ -32,8 +41,14 @@ def test_kept_state_follows_added_dropped_and_readded_columns(tmp_path, engine, 
     app.execute("PRAGMA journal_mode = WAL")
     app.execute("CREATE TABLE mig (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)")
     app.executemany("INSERT INTO mig VALUES (?, ?, ?)", [(1, "x", 1), (2, "y", 2)])
-    lake = rhei_lake.open(oltp_path=str(db), storage=str(tmp_path / "lake"), sync_mode=mode, prune_interval=0,
-                          tail_flush_segments=3, engine=engine)
+    lake = rhei_lake.open(
+        oltp_path=str(db),
+        storage=str(tmp_path / "lake"),
+        sync_mode=mode,
+        prune_interval=0,
+        tail_flush_segments=3,
+        engine=engine,
+    )
     other = sqlite3.connect(db, isolation_level=None)
     try:
         lake.register_table("mig")
@@ -52,7 +67,9 @@ def test_kept_state_follows_added_dropped_and_readded_columns(tmp_path, engine, 
             if step[0] == "rebuild":
                 columns = step[1]
                 kept = [c for c in columns if c in _columns(app)]
-                body = ", ".join(["id INTEGER PRIMARY KEY", *(f"{c} {'INTEGER' if c == 'b' else 'TEXT'}" for c in columns)])
+                body = ", ".join(
+                    ["id INTEGER PRIMARY KEY", *(f"{c} {'INTEGER' if c == 'b' else 'TEXT'}" for c in columns)]
+                )
                 copied = ", ".join(["id", *kept])
                 other.execute("BEGIN IMMEDIATE")
                 other.execute(f"CREATE TABLE _mig_new ({body})")
@@ -67,8 +84,9 @@ def test_kept_state_follows_added_dropped_and_readded_columns(tmp_path, engine, 
             else:
                 columns = _columns(app)
                 values = [next_id if c == "b" else f"v{next_id}" for c in columns]
-                lake.execute(f"INSERT INTO mig (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
-                             (next_id, *values))
+                lake.execute(
+                    f"INSERT INTO mig (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})", (next_id, *values)
+                )
                 lake.execute(f"UPDATE mig SET {columns[-1]} = ? WHERE id = 1", (7 if columns[-1] == "b" else "u",))
                 lake.execute("DELETE FROM mig WHERE id = 2")
                 next_id += 1

@@ -21,7 +21,9 @@ def _create(db: Path, *tables: str) -> None:
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         for i, table in enumerate(tables):
             conn.execute(f"CREATE TABLE {quote_ident(table)} (id INTEGER PRIMARY KEY, v TEXT)")
-            conn.executemany(f"INSERT INTO {quote_ident(table)} VALUES (?, ?)", [(k, f"{table}-{k}") for k in range(i + 2)])
+            conn.executemany(
+                f"INSERT INTO {quote_ident(table)} VALUES (?, ?)", [(k, f"{table}-{k}") for k in range(i + 2)]
+            )
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,9 @@ def test_a_lake_that_holds_both_answers_neither_under_the_shared_name(table, cla
         listed = [relation.name for relation in LakeMetadata(reader).relations()]  # what Flight SQL clients see
         assert sorted(listed) == sorted([table, f"{table}_history", f"{clashing}_history", f"{clashing}_changes"])
         reader.restore_sqlite(tmp_path / "restored.db", tables=[table])
-        assert sqlite_state(sqlite3.connect(tmp_path / "restored.db"), table) == sqlite_state(sqlite3.connect(db), table)
+        assert sqlite_state(sqlite3.connect(tmp_path / "restored.db"), table) == sqlite_state(
+            sqlite3.connect(db), table
+        )
         with pytest.raises(QueryError, match="names both"):  # its rows are read by the shared name
             reader.restore_sqlite(tmp_path / "clashing.db", tables=[clashing])
         assert not (tmp_path / "clashing.db").exists()

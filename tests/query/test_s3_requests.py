@@ -24,8 +24,9 @@ def test_a_look_costs_the_same_whatever_the_history_and_reads_only_the_named_tab
     url, options, proxy = proxied_lake
     bucket = url.removeprefix("s3://").split("/")[0]
     flushed, unflushed = history
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                        tail_flush_segments=10_000) as writer:
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=10_000
+    ) as writer:
         for name in ("a", "b", "c"):
             writer.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)")
             writer.register_table(name)

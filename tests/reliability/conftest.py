@@ -32,16 +32,30 @@ def authed_moto():
     # The first four requests (the setup below) are not checked; every later one is.
     server = start_moto(extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
     try:
-        iam = boto3.client("iam", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY,
-                           aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
         iam.create_user(UserName="lake")
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
         iam.put_user_policy(UserName="lake", PolicyName="s3", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="lake")["AccessKey"]
-        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=key["AccessKeyId"],
-                     aws_secret_access_key=key["SecretAccessKey"], region_name=REGION).create_bucket(Bucket="authed")
-        options = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                   "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_REGION": REGION}
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name=REGION,
+        ).create_bucket(Bucket="authed")
+        options = {
+            "AWS_ENDPOINT_URL": server.endpoint,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_REGION": REGION,
+        }
         yield server.endpoint, options, "authed"
     finally:
         server.stop()

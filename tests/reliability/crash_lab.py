@@ -115,8 +115,16 @@ class CrashLab:
         if faults:
             env["RHEI_FAULTS"] = faults
         self.seed += 1
-        args = [sys.executable, "-m", "tests.support.crash_child", self.scenario, str(self.db), self.url,
-                str(self.seed), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.support.crash_child",
+            self.scenario,
+            str(self.db),
+            self.url,
+            str(self.seed),
+            *extra,
+        ]
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def run(self, kill: Kill) -> Outcome:
@@ -186,7 +194,9 @@ class CrashLab:
                     kept = set(seqs)
                     # Snapshot rows never pass through the log: they are lost only if the table is
                     # ready (its snapshot recorded as committed) and they are not in the lake.
-                    lost = [e for e in events if e not in in_log and e not in kept and (table in ready or e > snap[table])]
+                    lost = [
+                        e for e in events if e not in in_log and e not in kept and (table in ready or e > snap[table])
+                    ]
                     assert not lost, f"{table}: events {lost[:5]} left the CDC log but are not in the lake"
                     if self.scenario in HISTORY_SCENARIOS and table in present:
                         assert_history_follows_changes(lake, table)

@@ -176,8 +176,9 @@ def _authed(options: dict[str, str] | None = None, *, writer: bool = False) -> C
     def act(ctx: Ctx) -> object:
         _endpoint, good, bucket = ctx.request.getfixturevalue("authed_moto")
         extra = {"oltp_path": str(ctx.db)} if writer else {}
-        return rhei_lake.open(storage=f"s3://{bucket}/{ctx.tmp.name}", storage_options={**good, **(options or {})},
-                              **extra)
+        return rhei_lake.open(
+            storage=f"s3://{bucket}/{ctx.tmp.name}", storage_options={**good, **(options or {})}, **extra
+        )
 
     return act
 
@@ -188,55 +189,161 @@ CASES = [
     Case("blank-storage-url", _open(storage="   "), ConfigError, "must be a non-empty URL", fresh=True),
     Case("s3-without-bucket", _open(storage="s3://"), ConfigError, "names no bucket", fresh=True),
     Case("s3-one-slash", _open(storage="s3:/bucket/lake"), ConfigError, "is malformed", fresh=True),
-    Case("s3-bad-bucket-name", _open(storage="s3://Bad_Bucket/lake"), ConfigError, "not a valid S3 bucket name", fresh=True),
+    Case(
+        "s3-bad-bucket-name",
+        _open(storage="s3://Bad_Bucket/lake"),
+        ConfigError,
+        "not a valid S3 bucket name",
+        fresh=True,
+    ),
     Case("s3-dotdot-prefix", _open(storage="s3://bucket/a/../b"), ConfigError, "'.' or '..'", fresh=True),
-    Case("s3-query-string", _open(storage="s3://bucket/lake?versionId=3"), ConfigError, "must not carry a query", fresh=True),
+    Case(
+        "s3-query-string",
+        _open(storage="s3://bucket/lake?versionId=3"),
+        ConfigError,
+        "must not carry a query",
+        fresh=True,
+    ),
     Case("unknown-scheme-gs", _open(storage="gs://bucket/lake"), ConfigError, "unknown URL scheme 'gs://'", fresh=True),
-    Case("unknown-scheme-ftp", _open(storage="ftp://host/lake"), ConfigError, "unknown URL scheme 'ftp://'", fresh=True),
+    Case(
+        "unknown-scheme-ftp", _open(storage="ftp://host/lake"), ConfigError, "unknown URL scheme 'ftp://'", fresh=True
+    ),
     Case("memory-without-slashes", _open(storage="memory:lake"), ConfigError, "not a memory URL", fresh=True),
     Case("memory-name-with-slash", _open(storage="memory://a/b"), ConfigError, "cannot contain '/'", fresh=True),
-    Case("file-url-with-host", _open(storage="file://host/data/lake"), ConfigError, "file:///absolute/path", fresh=True),
-    Case("unknown-option", _open(storage="memory://", sync_intervall=1), ConfigError, "sync_intervall: unknown option", fresh=True),
+    Case(
+        "file-url-with-host", _open(storage="file://host/data/lake"), ConfigError, "file:///absolute/path", fresh=True
+    ),
+    Case(
+        "unknown-option",
+        _open(storage="memory://", sync_intervall=1),
+        ConfigError,
+        "sync_intervall: unknown option",
+        fresh=True,
+    ),
     Case("zero-batch-size", _open(storage="memory://", batch_size=0), ConfigError, "batch_size", fresh=True),
     Case("huge-batch-size", _open(storage="memory://", batch_size=10**9), ConfigError, "batch_size", fresh=True),
-    Case("negative-sync-interval", _open(storage="memory://", sync_interval=-1), ConfigError, "sync_interval", fresh=True),
+    Case(
+        "negative-sync-interval", _open(storage="memory://", sync_interval=-1), ConfigError, "sync_interval", fresh=True
+    ),
     Case("zero-lease-ttl", _open(storage="memory://", lease_ttl=0), ConfigError, "lease_ttl", fresh=True),
     Case("empty-oltp-path", _open(oltp_path=""), ConfigError, "oltp_path: must not be empty", fresh=True),
     Case("in-memory-sqlite", _open(oltp_path=":memory:"), ConfigError, "in-memory SQLite database", fresh=True),
-    Case("oltp-in-missing-dir", _open(oltp_path=lambda c: str(c.tmp / "no" / "app.db")), ConfigError, "does not exist", fresh=True),
-    Case("source-and-oltp", _open(oltp_path=_db, source="sqlite:///x.db"), ConfigError, "exclude each other", fresh=True),
+    Case(
+        "oltp-in-missing-dir",
+        _open(oltp_path=lambda c: str(c.tmp / "no" / "app.db")),
+        ConfigError,
+        "does not exist",
+        fresh=True,
+    ),
+    Case(
+        "source-and-oltp", _open(oltp_path=_db, source="sqlite:///x.db"), ConfigError, "exclude each other", fresh=True
+    ),
     Case("source-unknown-scheme", _open(source="mysql://h/db", tables=[]), ConfigError, "source", fresh=True),
     Case("sidecar-without-tables", _open(source="sqlite:///x.db"), ConfigError, "needs tables=", fresh=True),
-    Case("tables-without-source", _open(tables=[{"name": "t", "updated_at": "u"}]), ConfigError, "set source=", fresh=True),
-    Case("config-not-a-mapping", lambda c: rhei_lake.open(42), ConfigError, "must be a LakeConfig or a mapping", fresh=True),
+    Case(
+        "tables-without-source",
+        _open(tables=[{"name": "t", "updated_at": "u"}]),
+        ConfigError,
+        "set source=",
+        fresh=True,
+    ),
+    Case(
+        "config-not-a-mapping",
+        lambda c: rhei_lake.open(42),
+        ConfigError,
+        "must be a LakeConfig or a mapping",
+        fresh=True,
+    ),
     # -- object storage that refuses us
     Case("missing-bucket", _missing_bucket, StorageAccessError, "the bucket does not exist", s3=True, fresh=True),
-    Case("wrong-secret-key", _authed({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}), StorageAccessError,
-         "access denied; check the credentials", s3=True, fresh=True),
-    Case("unknown-access-key", _authed({"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000"}), StorageAccessError,
-         "access denied; check the credentials", s3=True, fresh=True),
-    Case("wrong-secret-writer", _authed({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, writer=True),
-         StorageAccessError, "access denied", s3=True, fresh=True),
-    Case("unreachable-endpoint", _open(storage="s3://bucket/lake", storage_options={
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}),
-         StorageUnavailableError, "storage unavailable", fresh=True),
+    Case(
+        "wrong-secret-key",
+        _authed({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}),
+        StorageAccessError,
+        "access denied; check the credentials",
+        s3=True,
+        fresh=True,
+    ),
+    Case(
+        "unknown-access-key",
+        _authed({"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000"}),
+        StorageAccessError,
+        "access denied; check the credentials",
+        s3=True,
+        fresh=True,
+    ),
+    Case(
+        "wrong-secret-writer",
+        _authed({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, writer=True),
+        StorageAccessError,
+        "access denied",
+        s3=True,
+        fresh=True,
+    ),
+    Case(
+        "unreachable-endpoint",
+        _open(
+            storage="s3://bucket/lake",
+            storage_options={
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY": "s",
+            },
+        ),
+        StorageUnavailableError,
+        "storage unavailable",
+        fresh=True,
+    ),
     # -- tables and columns
     Case("register-unknown-table", lambda c: c.lake().register_table("nope"), SchemaError, "does not exist"),
-    Case("register-without-primary-key", lambda c: c.lake().register_table("nokey"), SchemaError, "no PRIMARY KEY",
-         setup=lambda c: c.lake().execute("CREATE TABLE nokey (a INTEGER, b TEXT)")),
-    Case("register-a-view", lambda c: c.lake().register_table("v"), SchemaError, "is a view",
-         setup=lambda c: c.lake().execute("CREATE VIEW v AS SELECT * FROM t")),
-    Case("register-untyped-column", lambda c: c.lake().register_table("loose"), SchemaError, "types=",
-         setup=lambda c: c.lake().execute("CREATE TABLE loose (id INTEGER PRIMARY KEY, anything)")),
-    Case("register-types-unknown-column", lambda c: c.lake().register_table("t2", types={"zz": "TEXT"}), SchemaError,
-         "unknown columns", setup=lambda c: c.lake().execute("CREATE TABLE t2 (id INTEGER PRIMARY KEY)")),
-    Case("register-reserved-column", lambda c: c.lake().register_table("r"), SchemaError, "_rhei_",
-         setup=lambda c: c.lake().execute("CREATE TABLE r (id INTEGER PRIMARY KEY, _rhei_seq INTEGER)")),
+    Case(
+        "register-without-primary-key",
+        lambda c: c.lake().register_table("nokey"),
+        SchemaError,
+        "no PRIMARY KEY",
+        setup=lambda c: c.lake().execute("CREATE TABLE nokey (a INTEGER, b TEXT)"),
+    ),
+    Case(
+        "register-a-view",
+        lambda c: c.lake().register_table("v"),
+        SchemaError,
+        "is a view",
+        setup=lambda c: c.lake().execute("CREATE VIEW v AS SELECT * FROM t"),
+    ),
+    Case(
+        "register-untyped-column",
+        lambda c: c.lake().register_table("loose"),
+        SchemaError,
+        "types=",
+        setup=lambda c: c.lake().execute("CREATE TABLE loose (id INTEGER PRIMARY KEY, anything)"),
+    ),
+    Case(
+        "register-types-unknown-column",
+        lambda c: c.lake().register_table("t2", types={"zz": "TEXT"}),
+        SchemaError,
+        "unknown columns",
+        setup=lambda c: c.lake().execute("CREATE TABLE t2 (id INTEGER PRIMARY KEY)"),
+    ),
+    Case(
+        "register-reserved-column",
+        lambda c: c.lake().register_table("r"),
+        SchemaError,
+        "_rhei_",
+        setup=lambda c: c.lake().execute("CREATE TABLE r (id INTEGER PRIMARY KEY, _rhei_seq INTEGER)"),
+    ),
     Case("add-existing-column", lambda c: c.lake().add_column("t", "S", "TEXT"), SchemaError, "already has a column"),
-    Case("add-column-with-default", lambda c: c.lake().add_column("t", "x", "TEXT DEFAULT 'a'"), SchemaError,
-         "is not a type name"),
-    Case("add-column-reserved-name", lambda c: c.lake().add_column("t", "_rhei_x", "TEXT"), SchemaError,
-         "reserved prefix"),
+    Case(
+        "add-column-with-default",
+        lambda c: c.lake().add_column("t", "x", "TEXT DEFAULT 'a'"),
+        SchemaError,
+        "is not a type name",
+    ),
+    Case(
+        "add-column-reserved-name",
+        lambda c: c.lake().add_column("t", "_rhei_x", "TEXT"),
+        SchemaError,
+        "reserved prefix",
+    ),
     Case("drop-primary-key", lambda c: c.lake().drop_column("t", "id"), SchemaError, "part of the primary key"),
     Case("drop-unknown-column", lambda c: c.lake().drop_column("t", "zz"), SchemaError, "has no column"),
     Case("rename-column", lambda c: c.lake().rename_column("t", "s", "s2"), SchemaError, "not supported"),
@@ -246,95 +353,282 @@ CASES = [
     # -- SQL the engine cannot run
     Case("execute-syntax-error", lambda c: c.lake().execute("INSERT INTO t VALUS (1)"), SourceError, "syntax error"),
     Case("query-syntax-error", lambda c: c.lake().query("SELEC * FROM t"), QueryError, "SELEC"),
-    Case("execute-unknown-table", lambda c: c.lake().execute("INSERT INTO nope VALUES (1)"), SchemaError,
-         "no such table: nope"),
-    Case("execute-wrong-bindings", lambda c: c.lake().execute("INSERT INTO t (id) VALUES (?)", (7, 8)), SourceError,
-         "Incorrect number of bindings"),
-    Case("batch-with-a-bad-statement", lambda c: c.lake().execute_batch(
-        ["INSERT INTO t (id) VALUES (10)", "INSERT INTO t (id) VALUES (1)", "INSERT INTO t (id) VALUES (11)"]),
-         SourceError, "statement 2 of 3 failed, nothing was applied"),
-    Case("batch-item-not-a-statement", lambda c: c.lake().execute_batch(["SELECT 1", 42]), ConfigError,
-         "statement 2 must be SQL text"),
-    Case("batch-that-commits", lambda c: c.lake().execute_batch(["INSERT INTO t (id) VALUES (10)", "COMMIT"]),
-         SourceError, "execute_batch"),
-    Case("alter-a-mirrored-table", lambda c: c.lake().execute("ALTER TABLE t ADD COLUMN z TEXT"), SchemaError,
-         "add_column()/drop_column()"),
-    Case("huge-statement", lambda c: c.lake().execute(
-        "INSERT INTO t (id) VALUES " + ",".join(["(?)"] * (_VARIABLE_LIMIT + 1)), tuple(range(_VARIABLE_LIMIT + 1))),
-         SourceError, "too many SQL variables"),
-    Case("not-null-violated-by-nan", lambda c: c.lake().execute(
-        "INSERT INTO t (id, must) VALUES (50, ?)", (float("nan"),)), SourceError, "NOT NULL constraint failed"),
-    Case("query-as-of-not-a-time", lambda c: c.lake().query("SELECT * FROM t", as_of="yesterday"), ConfigError,
-         "not an ISO 8601 timestamp"),
-    Case("query-as-of-out-of-range", lambda c: c.lake().query("SELECT * FROM t", as_of=1e20), ConfigError,
-         "outside years 1-9999"),
+    Case(
+        "execute-unknown-table",
+        lambda c: c.lake().execute("INSERT INTO nope VALUES (1)"),
+        SchemaError,
+        "no such table: nope",
+    ),
+    Case(
+        "execute-wrong-bindings",
+        lambda c: c.lake().execute("INSERT INTO t (id) VALUES (?)", (7, 8)),
+        SourceError,
+        "Incorrect number of bindings",
+    ),
+    Case(
+        "batch-with-a-bad-statement",
+        lambda c: c.lake().execute_batch(
+            ["INSERT INTO t (id) VALUES (10)", "INSERT INTO t (id) VALUES (1)", "INSERT INTO t (id) VALUES (11)"]
+        ),
+        SourceError,
+        "statement 2 of 3 failed, nothing was applied",
+    ),
+    Case(
+        "batch-item-not-a-statement",
+        lambda c: c.lake().execute_batch(["SELECT 1", 42]),
+        ConfigError,
+        "statement 2 must be SQL text",
+    ),
+    Case(
+        "batch-that-commits",
+        lambda c: c.lake().execute_batch(["INSERT INTO t (id) VALUES (10)", "COMMIT"]),
+        SourceError,
+        "execute_batch",
+    ),
+    Case(
+        "alter-a-mirrored-table",
+        lambda c: c.lake().execute("ALTER TABLE t ADD COLUMN z TEXT"),
+        SchemaError,
+        "add_column()/drop_column()",
+    ),
+    Case(
+        "huge-statement",
+        lambda c: c.lake().execute(
+            "INSERT INTO t (id) VALUES " + ",".join(["(?)"] * (_VARIABLE_LIMIT + 1)), tuple(range(_VARIABLE_LIMIT + 1))
+        ),
+        SourceError,
+        "too many SQL variables",
+    ),
+    Case(
+        "not-null-violated-by-nan",
+        lambda c: c.lake().execute("INSERT INTO t (id, must) VALUES (50, ?)", (float("nan"),)),
+        SourceError,
+        "NOT NULL constraint failed",
+    ),
+    Case(
+        "query-as-of-not-a-time",
+        lambda c: c.lake().query("SELECT * FROM t", as_of="yesterday"),
+        ConfigError,
+        "not an ISO 8601 timestamp",
+    ),
+    Case(
+        "query-as-of-out-of-range",
+        lambda c: c.lake().query("SELECT * FROM t", as_of=1e20),
+        ConfigError,
+        "outside years 1-9999",
+    ),
     # -- writes sent to the analytic path
     Case("olap-delete", lambda c: c.lake().query("DELETE FROM t"), WriteRefusedError, "read-only"),
-    Case("olap-insert", lambda c: c.lake().query("INSERT INTO t (id) VALUES (9)", hint="olap"), WriteRefusedError,
-         "read-only"),
-    Case("olap-create-table-as", lambda c: c.lake().query("CREATE TABLE x AS SELECT 1", hint="olap"),
-         WriteRefusedError, "read-only"),
-    Case("olap-copy-to-file", lambda c: c.lake().query(f"COPY (SELECT 1 AS a) TO '{c.tmp / 'out.csv'}'"),
-         WriteRefusedError, "read-only"),
-    Case("olap-external-table", lambda c: c.lake().query(
-        f"CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{c.tmp / 'x.csv'}'"), WriteRefusedError, "read-only"),
+    Case(
+        "olap-insert",
+        lambda c: c.lake().query("INSERT INTO t (id) VALUES (9)", hint="olap"),
+        WriteRefusedError,
+        "read-only",
+    ),
+    Case(
+        "olap-create-table-as",
+        lambda c: c.lake().query("CREATE TABLE x AS SELECT 1", hint="olap"),
+        WriteRefusedError,
+        "read-only",
+    ),
+    Case(
+        "olap-copy-to-file",
+        lambda c: c.lake().query(f"COPY (SELECT 1 AS a) TO '{c.tmp / 'out.csv'}'"),
+        WriteRefusedError,
+        "read-only",
+    ),
+    Case(
+        "olap-external-table",
+        lambda c: c.lake().query(f"CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{c.tmp / 'x.csv'}'"),
+        WriteRefusedError,
+        "read-only",
+    ),
     Case("olap-drop-view", lambda c: c.lake().query("DROP VIEW t_history"), WriteRefusedError, "read-only"),
-    Case("olap-set-option", lambda c: c.lake().query("SET datafusion.execution.batch_size = 1"), WriteRefusedError,
-         "read-only"),
+    Case(
+        "olap-set-option",
+        lambda c: c.lake().query("SET datafusion.execution.batch_size = 1"),
+        WriteRefusedError,
+        "read-only",
+    ),
     Case("olap-as-of-delete", lambda c: c.lake().query("DELETE FROM t", as_of=0), WriteRefusedError, "read-only"),
     Case("olap-two-statements", lambda c: c.lake().query("SELECT 1; DELETE FROM t"), QueryError, "one statement"),
     # -- values that do not fit their declared types (found at sync; nothing from that event on commits)
-    Case("text-in-integer", _sync, TypeMismatchError, "column 'n'",
-         setup=_bad_value("INSERT INTO t (id, n) VALUES (20, 'abc')")),
-    Case("real-in-integer", _sync, TypeMismatchError, "column 'n'",
-         setup=_bad_value("INSERT INTO t (id, n) VALUES (20, 1.5)")),
-    Case("infinity-in-integer", _sync, TypeMismatchError, "column 'n'",
-         setup=_bad_value("INSERT INTO t (id, n) VALUES (20, ?)", (float("inf"),))),
-    Case("blob-in-text", _sync, TypeMismatchError, "declared TEXT",
-         setup=_bad_value("INSERT INTO t (id, s) VALUES (20, x'00ff')")),
-    Case("non-utf8-text", _sync, TypeMismatchError, "not valid UTF-8",
-         setup=_bad_value("INSERT INTO t (id, s) VALUES (20, CAST(x'ff61' AS TEXT))")),
-    Case("text-in-blob", _sync, TypeMismatchError, "column 'b'",
-         setup=_bad_value("INSERT INTO t (id, b) VALUES (20, 'text')")),
-    Case("blob-in-real", _sync, TypeMismatchError, "column 'r'",
-         setup=_bad_value("INSERT INTO t (id, r) VALUES (20, x'01')")),
-    Case("text-in-real", _sync, TypeMismatchError, "column 'r'",
-         setup=_bad_value("INSERT INTO t (id, r) VALUES (20, 'NaN')")),
-    Case("impossible-date", _sync, TypeMismatchError, "column 'd'",
-         setup=_bad_value("INSERT INTO t (id, d) VALUES (20, '2024-13-45')")),
-    Case("timestamp-year-99999", _sync, TypeMismatchError, "column 'ts'",
-         setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, '99999-01-01T00:00:00')")),
-    Case("timestamp-epoch-out-of-range", _sync, TypeMismatchError, "column 'ts'",
-         setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, 1e20)")),
-    Case("timestamp-garbage", _sync, TypeMismatchError, "column 'ts'",
-         setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, 'last tuesday')")),
-    Case("decimal-too-precise", _sync, TypeMismatchError, "column 'dec'",
-         setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, '123.456')")),
-    Case("decimal-too-large", _sync, TypeMismatchError, "column 'dec'",
-         setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, 12345)")),
-    Case("infinity-in-decimal", _sync, TypeMismatchError, "column 'dec'",
-         setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, ?)", (float("inf"),))),
-    Case("two-in-boolean", _sync, TypeMismatchError, "column 'flag'",
-         setup=_bad_value("INSERT INTO t (id, flag) VALUES (20, 2)")),
-    Case("bad-value-in-an-update", _sync, TypeMismatchError, "column 'n'",
-         setup=_bad_value("UPDATE t SET n = 'x' WHERE id = 1")),
+    Case(
+        "text-in-integer",
+        _sync,
+        TypeMismatchError,
+        "column 'n'",
+        setup=_bad_value("INSERT INTO t (id, n) VALUES (20, 'abc')"),
+    ),
+    Case(
+        "real-in-integer",
+        _sync,
+        TypeMismatchError,
+        "column 'n'",
+        setup=_bad_value("INSERT INTO t (id, n) VALUES (20, 1.5)"),
+    ),
+    Case(
+        "infinity-in-integer",
+        _sync,
+        TypeMismatchError,
+        "column 'n'",
+        setup=_bad_value("INSERT INTO t (id, n) VALUES (20, ?)", (float("inf"),)),
+    ),
+    Case(
+        "blob-in-text",
+        _sync,
+        TypeMismatchError,
+        "declared TEXT",
+        setup=_bad_value("INSERT INTO t (id, s) VALUES (20, x'00ff')"),
+    ),
+    Case(
+        "non-utf8-text",
+        _sync,
+        TypeMismatchError,
+        "not valid UTF-8",
+        setup=_bad_value("INSERT INTO t (id, s) VALUES (20, CAST(x'ff61' AS TEXT))"),
+    ),
+    Case(
+        "text-in-blob",
+        _sync,
+        TypeMismatchError,
+        "column 'b'",
+        setup=_bad_value("INSERT INTO t (id, b) VALUES (20, 'text')"),
+    ),
+    Case(
+        "blob-in-real",
+        _sync,
+        TypeMismatchError,
+        "column 'r'",
+        setup=_bad_value("INSERT INTO t (id, r) VALUES (20, x'01')"),
+    ),
+    Case(
+        "text-in-real",
+        _sync,
+        TypeMismatchError,
+        "column 'r'",
+        setup=_bad_value("INSERT INTO t (id, r) VALUES (20, 'NaN')"),
+    ),
+    Case(
+        "impossible-date",
+        _sync,
+        TypeMismatchError,
+        "column 'd'",
+        setup=_bad_value("INSERT INTO t (id, d) VALUES (20, '2024-13-45')"),
+    ),
+    Case(
+        "timestamp-year-99999",
+        _sync,
+        TypeMismatchError,
+        "column 'ts'",
+        setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, '99999-01-01T00:00:00')"),
+    ),
+    Case(
+        "timestamp-epoch-out-of-range",
+        _sync,
+        TypeMismatchError,
+        "column 'ts'",
+        setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, 1e20)"),
+    ),
+    Case(
+        "timestamp-garbage",
+        _sync,
+        TypeMismatchError,
+        "column 'ts'",
+        setup=_bad_value("INSERT INTO t (id, ts) VALUES (20, 'last tuesday')"),
+    ),
+    Case(
+        "decimal-too-precise",
+        _sync,
+        TypeMismatchError,
+        "column 'dec'",
+        setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, '123.456')"),
+    ),
+    Case(
+        "decimal-too-large",
+        _sync,
+        TypeMismatchError,
+        "column 'dec'",
+        setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, 12345)"),
+    ),
+    Case(
+        "infinity-in-decimal",
+        _sync,
+        TypeMismatchError,
+        "column 'dec'",
+        setup=_bad_value("INSERT INTO t (id, dec) VALUES (20, ?)", (float("inf"),)),
+    ),
+    Case(
+        "two-in-boolean",
+        _sync,
+        TypeMismatchError,
+        "column 'flag'",
+        setup=_bad_value("INSERT INTO t (id, flag) VALUES (20, 2)"),
+    ),
+    Case(
+        "bad-value-in-an-update",
+        _sync,
+        TypeMismatchError,
+        "column 'n'",
+        setup=_bad_value("UPDATE t SET n = 'x' WHERE id = 1"),
+    ),
     # -- files under the lake prefix that are damaged or not rhei_lake's
-    Case("garbage-delta-log-entry", _read_only_query, CorruptStorageError, "damaged",
-         setup=_lake_file("t/changes/_delta_log/*.json", _garbage)),
-    Case("garbage-delta-log-writer", lambda c: rhei_lake.open(oltp_path=str(c.db), storage=c.url),
-         CorruptStorageError, "damaged", setup=_lake_file("t/changes/_delta_log/*.json", _garbage)),
-    Case("truncated-tail-segment", _read_only_query, CorruptStorageError, "not a rhei_lake segment",
-         setup=_lake_file("t/_tail/*.arrow", _truncate)),
-    Case("foreign-tail-segment", _read_only_query, CorruptStorageError, "not a rhei_lake segment",
-         setup=_lake_file("t/_tail/*.arrow", _garbage)),
-    Case("truncated-parquet-file", _read_only_query, CorruptStorageError, "damaged",
-         setup=_lake_file("t/changes/*.parquet", _truncate)),
-    Case("missing-parquet-file", _read_only_query, CorruptStorageError, "damaged",
-         setup=_lake_file("t/changes/*.parquet", os.remove)),
-    Case("missing-first-log-entry", _read_only_query, CorruptStorageError, "damaged",
-         setup=_lake_file("t/changes/_delta_log/00000000000000000000.json", os.remove)),
-    Case("foreign-delta-table", lambda c: rhei_lake.open(storage=c.url), SchemaError, "did not write",
-         setup=_foreign_delta_table),
+    Case(
+        "garbage-delta-log-entry",
+        _read_only_query,
+        CorruptStorageError,
+        "damaged",
+        setup=_lake_file("t/changes/_delta_log/*.json", _garbage),
+    ),
+    Case(
+        "garbage-delta-log-writer",
+        lambda c: rhei_lake.open(oltp_path=str(c.db), storage=c.url),
+        CorruptStorageError,
+        "damaged",
+        setup=_lake_file("t/changes/_delta_log/*.json", _garbage),
+    ),
+    Case(
+        "truncated-tail-segment",
+        _read_only_query,
+        CorruptStorageError,
+        "not a rhei_lake segment",
+        setup=_lake_file("t/_tail/*.arrow", _truncate),
+    ),
+    Case(
+        "foreign-tail-segment",
+        _read_only_query,
+        CorruptStorageError,
+        "not a rhei_lake segment",
+        setup=_lake_file("t/_tail/*.arrow", _garbage),
+    ),
+    Case(
+        "truncated-parquet-file",
+        _read_only_query,
+        CorruptStorageError,
+        "damaged",
+        setup=_lake_file("t/changes/*.parquet", _truncate),
+    ),
+    Case(
+        "missing-parquet-file",
+        _read_only_query,
+        CorruptStorageError,
+        "damaged",
+        setup=_lake_file("t/changes/*.parquet", os.remove),
+    ),
+    Case(
+        "missing-first-log-entry",
+        _read_only_query,
+        CorruptStorageError,
+        "damaged",
+        setup=_lake_file("t/changes/_delta_log/00000000000000000000.json", os.remove),
+    ),
+    Case(
+        "foreign-delta-table",
+        lambda c: rhei_lake.open(storage=c.url),
+        SchemaError,
+        "did not write",
+        setup=_foreign_delta_table,
+    ),
 ]
 
 
@@ -351,7 +645,11 @@ def _fingerprint(ctx: Ctx) -> tuple:
         conn.text_factory = bytes  # some cases store text that is not UTF-8
         try:
             for name, sql in conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall():
-                rows = conn.execute(f'SELECT * FROM "{name.decode()}"').fetchall() if (sql or b"").startswith(b"CREATE TABLE") else []
+                rows = (
+                    conn.execute(f'SELECT * FROM "{name.decode()}"').fetchall()
+                    if (sql or b"").startswith(b"CREATE TABLE")
+                    else []
+                )
                 dump.append((name, sql, sorted(rows, key=repr)))
         finally:
             conn.close()
@@ -359,9 +657,7 @@ def _fingerprint(ctx: Ctx) -> tuple:
     return files, dump, bucket
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.id, marks=[pytest.mark.s3] if c.s3 else []) for c in CASES]
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.s3] if c.s3 else []) for c in CASES])
 def test_bad_input_is_refused_with_a_specific_error_and_nothing_written(case: Case, tmp_path, request):
     ctx = Ctx(tmp_path, request)
     try:
@@ -423,13 +719,18 @@ def test_edge_values_that_are_not_errors_round_trip(tmp_path, request):
     try:
         assert lake.execute_batch([]) == 0
         big = "é" * 2_000_000
-        lake.execute_batch([
-            ("INSERT INTO t (id, r, s) VALUES (40, ?, ?)", (float("inf"), big)),
-            ("INSERT INTO t (id, r, s) VALUES (41, ?, '')", (float("-inf"),)),
-            ("INSERT INTO t (id, r, b) VALUES (42, ?, ?)", (float("nan"), b"\x00" * 3_000_000)),  # NaN: SQLite stores NULL
-            ("INSERT INTO t (id, n, s) VALUES (43, ?, ?)", (-(2**63), "\u0000 zero byte and 🚀")),
-            ("INSERT INTO t (id, ts, d, dec) VALUES (44, '0001-01-01T00:00:00', '9999-12-31', '-999.99')", ()),
-        ])
+        lake.execute_batch(
+            [
+                ("INSERT INTO t (id, r, s) VALUES (40, ?, ?)", (float("inf"), big)),
+                ("INSERT INTO t (id, r, s) VALUES (41, ?, '')", (float("-inf"),)),
+                (
+                    "INSERT INTO t (id, r, b) VALUES (42, ?, ?)",
+                    (float("nan"), b"\x00" * 3_000_000),
+                ),  # NaN: SQLite stores NULL
+                ("INSERT INTO t (id, n, s) VALUES (43, ?, ?)", (-(2**63), "\u0000 zero byte and 🚀")),
+                ("INSERT INTO t (id, ts, d, dec) VALUES (44, '0001-01-01T00:00:00', '9999-12-31', '-999.99')", ()),
+            ]
+        )
         lake.sync_now()
         rows = {r["id"]: r for r in lake.query("SELECT * FROM t WHERE id >= 40", hint="olap").to_pylist()}
         assert rows[40]["r"] == float("inf") and rows[40]["s"] == big

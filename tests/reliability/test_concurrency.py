@@ -34,12 +34,30 @@ ROOT = Path(__file__).resolve().parents[2]
 class Service:
     """A ``serve_child`` process and the lines it prints."""
 
-    def __init__(self, db: Path, url: str, options: dict[str, str], *, ttl: float = 30.0, wait: float = 0.0,
-                 seconds: float = 60.0, name: str = "a") -> None:
+    def __init__(
+        self,
+        db: Path,
+        url: str,
+        options: dict[str, str],
+        *,
+        ttl: float = 30.0,
+        wait: float = 0.0,
+        seconds: float = 60.0,
+        name: str = "a",
+    ) -> None:
         self.stop_file = db.parent / f"{name}.stop"
         env = {**os.environ, **options, "PYTHONPATH": str(ROOT)}
-        args = [sys.executable, "-m", "tests.support.serve_child", str(db), url, str(self.stop_file),
-                str(seconds), str(ttl), str(wait)]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.support.serve_child",
+            str(db),
+            url,
+            str(self.stop_file),
+            str(seconds),
+            str(ttl),
+            str(wait),
+        ]
         self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self._buffer = b""
@@ -60,9 +78,11 @@ class Service:
             for line in self.lines:
                 if line.startswith(prefix):
                     return line
-            if self.process.poll() is not None and not self._buffer and not select.select(
-                [self.process.stdout], [], [], 0
-            )[0]:
+            if (
+                self.process.poll() is not None
+                and not self._buffer
+                and not select.select([self.process.stdout], [], [], 0)[0]
+            ):
                 break
             self._read(0.1)
         raise AssertionError(f"no {prefix!r} line; got {self.lines[-5:]}, stderr: {self.stderr()}")
@@ -219,18 +239,29 @@ def test_readers_see_whole_commits_only(durable_storage, tmp_path):
     rendezvous = tmp_path / "rendezvous"
     rendezvous.mkdir()
     readers = [
-        subprocess.Popen([sys.executable, "-m", "tests.support.reader_child", url, str(rendezvous), str(batch_rows)],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.reader_child", url, str(rendezvous), str(batch_rows)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(2)
     ]
     problems: list[str] = []
     try:
-        with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                            tail_flush_segments=4) as lake:
+        with rhei_lake.open(
+            oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=4
+        ) as lake:
             lake.execute("CREATE TABLE feed (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, v TEXT)")
             lake.register_table("feed")
-            wait_for(lambda: len(list(rendezvous.glob("ready-*"))) == len(readers)
-                     or any(r.poll() is not None for r in readers), timeout=120, what="the readers to open the lake")
+            wait_for(
+                lambda: (
+                    len(list(rendezvous.glob("ready-*"))) == len(readers) or any(r.poll() is not None for r in readers)
+                ),
+                timeout=120,
+                what="the readers to open the lake",
+            )
             stop = threading.Event()
 
             def read_in_process() -> None:  # the writer's own lake, from another thread

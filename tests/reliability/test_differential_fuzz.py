@@ -36,18 +36,39 @@ KNOWN_BUGS: dict[str, str] = {}
 """Families with a bug the fuzzer found that is not fixed yet: expected to fail (not strictly) until it
 is, and left out of the all-families run so that it keeps finding other bugs."""
 
-PASSING = frozenset({
-    "dml", "txn", "keys", "values", "upsert", "replace", "replace_norecursive", "fk", "collation", "affinity",
-    "numeric_any", "datetime_keys", "add_column", "drop_column", "readd_column", "foreign_add_column", "rebuild",
-    "open_txn_sync", "flush", "compact", "reopen", "crash",
-})
+PASSING = frozenset(
+    {
+        "dml",
+        "txn",
+        "keys",
+        "values",
+        "upsert",
+        "replace",
+        "replace_norecursive",
+        "fk",
+        "collation",
+        "affinity",
+        "numeric_any",
+        "datetime_keys",
+        "add_column",
+        "drop_column",
+        "readd_column",
+        "foreign_add_column",
+        "rebuild",
+        "open_txn_sync",
+        "flush",
+        "compact",
+        "reopen",
+        "crash",
+    }
+)
 """The families that pass on today's code. The others fail (issue 14's open items, see FAMILIES): add
 each here once its fix is merged, so ``make test`` keeps it fixed."""
 
 DEFERRED = {
     "outside_schema_instants": (
         'a design limit, README "Schema changes made outside the API" (its paragraph "What the lake learns '
-        'late"): what was written behind the lake\'s back and captured by no trigger is learnt at the next sync '
+        "late\"): what was written behind the lake's back and captured by no trigger is learnt at the next sync "
         "and dated then, so between the change and that sync the lake's history lacks it"
     ),
 }
@@ -69,103 +90,162 @@ ADD_AND_WRITE = (
 FOUND: dict[str, Program] = {
     # REPLACE from a connection without recursive_triggers deletes the row holding the UNIQUE value
     "replace_norecursive-unique": Program(
-        frozenset({"replace_norecursive"}), ("users",), {"users": [(3, "a@x", None, None)]},
-        (("sql", "app", "REPLACE INTO users (id, email, nick, score) VALUES (?, ?, ?, ?)", (1, "a@x", None, 0)),
-         ("sync",)),
+        frozenset({"replace_norecursive"}),
+        ("users",),
+        {"users": [(3, "a@x", None, None)]},
+        (
+            ("sql", "app", "REPLACE INTO users (id, email, nick, score) VALUES (?, ?, ?, ?)", (1, "a@x", None, 0)),
+            ("sync",),
+        ),
     ),
     # the case of a NOCASE key changes
     "collation-nocase-key": Program(
-        frozenset({"collation"}), ("tags",), {"tags": [("a", None, None, None)]},
+        frozenset({"collation"}),
+        ("tags",),
+        {"tags": [("a", None, None, None)]},
         (("sql", "lake", "UPDATE tags SET k = ? WHERE k = ?", ("A", "a")), ("sync",)),
     ),
     # the case of a NOCASE value changes
     "collation-nocase-value": Program(
-        frozenset({"collation"}), ("tags",), {"tags": [("a", "hello", None, None)]},
+        frozenset({"collation"}),
+        ("tags",),
+        {"tags": [("a", "hello", None, None)]},
         (("sql", "app", "UPDATE tags SET label = upper(label)", ()), ("sync",)),
     ),
     # an RTRIM value gains a trailing blank
     "collation-rtrim-value": Program(
-        frozenset({"collation"}), ("tags",), {"tags": [("a", None, "p", None)]},
+        frozenset({"collation"}),
+        ("tags",),
+        {"tags": [("a", None, "p", None)]},
         (("sql", "lake", "UPDATE tags SET pad = ? WHERE k = ?", ("p ", "a")), ("sync",)),
     ),
     # '42' in a JSON column is stored as an integer
     "affinity-json-integer": Program(
-        frozenset({"affinity"}), ("docs",), {},
+        frozenset({"affinity"}),
+        ("docs",),
+        {},
         (("sql", "lake", "INSERT INTO docs (id, body) VALUES (?, ?)", (1, "42")), ("sync",)),
     ),
     # an all-digit UUID is stored as a REAL
     "affinity-uuid-real": Program(
-        frozenset({"affinity"}), ("docs",), {},
-        (("sql", "app", "INSERT INTO docs (id, uid) VALUES (?, ?)", (1, "12345678901234567890123456789012")),
-         ("sync",)),
+        frozenset({"affinity"}),
+        ("docs",),
+        {},
+        (
+            ("sql", "app", "INSERT INTO docs (id, uid) VALUES (?, ?)", (1, "12345678901234567890123456789012")),
+            ("sync",),
+        ),
     ),
     # a REAL at an extreme exponent in a TIME column (mirrored as text), then deleted: its history
     # version must read back as the same double (SQLite's own text-to-REAL is one unit off here)
     "affinity-time-extreme-real": Program(
-        frozenset({"affinity"}), ("docs",), {},
-        (("sql", "lake", "INSERT INTO docs (id, at) VALUES (?, ?)", (2, 1.0359917127425884e-297)), ("sync",),
-         ("sql", "lake", "DELETE FROM docs WHERE id = ?", (2,)), ("sync",)),
+        frozenset({"affinity"}),
+        ("docs",),
+        {},
+        (
+            ("sql", "lake", "INSERT INTO docs (id, at) VALUES (?, ?)", (2, 1.0359917127425884e-297)),
+            ("sync",),
+            ("sql", "lake", "DELETE FROM docs WHERE id = ?", (2,)),
+            ("sync",),
+        ),
     ),
     # a NUMERIC column holds an integer beyond 2**53 (refused loudly: the program stops)
     "numeric_any-bigint": Program(
-        frozenset({"numeric_any"}), ("nums",), {},
+        frozenset({"numeric_any"}),
+        ("nums",),
+        {},
         (("sql", "lake", "INSERT INTO nums (id, n) VALUES (?, ?)", (1, 2**53 + 1)), ("sync",)),
     ),
     # one instant in two spellings of a DATETIME key (refused loudly: the program stops)
     "datetime_keys-two-spellings": Program(
-        frozenset({"datetime_keys"}), ("stamps",), {"stamps": [("2026-01-01 10:00:00", "a")]},
+        frozenset({"datetime_keys"}),
+        ("stamps",),
+        {"stamps": [("2026-01-01 10:00:00", "a")]},
         (("sql", "lake", "INSERT INTO stamps (at, v) VALUES (?, ?)", ("2026-01-01T10:00:00", "b")), ("sync",)),
     ),
     # a registration refused for a key in a second spelling leaves the table listed, empty, and syncs silent
     "datetime_keys-refused-registration": Program(
-        frozenset({"datetime_keys"}), ("stamps",), {"stamps": [("2026-01-01T10:00:00Z", None)]}, (("sync",),),
+        frozenset({"datetime_keys"}),
+        ("stamps",),
+        {"stamps": [("2026-01-01T10:00:00Z", None)]},
+        (("sync",),),
     ),
     # a refused registration's row fixed from another connection, the lake reopened (which takes the
     # snapshot), then the refusal's types= followed
     "datetime_keys-registered-at-reopen": Program(
-        frozenset({"datetime_keys", "reopen"}), ("stamps",), {"stamps": [("2026-01-01T10:00:00Z", None)]},
+        frozenset({"datetime_keys", "reopen"}),
+        ("stamps",),
+        {"stamps": [("2026-01-01T10:00:00Z", None)]},
         (("sql", "app", "DELETE FROM stamps", ()), ("reopen",), ("register_again", "stamps", "types="), ("sync",)),
     ),
     # a registration refused for text in a NUMERIC column leaves the table listed, empty, and syncs silent
     "numeric_any-refused-registration": Program(
-        frozenset({"numeric_any"}), ("nums",), {"nums": [(1, "abc", None)]}, (("sync",),),
+        frozenset({"numeric_any"}),
+        ("nums",),
+        {"nums": [(1, "abc", None)]},
+        (("sync",),),
     ),
     # a dropped column added back revives its old values
     "readd_column-revived": Program(
-        frozenset({"readd_column"}), ("mig",), {"mig": [(1, "old", 1)]},
+        frozenset({"readd_column"}),
+        ("mig",),
+        {"mig": [(1, "old", 1)]},
         (("drop_column", "a"), ("add_column", "a", "TEXT"), ("sync",)),
     ),
     # ALTER TABLE ADD COLUMN from another connection, and a value written to the new column
-    "foreign_add_column-alter": Program(frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE),
+    "foreign_add_column-alter": Program(
+        frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE
+    ),
     # create, copy, drop, rename through execute_batch (Alembic batch mode), then a write
     "rebuild-execute-batch": Program(
-        frozenset({"rebuild"}), ("mig",), {"mig": [(1, "x", 1)]},
+        frozenset({"rebuild"}),
+        ("mig",),
+        {"mig": [(1, "x", 1)]},
         (("batch", REBUILD), ("sql", "lake", "UPDATE mig SET a = ? WHERE id = ?", ("y", 1)), ("sync",)),
     ),
     # a write committed after an instant reads as visible at it
     "open_txn_sync-statement-time": Program(
-        frozenset({"open_txn_sync"}), ("items",), {"items": [(1, "old", None, None, None, None)]},
-        (("sql", "app", "BEGIN", ()), ("sql", "app", "UPDATE items SET name = ? WHERE id = ?", ("new", 1)),
-         ("sync",), ("sql", "app", "COMMIT", ()), ("sync",)),
+        frozenset({"open_txn_sync"}),
+        ("items",),
+        {"items": [(1, "old", None, None, None, None)]},
+        (
+            ("sql", "app", "BEGIN", ()),
+            ("sql", "app", "UPDATE items SET name = ? WHERE id = ?", ("new", 1)),
+            ("sync",),
+            ("sql", "app", "COMMIT", ()),
+            ("sync",),
+        ),
     ),
     # a value written to a column added from another connection reads as NULL until the next sync
     "outside_schema_instants-added-column": Program(
-        frozenset({"outside_schema_instants"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE,
+        frozenset({"outside_schema_instants"}),
+        ("mig",),
+        {"mig": [(1, "x", 1)]},
+        ADD_AND_WRITE,
     ),
     # rows written while a rebuild from another connection left the table without triggers
     "outside_schema_instants-rebuild": Program(
-        frozenset({"outside_schema_instants"}), ("mig",), {"mig": [(1, "x", 1)]},
-        (("sql", "app", "BEGIN IMMEDIATE", ()), *(("sql", "app", sql, params) for sql, params in REBUILD),
-         ("sql", "app", "COMMIT", ()), ("sql", "lake", "UPDATE mig SET a = ? WHERE id = ?", ("y", 1)), ("sync",)),
+        frozenset({"outside_schema_instants"}),
+        ("mig",),
+        {"mig": [(1, "x", 1)]},
+        (
+            ("sql", "app", "BEGIN IMMEDIATE", ()),
+            *(("sql", "app", sql, params) for sql, params in REBUILD),
+            ("sql", "app", "COMMIT", ()),
+            ("sql", "lake", "UPDATE mig SET a = ? WHERE id = ?", ("y", 1)),
+            ("sync",),
+        ),
     ),
 }
 """Minimal programs the fuzzer found failing (shrunk by hypothesis, then by hand), one per way the lake
 disagreed with SQLite. Each is replayed in ``make test``: it must pass, or, if in :data:`STILL_FAILING`,
 fail as it did when it was found."""
-STILL_FAILING = frozenset({
-    "outside_schema_instants-added-column",
-    "outside_schema_instants-rebuild",
-})
+STILL_FAILING = frozenset(
+    {
+        "outside_schema_instants-added-column",
+        "outside_schema_instants-rebuild",
+    }
+)
 """The found programs the lake still fails. When a fix makes one pass, remove it here (and add its
 family to :data:`PASSING` once the family passes)."""
 ENV = {k: v for k, v in os.environ.items() if k.startswith("RHEI_FUZZ_")}
@@ -263,8 +343,15 @@ def _family_param(family: str):
 def test_differential_fuzz_family(tmp_path, family):
     """One family with ``dml``, on its own: a failure names the family it belongs to."""
     # An expected failure is not shrunk (its minimal programs are in FOUND already).
-    fuzz(tmp_path, frozenset({family}), examples=200, seconds=30, steps=40, label=family,
-         shrink=family not in DEFERRED and family not in KNOWN_BUGS)
+    fuzz(
+        tmp_path,
+        frozenset({family}),
+        examples=200,
+        seconds=30,
+        steps=40,
+        label=family,
+        shrink=family not in DEFERRED and family not in KNOWN_BUGS,
+    )
 
 
 @pytest.mark.slow
@@ -272,8 +359,14 @@ def test_differential_fuzz_family(tmp_path, family):
 @LONG
 def test_differential_fuzz_all_families(tmp_path):
     """Every family at once (but the deferred ones and those with a known bug), on the long budget."""
-    fuzz(tmp_path, frozenset(FAMILIES) - set(DEFERRED) - set(KNOWN_BUGS), examples=1000, seconds=180, steps=50,
-         label="all")
+    fuzz(
+        tmp_path,
+        frozenset(FAMILIES) - set(DEFERRED) - set(KNOWN_BUGS),
+        examples=1000,
+        seconds=180,
+        steps=50,
+        label="all",
+    )
 
 
 @pytest.mark.parametrize("name", sorted(FOUND))

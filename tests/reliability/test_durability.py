@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _child(db: Path, url: str, options: dict[str, str], rows: int, how: str) -> int:
     env = {**os.environ, **options, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "tests.support.durability_child", str(db), url, str(rows), how],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.durability_child", str(db), url, str(rows), how],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     expected_code = 0 if how == "exit" else -9
     assert result.returncode == expected_code, result.stderr
     return int(result.stdout.split()[-1])
@@ -77,8 +83,11 @@ def test_local_commits_are_fsynced_before_they_are_reported(tmp_path, monkeypatc
         lake.flush()
     changes = lake_dir / "t" / "changes"
     newest = max((changes / "_delta_log").glob("*.json"))
-    added = [str(changes / line.split('"path":"')[1].split('"')[0])
-             for line in newest.read_text().splitlines() if '"add"' in line]
+    added = [
+        str(changes / line.split('"path":"')[1].split('"')[0])
+        for line in newest.read_text().splitlines()
+        if '"add"' in line
+    ]
     assert added, "the flush added no data file"
     for path in [str(newest), *added, str(changes), str(changes / "_delta_log")]:
         assert path in synced, f"{path} was not fsynced"
@@ -92,8 +101,14 @@ def test_memory_lakes_end_with_their_process(tmp_path):
         "with rhei_lake.open(storage='memory://shared-by-name') as lake:\n"
         "    print(len(lake.tables()))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.stdout.strip() == "0", result.stderr
     conn = sqlite3.connect(db)
     with rhei_lake.open(oltp_path=str(db), storage="memory://shared-by-name") as lake:

@@ -49,7 +49,10 @@ def _killed_child(mode: str, db: Path, lake: Path, spec: str) -> None:
     env = {**os.environ, "RHEI_FAULTS": spec}
     child = subprocess.run(
         [sys.executable, "-m", "tests.support.first_read_child", mode, str(db), str(lake)],
-        cwd=ROOT, env=env, capture_output=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     # A kill timed at random may come after the child finished: then the lake is simply complete.
     done = (-signal.SIGKILL, 0) if "~" in spec else (-signal.SIGKILL,)

@@ -97,8 +97,11 @@ def test_a_value_one_bit_off_is_caught(machine):
     price = rows.column("price").to_pylist()
     bent = [math.nextafter(p, 1.0) if p == 0.2 else p for p in price]
     changes.delete("price IS NOT NULL")
-    changes.append(rows.set_column(rows.schema.get_field_index("price"), "price", pa.array(bent, pa.float64())).filter(
-        pc.is_valid(rows.column("price"))))
+    changes.append(
+        rows.set_column(rows.schema.get_field_index("price"), "price", pa.array(bent, pa.float64())).filter(
+            pc.is_valid(rows.column("price"))
+        )
+    )
     machine.lake.refresh()
     machine.touch_all()
     with pytest.raises(FuzzFailure, match=r"price=0\.20000000000000004\[9b9999999999c93f\]"):

@@ -36,7 +36,10 @@ def _child(db: str, url: str, spec: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "RHEI_FAULTS": spec, "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, "-m", "tests.support.schema_follow_child", db, url],
-        cwd=ROOT, env=env, capture_output=True, timeout=CHILD_TIMEOUT,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=CHILD_TIMEOUT,
     )
 
 
@@ -52,7 +55,11 @@ def test_a_crash_while_following_a_rebuild_loses_and_doubles_nothing(tmp_path, k
         check = MirrorCheck(lake, app, "t")
         check.mark()
         lake.execute("UPDATE t SET name = 'captured' WHERE id < 5")  # in the CDC log at the crash
-    run(app, rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, note TEXT", "id, name, score"), transaction=True)
+    run(
+        app,
+        rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, note TEXT", "id, name, score"),
+        transaction=True,
+    )
     app.execute("UPDATE t SET note = 'blind' WHERE id % 3 = 0")
     app.execute("DELETE FROM t WHERE id > 35")
 

@@ -51,20 +51,32 @@ def test_s3_credentials_never_appear_in_logs_errors_reprs_status_or_storage(moto
     bucket = f"sec-{uuid.uuid4().hex[:10]}"
     moto.create_bucket(bucket)
     proxy = S3FaultProxy(moto.endpoint)
-    options = {**moto.storage_options(), "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-               "AWS_SESSION_TOKEN": SESSION_TOKEN, "AWS_ENDPOINT_URL": proxy.endpoint}
+    options = {
+        **moto.storage_options(),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        "AWS_ENDPOINT_URL": proxy.endpoint,
+    }
     url = f"s3://{bucket}/lake"
     shown: list[str] = []
     try:
-        lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                              sync_max_backoff=0.2)
+        lake = rhei_lake.open(
+            oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_max_backoff=0.2
+        )
         try:
             lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
             lake.register_table("t")
             lake.execute("INSERT INTO t VALUES (1, 'a')")
             lake.sync_now()
-            shown += [repr(lake), repr(lake.config), str(lake.config), lake.location.describe(),
-                      repr(lake.location), repr(lake.sync_status())]
+            shown += [
+                repr(lake),
+                repr(lake.config),
+                str(lake.config),
+                lake.location.describe(),
+                repr(lake.location),
+                repr(lake.sync_status()),
+            ]
             proxy.down()  # errors, retries and the loop's log lines while the store is unreachable
             lake.execute("INSERT INTO t VALUES (2, 'b')")
             with pytest.raises(RheiError) as failed:
@@ -100,8 +112,14 @@ def test_s3_credentials_never_appear_in_logs_errors_reprs_status_or_storage(moto
 def test_the_cli_never_prints_s3_credentials_even_with_debug(moto, tmp_path):
     bucket = f"sec-{uuid.uuid4().hex[:10]}"
     moto.create_bucket(bucket)
-    env = {**os.environ, **moto.storage_options(), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_SESSION_TOKEN": SESSION_TOKEN, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        **moto.storage_options(),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        "PYTHONPATH": str(ROOT),
+    }
     db = tmp_path / "app.db"
     runs = []
     for args in (
@@ -110,8 +128,14 @@ def test_the_cli_never_prints_s3_credentials_even_with_debug(moto, tmp_path):
         ["--debug", "query", "--storage", f"s3://no-such-bucket-{bucket}/lake", "SELECT 1"],
         ["--debug", "info", "--storage", f"s3://{bucket}/lake"],
     ):
-        result = subprocess.run([sys.executable, "-m", "rhei_lake.cli.app", *args], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "rhei_lake.cli.app", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         runs.append(result.stdout + result.stderr)
     assert "bucket does not exist" in runs[2], runs[2]
     assert not _leaks("\n".join(runs), [SECRET_KEY, SESSION_TOKEN, ACCESS_KEY])
@@ -131,8 +155,13 @@ def test_postgres_passwords_never_appear(postgres, tmp_path, caplog, capsys):
     shown = []
     with rhei_lake.open(source=postgres.url(database), storage=url, tables=[table]) as lake:
         lake.sync_now()
-        shown += [repr(lake), repr(lake.config), str(lake.config), repr(lake.sync_status()),
-                  repr(lake.table_spec("items"))]
+        shown += [
+            repr(lake),
+            repr(lake.config),
+            str(lake.config),
+            repr(lake.sync_status()),
+            repr(lake.table_spec("items")),
+        ]
     for bad in (postgres.url(database, password="wrong-" + PASSWORD), postgres.url("no_such_db")):
         with pytest.raises(RheiError) as refused:
             rhei_lake.open(source=bad, storage=str(tmp_path / "other"), tables=[table])
@@ -150,9 +179,14 @@ def test_postgres_passwords_never_appear(postgres, tmp_path, caplog, capsys):
         f'source = "{postgres.url(database, password="wrong-" + PASSWORD)}"\nstorage = "{tmp_path / "cli"}"\n'
         '[[tables]]\nname = "items"\nupdated_at = "updated_at"\n'
     )
-    result = subprocess.run([sys.executable, "-m", "rhei_lake.cli.app", "--debug", "sync", "--config", str(config)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "rhei_lake.cli.app", "--debug", "sync", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "credentials" in result.stderr, result.stderr
     captured = capsys.readouterr()
     shown += [caplog.text, captured.out, captured.err, result.stdout, result.stderr]
@@ -162,8 +196,19 @@ def test_postgres_passwords_never_appear(postgres, tmp_path, caplog, capsys):
 
 
 # -- hostile identifiers -----------------------------------------------------------
-HOSTILE_TABLE = 'we"ird\'; DROP TABLE sentinel; --'
-HOSTILE_COLUMNS = ['k"ey', "va'l", "select", "x y", "--c", "c;d", "[br]", "%s%%", "Ωü 漢", 'q"); DELETE FROM sentinel; --']
+HOSTILE_TABLE = "we\"ird'; DROP TABLE sentinel; --"
+HOSTILE_COLUMNS = [
+    'k"ey',
+    "va'l",
+    "select",
+    "x y",
+    "--c",
+    "c;d",
+    "[br]",
+    "%s%%",
+    "Ωü 漢",
+    'q"); DELETE FROM sentinel; --',
+]
 
 
 def _hostile_sqlite(db: Path) -> sqlite3.Connection:
@@ -224,7 +269,7 @@ def test_hostile_names_in_polling_queries_are_quoted(kind, tmp_path, request):
     deleted = "del'eted"
     key = 'k"ey'
     value = "%(v)s %s"
-    table_name = 'po"ll\'ed; DROP TABLE sentinel'
+    table_name = "po\"ll'ed; DROP TABLE sentinel"
     if kind == "sqlite":
         path = tmp_path / "external.db"
         conn = sqlite3.connect(path, isolation_level=None)
@@ -245,6 +290,7 @@ def test_hostile_names_in_polling_queries_are_quoted(kind, tmp_path, request):
                 conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
             else:
                 conn.execute(sql)
+
     execute("CREATE TABLE sentinel (id integer PRIMARY KEY)")
     execute("INSERT INTO sentinel VALUES (1)")
     execute(
@@ -258,9 +304,13 @@ def test_hostile_names_in_polling_queries_are_quoted(kind, tmp_path, request):
     url = str(tmp_path / "lake")
     with rhei_lake.open(source=source, storage=url, tables=[table], hard_delete_interval=0) as lake:
         lake.sync_now()
-        execute(f"UPDATE {q(table_name)} SET {q(value)} = '%s''', {q(updated)} = ? WHERE {q(key)} = 1", (stamp.format(6),))
-        execute(f"UPDATE {q(table_name)} SET {q(deleted)} = ?, {q(updated)} = ? WHERE {q(key)} = 2",
-                (stamp.format(7), stamp.format(7)))
+        execute(
+            f"UPDATE {q(table_name)} SET {q(value)} = '%s''', {q(updated)} = ? WHERE {q(key)} = 1", (stamp.format(6),)
+        )
+        execute(
+            f"UPDATE {q(table_name)} SET {q(deleted)} = ?, {q(updated)} = ? WHERE {q(key)} = 2",
+            (stamp.format(7), stamp.format(7)),
+        )
         execute(f"DELETE FROM {q(table_name)} WHERE {q(key)} = 3")
         lake.sync_now()
         rows = lake.query(f"SELECT {q(key)}, {q(value)} FROM {q(table_name)} ORDER BY 1").to_pylist()
@@ -298,8 +348,10 @@ def test_the_analytic_path_cannot_write_files_or_tables(tmp_path):
             for options in ({}, {"hint": "olap"}, {"as_of": "2100-01-01T00:00:00Z"}):
                 with pytest.raises(RheiError) as refused:
                     lake.query(sql, **options)
-                assert isinstance(refused.value, (WriteRefusedError,)) or "one statement" in str(refused.value) or (
-                    "syntax" in str(refused.value).lower() or "parser" in str(refused.value).lower()
+                assert (
+                    isinstance(refused.value, (WriteRefusedError,))
+                    or "one statement" in str(refused.value)
+                    or ("syntax" in str(refused.value).lower() or "parser" in str(refused.value).lower())
                 ), (sql, options, refused.value)
         after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "_rhei" not in p.parts)
         assert [p for p in after if p not in before and not p.startswith("app.db")] == []
@@ -324,8 +376,13 @@ def test_the_flight_token_never_appears_in_the_servers_output(tmp_path):
         lake.execute("INSERT INTO t VALUES (1)")
         lake.sync_now()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RHEI_FLIGHT_TOKEN": token}
-    server = subprocess.Popen([sys.executable, "-m", "rhei_lake.cli.app", "--debug", "flight", "--storage", url,
-                               "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rhei_lake.cli.app", "--debug", "flight", "--storage", url, "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         output = b""
         deadline = time.monotonic() + 60

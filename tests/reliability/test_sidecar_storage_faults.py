@@ -49,7 +49,9 @@ class Source:
             else:
                 self.conn.execute(
                     "INSERT INTO items VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET v = excluded.v, "
-                    "updated_at = excluded.updated_at", (key, self.version, self._now()))
+                    "updated_at = excluded.updated_at",
+                    (key, self.version, self._now()),
+                )
 
     def rows(self) -> dict[int, tuple]:
         return {r[0]: r for r in self.conn.execute("SELECT id, v, updated_at FROM items")}
@@ -85,13 +87,16 @@ LASTING = 10**6  # until cleared
 
 FAULTS = {
     "reading lake state: 503 SlowDown": [Rule("error", method="GET", path=CHANGES, times=LASTING, status=503)],
-    "reading lake state: 500": [Rule("error", method="GET", path=CHANGES, times=LASTING, status=500,
-                                     code="InternalError")],
+    "reading lake state: 500": [
+        Rule("error", method="GET", path=CHANGES, times=LASTING, status=500, code="InternalError")
+    ],
     "reading lake state: connection reset": [Rule("reset", method="GET", path=CHANGES, times=LASTING)],
     "committing: 503 SlowDown": [Rule("error", method="PUT", path=COMMITS, times=LASTING, status=503)],
     "committing: lost replies": [Rule("drop_reply", method="PUT", path=COMMITS, times=LASTING)],
-    "everything: 500": [Rule("error", method=m, path=COMMITS, times=LASTING, status=500, code="InternalError")
-                        for m in ("GET", "PUT", "HEAD", "DELETE")],
+    "everything: 500": [
+        Rule("error", method=m, path=COMMITS, times=LASTING, status=500, code="InternalError")
+        for m in ("GET", "PUT", "HEAD", "DELETE")
+    ],
 }
 
 
@@ -103,9 +108,13 @@ def test_sidecar_background_sync_retries_storage_faults_and_loses_nothing(proxy,
     source = Source(tmp_path / "app.db")
     errors: list = []
     lake = rhei_lake.open(
-        source=f"sqlite://{tmp_path / 'app.db'}", storage=url, storage_options=options,
+        source=f"sqlite://{tmp_path / 'app.db'}",
+        storage=url,
+        storage_options=options,
         tables=[rhei_lake.PolledTable("items", updated_at="updated_at")],
-        hard_delete_interval=0, tail_flush_segments=2, sync_max_backoff=0.3,
+        hard_delete_interval=0,
+        tail_flush_segments=2,
+        sync_max_backoff=0.3,
     )
     try:
         lake.add_sync_listener(lambda _report, error: error is not None and errors.append(error))
@@ -146,16 +155,21 @@ def test_folding_a_sidecar_table_under_storage_faults_is_transient_and_retried(p
     url, options = faulty_s3
     source = Source(tmp_path / "app.db")
     with rhei_lake.open(
-        source=f"sqlite://{tmp_path / 'app.db'}", storage=url, storage_options=options,
-        tables=[rhei_lake.PolledTable("items", updated_at="updated_at")], hard_delete_interval=0,
+        source=f"sqlite://{tmp_path / 'app.db'}",
+        storage=url,
+        storage_options=options,
+        tables=[rhei_lake.PolledTable("items", updated_at="updated_at")],
+        hard_delete_interval=0,
         changelog_retention="forever",  # every event stays in the feed, for the check at the end
     ) as lake:
         for number in range(5):
             source.round(number)
             lake.sync_now()
         lake.flush()
-        for rule in (Rule("error", method="GET", path=CHANGES, times=40, status=503),
-                     Rule("error", method="PUT", path=HISTORY, times=40, status=500, code="InternalError")):
+        for rule in (
+            Rule("error", method="GET", path=CHANGES, times=40, status=503),
+            Rule("error", method="PUT", path=HISTORY, times=40, status=500, code="InternalError"),
+        ):
             proxy.add(rule)
             with pytest.raises(StorageUnavailableError) as failed:
                 lake.compact()

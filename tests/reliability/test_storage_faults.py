@@ -30,8 +30,9 @@ COMMIT_PUT = r"/_delta_log/\d+\.json"
 
 
 def _open(tmp_path, url, options, **extra) -> rhei_lake.Lake:
-    lake = rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                          tail_flush_segments=1000, **extra)
+    lake = rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=1000, **extra
+    )
     lake.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
     lake.register_table("t")
     return lake

@@ -22,8 +22,12 @@ class ServeProcess:
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [str(RH), "serve", "--headless", *args], cwd=cwd, env=rh_env(env), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [str(RH), "serve", "--headless", *args],
+            cwd=cwd,
+            env=rh_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[dict[str, Any]] = []
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()

@@ -34,8 +34,15 @@ class FakeLake:
             time.sleep(self.seconds)
             if self.errors:
                 raise self.errors.pop(0)
-            table = SimpleNamespace(table="orders", events_folded=5, files={"changes": (3, 1)}, files_vacuumed=2,
-                                    bytes_removed=10, files_before=3, files_after=1)
+            table = SimpleNamespace(
+                table="orders",
+                events_folded=5,
+                files={"changes": (3, 1)},
+                files_vacuumed=2,
+                bytes_removed=10,
+                files_before=3,
+                files_after=1,
+            )
             return SimpleNamespace(tables={"orders": table}, duration_seconds=self.seconds, events_folded=5)
         finally:
             with self.lock:
@@ -45,8 +52,11 @@ class FakeLake:
 def _samples(metrics):
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(metrics.exposition().decode())
+        for s in f.samples
+    }
 
 
 def test_runs_on_its_interval_reports_failures_and_goes_on():

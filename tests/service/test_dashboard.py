@@ -72,9 +72,23 @@ def test_dashboard_stops_on_sigterm_after_a_final_sync(tmp_path):
         setup.register_table("t")
     term = Terminal(tmp_path, width=120, height=30)
     pid_file = tmp_path / "pid"
-    term.start(["sh", "-c", f'echo $$ > {pid_file}; exec "$0" "$@"', str(RH), "serve", "--db", db, "--storage", lake,
-                "--sync-interval", "30"],
-               env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    term.start(
+        [
+            "sh",
+            "-c",
+            f'echo $$ > {pid_file}; exec "$0" "$@"',
+            str(RH),
+            "serve",
+            "--db",
+            db,
+            "--storage",
+            lake,
+            "--sync-interval",
+            "30",
+        ],
+        env={"PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
     try:
         term.wait_for("q quit")
         conn = sqlite3.connect(db)
@@ -100,8 +114,9 @@ def test_rh_dashboard_follows_a_lake_another_process_writes_and_quits_on_q(tmp_p
         writer.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT)")
         writer.register_table("events")
         term = Terminal(tmp_path, width=120, height=30)
-        term.start([str(RH), "dashboard", "--storage", lake, "--interval", "0.3"], env={"PYTHONPATH": str(ROOT)},
-                   cwd=tmp_path)
+        term.start(
+            [str(RH), "dashboard", "--storage", lake, "--interval", "0.3"], env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path
+        )
         try:
             screen = term.wait_for(lambda s: "synced" in _row(s, "events"))
             assert "rh dashboard (read-only)" in screen, screen

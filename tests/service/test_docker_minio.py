@@ -38,7 +38,7 @@ def _mounts(service: dict, data: Path) -> dict[str, Path]:
 def _on_host(path: str, mounts: dict[str, Path]) -> str:
     for target, host in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
         if path == target or path.startswith(target.rstrip("/") + "/"):
-            return str(host / path[len(target):].lstrip("/")) if path != target else str(host)
+            return str(host / path[len(target) :].lstrip("/")) if path != target else str(host)
     return path
 
 
@@ -46,7 +46,7 @@ def test_the_dockerfile_builds_in_stages_and_runs_rh_as_a_user():
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, flags=re.MULTILINE)
     assert len(stages) == 2 and stages[0][1] == "build" and "slim" in stages[1][0]
-    final = text[text.rindex("\nFROM "):]
+    final = text[text.rindex("\nFROM ") :]
     assert "COPY --from=build /opt/rhei /opt/rhei" in final and "pip install" not in final
     user = re.search(r"^USER\s+(\S+)", final, flags=re.MULTILINE)
     assert user and user.group(1) not in ("root", "0")
@@ -62,11 +62,15 @@ def test_compose_wires_minio_a_bucket_the_shop_and_rh_serve():
     assert f"mb --ignore-existing local/{bucket}" in " ".join(SERVICES["create-bucket"]["command"])
     rhei = SERVICES["rhei"]
     assert rhei["command"] == ["serve", "--headless", "--config", "/etc/rhei/config.toml"]
-    assert rhei["depends_on"] == {"create-bucket": {"condition": "service_completed_successfully"},
-                                  "shop": {"condition": "service_healthy"}}
+    assert rhei["depends_on"] == {
+        "create-bucket": {"condition": "service_completed_successfully"},
+        "shop": {"condition": "service_healthy"},
+    }
     env = rhei["environment"]
-    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["AWS_SECRET_ACCESS_KEY"] == \
-        SERVICES["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert (
+        env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        and env["AWS_SECRET_ACCESS_KEY"] == SERVICES["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    )
     shop_db = SERVICES["shop"]["entrypoint"][2]
     assert config["source"] == f"sqlite://{shop_db}"  # the file the shop writes, on the shared volume
     assert _mounts(rhei, Path("/v"))["/data"] == _mounts(SERVICES["shop"], Path("/v"))["/data"]
@@ -78,8 +82,9 @@ def _run_shop(data: Path, *extra: str) -> subprocess.Popen:
     shop = SERVICES["shop"]
     mounts = _mounts(shop, data)
     program = [_on_host(arg, mounts) for arg in shop["entrypoint"][1:]]
-    return subprocess.Popen([sys.executable, *program, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, *program, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_the_compose_configuration_mirrors_the_shop_into_s3(moto, tmp_path):
@@ -128,7 +133,8 @@ def test_the_compose_configuration_mirrors_the_shop_into_s3(moto, tmp_path):
 
     shop = sqlite3.connect(data / "shop.db")
     orders = shop.execute(
-        "SELECT id, customer_id, status, total FROM orders WHERE deleted_at IS NULL ORDER BY id").fetchall()
+        "SELECT id, customer_id, status, total FROM orders WHERE deleted_at IS NULL ORDER BY id"
+    ).fetchall()
     customers = shop.execute("SELECT id, name, city FROM customers ORDER BY id").fetchall()
     with rhei_lake.open(storage=storage, storage_options=moto.storage_options()) as lake:
         mirrored = lake.query("SELECT id, customer_id, status, total FROM orders ORDER BY id").to_pylist()

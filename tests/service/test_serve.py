@@ -45,13 +45,21 @@ def test_signal_stops_cleanly_after_a_final_sync_and_metrics_move(tmp_path, sig)
         assert value(before, "rhei_sync_events_total", table="events") in (None, 0.0)
 
         _insert(db, range(0, 200))
-        synced = wait_for(lambda: (s := scrape(metrics)) and (value(s, "rhei_sync_events_total", table="events")
-                                                                 or 0) >= 200 and s)
+        synced = wait_for(
+            lambda: (s := scrape(metrics)) and (value(s, "rhei_sync_events_total", table="events") or 0) >= 200 and s
+        )
         assert value(synced, "rhei_sync_commit_seconds_count", table="events") >= 1
-        assert value(synced, "rhei_sync_cycles_total", result="ok") > value(before, "rhei_sync_cycles_total",
-                                                                             result="ok")
-        caught_up = wait_for(lambda: (s := scrape(metrics)) and value(s, "rhei_sync_lag_events", table="events") == 0
-                              and value(s, "rhei_sync_watermark", table="events") >= 200 and s)
+        assert value(synced, "rhei_sync_cycles_total", result="ok") > value(
+            before, "rhei_sync_cycles_total", result="ok"
+        )
+        caught_up = wait_for(
+            lambda: (
+                (s := scrape(metrics))
+                and value(s, "rhei_sync_lag_events", table="events") == 0
+                and value(s, "rhei_sync_watermark", table="events") >= 200
+                and s
+            )
+        )
         assert value(caught_up, "rhei_sync_lag_seconds", table="events") == 0
         assert value(caught_up, "rhei_sync_loop_state", rhei_sync_loop_state="running") == 1
         assert value(caught_up, "rhei_errors_total", operation="sync", kind="StorageUnavailableError") is None
@@ -108,8 +116,11 @@ def test_a_terminal_sync_error_shows_in_metrics_and_the_exit_code(tmp_path):
         with conn:  # SQLite lets a TEXT column hold a blob: the sync stops on it, nothing is skipped
             conn.execute("INSERT INTO events VALUES (10, x'00ff')")
         conn.close()
-        failed = wait_for(lambda: (s := scrape(metrics))
-                           and value(s, "rhei_sync_loop_state", rhei_sync_loop_state="failed") == 1 and s)
+        failed = wait_for(
+            lambda: (
+                (s := scrape(metrics)) and value(s, "rhei_sync_loop_state", rhei_sync_loop_state="failed") == 1 and s
+            )
+        )
         assert value(failed, "rhei_errors_total", operation="sync", kind="TypeMismatchError") >= 1
         assert value(failed, "rhei_sync_cycles_total", result="error") >= 1
         status = serve.event("status", where=lambda line: line["loop"] == "failed")
@@ -117,7 +128,9 @@ def test_a_terminal_sync_error_shows_in_metrics_and_the_exit_code(tmp_path):
         assert serve.stop() == 1  # the final sync fails on the same event: not a clean stop
     finally:
         serve.kill()
-    assert serve.stderr.count("error:") == 1 and "kind" in serve.stderr and "Traceback" not in serve.stderr, serve.stderr
+    assert serve.stderr.count("error:") == 1 and "kind" in serve.stderr and "Traceback" not in serve.stderr, (
+        serve.stderr
+    )
     assert serve.lines[-1]["event"] == "final_sync_failed"
     with rhei_lake.open(storage=lake) as reopened:  # what came before the bad event is committed
         assert reopened.query("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 10}]
@@ -130,8 +143,11 @@ def test_a_lake_without_a_source_serves_metrics_only(tmp_path):
         start = serve.event("start")
         assert start["mode"] == "lake only" and start["tables"] == ["events"] and start["sync_interval"] is None
         # The table gauges come with the first status refresh, which may follow the start line.
-        samples = wait_for(lambda: (s := scrape(start["metrics"]))
-                            and value(s, "rhei_sync_watermark", table="events") is not None and s)
+        samples = wait_for(
+            lambda: (
+                (s := scrape(start["metrics"])) and value(s, "rhei_sync_watermark", table="events") is not None and s
+            )
+        )
         assert value(samples, "rhei_sync_loop_state", rhei_sync_loop_state="stopped") == 1
         assert serve.stop() == 0
     finally:

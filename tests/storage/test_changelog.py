@@ -23,8 +23,9 @@ def open_log(lake_storage, **kw):
     store = lake_storage.table_store("t", "changes")
     if not store.exists():
         store.create(SPEC.changes_schema, properties={})
-    log = lake_storage.changelog("t", flush_segments=kw.get("flush_segments", 1000), flush_rows=10**9,
-                                 discard_grace=kw.get("discard_grace", 0.0))
+    log = lake_storage.changelog(
+        "t", flush_segments=kw.get("flush_segments", 1000), flush_rows=10**9, discard_grace=kw.get("discard_grace", 0.0)
+    )
     log.load()
     return log
 

@@ -181,14 +181,20 @@ def _dead_pid() -> int:
 
 def test_a_holder_that_died_on_this_machine_is_not_waited_for(lake_storage):
     here = ProcessId.current()
-    dead = Lease(lake_storage.blobs, ttl=3600, holder="crashed", process=ProcessId(here.host, _dead_pid(), here.pid_namespace))
+    dead = Lease(
+        lake_storage.blobs, ttl=3600, holder="crashed", process=ProcessId(here.host, _dead_pid(), here.pid_namespace)
+    )
     dead.acquire()
     taker = Lease(lake_storage.blobs, ttl=30)
     taker.acquire()  # taken over at once, long before the TTL
     taker.release()
 
-    elsewhere = Lease(lake_storage.blobs, ttl=3600, holder="other host",
-                      process=ProcessId("another-host", _dead_pid(), here.pid_namespace))
+    elsewhere = Lease(
+        lake_storage.blobs,
+        ttl=3600,
+        holder="other host",
+        process=ProcessId("another-host", _dead_pid(), here.pid_namespace),
+    )
     elsewhere.acquire()
     with pytest.raises(LeaseHeldError, match="other host"):
         Lease(lake_storage.blobs, ttl=30).acquire()  # a PID on another machine says nothing
@@ -311,8 +317,9 @@ def test_a_waiter_that_died_on_this_machine_holds_up_nobody(lake_storage):
     here = ProcessId.current()
     dead = Lease(lake_storage.blobs, holder="crashed", process=ProcessId(here.host, _dead_pid(), here.pid_namespace))
     dead.join_queue()  # then killed while it waited
-    elsewhere = Lease(lake_storage.blobs, holder="elsewhere",
-                      process=ProcessId("another-host", _dead_pid(), here.pid_namespace))
+    elsewhere = Lease(
+        lake_storage.blobs, holder="elsewhere", process=ProcessId("another-host", _dead_pid(), here.pid_namespace)
+    )
     elsewhere.join_queue()
     restarted = Lease(lake_storage.blobs)
     with pytest.raises(LeaseHeldError, match="1 other process"):  # a PID on another machine says nothing

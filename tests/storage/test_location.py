@@ -21,7 +21,11 @@ def test_url_kinds(tmp_path):
 
 
 def test_s3_options_from_environment_under_explicit_ones():
-    env = {"AWS_ACCESS_KEY_ID": "env-key", "AWS_SECRET_ACCESS_KEY": "env-secret", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "env-key",
+        "AWS_SECRET_ACCESS_KEY": "env-secret",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+    }
     opts = resolve_s3_options({"aws_access_key_id": "explicit"}, env)
     assert opts["AWS_ACCESS_KEY_ID"] == "explicit"
     assert opts["AWS_SECRET_ACCESS_KEY"] == "env-secret"

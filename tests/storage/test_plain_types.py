@@ -16,10 +16,15 @@ from rhei_lake.storage.delta_rewrite import STAGING_PREFIX
 from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, has_view_types
 from tests.support.outside import exact
 
-SCHEMA = pa.schema([
-    pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("tag", pa.binary()),
-    pa.field("score", pa.float64()), pa.field("_rhei_seq", pa.int64(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("name", pa.string()),
+        pa.field("tag", pa.binary()),
+        pa.field("score", pa.float64()),
+        pa.field("_rhei_seq", pa.int64(), nullable=False),
+    ]
+)
 UPSERT = Merge(
     on="t.id = s.id",
     update={"name": "s.name", "tag": "s.tag", "score": "s.score", "_rhei_seq": "s._rhei_seq"},
@@ -37,11 +42,16 @@ def store(lake_storage):
 
 
 def _rows(seqs: range, name: str = "n") -> pa.Table:
-    return pa.table({
-        "id": pa.array(list(seqs), pa.int64()), "name": [f"{name}{i}" for i in seqs],
-        "tag": [bytes([i % 256]) for i in seqs], "score": [i * 0.1 - 3 for i in seqs],
-        "_rhei_seq": pa.array(list(seqs), pa.int64()),
-    }, schema=SCHEMA)
+    return pa.table(
+        {
+            "id": pa.array(list(seqs), pa.int64()),
+            "name": [f"{name}{i}" for i in seqs],
+            "tag": [bytes([i % 256]) for i in seqs],
+            "score": [i * 0.1 - 3 for i in seqs],
+            "_rhei_seq": pa.array(list(seqs), pa.int64()),
+        },
+        schema=SCHEMA,
+    )
 
 
 def _with_seqs(rows: pa.Table, seqs: list[int] | range) -> pa.Table:
@@ -86,8 +96,13 @@ def _assert_plain(store, schema: pa.Schema = SCHEMA) -> None:
 
 def _delta_rs_merge(store, source: pa.Table) -> None:
     """A MERGE by delta-rs itself, as an earlier rhei_lake made them: it writes view types."""
-    (_dt(store).merge(source, "t.id = s.id", source_alias="s", target_alias="t")
-     .when_matched_update_all().when_not_matched_insert_all().execute())
+    (
+        _dt(store)
+        .merge(source, "t.id = s.id", source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
     store.refresh()
 
 
@@ -118,11 +133,16 @@ def test_merge_deletes_and_conditional_updates_match_the_memory_tier(store, lake
     memory = MemoryTableStore("memory://diff/t")
     memory.create(SCHEMA, properties={})
     merge = Merge(
-        on="t.id = s.id", delete_when="s.name = 'gone'", update={"score": "t.score + s.score"},
-        update_when="s.id % 2 = 0", insert={c: f"s.{c}" for c in SCHEMA.names}, insert_when="s.id < 55",
+        on="t.id = s.id",
+        delete_when="s.name = 'gone'",
+        update={"score": "t.score + s.score"},
+        update_when="s.id % 2 = 0",
+        insert={c: f"s.{c}" for c in SCHEMA.names},
+        insert_when="s.id < 55",
     )
-    source = _rows(range(10, 60, 3)).set_column(1, "name", pa.array(["gone" if i % 9 == 1 else "x"
-                                                                       for i in range(10, 60, 3)]))
+    source = _rows(range(10, 60, 3)).set_column(
+        1, "name", pa.array(["gone" if i % 9 == 1 else "x" for i in range(10, 60, 3)])
+    )
     for s in (store, memory):
         s.append(_rows(range(0, 25)))
         s.append(_rows(range(25, 50)))
@@ -195,8 +215,11 @@ def test_a_merge_that_dies_before_its_commit_leaves_only_files_vacuum_deletes(st
     store.refresh()
     assert (_content(store), _files(store)) == (content, files)
     fs = pafs.PyFileSystem(DeltaStorageHandler(store.uri, store._options or None))
-    staged = [i.path.lstrip("/") for i in fs.get_file_info(pafs.FileSelector("", recursive=True))
-              if i.type == pafs.FileType.File and i.path.lstrip("/").startswith(STAGING_PREFIX)]
+    staged = [
+        i.path.lstrip("/")
+        for i in fs.get_file_info(pafs.FileSelector("", recursive=True))
+        if i.type == pafs.FileType.File and i.path.lstrip("/").startswith(STAGING_PREFIX)
+    ]
     assert staged and all(p.endswith(".parquet") for p in staged)  # the staging log is gone already
     orphans = _dt(store).vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True)
     assert {o.rsplit(STAGING_PREFIX, 1)[-1] for o in orphans} >= {p.rsplit(STAGING_PREFIX, 1)[-1] for p in staged}

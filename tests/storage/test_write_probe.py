@@ -86,8 +86,9 @@ def test_s3rver_is_refused_at_open_and_nothing_is_written(s3rver, tmp_path):
 def test_s3rver_single_writer_opt_out_syncs(s3rver, tmp_path):
     url = f"s3://{BUCKET}/lake-{uuid.uuid4().hex[:8]}"
     options = s3rver.storage_options()
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options,
-                        conditional_writes="single_writer") as lake:
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, conditional_writes="single_writer"
+    ) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")
         lake.execute("INSERT INTO t VALUES (1, 'a')")

@@ -58,7 +58,11 @@ def run_reader(request: dict, out_dir: Path, *, timeout: float = 600) -> dict:
     env["RAY_DISABLE_DOCKER_CPU_WARNING"] = "1"
     done = subprocess.run(
         [str(python), str(READER_SCRIPT), str(out_dir)],
-        input=json.dumps(request), capture_output=True, text=True, timeout=timeout, env=env,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if done.returncode != 0:
         raise AssertionError(f"the Daft reader failed ({done.returncode}):\n{done.stderr[-4000:]}")

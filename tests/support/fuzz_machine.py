@@ -142,8 +142,10 @@ class Conn:
     def label(self) -> str:
         if self.sqlite is None:
             return "lake"
-        return f"{self.name}[recursive_triggers={'on' if self.recursive else 'off'}, " \
-               f"foreign_keys={'on' if self.foreign_keys else 'off'}]"
+        return (
+            f"{self.name}[recursive_triggers={'on' if self.recursive else 'off'}, "
+            f"foreign_keys={'on' if self.foreign_keys else 'off'}]"
+        )
 
 
 FOREIGN = (("app", False, False), ("app_fk", False, True), ("app_rt", True, True))
@@ -251,11 +253,19 @@ class LakeFuzz(RuleBasedStateMachine):
         # more with every table it mirrors): across programs every family's tables come up.
         available = tables_for(self.families)
         groups = sorted({t.families[0] for t in available} - {"dml"})
-        chosen = data.draw(st.sets(st.sampled_from(groups), min_size=1, max_size=2), label="table groups") if groups else set()
+        chosen = (
+            data.draw(st.sets(st.sampled_from(groups), min_size=1, max_size=2), label="table groups")
+            if groups
+            else set()
+        )
         tables = [t for t in available if t.families[0] in chosen | {"dml"}]
-        self.start(tables, lambda table, columns: data.draw(initial_rows(table, columns), label=f"rows of {table.name}"))
+        self.start(
+            tables, lambda table, columns: data.draw(initial_rows(table, columns), label=f"rows of {table.name}")
+        )
 
-    def start(self, tables: list[TableDef], rows_for: Callable[[TableDef, list[Column]], list[tuple[str, tuple]]]) -> None:
+    def start(
+        self, tables: list[TableDef], rows_for: Callable[[TableDef, list[Column]], list[tuple[str, tuple]]]
+    ) -> None:
         """Create ``tables`` with the rows ``rows_for(table, columns)`` inserts, open the lake, register them."""
         type(self).stats.programs += 1
         self.workdir = Path(tempfile.mkdtemp(prefix="fuzz-", dir=self.base_dir))
@@ -429,7 +439,9 @@ class LakeFuzz(RuleBasedStateMachine):
             conn = data.draw(st.sampled_from(self.conns), label="connection")
             verb = data.draw(st.sampled_from(("BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT s1")), label="begin")
             if self.run(conn, verb, write=False):
-                self.txn = Txn(conn, began=verb.startswith("BEGIN"), savepoints=[] if verb.startswith("BEGIN") else ["s1"])
+                self.txn = Txn(
+                    conn, began=verb.startswith("BEGIN"), savepoints=[] if verb.startswith("BEGIN") else ["s1"]
+                )
                 if not self.txn.began:
                     self.txn_savepoint("s1")
             return
@@ -448,7 +460,7 @@ class LakeFuzz(RuleBasedStateMachine):
                 if move == "ROLLBACK TO":
                     self.txn_rolled_back_to(name)
                 else:
-                    del txn.savepoints[txn.savepoints.index(name):]
+                    del txn.savepoints[txn.savepoints.index(name) :]
                     if not txn.savepoints and not txn.began:
                         self.txn = None
                         self.txn_ended(committed=True)
@@ -569,8 +581,12 @@ class LakeFuzz(RuleBasedStateMachine):
         self.touch_all()
         lake_conn = self.conns[0]
         # Events first, so the points of a sync that commits something are reached.
-        work: list[tuple] = [("batch", [self.draw_statement(data, lake_conn) for _ in range(data.draw(
-            st.integers(1, 3), label="statements"))])]
+        work: list[tuple] = [
+            (
+                "batch",
+                [self.draw_statement(data, lake_conn) for _ in range(data.draw(st.integers(1, 3), label="statements"))],
+            )
+        ]
         for _ in range(data.draw(st.integers(0, 3), label="child steps")):
             what = data.draw(st.sampled_from(("batch", "sync", "flush", "compact")), label="child step")
             if what == "batch":
@@ -591,11 +607,17 @@ class LakeFuzz(RuleBasedStateMachine):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RHEI_FAULTS": spec}
         child = subprocess.run(
             [sys.executable, "-m", "tests.support.fuzz_child", self.db, self.storage],
-            input=encode_work(work).encode(), cwd=ROOT, env=env, capture_output=True, timeout=CHILD_TIMEOUT,
+            input=encode_work(work).encode(),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=CHILD_TIMEOUT,
         )
         shown = "; ".join(
-            "execute_batch(" + "; ".join(f"{sql} {params!r}" for sql, params in step[1]) + ")" if step[0] == "batch"
-            else f"{step[0]}()" for step in work
+            "execute_batch(" + "; ".join(f"{sql} {params!r}" for sql, params in step[1]) + ")"
+            if step[0] == "batch"
+            else f"{step[0]}()"
+            for step in work
         )
         killed = child.returncode == -signal.SIGKILL
         type(self).stats.kills += int(killed)
@@ -662,16 +684,21 @@ class LakeFuzz(RuleBasedStateMachine):
         assert self.lake is not None
         self.added += 1
         name, declared = f"x{self.added}", data.draw(st.sampled_from(ADDED_TYPES), label="type")
-        if self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
-                            lambda: self.lake.add_column("mig", name, declared)) is False:
+        if (
+            self.schema_call(
+                f"lake.add_column('mig', {name!r}, {declared!r})", lambda: self.lake.add_column("mig", name, declared)
+            )
+            is False
+        ):
             self.fail("add_column of a new column was refused")
 
     def migrate_drop(self, data: st.DataObject) -> None:
         assert self.lake is not None
         candidates = [c for c in self.columns("mig") if c.name != "id"]
         column = data.draw(st.sampled_from(candidates), label="column")
-        done = self.schema_call(f"lake.drop_column('mig', {column.name!r})",
-                                lambda: self.lake.drop_column("mig", column.name))
+        done = self.schema_call(
+            f"lake.drop_column('mig', {column.name!r})", lambda: self.lake.drop_column("mig", column.name)
+        )
         if done:
             self.dropped[column.name] = column.declared
         elif done is False:
@@ -682,8 +709,9 @@ class LakeFuzz(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(sorted(self.dropped)), label="column")
         same = data.draw(st.integers(0, 3), label="same type") > 0
         declared = self.dropped[name] if same else data.draw(st.sampled_from(ADDED_TYPES), label="type")
-        done = self.schema_call(f"lake.add_column('mig', {name!r}, {declared!r})",
-                                lambda: self.lake.add_column("mig", name, declared))
+        done = self.schema_call(
+            f"lake.add_column('mig', {name!r}, {declared!r})", lambda: self.lake.add_column("mig", name, declared)
+        )
         if done:
             del self.dropped[name]
         elif done is False and same:
@@ -782,7 +810,9 @@ class LakeFuzz(RuleBasedStateMachine):
             horizon = datetime_micros(through) if through is not None else 0
         for index in self.pending:
             moment = self.record.moments[index]
-            shows_writes = committed and moment.txn_states is not None and horizon is not None and horizon < moment.micros
+            shows_writes = (
+                committed and moment.txn_states is not None and horizon is not None and horizon < moment.micros
+            )
             if shows_writes:
                 type(self).stats.txn_instants += 1
                 label = f"{moment.label} [the transaction's writes by then, committed later]"
@@ -833,8 +863,9 @@ class LakeFuzz(RuleBasedStateMachine):
             except RheiError as exc:
                 self.fail(f"a query of {relation!r} raised {type(exc).__name__} rather than TableNotReadyError: {exc}")
             else:
-                self.fail(f"the lake answered a query of {relation!r} ({rows.num_rows} rows), whose registration "
-                          "was refused")
+                self.fail(
+                    f"the lake answered a query of {relation!r} ({rows.num_rows} rows), whose registration was refused"
+                )
 
     def stop_or_fail(self, what: str, error: str, *, transient: bool = False) -> None:
         """``what`` raised ``error``: a terminal stop naming a table changed behind the lake's back (or
@@ -898,7 +929,9 @@ class LakeFuzz(RuleBasedStateMachine):
         keys = [lake_names.index(k) for k in self.lake.table_spec(table).primary_key]
         problems += [f"{table}_history: {e}" for e in chain_errors(versions, keys, tokens)[:5]]
         open_now = [v.row for v in versions if v.valid_to is None]
-        problems += self.compare_rows(f"{table}_history open versions", table, self.record.state(table), columns, open_now)
+        problems += self.compare_rows(
+            f"{table}_history open versions", table, self.record.state(table), columns, open_now
+        )
         for index, moment in enumerate(moments):
             if not self.checkable(table, moment):
                 continue
@@ -909,8 +942,9 @@ class LakeFuzz(RuleBasedStateMachine):
             if found:
                 problems += found
                 break
-        problems += self.compare_rows(f"{table} now", table, self.record.state(table), columns,
-                                      lake_rows(self.lake, table, columns))
+        problems += self.compare_rows(
+            f"{table} now", table, self.record.state(table), columns, lake_rows(self.lake, table, columns)
+        )
         for index in as_of or ():
             moment = moments[index]
             if not self.checkable(table, moment):
@@ -927,7 +961,9 @@ class LakeFuzz(RuleBasedStateMachine):
             return False
         return table not in moment.blind or "outside_schema_instants" in self.families
 
-    def compare_rows(self, what: str, table: str, state: TableState, columns: list[LakeColumn], rows: list[tuple]) -> list[str]:
+    def compare_rows(
+        self, what: str, table: str, state: TableState, columns: list[LakeColumn], rows: list[tuple]
+    ) -> list[str]:
         assert self.record is not None
         expected = self.compare.expected(self.record, table, state, columns)
         missing, unexpected = self.compare.difference(expected, self.compare.actual(rows, columns))
@@ -1015,8 +1051,10 @@ def replay(program: Program, base_dir: Path) -> FuzzStats:
     def rows_for(table: TableDef, columns: list[Column]) -> list[tuple[str, tuple]]:
         names = ", ".join(quote_ident(c.name) for c in columns)
         marks = ", ".join("?" for _ in columns)
-        return [(f"INSERT INTO {quote_ident(table.name)} ({names}) VALUES ({marks})", row)
-                for row in program.rows.get(table.name, [])]
+        return [
+            (f"INSERT INTO {quote_ident(table.name)} ({names}) VALUES ({marks})", row)
+            for row in program.rows.get(table.name, [])
+        ]
 
     try:
         machine.start([by_name[t] for t in program.tables], rows_for)
@@ -1057,12 +1095,16 @@ def replay(program: Program, base_dir: Path) -> FuzzStats:
             elif kind in ("flush", "compact", "reopen"):
                 getattr(machine, kind)(_Fixed({"vacuum": False}))
             elif kind == "add_column":
-                machine.schema_call(f"lake.add_column('mig', {step_[1]!r}, {step_[2]!r})",
-                                    lambda: machine.lake.add_column("mig", step_[1], step_[2]))
+                machine.schema_call(
+                    f"lake.add_column('mig', {step_[1]!r}, {step_[2]!r})",
+                    lambda: machine.lake.add_column("mig", step_[1], step_[2]),
+                )
                 machine.record.refresh_schema()
                 machine.touch_all()
             elif kind == "drop_column":
-                machine.schema_call(f"lake.drop_column('mig', {step_[1]!r})", lambda: machine.lake.drop_column("mig", step_[1]))
+                machine.schema_call(
+                    f"lake.drop_column('mig', {step_[1]!r})", lambda: machine.lake.drop_column("mig", step_[1])
+                )
                 machine.record.refresh_schema()
                 machine.touch_all()
             else:

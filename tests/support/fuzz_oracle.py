@@ -96,8 +96,10 @@ class SqliteRecord:
             "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
             "AND name NOT LIKE '\\_rhei%' ESCAPE '\\' ORDER BY name"
         ).fetchall()
-        rows = [(name, sql, sorted(map(repr, self.conn.execute(f"SELECT * FROM {quote_ident(name)}"))))
-                for name, sql in objects]
+        rows = [
+            (name, sql, sorted(map(repr, self.conn.execute(f"SELECT * FROM {quote_ident(name)}"))))
+            for name, sql in objects
+        ]
         return hash(repr(rows))
 
     def changed(self) -> bool:
@@ -142,9 +144,7 @@ def lake_columns(lake: rhei_lake.Lake, table: str) -> list[LakeColumn]:
     """The lake's columns of ``table``; a value is judged by the type SQLite stored it under (the table's own
     declaration, also when ``types=`` mirrors the column as another type)."""
     spec = lake.table_spec(table)
-    return [
-        LakeColumn(c.name, c.source_type or c.declared_type, comparison_mode(c.arrow_type)) for c in spec.columns
-    ]
+    return [LakeColumn(c.name, c.source_type or c.declared_type, comparison_mode(c.arrow_type)) for c in spec.columns]
 
 
 def _select(columns: list[LakeColumn]) -> str:

@@ -84,68 +84,124 @@ CONFLICTS = ("upsert", "replace", "replace_norecursive")
 
 TABLES: tuple[TableDef, ...] = (
     TableDef("items", ("dml",), SCHEMA["items"], ("id",), pools={"id": _rowid_keys}),
-    TableDef("pairs", ("dml",), SCHEMA["pairs"], ("region", "code"),
-             pools={"region": _pool(*REGIONS[:3]), "code": _ints(2)}),
     TableDef(
-        "wide", ("values",),
-        "CREATE TABLE wide (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, n NUMERIC, flag BOOLEAN, "
-        "day DATE, at DATETIME, amount DECIMAL(12,3), v VARCHAR(20), d DOUBLE PRECISION)",
-        ("id",), pools={"id": _ints(4)},
+        "pairs", ("dml",), SCHEMA["pairs"], ("region", "code"), pools={"region": _pool(*REGIONS[:3]), "code": _ints(2)}
     ),
     TableDef(
-        "users", CONFLICTS,
+        "wide",
+        ("values",),
+        "CREATE TABLE wide (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, n NUMERIC, flag BOOLEAN, "
+        "day DATE, at DATETIME, amount DECIMAL(12,3), v VARCHAR(20), d DOUBLE PRECISION)",
+        ("id",),
+        pools={"id": _ints(4)},
+    ),
+    TableDef(
+        "users",
+        CONFLICTS,
         "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, nick TEXT UNIQUE, score INTEGER)",
-        ("id",), unique=("email", "nick"),
+        ("id",),
+        unique=("email", "nick"),
         pools={"id": _ints(4), "email": _pool("a@x", "b@x", "c@x"), "nick": _pool(None, "n1", "n2", "n3")},
     ),
     TableDef(
-        "handles", CONFLICTS,
+        "handles",
+        CONFLICTS,
         "CREATE TABLE handles (h TEXT NOT NULL PRIMARY KEY, owner INTEGER UNIQUE, note TEXT) WITHOUT ROWID",
-        ("h",), unique=("owner",), pools={"h": _pool("h1", "h2", "h3"), "owner": _pool(None, 1, 2, 3)},
+        ("h",),
+        unique=("owner",),
+        pools={"h": _pool("h1", "h2", "h3"), "owner": _pool(None, 1, 2, 3)},
     ),
-    TableDef("parent", ("fk",), "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)", ("id",), pools={"id": _ints(4)}),
     TableDef(
-        "child", ("fk",),
+        "parent", ("fk",), "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)", ("id",), pools={"id": _ints(4)}
+    ),
+    TableDef(
+        "child",
+        ("fk",),
         "CREATE TABLE child (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES parent(id) ON DELETE CASCADE "
         "ON UPDATE CASCADE, note TEXT)",
-        ("id",), pools={"id": _ints(5), "pid": _pool(None, 1, 2, 3, 4)},
+        ("id",),
+        pools={"id": _ints(5), "pid": _pool(None, 1, 2, 3, 4)},
     ),
     TableDef(
-        "ward", ("fk",),
+        "ward",
+        ("fk",),
         "CREATE TABLE ward (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES parent(id) ON DELETE SET NULL "
         "ON UPDATE SET NULL, note TEXT)",
-        ("id",), pools={"id": _ints(4), "pid": _pool(None, 1, 2, 3, 4)},
+        ("id",),
+        pools={"id": _ints(4), "pid": _pool(None, 1, 2, 3, 4)},
     ),
     TableDef(
-        "tags", ("collation",),
+        "tags",
+        ("collation",),
         "CREATE TABLE tags (k TEXT NOT NULL COLLATE NOCASE PRIMARY KEY, label TEXT COLLATE NOCASE, "
         "pad TEXT COLLATE RTRIM, n INTEGER)",
         ("k",),
-        pools={"k": _pool("a", "A", "b", "B", "ab", "aB"), "label": _pool(None, "x", "X", "hello", "Hello", "HELLO"),
-               "pad": _pool(None, "p", "p ", "p  ", "q")},
-        expressions=("label = upper(label)", "label = lower(label)", "pad = pad || ' '", "pad = rtrim(pad)",
-                     "k = upper(k)", "k = lower(k)"),
+        pools={
+            "k": _pool("a", "A", "b", "B", "ab", "aB"),
+            "label": _pool(None, "x", "X", "hello", "Hello", "HELLO"),
+            "pad": _pool(None, "p", "p ", "p  ", "q"),
+        },
+        expressions=(
+            "label = upper(label)",
+            "label = lower(label)",
+            "pad = pad || ' '",
+            "pad = rtrim(pad)",
+            "k = upper(k)",
+            "k = lower(k)",
+        ),
         rekeys=True,
     ),
     TableDef(
-        "rk", ("collation",),
+        "rk",
+        ("collation",),
         "CREATE TABLE rk (k TEXT NOT NULL COLLATE RTRIM PRIMARY KEY, v TEXT COLLATE NOCASE) WITHOUT ROWID",
-        ("k",), pools={"k": _pool("x", "x ", "x  ", "y", "y "), "v": _pool(None, "v", "V", " v", "v ")},
+        ("k",),
+        pools={"k": _pool("x", "x ", "x  ", "y", "y "), "v": _pool(None, "v", "V", " v", "v ")},
         expressions=("k = k || ' '", "k = rtrim(k)", "v = upper(v)"),
         rekeys=True,
     ),
-    TableDef("docs", ("affinity",), "CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSON, uid UUID, at TIME)",
-             ("id",), pools={"id": _ints(4)}, affinity=True),
-    TableDef("nums", ("numeric_any",), "CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC, m MONEY)",
-             ("id",), pools={"id": _ints(4)}, affinity=True, may_refuse=True),
     TableDef(
-        "stamps", ("datetime_keys",), "CREATE TABLE stamps (at DATETIME NOT NULL PRIMARY KEY, v TEXT)", ("at",),
-        pools={"at": _pool("2026-01-01 10:00:00", "2026-01-01T10:00:00", "2026-01-01T10:00:00Z",
-                           "2026-01-01T12:00:00+02:00", 1767261600, "2026-01-02 00:00:00")},
-        rekeys=True, may_refuse=True,
+        "docs",
+        ("affinity",),
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSON, uid UUID, at TIME)",
+        ("id",),
+        pools={"id": _ints(4)},
+        affinity=True,
     ),
-    TableDef("mig", ("migration",), "CREATE TABLE mig (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)", ("id",),
-             pools={"id": _ints(5)}),
+    TableDef(
+        "nums",
+        ("numeric_any",),
+        "CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC, m MONEY)",
+        ("id",),
+        pools={"id": _ints(4)},
+        affinity=True,
+        may_refuse=True,
+    ),
+    TableDef(
+        "stamps",
+        ("datetime_keys",),
+        "CREATE TABLE stamps (at DATETIME NOT NULL PRIMARY KEY, v TEXT)",
+        ("at",),
+        pools={
+            "at": _pool(
+                "2026-01-01 10:00:00",
+                "2026-01-01T10:00:00",
+                "2026-01-01T10:00:00Z",
+                "2026-01-01T12:00:00+02:00",
+                1767261600,
+                "2026-01-02 00:00:00",
+            )
+        },
+        rekeys=True,
+        may_refuse=True,
+    ),
+    TableDef(
+        "mig",
+        ("migration",),
+        "CREATE TABLE mig (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)",
+        ("id",),
+        pools={"id": _ints(5)},
+    ),
 )
 
 KINDS: dict[str, tuple[str, int]] = {
@@ -220,8 +276,11 @@ def statement(draw, table: TableDef, columns: Sequence[Column], kinds: Sequence[
         return " AND ".join(f"{quote_ident(k.name)} = ?" for k in keys), [value(k) for k in keys]
 
     def assignments(min_size: int = 1) -> tuple[str, list]:
-        chosen = draw(st.lists(st.sampled_from(others), min_size=min_size, max_size=max(min_size, 3), unique=True)) \
-            if others else []
+        chosen = (
+            draw(st.lists(st.sampled_from(others), min_size=min_size, max_size=max(min_size, 3), unique=True))
+            if others
+            else []
+        )
         return ", ".join(f"{quote_ident(c.name)} = ?" for c in chosen), [value(c) for c in chosen]
 
     if kind in ("insert", "insert_ignore", "replace", "upsert", "upsert_nothing"):
@@ -230,8 +289,12 @@ def statement(draw, table: TableDef, columns: Sequence[Column], kinds: Sequence[
         names = ", ".join(quote_ident(c.name) for c in cols)
         marks = ", ".join("?" for _ in cols)
         params = [value(c) for c in cols]
-        verb = {"insert": "INSERT", "insert_ignore": "INSERT OR IGNORE", "upsert": "INSERT",
-                "upsert_nothing": "INSERT"}.get(kind) or draw(st.sampled_from(("INSERT OR REPLACE", "REPLACE")))
+        verb = {
+            "insert": "INSERT",
+            "insert_ignore": "INSERT OR IGNORE",
+            "upsert": "INSERT",
+            "upsert_nothing": "INSERT",
+        }.get(kind) or draw(st.sampled_from(("INSERT OR REPLACE", "REPLACE")))
         sql = f"{verb} INTO {name} ({names}) VALUES ({marks})"
         if kind == "upsert_nothing":
             sql += " ON CONFLICT DO NOTHING"
@@ -271,7 +334,9 @@ def statement(draw, table: TableDef, columns: Sequence[Column], kinds: Sequence[
     if kind in ("rekey", "update_replace"):
         targets = list(keys) if kind == "rekey" else [*keys, *[by_name[u] for u in table.unique]]
         target = draw(st.sampled_from(targets))
-        verb = "UPDATE OR REPLACE" if kind == "update_replace" else draw(st.sampled_from(("UPDATE", "UPDATE OR IGNORE")))
+        verb = (
+            "UPDATE OR REPLACE" if kind == "update_replace" else draw(st.sampled_from(("UPDATE", "UPDATE OR IGNORE")))
+        )
         where, where_params = where_key()
         return f"{verb} {name} SET {quote_ident(target.name)} = ? WHERE {where}", (value(target), *where_params)
     if kind == "delete":

@@ -37,9 +37,23 @@ Token = tuple
 TEXT_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 ODD_TEXTS = ("", " ", "a", "A", "ü", "Ü", "漢字", "😀", "x'y", 'q"q', "tail  ", "\t\n", "é" * 30)
 ODD_FLOATS = (
-    0.0, -0.0, 1.0, -1.5, 0.1, 1 / 3, 2.0**53, 2.0**53 - 1, 2.0**53 + 2, -(2.0**53), 2.0**52 + 0.5,
-    5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308,
-    float("inf"), float("-inf"),
+    0.0,
+    -0.0,
+    1.0,
+    -1.5,
+    0.1,
+    1 / 3,
+    2.0**53,
+    2.0**53 - 1,
+    2.0**53 + 2,
+    -(2.0**53),
+    2.0**52 + 0.5,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    float("inf"),
+    float("-inf"),
 )
 ODD_INTS = (0, 1, -1, 2**31, 2**53, 2**53 + 1, -(2**53) - 1, 2**62, 2**63 - 1, -(2**63))
 
@@ -88,7 +102,9 @@ def _text_inputs() -> st.SearchStrategy[Any]:
 def _numeric_inputs() -> st.SearchStrategy[Any]:
     """What a plain NUMERIC column stores as integers within 2**53 or as reals (the lake's float64)."""
     fits = st.floats(allow_nan=False, width=64).filter(lambda x: abs(x) < 2**53 or abs(x) > 2**64)
-    return st.one_of(st.integers(-(2**53), 2**53), fits, _spaced(fits.filter(lambda x: abs(x) != float("inf")).map(repr)))
+    return st.one_of(
+        st.integers(-(2**53), 2**53), fits, _spaced(fits.filter(lambda x: abs(x) != float("inf")).map(repr))
+    )
 
 
 _OFFSETS = (None, "Z", "+00:00", "+02:00", "-05:30", "+14:00")
@@ -121,13 +137,32 @@ def _datetime_inputs() -> st.SearchStrategy[Any]:
 
 
 def _decimal_inputs() -> st.SearchStrategy[Any]:
-    amounts = st.decimals(min_value=Decimal("-999999999.999"), max_value=Decimal("999999999.999"), places=3,
-                          allow_nan=False, allow_infinity=False)
+    amounts = st.decimals(
+        min_value=Decimal("-999999999.999"),
+        max_value=Decimal("999999999.999"),
+        places=3,
+        allow_nan=False,
+        allow_infinity=False,
+    )
     return st.one_of(amounts.map(str), amounts.map(float), st.integers(-999_999_999, 999_999_999))
 
 
-_JSON_TEXTS = ('42', '-7', '1.5', '1e3', ' 12 ', '{"a": 1}', '[1, 2]', 'true', 'null', '"s"', '',
-               '12345678901234567890123', '0x10', '1.0')
+_JSON_TEXTS = (
+    "42",
+    "-7",
+    "1.5",
+    "1e3",
+    " 12 ",
+    '{"a": 1}',
+    "[1, 2]",
+    "true",
+    "null",
+    '"s"',
+    "",
+    "12345678901234567890123",
+    "0x10",
+    "1.0",
+)
 
 
 def _json_inputs() -> st.SearchStrategy[Any]:
@@ -150,8 +185,13 @@ def _uuid_inputs() -> st.SearchStrategy[Any]:
 
 def _big_numeric_inputs() -> st.SearchStrategy[Any]:
     return st.one_of(
-        st.sampled_from(ODD_INTS), st.integers(-(2**63), 2**63 - 1), st.floats(min_value=2**53, max_value=2**63 - 1024),
-        doubles(), texts(), NUMBER_TEXT, st.sampled_from(("abc", "12abc", "9223372036854775808")),
+        st.sampled_from(ODD_INTS),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(min_value=2**53, max_value=2**63 - 1024),
+        doubles(),
+        texts(),
+        NUMBER_TEXT,
+        st.sampled_from(("abc", "12abc", "9223372036854775808")),
     )
 
 

@@ -20,9 +20,7 @@ from tests.support.oracle import _sort_key
 
 def exact(rows: Iterable[Sequence[Any]]) -> list[tuple]:
     """Rows as sorted tuples, floats as their bits."""
-    out = [
-        tuple(("float", struct.pack("<d", v)) if isinstance(v, float) else v for v in row) for row in rows
-    ]
+    out = [tuple(("float", struct.pack("<d", v)) if isinstance(v, float) else v for v in row) for row in rows]
     return sorted(out, key=_sort_key)
 
 

@@ -77,8 +77,23 @@ class PostgresServer:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the unix socket; returns stdout."""
         result = self._run(
-            os.path.join(self.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir,
-            "-p", str(self.port), "-U", SUPERUSER, "-d", database, "-At", "-c", sql, check=False,
+            os.path.join(self.bin_dir, "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.socket_dir,
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+            "-At",
+            "-c",
+            sql,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
@@ -109,8 +124,17 @@ class PostgresServer:
 
     def start_server(self) -> None:
         self._run(
-            os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-o", self.server_options(),
-            "-l", os.path.join(self.root, "server.log"), "-w", "-t", "60", "start",
+            os.path.join(self.bin_dir, "pg_ctl"),
+            "-D",
+            self.data_dir,
+            "-o",
+            self.server_options(),
+            "-l",
+            os.path.join(self.root, "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop_server(self) -> None:
@@ -118,8 +142,9 @@ class PostgresServer:
         self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "stop", check=False)
 
     def stop(self) -> None:
-        self._run(os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop",
-                  check=False)
+        self._run(
+            os.path.join(self.bin_dir, "pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop", check=False
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -150,8 +175,17 @@ def start_postgres() -> PostgresServer:
         if as_postgres:
             os.chown(pwfile, pwd.getpwnam(SUPERUSER).pw_uid, -1)
         server._run(
-            os.path.join(bin_dir, "initdb"), "-D", server.data_dir, "-U", SUPERUSER, "--auth-local=trust",
-            "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8",
+            os.path.join(bin_dir, "initdb"),
+            "-D",
+            server.data_dir,
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         server.start_server()
         server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")

@@ -16,8 +16,11 @@ RH = Path(sys.executable).parent / "rh"
 def rh_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment, with this checkout's ``rhei_lake`` first on PYTHONPATH."""
     assert RH.exists(), f"the rh console script is not installed at {RH}: run `make setup`"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "COLUMNS": "200"}  # wide enough that tables do not wrap the paths the tests look for
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "200",
+    }  # wide enough that tables do not wrap the paths the tests look for
     env.update(extra or {})
     return env
 

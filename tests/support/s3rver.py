@@ -28,8 +28,13 @@ class S3rver:
     endpoint: str
 
     def storage_options(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": KEY,
-                "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -55,9 +60,21 @@ def start_s3rver(data_dir: Path, timeout: float = 30.0) -> S3rver:
     script = _install()
     port = free_port()
     process = subprocess.Popen(
-        [shutil.which("node") or "node", str(script), "-d", str(data_dir), "-a", "127.0.0.1", "-p", str(port),
-         "--silent", "--configure-bucket", BUCKET],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            shutil.which("node") or "node",
+            str(script),
+            "-d",
+            str(data_dir),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--silent",
+            "--configure-bucket",
+            BUCKET,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

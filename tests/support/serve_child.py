@@ -23,8 +23,15 @@ def main() -> None:
     ttl = float(sys.argv[5]) if len(sys.argv) > 5 else 30.0
     wait = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     try:
-        lake = rhei_lake.open(oltp_path=db, storage=storage, sync_interval=0.05, sync_max_backoff=0.2,
-                              lease_ttl=ttl, lease_wait=wait, prune_interval=0)
+        lake = rhei_lake.open(
+            oltp_path=db,
+            storage=storage,
+            sync_interval=0.05,
+            sync_max_backoff=0.2,
+            lease_ttl=ttl,
+            lease_wait=wait,
+            prune_interval=0,
+        )
     except LeaseHeldError as exc:
         print(f"refused {exc}", flush=True)
         sys.exit(3)

@@ -16,8 +16,9 @@ import rhei_lake
 def main() -> None:
     source, storage, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     table = rhei_lake.PolledTable("items", updated_at="updated_at", deleted_at="deleted_at")
-    with rhei_lake.open(source=source, storage=storage, tables=[table], batch_size=batch,
-                        hard_delete_interval=0, tail_flush_segments=4) as lake:
+    with rhei_lake.open(
+        source=source, storage=storage, tables=[table], batch_size=batch, hard_delete_interval=0, tail_flush_segments=4
+    ) as lake:
 
         def progress(_table: str, done: int, total: int) -> None:
             print(f"progress {done} {total}", flush=True)

@@ -130,8 +130,10 @@ class SidecarWorkload:
         if not exists:
             src.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, *self._values(), now))
         elif roll < 0.5:
-            src.execute("UPDATE items SET name = ?, price = ?, qty = ?, updated_at = ? WHERE id = ?",
-                        (*self._values(), now, key))
+            src.execute(
+                "UPDATE items SET name = ?, price = ?, qty = ?, updated_at = ? WHERE id = ?",
+                (*self._values(), now, key),
+            )
         elif roll < 0.65:
             if exists[0][0] is None:
                 src.execute("UPDATE items SET deleted_at = ?, updated_at = ? WHERE id = ?", (now, now, key))

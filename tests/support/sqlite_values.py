@@ -42,8 +42,9 @@ NUMBER_TEXT = st.one_of(
     st.tuples(st.sampled_from(["", " ", "\t", "+", "-", "0", "00"]), _DIGITS, st.sampled_from(["", " ", "\n"])).map(
         "".join
     ),
-    st.tuples(_DIGITS, st.sampled_from([".", ".0", ".00", ".5", ".50", ".125", "e0", "e3", "E-2", "e+20", ".e1"]))
-    .map("".join),
+    st.tuples(_DIGITS, st.sampled_from([".", ".0", ".00", ".5", ".50", ".125", "e0", "e3", "E-2", "e+20", ".e1"])).map(
+        "".join
+    ),
     st.sampled_from(["0x10", "1_000", "inf", "-Infinity", "NaN", "9.0e+999", ".5", "5.", "1e", "١٢", "", " "]),
 )
 _INSTANTS = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
@@ -83,8 +84,22 @@ TEXT = st.one_of(
     timestamp_text(),
     _INSTANTS.map(lambda d: d.date().isoformat()),
     st.uuids().map(str),
-    st.sampled_from(["2026-02-30", "2026-13-01", "2026-W01-1", "20260101T100000", "2026-01-01 24:00:00",
-                     "2026-01-01 10:00:60", "0000-01-01", "10:00:00", "true", "{}", "[1, 2]", "abc"]),
+    st.sampled_from(
+        [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-W01-1",
+            "20260101T100000",
+            "2026-01-01 24:00:00",
+            "2026-01-01 10:00:60",
+            "0000-01-01",
+            "10:00:00",
+            "true",
+            "{}",
+            "[1, 2]",
+            "abc",
+        ]
+    ),
 )
 BLOBS = st.binary(max_size=8)
 RAW_TEXT = st.one_of(st.binary(max_size=6), st.just(b"\xff\xfe"), st.just(b"ok\x80")).map(RawText)

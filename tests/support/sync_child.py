@@ -33,7 +33,9 @@ def random_changes(conn: sqlite3.Connection, rng: random.Random) -> list[tuple[s
         key = rng.randint(1, 40)
         kind = rng.random()
         if kind < 0.45:
-            out.append(("INSERT OR REPLACE INTO t VALUES (?, ?, ?)", (key, f"v{rng.randint(0, 99)}", rng.uniform(-1e6, 1e6))))
+            out.append(
+                ("INSERT OR REPLACE INTO t VALUES (?, ?, ?)", (key, f"v{rng.randint(0, 99)}", rng.uniform(-1e6, 1e6)))
+            )
         elif kind < 0.8:
             out.append(("UPDATE t SET v = ?, n = n * 3.1 WHERE id = ?", (f"u{rng.randint(0, 99)}", key)))
         else:

@@ -44,8 +44,12 @@ class Terminal:
         bash, not sh: after a Ctrl-C that the program handled (and exited from normally), dash would die
         too and take the exit code with it.
         """
-        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-                "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "TERM": "xterm-256color",
+            "LANG": "C.UTF-8",
+        }
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**base, **env}.items())
         script = (
             f"cd {shlex.quote(str(cwd))} && env -i {exports} {shlex.join(command)}; "

@@ -8,9 +8,7 @@ import struct
 from collections.abc import Callable
 
 SCHEMA = {
-    "items": (
-        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, tag BLOB, note TEXT)"
-    ),
+    "items": ("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, tag BLOB, note TEXT)"),
     "pairs": (
         "CREATE TABLE pairs (region TEXT NOT NULL, code INTEGER NOT NULL, score REAL, label TEXT, "
         "PRIMARY KEY (region, code)) WITHOUT ROWID"
@@ -62,33 +60,57 @@ class Workload:
             if roll < 0.4:
                 return (
                     "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._item_key(), _value(rng, "text"), _value(rng, "real"), _value(rng, "int"),
-                     _value(rng, "blob"), _value(rng, "text")),
+                    (
+                        self._item_key(),
+                        _value(rng, "text"),
+                        _value(rng, "real"),
+                        _value(rng, "int"),
+                        _value(rng, "blob"),
+                        _value(rng, "text"),
+                    ),
                 )
             if roll < 0.65:
-                return ("UPDATE items SET price = ?, qty = ? WHERE id = ?",
-                        (_value(rng, "real"), _value(rng, "int"), self._item_key()))
+                return (
+                    "UPDATE items SET price = ?, qty = ? WHERE id = ?",
+                    (_value(rng, "real"), _value(rng, "int"), self._item_key()),
+                )
             if roll < 0.75:
                 return ("UPDATE OR IGNORE items SET id = ? WHERE id = ?", (self._item_key(), self._item_key()))
             if roll < 0.8:
-                return ("UPDATE items SET note = ? WHERE id BETWEEN ? AND ?",
-                        (_value(rng, "text"), self._item_key(), self._item_key()))
+                return (
+                    "UPDATE items SET note = ? WHERE id BETWEEN ? AND ?",
+                    (_value(rng, "text"), self._item_key(), self._item_key()),
+                )
             if roll < 0.95:
                 return ("DELETE FROM items WHERE id = ?", (self._item_key(),))
-            return ("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._item_key(), _value(rng, "text"), _value(rng, "real"), _value(rng, "int"),
-                     _value(rng, "blob"), _value(rng, "text")))
+            return (
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self._item_key(),
+                    _value(rng, "text"),
+                    _value(rng, "real"),
+                    _value(rng, "int"),
+                    _value(rng, "blob"),
+                    _value(rng, "text"),
+                ),
+            )
         region, code = self._pair_key()
         if roll < 0.45:
-            return ("INSERT OR IGNORE INTO pairs VALUES (?, ?, ?, ?)",
-                    (region, code, _value(rng, "real"), _value(rng, "text")))
+            return (
+                "INSERT OR IGNORE INTO pairs VALUES (?, ?, ?, ?)",
+                (region, code, _value(rng, "real"), _value(rng, "text")),
+            )
         if roll < 0.7:
-            return ("UPDATE pairs SET score = ?, label = ? WHERE region = ? AND code = ?",
-                    (_value(rng, "real"), _value(rng, "text"), region, code))
+            return (
+                "UPDATE pairs SET score = ?, label = ? WHERE region = ? AND code = ?",
+                (_value(rng, "real"), _value(rng, "text"), region, code),
+            )
         if roll < 0.8:
             new_region, new_code = self._pair_key()
-            return ("UPDATE OR IGNORE pairs SET region = ?, code = ? WHERE region = ? AND code = ?",
-                    (new_region, new_code, region, code))
+            return (
+                "UPDATE OR IGNORE pairs SET region = ?, code = ? WHERE region = ? AND code = ?",
+                (new_region, new_code, region, code),
+            )
         return ("DELETE FROM pairs WHERE region = ? AND code = ?", (region, code))
 
     def run(self, execute: Callable[[str, tuple], object], count: int) -> None:

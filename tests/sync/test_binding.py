@@ -67,8 +67,14 @@ def _assert_mirrors(lake: rhei_lake.Lake, oracle: sqlite3.Connection) -> None:
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [("local", "local"), ("local", "memory"), ("memory", "local"), ("memory", "memory"), ("s3", "memory"),
-     ("local", "s3")],
+    [
+        ("local", "local"),
+        ("local", "memory"),
+        ("memory", "local"),
+        ("memory", "memory"),
+        ("s3", "memory"),
+        ("local", "s3"),
+    ],
 )
 def test_a_second_lake_is_refused_before_it_writes_and_the_first_misses_nothing(first, second, tmp_path, request):
     db = tmp_path / "app.db"
@@ -211,8 +217,11 @@ def test_the_original_lake_reopened_after_detach_says_so(tmp_path):
     detach_database(db)
     oracle.execute("DELETE FROM items")
     image = _database_image(db)
-    with pytest.raises(DatabaseBindingError, match=r"app\.db was detached from this lake \(.*lake\) at .*"
-                       "cannot follow the database again.*new storage location"):
+    with pytest.raises(
+        DatabaseBindingError,
+        match=r"app\.db was detached from this lake \(.*lake\) at .*"
+        "cannot follow the database again.*new storage location",
+    ):
         rhei_lake.open(oltp_path=str(db), storage=url)
     assert _database_image(db) == image
 
@@ -392,7 +401,10 @@ def _child(db: Path, url: str, go: Path, hold: float, faults_spec: str = "") -> 
     """A process that opens a lake on ``db`` once ``go`` exists (it has printed that it is ready)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.support.binding_child", str(db), url, str(go), repr(hold)],
-        cwd=ROOT, env=rh_env({"RHEI_FAULTS": faults_spec}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=rh_env({"RHEI_FAULTS": faults_spec}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     assert json.loads(child.stdout.readline() or "{}") == {"ready": True}, child.stderr.read()
@@ -596,4 +608,6 @@ class BindingModel(RuleBasedStateMachine):
 
 
 TestBindingModel = BindingModel.TestCase
-TestBindingModel.settings = settings(max_examples=int(os.environ.get("RHEI_BINDING_EXAMPLES", "12")), stateful_step_count=20, deadline=None)
+TestBindingModel.settings = settings(
+    max_examples=int(os.environ.get("RHEI_BINDING_EXAMPLES", "12")), stateful_step_count=20, deadline=None
+)

@@ -139,7 +139,6 @@ def test_one_transaction_is_dated_once_when_a_sync_fails_between_its_tables(htap
     app.close()
 
 
-
 def test_an_instant_answered_by_syncs_that_committed_nothing_stays_final_across_a_restart(htap_lake):
     """Syncs that find nothing to commit still claim their read: a restarted process dates a transaction
     open across them after it (found by the differential fuzzer: a kill, a reopen, the commit, and an

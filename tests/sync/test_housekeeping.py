@@ -29,7 +29,9 @@ def test_jobs_are_keyed_and_failures_do_not_stop_the_thread():
 
 def test_tails_are_flushed_and_the_log_pruned_in_the_background(tmp_path):
     db = tmp_path / "app.db"
-    with rhei_lake.open(oltp_path=str(db), storage=str(tmp_path / "lake"), tail_flush_segments=4, prune_interval=0) as lake:
+    with rhei_lake.open(
+        oltp_path=str(db), storage=str(tmp_path / "lake"), tail_flush_segments=4, prune_interval=0
+    ) as lake:
         lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         lake.register_table("t")
         for i in range(12):

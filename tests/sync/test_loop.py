@@ -103,8 +103,9 @@ def test_loop_backs_off_on_storage_faults_and_recovers(tmp_path, htap_lake):
         assert status.last_error.kind == "StorageUnavailableError" and status.last_error.transient
         assert status.loop.last_error.message.startswith("injected fault")
         # the watermark moves at the commit, the cycle is recorded as a success a moment later
-        wait_for(lambda: (s := lake.sync_status()).tables["t"].lag_events == 0 and s.loop.state == "running",
-                 what="recovery")
+        wait_for(
+            lambda: (s := lake.sync_status()).tables["t"].lag_events == 0 and s.loop.state == "running", what="recovery"
+        )
         status = lake.sync_status()
         assert status.loop.state == "running" and status.loop.consecutive_failures == 0
         assert not status.failing and status.last_error is not None  # the last failure stays on record
@@ -136,8 +137,11 @@ def test_loop_rides_out_an_s3_outage(moto, htap_lake):
         assert status.tables["t"].lag_events == 49 and status.tables["t"].lag_seconds > 0
         proxy.up()
         # the watermark moves at the commit, the cycle is recorded as a success a moment later
-        wait_for(lambda: not (status := lake.sync_status()).failing and status.tables["t"].lag_events == 0,
-                 what="recovery", timeout=60)
+        wait_for(
+            lambda: not (status := lake.sync_status()).failing and status.tables["t"].lag_events == 0,
+            what="recovery",
+            timeout=60,
+        )
     finally:
         proxy.up() if proxy._listener is None else None
         lake.close()

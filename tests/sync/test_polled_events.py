@@ -50,8 +50,12 @@ def test_soft_delete_values():
 
 SPEC = TableSpec(
     "t",
-    (make_column("id", "INTEGER", table="t"), make_column("v", "TEXT", table="t"),
-     make_column("updated_at", "INTEGER", table="t"), make_column("deleted_at", "INTEGER", table="t")),
+    (
+        make_column("id", "INTEGER", table="t"),
+        make_column("v", "TEXT", table="t"),
+        make_column("updated_at", "INTEGER", table="t"),
+        make_column("deleted_at", "INTEGER", table="t"),
+    ),
     ("id",),
     source="sqlite-poll",
 )
@@ -60,8 +64,12 @@ TABLE = rhei_lake.PolledTable("t", updated_at="updated_at", deleted_at="deleted_
 
 def _build(rows, last):
     builder = EventBuilder(SPEC, TABLE)
-    return builder.build(rows, 10, lambda keys: {k: last[k] for k in [(i,) for i in keys.column("id").to_pylist()]
-                                                  if k in last}, clock=999)
+    return builder.build(
+        rows,
+        10,
+        lambda keys: {k: last[k] for k in [(i,) for i in keys.column("id").to_pylist()] if k in last},
+        clock=999,
+    )
 
 
 def test_classification():
@@ -73,22 +81,30 @@ def test_classification():
         (6,): LastEvent("I", 50, (6, "f", 50, None)),
     }
     rows = [
-        (1, "a", 60, None),   # new key: I
-        (2, "b", 50, None),   # same instant, same values: nothing
-        (3, "C", 60, None),   # changed: U
-        (4, "d", 60, None),   # deleted before, back: I
-        (5, "e", 70, 1),      # soft-deleted, updated_at moved: D at 70
-        (6, "f", 50, 1),      # soft-deleted without moving updated_at: D at the clock
-        (7, "g", 60, 1),      # soft-deleted and never seen: nothing
+        (1, "a", 60, None),  # new key: I
+        (2, "b", 50, None),  # same instant, same values: nothing
+        (3, "C", 60, None),  # changed: U
+        (4, "d", 60, None),  # deleted before, back: I
+        (5, "e", 70, 1),  # soft-deleted, updated_at moved: D at 70
+        (6, "f", 50, 1),  # soft-deleted without moving updated_at: D at the clock
+        (7, "g", 60, 1),  # soft-deleted and never seen: nothing
     ]
     built = _build(rows, last)
     assert built.error is None and built.consumed == 7
     events = built.events.to_pylist()
     assert [(e["id"], e["_rhei_op"], e["_rhei_seq"]) for e in events] == [
-        (1, "I", 11), (3, "U", 12), (4, "I", 13), (5, "D", 14), (6, "D", 15)
+        (1, "I", 11),
+        (3, "U", 12),
+        (4, "I", 13),
+        (5, "D", 14),
+        (6, "D", 15),
     ]
-    stamps = [e["_rhei_ts"] for e in built.events.cast(pa.schema(
-        [f if f.name != "_rhei_ts" else pa.field("_rhei_ts", pa.int64()) for f in built.events.schema])).to_pylist()]
+    stamps = [
+        e["_rhei_ts"]
+        for e in built.events.cast(
+            pa.schema([f if f.name != "_rhei_ts" else pa.field("_rhei_ts", pa.int64()) for f in built.events.schema])
+        ).to_pylist()
+    ]
     assert stamps == [60, 60, 60, 70, 999]
 
 

@@ -45,7 +45,11 @@ print(json.dumps(out))
 def _run(step: str, db: Path, url: str, options: dict[str, str]) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", SESSION, str(db), url, step],
-        cwd=ROOT, env={**os.environ, **options}, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **options},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -60,7 +60,9 @@ def seed(lake: rhei_lake.Lake, rows: int = 6) -> None:
 @pytest.mark.parametrize("in_transaction", [True, False], ids=["one-transaction", "autocommit"])
 def test_a_rebuild_from_another_connection_is_followed_keeping_history(storage, tmp_path, mode, in_transaction):
     url, options = storage
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode) as lake:
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, sync_mode=mode
+    ) as lake:
         seed(lake)
         app = app_connection(lake)
         check = MirrorCheck(lake, app, "t")
@@ -124,7 +126,9 @@ def test_a_rebuild_batch_inside_an_open_transaction_is_followed_once_it_commits(
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
         seed(lake)
         lake.execute("BEGIN")
-        lake.execute_batch(rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, k INTEGER", "id, name, score, data"))
+        lake.execute_batch(
+            rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, k INTEGER", "id, name, score, data")
+        )
         lake.execute("UPDATE t SET k = 1 WHERE id = 1")
         with pytest.raises(SchemaChangedError, match="nothing was applied"):  # judged as a savepoint of it too
             lake.execute_batch(["DROP TABLE t"])
@@ -150,7 +154,9 @@ def test_rebuilds_that_cannot_be_followed_roll_back_the_whole_batch(tmp_path):
                 lake.execute_batch(statements)
             assert caught.value.table == "t"
             assert sqlite_rows(oltp_oracle(lake), "t") == before
-            assert oltp_oracle(lake).execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '%tmp%' OR name = 't_copy'").fetchone() == (0,)
+            assert oltp_oracle(lake).execute(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE '%tmp%' OR name = 't_copy'"
+            ).fetchone() == (0,)
         lake.execute("INSERT INTO t VALUES (100, 'still captured', 0.0, NULL)")
         assert lake.sync_now().events == 1
 
@@ -203,17 +209,28 @@ def test_a_column_added_by_another_connection_is_mirrored_with_the_writes_before
 
 
 REFUSED = [
-    ("key", "BEGIN; CREATE TABLE n (id INTEGER, name TEXT, score REAL, data BLOB, PRIMARY KEY (name));"
-     "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT", "primary key changed"),
+    (
+        "key",
+        "BEGIN; CREATE TABLE n (id INTEGER, name TEXT, score REAL, data BLOB, PRIMARY KEY (name));"
+        "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT",
+        "primary key changed",
+    ),
     ("dropped", "DROP TABLE t", "no longer exists"),
     ("renamed-away", "ALTER TABLE t RENAME TO t_archive", "renamed to 't_archive'"),
     ("column-renamed", "ALTER TABLE t RENAME COLUMN name TO label", r"\['name'\] are gone and \['label'\] are new"),
     ("untyped-column-added", "ALTER TABLE t ADD COLUMN anything", "'anything' was added with a declared type"),
-    ("retyped", "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score TEXT, data BLOB);"
-     "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT", "'score' is now declared TEXT"),
-    ("retyped-untyped", "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score, data BLOB);"
-     "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT",
-     "'score' is now declared without a type"),
+    (
+        "retyped",
+        "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score TEXT, data BLOB);"
+        "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT",
+        "'score' is now declared TEXT",
+    ),
+    (
+        "retyped-untyped",
+        "BEGIN; CREATE TABLE n (id INTEGER PRIMARY KEY, name TEXT, score, data BLOB);"
+        "INSERT INTO n SELECT * FROM t; DROP TABLE t; ALTER TABLE n RENAME TO t; COMMIT",
+        "'score' is now declared without a type",
+    ),
 ]
 
 
@@ -239,8 +256,11 @@ def test_a_change_the_lake_cannot_follow_stops_the_sync_naming_the_table(tmp_pat
         with pytest.raises(SchemaChangedError):  # it stays stopped: no silent divergence later
             lake.sync_now()
         lake.start_sync(0.05)
-        wait_for(lambda: not lake.sync_status().loop.running, timeout=10,
-                 what="the background loop to stop on the terminal error")
+        wait_for(
+            lambda: not lake.sync_status().loop.running,
+            timeout=10,
+            what="the background loop to stop on the terminal error",
+        )
         # the documented way on: stop mirroring it; the other tables go on, t's history stays
         lake.unregister_table("t")
         assert lake.tables() == ["other"]
@@ -271,7 +291,9 @@ def test_dropping_a_mirrored_column_from_another_connection_is_refused_by_sqlite
     with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
         seed(lake, rows=2)
         app = app_connection(lake)
-        with pytest.raises(sqlite3.OperationalError, match=r"error in trigger _rhei_cdc_\w+ after drop column: no such column"):
+        with pytest.raises(
+            sqlite3.OperationalError, match=r"error in trigger _rhei_cdc_\w+ after drop column: no such column"
+        ):
             app.execute("ALTER TABLE t DROP COLUMN score")
         assert [r[1] for r in app.execute("PRAGMA table_info(t)")] == ["id", "name", "score", "data"]
         app.execute("UPDATE t SET score = 9 WHERE id = 1")
@@ -355,8 +377,13 @@ def test_a_change_made_while_the_lake_was_closed_is_followed_on_reopen(tmp_path)
         seed(lake)
         lake.execute("UPDATE t SET name = 'unsynced at close' WHERE id = 6")
     app = sqlite3.connect(db, isolation_level=None)
-    run(app, rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, extra INTEGER", "id, name, score, data"),
-        transaction=True)
+    run(
+        app,
+        rebuild(
+            "t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, extra INTEGER", "id, name, score, data"
+        ),
+        transaction=True,
+    )
     app.execute("UPDATE t SET extra = 1 WHERE id = 1")
     app.execute("DELETE FROM t WHERE id = 2")
     with rhei_lake.open(oltp_path=db, storage=url) as lake:
@@ -450,7 +477,9 @@ def test_unregistered_tables_keep_their_history_and_cannot_be_laid_over(tmp_path
         lake.unregister_table("T")
         assert lake.tables() == []
         lake.execute("DROP TABLE t")  # not mirrored any more: allowed
-        assert oltp_oracle(lake).execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '_rhei_cdc_%_t'").fetchone() == (0,)
+        assert oltp_oracle(lake).execute(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '_rhei_cdc_%_t'"
+        ).fetchone() == (0,)
         lake.execute(DDL)
         with pytest.raises(SchemaError, match="already holds its history"):
             lake.register_table("t")
@@ -486,8 +515,13 @@ def test_a_blind_value_that_does_not_fit_stops_the_follow_until_it_is_fixed(tmp_
     with rhei_lake.open(oltp_path=db, storage=str(tmp_path / "lake"), columnar_min_rows=columnar_min_rows) as lake:
         seed(lake)
         app = app_connection(lake)
-        run(app, rebuild("t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, n INTEGER", "id, name, score, data"),
-            transaction=True)
+        run(
+            app,
+            rebuild(
+                "t", "id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, n INTEGER", "id, name, score, data"
+            ),
+            transaction=True,
+        )
         app.execute("UPDATE t SET n = 'not a number' WHERE id = 3")
         app.execute("UPDATE t SET n = 7 WHERE id = 4")
         with pytest.raises(rhei_lake.TypeMismatchError, match="'t', column 'n', row id=3") as caught:

@@ -41,8 +41,14 @@ def test_ties_on_the_cursor_boundary_are_neither_lost_nor_duplicated(source_db, 
     tie = START + timedelta(seconds=5)
     _insert(source_db, range(1, 100, 2), tie)  # 50 rows at one instant, read 7 per batch
     _insert(source_db, [200], tie - timedelta(seconds=1))
-    with rhei_lake.open(source=source_db.url, storage=url, storage_options=options, tables=[items_table()],
-                        batch_size=7, hard_delete_interval=0) as lake:
+    with rhei_lake.open(
+        source=source_db.url,
+        storage=url,
+        storage_options=options,
+        tables=[items_table()],
+        batch_size=7,
+        hard_delete_interval=0,
+    ) as lake:
         assert lake.sync_now().events == 51
         # Same instant again: keys above the cursor's key are found by the poll, keys below it
         # (already passed by the cursor) by the reconciliation that follows it.
@@ -72,7 +78,11 @@ def test_ties_without_reconciliation(source_db, tmp_path):
 def _child(source_url: str, storage: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.sidecar_child", source_url, storage, "100"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -100,8 +110,10 @@ def test_restart_in_a_fresh_process_loses_and_duplicates_nothing(source_db, dura
     later = START + timedelta(hours=1)
     source_db.execute("UPDATE items SET name = 'changed', updated_at = ? WHERE id <= 10", (source_db.stamp(later),))
     source_db.execute("DELETE FROM items WHERE id BETWEEN 11 AND 20")
-    source_db.execute("UPDATE items SET deleted_at = ?, updated_at = ? WHERE id = 30",  # synced before the kill
-                      (source_db.stamp(later), source_db.stamp(later)))
+    source_db.execute(
+        "UPDATE items SET deleted_at = ?, updated_at = ? WHERE id = 30",  # synced before the kill
+        (source_db.stamp(later), source_db.stamp(later)),
+    )
     _insert(source_db, range(5000, 5010), later)
 
     second = _child(source_db.url, url, env)
@@ -125,8 +137,9 @@ def test_background_sync_loop_and_status(source_db, tmp_path):
     """The building blocks of a long-running follower: open(config) with sync_interval, sync_status()."""
 
     _insert(source_db, range(1, 11), START)
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        sync_interval=0.05) as lake:
+    with rhei_lake.open(
+        source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()], sync_interval=0.05
+    ) as lake:
         wait_for(lambda: len(_lake_items(lake)) >= 10, what="the loop to mirror the first 10 rows")
         _insert(source_db, range(11, 16), START + timedelta(seconds=1))
         wait_for(lambda: len(_lake_items(lake)) >= 15, what="the loop to mirror the 5 rows inserted while it runs")

@@ -15,7 +15,9 @@ LATER = START + timedelta(days=1)
 
 
 def _insert(source, key: int, when) -> None:
-    source.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, f"n{key}", key * 0.5, key, source.stamp(when)))
+    source.execute(
+        "INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, f"n{key}", key * 0.5, key, source.stamp(when))
+    )
 
 
 def _lake_items(lake) -> dict[int, tuple]:
@@ -27,8 +29,14 @@ def _lake_items(lake) -> dict[int, tuple]:
 def test_keys_known_only_to_the_folded_table_are_neither_reinserted_nor_kept_after_delete(source_db, tmp_path, mode):
     for key in range(1, 7):
         _insert(source_db, key, START + timedelta(seconds=key))
-    with rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                        hard_delete_interval=0, sync_mode=mode, changelog_retention="0s") as lake:
+    with rhei_lake.open(
+        source=source_db.url,
+        storage=str(tmp_path / "lake"),
+        tables=[items_table()],
+        hard_delete_interval=0,
+        sync_mode=mode,
+        changelog_retention="0s",
+    ) as lake:
         lake.sync_now()
         lake.compact()  # folded, and (their updated_at being past the retention) expired from the feed
         assert lake.query("SELECT count(*) FROM items_changes").column(0)[0].as_py() == 0
@@ -36,8 +44,10 @@ def test_keys_known_only_to_the_folded_table_are_neither_reinserted_nor_kept_aft
 
         source_db.execute("DELETE FROM items WHERE id = 1")
         source_db.execute("UPDATE items SET name = 'changed', updated_at = ? WHERE id = 2", (source_db.stamp(LATER),))
-        source_db.execute("UPDATE items SET deleted_at = ?, updated_at = ? WHERE id = 3",
-                          (source_db.stamp(LATER), source_db.stamp(LATER)))
+        source_db.execute(
+            "UPDATE items SET deleted_at = ?, updated_at = ? WHERE id = 3",
+            (source_db.stamp(LATER), source_db.stamp(LATER)),
+        )
         assert lake.sync_now().events == 3
         ops = {r["id"]: r["_rhei_op"] for r in lake.query("SELECT id, _rhei_op FROM items_changes").to_pylist()}
         assert ops == {1: "D", 2: "U", 3: "D"}

@@ -15,12 +15,15 @@ T2 = START + timedelta(seconds=20)
 
 
 def _insert(source, key: int, when) -> None:
-    source.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, f"n{key}", key * 0.5, key, source.stamp(when)))
+    source.execute(
+        "INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", (key, f"n{key}", key * 0.5, key, source.stamp(when))
+    )
 
 
 def _open(source_db, tmp_path) -> rhei_lake.Lake:
-    return rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()],
-                          hard_delete_interval=0)
+    return rhei_lake.open(
+        source=source_db.url, storage=str(tmp_path / "lake"), tables=[items_table()], hard_delete_interval=0
+    )
 
 
 def _versions(lake, key: int) -> list[dict]:

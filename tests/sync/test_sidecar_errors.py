@@ -22,8 +22,9 @@ from tests.support.sidecar_source import START, items_table, postgres_source
 
 
 def _open(source_db, tmp_path, *tables, **options):
-    return rhei_lake.open(source=source_db.url, storage=str(tmp_path / "lake"), tables=list(tables) or [items_table()],
-                          **options)
+    return rhei_lake.open(
+        source=source_db.url, storage=str(tmp_path / "lake"), tables=list(tables) or [items_table()], **options
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,8 +100,10 @@ def test_execute_is_refused_and_the_source_is_never_written(source_db, tmp_path)
 
 def test_non_monotonic_updated_at_stops_before_the_row(source_db, tmp_path):
     stamp = source_db.stamp
-    source_db.executemany("INSERT INTO items VALUES (?, 'a', 1.0, 1, ?, NULL)",
-                          [(i, stamp(START + timedelta(seconds=i))) for i in range(1, 6)])
+    source_db.executemany(
+        "INSERT INTO items VALUES (?, 'a', 1.0, 1, ?, NULL)",
+        [(i, stamp(START + timedelta(seconds=i))) for i in range(1, 6)],
+    )
     # A row moved behind the cursor is invisible to the poll; the key scan finds it.
     with _open(source_db, tmp_path, batch_size=2, hard_delete_interval=0) as lake:
         lake.sync_now()
@@ -123,14 +126,18 @@ def test_the_update_a_backwards_updated_at_error_suggests_runs_on_the_source_as_
         f'"Updated At" {"timestamptz" if postgres else "TEXT"} NOT NULL, PRIMARY KEY ("Code", "Made"))'
     )
     made = date(2026, 1, 2) if postgres else "2026-01-02"
-    rows = [("it's", made, "a", source_db.stamp(START + timedelta(seconds=1))),
-            ("it's", date(2026, 1, 3) if postgres else "2026-01-03", "b", source_db.stamp(START + timedelta(seconds=2)))]
+    rows = [
+        ("it's", made, "a", source_db.stamp(START + timedelta(seconds=1))),
+        ("it's", date(2026, 1, 3) if postgres else "2026-01-03", "b", source_db.stamp(START + timedelta(seconds=2))),
+    ]
     source_db.executemany('INSERT INTO "OddItems" VALUES (?, ?, ?, ?)', rows)
     table = rhei_lake.PolledTable("OddItems", updated_at="Updated At")
     with _open(source_db, tmp_path, table, batch_size=1, hard_delete_interval=0) as lake:
         lake.sync_now()
-        source_db.execute('UPDATE "OddItems" SET v = ?, "Updated At" = ? WHERE "Code" = ? AND "Made" = ?',
-                          ("back", source_db.stamp(START), "it's", made))
+        source_db.execute(
+            'UPDATE "OddItems" SET v = ?, "Updated At" = ? WHERE "Code" = ? AND "Made" = ?',
+            ("back", source_db.stamp(START), "it's", made),
+        )
         with pytest.raises(NonMonotonicUpdateError) as info:
             lake.sync_now()
         fix = re.search(r"\((UPDATE .* WHERE .*)\) and sync again", str(info.value))
@@ -182,8 +189,10 @@ def test_source_outage_then_catch_up(tmp_path):
         pytest.skip(f"PostgreSQL unavailable: {exc}")
     try:
         source = postgres_source(server, server.create_database())
-        source.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL, "
-                       "deleted_at timestamptz)")
+        source.execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL, "
+            "deleted_at timestamptz)"
+        )
         source.execute("INSERT INTO items VALUES (1, 'a', now(), NULL)")
         with _open(source, tmp_path, hard_delete_interval=0) as lake:
             lake.sync_now()
@@ -208,9 +217,10 @@ def test_a_postgres_lock_held_by_a_migration_is_transient(postgres, tmp_path):
     and once the lock is gone the mirror catches up."""
     database = postgres.create_database()
     source = postgres_source(postgres, database)
-    source.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL, "
-                   "deleted_at timestamptz)")
-    source.execute(f'ALTER DATABASE "{database}" SET lock_timeout = \'200ms\'')
+    source.execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL, deleted_at timestamptz)"
+    )
+    source.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '200ms'")
     source.execute("INSERT INTO items VALUES (1, 'a', now(), NULL)")
     migration = postgres.connect(database)
     try:

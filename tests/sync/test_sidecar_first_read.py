@@ -29,8 +29,14 @@ COLUMNAR, ROWS = 1, 0  # columnar_min_rows
 
 def _open(source_url: str, storage: str, min_rows: int, table=None, **options) -> rhei_lake.Lake:
     # The key scan runs only when a test asks for it (it would mend a first read that missed rows).
-    return rhei_lake.open(source=source_url, storage=storage, tables=[table or items_table()],
-                          columnar_min_rows=min_rows, hard_delete_interval=3600, **options)
+    return rhei_lake.open(
+        source=source_url,
+        storage=storage,
+        tables=[table or items_table()],
+        columnar_min_rows=min_rows,
+        hard_delete_interval=3600,
+        **options,
+    )
 
 
 def _feed(lake: rhei_lake.Lake) -> list[dict]:
@@ -83,10 +89,13 @@ def test_first_read_leaves_the_lake_the_row_poll_leaves(source_db, tmp_path, cap
 
 def test_a_table_whose_rows_are_all_soft_deleted_commits_only_its_cursor(tmp_path):
     source = sqlite_source(str(tmp_path / "ext.db"))
-    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
-                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
-    source.executemany("INSERT INTO items VALUES (?, 'x', 1.5, 1, ?, ?)",
-                       [(i, f"2026-01-01T00:00:0{i}Z", "gone") for i in range(1, 6)])
+    source.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+        "updated_at TEXT NOT NULL, deleted_at TEXT)"
+    )
+    source.executemany(
+        "INSERT INTO items VALUES (?, 'x', 1.5, 1, ?, ?)", [(i, f"2026-01-01T00:00:0{i}Z", "gone") for i in range(1, 6)]
+    )
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
         assert lake.sync_now().events == 0
         assert lake.sync_engine.changelogs["items"].cursor is not None
@@ -101,8 +110,9 @@ def test_a_misfit_value_is_named_and_the_rows_before_it_are_committed(tmp_path, 
     """The columnar read hands a table with a bad value to the row poll, which commits up to it and names it."""
     source = sqlite_source(str(tmp_path / "ext.db"))
     source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT NOT NULL)")
-    source.executemany("INSERT INTO items VALUES (?, ?, ?)",
-                       [(i, i, f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)])
+    source.executemany(
+        "INSERT INTO items VALUES (?, ?, ?)", [(i, i, f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)]
+    )
     source.execute("UPDATE items SET qty = 'many' WHERE id = 30")
     table = rhei_lake.PolledTable("items", updated_at="updated_at")
     caplog.set_level(logging.INFO, logger="rhei_lake.sync")
@@ -124,8 +134,9 @@ def test_a_blob_in_a_text_column_stops_the_columnar_read_and_the_row_poll_names_
     past the first batch); the row poll then commits the rows before it and names it."""
     source = sqlite_source(str(tmp_path / "ext.db"))
     source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT NOT NULL)")
-    source.executemany("INSERT INTO items VALUES (?, ?, ?)",
-                       [(i, f"n{i}", f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)])
+    source.executemany(
+        "INSERT INTO items VALUES (?, ?, ?)", [(i, f"n{i}", f"2026-01-01T00:00:{i:02d}Z") for i in range(1, 41)]
+    )
     source.execute("UPDATE items SET name = ? WHERE id = ?", (b"blob", at))  # valid UTF-8: ADBC would take it as text
     table = rhei_lake.PolledTable("items", updated_at="updated_at")
     caplog.set_level(logging.INFO, logger="rhei_lake.sync")
@@ -156,8 +167,10 @@ def test_an_unreadable_updated_at_is_named_by_the_row_poll(tmp_path):
 def test_a_crash_between_the_events_and_the_cursor_doubles_nothing(tmp_path):
     """The events commit first, the cursor second: without the cursor the next poll re-reads, adding nothing."""
     source = sqlite_source(str(tmp_path / "ext.db"))
-    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
-                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
+    source.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+        "updated_at TEXT NOT NULL, deleted_at TEXT)"
+    )
     SidecarWorkload(source, 5, key_space=200).run(300)
     lake_path = str(tmp_path / "lake")
 
@@ -221,8 +234,11 @@ class _FourParts:
 
     @classmethod
     def sql(cls) -> str:
-        parts = [f"CASE WHEN typeof({c}) = '{kind}' THEN {c} END"
-                 for c in cls.names for kind in ("integer", "real", "text", "blob")]
+        parts = [
+            f"CASE WHEN typeof({c}) = '{kind}' THEN {c} END"
+            for c in cls.names
+            for kind in ("integer", "real", "text", "blob")
+        ]
         witness = "SELECT " + ", ".join(["0", "0.0", "''", "x''"] * len(cls.names))
         return f"{witness} UNION ALL SELECT {', '.join(parts)} FROM t"
 
@@ -237,7 +253,10 @@ def test_greatest_row_agrees_with_sqlites_order(tmp_path, seed):
     conn.execute("CREATE TABLE t (u, k1, k2, PRIMARY KEY (k1, k2))")
     rows = {}
     for _ in range(300):
-        key = (rng.choice([1, 2, 2.5, "x", "X", b"\x01"]), rng.randint(0, 40) if rng.random() < 0.7 else rng.choice("ab"))
+        key = (
+            rng.choice([1, 2, 2.5, "x", "X", b"\x01"]),
+            rng.randint(0, 40) if rng.random() < 0.7 else rng.choice("ab"),
+        )
         rows[key] = _stored(rng) if rng.random() < 0.5 else rng.choice([5, 5.0, "zz", b"\xff"])
     conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(u, *k) for k, u in rows.items()])
     conn.commit()
@@ -275,12 +294,24 @@ def _pg_row(rng: random.Random, i: int) -> tuple:
 
     seen = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randint(0, 10**12))
     return (
-        i // 3, i % 3, maybe(rng.random() < 0.5), maybe(rng.randint(-2**31, 2**31 - 1)),
-        maybe(Decimal(rng.randint(-10**11, 10**11)) / 1000), maybe(Decimal(str(rng.uniform(-1e6, 1e6)))),
-        maybe(rng.uniform(-1, 1)), maybe(rng.uniform(-1e300, 1e300)), maybe(date(2026, 1, 1) + timedelta(days=i)),
-        maybe(seen.replace(tzinfo=None)), maybe(seen), maybe(bytes(rng.randint(0, 255) for _ in range(3))),
-        maybe(uuid.UUID(int=rng.getrandbits(128))), maybe(f'{{"n": {i}}}'), maybe("ab"), maybe(f"l{i}%"),
-        maybe(rng.randint(1, 99)), datetime(2026, 2, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 50)),
+        i // 3,
+        i % 3,
+        maybe(rng.random() < 0.5),
+        maybe(rng.randint(-(2**31), 2**31 - 1)),
+        maybe(Decimal(rng.randint(-(10**11), 10**11)) / 1000),
+        maybe(Decimal(str(rng.uniform(-1e6, 1e6)))),
+        maybe(rng.uniform(-1, 1)),
+        maybe(rng.uniform(-1e300, 1e300)),
+        maybe(date(2026, 1, 1) + timedelta(days=i)),
+        maybe(seen.replace(tzinfo=None)),
+        maybe(seen),
+        maybe(bytes(rng.randint(0, 255) for _ in range(3))),
+        maybe(uuid.UUID(int=rng.getrandbits(128))),
+        maybe(f'{{"n": {i}}}'),
+        maybe("ab"),
+        maybe(f"l{i}%"),
+        maybe(rng.randint(1, 99)),
+        datetime(2026, 2, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 50)),
         rng.choice([None, None, False, True]),
     )
 
@@ -301,8 +332,7 @@ def test_postgres_types_read_columnar_equal_the_row_poll(postgres, tmp_path, cap
     for mode in (COLUMNAR, ROWS):
         with _open(source.url, str(tmp_path / f"lake-{mode}"), mode, table) as lake:
             report = lake.sync_now()
-            assert report.events == source.query(
-                'SELECT count(*) FROM "odd%types" WHERE deleted_at IS NOT TRUE')[0][0]
+            assert report.events == source.query('SELECT count(*) FROM "odd%types" WHERE deleted_at IS NOT TRUE')[0][0]
             feed = lake.query('SELECT * EXCEPT (_rhei_seq) FROM "odd%types_changes" ORDER BY id, part')
             results[mode] = (feed, lake.sync_engine.changelogs["odd%types"].cursor)
         assert _used_columnar(caplog) == (mode == COLUMNAR)
@@ -317,8 +347,9 @@ def test_a_postgres_value_the_cast_refuses_is_named_by_the_row_poll(postgres, tm
 
     source = postgres_source(postgres, postgres.create_database())
     source.conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, amount numeric(8, 2), updated_at timestamptz)")
-    source.conn.execute("INSERT INTO items SELECT g, g, timestamptz '2026-01-01' + g * interval '1 s' "
-                        "FROM generate_series(1, 50) g")
+    source.conn.execute(
+        "INSERT INTO items SELECT g, g, timestamptz '2026-01-01' + g * interval '1 s' FROM generate_series(1, 50) g"
+    )
     source.conn.execute("UPDATE items SET amount = 'NaN' WHERE id = 40")
     table = rhei_lake.PolledTable("items", updated_at="updated_at")
     caplog.set_level(logging.INFO, logger="rhei_lake.sync")
@@ -360,7 +391,9 @@ def test_a_failing_columnar_setup_falls_back_to_the_row_poll_without_echoing_the
     source.close()
 
 
-def test_a_postgres_first_read_failing_mid_pipeline_leaves_no_thread_and_a_retry_commits_once(postgres, tmp_path, caplog):
+def test_a_postgres_first_read_failing_mid_pipeline_leaves_no_thread_and_a_retry_commits_once(
+    postgres, tmp_path, caplog
+):
     """The read-and-cast thread fails (as a lost connection would): the sync fails with that error,
     nothing is committed, the thread and the cursor's query are gone, and the next sync commits
     every row once."""
@@ -447,10 +480,13 @@ def test_a_transient_source_error_inside_the_first_read_stays_transient(tmp_path
     from rhei_lake.errors import SourceUnavailableError
 
     source = sqlite_source(str(tmp_path / "external.db"))
-    source.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
-                   "updated_at TEXT NOT NULL, deleted_at TEXT)")
-    source.executemany("INSERT INTO items VALUES (?, 'n', 0.5, 1, '2026-01-01 00:00:00', NULL)",
-                       [(i,) for i in range(50)])
+    source.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+        "updated_at TEXT NOT NULL, deleted_at TEXT)"
+    )
+    source.executemany(
+        "INSERT INTO items VALUES (?, 'n', 0.5, 1, '2026-01-01 00:00:00', NULL)", [(i,) for i in range(50)]
+    )
     batches = SqliteFirstRead.batches
 
     def failing(self, batch_rows):

@@ -77,15 +77,20 @@ def test_hard_delete_detection_leaves_the_lake_equal_to_sqlite(key_only, first, 
         put(first)
         table = rhei_lake.PolledTable("k", updated_at="updated_at")
         with rhei_lake.open(
-            source=f"sqlite://{path}", storage="memory://", tables=[table],
-            batch_size=batch_size, hard_delete_interval=0,
+            source=f"sqlite://{path}",
+            storage="memory://",
+            tables=[table],
+            batch_size=batch_size,
+            hard_delete_interval=0,
         ) as lake:
             lake.sync_now()
             for step in rounds:
                 deleted = {b if key_only else (a, b) for a, b in step["delete"]}
                 for a, b in step["delete"]:
-                    app.execute(f"DELETE FROM k WHERE {'b = ?' if key_only else 'a = ? AND b = ?'}",
-                                (b,) if key_only else (a, b))
+                    app.execute(
+                        f"DELETE FROM k WHERE {'b = ?' if key_only else 'a = ? AND b = ?'}",
+                        (b,) if key_only else (a, b),
+                    )
                 put(step["insert"])  # some at or before the cursor: committed "late"
                 for (a, b), v, later in step["update"]:  # updated_at moves on, maybe still before the cursor
                     where = "b = ?" if key_only else "a = ? AND b = ?"
@@ -93,11 +98,12 @@ def test_hard_delete_detection_leaves_the_lake_equal_to_sqlite(key_only, first, 
                     if ident in last and ident not in deleted:
                         last[ident] += later
                         high[0] = max(high[0], last[ident])
-                        app.execute(f"UPDATE k SET v = ?, updated_at = ? WHERE {where}",
-                                    (v, _stamp(last[ident]), *((b,) if key_only else (a, b))))
+                        app.execute(
+                            f"UPDATE k SET v = ?, updated_at = ? WHERE {where}",
+                            (v, _stamp(last[ident]), *((b,) if key_only else (a, b))),
+                        )
                 lake.sync_now()
                 for ident in deleted:  # re-inserted later by an application whose clock moved on
                     last[ident] = max(last.get(ident, 0), high[0])
                 assert _lake_rows(lake, key_only) == source_rows()
         app.close()
-

@@ -69,8 +69,13 @@ def test_random_mutations_match_the_source(source_db, durable_storage, seed):
             observed.setdefault(key, []).append(live.get(key))
 
     with rhei_lake.open(
-        source=source_db.url, storage=url, storage_options=options, tables=[items_table()],
-        batch_size=5, hard_delete_interval=0, tail_flush_segments=7,
+        source=source_db.url,
+        storage=url,
+        storage_options=options,
+        tables=[items_table()],
+        batch_size=5,
+        hard_delete_interval=0,
+        tail_flush_segments=7,
     ) as lake:
         for round_ in range(10):
             lake.sync_now()

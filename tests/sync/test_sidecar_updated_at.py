@@ -75,9 +75,7 @@ def spellings(draw, instant: int, unit: str, numbers: bool, fraction_digits: int
 
 
 def _assert_lake_equals_source(lake, conn, unit: str) -> None:
-    source = {
-        key: (v, instant_of(u, unit)) for key, v, u in conn.execute("SELECT id, v, updated_at FROM items")
-    }
+    source = {key: (v, instant_of(u, unit)) for key, v, u in conn.execute("SELECT id, v, updated_at FROM items")}
     rows = lake.query("SELECT id, v, _rhei_valid_from FROM items_history WHERE _rhei_valid_to IS NULL").to_pylist()
     lake_rows = {r["id"]: (r["v"], instant_of(r["_rhei_valid_from"].isoformat(), unit)) for r in rows}
     assert lake_rows == source
@@ -110,15 +108,23 @@ def test_mixed_updated_at_spellings_are_read_by_the_next_poll(tmp_path_factory, 
         for _ in range(count):
             step = data.draw(st.integers(0, 2 * DAY), label=f"{label}: after")
             instant = instant + 1 + step if ascending else start + step
-            out.append((instant, data.draw(st.integers(1, 12), label=f"{label}: key"),
-                        data.draw(spellings(instant, unit, numbers), label=f"{label}: updated_at")))
+            out.append(
+                (
+                    instant,
+                    data.draw(st.integers(1, 12), label=f"{label}: key"),
+                    data.draw(spellings(instant, unit, numbers), label=f"{label}: updated_at"),
+                )
+            )
         return out
 
     def write(instant: int, key: int, spelled: object) -> None:
         nonlocal top
         top = max(top, instant)
-        conn.execute("INSERT INTO items VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET v = excluded.v, "
-                     "updated_at = excluded.updated_at", (key, next(counter), spelled))
+        conn.execute(
+            "INSERT INTO items VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET v = excluded.v, "
+            "updated_at = excluded.updated_at",
+            (key, next(counter), spelled),
+        )
 
     def delete_some() -> None:
         for key in data.draw(st.lists(st.integers(1, 12), max_size=3), label="hard deletes"):
@@ -128,8 +134,13 @@ def test_mixed_updated_at_spellings_are_read_by_the_next_poll(tmp_path_factory, 
     storage = str(tmp_path_factory.mktemp("lake"))
     # hard_delete_interval: with the scan on it runs every sync (and mends what a poll missed, so the
     # poll alone is what the runs without it check); 10**6 s never comes round within a test.
-    with rhei_lake.open(source=f"sqlite://{path}", storage=storage, tables=[table], batch_size=3,
-                        hard_delete_interval=0 if scan else 10**6) as lake:
+    with rhei_lake.open(
+        source=f"sqlite://{path}",
+        storage=storage,
+        tables=[table],
+        batch_size=3,
+        hard_delete_interval=0 if scan else 10**6,
+    ) as lake:
         for _ in range(data.draw(st.integers(1, 5), label="rounds")):
             # Writers' clocks move on: a row written after a sync is not older than what it read,
             # and while a poll reads, each write is later than the ones before it.
@@ -139,8 +150,9 @@ def test_mixed_updated_at_spellings_are_read_by_the_next_poll(tmp_path_factory, 
             if scan:
                 delete_some()
             start = max([base, *(w[0] for w in before)])
-            during = writes(data.draw(st.integers(0, 3), label="writes while polling"), "while polling",
-                            start, ascending=True)
+            during = writes(
+                data.draw(st.integers(0, 3), label="writes while polling"), "while polling", start, ascending=True
+            )
 
             def progress(_table, _done, _total) -> None:
                 if during:
@@ -164,7 +176,7 @@ def _glob(pattern: str, text: str) -> bool:
     return sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (text, pattern)).fetchone()[0] == 1
 
 
-@given(data=st.data(), a=instants, apart=st.one_of(st.integers(-DAY, DAY), st.integers(-10**6, 10**6)))
+@given(data=st.data(), a=instants, apart=st.one_of(st.integers(-DAY, DAY), st.integers(-(10**6), 10**6)))
 @settings(max_examples=1000, deadline=None)
 def test_values_spelled_alike_sort_as_their_instants(data, a, apart):
     """Text matching another's spelling pattern and sorting before it is not later than it."""
@@ -267,8 +279,11 @@ def test_postgres_text_updated_at_in_mixed_spellings_is_compared_as_instants(pos
                         instant = base + data.draw(st.integers(0, 2 * DAY), label="after")
                         top = max(top, instant)
                         spelled = data.draw(spellings(instant, "s", False, fraction_digits=6, offset_hours=15))
-                        pg.execute("INSERT INTO items VALUES (%s, 1, %s) ON CONFLICT (id) DO UPDATE SET "
-                                   "v = items.v + 1, updated_at = excluded.updated_at", (key, spelled))
+                        pg.execute(
+                            "INSERT INTO items VALUES (%s, 1, %s) ON CONFLICT (id) DO UPDATE SET "
+                            "v = items.v + 1, updated_at = excluded.updated_at",
+                            (key, spelled),
+                        )
                     lake.sync_now()
                     _pg_lake_equals_source(lake, pg)
                     base = top + data.draw(st.integers(1, DAY), label="pause")

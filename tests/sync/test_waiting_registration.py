@@ -21,7 +21,10 @@ from rhei_lake.errors import TableNotReadyError, TypeMismatchError
 from tests.support.oracle import assert_same_state
 from tests.support.waiting import wait_for
 
-STAMPS = ("CREATE TABLE stamps (at DATETIME PRIMARY KEY, v TEXT)", "INSERT INTO stamps VALUES ('2026-01-01T10:00:00Z', NULL)")
+STAMPS = (
+    "CREATE TABLE stamps (at DATETIME PRIMARY KEY, v TEXT)",
+    "INSERT INTO stamps VALUES ('2026-01-01T10:00:00Z', NULL)",
+)
 NUMS = ("CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC)", "INSERT INTO nums VALUES (1, 'abc')")
 CASES = {"stamps": STAMPS, "nums": NUMS}
 PLACEHOLDER = "<a value that fits>"
@@ -132,8 +135,10 @@ def test_a_waiting_table_stalls_no_other_table(tmp_path):
         assert set(lake.sync_status().waiting) == {"stamps", "nums"}
         app.execute("INSERT INTO nums VALUES (20, 'y')")
         app.execute("INSERT INTO other VALUES (20, 'loop')")
-        wait_for(lambda: lake.sync_status().tables["other"].lag_events == 0,
-                 what="the loop to sync 'other' beside the waiting tables")
+        wait_for(
+            lambda: lake.sync_status().tables["other"].lag_events == 0,
+            what="the loop to sync 'other' beside the waiting tables",
+        )
         status = lake.sync_status()
         assert status.loop_running and not status.failing and status.tables["other"].lag_events == 0
         assert_same_state(lake, app, "other")
