@@ -56,6 +56,24 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
     return changelog, created
 
 
+def held_events(storage: LakeStorage, name: str, config: LakeConfig) -> int:
+    """The newest event ``name``'s changelog in the lake holds (0 if it has none, or no event).
+
+    Read without a spec: the changelog may have been made for other columns or types
+    (a table registered, unregistered and now registered again).
+    """
+    if not storage.table_store(name, "changes").exists():
+        return 0
+    changelog = storage.changelog(
+        name,
+        flush_segments=config.tail_flush_segments,
+        flush_rows=config.tail_flush_rows,
+        flush_interval=config.tail_flush_interval,
+    )
+    changelog.load()
+    return changelog.watermark
+
+
 def reset_unsynced(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> None:
     """Give ``spec``'s changelog ``spec``'s columns when it holds nothing yet and was made for other types.
 
