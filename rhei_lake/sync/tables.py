@@ -46,13 +46,7 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
             )
         if stored.columns != spec.columns:
             apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
-    changelog = storage.changelog(
-        spec.name,
-        flush_segments=config.tail_flush_segments,
-        flush_rows=config.tail_flush_rows,
-        flush_interval=config.tail_flush_interval,
-    )
-    changelog.load()
+    changelog = _loaded(storage, spec.name, config)
     return changelog, created
 
 
@@ -64,6 +58,10 @@ def held_events(storage: LakeStorage, name: str, config: LakeConfig) -> int:
     """
     if not storage.table_store(name, "changes").exists():
         return 0
+    return _loaded(storage, name, config).watermark
+
+
+def _loaded(storage: LakeStorage, name: str, config: LakeConfig) -> Changelog:
     changelog = storage.changelog(
         name,
         flush_segments=config.tail_flush_segments,
@@ -71,7 +69,7 @@ def held_events(storage: LakeStorage, name: str, config: LakeConfig) -> int:
         flush_interval=config.tail_flush_interval,
     )
     changelog.load()
-    return changelog.watermark
+    return changelog
 
 
 def reset_unsynced(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> None:
