@@ -92,7 +92,10 @@ class S3Blobs:
         import obstore
 
         try:
-            obstore.put(self._store, key, data)
+            # One PUT (up to 5 GB): obstore's default buffered upload panics in a runtime thread
+            # when the connection fails ("Already shut down"), after which this process's requests
+            # to the store hung until their timeout (30 s) in a test of an S3 outage.
+            obstore.put(self._store, key, data, use_multipart=False)
         except Exception as exc:
             raise_storage(exc, where=f"{self.where}/{key}")
 

@@ -140,7 +140,10 @@ def test_loop_rides_out_an_s3_outage(moto, htap_lake):
         wait_for(
             lambda: not (status := lake.sync_status()).failing and status.tables["t"].lag_events == 0,
             what="recovery",
-            timeout=60,
+            # A request in flight when the store comes back can wait out its timeout (30 s) before
+            # the next one goes through; the lease keeper's, the change marker's and the sync's own
+            # can fall one after another.
+            timeout=150,
         )
     finally:
         proxy.up() if proxy._listener is None else None
