@@ -131,9 +131,6 @@ class Lake:
                 self._verify_store()
                 self._lease = WriterLease(self.storage.blobs, ttl=config.lease_ttl, wait=config.lease_wait)
                 self._lease.acquire()
-                if self.storage.marker is not None:
-                    # Commits of a writer that died before announcing them become visible to readers now.
-                    self.storage.marker.touch()
             if config.read_only:
                 self._open_read_only()
             elif config.oltp_path is not None:
@@ -192,15 +189,13 @@ class Lake:
             self._lease.ensure()
         if self._binding is not None:
             self._binding.ensure()  # the database was detached while the lake ran: stop, as for a lost lease
-        with self.storage.committing():
-            return work(*args, **kwargs)
+        return work(*args, **kwargs)
 
     def _lake_leased(self, work: Callable[..., T]) -> T:
         """:meth:`_leased` for work on the lake alone (folding committed events into Delta): no database needed."""
         if self._lease is not None:
             self._lease.ensure()
-        with self.storage.committing():
-            return work()
+        return work()
 
     def _open_read_only(self) -> None:
         """Tables from the lake alone; point reads and lag from ``oltp_path`` if set, never written to."""
@@ -625,14 +620,13 @@ class Lake:
                 CompactionTarget(spec, changelog, self._derived_table(spec))
                 for spec, changelog in select_targets(self._entries(), tables)
             ]
-        with self.storage.committing():
-            return compact(
-                chosen,
-                options,
-                reload=self._sync is None,
-                blobs=self.storage.blobs,
-                progress=progress,
-            )
+        return compact(
+            chosen,
+            options,
+            reload=self._sync is None,
+            blobs=self.storage.blobs,
+            progress=progress,
+        )
 
     # -- reads -----------------------------------------------------------
     def query(self, sql: str, *, as_of: Instant | None = None, hint: str | None = None) -> pa.Table:

@@ -8,15 +8,7 @@ segment extending the watermark and the change feed's next commit (see
 :meth:`Changelog.poll`); only what is new is then read. The derived table
 (``history``/``current``) is looked at less often: after the change feed
 moved, and every :data:`DERIVED_EVERY` intervals, since a compaction
-reorganises the events but changes no result.
-
-On S3 the lake's change marker (:mod:`~rhei_lake.storage.change_marker`) is
-read first, one request for all the tables due: a table whose last look began
-after the marker's token was written is not looked at again (nothing was
-committed since). Every :data:`FULL_LOOK_EVERY` intervals a table is looked at
-whatever the marker says, for commits no token announced (a writer that died
-between its commit and the token, or an older version that writes none); a
-lake without a marker is looked at as above. So the rule a reader can rely on:
+reorganises the events but changes no result. So the rule a reader can rely on:
 
     A query that starts ``refresh_interval`` seconds or more after another
     process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
@@ -46,9 +38,6 @@ _THREADS = 8
 
 DERIVED_EVERY = 10
 """A table's derived table is looked at every this many refresh intervals, or after its change feed moved."""
-
-FULL_LOOK_EVERY = 20
-"""A table is looked at every this many refresh intervals even when the lake's change marker did not move."""
 
 
 def concurrently(work: Callable[[str], object], names: Collection[str]) -> None:
@@ -101,17 +90,12 @@ class FollowedTables:
         self._feed_moved: set[str] = set()  # tables whose change feed's table moved at their last look
         self._feed_versions: dict[str, int] = {}
         self._listed = float("-inf")
-        self._marker = storage.marker
-        self._seen: dict[str, str | None] = {}  # the marker's token read before a table's last look
-        self._derived_seen: dict[str, str | None] = {}  # ... before its derived table's last look
-        self._full_looked: dict[str, float] = {}  # when the last look at a table that ignored the marker started
         self._lock = threading.Lock()  # one look at a time: a query arriving meanwhile waits for its result
 
     # -- loading ---------------------------------------------------------
     def discover(self) -> None:
         """Load every table in the store that is not loaded yet (all of them at open)."""
         started = time.monotonic()
-        token = self._token()
         found = self.storage.list_tables(known=self.tables.keys())
         self._listed = started
         new = [name for name in found if name not in self.tables]
@@ -132,9 +116,8 @@ class FollowedTables:
                 continue
             self.waiting.discard(name)
             self.tables[name] = loaded[name]
-            self._looked[name] = self._full_looked[name] = started
+            self._looked[name] = started
             self._derived_looked[name] = started  # loaded when a query first reads the table
-            self._seen[name] = self._derived_seen[name] = token
 
     # -- following -------------------------------------------------------
     def freshen(self, relations: frozenset[str] | None, *, force: bool = False, discover: bool = False) -> None:
@@ -147,57 +130,24 @@ class FollowedTables:
         with self._lock:
             wanted: Collection[str] = list(self.tables) if relations is None else parts_named(relations, self.tables)
             due = [name for name in wanted if force or self._looked.get(name, float("-inf")) <= now - self.interval]
-            if due:
-                started = time.monotonic()
-                token = self._token()  # before looking: what is committed after it moves the marker again
-                if not force:
-                    due = self._moved(due, started, token)
-                self._look(due, started, derived_too=force, token=token)
+            self._look(due, time.monotonic(), derived_too=force)
             if discover and self._listed <= now - self.interval:
                 self.discover()
 
     def refresh(self) -> None:
         """Look at every table and list the store's tables now."""
         with self._lock:
-            started = time.monotonic()
-            self._look(list(self.tables), started, derived_too=True, token=self._token())
+            self._look(list(self.tables), time.monotonic(), derived_too=True)
             self.discover()
 
-    def _token(self) -> str | None:
-        """The lake's change marker now (one request); ``None`` where there is none."""
-        return None if self._marker is None else self._marker.read()
-
-    def _moved(self, due: list[str], started: float, token: str | None) -> list[str]:
-        """The tables of ``due`` a look may find something new in; the others count as looked at now.
-
-        With the marker's token unchanged since a table's last look, nothing
-        was committed since that look began: unless the table is due its
-        periodic full look, or a derived-table look it has not had since the
-        token last moved.
-        """
-        if token is None:
-            return due
-        moved = []
-        for name in due:
-            full_due = self._full_looked.get(name, float("-inf")) <= started - FULL_LOOK_EVERY * self.interval
-            derived_due = self._derived_due(name, started) and self._derived_seen.get(name) != token
-            if full_due or derived_due or name in self._feed_moved or self._seen.get(name) != token:
-                moved.append(name)
-            else:
-                self._looked[name] = started
-        return moved
-
-    def _derived_due(self, name: str, started: float) -> bool:
-        return self._derived_looked.get(name, float("-inf")) <= started - DERIVED_EVERY * self.interval
-
-    def _look(self, names: list[str], started: float, *, derived_too: bool, token: str | None) -> None:
+    def _look(self, names: list[str], started: float, *, derived_too: bool) -> None:
         def look(name: str) -> None:
             spec, changelog = self.tables[name]
-            if derived_too or self._derived_due(name, started) or name in self._feed_moved:
+            derived_due = self._derived_looked.get(name, float("-inf")) <= started - DERIVED_EVERY * self.interval
+            if derived_too or derived_due or name in self._feed_moved:
                 # The derived table first: the change feed then holds at least every event folded into it.
                 self._derived.get(spec).poll()
                 self._derived_looked[name] = started
-                self._derived_seen[name] = token
                 self._feed_moved.discard(name)
             if changelog.poll():
                 if changelog.store.version() != self._feed_versions.get(name):
@@ -206,7 +156,6 @@ class FollowedTables:
                 if evolved != spec:  # another process added or dropped a column
                     self.tables[name] = (evolved, changelog)
             self._feed_versions[name] = changelog.store.version()
-            self._looked[name] = self._full_looked[name] = started
-            self._seen[name] = token
+            self._looked[name] = started
 
         concurrently(look, names)

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
@@ -129,12 +129,10 @@ class DeltaTableStore:
         *,
         remote: bool,
         log: DeltaLog | None = None,
-        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.uri = uri
         self.remote = remote
         self._log = log
-        self._on_commit = on_commit  # told after each operation that may have committed (the lake's change marker)
         self._options = dict(storage_options or {})
         if remote:
             for key, value in _DELTA_DEFAULT_OPTIONS.items():
@@ -192,7 +190,6 @@ class DeltaTableStore:
                 self._dt = self._create(schema, properties, "error")
                 if not self.remote:
                     self._sync(before)
-                self._announce_commit()
             except StorageError:
                 raise
             except Exception as exc:
@@ -330,18 +327,12 @@ class DeltaTableStore:
     def _commit(self, fn: Any) -> Any:
         """Run an operation that commits; locally, its commit is on disk (fsynced) when this returns."""
         if self.remote:
+            return self._call(fn)
+        with self._lock:
+            before = newest_version(self.uri)
             result = self._call(fn)
-        else:
-            with self._lock:
-                before = newest_version(self.uri)
-                result = self._call(fn)
-                self._sync(before)
-        self._announce_commit()
-        return result
-
-    def _announce_commit(self) -> None:
-        if self._on_commit is not None:
-            self._on_commit()
+            self._sync(before)
+            return result
 
     def _sync(self, before: int) -> None:
         try:

@@ -7,7 +7,6 @@ On-store layout (part of the public contract, see docs/storage.md, "On-store lay
     <storage>/<table>/current   Delta: current rows (mirror mode)
     <storage>/<table>/_tail/    Arrow IPC segments committed but not yet flushed into changes
     <storage>/_rhei/            leases and other coordination objects
-    <storage>/_rhei/changed     on S3: rewritten after every commit (see storage.change_marker)
 
 Table names are used as directory names; characters outside ``[A-Za-z0-9_.-]``
 are written as ``~HH`` (their UTF-8 bytes in hex).
@@ -16,15 +15,13 @@ are written as ``~HH`` (their UTF-8 bytes in hex).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
 from rhei_lake.errors import ConfigError
 from rhei_lake.storage.base import TableStore
 from rhei_lake.storage.blobs import BlobStore, LocalBlobs, MemoryBlobs
-from rhei_lake.storage.change_marker import ChangeMarker
 from rhei_lake.storage.changelog import DISCARD_GRACE_SECONDS, Changelog
 from rhei_lake.storage.location import StorageLocation
 from rhei_lake.storage.tail import SegmentTail
@@ -97,12 +94,9 @@ class LakeStorage:
         *,
         has_tail: bool,
         table_lister: Callable[[], list[str]] | None = None,
-        marker: ChangeMarker | None = None,
     ) -> None:
         self.location = location
         self.blobs = blobs
-        self.marker = marker
-        """The lake's change marker, on tiers where readers pay per request (S3); ``None`` elsewhere."""
         self._store_factory = store_factory
         self._has_tail = has_tail
         self._table_lister = table_lister
@@ -134,17 +128,7 @@ class LakeStorage:
     def tail(self, table: str) -> SegmentTail | None:
         if not self._has_tail:
             return None
-        on_commit = None if self.marker is None else self.marker.touch
-        return SegmentTail(self.blobs, f"{encode_table_dir(table)}/{TAIL_DIR}", on_commit=on_commit)
-
-    @contextmanager
-    def committing(self) -> Iterator[None]:
-        """Around an operation that may commit to several tables: readers are told once, at its end."""
-        if self.marker is None:
-            yield
-            return
-        with self.marker.batch():
-            yield
+        return SegmentTail(self.blobs, f"{encode_table_dir(table)}/{TAIL_DIR}")
 
     def changelog(
         self,
@@ -231,18 +215,11 @@ def _s3_storage(location: StorageLocation) -> LakeStorage:
     from rhei_lake.storage.s3_blobs import S3Blobs
 
     blobs = S3Blobs(location.bucket, location.prefix, location.options)
-    marker = ChangeMarker(blobs)
 
     def factory(uri: str, blob_dir: str) -> TableStore:
-        return DeltaTableStore(
-            uri,
-            location.options,
-            remote=True,
-            log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"),
-            on_commit=marker.touch,
-        )
+        return DeltaTableStore(uri, location.options, remote=True, log=BlobDeltaLog(blobs, f"{blob_dir}_delta_log/"))
 
-    return LakeStorage(location, blobs, factory, has_tail=True, marker=marker)
+    return LakeStorage(location, blobs, factory, has_tail=True)
 
 
 _BACKENDS: dict[str, Callable[[StorageLocation], LakeStorage]] = {

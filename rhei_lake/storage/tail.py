@@ -19,7 +19,6 @@ Exactly once, by construction:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -85,10 +84,9 @@ def decode_segment(start: int, data: bytes, where: str) -> Segment:
 class SegmentTail:
     """The segment chain of one table, below ``prefix`` of a blob store."""
 
-    def __init__(self, blobs: BlobStore, prefix: str, *, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, blobs: BlobStore, prefix: str) -> None:
         self.blobs = blobs
         self.prefix = prefix.rstrip("/") + "/"
-        self._on_commit = on_commit  # told after each segment committed (the lake's change marker)
         self._lock = threading.Lock()
 
     def _key(self, start: int) -> str:
@@ -97,8 +95,6 @@ class SegmentTail:
     def write(self, segment: Segment) -> None:
         """Commit ``segment``; CommitConflictError if its start was already extended."""
         self.blobs.put_if_absent(self._key(segment.start), encode_segment(segment))
-        if self._on_commit is not None:
-            self._on_commit()
 
     def starts(self) -> list[int]:
         """The start watermark of every segment file present, sorted."""
