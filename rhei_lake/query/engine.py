@@ -155,18 +155,21 @@ class QueryEngine:
 
         A file found gone (vacuumed by a compaction since the tables were last
         looked at) makes the engine look again, through ``look_again``, and
-        run the query once more.
+        run the query once more: up to three times, since a compaction that
+        vacuums at once (``vacuum_retention=0``) can remove the next file while
+        the query reads.
         """
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError("query: SQL must be a non-empty string")
-        for attempt in range(2):
+        for attempt in range(_ATTEMPTS):
             try:
                 # Not bound apart from running at first (DuckDB would bind twice); an unknown table is
                 # found then, and the second attempt binds first, to explain it.
                 return normalize_types(self.dataframe(sql, as_of=as_of, bind=attempt > 0).to_arrow_table())
             except Exception as exc:
-                if attempt == 0 and self._look_again is not None and _missing_file(exc):
-                    self._look_again(sql, "file")
+                look_again = self._look_again if attempt < _ATTEMPTS - 1 else None
+                if look_again is not None and _missing_file(exc):
+                    look_again(sql, "file")
                     continue
                 if attempt == 0 and self._look_again is not None and _TABLE_NOT_FOUND.search(str(exc)):
                     self._look_again(sql, "table")
@@ -208,6 +211,8 @@ class QueryEngine:
             names.extend([name, f"{name}_history", f"{name}_changes"])
         return names
 
+
+_ATTEMPTS = 4  # the first run and up to three after looking again
 
 _TABLE_NOT_FOUND = re.compile(r"table '[^']*' not found", re.IGNORECASE)
 
