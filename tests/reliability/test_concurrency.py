@@ -132,6 +132,22 @@ def _verify_exactly_once(db: Path, url: str, options: dict[str, str]) -> int:
         conn.close()
 
 
+def _wait_until_stopped(pid: int) -> None:
+    """Wait until every thread of ``pid`` is stopped (state ``T`` in ``/proc``)."""
+
+    def stopped() -> bool:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # a thread that just ended
+                continue
+            if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+        return True
+
+    wait_for(stopped, timeout=10, what=f"process {pid} to stop")
+
+
 def _freeze(process: subprocess.Popen, db: Path) -> None:
     """SIGSTOP ``process`` at a moment it holds no SQLite write lock.
 
@@ -140,6 +156,7 @@ def _freeze(process: subprocess.Popen, db: Path) -> None:
     """
     for _ in range(100):
         process.send_signal(signal.SIGSTOP)
+        _wait_until_stopped(process.pid)  # kill() returns before the signal lands: probe only a stopped process
         probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
