@@ -78,7 +78,7 @@ class Changelog:
         self._flushed: list[tuple[float, int]] = []  # (when, watermark) of flushes not yet cleaned up
         self.generation = 0  # bumps on every change visible to readers
         self._loaded = False
-        self._tail_looked: float | None = None  # monotonic start of the last complete read of the tail
+        self._tail_looked: tuple[float, float] | None = None  # _clocks() at the start of the last full tail read
 
     # -- state -----------------------------------------------------------
     def _state(self) -> tuple[int, int, tuple[int, ...]]:
@@ -93,7 +93,7 @@ class Changelog:
     def load(self) -> None:
         """(Re)read the committed watermark and tail chain from storage (the cursor when first asked for)."""
         with self._lock:
-            started = time.monotonic()
+            started = _clocks()
             before = self._state() if self._loaded else None
             self.store.poll()
             stored = self.store.app_version(SYNCED_APP_ID) or 0
@@ -102,7 +102,7 @@ class Changelog:
                 segments, stored = self._load_tail(stored)
                 self._tail_looked = started
                 if stored:  # flushed segments left behind (a crash before their discard) go after the grace
-                    self._flushed.append((started, stored))
+                    self._flushed.append((started[0], stored))
             self._set_stored(stored)
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
@@ -123,26 +123,28 @@ class Changelog:
 
         Reads the segment extending the watermark while there is one (a
         request that finds nothing when nothing was synced). Then, if a
-        segment arrived, ``table`` is true or the tail was last read half the
-        discard grace ago or more, asks the table whether it has a newer commit
-        (one more request); only then is the table reloaded and the chain
-        re-read from its new watermark. Same-process commits are seen without it.
+        segment arrived, ``table`` is true or the last read of the tail began
+        half the discard grace or more before this one ended, asks the table
+        whether it has a newer commit (one more request); only then is the
+        table reloaded and the chain re-read from its new watermark.
+        Same-process commits are seen without it.
 
         ``table=False`` is enough to see every sync: the commits that reach the
         table without a segment either hold events a reader already has (a
         flush moves segments it read; a compaction reorganises them) or are
         followed by a bridge segment that leads here (:meth:`commit_stream`);
         and a segment written after the last read of the tail is not deleted
-        before the grace has passed (:data:`DISCARD_GRACE_SECONDS`).
+        before the grace has passed (:data:`DISCARD_GRACE_SECONDS`). So the
+        time that counts runs to the end of the reads (a reader paused before
+        its request may find a segment deleted meanwhile), on a clock that
+        also runs while the machine sleeps (:func:`_clocks`).
         """
         with self._store_lock, self._lock:
             if self.tail is None:
                 before = self._state()
                 self.load()
                 return self._state() != before
-            started = time.monotonic()
-            last = self._tail_looked
-            stale = last is None or started - last >= self.discard_grace / 2
+            started = _clocks()
             before = self._state()
             arrived = False
             while (segment := self.tail.read(self.watermark)) is not None:
@@ -151,6 +153,7 @@ class Changelog:
                 self._segments.append(segment)
                 self._tail_rows += segment.rows.num_rows
                 arrived = True
+            stale = _elapsed(self._tail_looked) >= self.discard_grace / 2
             if (table or arrived or stale) and self.store.poll():
                 self._follow_table()
             self._tail_looked = started
@@ -538,6 +541,25 @@ def register_arrow(ctx: SessionContext, name: str, table: pa.Table) -> None:
     if ctx.table_exist(name):
         ctx.deregister_table(name)
     ctx.register_record_batches(name, [table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]])
+
+
+def _clocks() -> tuple[float, float]:
+    """Now on the monotonic clock and on the wall clock.
+
+    The monotonic clock stands still while the machine sleeps (on Linux and
+    macOS), the wall clock may be set back: an interval is as long as the
+    longer of the two says (:func:`_elapsed`), so it is never taken for
+    shorter than it was.
+    """
+    return time.monotonic(), time.time()
+
+
+def _elapsed(since: tuple[float, float] | None) -> float:
+    """Seconds since ``since`` (a :func:`_clocks` reading; infinite for ``None``), the longer of the clocks' counts."""
+    if since is None:
+        return float("inf")
+    monotonic, wall = _clocks()
+    return max(monotonic - since[0], wall - since[1])
 
 
 def _oldest(segments: list[Segment], *, loaded_at: float) -> float | None:

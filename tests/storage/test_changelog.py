@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from rhei_lake.catalog import Column, TableSpec
 from rhei_lake.errors import CorruptStorageError
+from rhei_lake.storage import changelog as changelog_module
 from rhei_lake.storage.tail import Segment, SegmentTail, decode_segment, encode_segment
 
 SPEC = TableSpec("t", (Column("id", "INTEGER", pa.int64()), Column("v", "TEXT", pa.string())), ("id",))
@@ -251,3 +253,64 @@ def test_a_reader_that_looks_only_at_the_tail_sees_every_commit(lake_storage, se
             reader.poll(table=step == "look at the table")
             assert reader.watermark == writer.watermark
             assert seqs(reader) == list(range(1, writer.watermark + 1))
+
+
+def _tail_follower(lake_storage, second_lake_storage, *, writer_grace: float, reader_grace: float):
+    """A writer and a reader (another process's handle) of a fresh table, both loaded, on a durable tier."""
+    name = f"t{next(_followed)}"
+    store = lake_storage.table_store(name, "changes")
+    store.create(SPEC.changes_schema, properties={})
+    writer = lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=writer_grace)
+    writer.load()
+    if writer.tail is None:
+        pytest.skip("a tier without a tail: every look reloads the table")
+    reader = second_lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=reader_grace)
+    reader.load()
+    return writer, reader
+
+
+def test_a_reader_paused_in_the_middle_of_its_look_still_sees_the_sync(lake_storage, second_lake_storage, monkeypatch):
+    """The reader stops (GC, SIGSTOP, a slow request) after its look began and before it reads the segment.
+
+    Meanwhile the segment is flushed and, the grace over, deleted: what the
+    look finds missing says nothing then, since the look took longer than
+    half the grace. It must look at the table.
+    """
+    grace = 0.6
+    writer, reader = _tail_follower(lake_storage, second_lake_storage, writer_grace=grace, reader_grace=grace)
+    reader.poll(table=False)
+    writer.commit(events(1, 2))
+    read = reader.tail.read
+    paused = []
+
+    def read_after_a_pause(start: int):
+        if not paused:
+            paused.append(start)
+            writer.flush()
+            time.sleep(grace + 0.05)
+            assert writer.discard_flushed_segments() == 1  # the segment the reader is about to look for
+        return read(start)
+
+    monkeypatch.setattr(reader.tail, "read", read_after_a_pause)
+    reader.poll(table=False)
+    assert paused == [0]
+    assert reader.watermark == 2
+    assert seqs(reader) == [1, 2]
+
+
+def test_a_reader_whose_machine_slept_still_sees_the_sync(lake_storage, second_lake_storage, monkeypatch):
+    """The reader's machine is suspended for an hour: its monotonic clock stands still, the wall clock does not.
+
+    The writer (another machine) deleted the flushed segment long ago (here: at
+    once, its grace as the hour it waited); the reader's monotonic clock says
+    its last look was a moment ago. It must look at the table all the same.
+    """
+    writer, reader = _tail_follower(lake_storage, second_lake_storage, writer_grace=0.0, reader_grace=60.0)
+    reader.poll(table=False)
+    writer.commit(events(1, 2))
+    writer.flush()  # and deletes the segment: for the writer the grace is over
+    real_time = time.time
+    monkeypatch.setattr(changelog_module.time, "time", lambda: real_time() + 3600.0)
+    reader.poll(table=False)
+    assert reader.watermark == 2
+    assert seqs(reader) == [1, 2]
