@@ -7,10 +7,14 @@ seconds ago. A look with nothing new costs one request whatever the table's
 history: the tail segment extending the watermark. When a segment arrives the
 change feed's next commit is looked at too (one more), then only what is new is
 read (see :meth:`Changelog.poll`). The Delta tables themselves (the change feed
-and the derived ``history``/``current``) are looked at less often: after the
-change feed moved, and every :data:`DERIVED_EVERY` intervals, since a flush
-or a compaction reorganises the events but changes no result (an initial
-snapshot, which does, leaves a bridge segment). So the rule a reader can rely on:
+and the derived ``history``/``current``) are looked at less often: when a
+segment arrived, every :data:`DERIVED_EVERY` intervals, and when the last look
+is old, since a flush or a compaction reorganises the events but changes no
+result (an initial snapshot, which does, leaves a bridge segment). When the
+change feed's table moved, the derived table is looked at in the same look,
+then the feed again until it stands still: a compaction may have expired events
+from the feed that it folded into the derived table, and the two together must
+be one state. So the rule a reader can rely on:
 
     A query that starts ``refresh_interval`` seconds or more after another
     process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
@@ -39,7 +43,10 @@ _THREADS = 8
 """Tables opened or looked at concurrently: each look is a round trip or two on S3."""
 
 DERIVED_EVERY = 10
-"""A table's derived table is looked at every this many refresh intervals, or after its change feed moved."""
+"""A table's derived table is looked at every this many refresh intervals, or when its change feed moved."""
+
+_FEED_ATTEMPTS = 5
+"""Looks at a table's derived table and change feed in a row, until the feed stands still over one."""
 
 
 def concurrently(work: Callable[[str], object], names: Collection[str]) -> None:
@@ -89,8 +96,6 @@ class FollowedTables:
         self._derived = derived
         self._looked: dict[str, float] = {}  # when the last look at a table started (monotonic)
         self._derived_looked: dict[str, float] = {}
-        self._feed_moved: set[str] = set()  # tables whose change feed's table moved at their last look
-        self._feed_versions: dict[str, int] = {}
         self._listed = float("-inf")
         self._lock = threading.Lock()  # one look at a time: a query arriving meanwhile waits for its result
 
@@ -146,19 +151,25 @@ class FollowedTables:
         def look(name: str) -> None:
             spec, changelog = self.tables[name]
             derived_due = self._derived_looked.get(name, float("-inf")) <= started - DERIVED_EVERY * self.interval
-            derived_now = derived_too or derived_due or name in self._feed_moved
-            if derived_now:
-                # The derived table first: the change feed then holds at least every event folded into it.
-                self._derived.get(spec).poll()
-                self._derived_looked[name] = started
-                self._feed_moved.discard(name)
-            if changelog.poll(table=derived_now):
-                if changelog.store.version() != self._feed_versions.get(name):
-                    self._feed_moved.add(name)  # a flush or a compaction: the derived table may follow
+            derived_now = derived_too or derived_due
+            moved = False
+            for _ in range(_FEED_ATTEMPTS):
+                feed_version = changelog.store.version()
+                if derived_now:
+                    # The derived table first: the change feed then holds at least every event folded into it.
+                    self._derived.get(spec).poll()
+                    self._derived_looked[name] = started
+                moved = changelog.poll(table=derived_now) or moved
+                if changelog.store.version() == feed_version:
+                    break
+                # The change feed's table moved (a flush, a compaction): a compaction may have expired events
+                # from it that it folded into the derived table after the reader last looked there. The two
+                # agree once the feed stood still over a look at the derived table.
+                derived_now = True
+            if moved:
                 evolved = read_spec(self.storage, name)  # from the snapshot just loaded: no request
                 if evolved != spec:  # another process added or dropped a column
                     self.tables[name] = (evolved, changelog)
-            self._feed_versions[name] = changelog.store.version()
             self._looked[name] = started
 
         concurrently(look, names)
