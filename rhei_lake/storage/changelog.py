@@ -101,8 +101,9 @@ class Changelog:
             if self.tail is not None:
                 segments, stored = self._load_tail(stored)
                 self._tail_looked = started
-                if stored:  # flushed segments left behind (a crash before their discard) go after the grace
-                    self._flushed.append((started[0], stored))
+                if stored:  # flushed segments left behind (a crash before their discard) go after the grace,
+                    # counted from now: the flush that moved the watermark may have landed while this load ran
+                    self._flushed.append((time.monotonic(), stored))
             self._set_stored(stored)
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
@@ -440,8 +441,9 @@ class Changelog:
 
         They are left by a flush (this process's or another's) or by a crash
         between a flush and its cleanup. A segment is deleted only when this
-        process has known it flushed for the grace period (since its flush or
-        since this object loaded), so readers following the chain still find it.
+        process has known it flushed for the grace period (since its flush, or
+        since a load of this object read the table), so readers following the
+        chain still find it.
         """
         if self.tail is None:
             return 0

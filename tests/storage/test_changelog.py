@@ -256,7 +256,7 @@ def test_a_reader_that_looks_only_at_the_tail_sees_every_commit(lake_storage, se
 
 
 def _tail_follower(lake_storage, second_lake_storage, *, writer_grace: float, reader_grace: float):
-    """A writer and a reader (another process's handle) of a fresh table, both loaded, on a durable tier."""
+    """A writer and a reader (another process's handle) of a fresh table, both loaded, on a durable tier; its name."""
     name = f"t{next(_followed)}"
     store = lake_storage.table_store(name, "changes")
     store.create(SPEC.changes_schema, properties={})
@@ -266,7 +266,7 @@ def _tail_follower(lake_storage, second_lake_storage, *, writer_grace: float, re
         pytest.skip("a tier without a tail: every look reloads the table")
     reader = second_lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=reader_grace)
     reader.load()
-    return writer, reader
+    return writer, reader, name
 
 
 def test_a_reader_paused_in_the_middle_of_its_look_still_sees_the_sync(lake_storage, second_lake_storage, monkeypatch):
@@ -277,7 +277,7 @@ def test_a_reader_paused_in_the_middle_of_its_look_still_sees_the_sync(lake_stor
     half the grace. It must look at the table.
     """
     grace = 0.6
-    writer, reader = _tail_follower(lake_storage, second_lake_storage, writer_grace=grace, reader_grace=grace)
+    writer, reader, name = _tail_follower(lake_storage, second_lake_storage, writer_grace=grace, reader_grace=grace)
     reader.poll(table=False)
     writer.commit(events(1, 2))
     read = reader.tail.read
@@ -305,12 +305,48 @@ def test_a_reader_whose_machine_slept_still_sees_the_sync(lake_storage, second_l
     once, its grace as the hour it waited); the reader's monotonic clock says
     its last look was a moment ago. It must look at the table all the same.
     """
-    writer, reader = _tail_follower(lake_storage, second_lake_storage, writer_grace=0.0, reader_grace=60.0)
+    writer, reader, name = _tail_follower(lake_storage, second_lake_storage, writer_grace=0.0, reader_grace=60.0)
     reader.poll(table=False)
     writer.commit(events(1, 2))
     writer.flush()  # and deletes the segment: for the writer the grace is over
     real_time = time.time
     monkeypatch.setattr(changelog_module.time, "time", lambda: real_time() + 3600.0)
     reader.poll(table=False)
+    assert reader.watermark == 2
+    assert seqs(reader) == [1, 2]
+
+
+def test_a_process_whose_load_stalled_does_not_delete_segments_a_reader_still_needs(
+    lake_storage, second_lake_storage, monkeypatch
+):
+    """A compaction job (or a restarting writer) loads the changelog; its read of the table stalls (a slow store).
+
+    Meanwhile the writer commits a segment and flushes it. The loading
+    process learns of that flush only when its read returns, so its grace for
+    those segments runs from then, not from when its load began: else it
+    deletes a segment that a reader, which looked at the tail during the
+    stall, still expects to find (and, finding none, takes for nothing new).
+    """
+    grace = 2.0
+    writer, reader, name = _tail_follower(lake_storage, second_lake_storage, writer_grace=grace, reader_grace=grace)
+    compactor = second_lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=grace)
+    poll = compactor.store.poll
+    stalled = []
+
+    def stalled_poll():
+        if not stalled:
+            stalled.append(True)
+            time.sleep(0.7 * grace)
+            reader.poll(table=False)  # finds nothing yet
+            writer.commit(events(1, 2))
+            writer.flush()
+        return poll()
+
+    monkeypatch.setattr(compactor.store, "poll", stalled_poll)
+    began = time.monotonic()
+    compactor.load()
+    time.sleep(max(0.0, began + grace + 0.02 - time.monotonic()))
+    compactor.discard_flushed_segments()
+    reader.poll(table=False)  # within half the grace of its last look: the tail alone
     assert reader.watermark == 2
     assert seqs(reader) == [1, 2]
