@@ -79,6 +79,7 @@ class Changelog:
         self.generation = 0  # bumps on every change visible to readers
         self._loaded = False
         self._tail_looked: tuple[float, float] | None = None  # _clocks() at the start of the last full tail read
+        self._table_owed = False  # segments arrived, and the look at the table that must follow has not succeeded
 
     # -- state -----------------------------------------------------------
     def _state(self) -> tuple[int, int, tuple[int, ...]]:
@@ -101,6 +102,7 @@ class Changelog:
             if self.tail is not None:
                 segments, stored = self._load_tail(stored)
                 self._tail_looked = started
+                self._table_owed = False
                 if stored:  # flushed segments left behind (a crash before their discard) go after the grace,
                     # counted from now: the flush that moved the watermark may have landed while this load ran
                     self._flushed.append((time.monotonic(), stored))
@@ -124,7 +126,8 @@ class Changelog:
 
         Reads the segment extending the watermark while there is one (a
         request that finds nothing when nothing was synced). Then, if a
-        segment arrived, ``table`` is true or the last read of the tail began
+        segment arrived (at this look, or at one whose look at the table
+        failed), ``table`` is true or the last read of the tail began
         half the discard grace or more before this one ended, asks the table
         whether it has a newer commit (one more request); only then is the
         table reloaded and the chain re-read from its new watermark.
@@ -147,16 +150,17 @@ class Changelog:
                 return self._state() != before
             started = _clocks()
             before = self._state()
-            arrived = False
             while (segment := self.tail.read(self.watermark)) is not None:
                 if not self._segments:
                     self._tail_since = _oldest([segment], loaded_at=time.time())
                 self._segments.append(segment)
                 self._tail_rows += segment.rows.num_rows
-                arrived = True
+                self._table_owed = True  # until the table was looked at: a failed look leaves it owed
             stale = _elapsed(self._tail_looked) >= self.discard_grace / 2
-            if (table or arrived or stale) and self.store.poll():
-                self._follow_table()
+            if table or self._table_owed or stale:
+                if self.store.poll():
+                    self._follow_table()
+                self._table_owed = False
             self._tail_looked = started
             return self._bump_if_moved(before)
 

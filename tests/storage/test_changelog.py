@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rhei_lake.catalog import Column, TableSpec
-from rhei_lake.errors import CorruptStorageError
+from rhei_lake.errors import CorruptStorageError, StorageError
 from rhei_lake.storage import changelog as changelog_module
 from rhei_lake.storage.tail import Segment, SegmentTail, decode_segment, encode_segment
 
@@ -348,5 +348,34 @@ def test_a_process_whose_load_stalled_does_not_delete_segments_a_reader_still_ne
     time.sleep(max(0.0, began + grace + 0.02 - time.monotonic()))
     compactor.discard_flushed_segments()
     reader.poll(table=False)  # within half the grace of its last look: the tail alone
+    assert reader.watermark == 2
+    assert seqs(reader) == [1, 2]
+
+
+def test_a_look_that_failed_after_reading_a_segment_looks_at_the_table_next_time(
+    lake_storage, second_lake_storage, monkeypatch
+):
+    """The reader reads the bridge an initial snapshot left, then its request for the table fails (a flaky store).
+
+    The bridge is in its chain now (it holds the snapshot's watermark), the
+    snapshot's rows are not: its next look, finding no further segment, must
+    still look at the table.
+    """
+    writer, reader, _name = _tail_follower(lake_storage, second_lake_storage, writer_grace=60.0, reader_grace=60.0)
+    reader.poll(table=False)
+    writer.commit_stream(pa.RecordBatchReader.from_batches(SPEC.changes_schema, events(1, 2).to_batches()), watermark=2)
+    poll = reader.store.poll
+    failed = []
+
+    def flaky_poll():
+        if not failed:
+            failed.append(True)
+            raise StorageError("the store did not answer")
+        return poll()
+
+    monkeypatch.setattr(reader.store, "poll", flaky_poll)
+    with pytest.raises(StorageError):
+        reader.poll(table=False)
+    reader.poll(table=False)
     assert reader.watermark == 2
     assert seqs(reader) == [1, 2]
