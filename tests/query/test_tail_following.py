@@ -16,6 +16,7 @@ import time
 import pytest
 
 import rhei_lake
+from rhei_lake.query.followed_tables import DERIVED_EVERY
 from tests.support.oracle import oltp_oracle, sqlite_state
 
 INTERVAL = 0.3
@@ -57,3 +58,36 @@ def test_a_compaction_that_expires_events_never_makes_the_reader_lose_them(tmp_p
             assert _ids(reader) == _sqlite_ids(writer) == [1, 2, 3]
             if mode == "temporal":
                 assert _ids(reader, "SELECT id FROM t_history WHERE _rhei_valid_to IS NULL ORDER BY id") == [1, 2, 3]
+
+
+def _columns(lake) -> list[str]:
+    return lake.query("SELECT * FROM t").schema.names
+
+
+def test_a_schema_change_reaches_the_reader_with_the_next_sync_or_its_next_look_at_the_table(tmp_path):
+    """add_column/drop_column commit to the Delta tables only (no segment, no event).
+
+    A reader that looks only at the tail meanwhile keeps the old columns (the
+    old state, whole) until a sync of the table brings a segment, or until its
+    next look at the Delta tables (every DERIVED_EVERY intervals): the limit
+    docs/time-travel-and-compaction.md states.
+    """
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    with rhei_lake.open(oltp_path=db, storage=url) as writer:
+        writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        writer.execute("INSERT INTO t VALUES (1, 'a')")
+        writer.register_table("t")
+        with rhei_lake.open(storage=url, refresh_interval=INTERVAL) as reader:
+            assert _columns(reader) == ["id", "v"]
+            writer.add_column("t", "w", "TEXT")
+            writer.execute("INSERT INTO t VALUES (2, 'b', 'x')")
+            writer.sync_now()
+            time.sleep(INTERVAL + 0.05)
+            assert _columns(reader) == ["id", "v", "w"]
+            assert reader.query("SELECT id, w FROM t ORDER BY id").to_pylist() == [
+                {"id": 1, "w": None},
+                {"id": 2, "w": "x"},
+            ]
+            writer.drop_column("t", "v")  # and no sync: nothing for the tail to show
+            time.sleep(DERIVED_EVERY * INTERVAL + 0.05)
+            assert _columns(reader) == ["id", "w"]
