@@ -80,10 +80,17 @@ def window(log: StateLog, started: float, interval: float, ended_pending: int) -
 
 def main() -> None:
     db, storage, log_path, seconds, seed = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+    retention = sys.argv[6] if len(sys.argv) > 6 else None  # changelog_retention: compactions expire events
     rng = random.Random(seed)
     options = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lines must reach the file as written
-    with rhei_lake.open(oltp_path=db, storage=storage, storage_options=options, tail_flush_segments=4) as lake:
+    with rhei_lake.open(
+        oltp_path=db,
+        storage=storage,
+        storage_options=options,
+        tail_flush_segments=4,
+        changelog_retention=retention,
+    ) as lake:
         lake.execute(TABLE_SQL)
         conn = oltp_oracle(lake)
         log.write(f"pending 0 {json.dumps(sqlite_state(conn, 't'))}\n")
