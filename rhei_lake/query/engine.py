@@ -115,14 +115,14 @@ class QueryEngine:
 
         ``params`` binds placeholders: ``{"1": value}`` is ``$1``. The plan is
         bound to the tables as registered now, so it can be executed or
-        streamed from any thread without the engine lock. A table the engine
-        does not know makes it look again (``look_again``, which may find a
-        table created since) and plan once more.
+        streamed from any thread without the engine lock. A table or column the
+        engine does not know makes it look again (``look_again``, which may find
+        a table or column created since) and plan once more.
         """
         try:
             return self._dataframe(sql, as_of, params, bind)
         except QueryError as exc:
-            if self._look_again is None or not _TABLE_NOT_FOUND.search(str(exc)):
+            if self._look_again is None or not _NAME_NOT_FOUND.search(str(exc)):
                 raise
         self._look_again(sql, "table")
         return self._dataframe(sql, as_of, params, bind)
@@ -171,7 +171,7 @@ class QueryEngine:
                 if look_again is not None and _missing_file(exc):
                     look_again(sql, "file")
                     continue
-                if attempt == 0 and self._look_again is not None and _TABLE_NOT_FOUND.search(str(exc)):
+                if attempt == 0 and self._look_again is not None and _NAME_NOT_FOUND.search(str(exc)):
                     self._look_again(sql, "table")
                     continue
                 if isinstance(exc, RheiError):
@@ -214,7 +214,10 @@ class QueryEngine:
 
 _ATTEMPTS = 4  # the first run and up to three after looking again
 
-_TABLE_NOT_FOUND = re.compile(r"table '[^']*' not found", re.IGNORECASE)
+# A table or column the engine does not know: another process may have registered it or
+# added it since the last look (a read-only lake sees a column added with no rows after it
+# only at its next look at the table).
+_NAME_NOT_FOUND = re.compile(r"table '[^']*' not found|no field named|referenced column .* not found", re.IGNORECASE)
 
 
 def _missing_file(exc: BaseException | None) -> bool:
