@@ -199,7 +199,8 @@ class QueryEngine:
             interrupt()
 
     def close(self) -> None:
-        """Release the kept session's engine resources (DuckDB cursors)."""
+        """Release the kept session's engine resources (DuckDB cursors) and the kept ``as_of`` sessions."""
+        self._as_of.clear()
         close = getattr(self._ctx, "close", None)
         if close is not None:
             close()
@@ -316,11 +317,13 @@ class _AsOfSessions:
     A key names the instant, the relations registered and the version of every
     source they were registered from (Delta versions, the feed's watermark): a
     sync, flush or compaction makes another key, so a kept session never serves
-    a state other than the one it was built from. A query that fails on one
-    (a file vacuumed since) drops them all.
+    a state other than the one it was built from. Keeping one drops those built
+    from an older state of a table it names (they can never be asked for again,
+    and may hold that state's unfolded events in memory). A query that fails on
+    one (a file vacuumed since) drops them all.
     """
 
-    SIZE = 8
+    SIZE = 4
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -336,7 +339,11 @@ class _AsOfSessions:
             return ctx
 
     def put(self, key: tuple, ctx: Any) -> None:
+        states = {name: state for name, _parts, state in key[2:]}
         with self._lock:
+            for kept in list(self._sessions):
+                if kept[1] != key[1] or any(states.get(name, state) != state for name, _parts, state in kept[2:]):
+                    del self._sessions[kept]
             self._sessions[key] = ctx
             while len(self._sessions) > self.SIZE:
                 self._sessions.popitem(last=False)
@@ -349,22 +356,22 @@ class _AsOfSessions:
 def _as_of_key(
     as_of: int, parts: dict[str, set[str]], tables: dict[str, QueryTable], known: Collection[str]
 ) -> tuple | None:
-    """What an ``as_of`` session registered from ``tables`` now depends on (no I/O); ``None``: not to be kept."""
+    """What an ``as_of`` session registered from ``tables`` now depends on (no I/O); ``None``: not to be kept.
+
+    ``(as_of, known tables, (name, parts, state) per table registered)``.
+    """
     key: list[Any] = [as_of, tuple(sorted(known))]
     for name in sorted(parts):
         table = tables[name]
         store = table.derived
-        key.append(
-            (
-                name,
-                table.spec,
-                table.mirror,
-                frozenset(parts[name]),
-                None if store is None else store.version(),
-                table.folded,
-                table.changelog.feed_key(),
-            )
+        state = (
+            table.spec,
+            table.mirror,
+            None if store is None else store.version(),
+            table.folded,
+            table.changelog.feed_key(),
         )
+        key.append((name, frozenset(parts[name]), state))
     try:
         hash(tuple(key))
     except TypeError:

@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -100,6 +101,7 @@ def test_kept_as_of_sessions_follow_syncs_compactions_and_vacuums(tmp_path, seed
 
 _OTHER_PROCESS = """
 import sys
+import threading
 import rhei_lake
 with rhei_lake.open(oltp_path=sys.argv[1], storage=sys.argv[2]) as lake:
     lake.execute("UPDATE t SET v = v + 1 WHERE id % 3 = 0")
@@ -137,3 +139,67 @@ def test_a_file_vacuumed_by_another_process_between_as_of_queries_is_looked_for_
         assert lake_state(reader, "t", as_of=instant) == before
         assert lake_state(reader, "t", as_of=FAR) == sqlite_state(conn, "t")
         assert lake_state(reader, "t", as_of=instant) == before
+
+
+def test_keeping_an_as_of_session_drops_those_of_an_older_state_of_its_tables():
+    from rhei_lake.query.engine import _AsOfSessions
+
+    sessions = _AsOfSessions()
+    t_then, t_now, u = ("t", frozenset({"current"}), 1), ("t", frozenset({"history"}), 2), ("u", frozenset(), 1)
+    sessions.put((10, ("t", "u"), t_then), "a")
+    sessions.put((11, ("t", "u"), u), "b")
+    sessions.put((12, ("t", "u"), t_now, u), "c")
+    assert sessions.get((10, ("t", "u"), t_then)) is None, "t moved on: its older session is gone"
+    assert sessions.get((11, ("t", "u"), u)) == "b"
+    sessions.put((13, ("t", "u", "v"), u), "d")
+    assert sessions.get((11, ("t", "u"), u)) is None, "another table set: names could resolve differently"
+    for instant in range(20, 20 + 2 * _AsOfSessions.SIZE):
+        sessions.put((instant, ("t", "u", "v"), u), instant)
+    assert sessions.get((20, ("t", "u", "v"), u)) is None and sessions.get((instant, ("t", "u", "v"), u)) == instant
+
+
+def test_as_of_queries_from_many_threads_while_the_lake_syncs_and_compacts(tmp_path):
+    """Threads repeat as_of queries (kept sessions) while a writer inserts, syncs and compacts with
+    vacuum: an instant before the writes always counts exactly the rows then, and the latest state
+    never fewer rows than were synced when the query started, nor more than were inserted."""
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        lake.register_table("t")
+        lake.execute("INSERT INTO t VALUES (0, 'first')")
+        lake.sync_now()
+        time.sleep(0.01)
+        then = from_micros(now_micros())
+        time.sleep(0.01)
+        synced = [1]
+        inserted = [1]
+        deadline = time.monotonic() + 5.0
+        errors: list[str] = []
+        done = [0]
+
+        def writer() -> None:
+            while time.monotonic() < deadline:
+                lake.execute("INSERT INTO t VALUES (?, 'x')", (inserted[0],))
+                inserted[0] += 1
+                lake.sync_now()
+                synced[0] = inserted[0]
+                if inserted[0] % 7 == 0:
+                    lake.compact(vacuum_retention="0")
+
+        def reader() -> None:
+            while time.monotonic() < deadline and not errors:
+                low = synced[0]
+                n = lake.query("SELECT count(*) AS n FROM t", as_of=FAR).column(0)[0].as_py()
+                if not low <= n <= inserted[0]:
+                    errors.append(f"{n} rows as of now, {low} synced before the query, {inserted[0]} inserted")
+                n = lake.query("SELECT count(*) AS n FROM t WHERE v = 'first'", as_of=then).column(0)[0].as_py()
+                if n != 1:
+                    errors.append(f"{n} rows as of the first sync")
+                done[0] += 1
+
+        threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[:3]
+        assert done[0] > 20
