@@ -520,6 +520,8 @@ class Lake:
         (``rhei_lake.open(storage=URL)`` reads them), but this lake no longer
         lists it. The way on when a table was dropped for good, or changed in a
         way the lake cannot follow (see docs/htap-api.md, "Schema evolution").
+        Registering it again in this lake (with any ``types``) is then refused;
+        the error names the new lake that takes it.
         """
         sync = self._evolving("unregister_table()")
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -166,6 +166,13 @@ class TriggerSource:
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
 
+    def _as_it_is(self, spec: TableSpec) -> TableSpec:
+        """``spec``'s table as SQLite declares it now, with the ``types=`` it was registered with."""
+        now = read_table_spec(
+            self._conn, spec.name, types=self._kept_overrides(spec), source=SOURCE_KIND, source_id=self.source_id
+        )
+        return now if now.name == spec.name and not now.same_shape(spec) else spec
+
     def _kept_overrides(self, spec: TableSpec) -> dict[str, str]:
         """The ``types=`` ``spec`` was registered with, for the columns its table still has (the application
         may have dropped one since: a plain register_table must not fail on a column it never named)."""
@@ -189,14 +196,20 @@ class TriggerSource:
         )
 
     def restart_snapshot(self, table: str) -> SnapshotRun:
-        """Take a fresh snapshot of a registered table (its lake copy is missing or never landed)."""
+        """Take a fresh snapshot of a registered table (its lake copy is missing or never landed).
+
+        The snapshot takes the table as SQLite declares it now, with the ``types=`` it was registered
+        with (for the columns it still has): nothing in the lake holds the registered layout, and the
+        application may have changed it meanwhile (a rebuild while no lake was open). The registry
+        records the spec the snapshot used (:attr:`SnapshotRun.spec`).
+        """
         with self._lock:
             times = PhaseTimes()
             with times.measure("reader start"):
                 reader = self._columnar_reader(table)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                spec = self._registrations[table].spec
+                spec = self._as_it_is(self._registrations[table].spec)
                 cdc_log.delete_table_events(self._conn, table)
                 return self._begin_snapshot(spec, reader, times)
             except BaseException as exc:
@@ -463,7 +476,14 @@ class TriggerSource:
             reconcile_log.discard(self._conn, first_seqs)
 
     # -- events ----------------------------------------------------------
-    def read(self, after: int, limit: int, *, committed: Mapping[str, int] | None = None) -> LogBatch:
+    def read(
+        self,
+        after: int,
+        limit: int,
+        *,
+        committed: Mapping[str, int] | None = None,
+        passed_over: Collection[str] = (),
+    ) -> LogBatch:
         """Events after sequence ``after`` (at most ``limit`` log rows), as Arrow per table.
 
         ``committed`` maps a table to the sequence up to which the lake holds its
@@ -474,9 +494,14 @@ class TriggerSource:
 
         If a value does not fit its declared type, the batch stops just before that
         event and carries the error, so everything before it can still be committed.
+
+        The events of ``passed_over`` tables (waiting for their registration, even
+        one still recorded as mirrored) are not decoded: the table only shows in
+        :attr:`LogBatch.unknown`, so a value of theirs that does not fit stops no
+        other table.
         """
         committed = committed or {}
-        columnar = self._read_columnar(after, limit, committed)
+        columnar = self._read_columnar(after, limit, committed, passed_over)
         if columnar is not None:
             return columnar
         with self._lock:
@@ -493,7 +518,7 @@ class TriggerSource:
             grouped.setdefault(row[1], []).append(row)
         for table, table_rows in grouped.items():
             reg = registrations.get(table)
-            if reg is None or not reg.ready:
+            if reg is None or not reg.ready or table in passed_over:
                 batch.unknown.add(table)
                 continue
             events, error = _convert_clean_prefix(reg.spec, table_rows)
@@ -506,7 +531,9 @@ class TriggerSource:
             batch.tables = {t: ev for t, ev in _truncate(batch.tables, stop).items() if ev.num_rows}
         return batch
 
-    def _read_columnar(self, after: int, limit: int, committed: Mapping[str, int]) -> LogBatch | None:
+    def _read_columnar(
+        self, after: int, limit: int, committed: Mapping[str, int], passed_over: Collection[str]
+    ) -> LogBatch | None:
         """A big backlog read per table by the ADBC reader process, or ``None`` to read row by row.
 
         Also ``None`` when a value may not fit its declared type: the row path
@@ -530,7 +557,7 @@ class TriggerSource:
         batch = LogBatch(through=through, rows=limit if through < newest else through - after)
         for table in tables:
             reg = registrations.get(table)
-            if reg is None or not reg.ready:
+            if reg is None or not reg.ready or table in passed_over:
                 batch.unknown.add(table)
                 continue
             start = max(after, committed.get(table, 0))

@@ -46,14 +46,30 @@ def open_changelog(storage: LakeStorage, spec: TableSpec, config: LakeConfig) ->
             )
         if stored.columns != spec.columns:
             apply_spec(storage, spec)  # an add_column/drop_column whose lake part did not finish
+    changelog = _loaded(storage, spec.name, config)
+    return changelog, created
+
+
+def held_events(storage: LakeStorage, name: str, config: LakeConfig) -> int:
+    """The newest event ``name``'s changelog in the lake holds (0 if it has none, or no event).
+
+    Read without a spec: the changelog may have been made for other columns or types
+    (a table registered, unregistered and now registered again).
+    """
+    if not storage.table_store(name, "changes").exists():
+        return 0
+    return _loaded(storage, name, config).watermark
+
+
+def _loaded(storage: LakeStorage, name: str, config: LakeConfig) -> Changelog:
     changelog = storage.changelog(
-        spec.name,
+        name,
         flush_segments=config.tail_flush_segments,
         flush_rows=config.tail_flush_rows,
         flush_interval=config.tail_flush_interval,
     )
     changelog.load()
-    return changelog, created
+    return changelog
 
 
 def reset_unsynced(storage: LakeStorage, spec: TableSpec, config: LakeConfig) -> None:

@@ -32,7 +32,7 @@ from rhei_lake.sync.housekeeping import Housekeeper, bound_tail
 from rhei_lake.sync.report import ReportBuilder, SyncReport
 from rhei_lake.sync.status import LagProbe
 from rhei_lake.sync.schema_follow import LakeSide
-from rhei_lake.sync.tables import apply_spec, open_changelog, reset_unsynced
+from rhei_lake.sync.tables import apply_spec, held_events, open_changelog, reset_unsynced
 from rhei_lake.timeutil import now_micros
 
 log = logging.getLogger("rhei_lake.sync")
@@ -159,7 +159,7 @@ class TriggerSync:
                     )
                 faults.point("snapshot.before_start")
                 self._taking_anew.add(table)
-                self._snapshot(self.source.restart_snapshot(table), progress)
+                self._snapshot(self._restarted(table, reg.spec), progress)
             elif watermark < reg.synced_seq:
                 raise WatermarkError(
                     f"table {table!r}: the lake's changelog ends at event {watermark}, but this database already "
@@ -169,11 +169,25 @@ class TriggerSync:
         elif watermark >= reg.snapshot_to:
             self.source.mark_ready(table, watermark)  # the snapshot landed; the registry missed it
         elif watermark == 0:
-            self._snapshot(self.source.restart_snapshot(table), progress)
+            self._snapshot(self._restarted(table, reg.spec), progress)
         else:
             raise WatermarkError(
                 f"table {table!r}: registration is incomplete but the lake already holds events up to {watermark}"
             )
+
+    def _restarted(self, table: str, spec: TableSpec) -> SnapshotRun:
+        """``table``'s snapshot taken anew, its empty changelog given the spec the snapshot takes: the
+        table as SQLite declares it now, which may differ from ``spec`` (changed while no lake held a copy)."""
+        run = self.source.restart_snapshot(table)
+        if run.spec != spec:
+            try:
+                reset_unsynced(self.storage, run.spec, self.config)
+                self.changelogs[table], _ = open_changelog(self.storage, run.spec, self.config)
+            except BaseException:
+                run.close()
+                raise
+            self._lake_specs[table] = run.spec
+        return run
 
     def register(
         self, name: str, *, types: Mapping[str, str] | None = None, progress: ProgressCallback | None = None
@@ -190,19 +204,17 @@ class TriggerSync:
                 return self.source.registrations()[canonical].spec
             try:
                 with run.times.measure("changelog"):
-                    reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
-                    changelog, created = open_changelog(self.storage, run.spec, self.config)
+                    held = held_events(self.storage, run.spec.name, self.config)
+                    if not held:
+                        reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
+                        changelog, _ = open_changelog(self.storage, run.spec, self.config)
             except BaseException:
                 run.close()
                 raise
-            if not created and changelog.watermark > 0:
+            if held:
                 run.close()
                 self.source.unregister(run.spec.name)
-                raise SchemaError(
-                    f"table {run.spec.name!r}: the lake in {self.storage.location.url} already holds its history "
-                    f"(events up to {changelog.watermark}) from an earlier registration; a new snapshot over it "
-                    "would keep rows deleted since then alive. Mirror it into a new storage location"
-                )
+                raise self._history_kept(run.spec.name, held, types)
             self.changelogs[run.spec.name] = changelog
             self._lake_specs[run.spec.name] = run.spec
             try:
@@ -213,6 +225,28 @@ class TriggerSync:
                 raise
             self.waiting.pop(run.spec.name, None)
             return run.spec
+
+    def _history_kept(self, table: str, held: int, types: Mapping[str, str] | None) -> SchemaError:
+        """A table registered again (any types) whose history from an earlier registration the lake keeps:
+        only another lake can take it (rhei_lake does not delete a table's Delta tables)."""
+        call = f"lake.register_table({table!r}" + (f", types={dict(types)!r})" if types else ")")
+        if self.storage.durable:
+            way = (
+                f"close this lake, detach the database from it (rhei_lake.detach_database({self.source.path!r}); "
+                "every table it mirrors is then taken anew by the next lake), open a lake on a new storage location "
+                f"and call {call} there (this lake stays readable with rhei_lake.open(storage=...))"
+            )
+        else:
+            way = (
+                "close this lake (a memory:// lake keeps nothing once closed), open a new memory:// lake on the "
+                f"database (it takes every mirrored table anew) and call {call} there"
+            )
+        return SchemaError(
+            f"table {table!r}: the lake in {self.storage.location.url} already holds its history (events up to "
+            f"{held}) from an earlier registration (unregister_table keeps a table's Delta tables); registering it "
+            "again here, with these or other types, is refused: a new snapshot over that history would keep rows "
+            f"deleted since then alive. To mirror it again, {way}"
+        )
 
     def unregister(self, table: str) -> str:
         """Stop mirroring ``table``: commit what was captured, drop its triggers and registry entry.
@@ -313,7 +347,7 @@ class TriggerSync:
         while True:
             read_at = now_micros()  # before the read's snapshot: whatever it misses commits after this
             held = {name: cl.watermark for name, cl in self.changelogs.items()}
-            batch = self.source.read(position, limit, committed=held)
+            batch = self.source.read(position, limit, committed=held, passed_over=set(self.waiting))
             fresh = batch.unknown - set(self.waiting)
             if fresh:
                 self._adopt(fresh)

@@ -704,6 +704,55 @@ def test_other_types_for_a_table_a_reopen_mirrored_take_the_new_lake_its_error_n
     app.close()
 
 
+@pytest.mark.parametrize("storage", ["memory://", "local"])
+@pytest.mark.parametrize("types", [None, {"n": "TEXT"}])
+def test_registering_an_unregistered_table_again_names_the_new_lake_that_takes_it(tmp_path, storage, types):
+    """unregister_table keeps the table's Delta tables, so registering it again in the same lake is refused, with
+    or without types= (it said "kept from before it was dropped ... choose another name" for types=, and left the
+    table half-registered with those types, so a plain register_table failed the same way after it). The error
+    names a new lake; followed as written, the table is mirrored exactly with the types asked for."""
+    path = str(tmp_path / "app.db")
+    url = storage if storage == "memory://" else str(tmp_path / "lake")
+    app = _sqlite_app(path)
+    app.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, n INTEGER)")
+    app.execute("CREATE TABLE o (id INTEGER PRIMARY KEY, n INTEGER)")
+    app.execute("INSERT INTO e VALUES (1, 5)")
+    lake = rhei_lake.open(oltp_path=path, storage=url)
+    lake.register_table("e")
+    lake.register_table("o")
+    lake.unregister_table("e")
+    asked = "lake.register_table('e'" + (f", types={types!r})" if types else ")")
+    for _ in range(2):  # refused alike the second time: the first refusal left nothing behind
+        with pytest.raises(rhei_lake.SchemaError, match="already holds its history") as info:
+            follow(lake, asked)
+        assert "e" not in lake.tables() and not lake.sync_status().waiting
+    message = str(info.value)
+    assert "choose another name" not in message
+    (register,) = calls(message, "register_table")
+    assert register == asked
+    app.execute("INSERT INTO o VALUES (1, 1)")
+    lake.sync_now()
+    assert_same_state(lake, app, "o")
+    lake.close()
+    detach = re.findall(r"rhei_lake\.detach_database\((.*?)\)", message)
+    assert len(detach) == (1 if storage == "local" else 0)
+    for where in detach:
+        eval(f"rhei_lake.detach_database({where})", {"rhei_lake": rhei_lake})  # noqa: S307
+    new = "memory://" if storage == "memory://" else str(tmp_path / "new-lake")
+    app.execute("INSERT INTO e VALUES (2, 6)")
+    with rhei_lake.open(oltp_path=path, storage=new) as lake:
+        follow(lake, register)
+        app.execute("UPDATE e SET n = 7 WHERE id = 1")
+        app.execute("INSERT INTO o VALUES (2, 2)")
+        lake.sync_now()
+        assert lake.table_spec("e").column("n").declared_type == ("TEXT" if types else "INTEGER")
+        cast = str if types else int
+        lake_rows = sorted((r["id"], r["n"]) for r in lake.query("SELECT id, n FROM e").to_pylist())
+        assert lake_rows == sorted((i, cast(n)) for i, n in app.execute("SELECT id, n FROM e"))
+        assert_same_state(lake, app, "o")
+    app.close()
+
+
 def test_registering_again_keeps_no_type_for_a_column_the_application_dropped(tmp_path):
     """A refused registration made with types= for a column the application then drops (rebuilding the table,
     the bad value fixed): the plain register_table the error names takes the table as it is now (it raised
