@@ -89,13 +89,13 @@ def _lake(settings: Settings, source: Path, layout: bool, rows: int, repeat: int
                 lambda: limit_ctx.sql(sql.format(next(keys))).to_arrow_table(),
             )
             instant = reader.query("SELECT min(_rhei_valid_to) AS t FROM orders_history").column(0)[0].as_py()
-            later = (instant + timedelta(microseconds=n) for n in itertools.count(1))
+            instants = (instant + timedelta(microseconds=n) for n in itertools.count(1))
             # The same instant (its session kept from the query before), a new one each query (registered
             # anew; the same state), and the limit again, in turn.
             as_of, as_of_new, as_of_limit = _medians(
                 repeat,
                 lambda: reader.query(sql.format(next(keys)), as_of=instant),
-                lambda: reader.query(sql.format(next(keys)), as_of=next(later)),
+                lambda: reader.query(sql.format(next(keys)), as_of=next(instants)),
                 lambda: limit_ctx.sql(sql.format(next(keys))).to_arrow_table(),
             )
             pruned = _pruning(reader, next(keys))
