@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import weakref
 import time
 from datetime import UTC, datetime
 
@@ -102,6 +103,7 @@ def test_kept_as_of_sessions_follow_syncs_compactions_and_vacuums(tmp_path, seed
 _OTHER_PROCESS = """
 import sys
 import threading
+import weakref
 import rhei_lake
 with rhei_lake.open(oltp_path=sys.argv[1], storage=sys.argv[2]) as lake:
     lake.execute("UPDATE t SET v = v + 1 WHERE id % 3 = 0")
@@ -203,3 +205,50 @@ def test_as_of_queries_from_many_threads_while_the_lake_syncs_and_compacts(tmp_p
             thread.join()
         assert not errors, errors[:3]
         assert done[0] > 20
+
+
+def test_as_of_sessions_and_their_datasets_stay_bounded_across_many_table_versions(tmp_path, monkeypatch):
+    """Each step syncs and compacts (a new version of every table) and queries as of a new instant:
+    at most SIZE sessions are kept, and every session dropped, with the history datasets of the
+    versions it was built from, is freed (the store keeps only its latest version's)."""
+    from rhei_lake.query.engine import _AsOfSessions
+    from rhei_lake.storage.delta import DeltaTableStore
+
+    datasets: list[tuple[int, weakref.ref]] = []
+    scanned = DeltaTableStore._scanned_dataset
+
+    def recorded(self, dt):
+        dataset = scanned(self, dt)
+        if dataset is not None and not any(ref() is dataset for _, ref in datasets):
+            datasets.append((dt.version(), weakref.ref(dataset)))
+        return dataset
+
+    monkeypatch.setattr(DeltaTableStore, "_scanned_dataset", recorded)
+    sessions: list[weakref.ref] = []
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=str(tmp_path / "lake")) as lake:
+        lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL)")
+        lake.register_table("t")
+        kept = lake._queries._as_of._sessions
+        steps = 3 * _AsOfSessions.SIZE
+        for step in range(steps):
+            lake.execute("INSERT INTO t VALUES (?, ?)", (step, step * 0.5))
+            lake.sync_now()
+            lake.compact(vacuum_retention="0")
+            instant = from_micros(now_micros())
+            for sql in ("SELECT count(*) AS n FROM t", "SELECT count(*) AS n FROM t_history"):
+                for _ in range(2):  # the second from the kept session
+                    assert lake.query(sql, as_of=instant).column(0)[0].as_py() == step + 1
+            assert lake.query("SELECT count(*) AS n FROM t", as_of=FAR).column(0)[0].as_py() == step + 1
+            assert len(kept) <= _AsOfSessions.SIZE
+            sessions += [weakref.ref(ctx) for ctx in kept.values()]
+        gc.collect()
+        alive = [ref() for ref in sessions if ref() is not None]
+        assert len(alive) == len(kept) and all(ctx in kept.values() for ctx in alive), "a dropped session lives on"
+        del alive
+        latest = lake.storage.table_store("t", "history")._table().version()
+        assert len({version for version, _ in datasets}) > steps // 2, "a dataset is built per history version"
+        stale = [version for version, ref in datasets if ref() is not None and version != latest]
+        assert not stale, f"datasets of history versions {stale} outlived the sessions built from them"
+        lake.close()
+        gc.collect()
+        assert all(ref() is None for ref in sessions), "close() must drop the kept sessions"
