@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
+import pickle
 import random
 import sqlite3
 import subprocess
@@ -12,11 +14,12 @@ import threading
 import weakref
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 import rhei_lake
-from rhei_lake.timeutil import from_micros, now_micros
+from rhei_lake.timeutil import from_micros, now_micros, to_micros
 from tests.support.history_model import HistoryModel
 from tests.support.oracle import lake_state, sqlite_state
 from tests.support.workload import Workload, create_tables
@@ -97,6 +100,95 @@ def test_kept_as_of_sessions_follow_syncs_compactions_and_vacuums(tmp_path, seed
                         assert _state_as_of(queried, table, instant) == states[table], f"step {step}: {table}"
         reader.close()
     finally:
+        lake.close()
+
+
+_READER_PROCESS = """
+import base64
+import pickle
+import sys
+import rhei_lake
+from rhei_lake.timeutil import from_micros
+from tests.support.oracle import lake_state
+with rhei_lake.open(storage=sys.argv[1], refresh_interval=3600) as reader:
+    for line in sys.stdin:
+        refresh, questions = pickle.loads(base64.b64decode(line))
+        if refresh:
+            reader.refresh()
+        answers = []
+        for table, instant in questions:
+            first = lake_state(reader, table, as_of=from_micros(instant))
+            answers.append((first, lake_state(reader, table, as_of=from_micros(instant))))  # the kept session
+        print(base64.b64encode(pickle.dumps(answers)).decode(), flush=True)
+"""
+
+
+def test_a_reader_in_another_process_keeps_as_of_sessions_true_between_syncs_compactions_and_vacuums(tmp_path):
+    """A read-only reader in another process answers as_of queries (each asked twice: the second from
+    its kept session) at the lake's recorded instants while this process syncs, flushes and compacts
+    with and without vacuum, sometimes refreshed first, sometimes not (its kept sessions then name
+    files a vacuum here may have removed): every answer is SQLite's state at that instant."""
+    db = tmp_path / "app.db"
+    conn = create_tables(db)
+    storage = str(tmp_path / "lake")
+    lake = rhei_lake.open(oltp_path=str(db), storage=storage, tail_flush_segments=2, changelog_retention="0")
+    root = str(Path(__file__).resolve().parents[2])
+    child = None
+    try:
+        for table in KEYS:
+            lake.register_table(table)
+        model = HistoryModel.watching(conn, KEYS)
+        workload = Workload(11, key_space=16)
+        rng = random.Random(11)
+        model.record_instant()
+        lake.sync_now()
+        synced = list(model.instants)
+        seen = synced  # what the reader holds every event before, as of its last refresh
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        child = subprocess.Popen(
+            [sys.executable, "-c", _READER_PROCESS, storage],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        for step in range(16):
+            for _ in range(rng.randint(1, 5)):
+                lake.execute(*workload.statement())
+                model.apply()
+            model.record_instant()
+            if rng.random() < 0.7:
+                lake.sync_now()
+                synced = list(model.instants)
+            if rng.random() < 0.5:
+                lake.compact(vacuum_retention=rng.choice(["0", None]))
+            refresh = rng.random() < 0.6
+            if refresh:
+                # The latest state (FAR: it moves with every sync) and instants every event before which is synced.
+                seen = synced
+                asked = [(to_micros(FAR), synced[-1][1])] + rng.sample(synced, min(3, len(synced))) + synced[-1:]
+            else:
+                # Instants it saw, the last asked first (its kept session); not the latest state: looking
+                # again for a vacuumed file may bring it forward.
+                asked = seen[-1:] + rng.sample(seen, min(3, len(seen)))
+            questions = [(table, instant) for instant, _ in asked for table in KEYS]
+            child.stdin.write(base64.b64encode(pickle.dumps((refresh, questions))).decode() + "\n")
+            child.stdin.flush()
+            line = child.stdout.readline()
+            assert line, f"step {step}: the reader process died (exit {child.wait(timeout=60)})"
+            answers = pickle.loads(base64.b64decode(line))
+            expected = [states[table] for _, states in asked for table in KEYS]
+            for (table, instant), (first, again), want in zip(questions, answers, expected, strict=True):
+                assert first == want, f"step {step}: {table} as of {instant}"
+                assert again == want, f"step {step}: {table} as of {instant}, from the kept session"
+        child.stdin.close()
+        assert child.wait(timeout=120) == 0
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
         lake.close()
 
 
