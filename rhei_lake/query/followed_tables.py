@@ -3,12 +3,14 @@
 A read-only lake (``open(storage=...)``) loads every table once, concurrently.
 After that it looks at the store again only for the tables a query reads, and
 only when its last look at a table started more than ``refresh_interval``
-seconds ago. A look costs two requests whatever the table's history: the tail
-segment extending the watermark and the change feed's next commit (see
-:meth:`Changelog.poll`); only what is new is then read. The derived table
-(``history``/``current``) is looked at less often: after the change feed
-moved, and every :data:`DERIVED_EVERY` intervals, since a compaction
-reorganises the events but changes no result. So the rule a reader can rely on:
+seconds ago. A look with nothing new costs one request whatever the table's
+history: the tail segment extending the watermark. When a segment arrives the
+change feed's next commit is looked at too (one more), then only what is new is
+read (see :meth:`Changelog.poll`). The Delta tables themselves (the change feed
+and the derived ``history``/``current``) are looked at less often: after the
+change feed moved, and every :data:`DERIVED_EVERY` intervals, since a flush
+or a compaction reorganises the events but changes no result (an initial
+snapshot, which does, leaves a bridge segment). So the rule a reader can rely on:
 
     A query that starts ``refresh_interval`` seconds or more after another
     process's ``sync_now()`` returned sees that sync; :meth:`refresh` (or
@@ -144,12 +146,13 @@ class FollowedTables:
         def look(name: str) -> None:
             spec, changelog = self.tables[name]
             derived_due = self._derived_looked.get(name, float("-inf")) <= started - DERIVED_EVERY * self.interval
-            if derived_too or derived_due or name in self._feed_moved:
+            derived_now = derived_too or derived_due or name in self._feed_moved
+            if derived_now:
                 # The derived table first: the change feed then holds at least every event folded into it.
                 self._derived.get(spec).poll()
                 self._derived_looked[name] = started
                 self._feed_moved.discard(name)
-            if changelog.poll():
+            if changelog.poll(table=derived_now):
                 if changelog.store.version() != self._feed_versions.get(name):
                     self._feed_moved.add(name)  # a flush or a compaction: the derived table may follow
                 evolved = read_spec(self.storage, name)  # from the snapshot just loaded: no request

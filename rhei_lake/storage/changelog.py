@@ -39,9 +39,13 @@ SYNCED_APP_ID = "rhei.synced"
 CURSOR_KEY = "rhei.cursor"
 _COMMIT_ATTEMPTS = 3
 _LOAD_ATTEMPTS = 20
-# Flushed segments stay this long before they are deleted, so that a reader that
-# took the watermark just before a flush still finds the chain it is following.
-DISCARD_GRACE_SECONDS = 5.0
+DISCARD_GRACE_SECONDS = 30.0
+"""How long flushed segments stay before they are deleted (as the deleting process counts).
+
+A reader that took the watermark just before a flush still finds the chain it
+follows; and a reader that looked at the tail less than half of this ago still
+finds every segment written since, so it need not look at the table too (see
+:meth:`Changelog.poll`)."""
 _FLUSH_ATTEMPTS = 8  # a compaction job may commit to the same table several times in a row
 
 
@@ -74,6 +78,7 @@ class Changelog:
         self._flushed: list[tuple[float, int]] = []  # (when, watermark) of flushes not yet cleaned up
         self.generation = 0  # bumps on every change visible to readers
         self._loaded = False
+        self._tail_looked: float | None = None  # monotonic start of the last complete read of the tail
 
     # -- state -----------------------------------------------------------
     def _state(self) -> tuple[int, int, tuple[int, ...]]:
@@ -88,12 +93,16 @@ class Changelog:
     def load(self) -> None:
         """(Re)read the committed watermark and tail chain from storage (the cursor when first asked for)."""
         with self._lock:
+            started = time.monotonic()
             before = self._state() if self._loaded else None
             self.store.poll()
             stored = self.store.app_version(SYNCED_APP_ID) or 0
             segments: list[Segment] = []
             if self.tail is not None:
                 segments, stored = self._load_tail(stored)
+                self._tail_looked = started
+                if stored:  # flushed segments left behind (a crash before their discard) go after the grace
+                    self._flushed.append((started, stored))
             self._set_stored(stored)
             self._segments = segments
             self._tail_rows = sum(s.rows.num_rows for s in segments)
@@ -109,29 +118,42 @@ class Changelog:
             self._stored_cursor = _UNKNOWN if stored else None
         self._stored = stored
 
-    def poll(self) -> bool:
+    def poll(self, *, table: bool = True) -> bool:
         """Pick up what other writers committed since this object last looked; whether readers see anything new.
 
         Reads the segment extending the watermark while there is one (a
-        request that finds nothing when nothing was synced), then asks the
-        table whether it has a newer commit (one more request; a flush, an
-        initial snapshot, a compaction). Only then is the table reloaded and
-        the chain re-read from its new watermark. Same-process commits are
-        seen without it.
+        request that finds nothing when nothing was synced). Then, if a
+        segment arrived, ``table`` is true or the tail was last read half the
+        discard grace ago or more, asks the table whether it has a newer commit
+        (one more request); only then is the table reloaded and the chain
+        re-read from its new watermark. Same-process commits are seen without it.
+
+        ``table=False`` is enough to see every sync: the commits that reach the
+        table without a segment either hold events a reader already has (a
+        flush moves segments it read; a compaction reorganises them) or are
+        followed by a bridge segment that leads here (:meth:`commit_stream`);
+        and a segment written after the last read of the tail is not deleted
+        before the grace has passed (:data:`DISCARD_GRACE_SECONDS`).
         """
         with self._store_lock, self._lock:
             if self.tail is None:
                 before = self._state()
                 self.load()
                 return self._state() != before
+            started = time.monotonic()
+            last = self._tail_looked
+            stale = last is None or started - last >= self.discard_grace / 2
             before = self._state()
+            arrived = False
             while (segment := self.tail.read(self.watermark)) is not None:
                 if not self._segments:
                     self._tail_since = _oldest([segment], loaded_at=time.time())
                 self._segments.append(segment)
                 self._tail_rows += segment.rows.num_rows
-            if self.store.poll():
+                arrived = True
+            if (table or arrived or stale) and self.store.poll():
                 self._follow_table()
+            self._tail_looked = started
             return self._bump_if_moved(before)
 
     def _follow_table(self) -> None:
@@ -298,7 +320,8 @@ class Changelog:
         """
         self.flush()
         with self._store_lock, self._lock:
-            if watermark <= self.watermark:
+            before = self.watermark
+            if watermark <= before:
                 return
             reader = conform_reader(reader, self.store.schema(), self.store.uri)
             try:
@@ -308,6 +331,24 @@ class Changelog:
                     raise
             self._stored = watermark
             self.generation += 1
+            self._bridge(before, watermark)
+
+    def _bridge(self, start: int, end: int) -> None:
+        """After a commit straight into the table: an empty segment from ``start`` to ``end`` for readers.
+
+        A reader following the tail looks for the segment extending the
+        watermark it holds, and looks at the table only when one arrives (see
+        :meth:`poll`); this one sends it there. It lies below the table's
+        watermark, so writers never read it and the next discard deletes it.
+        Best effort: without it (a crash just before), readers see the commit
+        at their next look at the table.
+        """
+        if self.tail is None:
+            return
+        try:
+            self.tail.write(Segment(start, end, self.store.schema().empty_table(), None, time.time()))
+        except CommitConflictError:  # a bridge from an earlier attempt of this same commit
+            pass
 
     @property
     def needs_flush(self) -> bool:
@@ -376,16 +417,9 @@ class Changelog:
 
     def _discard_after_grace(self, flushed: int) -> None:
         """Delete the segments of flushes older than the grace period (this one included if it is 0)."""
-        assert self.tail is not None
-        now = time.monotonic()
         with self._lock:
-            self._flushed.append((now, flushed))
-            due = [watermark for when, watermark in self._flushed if now - when >= self.discard_grace]
-            if not due:
-                return
-            below = max(due)
-            self._flushed = [(when, watermark) for when, watermark in self._flushed if watermark > below]
-        self.tail.discard(below=below)
+            self._flushed.append((time.monotonic(), flushed))
+        self.discard_flushed_segments()
 
     def _landed(self, watermark: int) -> bool:
         """After a commit conflict: whether the table holds ``watermark`` all the same.
@@ -399,10 +433,23 @@ class Changelog:
         return (self.store.app_version(SYNCED_APP_ID) or 0) >= watermark
 
     def discard_flushed_segments(self) -> int:
-        """Delete segment files already in the table (left by a crash between flush and cleanup)."""
+        """Delete segment files already in the table once the grace has passed; returns how many.
+
+        They are left by a flush (this process's or another's) or by a crash
+        between a flush and its cleanup. A segment is deleted only when this
+        process has known it flushed for the grace period (since its flush or
+        since this object loaded), so readers following the chain still find it.
+        """
         if self.tail is None:
             return 0
-        return self.tail.discard(below=self._stored)
+        now = time.monotonic()
+        with self._lock:
+            known = [watermark for when, watermark in self._flushed if now - when >= self.discard_grace]
+            if not known:
+                return 0
+            below = max(known)
+            self._flushed = [(when, watermark) for when, watermark in self._flushed if watermark > below]
+        return self.tail.discard(below=below)
 
     # -- reads -----------------------------------------------------------
     def tail_table(self, schema: pa.Schema) -> pa.Table:

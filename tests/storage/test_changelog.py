@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rhei_lake.catalog import Column, TableSpec
 from rhei_lake.errors import CorruptStorageError
@@ -201,3 +205,49 @@ def test_the_tail_never_repeats_what_the_loaded_table_holds(lake_storage, second
     open_log(second_lake_storage).flush()
     syncer.store.refresh()  # the table now holds 1-2 while the syncer still keeps their segment
     assert seqs(syncer) == [1, 2]
+
+
+_FOLLOW_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["commit", "stream", "flush", "compaction's discard", "look at the table"]),
+        st.integers(0, 3),
+        st.booleans(),  # whether the reader looks right after the step
+    ),
+    max_size=14,
+)
+_followed = itertools.count()
+
+
+@pytest.mark.parametrize("grace", [0.0, 60.0], ids=["segments deleted at once", "segments kept a while"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_FOLLOW_STEPS)
+def test_a_reader_that_looks_only_at_the_tail_sees_every_commit(lake_storage, second_lake_storage, grace, steps):
+    """Reads of the next segment alone (``poll(table=False)``) see commits, flushes, snapshots and discards.
+
+    With the grace the reader and writer share: at 0 the reader must look at
+    the table every time (a segment it has not read may be gone already).
+    """
+    name = f"t{next(_followed)}"
+    store = lake_storage.table_store(name, "changes")
+    store.create(SPEC.changes_schema, properties={})
+    writer = lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=grace)
+    writer.load()
+    reader = second_lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=grace)
+    reader.load()
+    for step, n, look in [*steps, ("look", 0, True)]:
+        last = writer.watermark
+        fresh = list(range(last + 1, last + n + 1))
+        if step == "commit" and n:
+            writer.commit(events(*fresh))
+        elif step == "stream":
+            writer.commit_stream(
+                pa.RecordBatchReader.from_batches(SPEC.changes_schema, events(*fresh).to_batches()), watermark=last + n
+            )
+        elif step == "flush":
+            writer.flush()
+        elif step == "compaction's discard":
+            writer.discard_flushed_segments()
+        if look:
+            reader.poll(table=step == "look at the table")
+            assert reader.watermark == writer.watermark
+            assert seqs(reader) == list(range(1, writer.watermark + 1))
