@@ -143,6 +143,7 @@ class DeltaTableStore:
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
         self._dataset: tuple[int, Any] | None = None  # (version, the dataset register() scans at it)
+        self._commit_at: tuple[int, float | None] | None = None  # (version, its commit time)
         self._rewriter = FileRewriter(uri, self._options)
         self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
@@ -267,10 +268,17 @@ class DeltaTableStore:
         return self._call(_find)
 
     def last_commit_at(self) -> float | None:
+        # Kept per loaded version: a status polled every second asks again and again, and
+        # on S3 each answer costs a request (a timeout's wait while the store is down).
         def _newest(dt: DeltaTable) -> float | None:
+            version = dt.version()
+            if self._commit_at is not None and self._commit_at[0] == version:
+                return self._commit_at[1]
             commits = dt.history(1)
             stamp = commits[0].get("timestamp") if commits else None
-            return stamp / 1000 if isinstance(stamp, (int, float)) else None
+            at = stamp / 1000 if isinstance(stamp, (int, float)) else None
+            self._commit_at = (version, at)
+            return at
 
         return self._call(_newest)
 
