@@ -978,8 +978,10 @@ class Lake:
                 errors.append(exc)
         if self._oltp is not None:
             self._oltp.close()
+        queries = getattr(self, "_queries", None)  # unset when opening failed before the engine was made
+        if queries is not None:
+            queries.close()  # its kept as_of sessions (and DuckDB cursors) go with the lake
         if self._duckdb is not None:
-            self._queries.close()
             self._duckdb.close()
         if self._binding is not None:
             self._binding.release()  # a memory:// lake lets go of its database

@@ -287,18 +287,19 @@ def _short(text: str) -> str:
     return text if len(text) <= _LONG else text[: _LONG - 3] + "..."
 
 
-def sql_literal(value: Any) -> str:
-    """``value`` as an SQL literal SQLite and PostgreSQL read back as that value (in the fixes errors suggest).
+def sql_literal(value: Any, *, postgres: bool = False) -> str:
+    """``value`` as an SQL literal SQLite (or PostgreSQL) reads back as that value (in the fixes errors suggest).
 
     Dates, times and UUIDs (what a PostgreSQL source hands over) are quoted text,
-    which both compare with a column of that type; blobs are SQLite's ``X'..'``.
+    which both compare with a column of that type; blobs are SQLite's ``X'..'``,
+    or ``'\\x..'::bytea`` with ``postgres``.
     """
     if value is None:
         return "NULL"
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, bytes):
-        return f"X'{bytes(value).hex()}'"
+        return f"'\\x{bytes(value).hex()}'::bytea" if postgres else f"X'{bytes(value).hex()}'"
     if isinstance(value, float):
         return real_text(value)
     if isinstance(value, (date, time, UUID)):

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from rhei_lake.capture.poll_cursor import PollCursor
+from rhei_lake.capture.events import sql_literal
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_schema import quote_ident as q
@@ -46,6 +47,7 @@ class PollPlan:
     placeholder: Callable[[str], str]  # column -> a parameter placeholder typed like the column
     byte_order: Callable[[str], str]  # column -> an ORDER BY term sorting like Python compares its values
     quote: Callable[[str], str] = q  # identifier quoting of the dialect
+    literal: Callable[[Any], str] = sql_literal  # a value as an SQL literal of the dialect
     # column -> (expression, placeholder) the cursor compares and orders it by, where not the
     # column itself (a PostgreSQL text updated_at is compared as the instant it spells)
     order_terms: dict[str, tuple[str, str]] = field(default_factory=dict)

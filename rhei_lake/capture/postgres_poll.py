@@ -7,12 +7,14 @@ are typed by ``pg_catalog`` (see ``postgres_types.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from rhei_lake.capture.events import sql_literal
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import (
     ChangeRead,
@@ -175,6 +177,7 @@ class PostgresPolledSource:
             placeholder=lambda column: f"%s::{declared[column]}",
             byte_order=lambda column: _byte_order(column, arrow[column]),
             quote=_pg_ident,
+            literal=functools.partial(sql_literal, postgres=True),
             order_terms=order_terms,
         )
 

@@ -142,6 +142,8 @@ class DeltaTableStore:
         self._lock = threading.RLock()
         self._txns_at = -1  # the table version self._txns describes
         self._txns: dict[str, int | None] = {}
+        self._dataset: tuple[int, Any] | None = None  # (version, the dataset register() scans at it)
+        self._commit_at: tuple[int, float | None] | None = None  # (version, its commit time)
         self._rewriter = FileRewriter(uri, self._options)
         self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
@@ -266,10 +268,17 @@ class DeltaTableStore:
         return self._call(_find)
 
     def last_commit_at(self) -> float | None:
+        # Kept per loaded version: a status polled every second asks again and again, and
+        # on S3 each answer costs a request (a timeout's wait while the store is down).
         def _newest(dt: DeltaTable) -> float | None:
+            version = dt.version()
+            if self._commit_at is not None and self._commit_at[0] == version:
+                return self._commit_at[1]
             commits = dt.history(1)
             stamp = commits[0].get("timestamp") if commits else None
-            return stamp / 1000 if isinstance(stamp, (int, float)) else None
+            at = stamp / 1000 if isinstance(stamp, (int, float)) else None
+            self._commit_at = (version, at)
+            return at
 
         return self._call(_newest)
 
@@ -520,9 +529,9 @@ class DeltaTableStore:
                     # the query engine looks again.)
                     # A dataset of zero files plans as UnknownPartitioning(0), which
                     # DataFusion's sanity check rejects under a sort: use an empty batch.
-                    if dt.file_uris():
-                        dataset = _unpruned(dt.to_pyarrow_dataset())
-                        ctx.register_dataset(name, dataset if self.remote else _local(dataset, dt, self.uri))
+                    dataset = self._scanned_dataset(dt)
+                    if dataset is not None:
+                        ctx.register_dataset(name, dataset)
                     else:
                         schema = pa.schema(dt.schema().to_arrow())
                         ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
@@ -530,6 +539,21 @@ class DeltaTableStore:
                     ctx.register_table(name, dt)
             except Exception as exc:
                 raise_storage(exc, where=self.uri)
+
+    def _scanned_dataset(self, dt: DeltaTable) -> Any:
+        """The dataset of the table's files at its loaded version (``None``: it has none), built once per version.
+
+        A version's files never change, so every session (each ``as_of`` query has
+        its own) shares one; a file vacuumed since still raises when scanned.
+        """
+        version = dt.version()
+        if self._dataset is None or self._dataset[0] != version:
+            dataset = None
+            if dt.file_uris():
+                dataset = _unpruned(dt.to_pyarrow_dataset())
+                dataset = dataset if self.remote else _local(dataset, dt, self.uri)
+            self._dataset = (version, dataset)
+        return self._dataset[1]
 
     # -- maintenance -----------------------------------------------------
     def stats(self) -> TableStats:

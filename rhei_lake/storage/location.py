@@ -25,6 +25,20 @@ SCHEMES: tuple[Scheme, ...] = ("memory", "file", "s3")
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+# Characters delta-rs (deltalake 1.6.6) cannot take in a table's location, local or on S3: '[',
+# ']', '^', '|' and a backslash make its writer panic ("Invalid object store url:
+# InvalidDomainCharacter"); on local paths it also reads a backslash as a separator.
+_UNWRITABLE = "[]^|" + ("\\" if os.sep == "/" else "")
+
+
+def _check_characters(url: str, text: str) -> None:
+    found = sorted({ch for ch in text if ch in _UNWRITABLE or ord(ch) < 32 or ord(ch) == 127})
+    if found:
+        shown = " ".join(repr(ch) for ch in found)
+        raise ConfigError(
+            f"storage: {url!r} contains {shown}, which the Delta Lake writer (delta-rs) cannot take in a "
+            "table's location; choose a location without it"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ def parse_storage_url(url: str, options: Mapping[str, str] | None = None) -> Sto
         if url.startswith("s3:") or url.startswith("file:"):
             raise ConfigError(f"storage: {url!r} is malformed; write s3://bucket/prefix or file:///abs/path")
         path = os.path.abspath(os.path.expanduser(url))
+        _check_characters(url, path)
         return StorageLocation("file", path, path, opts)
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
@@ -92,6 +107,7 @@ def parse_storage_url(url: str, options: Mapping[str, str] | None = None) -> Sto
         if not path:
             raise ConfigError(f"storage: {url!r} has no path")
         path = os.path.abspath(path)
+        _check_characters(url, path)
         return StorageLocation("file", path, path, opts)
     if scheme in ("s3", "s3a"):
         bucket = parsed.netloc
@@ -104,6 +120,7 @@ def parse_storage_url(url: str, options: Mapping[str, str] | None = None) -> Sto
         prefix = parsed.path.strip("/")
         if any(part in (".", "..") for part in prefix.split("/")):
             raise ConfigError(f"storage: {url!r} has '.' or '..' in its prefix")
+        _check_characters(url, unquote(prefix))
         root = f"{bucket}/{prefix}" if prefix else bucket
         return StorageLocation("s3", f"s3://{root}", root, opts)
     known = ", ".join(f"{s}://" for s in SCHEMES)

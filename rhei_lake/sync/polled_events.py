@@ -135,9 +135,20 @@ def iso(micros: int) -> str:
 class EventBuilder:
     """Builds a polled table's change events from source rows."""
 
-    def __init__(self, spec: TableSpec, table: PolledTable) -> None:
+    def __init__(
+        self,
+        spec: TableSpec,
+        table: PolledTable,
+        *,
+        relation: str | None = None,
+        quote: Callable[[str], str] = quote_ident,
+        literal: Callable[[Any], str] = sql_literal,
+    ) -> None:
         self.spec = spec
         self.table = table
+        self.relation = relation  # the table's name as the source's SQL spells it (None: from ``table``)
+        self.quote = quote
+        self.literal = literal
         names = spec.column_names
         self.updated_index = names.index(table.updated_at)
         self.deleted_index = names.index(table.deleted_at) if table.deleted_at else None
@@ -279,17 +290,19 @@ class EventBuilder:
         assert previous is not None
         key = self._key_text(row)
         where = " AND ".join(
-            f"{quote_ident(k)} {'IS' if row[i] is None else '='} {sql_literal(row[i])}"
+            f"{self.quote(k)} {'IS' if row[i] is None else '='} {self.literal(row[i])}"
             for k, i in zip(self.spec.primary_key, self.key_index, strict=True)
         )
-        source = quote_ident(self.table.name)
-        if self.table.source_schema:
-            source = f"{quote_ident(self.table.source_schema)}.{source}"
+        source = self.relation
+        if source is None:
+            source = quote_ident(self.table.name)
+            if self.table.source_schema:
+                source = f"{quote_ident(self.table.source_schema)}.{source}"
         return NonMonotonicUpdateError(
             f"table {self.spec.name!r}, row {key}: {self.table.updated_at} went backwards: the lake already "
             f"holds a change of this row at {iso(previous.ts)}, the source now says {iso(ts)}. Its history would "
             "run backwards, so nothing from this row on was synced. Polling needs updated_at to grow on every "
-            f"change: set it to the current time (UPDATE {source} SET {quote_ident(self.table.updated_at)} = "
+            f"change: set it to the current time (UPDATE {source} SET {self.quote(self.table.updated_at)} = "
             f"<now> WHERE {where}) and sync again",
             table=self.spec.name,
             primary_key=self._key_dict(row),

@@ -61,7 +61,9 @@ class PolledTableSync:
     def __init__(self, plan: PollPlan, changelog: Changelog, folded: FoldedTable | None = None) -> None:
         self.plan = plan
         self.changelog = changelog
-        self.builder = EventBuilder(plan.spec, plan.table)
+        self.builder = EventBuilder(
+            plan.spec, plan.table, relation=plan.relation, quote=plan.quote, literal=plan.literal
+        )
         self.state = LakeState(plan.spec, changelog, folded)
         self.last_reconcile: float | None = None
         self.unordered = UnorderedWatch()

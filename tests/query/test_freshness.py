@@ -220,3 +220,27 @@ def test_a_table_registered_after_the_reader_opened_is_found_when_a_query_names_
             assert reader.tables() == ["later", "t"]
             with pytest.raises(rhei_lake.QueryError, match="not found"):
                 reader.query("SELECT * FROM nowhere")
+
+
+@pytest.mark.parametrize("engine", ["datafusion", "duckdb"])
+def test_a_column_added_by_another_process_is_found_when_a_query_names_it(tmp_path, engine):
+    """A schema change with no rows after it reaches no tail segment: the reader looks again when a query needs it."""
+    if engine == "duckdb":
+        pytest.importorskip("duckdb")
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    with rhei_lake.open(oltp_path=db, storage=url) as writer:
+        writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        writer.execute("INSERT INTO t VALUES (1, 'a')")
+        writer.register_table("t")
+        with rhei_lake.open(storage=url, refresh_interval=0.3, engine=engine) as reader:
+            assert reader.query("SELECT * FROM t").num_rows == 1
+            time.sleep(0.35)
+            reader.query("SELECT * FROM t")  # a look that finds nothing new: the table itself is not read
+            writer.add_column("t", "n", "INTEGER")
+            writer.sync_now()
+            time.sleep(0.35)
+            assert reader.query("SELECT id, n FROM t").to_pylist() == [{"id": 1, "n": None}]
+            writer.execute("UPDATE t SET n = 5")
+            writer.sync_now()
+            time.sleep(0.35)
+            assert reader.query("SELECT * FROM t").to_pylist() == [{"id": 1, "v": "a", "n": 5}]

@@ -50,3 +50,17 @@ def test_a_look_costs_the_same_whatever_the_history_and_reads_only_the_named_tab
             paths = _counted(proxy, lambda: reader.query(sql))
             assert reader.query(sql).column(0)[0].as_py() == flushed + unflushed + 1
             assert len(paths) <= 3, paths  # the new segment, the next one (missing), the change feed's next commit
+
+
+def test_status_asks_for_a_tables_last_commit_time_once_per_version(proxied_lake, tmp_path):
+    """A dashboard polls sync_status() every second: the stored commit time is read again only after a commit."""
+    url, options, proxy = proxied_lake
+    db = str(tmp_path / "app.db")
+    with rhei_lake.open(oltp_path=db, storage=url, storage_options=options) as writer:
+        writer.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+        writer.execute("INSERT INTO a VALUES (1)")
+        writer.register_table("a")
+    with rhei_lake.open(oltp_path=db, storage=url, storage_options=options) as lake:  # nothing synced this run
+        first = lake.sync_status().tables["a"].stored_commit_at
+        assert first is not None
+        assert _counted(proxy, lambda: lake.sync_status()) == []

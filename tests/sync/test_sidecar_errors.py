@@ -119,24 +119,26 @@ def test_non_monotonic_updated_at_stops_before_the_row(source_db, tmp_path):
 
 
 def test_the_update_a_backwards_updated_at_error_suggests_runs_on_the_source_as_written(source_db, tmp_path):
-    """Mixed-case names, a quote in a text key and a date key: the suggested UPDATE moves exactly that row."""
+    """Mixed-case names, a quote in a text key, a date key and a blob key: the suggested UPDATE moves exactly that row."""
     postgres = source_db.kind == "postgresql"
     source_db.execute(
-        'CREATE TABLE "OddItems" ("Code" TEXT, "Made" DATE, v TEXT, '
-        f'"Updated At" {"timestamptz" if postgres else "TEXT"} NOT NULL, PRIMARY KEY ("Code", "Made"))'
+        'CREATE TABLE "OddItems" ("Code" TEXT, "Made" DATE, "Tag" '
+        f"{'bytea' if postgres else 'BLOB'}, v TEXT, "
+        f'"Updated At" {"timestamptz" if postgres else "TEXT"} NOT NULL, PRIMARY KEY ("Code", "Made", "Tag"))'
     )
     made = date(2026, 1, 2) if postgres else "2026-01-02"
+    tag = b"\x00'\\x"
     rows = [
-        ("it's", made, "a", source_db.stamp(START + timedelta(seconds=1))),
-        ("it's", date(2026, 1, 3) if postgres else "2026-01-03", "b", source_db.stamp(START + timedelta(seconds=2))),
+        ("it's", made, tag, "a", source_db.stamp(START + timedelta(seconds=1))),
+        ("it's", made, b"\x01", "b", source_db.stamp(START + timedelta(seconds=2))),
     ]
-    source_db.executemany('INSERT INTO "OddItems" VALUES (?, ?, ?, ?)', rows)
+    source_db.executemany('INSERT INTO "OddItems" VALUES (?, ?, ?, ?, ?)', rows)
     table = rhei_lake.PolledTable("OddItems", updated_at="Updated At")
     with _open(source_db, tmp_path, table, batch_size=1, hard_delete_interval=0) as lake:
         lake.sync_now()
         source_db.execute(
-            'UPDATE "OddItems" SET v = ?, "Updated At" = ? WHERE "Code" = ? AND "Made" = ?',
-            ("back", source_db.stamp(START), "it's", made),
+            'UPDATE "OddItems" SET v = ?, "Updated At" = ? WHERE "Code" = ? AND "Made" = ? AND "Tag" = ?',
+            ("back", source_db.stamp(START), "it's", made, tag),
         )
         with pytest.raises(NonMonotonicUpdateError) as info:
             lake.sync_now()
@@ -145,7 +147,7 @@ def test_the_update_a_backwards_updated_at_error_suggests_runs_on_the_source_as_
         later = source_db.stamp(START + timedelta(hours=1))
         source_db.execute(fix.group(1).replace("<now>", f"'{later}'"))
         lake.sync_now()
-        got = lake.query('SELECT v FROM "OddItems" ORDER BY "Made"').to_pylist()
+        got = lake.query('SELECT v FROM "OddItems" ORDER BY "Tag"').to_pylist()
         assert got == [{"v": "back"}, {"v": "b"}]
 
 
