@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pytest
@@ -211,7 +212,9 @@ def test_the_tail_never_repeats_what_the_loaded_table_holds(lake_storage, second
 
 _FOLLOW_STEPS = st.lists(
     st.tuples(
-        st.sampled_from(["commit", "stream", "flush", "compaction's discard", "look at the table"]),
+        st.sampled_from(
+            ["commit", "stream", "flush", "compaction's discard", "look at the table", "a look whose table read fails"]
+        ),
         st.integers(0, 3),
         st.booleans(),  # whether the reader looks right after the step
     ),
@@ -249,10 +252,30 @@ def test_a_reader_that_looks_only_at_the_tail_sees_every_commit(lake_storage, se
             writer.flush()
         elif step == "compaction's discard":
             writer.discard_flushed_segments()
+        elif step == "a look whose table read fails":
+            with _table_reads_failing(reader):
+                try:
+                    reader.poll(table=False)
+                except StorageError:
+                    pass
         if look:
             reader.poll(table=step == "look at the table")
             assert reader.watermark == writer.watermark
             assert seqs(reader) == list(range(1, writer.watermark + 1))
+
+
+@contextmanager
+def _table_reads_failing(log):
+    """Every look ``log`` takes at its Delta table fails meanwhile (a flaky store); its tail reads go through."""
+
+    def fail():
+        raise StorageError("the store did not answer")
+
+    log.store.poll = fail
+    try:
+        yield
+    finally:
+        del log.store.poll
 
 
 def _tail_follower(lake_storage, second_lake_storage, *, writer_grace: float, reader_grace: float):
