@@ -402,3 +402,33 @@ def test_a_look_that_failed_after_reading_a_segment_looks_at_the_table_next_time
     reader.poll(table=False)
     assert reader.watermark == 2
     assert seqs(reader) == [1, 2]
+
+
+def test_a_snapshot_whose_bridge_a_crash_left_unwritten_reaches_the_reader_at_its_next_look_at_the_table(
+    lake_storage, second_lake_storage, monkeypatch
+):
+    """The writer dies between an initial snapshot's Delta commit and its bridge segment; the next writer syncs on.
+
+    Its segments start at the snapshot's watermark, past the reader's, so a
+    reader looking only at the tail keeps its last state, whole (the limit
+    docs/time-travel-and-compaction.md states), until it looks at the table.
+    """
+    writer, reader, name = _tail_follower(lake_storage, second_lake_storage, writer_grace=60.0, reader_grace=60.0)
+    writer.commit(events(1))
+    reader.poll(table=False)
+
+    def crash(start: int, end: int) -> None:
+        raise KeyboardInterrupt  # stands for the SIGKILL: nothing after the Delta commit runs
+
+    monkeypatch.setattr(writer, "_bridge", crash)
+    with pytest.raises(KeyboardInterrupt):
+        writer.commit_stream(
+            pa.RecordBatchReader.from_batches(SPEC.changes_schema, events(2, 3).to_batches()), watermark=3
+        )
+    restarted = lake_storage.changelog(name, flush_segments=1000, flush_rows=10**9, discard_grace=60.0)
+    restarted.load()
+    restarted.commit(events(4))
+    reader.poll(table=False)
+    assert (reader.watermark, seqs(reader)) == (1, [1])
+    reader.poll(table=True)
+    assert (reader.watermark, seqs(reader)) == (4, [1, 2, 3, 4])
