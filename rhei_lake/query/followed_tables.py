@@ -166,6 +166,8 @@ class FollowedTables:
                 # from it that it folded into the derived table after the reader last looked there. The two
                 # agree once the feed stood still over a look at the derived table.
                 derived_now = True
+            else:  # the feed kept moving: the next look starts at the derived table
+                self._derived_looked.pop(name, None)
             if moved:
                 evolved = read_spec(self.storage, name)  # from the snapshot just loaded: no request
                 if evolved != spec:  # another process added or dropped a column
