@@ -31,8 +31,14 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _UNWRITABLE = "[]^|" + ("\\" if os.sep == "/" else "")
 
 
+# delta-rs also decodes a percent escape in a location ('%41' is 'A'), so it would look for
+# its tables somewhere else than where the lake keeps the rest.
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def _check_characters(url: str, text: str) -> None:
     found = sorted({ch for ch in text if ch in _UNWRITABLE or ord(ch) < 32 or ord(ch) == 127})
+    found += sorted(set(_PERCENT_ESCAPE.findall(text)))
     if found:
         shown = " ".join(repr(ch) for ch in found)
         raise ConfigError(
@@ -120,6 +126,7 @@ def parse_storage_url(url: str, options: Mapping[str, str] | None = None) -> Sto
         prefix = parsed.path.strip("/")
         if any(part in (".", "..") for part in prefix.split("/")):
             raise ConfigError(f"storage: {url!r} has '.' or '..' in its prefix")
+        _check_characters(url, prefix)
         _check_characters(url, unquote(prefix))
         root = f"{bucket}/{prefix}" if prefix else bucket
         return StorageLocation("s3", f"s3://{root}", root, opts)
