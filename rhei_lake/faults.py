@@ -76,6 +76,9 @@ POINTS: dict[str, str] = {
     ),
     "restore.after_table": "restore: one table copied into the temporary file",
     "restore.before_rename": "restore: the temporary file is complete and synced, not renamed into place yet",
+    "compact.feed_packed": (
+        "compaction: the change feed's small files are read and staged as one file; the commit swapping them not started"
+    ),
     "fold.before_commit": "compaction: a batch of events is read and turned into versions; its commit not started",
     "fold.after_commit": "compaction: one fold batch committed (with its folded watermark); the next not read",
     "compact.after_fold": "compaction: the table is folded; expiry, bin-packing and checkpoint not started",

@@ -34,6 +34,7 @@ from rhei_lake import faults
 from rhei_lake._shared.identifiers import quote_ident as q
 from rhei_lake.catalog import OP, OP_DELETE, SEQ, VALID_TO, TableSpec
 from rhei_lake.compaction.derived import FOLDED_APP_ID, DerivedTable, current_schema
+from rhei_lake.compaction.feed_pack import PackedFeed
 from rhei_lake.compaction.versions import (
     CLOSED_AT,
     first_events_sql,
@@ -192,8 +193,13 @@ def fold(
     *,
     batch_events: int = FOLD_BATCH_EVENTS,
     progress: FoldProgress | None = None,
+    packed: PackedFeed | None = None,
 ) -> FoldResult:
     """Fold every committed event past the folded watermark into ``derived``, batch by batch.
+
+    With ``packed`` (the feed's unfolded events, read when its small files were
+    packed), events are taken from memory while the feed stays at the version
+    that pack committed, and read from the store otherwise.
 
     Each batch is one commit carrying the new folded watermark. When another
     compaction folds concurrently, this one goes on from the watermark that one
@@ -210,7 +216,11 @@ def fold(
     conflicts = 0
     while derived.folded < target:
         folded = derived.folded
-        events = read_unfolded(changelog, spec, folded, batch_events)
+        events = None if packed is None else packed.unfolded(changelog, folded, batch_events)
+        if events is None:
+            events = read_unfolded(changelog, spec, folded, batch_events)
+        else:
+            events = _conform(events, spec.changes_schema)
         if events.num_rows == 0:
             break
         last = int(events.column(SEQ)[-1].as_py())

@@ -19,6 +19,7 @@ from rhei_lake import faults
 from rhei_lake.catalog import TableSpec
 from rhei_lake.compaction import maintenance
 from rhei_lake.compaction.derived import DerivedTable
+from rhei_lake.compaction.feed_pack import pack_feed
 from rhei_lake.compaction.fold import FOLD_BATCH_EVENTS, FoldResult, fold, plan_fold
 from rhei_lake.compaction.report import CompactionReport, TableCompactionReport
 from rhei_lake.compaction.table_lock import compaction_lock
@@ -155,11 +156,21 @@ def compact_table(
             flushed = changelog.flush()
         changelog.discard_flushed_segments()
 
-    # The change feed is bin-packed after the fold, not before it, although packing first
-    # would let the fold read one file instead of many (S3 requests of compact(): 467 -> 335,
-    # bench s3_requests, 60 flushed syncs). Packing first once made test_concurrency.py fail
-    # with versions folded twice, a failure later retries did not reproduce and whose cause
-    # was never found. See docs/performance.md before moving it again.
+    # The feed's small files (one per flush since the last run) are packed first, each
+    # read once, and the fold takes its events from the rows read: the fold and the
+    # bin-pack after it would otherwise both read them (feed_pack). An earlier try packed
+    # with delta-rs's optimize, whose commit rebases, and once saw versions folded twice
+    # in test_concurrency.py; this commit is conditional on the snapshot read.
+    packed = None
+    if not dry:
+        if still_held is not None:
+            still_held()
+        packed = pack_feed(
+            changelog,
+            folded=derived.folded,
+            target_size=options.target_file_size,
+            before_commit=lambda: _before_pack_commit(still_held),
+        )
     step("fold")
     if dry:
         folded = plan_fold(changelog, derived)
@@ -170,7 +181,9 @@ def compact_table(
             batch_events=options.fold_batch_events,
             # Only when asked: counting the pending events reads the whole unfolded feed once more.
             progress=None if progress is None else lambda done, total: step("fold", done, total),
+            packed=packed,
         )
+        packed = None  # its rows are not needed past the fold
 
     if not dry:
         faults.point("compact.after_fold")
@@ -207,6 +220,12 @@ def compact_table(
     report = _report(spec, derived, flushed, folded, expired, files_before, files_after, vacuumed, started)
     log.info("%s", report)
     return report
+
+
+def _before_pack_commit(still_held: Callable[[], None] | None) -> None:
+    faults.point("compact.feed_packed")
+    if still_held is not None:
+        still_held()
 
 
 def _stores(changelog: Changelog, derived: DerivedTable) -> dict[str, TableStore]:

@@ -20,7 +20,7 @@ the URL scheme. The contract, checked by the same test suite on every tier:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -116,6 +116,14 @@ class MaintenanceResult:
     files_removed: int = 0
     bytes_removed: int = 0
     removed_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PackedFiles:
+    """What :meth:`TableStore.pack_small_files` committed: the version and the rows of the file it wrote."""
+
+    version: int
+    rows: pa.Table
 
 
 @runtime_checkable
@@ -224,6 +232,20 @@ class TableStore(Protocol):
 
     def optimize(self, *, target_size: int) -> MaintenanceResult:
         """Bin-pack small files into files of about ``target_size`` bytes."""
+        ...
+
+    def pack_small_files(
+        self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
+    ) -> PackedFiles | None:
+        """Rewrite the small files as one file sorted by ``order_by``, reading each once; keep its rows.
+
+        Only when every small file holds only rows with ``order_by > above``, no
+        other file holds any, there are at least two, and they add up to at most
+        ``max_bytes``: otherwise (or on a tier without files) ``None``, and
+        nothing is read. The commit changes no rows and is made on the snapshot
+        the files were planned on, with no retries (CommitConflictError if anyone
+        committed since). ``before_commit`` runs between staging and committing.
+        """
         ...
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:

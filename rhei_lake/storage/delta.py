@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
@@ -30,7 +30,15 @@ from rhei_lake.errors import (
     raise_storage,
     translate_storage_error,
 )
-from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import (
+    AppTransaction,
+    Layout,
+    MaintenanceResult,
+    Merge,
+    MergeResult,
+    PackedFiles,
+    TableStats,
+)
 from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
@@ -640,6 +648,35 @@ class DeltaTableStore:
         )
         return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
+    def pack_small_files(
+        self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
+    ) -> PackedFiles | None:
+        """See :meth:`TableStore.pack_small_files`: planned on the loaded snapshot, each file read in one request."""
+
+        def _pack(dt: DeltaTable) -> PackedFiles | None:
+            small = _small_files_above(dt, target_size, order_by, above)
+            if small is None or len(small) < 2 or sum(f.size for f in small) > max_bytes:
+                return None
+            check_rewritable(dt, self.uri)
+            before = dt.version()
+            schema = pa.schema(dt.schema().to_arrow())
+            rows = pa.concat_tables(self._rewriter.read_whole(small, schema)).sort_by(order_by)
+            adds = self._rewriter.stage(
+                dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, self.layout)
+            )
+            before_commit()
+            self._rewriter.commit(
+                dt,
+                adds,
+                small,
+                data_change=False,
+                commit_properties=lambda retries: self._commit_properties(None, None, retries=retries),
+            )
+            self._committed(dt, before, None)
+            return PackedFiles(before + 1, rows)
+
+        return self._commit(_pack)
+
     def _rewrite_view_typed(self) -> None:
         """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
 
@@ -749,6 +786,42 @@ class DeltaTableStore:
 
     def checkpoint(self) -> None:
         self._commit(lambda dt: dt.create_checkpoint())
+
+
+def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int) -> list[DataFile] | None:
+    """The files below ``target_size`` if they hold only rows with ``column > above`` and no other file holds any.
+
+    Decided from the ``add`` actions' statistics; ``None`` when the files do not
+    qualify or a file's statistics do not say.
+    """
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return None
+    if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
+        return None
+    counts = (
+        actions.column("num_records").to_pylist()
+        if "num_records" in actions.column_names
+        else [None] * actions.num_rows
+    )
+    small = []
+    for path, size, rows, low, high in zip(
+        actions.column("path").to_pylist(),
+        actions.column("size_bytes").to_pylist(),
+        counts,
+        actions.column(f"min.{column}").to_pylist(),
+        actions.column(f"max.{column}").to_pylist(),
+        strict=True,
+    ):
+        if low is None or high is None:
+            return None
+        if int(size) < target_size:
+            if low <= above:
+                return None
+            small.append(DataFile(path, int(size), None if rows is None else int(rows)))
+        elif high > above:
+            return None
+    return small
 
 
 def _unpruned(dataset: Any) -> Any:

@@ -9,14 +9,22 @@ predicates mean exactly what they mean on the Delta tier.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from rhei_lake.errors import CommitConflictError, StorageError, TableNotFoundError
-from rhei_lake.storage.base import AppTransaction, Layout, MaintenanceResult, Merge, MergeResult, TableStats
+from rhei_lake.storage.base import (
+    AppTransaction,
+    Layout,
+    MaintenanceResult,
+    Merge,
+    MergeResult,
+    PackedFiles,
+    TableStats,
+)
 from rhei_lake.storage.merging import MergeEvaluator, run_sql
 
 if TYPE_CHECKING:
@@ -255,6 +263,11 @@ class MemoryTableStore:
             if before != after:
                 self._version += 1
             return MaintenanceResult(files_added=after, files_removed=before)
+
+    def pack_small_files(
+        self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
+    ) -> PackedFiles | None:
+        return None  # rows held in memory: nothing to fetch, so nothing to save
 
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         self._require()

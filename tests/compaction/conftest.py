@@ -11,3 +11,6 @@ def durable_lake(request: pytest.FixtureRequest, tmp_path) -> tuple[str, dict[st
     if request.param == "local":
         return str(tmp_path / "lake"), {}
     return request.getfixturevalue("s3_lake")
+
+
+from tests.query.conftest import proxied_lake  # noqa: E402,F401 - the same proxied S3 lake for compaction's counts

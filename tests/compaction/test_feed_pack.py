@@ -1,0 +1,111 @@
+"""compact() packs the change feed's small files before the fold, reads each once, and folds from the rows read."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+import rhei_lake
+from rhei_lake import faults
+from tests.support.oracle import assert_same_state, oltp_oracle
+
+FLUSHED, UNFLUSHED = 12, 3
+
+
+def _syncs(lake: rhei_lake.Lake, flushed: int, unflushed: int, start: int = 0) -> None:
+    """One small change file per flushed sync (inserts, updates, deletes), then a tail of segments."""
+    for i in range(start, start + flushed + unflushed):
+        lake.execute("INSERT INTO t VALUES (?, ?)", (i, f"v{i}"))
+        if i % 3 == 2:
+            lake.execute("UPDATE t SET v = v || '+' WHERE id = ?", (i - 1,))
+        if i % 5 == 4:
+            lake.execute("DELETE FROM t WHERE id = ?", (i - 2,))
+        lake.sync_now()
+        if i < start + flushed:
+            lake.flush()
+
+
+def _open(tmp_path, url: str, options: dict[str, str]) -> rhei_lake.Lake:
+    lake = rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=10_000
+    )
+    lake.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    lake.register_table("t")
+    return lake
+
+
+def _history(lake: rhei_lake.Lake):
+    return lake.query("SELECT * FROM t_history ORDER BY _rhei_seq, id")
+
+
+def test_compact_fetches_each_change_file_once(proxied_lake, tmp_path):
+    url, options, proxy = proxied_lake
+    with _open(tmp_path, url, options) as lake:
+        _syncs(lake, FLUSHED, UNFLUSHED)
+        before = _history(lake)  # merged on read from the change feed
+        proxy.reset()
+
+        report = lake.compact(vacuum_retention=0).tables["t"]
+
+        paths = proxy.requests()["paths"]
+        gets = Counter(
+            p.split(" ", 1)[1].split("?", 1)[0]
+            for p in paths
+            if p.startswith("GET ") and "/t/changes/" in p and ".parquet" in p and "_delta_log" not in p
+        )
+        assert len(gets) >= FLUSHED, paths  # the feed's files were read (by the pack)
+        twice = {path: n for path, n in gets.items() if n > 1}
+        assert not twice, f"change feed files fetched more than once in one compact(): {twice}"
+        assert report.events_folded > 0 and report.files["changes"][1] <= 2
+        assert _history(lake) == before
+        assert_same_state(lake, oltp_oracle(lake), "t")
+
+
+def test_a_pack_that_loses_to_another_commit_folds_from_the_store(tmp_path):
+    """Someone commits to the feed between the pack's read and its commit: the pack gives up, nothing is lost."""
+    from deltalake import DeltaTable
+
+    url = str(tmp_path / "lake")
+    with _open(tmp_path, url, {}) as lake:
+        _syncs(lake, FLUSHED, UNFLUSHED)
+        before = _history(lake)
+        feed = lake.storage.table_store("t", "changes")
+        reached = []
+
+        def commit_meanwhile(_name: str) -> None:
+            reached.append(feed.version())
+            DeltaTable(feed.uri).alter.set_table_properties({"delta.logRetentionDuration": "interval 30 days"})
+
+        with faults.armed("compact.feed_packed", commit_meanwhile):
+            report = lake.compact(vacuum_retention=0).tables["t"]
+
+        assert reached, "the pack was not tried"
+        assert report.events_folded > 0
+        assert _history(lake) == before
+        assert_same_state(lake, oltp_oracle(lake), "t")
+        # the staged file was never committed: the feed's rows are each there once
+        seqs = lake.query("SELECT _rhei_seq FROM t_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs))
+
+
+@pytest.mark.parametrize("folded_first", [False, True], ids=["all unfolded", "some folded"])
+def test_compact_after_a_pack_matches_the_merged_history(tmp_path, folded_first):
+    url = str(tmp_path / "lake")
+    with _open(tmp_path, url, {}) as lake:
+        if folded_first:  # the small files then hold folded events: no pack, today's order
+            _syncs(lake, 4, 0)
+            lake.compact(vacuum_retention=0)
+            lake.execute("DELETE FROM t WHERE id = 0")
+            lake.sync_now()
+            lake.flush()
+        _syncs(lake, FLUSHED, UNFLUSHED, start=100)
+        before = _history(lake)
+        changes_before = lake.query("SELECT * FROM t_changes ORDER BY _rhei_seq")
+
+        lake.compact(vacuum_retention=0)
+        lake.compact(vacuum_retention=0)  # nothing new: nothing folded twice
+
+        assert _history(lake) == before
+        assert lake.query("SELECT * FROM t_changes ORDER BY _rhei_seq") == changes_before
+        assert_same_state(lake, oltp_oracle(lake), "t")
