@@ -3,10 +3,11 @@
 Between two compactions a table's change feed gains one small file per flush,
 all of them past the folded watermark. The fold reads them, and the bin-pack
 after it read them again (on S3, five requests or so per file and run). When
-every small file holds only unfolded events and no big file holds any, one
-conditional commit swaps the small files for one file of the same rows, read
-once each, and the fold takes its events from those rows in memory: the feed's
-bin-pack then finds one small file and reads nothing.
+every file holding unfolded events is small (and with the feed's other small
+files, up to :data:`PACK_MAX_BYTES`), one conditional commit swaps the small
+files for one file of the same rows, each read once, and the fold takes its
+events from those rows in memory: the feed's bin-pack then finds one small
+file and reads nothing.
 
 The commit changes no rows (``dataChange`` false) and is made on the snapshot
 the files were planned on, with no retries: if anyone committed since (a
@@ -64,7 +65,7 @@ class PackedFeed:
 def pack_feed(
     changelog: Changelog, *, folded: int, target_size: int, before_commit: Callable[[], None]
 ) -> PackedFeed | None:
-    """Pack the feed's small files if they hold only events past ``folded`` (see the module docstring).
+    """Pack the feed's small files if every event past ``folded`` is in them (see the module docstring).
 
     ``None`` when they do not qualify or the commit lost to another writer.
     """
@@ -79,6 +80,9 @@ def pack_feed(
         return None
     if packed is None:
         return None
+    log.info(
+        "%s: packed %d unfolded events of the change feed before the fold", changelog.store.uri, packed.rows.num_rows
+    )
     return PackedFeed(packed.version, folded, packed.rows)
 
 

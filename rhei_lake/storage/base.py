@@ -120,7 +120,7 @@ class MaintenanceResult:
 
 @dataclass(frozen=True)
 class PackedFiles:
-    """What :meth:`TableStore.pack_small_files` committed: the version and the rows of the file it wrote."""
+    """What :meth:`TableStore.pack_small_files` committed: the table's new version, and its rows past ``above``."""
 
     version: int
     rows: pa.Table
@@ -237,14 +237,17 @@ class TableStore(Protocol):
     def pack_small_files(
         self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
     ) -> PackedFiles | None:
-        """Rewrite the small files as one file sorted by ``order_by``, reading each once; keep its rows.
+        """Rewrite small files as one file sorted by ``order_by``, reading each once; keep its rows past ``above``.
 
-        Only when every small file holds only rows with ``order_by > above``, no
-        other file holds any, there are at least two, and they add up to at most
-        ``max_bytes``: otherwise (or on a tier without files) ``None``, and
-        nothing is read. The commit changes no rows and is made on the snapshot
-        the files were planned on, with no retries (CommitConflictError if anyone
-        committed since). ``before_commit`` runs between staging and committing.
+        Packs every file holding a row with ``order_by > above``, which must all
+        be small (below ``target_size``) and add up to at most ``max_bytes``,
+        and the other small files while the total stays within it; so the rows
+        returned are every row of the table past ``above``. ``None`` when that
+        is not so, when it would pack fewer than two files, or on a tier
+        without files; then nothing is read. The commit changes no rows and is
+        made on the snapshot the files were planned on, with no retries
+        (CommitConflictError if anyone committed since). ``before_commit``
+        runs between staging and committing.
         """
         ...
 

@@ -652,18 +652,17 @@ class DeltaTableStore:
         self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
     ) -> PackedFiles | None:
         """See :meth:`TableStore.pack_small_files`: planned on the loaded snapshot, each file read in one request."""
+        import pyarrow.compute as pc
 
         def _pack(dt: DeltaTable) -> PackedFiles | None:
-            small = _small_files_above(dt, target_size, order_by, above)
-            if small is None or len(small) < 2 or sum(f.size for f in small) > max_bytes:
+            small = _small_files_above(dt, target_size, order_by, above, max_bytes)
+            if len(small) < 2:
                 return None
             check_rewritable(dt, self.uri)
             before = dt.version()
             schema = pa.schema(dt.schema().to_arrow())
             rows = pa.concat_tables(self._rewriter.read_whole(small, schema)).sort_by(order_by)
-            adds = self._rewriter.stage(
-                dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, self.layout)
-            )
+            adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._rewriter.commit(
                 dt,
@@ -673,7 +672,7 @@ class DeltaTableStore:
                 commit_properties=lambda retries: self._commit_properties(None, None, retries=retries),
             )
             self._committed(dt, before, None)
-            return PackedFiles(before + 1, rows)
+            return PackedFiles(before + 1, rows.filter(pc.greater(rows.column(order_by), above)))
 
         return self._commit(_pack)
 
@@ -788,40 +787,47 @@ class DeltaTableStore:
         self._commit(lambda dt: dt.create_checkpoint())
 
 
-def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int) -> list[DataFile] | None:
-    """The files below ``target_size`` if they hold only rows with ``column > above`` and no other file holds any.
+def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int, max_bytes: int) -> list[DataFile]:
+    """Small files to pack, with every file holding a row with ``column > above`` among them; ``[]`` if none fit.
 
-    Decided from the ``add`` actions' statistics; ``None`` when the files do not
-    qualify or a file's statistics do not say.
+    Decided from the ``add`` actions' statistics: every file with such a row
+    must be below ``target_size`` and together at most ``max_bytes``; the other
+    small files join while the total stays within ``max_bytes``. A file whose
+    statistics do not say makes it ``[]``.
     """
     actions = pa.table(dt.get_add_actions(flatten=True))
-    if actions.num_rows == 0:
-        return None
-    if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
-        return None
-    counts = (
-        actions.column("num_records").to_pylist()
-        if "num_records" in actions.column_names
-        else [None] * actions.num_rows
-    )
-    small = []
-    for path, size, rows, low, high in zip(
+    names = actions.column_names
+    if actions.num_rows == 0 or f"max.{column}" not in names:
+        return []
+    counts = actions.column("num_records").to_pylist() if "num_records" in names else [None] * actions.num_rows
+    needed: list[DataFile] = []
+    optional: list[DataFile] = []
+    for path, size, rows, high in zip(
         actions.column("path").to_pylist(),
         actions.column("size_bytes").to_pylist(),
         counts,
-        actions.column(f"min.{column}").to_pylist(),
         actions.column(f"max.{column}").to_pylist(),
         strict=True,
     ):
-        if low is None or high is None:
-            return None
-        if int(size) < target_size:
-            if low <= above:
-                return None
-            small.append(DataFile(path, int(size), None if rows is None else int(rows)))
-        elif high > above:
-            return None
-    return small
+        if high is None and rows != 0:
+            return []
+        small = int(size) < target_size
+        if high is not None and high > above:
+            if not small:
+                return []
+            needed.append(DataFile(path, int(size), rows))
+        elif small:
+            optional.append(DataFile(path, int(size), rows))
+    total = sum(f.size for f in needed)
+    if total > max_bytes:
+        return []
+    chosen = list(needed)
+    for f in sorted(optional, key=lambda f: f.size):
+        if total + f.size > max_bytes:
+            break
+        chosen.append(f)
+        total += f.size
+    return chosen
 
 
 def _unpruned(dataset: Any) -> Any:

@@ -47,6 +47,7 @@ COMPACT_POINTS = (
     "compact.before_vacuum",
     "flush.before_commit",
     "sync.after_commit_before_prune",
+    "compact.feed_packed",
 )
 # A kill at a random moment inside the Delta write that follows this point (a flush, a snapshot).
 WINDOW = "delta.before_commit=kill~80"
