@@ -32,7 +32,15 @@ from tests.reliability import summary
 from tests.support.fuzz_machine import FuzzFailure, FuzzStats, Program, machine_for, replay
 from tests.support.fuzz_tables import FAMILIES
 
-KNOWN_BUGS: dict[str, str] = {}
+KNOWN_BUGS: dict[str, str] = {
+    "open_txn_sync": (
+        "found 2026-12-06 by the all-families run (RHEI_FUZZ_SEED=2841808076 with every family but "
+        "outside_schema_instants, RHEI_FUZZ_STEPS=50 RHEI_FUZZ_EXAMPLES=2; reproduces on e4c3b5d and later): "
+        "the lake's own transaction held open across several syncs, a compaction and flushes, committed, then "
+        "a reopen and a writer killed right after a changelog commit; at the next sync the lake's answer for an "
+        "instant before that commit (t as_of, t_history alive then) holds the transaction's rows. Not fixed yet"
+    ),
+}
 """Families with a bug the fuzzer found that is not fixed yet: expected to fail (not strictly) until it
 is, and left out of the all-families run so that it keeps finding other bugs."""
 
@@ -55,7 +63,6 @@ PASSING = frozenset(
         "readd_column",
         "foreign_add_column",
         "rebuild",
-        "open_txn_sync",
         "flush",
         "compact",
         "reopen",
