@@ -639,6 +639,11 @@ class DeltaTableStore:
                 dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout)
             )
         removed = [f for files in bins for f in files]
+        self._swap_files(dt, adds, removed)
+        return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
+
+    def _swap_files(self, dt: DeltaTable, adds: list[Any], removed: list[DataFile]) -> None:
+        """One commit swapping ``removed`` for ``adds`` with the rows unchanged (a bin-pack)."""
         self._rewriter.commit(
             dt,
             adds,
@@ -646,7 +651,6 @@ class DeltaTableStore:
             data_change=False,
             commit_properties=lambda retries: self._commit_properties(None, None, retries=retries),
         )
-        return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
     def pack_small_files(
         self, *, target_size: int, order_by: str, above: int, max_bytes: int, before_commit: Callable[[], None]
@@ -664,13 +668,7 @@ class DeltaTableStore:
             rows = pa.concat_tables(self._rewriter.read_whole(small, schema)).sort_by(order_by)
             adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
-            self._rewriter.commit(
-                dt,
-                adds,
-                small,
-                data_change=False,
-                commit_properties=lambda retries: self._commit_properties(None, None, retries=retries),
-            )
+            self._swap_files(dt, adds, small)
             self._committed(dt, before, None)
             return PackedFiles(before + 1, rows.filter(pc.greater(rows.column(order_by), above)))
 
