@@ -373,12 +373,12 @@ class TriggerSync:
             if batch.error is not None:
                 raise self._explained(batch.error)
             if batch.rows < limit:
-                horizon = max(read_at, dating.floor)
+                horizon = max(read_at, dating.newest)  # every event left has a later sequence than all its reads
                 # Claimed only once a restart would date by it: committed with the events, else recorded alone.
                 if not carried and cursor is not None:
                     self._record_read(cursor)
                 self._horizon = horizon
-                self._dating = DatingFloor.after_read(horizon, position)
+                self._dating = DatingFloor.after_read(horizon)
                 return position
 
     def _record_read(self, record: str) -> None:
@@ -501,7 +501,15 @@ class TriggerSync:
         with self._lock:
 
             def before_alter() -> None:
-                self._drain(ReportBuilder())
+                try:
+                    self._drain(ReportBuilder())
+                except TypeMismatchError as exc:
+                    if exc.table != table:
+                        exc.add_note(
+                            f"the change of {table!r} was not made: it commits every captured event first, and "
+                            f"an event of {exc.table!r} stops that as it stops every sync"
+                        )
+                    raise
                 prepare_lake()
                 faults.point("schema.after_lake_prepare")
 

@@ -32,15 +32,7 @@ from tests.reliability import summary
 from tests.support.fuzz_machine import FuzzFailure, FuzzStats, Program, machine_for, replay
 from tests.support.fuzz_tables import FAMILIES
 
-KNOWN_BUGS: dict[str, str] = {
-    "open_txn_sync": (
-        "found 2026-12-06 by the all-families run (RHEI_FUZZ_SEED=2841808076 with every family but "
-        "outside_schema_instants, RHEI_FUZZ_STEPS=50 RHEI_FUZZ_EXAMPLES=2; reproduces on e4c3b5d and later): "
-        "the lake's own transaction held open across several syncs, a compaction and flushes, committed, then "
-        "a reopen and a writer killed right after a changelog commit; at the next sync the lake's answer for an "
-        "instant before that commit (t as_of, t_history alive then) holds the transaction's rows. Not fixed yet"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Families with a bug the fuzzer found that is not fixed yet: expected to fail (not strictly) until it
 is, and left out of the all-families run so that it keeps finding other bugs."""
 
@@ -67,6 +59,7 @@ PASSING = frozenset(
         "compact",
         "reopen",
         "crash",
+        "open_txn_sync",
     }
 )
 """The families that pass on today's code. The others fail (issue 14's open items, see FAMILIES): add

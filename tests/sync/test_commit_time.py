@@ -15,10 +15,14 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rhei_lake
 from rhei_lake import faults
+from rhei_lake.sync.commit_time import DatingFloor
 from rhei_lake.timeutil import to_micros as micros
 
 ONE_MICRO = timedelta(microseconds=1)
@@ -184,3 +188,67 @@ def test_a_sync_that_commits_nothing_records_its_read_before_claiming_it(tmp_pat
         assert held > through and _recorded_read(blob.read_bytes()) == micros(held)
         app.execute("ROLLBACK")
     app.close()
+
+
+def test_a_read_recorded_before_a_restart_still_dates_what_a_later_half_finished_sync_left(htap_lake):
+    """A restarted process's sync reads the transaction, commits one table's part and fails; the next process
+    dates the other part after the read the first process recorded, as the committed part was (found by the
+    differential fuzzer: a crash after a changelog commit, and an instant answered before showed the
+    transaction's rows; the half-finished sync's cursor kept only its own read)."""
+    with htap_lake() as lake:
+        app = _setup(lake, "a", "b")
+        app.execute("BEGIN")
+        app.execute("UPDATE a SET name = 'new' WHERE id = 1")
+        app.execute("UPDATE b SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        lake.sync_now()
+        time.sleep(0.003)
+        through = lake.sync_now().synced_through  # recorded alone: both commit nothing
+        assert _names(lake, "a", through) == _names(lake, "b", through) == ["old"]
+    app.execute("COMMIT")  # while no lake runs
+    with htap_lake() as lake:
+        with faults.armed("changelog.after_commit", "eio"), pytest.raises(OSError):
+            lake.sync_now()  # one table's part is committed, dated after the recorded read
+        done = [t for t in ("a", "b") if _versions(lake, t)[-1][0] == "new"]
+        assert len(done) == 1
+    with htap_lake() as lake:
+        lake.sync_now()
+        for table in ("a", "b"):
+            assert _names(lake, table, through) == ["old"]
+            assert _versions(lake, table)[-1] == ("new", through + ONE_MICRO)
+    app.close()
+
+
+_READS = st.lists(st.tuples(st.integers(1, 50), st.integers(0, 20)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    floor=st.integers(0, 40),
+    reads=_READS,
+    final=st.none() | st.tuples(st.integers(1, 60), st.integers(0, 25)),
+    others=st.lists(st.tuples(st.integers(0, 40), _READS), max_size=3),
+    events=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 70)), min_size=1, max_size=12),
+)
+def test_a_restart_dates_each_event_after_every_read_any_record_names(floor, reads, final, others, events):
+    """Each event is dated after the floor (0: none) and after every read that missed it (``through`` below its
+    sequence), by a floor built from cursors as by the floor that wrote them (found by the fuzzer: a restart
+    kept only the newest read, and a half-finished sync's cursor only its own)."""
+
+    def expected(seq: int, ts: int, floors: list[int], known: list[tuple[int, int]]) -> int:
+        return max([ts, *(f + 1 for f in floors if f > 0), *(at + 1 for at, through in known if through < seq)])
+
+    dating = DatingFloor(floor, tuple(reads))
+    cursors = [dating.cursor(final), *(DatingFloor(f, tuple(r)).cursor(None) for f, r in others)]
+    restarted = DatingFloor.committed([*cursors, None, "not json", '{"reads": 3, "floor": true}'])
+    known = [*reads, *([final] if final else []), *(read for _, r in others for read in r)]
+    floors = [floor, *(f for f, _ in others)]
+    table = pa.table(
+        {
+            "_rhei_seq": pa.array([seq for seq, _ in events], pa.int64()),
+            "_rhei_ts": pa.array([ts for _, ts in events], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
+    dated = restarted.apply(table).column("_rhei_ts").cast(pa.int64()).to_pylist()
+    assert dated == [expected(seq, ts, floors, known) for seq, ts in events]
+    assert restarted.newest == max([*floors, *(at for at, _ in known)])
