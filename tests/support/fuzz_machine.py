@@ -661,8 +661,9 @@ class LakeFuzz(RuleBasedStateMachine):
         """Run a lake schema change: True if made, False if refused, None if it stopped the program.
 
         A change made behind the lake's back that it cannot follow (two rebuilds
-        without a sync between them look like a rename) stops the lake's schema
-        calls as it stops the next sync: the same terminal stop, not a refusal.
+        without a sync between them look like a rename), or a captured event
+        whose value the lake refuses, stops the lake's schema calls as it stops
+        the next sync: the same terminal stop, not a refusal.
         """
         assert self.record is not None
         before = self.record.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'mig'").fetchone()
@@ -672,7 +673,9 @@ class LakeFuzz(RuleBasedStateMachine):
             after = self.record.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'mig'").fetchone()
             if after != before:
                 self.fail(f"{what} was refused but changed the table: {before} -> {after}")
-            if isinstance(exc, SchemaChangedError) and "mig" in self.may_stop:
+            stops_sync = isinstance(exc, rhei_lake.TypeMismatchError) and exc.seq is not None
+            if (isinstance(exc, SchemaChangedError) and "mig" in self.may_stop) or stops_sync:
+                # A captured event that stops the sync stops the change too (it commits every event first).
                 self.stop_or_fail(what, f"{type(exc).__name__}: {exc}", transient=exc.transient)
                 return None
             self.say(f"{what} -> refused: {type(exc).__name__}: {exc}")

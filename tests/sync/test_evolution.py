@@ -250,3 +250,33 @@ def test_refusals(tmp_path):
         assert lake.table_spec("t").column("x").arrow_type == pa.decimal128(10, 2)
     with rhei_lake.open(storage=str(tmp_path / "empty-lake")) as reader, pytest.raises(SourceError, match="oltp"):
         reader.add_column("t", "y", "TEXT")
+
+
+def test_a_schema_change_waits_for_another_tables_event_that_stops_the_sync(htap_lake):
+    """add_column commits every captured event first; one of another table that does not fit its declared
+    type stops it as it stops every sync: refused with that error and a note saying why, nothing changed,
+    and once repair_event corrects the event the change goes through (found by the differential fuzzer)."""
+    with htap_lake() as lake:
+        lake.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, n INTEGER)")
+        lake.execute("CREATE TABLE b (id INTEGER PRIMARY KEY, s TEXT)")
+        lake.execute("INSERT INTO a VALUES (1, 1)")
+        lake.execute("INSERT INTO b VALUES (1, 'x')")
+        lake.register_table("a")
+        lake.register_table("b")
+        lake.execute("UPDATE a SET n = 'abc' WHERE id = 1")
+        lake.execute("UPDATE b SET s = 'y' WHERE id = 1")
+        app = sqlite3.connect(lake.config.oltp_path)
+        before = app.execute("SELECT sql FROM sqlite_master WHERE name = 'b'").fetchall()
+        with pytest.raises(rhei_lake.TypeMismatchError) as refused:
+            lake.add_column("b", "extra", "TEXT")
+        assert refused.value.table == "a" and refused.value.seq is not None
+        assert any("the change of 'b' was not made" in note for note in refused.value.__notes__)
+        assert app.execute("SELECT sql FROM sqlite_master WHERE name = 'b'").fetchall() == before
+        app.close()
+        assert [c.name for c in lake.table_spec("b").columns] == ["id", "s"]
+        lake.repair_event("a", refused.value.seq, {"n": 0})
+        lake.add_column("b", "extra", "TEXT")
+        lake.execute("UPDATE b SET extra = 'z' WHERE id = 1")
+        lake.sync_now()
+        assert lake.query("SELECT id, s, extra FROM b").to_pylist() == [{"id": 1, "s": "y", "extra": "z"}]
+        assert lake.query("SELECT id, n FROM a").to_pylist() == [{"id": 1, "n": 0}]
