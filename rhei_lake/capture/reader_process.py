@@ -47,28 +47,55 @@ def _child_command() -> list[str]:
     return [sys.executable, "-P", "-S", str(_CHILD_SCRIPT), *folders]
 
 
+def start_reader_child() -> subprocess.Popen[bytes]:
+    """A reader child, started: it imports pyarrow and ADBC, then waits for its first command.
+
+    It ends when its stdin closes (its parent closed it, or died) or when killed.
+    """
+    try:
+        return subprocess.Popen(
+            _child_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise SourceError(f"could not start the SQLite reader process: {exc}") from exc
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc``, reap it and close the parent's ends of its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:  # a killed child: buffered bytes have nowhere to go
+                pass
+
+
 class ReaderProcess:
     """A child process reading one SQLite database into Arrow with ADBC.
 
-    Start it before taking any lock (it needs a fraction of a second to start);
-    ``begin()`` + a first ``query()`` pin a read snapshot for later queries.
+    Start it before taking any lock (it needs a fraction of a second to start),
+    or hand it a child started earlier (``process``, see
+    :mod:`rhei_lake.capture.spare_reader`); ``begin()`` + a first ``query()``
+    pin a read snapshot for later queries.
     """
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, process: subprocess.Popen[bytes] | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._in_transaction = False
         self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
+        self._proc = process if process is not None else start_reader_child()
         try:
-            self._proc = subprocess.Popen(
-                _child_command(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            raise SourceError(f"could not start the SQLite reader process: {exc}") from exc
-        self._call({"op": "open", "path": path, "readonly": readonly})
+            self._call({"op": "open", "path": path, "readonly": readonly})
+        except BaseException:
+            stop_child(self._proc)  # a database it cannot open: no child left waiting for a parent
+            raise
 
     def _send(self, command: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
@@ -204,14 +231,8 @@ class ReaderProcess:
                 self._send({"op": "close"})
                 self._proc.wait(timeout=5)
             except (SourceError, subprocess.TimeoutExpired):
-                self._proc.kill()
-                self._proc.wait()
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:  # a killed child: buffered bytes have nowhere to go
-                    pass
+                pass
+        stop_child(self._proc)
 
     def __enter__(self) -> ReaderProcess:
         return self

@@ -1,0 +1,85 @@
+"""A reader process started ahead of need, so that its start overlaps other work.
+
+A first read of a big table (a sidecar's first sync, a trigger-mode snapshot
+retaken at open) waits for the reader process (:mod:`rhei_lake.capture.reader_process`)
+to start: a Python process importing pyarrow and ADBC, ~0.06-0.1 s on a quiet
+machine, several times that on a loaded one. A lake that knows at open that it
+will read such a table starts a :class:`SpareReader` then; the read takes its
+process, which by then has done most or all of that work while the lake opened
+its Delta tables.
+
+A spare holds no database open (it is told which one when taken) and is
+stopped, never left behind: by :meth:`SpareReader.close` (the lake's close,
+which kills it: an idle child holds nothing), by its parent's death (its stdin
+closes, and a reader child ends at the end of its input), and in a process
+forked from its parent, which drops its copy of the spare's pipes (its parent
+keeps the spare) instead of taking or stopping a child it does not own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import weakref
+
+from rhei_lake.capture.reader_process import start_reader_child, stop_child
+
+_spares: weakref.WeakSet[SpareReader] = weakref.WeakSet()
+
+
+class SpareReader:
+    """One reader child started now, for a later :class:`~rhei_lake.capture.reader_process.ReaderProcess`."""
+
+    def __init__(self) -> None:
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = start_reader_child()
+        _spares.add(self)
+
+    @property
+    def pid(self) -> int | None:
+        """The spare child's process id (``None`` once taken or closed)."""
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def take(self) -> subprocess.Popen[bytes] | None:
+        """The started child, handed over once (``None``: taken, closed, dead, or not this process's)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if os.getpid() != self._owner:  # a fork the hook below did not see: not ours to use or stop
+            return None
+        if proc.poll() is not None:
+            stop_child(proc)
+            return None
+        return proc
+
+    def close(self) -> None:
+        """Stop the child unless it was taken."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and os.getpid() == self._owner:
+            stop_child(proc)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: close this copy of the pipes; the parent still owns the spare."""
+        proc, self._proc = self._proc, None
+        self._lock = threading.Lock()
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    try:
+                        os.close(pipe.fileno())
+                    except OSError:
+                        pass
+            proc.returncode = 0  # not this process's child: never waited for or signalled from here
+
+
+def _after_fork_in_child() -> None:
+    for spare in list(_spares):
+        spare._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
