@@ -204,6 +204,11 @@ class PolledSource(Protocol):
         """How many rows :meth:`read_changes` would return now (for progress)."""
         ...
 
+    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
+        """The lake holds nothing of ``plan``'s table yet: start now what :meth:`first_read` will need
+        (it may do nothing), so that it overlaps the rest of the lake's open."""
+        ...
+
     def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:
         """A whole-table columnar read for a table the lake holds nothing of, when the source
         offers one and the table has at least ``min_rows`` rows."""

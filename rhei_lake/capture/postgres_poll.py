@@ -235,6 +235,9 @@ class PostgresPolledSource:
         sql, params = plan.count_sql(cursor)
         return int(self._query(sql, params, f"counting table {plan.spec.name!r}")[0][0])
 
+    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
+        """Nothing to start ahead: the first read's ADBC driver runs in this process."""
+
     def first_read(self, plan: PollPlan, min_rows: int) -> PostgresFirstRead | None:
         if min_rows <= 0 or not adbc_postgres_available():
             return None

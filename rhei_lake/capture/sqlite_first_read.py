@@ -34,6 +34,7 @@ from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.capture.spare_reader import SpareReader
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
@@ -120,16 +121,22 @@ class SqliteFirstRead:
         self._reader.close()
 
 
-def open_first_read(conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
-    """A :class:`SqliteFirstRead` of ``plan``'s table when it has ``min_rows`` rows or more and ADBC is installed."""
-    if min_rows <= 0 or not fast_reader_available():
-        return None
-    if not has_rows(conn, plan.spec.name, min_rows):
+def wants_first_read(conn: sqlite3.Connection, plan: PollPlan, min_rows: int) -> bool:
+    """Whether a first sync of ``plan``'s table reads it here: ``min_rows`` rows or more, and ADBC installed."""
+    return min_rows > 0 and fast_reader_available() and has_rows(conn, plan.spec.name, min_rows)
+
+
+def open_first_read(
+    conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int, *, spare: SpareReader | None = None
+) -> SqliteFirstRead | None:
+    """A :class:`SqliteFirstRead` of ``plan``'s table when :func:`wants_first_read`; its reader process
+    is ``spare``'s when one was started ahead (and is still alive)."""
+    if not wants_first_read(conn, plan, min_rows):
         return None
     times = PhaseTimes()
     sql_order_only = declares_collation(conn, plan.spec.name)
     with times.measure("reader start"):
-        reader = ReaderProcess(path, readonly=True)
+        reader = ReaderProcess(path, readonly=True, process=spare.take() if spare is not None else None)
     try:
         return SqliteFirstRead(reader, plan, sql_order_only=sql_order_only, times=times)
     except BaseException:

@@ -24,7 +24,8 @@ from rhei_lake.capture.polled_source import (
 from rhei_lake.capture.polled_table import PolledTable
 from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
-from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read
+from rhei_lake.capture.spare_reader import SpareReader
+from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read, wants_first_read
 from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
 from rhei_lake.capture.updated_at_order import unordered_sql
 from rhei_lake.errors import SchemaError, SourceError
@@ -41,6 +42,7 @@ class SqlitePolledSource:
         self.location = location
         self.path = location.path
         self._lock = threading.RLock()
+        self._spare: tuple[str, SpareReader] | None = None  # (table, the reader its first read takes)
         self._conn = connect(self.path, readonly=True)
         try:
             self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -136,12 +138,30 @@ class SqlitePolledSource:
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
 
-    def first_read(self, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
+    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
+        """Start the reader process of the table's first read now, when it will have one (one table at a time)."""
         with self._lock:
+            if self._spare is not None:
+                return
             try:
-                return open_first_read(self._conn, self.path, plan, min_rows)
+                if wants_first_read(self._conn, plan, min_rows):
+                    self._spare = (plan.spec.name, SpareReader())
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
+
+    def first_read(self, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
+        with self._lock:
+            spare = None
+            if self._spare is not None and self._spare[0] == plan.spec.name:
+                spare = self._spare[1]
+                self._spare = None
+            try:
+                return open_first_read(self._conn, self.path, plan, min_rows, spare=spare)
+            except sqlite3.Error as exc:
+                raise self._error(exc, plan) from exc
+            finally:
+                if spare is not None:
+                    spare.close()  # not taken (the table shrank below min_rows, ...): stopped here
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)
@@ -169,4 +189,7 @@ class SqlitePolledSource:
 
     def close(self) -> None:
         with self._lock:
+            if self._spare is not None:
+                self._spare[1].close()
+                self._spare = None
             self._conn.close()

@@ -26,6 +26,7 @@ from rhei_lake.capture.reconcile_log import PendingEvents
 from rhei_lake.capture.schema_watch import SchemaDrift
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.snapshot import ColumnarSnapshot, RowSnapshot, SnapshotRun
+from rhei_lake.capture.spare_reader import SpareReader
 from rhei_lake.capture.sqlite_db import BUSY_TIMEOUT_MS, connect, enable_wal, translate_sqlite_error
 from rhei_lake.capture.sqlite_schema import canonical_table_name, has_rows, quote_ident, read_table_spec, type_overrides
 from rhei_lake.capture.triggers import LOG_TABLE, drop_triggers, install_triggers
@@ -63,6 +64,7 @@ class TriggerSource:
         self.path = path
         self.columnar_min_rows = columnar_min_rows
         self._log_reader: ReaderProcess | None = None
+        self._spare: tuple[str, SpareReader] | None = None  # (table, the reader its snapshot takes)
         self._prune_conn: sqlite3.Connection | None = None
         self._prune_lock = threading.Lock()
         self._lock = threading.RLock()
@@ -220,13 +222,46 @@ class TriggerSource:
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
 
-    def _columnar_reader(self, table: str) -> ReaderProcess | None:
-        """A reader process for a big table's snapshot, started before any lock is taken."""
+    def _wants_columnar(self, table: str) -> bool:
         if self.columnar_min_rows <= 0 or not fast_reader_available():
-            return None
-        if not has_rows(self._conn, canonical_table_name(self._conn, table), self.columnar_min_rows):
-            return None
-        return ReaderProcess(self.path)
+            return False
+        return has_rows(self._conn, canonical_table_name(self._conn, table), self.columnar_min_rows)
+
+    def _columnar_reader(self, table: str) -> ReaderProcess | None:
+        """A reader process for a big table's snapshot, started before any lock is taken
+        (by :meth:`prepare_snapshot` when it was told ahead)."""
+        spare = None
+        if self._spare is not None and self._spare[0] == table:
+            spare = self._spare[1]
+            self._spare = None
+        try:
+            if not self._wants_columnar(table):
+                return None
+            return ReaderProcess(self.path, process=spare.take() if spare is not None else None)
+        finally:
+            if spare is not None:
+                spare.close()  # not taken: stopped here
+
+    def prepare_snapshot(self, table: str) -> None:
+        """``table``'s snapshot is about to be taken anew: start its reader process now, when it will
+        have one, so that it overlaps the rest of the lake's open (one table at a time)."""
+        with self._lock:
+            if self._spare is not None:
+                return
+            try:
+                if self._wants_columnar(table):
+                    self._spare = (table, SpareReader())
+            except SchemaError:  # gone: the snapshot says so
+                pass
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path) from exc
+
+    def release_spare(self) -> None:
+        """Stop a reader process :meth:`prepare_snapshot` started that no snapshot took."""
+        with self._lock:
+            if self._spare is not None:
+                self._spare[1].close()
+                self._spare = None
 
     def _begin_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes) -> SnapshotRun:
         """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
@@ -730,6 +765,7 @@ class TriggerSource:
 
     def close(self) -> None:
         with self._lock:
+            self.release_spare()
             if self._log_reader is not None:
                 self._log_reader.close()
                 self._log_reader = None

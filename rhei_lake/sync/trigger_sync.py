@@ -95,25 +95,40 @@ class TriggerSync:
     def attach(self, progress: ProgressCallback | None = None) -> None:
         """Open the changelog of every registered table, finishing interrupted snapshots."""
         with self._lock:
-            for name in list(self.source.registrations()):
-                if name not in self.changelogs:
-                    try:
-                        self._attach(name, progress)
-                    except RheiError as exc:
-                        ready = self.source.registrations()[name].ready
-                        if name not in self.waiting or not (ready or isinstance(exc, TypeMismatchError)):
-                            raise
-                        # A registration whose snapshot meets a value that does not fit (an unfinished
-                        # one, or a mirrored table whose lake copy is missing and was taken anew): the
-                        # lake still opens, so the row can be fixed through it, and the table waits (see
-                        # waiting) with the error's way on, register_table, open to it. A mirrored table whose
-                        # copy cannot be taken anew at all (dropped while the lake was closed) waits too: the
-                        # first sync refuses it like any dropped table, naming unregister_table.
+            registrations = self.source.registrations()
+            retaken = [
+                name
+                for name, reg in registrations.items()
+                if name not in self.changelogs
+                and (not reg.ready or not self.storage.table_store(name, "changes").exists())
+            ]
+            if retaken:  # a snapshot to take (anew) in this attach: its reader process starts meanwhile
+                self.source.prepare_snapshot(retaken[0])
+            try:
+                self._attach_all(progress)
+            finally:
+                self.source.release_spare()
             if self._horizon is None:
                 cursors = [cl.cursor for cl in self.changelogs.values()]
                 stored = self.storage.blobs.get(DATING_BLOB)
                 recorded = [self.source.dating_record(), stored.decode(errors="replace") if stored else None]
                 self._dating = DatingFloor.committed([*cursors, *recorded])
+
+    def _attach_all(self, progress: ProgressCallback | None) -> None:
+        for name in list(self.source.registrations()):
+            if name not in self.changelogs:
+                try:
+                    self._attach(name, progress)
+                except RheiError as exc:
+                    ready = self.source.registrations()[name].ready
+                    if name not in self.waiting or not (ready or isinstance(exc, TypeMismatchError)):
+                        raise
+                    # A registration whose snapshot meets a value that does not fit (an unfinished
+                    # one, or a mirrored table whose lake copy is missing and was taken anew): the
+                    # lake still opens, so the row can be fixed through it, and the table waits (see
+                    # waiting) with the error's way on, register_table, open to it. A mirrored table whose
+                    # copy cannot be taken anew at all (dropped while the lake was closed) waits too: the
+                    # first sync refuses it like any dropped table, naming unregister_table.
 
     def _attach(self, table: str, progress: ProgressCallback | None) -> None:
         reg = self.source.registrations()[table]
