@@ -129,9 +129,10 @@ def wants_first_read(conn: sqlite3.Connection, plan: PollPlan, min_rows: int) ->
 def open_first_read(
     conn: sqlite3.Connection, path: str, plan: PollPlan, min_rows: int, *, spare: SpareReader | None = None
 ) -> SqliteFirstRead | None:
-    """A :class:`SqliteFirstRead` of ``plan``'s table when :func:`wants_first_read`; its reader process
-    is ``spare``'s when one was started ahead (and is still alive)."""
-    if not wants_first_read(conn, plan, min_rows):
+    """A :class:`SqliteFirstRead` of ``plan``'s table when :func:`wants_first_read` (known when a ``spare``
+    was started for it: the read is exact whatever the table's size); its reader process is ``spare``'s
+    when that is still alive."""
+    if spare is None and not wants_first_read(conn, plan, min_rows):
         return None
     times = PhaseTimes()
     sql_order_only = declares_collation(conn, plan.spec.name)

@@ -161,7 +161,7 @@ class SqlitePolledSource:
                 raise self._error(exc, plan) from exc
             finally:
                 if spare is not None:
-                    spare.close()  # not taken (the table shrank below min_rows, ...): stopped here
+                    spare.close()  # not taken (the read failed before it started): stopped here
 
     def scan_keys(self, plan: PollPlan, cursor: PollCursor | None, batch_rows: int) -> Iterator[list[tuple]]:
         sql, params = plan.key_scan_sql(cursor)

@@ -4,8 +4,10 @@ lake that has nothing to read whole."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -63,7 +65,11 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
 def _sidecar(db: str, storage: str, min_rows: int = 100) -> rhei_lake.Lake:
     polled = rhei_lake.PolledTable("items", primary_key=["id"], updated_at="updated_at")
     return rhei_lake.open(
-        source=f"sqlite:///{db}", storage=storage, tables=[polled], columnar_min_rows=min_rows, hard_delete_interval=3600
+        source=f"sqlite:///{db}",
+        storage=storage,
+        tables=[polled],
+        columnar_min_rows=min_rows,
+        hard_delete_interval=3600,
     )
 
 
@@ -242,4 +248,30 @@ def test_a_trigger_lake_opening_with_a_snapshot_to_retake_starts_its_reader_ahea
         assert spares and started == spares, "the retaken snapshot did not use a reader started ahead"
         assert not _readers()
         assert lake.query("SELECT count(*) AS n FROM items").column(0)[0].as_py() == ROWS
+    assert not _readers()
+
+
+def test_a_first_read_through_a_spare_reads_the_table_as_it_is_at_the_sync_not_at_the_open(
+    tmp_path, monkeypatch, caplog
+):
+    """The spare pins nothing: rows written between the open and the first sync are in it, deleted ones are
+    not, and a table that shrank below columnar_min_rows meanwhile is still read whole, exactly once."""
+    db = _database(tmp_path / "app.db")
+    started = _count_starts(monkeypatch)
+    with _sidecar(db, str(tmp_path / "lake")) as lake:
+        assert len(started) == 1
+        conn = sqlite3.connect(db)
+        conn.execute("DELETE FROM items WHERE id >= 60")
+        conn.execute("UPDATE items SET amount = 0.1 + 0.2, updated_at = 9000 WHERE id = 7")
+        conn.execute("INSERT INTO items VALUES (1000, 'late', -0.0, 9001)")
+        conn.commit()
+        expected = conn.execute("SELECT id, name, amount, updated_at FROM items ORDER BY id").fetchall()
+        conn.close()
+        with caplog.at_level(logging.INFO, logger="rhei_lake"):
+            assert lake.sync_now().events == len(expected) == 61
+        assert any("committed in one read" in r.getMessage() for r in caplog.records), "not read whole"
+        assert len(started) == 1, "the spare was not the first read's reader"
+        got = lake.query("SELECT id, name, amount, updated_at FROM items ORDER BY id").to_pylist()
+        assert [(r["id"], r["name"], r["amount"], r["updated_at"]) for r in got] == expected
+        assert [struct.pack("<d", r["amount"]) for r in got] == [struct.pack("<d", e[2]) for e in expected]
     assert not _readers()
