@@ -96,6 +96,10 @@ class DeltaLog(Protocol):
         """Delete data files of the table (paths relative to its root), in as few requests as the store allows."""
         ...
 
+    def read_data(self, path: str) -> bytes | None:
+        """The bytes of a data file of the table (path relative to its root) in one request, ``None`` if missing."""
+        ...
+
 
 def commit_file(version: int) -> str:
     """The name of the log entry of commit ``version``."""
@@ -665,7 +669,9 @@ class DeltaTableStore:
             check_rewritable(dt, self.uri)
             before = dt.version()
             schema = pa.schema(dt.schema().to_arrow())
-            rows = pa.concat_tables(self._rewriter.read_whole(small, schema)).sort_by(order_by)
+            # On S3 one GET a file through the blob store (delta-rs's file handler asks for its size first).
+            fetch = self._log.read_data if self.remote and self._log is not None else None
+            rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=fetch)).sort_by(order_by)
             adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._swap_files(dt, adds, small)
