@@ -90,7 +90,7 @@ class DatingFloor:
         index = events.schema.get_field_index(TS)
         field = events.schema.field(index)
         micros = events.column(index).cast(pa.int64())  # no timestamp kernel for max_element_wise
-        floor: pa.Array | pa.Scalar = pa.scalar(self.floor + 1, pa.int64())
+        floor: pa.Array | pa.Scalar = pa.scalar(self.floor + 1 if self.floor > 0 else -(2**63), pa.int64())
         seqs = events.column(SEQ)
         for read_at, through in self.reads:  # few: one per record at most
             later = pc.greater(seqs, pa.scalar(through, pa.int64()))
