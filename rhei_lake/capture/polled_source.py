@@ -204,9 +204,10 @@ class PolledSource(Protocol):
         """How many rows :meth:`read_changes` would return now (for progress)."""
         ...
 
-    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
-        """The lake holds nothing of ``plan``'s table yet: start now what :meth:`first_read` will need
-        (it may do nothing), so that it overlaps the rest of the lake's open."""
+    def prepare_first_read(self, plan: PollPlan, min_rows: int, *, lake_holds_none: Callable[[], bool]) -> None:
+        """Start now what :meth:`first_read` of ``plan``'s table will need, so that it overlaps the rest
+        of the lake's open, when the lake holds nothing of the table (``lake_holds_none()``: a look at
+        the store, asked last); it may do nothing."""
         ...
 
     def first_read(self, plan: PollPlan, min_rows: int) -> FirstRead | None:

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rhei_lake.capture.events import sql_literal
@@ -235,7 +235,7 @@ class PostgresPolledSource:
         sql, params = plan.count_sql(cursor)
         return int(self._query(sql, params, f"counting table {plan.spec.name!r}")[0][0])
 
-    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
+    def prepare_first_read(self, plan: PollPlan, min_rows: int, *, lake_holds_none: Callable[[], bool]) -> None:
         """Nothing to start ahead: the first read's ADBC driver runs in this process."""
 
     def first_read(self, plan: PollPlan, min_rows: int) -> PostgresFirstRead | None:

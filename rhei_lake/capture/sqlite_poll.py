@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -138,16 +138,17 @@ class SqlitePolledSource:
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
 
-    def prepare_first_read(self, plan: PollPlan, min_rows: int) -> None:
+    def prepare_first_read(self, plan: PollPlan, min_rows: int, *, lake_holds_none: Callable[[], bool]) -> None:
         """Start the reader process of the table's first read now, when it will have one (one table at a time)."""
         with self._lock:
             if self._spare is not None:
                 return
             try:
-                if wants_first_read(self._conn, plan, min_rows):
-                    self._spare = (plan.spec.name, SpareReader())
+                wanted = wants_first_read(self._conn, plan, min_rows)
             except sqlite3.Error as exc:
                 raise self._error(exc, plan) from exc
+            if wanted and lake_holds_none():
+                self._spare = (plan.spec.name, SpareReader())
 
     def first_read(self, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
         with self._lock:

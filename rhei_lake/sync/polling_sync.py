@@ -158,9 +158,9 @@ class PollingSync:
             min_rows = self.config.columnar_min_rows
             for table in self.config.tables:
                 plan = self.source.describe(table)
-                if min_rows > 0 and not self.storage.table_store(plan.spec.name, "changes").exists():
-                    # a first sync will read it whole: its reader process starts while the lake opens
-                    self.source.prepare_first_read(plan, min_rows)
+                if min_rows > 0:  # a first sync that reads it whole: its reader process starts while the lake opens
+                    store = self.storage.table_store(plan.spec.name, "changes")
+                    self.source.prepare_first_read(plan, min_rows, lake_holds_none=lambda: not store.exists())
                 changelog, _created = open_changelog(self.storage, plan.spec, self.config)
                 self._tables[plan.spec.name] = PolledTableSync(plan, changelog, self._folded(plan))
                 self.changelogs[plan.spec.name] = changelog
