@@ -139,16 +139,19 @@ class SqlitePolledSource:
                 raise self._error(exc, plan) from exc
 
     def prepare_first_read(self, plan: PollPlan, min_rows: int, *, lake_holds_none: Callable[[], bool]) -> None:
-        """Start the reader process of the table's first read now, when it will have one (one table at a time)."""
+        """Start the reader process of the table's first read now, when it will have one (one table at a time).
+
+        Only a head start: what fails here (a busy database, no process to spare) is left to the
+        first read, which meets it again and reports it.
+        """
         with self._lock:
             if self._spare is not None:
                 return
             try:
-                wanted = wants_first_read(self._conn, plan, min_rows)
-            except sqlite3.Error as exc:
-                raise self._error(exc, plan) from exc
-            if wanted and lake_holds_none():
-                self._spare = (plan.spec.name, SpareReader())
+                if wants_first_read(self._conn, plan, min_rows) and lake_holds_none():
+                    self._spare = (plan.spec.name, SpareReader())
+            except (sqlite3.Error, SourceError):
+                pass
 
     def first_read(self, plan: PollPlan, min_rows: int) -> SqliteFirstRead | None:
         with self._lock:

@@ -244,17 +244,17 @@ class TriggerSource:
 
     def prepare_snapshot(self, table: str) -> None:
         """``table``'s snapshot is about to be taken anew: start its reader process now, when it will
-        have one, so that it overlaps the rest of the lake's open (one table at a time)."""
+        have one, so that it overlaps the rest of the lake's open (one table at a time). Only a head
+        start: what fails here (a table gone, a busy database, no process to spare) is left to the
+        snapshot, which meets it again and reports it."""
         with self._lock:
             if self._spare is not None:
                 return
             try:
                 if self._wants_columnar(table):
                     self._spare = (table, SpareReader())
-            except SchemaError:  # gone: the snapshot says so
+            except (SchemaError, SourceError, sqlite3.Error):
                 pass
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self.path) from exc
 
     def release_spare(self) -> None:
         """Stop a reader process :meth:`prepare_snapshot` started that no snapshot took."""

@@ -275,3 +275,20 @@ def test_a_first_read_through_a_spare_reads_the_table_as_it_is_at_the_sync_not_a
         assert [(r["id"], r["name"], r["amount"], r["updated_at"]) for r in got] == expected
         assert [struct.pack("<d", r["amount"]) for r in got] == [struct.pack("<d", e[2]) for e in expected]
     assert not _readers()
+
+
+def test_a_spare_that_cannot_start_leaves_the_open_and_the_first_sync_as_they_were(tmp_path, monkeypatch, caplog):
+    """Only a head start: a spare that fails to start (no process to spare) fails neither the open nor
+    the first read, which starts its own reader."""
+    db = _database(tmp_path / "app.db")
+
+    def refused():
+        raise SourceError("could not start the SQLite reader process: [Errno 11] Resource temporarily unavailable")
+
+    monkeypatch.setattr("rhei_lake.capture.spare_reader.start_reader_child", refused)
+    with _sidecar(db, str(tmp_path / "lake")) as lake:
+        assert not _readers()
+        with caplog.at_level(logging.INFO, logger="rhei_lake"):
+            assert lake.sync_now().events == ROWS
+        assert any("committed in one read" in r.getMessage() for r in caplog.records)
+    assert not _readers()
