@@ -292,3 +292,14 @@ def test_a_spare_that_cannot_start_leaves_the_open_and_the_first_sync_as_they_we
             assert lake.sync_now().events == ROWS
         assert any("committed in one read" in r.getMessage() for r in caplog.records)
     assert not _readers()
+
+
+def test_an_open_that_fails_after_starting_a_spare_leaves_no_reader(tmp_path):
+    db = _database(tmp_path / "app.db")
+    tables = [
+        rhei_lake.PolledTable("items", primary_key=["id"], updated_at="updated_at"),
+        rhei_lake.PolledTable("missing", primary_key=["id"], updated_at="updated_at"),
+    ]
+    with pytest.raises(rhei_lake.RheiError):
+        rhei_lake.open(source=f"sqlite:///{db}", storage=str(tmp_path / "lake"), tables=tables, columnar_min_rows=100)
+    assert not _readers()
