@@ -260,7 +260,16 @@ class TriggerSync:
                     f"no mirrored table {table!r}; known: {sorted(self.source.registrations()) or 'none'}"
                 )
             name = names[0]
-            self.source.unregister(name, before=lambda: self._drain(ReportBuilder()))
+
+            def before() -> None:
+                self._drain(ReportBuilder())
+                # The reads claimed last may be carried by this table's events alone, and no later process
+                # reads its cursor: their floor is recorded with the unregistration, in its transaction.
+                record = self._dating.cursor(None)
+                if record is not None:
+                    self._record_read(record)
+
+            self.source.unregister(name, before=before)
             self.changelogs.pop(name, None)
             self._lake_specs.pop(name, None)
             self.waiting.pop(name, None)

@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 import rhei_lake
 from rhei_lake import faults
+from rhei_lake.sync import trigger_sync
 from rhei_lake.sync.commit_time import DatingFloor
+from rhei_lake.timeutil import now_micros
 from rhei_lake.timeutil import to_micros as micros
 
 ONE_MICRO = timedelta(microseconds=1)
@@ -252,3 +254,28 @@ def test_a_restart_dates_each_event_after_every_read_any_record_names(floor, rea
     dated = restarted.apply(table).column("_rhei_ts").cast(pa.int64()).to_pylist()
     assert dated == [expected(seq, ts, floors, known) for seq, ts in events]
     assert restarted.newest == max([*floors, *(at for at, _ in known)])
+
+
+def test_an_instant_claimed_by_a_table_since_unregistered_stays_final_after_the_clock_steps_back(
+    htap_lake, monkeypatch
+):
+    """The last reads the lake claimed were carried only by a table unregistered since (its cursor is no
+    longer read); the wall clock then steps back, and a restarted process must still date a change after
+    them (before: it dated it by its statement, before an instant already answered)."""
+    ahead = 60_000_000  # micros: the clock the lake read by, ahead of the one it steps back to
+    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + ahead)
+    with htap_lake() as lake:
+        _setup(lake, "a", "b").close()
+        lake.execute("UPDATE a SET name = 'synced' WHERE id = 1")
+        through = lake.sync_now().synced_through  # carried by a's events alone
+        assert _names(lake, "b", through) == ["old"]
+        lake.execute("UPDATE a SET name = 'last' WHERE id = 1")
+        lake.unregister_table("a")  # commits a's last event, carrying the read it made
+        claimed = lake.sync_status().synced_through
+        assert claimed is not None and claimed > through
+    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)  # the clock steps back
+    with htap_lake() as lake:
+        lake.execute("UPDATE b SET name = 'new' WHERE id = 1")  # its statement's time is before both
+        lake.sync_now()
+        assert _names(lake, "b", through) == _names(lake, "b", claimed) == ["old"]
+        assert _versions(lake, "b")[-1] == ("new", claimed + ONE_MICRO)
