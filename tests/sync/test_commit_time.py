@@ -279,3 +279,33 @@ def test_an_instant_claimed_by_a_table_since_unregistered_stays_final_after_the_
         lake.sync_now()
         assert _names(lake, "b", through) == _names(lake, "b", claimed) == ["old"]
         assert _versions(lake, "b")[-1] == ("new", claimed + ONE_MICRO)
+
+
+def test_a_transaction_over_three_tables_open_across_syncs_is_dated_once_across_a_crash_per_table(htap_lake):
+    """A transaction writes three tables while the lake answers twice: once committing another change,
+    once committing nothing (recorded in the lake's storage, the write lock being held). Then each of
+    three processes commits one table's part of it and fails: every one dates its part after the last
+    instant answered, and those instants keep their answers."""
+    with htap_lake() as lake:
+        app = _setup(lake, "a", "b", "c")
+        lake.execute("UPDATE c SET name = 'before' WHERE id = 1")
+        app.execute("BEGIN")
+        for table in ("a", "b", "c"):
+            app.execute(f"UPDATE {table} SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        first = lake.sync_now().synced_through  # commits c's earlier change, carrying its read
+        time.sleep(0.003)
+        last = lake.sync_now().synced_through  # commits nothing
+        answers = {at: {t: _names(lake, t, at) for t in ("a", "b", "c")} for at in (first, last)}
+        assert answers[first] == answers[last] == {"a": ["old"], "b": ["old"], "c": ["before"]}
+    app.execute("COMMIT")
+    for done in (1, 2):
+        with htap_lake() as lake:
+            with faults.armed("changelog.after_commit", "eio"), pytest.raises(OSError):
+                lake.sync_now()  # one more table's part committed
+            assert sum(_versions(lake, t)[-1][0] == "new" for t in ("a", "b", "c")) == done
+    with htap_lake() as lake:
+        lake.sync_now()
+        assert {at: {t: _names(lake, t, at) for t in ("a", "b", "c")} for at in (first, last)} == answers
+        assert {_versions(lake, t)[-1] for t in ("a", "b", "c")} == {("new", last + ONE_MICRO)}
+    app.close()
