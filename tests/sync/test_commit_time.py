@@ -309,3 +309,29 @@ def test_a_transaction_over_three_tables_open_across_syncs_is_dated_once_across_
         assert {at: {t: _names(lake, t, at) for t in ("a", "b", "c")} for at in (first, last)} == answers
         assert {_versions(lake, t)[-1] for t in ("a", "b", "c")} == {("new", last + ONE_MICRO)}
     app.close()
+
+
+def test_an_instant_claimed_inside_a_schema_change_that_failed_stays_final_after_the_clock_steps_back(
+    htap_lake, monkeypatch
+):
+    """A schema change commits every captured event first, inside its SQLite transaction; its read found
+    nothing, so it was recorded in that transaction, and the change then failed and rolled it back. The
+    lake had claimed the read all the same: a restarted process on a clock stepped back must still date a
+    change after it (before: after the sync before it only)."""
+    ahead = 60_000_000  # micros: the clock the lake read by, ahead of the one it steps back to
+    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + ahead)
+    with htap_lake() as lake:
+        _setup(lake, "a").close()
+        synced = lake.sync_now().synced_through
+        time.sleep(0.003)
+        with faults.armed("schema.after_lake_prepare", "eio"), pytest.raises(OSError):
+            lake.add_column("a", "extra", "TEXT")  # its read is claimed, its record rolled back
+        claimed = lake.sync_status().synced_through
+        assert claimed is not None and claimed > synced
+        assert _names(lake, "a", claimed) == ["old"]
+    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)  # the clock steps back
+    with htap_lake() as lake:
+        lake.execute("UPDATE a SET name = 'new' WHERE id = 1")  # its statement's time is before both
+        lake.sync_now()
+        assert _names(lake, "a", synced) == _names(lake, "a", claimed) == ["old"]
+        assert _versions(lake, "a")[-1] == ("new", claimed + ONE_MICRO)
