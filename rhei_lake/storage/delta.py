@@ -96,10 +96,30 @@ class DeltaLog(Protocol):
         """Delete data files of the table (paths relative to its root), in as few requests as the store allows."""
         ...
 
+    def read_data(self, path: str) -> bytes | None:
+        """The bytes of a data file of the table (path relative to its root) in one request, ``None`` if missing."""
+        ...
+
 
 def commit_file(version: int) -> str:
     """The name of the log entry of commit ``version``."""
     return f"{version:020d}.json"
+
+
+HISTORY_SEARCHED = 200
+"""Commits looked at, newest first, for the last one carrying a metadata key."""
+
+
+def commit_info(entry: bytes) -> dict[str, Any]:
+    """The ``commitInfo`` action of a commit's log entry (``{}`` if it has none)."""
+    for line in entry.splitlines():
+        if b'"commitInfo"' in line:
+            try:
+                info = json.loads(line).get("commitInfo")
+            except ValueError:
+                return {}
+            return info if isinstance(info, dict) else {}
+    return {}
 
 
 def commit_transactions(entry: bytes) -> dict[str, int]:
@@ -268,12 +288,27 @@ class DeltaTableStore:
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
-            for commit in dt.history(200):
+            if self._log is not None:
+                return self._walk_commits(dt.version(), key)
+            for commit in dt.history(HISTORY_SEARCHED):
                 if key in commit:
                     return str(commit[key])
             return None
 
         return self._call(_find)
+
+    def _walk_commits(self, version: int, key: str) -> str | None:
+        """``key`` of the newest commit info that has it, reading one log entry at a time from ``version``
+        down (delta-rs's ``history()`` reads every entry it returns first: one request each on S3)."""
+        assert self._log is not None
+        for at in range(version, max(-1, version - HISTORY_SEARCHED), -1):
+            entry = self._log.read(commit_file(at))
+            if entry is None:  # cleaned up: older ones are gone too
+                return None
+            info = commit_info(entry)
+            if key in info:
+                return str(info[key])
+        return None
 
     def last_commit_at(self) -> float | None:
         # Kept per loaded version: a status polled every second asks again and again, and
@@ -665,7 +700,9 @@ class DeltaTableStore:
             check_rewritable(dt, self.uri)
             before = dt.version()
             schema = pa.schema(dt.schema().to_arrow())
-            rows = pa.concat_tables(self._rewriter.read_whole(small, schema)).sort_by(order_by)
+            # On S3 one GET a file through the blob store (delta-rs's file handler asks for its size first).
+            fetch = self._log.read_data if self.remote and self._log is not None else None
+            rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=fetch)).sort_by(order_by)
             adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._swap_files(dt, adds, small)

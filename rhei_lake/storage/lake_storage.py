@@ -79,8 +79,14 @@ class BlobDeltaLog:
         return not self.blobs.list(self.prefix)
 
     def delete_files(self, paths: list[str]) -> None:
-        root = self.prefix.removesuffix("_delta_log/")
-        self.blobs.delete(root + path for path in paths)
+        self.blobs.delete(self._root + path for path in paths)
+
+    def read_data(self, path: str) -> bytes | None:
+        return self.blobs.get(self._root + path)
+
+    @property
+    def _root(self) -> str:
+        return self.prefix.removesuffix("_delta_log/")
 
 
 class LakeStorage:

@@ -48,8 +48,6 @@ import pyarrow.compute as pc
 
 from rhei_lake.catalog import SEQ, TIMESTAMP_TYPE, TS
 
-_NO_FLOOR = -(2**63)
-
 Read = tuple[int, int]
 """``(read_at, through)``: a read of the CDC log that reached its end began at ``read_at`` (micros) and saw
 sequences up to ``through``; every change with a later sequence was committed after ``read_at``."""
@@ -94,8 +92,7 @@ class DatingFloor:
         index = events.schema.get_field_index(TS)
         field = events.schema.field(index)
         micros = events.column(index).cast(pa.int64())  # no timestamp kernel for max_element_wise
-        # No floor (0) raises nothing, not even to 1 µs: only the reads do then.
-        floor: pa.Array | pa.Scalar = pa.scalar(self.floor + 1 if self.floor > 0 else _NO_FLOOR, pa.int64())
+        floor: pa.Array | pa.Scalar = pa.scalar(self.floor + 1 if self.floor > 0 else -(2**63), pa.int64())
         seqs = events.column(SEQ)
         for read_at, through in self.reads:  # few: one per record at most
             later = pc.greater(seqs, pa.scalar(through, pa.int64()))

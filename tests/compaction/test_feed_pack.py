@@ -48,7 +48,7 @@ def _feed_gets(paths: list[str]) -> Counter[str]:
     )
 
 
-def test_compact_fetches_each_change_file_once(proxied_lake, tmp_path):
+def test_compact_fetches_each_change_file_once_in_one_request(proxied_lake, tmp_path):
     url, options, proxy = proxied_lake
     with _open(tmp_path, url, options) as lake:
         for start in (0, 100):  # a first compaction, then one that finds the first one's packed file
@@ -61,6 +61,9 @@ def test_compact_fetches_each_change_file_once(proxied_lake, tmp_path):
             paths = proxy.requests()["paths"]
             gets = _feed_gets(paths)
             assert len(gets) >= FLUSHED, paths  # the feed's files were read (by the pack)
+            read = set(gets) - {p.split(" ", 1)[1] for p in paths if p.startswith("PUT ")}  # the files it found
+            heads = [p for p in paths if p.startswith("HEAD ") and p.split(" ", 1)[1].split("?", 1)[0] in read]
+            assert not heads, f"the pack asked for sizes of the files it read (the Delta log has them): {heads}"
             twice = {path: n for path, n in gets.items() if n > 1}
             assert not twice, f"change feed files fetched more than once in one compact(): {twice}"
             assert report.events_folded > 0 and report.files["changes"][1] <= 2

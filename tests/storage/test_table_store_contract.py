@@ -53,6 +53,22 @@ def test_append_with_watermark_refuses_going_back(lake_storage):
     assert sorted(store.to_arrow().column("id").to_pylist()) == [1, 2]
 
 
+def test_the_newest_commit_carrying_a_key_is_found_past_commits_without_it(lake_storage, second_lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    assert store.last_commit_metadata("rhei.cursor") is None
+    store.append(rows((1, "a", 0.1)), metadata={"rhei.cursor": "old", "rhei.other": "x"})
+    store.append(rows((2, "b", 0.2)), metadata={"rhei.cursor": 'new "quoted" \u2028'})
+    for i in range(3, 6):
+        store.append(rows((i, "c", 0.3)))
+    store.optimize(target_size=1 << 20)  # a commit of another kind
+    reader = second_lake_storage.table_store("t", "changes")  # another process, loading the table afresh
+    for handle in (store, reader):
+        assert handle.last_commit_metadata("rhei.cursor") == 'new "quoted" \u2028'
+        assert handle.last_commit_metadata("rhei.other") == "x"
+        assert handle.last_commit_metadata("rhei.none") is None
+
+
 def test_concurrent_writer_with_same_app_id_conflicts(lake_storage, second_lake_storage):
     first = lake_storage.table_store("t", "changes")
     first.create(SCHEMA, properties={})

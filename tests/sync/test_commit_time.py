@@ -224,7 +224,7 @@ def test_a_read_recorded_before_a_restart_still_dates_what_a_later_half_finished
 _READS = st.lists(st.tuples(st.integers(1, 50), st.integers(0, 20)), max_size=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     floor=st.integers(0, 40),
     reads=_READS,
