@@ -256,14 +256,32 @@ def test_a_restart_dates_each_event_after_every_read_any_record_names(floor, rea
     assert restarted.newest == max([*floors, *(at for at, _ in known)])
 
 
+CLOCK_AHEAD = 60_000_000
+"""Micros: the clock a first process reads the CDC log by, ahead of the true one a restart steps back to."""
+
+
+def _read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + CLOCK_AHEAD)
+
+
+def _final_after_the_clock_steps_back(htap_lake, monkeypatch: pytest.MonkeyPatch, table: str, *instants) -> None:
+    """The clock steps back; a restarted process dates a change made then (its statement's time is before
+    every one of ``instants``) after them all, so they keep their answers."""
+    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)
+    with htap_lake() as lake:
+        lake.execute(f"UPDATE {table} SET name = 'new' WHERE id = 1")
+        lake.sync_now()
+        assert [_names(lake, table, at) for at in instants] == [["old"]] * len(instants)
+        assert _versions(lake, table)[-1] == ("new", max(instants) + ONE_MICRO)
+
+
 def test_an_instant_claimed_by_a_table_since_unregistered_stays_final_after_the_clock_steps_back(
     htap_lake, monkeypatch
 ):
     """The last reads the lake claimed were carried only by a table unregistered since (its cursor is no
     longer read); the wall clock then steps back, and a restarted process must still date a change after
     them (before: it dated it by its statement, before an instant already answered)."""
-    ahead = 60_000_000  # micros: the clock the lake read by, ahead of the one it steps back to
-    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + ahead)
+    _read_ahead(monkeypatch)
     with htap_lake() as lake:
         _setup(lake, "a", "b").close()
         lake.execute("UPDATE a SET name = 'synced' WHERE id = 1")
@@ -273,12 +291,7 @@ def test_an_instant_claimed_by_a_table_since_unregistered_stays_final_after_the_
         lake.unregister_table("a")  # commits a's last event, carrying the read it made
         claimed = lake.sync_status().synced_through
         assert claimed is not None and claimed > through
-    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)  # the clock steps back
-    with htap_lake() as lake:
-        lake.execute("UPDATE b SET name = 'new' WHERE id = 1")  # its statement's time is before both
-        lake.sync_now()
-        assert _names(lake, "b", through) == _names(lake, "b", claimed) == ["old"]
-        assert _versions(lake, "b")[-1] == ("new", claimed + ONE_MICRO)
+    _final_after_the_clock_steps_back(htap_lake, monkeypatch, "b", through, claimed)
 
 
 def test_a_transaction_over_three_tables_open_across_syncs_is_dated_once_across_a_crash_per_table(htap_lake):
@@ -318,8 +331,7 @@ def test_an_instant_claimed_inside_a_schema_change_that_failed_stays_final_after
     nothing, so it was recorded in that transaction, and the change then failed and rolled it back. The
     lake had claimed the read all the same: a restarted process on a clock stepped back must still date a
     change after it (before: after the sync before it only)."""
-    ahead = 60_000_000  # micros: the clock the lake read by, ahead of the one it steps back to
-    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + ahead)
+    _read_ahead(monkeypatch)
     with htap_lake() as lake:
         _setup(lake, "a").close()
         synced = lake.sync_now().synced_through
@@ -329,9 +341,4 @@ def test_an_instant_claimed_inside_a_schema_change_that_failed_stays_final_after
         claimed = lake.sync_status().synced_through
         assert claimed is not None and claimed > synced
         assert _names(lake, "a", claimed) == ["old"]
-    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)  # the clock steps back
-    with htap_lake() as lake:
-        lake.execute("UPDATE a SET name = 'new' WHERE id = 1")  # its statement's time is before both
-        lake.sync_now()
-        assert _names(lake, "a", synced) == _names(lake, "a", claimed) == ["old"]
-        assert _versions(lake, "a")[-1] == ("new", claimed + ONE_MICRO)
+    _final_after_the_clock_steps_back(htap_lake, monkeypatch, "a", synced, claimed)
