@@ -342,3 +342,26 @@ def test_an_instant_claimed_inside_a_schema_change_that_failed_stays_final_after
         assert claimed is not None and claimed > synced
         assert _names(lake, "a", claimed) == ["old"]
     _final_after_the_clock_steps_back(htap_lake, monkeypatch, "a", synced, claimed)
+
+
+def test_a_read_carried_by_one_table_alone_survives_its_flush_and_compaction(htap_lake):
+    """The last instant answered is known only from the events of another table that carried its read;
+    that table's tail is flushed into Delta and compacted (its feed packed and rewritten) before the lake
+    closes, and a restart still dates the transaction open across the read after it."""
+    with htap_lake() as lake:
+        app = _setup(lake, "a", "b", "c")
+        lake.execute("UPDATE c SET name = 'before' WHERE id = 1")
+        app.execute("BEGIN")
+        app.execute("UPDATE a SET name = 'new' WHERE id = 1")
+        app.execute("UPDATE b SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        through = lake.sync_now().synced_through  # commits c's change alone, carrying its read
+        lake.flush()
+        lake.compact(vacuum_retention=0)
+        assert lake.sync_engine.changelogs["c"].tail_segments == 0
+    app.execute("COMMIT")
+    with htap_lake() as lake:
+        lake.sync_now()
+        assert {t: _names(lake, t, through) for t in ("a", "b", "c")} == {"a": ["old"], "b": ["old"], "c": ["before"]}
+        assert {_versions(lake, t)[-1] for t in ("a", "b")} == {("new", through + ONE_MICRO)}
+    app.close()
