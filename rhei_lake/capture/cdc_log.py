@@ -155,8 +155,18 @@ def write_registration(conn: sqlite3.Connection, reg: Registration) -> None:
 
 
 def delete_table_events(conn: sqlite3.Connection, table: str) -> None:
-    """Remove ``table``'s events (its state is about to be re-snapshotted), keeping the newest row."""
+    """Remove ``table``'s events (its state is about to be re-snapshotted, or it is no longer mirrored).
+
+    The newest row of the log stays, so that no sequence number is handed out
+    twice; when it is one of ``table``'s events it stays as a bare marker, which
+    no read decodes: a later process reads again from the oldest table's
+    position and must not meet an event of a table no longer registered.
+    """
     conn.execute(f"DELETE FROM {LOG_TABLE} WHERE tbl = ? AND seq < (SELECT max(seq) FROM {LOG_TABLE})", (table,))
+    conn.execute(
+        f"UPDATE {LOG_TABLE} SET op = ? WHERE tbl = ? AND seq = (SELECT max(seq) FROM {LOG_TABLE})",
+        (OP_SNAPSHOT_MARKER, table),
+    )
     conn.execute(f"DELETE FROM {PENDING_TABLE} WHERE tbl = ?", (table,))
 
 

@@ -738,29 +738,28 @@ class TriggerSource:
                 raise translate_sqlite_error(exc, self.path) from exc
 
     def record_dating(self, record: str) -> bool:
-        """Keep ``record`` (see :mod:`rhei_lake.sync.commit_time`) durably, inside a transaction already open
-        here or in one of its own; ``False`` when another connection holds the write lock (without waiting
-        for it: an application's open transaction must not stall the sync)."""
+        """Keep ``record`` (see :mod:`rhei_lake.sync.commit_time`) durably, in a transaction of its own;
+        ``False`` when another connection holds the write lock (without waiting for it: an application's
+        open transaction must not stall the sync), or when a transaction is open here (a schema change
+        draining the log first): the record would last only if that commits, and the read is claimed now."""
         with self._lock:
-            own = not self._conn.in_transaction
+            if self._conn.in_transaction:
+                return False
             try:
-                if own:
-                    self._conn.execute("PRAGMA busy_timeout = 0")
-                    try:
-                        self._conn.execute("BEGIN IMMEDIATE")
-                    except sqlite3.OperationalError as exc:
-                        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                            return False
-                        raise
-                    finally:
-                        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                        return False
+                    raise
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 cdc_log.write_meta(self._conn, cdc_log.DATING_KEY, record)
-                if own:
-                    self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT")
                 return True
             except sqlite3.Error as exc:
-                if own:
-                    self._rollback()
+                self._rollback()
                 raise translate_sqlite_error(exc, self.path) from exc
 
     def close(self) -> None:

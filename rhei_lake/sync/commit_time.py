@@ -31,7 +31,9 @@ date a transaction open across it before instants already answered. A process
 that restarts dates by every read any record names, not only the newest: a
 sync that committed one table's part of a transaction and then crashed leaves
 its own read in that table's cursor, and the other tables' parts must still be
-dated after the read recorded before it. See :class:`DatingFloor`.
+dated after the read recorded before it. Unregistering a table records the
+floor alone as well: the reads claimed last may be carried by that table's
+events only, and its cursor is no longer read. See :class:`DatingFloor`.
 """
 
 from __future__ import annotations

@@ -275,7 +275,16 @@ class TriggerSync:
                     f"no mirrored table {table!r}; known: {sorted(self.source.registrations()) or 'none'}"
                 )
             name = names[0]
-            self.source.unregister(name, before=lambda: self._drain(ReportBuilder()))
+
+            def before() -> None:
+                self._drain(ReportBuilder())
+                # The reads claimed last may be carried by this table's events alone, and no later process
+                # reads its cursor: their floor is recorded alone too.
+                record = self._dating.cursor(None)
+                if record is not None:
+                    self._record_read(record)
+
+            self.source.unregister(name, before=before)
             self.changelogs.pop(name, None)
             self._lake_specs.pop(name, None)
             self.waiting.pop(name, None)
@@ -399,7 +408,8 @@ class TriggerSync:
     def _record_read(self, record: str) -> None:
         """Keep a final read whose cursor no event carried durable, without a Delta commit: in the database's
         ``_rhei_meta``, or in the lake's storage while another connection holds the database's write lock
-        (an open transaction: the case the record is for, which the sync must not wait for)."""
+        (an open transaction: the case the record is for, which the sync must not wait for) or a schema
+        change holds it here (its transaction may yet roll back, and the read is claimed now)."""
         if not self.source.record_dating(record):
             self.storage.blobs.put(DATING_BLOB, record.encode())
 

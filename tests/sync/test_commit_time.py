@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 import rhei_lake
 from rhei_lake import faults
+from rhei_lake.sync import trigger_sync
 from rhei_lake.sync.commit_time import DatingFloor
+from rhei_lake.timeutil import now_micros
 from rhei_lake.timeutil import to_micros as micros
 
 ONE_MICRO = timedelta(microseconds=1)
@@ -252,3 +254,114 @@ def test_a_restart_dates_each_event_after_every_read_any_record_names(floor, rea
     dated = restarted.apply(table).column("_rhei_ts").cast(pa.int64()).to_pylist()
     assert dated == [expected(seq, ts, floors, known) for seq, ts in events]
     assert restarted.newest == max([*floors, *(at for at, _ in known)])
+
+
+CLOCK_AHEAD = 60_000_000
+"""Micros: the clock a first process reads the CDC log by, ahead of the true one a restart steps back to."""
+
+
+def _read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trigger_sync, "now_micros", lambda: now_micros() + CLOCK_AHEAD)
+
+
+def _final_after_the_clock_steps_back(htap_lake, monkeypatch: pytest.MonkeyPatch, table: str, *instants) -> None:
+    """The clock steps back; a restarted process dates a change made then (its statement's time is before
+    every one of ``instants``) after them all, so they keep their answers."""
+    monkeypatch.setattr(trigger_sync, "now_micros", now_micros)
+    with htap_lake() as lake:
+        lake.execute(f"UPDATE {table} SET name = 'new' WHERE id = 1")
+        lake.sync_now()
+        assert [_names(lake, table, at) for at in instants] == [["old"]] * len(instants)
+        assert _versions(lake, table)[-1] == ("new", max(instants) + ONE_MICRO)
+
+
+def test_an_instant_claimed_by_a_table_since_unregistered_stays_final_after_the_clock_steps_back(
+    htap_lake, monkeypatch
+):
+    """The last reads the lake claimed were carried only by a table unregistered since (its cursor is no
+    longer read); the wall clock then steps back, and a restarted process must still date a change after
+    them (before: it dated it by its statement, before an instant already answered)."""
+    _read_ahead(monkeypatch)
+    with htap_lake() as lake:
+        _setup(lake, "a", "b").close()
+        lake.execute("UPDATE a SET name = 'synced' WHERE id = 1")
+        through = lake.sync_now().synced_through  # carried by a's events alone
+        assert _names(lake, "b", through) == ["old"]
+        lake.execute("UPDATE a SET name = 'last' WHERE id = 1")
+        lake.unregister_table("a")  # commits a's last event, carrying the read it made
+        claimed = lake.sync_status().synced_through
+        assert claimed is not None and claimed > through
+    _final_after_the_clock_steps_back(htap_lake, monkeypatch, "b", through, claimed)
+
+
+def test_a_transaction_over_three_tables_open_across_syncs_is_dated_once_across_a_crash_per_table(htap_lake):
+    """A transaction writes three tables while the lake answers twice: once committing another change,
+    once committing nothing (recorded in the lake's storage, the write lock being held). Then each of
+    three processes commits one table's part of it and fails: every one dates its part after the last
+    instant answered, and those instants keep their answers."""
+    with htap_lake() as lake:
+        app = _setup(lake, "a", "b", "c")
+        lake.execute("UPDATE c SET name = 'before' WHERE id = 1")
+        app.execute("BEGIN")
+        for table in ("a", "b", "c"):
+            app.execute(f"UPDATE {table} SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        first = lake.sync_now().synced_through  # commits c's earlier change, carrying its read
+        time.sleep(0.003)
+        last = lake.sync_now().synced_through  # commits nothing
+        answers = {at: {t: _names(lake, t, at) for t in ("a", "b", "c")} for at in (first, last)}
+        assert answers[first] == answers[last] == {"a": ["old"], "b": ["old"], "c": ["before"]}
+    app.execute("COMMIT")
+    for done in (1, 2):
+        with htap_lake() as lake:
+            with faults.armed("changelog.after_commit", "eio"), pytest.raises(OSError):
+                lake.sync_now()  # one more table's part committed
+            assert sum(_versions(lake, t)[-1][0] == "new" for t in ("a", "b", "c")) == done
+    with htap_lake() as lake:
+        lake.sync_now()
+        assert {at: {t: _names(lake, t, at) for t in ("a", "b", "c")} for at in (first, last)} == answers
+        assert {_versions(lake, t)[-1] for t in ("a", "b", "c")} == {("new", last + ONE_MICRO)}
+    app.close()
+
+
+def test_an_instant_claimed_inside_a_schema_change_that_failed_stays_final_after_the_clock_steps_back(
+    htap_lake, monkeypatch
+):
+    """A schema change commits every captured event first, inside its SQLite transaction; its read found
+    nothing, so it was recorded in that transaction, and the change then failed and rolled it back. The
+    lake had claimed the read all the same: a restarted process on a clock stepped back must still date a
+    change after it (before: after the sync before it only)."""
+    _read_ahead(monkeypatch)
+    with htap_lake() as lake:
+        _setup(lake, "a").close()
+        synced = lake.sync_now().synced_through
+        time.sleep(0.003)
+        with faults.armed("schema.after_lake_prepare", "eio"), pytest.raises(OSError):
+            lake.add_column("a", "extra", "TEXT")  # its read is claimed, its record rolled back
+        claimed = lake.sync_status().synced_through
+        assert claimed is not None and claimed > synced
+        assert _names(lake, "a", claimed) == ["old"]
+    _final_after_the_clock_steps_back(htap_lake, monkeypatch, "a", synced, claimed)
+
+
+def test_a_read_carried_by_one_table_alone_survives_its_flush_and_compaction(htap_lake):
+    """The last instant answered is known only from the events of another table that carried its read;
+    that table's tail is flushed into Delta and compacted (its feed packed and rewritten) before the lake
+    closes, and a restart still dates the transaction open across the read after it."""
+    with htap_lake() as lake:
+        app = _setup(lake, "a", "b", "c")
+        lake.execute("UPDATE c SET name = 'before' WHERE id = 1")
+        app.execute("BEGIN")
+        app.execute("UPDATE a SET name = 'new' WHERE id = 1")
+        app.execute("UPDATE b SET name = 'new' WHERE id = 1")
+        time.sleep(0.003)
+        through = lake.sync_now().synced_through  # commits c's change alone, carrying its read
+        lake.flush()
+        lake.compact(vacuum_retention=0)
+        assert lake.sync_engine.changelogs["c"].tail_segments == 0
+    app.execute("COMMIT")
+    with htap_lake() as lake:
+        lake.sync_now()
+        assert {t: _names(lake, t, through) for t in ("a", "b", "c")} == {"a": ["old"], "b": ["old"], "c": ["before"]}
+        assert {_versions(lake, t)[-1] for t in ("a", "b")} == {("new", through + ONE_MICRO)}
+    app.close()
