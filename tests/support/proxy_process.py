@@ -26,7 +26,9 @@ class ProxyProcess:
             stdout=subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[2],
         )
-        line = self.process.stdout.readline().decode().split()
+        assert self.process.stdin is not None and self.process.stdout is not None  # both piped
+        self._stdin, self._stdout = self.process.stdin, self.process.stdout
+        line = self._stdout.readline().decode().split()
         if len(line) != 3 or line[0] != "ports":
             self.process.kill()
             raise RuntimeError(f"{module} did not start: {line}")
@@ -46,13 +48,13 @@ class ProxyProcess:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            self.process.stdin.close()
+            self._stdin.close()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stdout.close()
+        self._stdout.close()
 
 
 def serve_control(
@@ -82,7 +84,7 @@ def serve_control(
 def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:
     """The body of the request ``handler`` is answering: chunked or by Content-Length."""
     if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(handler.rfile.readline().strip().split(b";")[0], 16)
             if size == 0:
