@@ -12,7 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rhei_lake.lake import Lake
+    from rhei_lake.sync.trigger_sync import TriggerSync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +40,9 @@ class Result:
         return asdict(self)
 
 
+_Size = TypeVar("_Size", int, float)
+
+
 @dataclass
 class Settings:
     quick: bool
@@ -43,7 +50,7 @@ class Settings:
     seed: int = 7
     _moto: Any = None
 
-    def size(self, quick: int, full: int) -> int:
+    def size(self, quick: _Size, full: _Size) -> _Size:
         return quick if self.quick else full
 
     @property
@@ -141,3 +148,13 @@ def run_isolated(module: str, function: str, *args: str) -> dict[str, Any]:
         raise RuntimeError(f"{module}.{function} failed:\n{proc.stderr[-3000:]}")
     line = next(text for text in reversed(proc.stdout.splitlines()) if text.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
+
+
+def trigger_sync(lake: Lake) -> TriggerSync:
+    """The trigger capture of an HTAP ``lake``, for what a scenario does past the lake's API."""
+    from rhei_lake.sync.trigger_sync import TriggerSync
+
+    sync = lake.sync_engine
+    if not isinstance(sync, TriggerSync):
+        raise TypeError(f"an HTAP lake (trigger capture) expected, not {type(sync).__name__}")
+    return sync

@@ -67,7 +67,7 @@ def fetch(client: flight.FlightClient, command: bytes) -> int:
     return client.do_get(info.endpoints[0].ticket).read_all().num_rows
 
 
-def queries_per_second(clients: int, seconds: float, make_runner: Callable[[], Callable[[], object]]) -> float:
+def queries_per_second(clients: int, seconds: float, make_runner: Callable[[], Callable[[], int | None]]) -> float:
     """``clients`` threads each repeating its own runner for ``seconds`` (after one warm-up run): queries/s."""
     from bench.bench_flight_sql import run_clients
 

@@ -62,6 +62,7 @@ def memory(storage: str, table: str) -> None:
         built = time.perf_counter() - started
         after = _rss()
         state = lake._queries._states[table]
+        assert state.rows is not None  # the count built `t`
         held = sum(t.nbytes for t in (state.rows, state.unfolded) if t is not None)
         if state.feed is not None and state.feed.tail is not None:
             held += state.feed.tail.nbytes

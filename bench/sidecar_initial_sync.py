@@ -74,13 +74,13 @@ def fill_postgres(server, rows: int) -> str:
 def _adbc_read(kind: str, url: str) -> tuple[int, float]:
     started = time.perf_counter()
     if kind == "sqlite":
-        import adbc_driver_sqlite.dbapi as adbc
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-        conn = adbc.connect(url[len("sqlite://") :])
+        conn = adbc_sqlite.connect(url[len("sqlite://") :])
     else:
-        import adbc_driver_postgresql.dbapi as adbc
+        import adbc_driver_postgresql.dbapi as adbc_postgresql
 
-        conn = adbc.connect(url)
+        conn = adbc_postgresql.connect(url)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT * FROM orders")
         table = cur.fetch_arrow_table()

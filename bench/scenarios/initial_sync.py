@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.core import Result, Settings, run_isolated
+from bench.core import Result, Settings, run_isolated, trigger_sync
 from bench.data import POLLED_SUFFIX, SHAPES, create_orders, create_shape, shape_table
 
 _MODULE = "bench.scenarios.initial_sync"
@@ -107,7 +107,7 @@ def measure_trigger(db: str, table: str, lake: str) -> dict:
         seconds = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu  # the reader process is reaped by now
         rows = opened.query(f"SELECT count(*) AS n FROM {table}_changes").column(0)[0].as_py()
-        opened._sync.source.unregister(spec.name)  # leave the file as it was for the next run
+        trigger_sync(opened).source.unregister(spec.name)  # leave the file as it was for the next run
     rhei_lake.detach_database(db)  # and free it for the next run's new lake
     return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "phases": phases}
 

@@ -9,7 +9,7 @@ import math
 import shutil
 import time
 
-from bench.core import Result, Settings, run_isolated
+from bench.core import Result, Settings, run_isolated, trigger_sync
 from bench.data import create_orders
 
 
@@ -24,7 +24,7 @@ def measure(db: str, lake: str) -> dict:
         started = time.perf_counter()
         opened.compact()
         compact = time.perf_counter() - started
-        opened._sync.source.unregister(spec.name)
+        trigger_sync(opened).source.unregister(spec.name)
     return {"sync": sync, "compact": compact}
 
 

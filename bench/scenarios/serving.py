@@ -199,6 +199,7 @@ def _mixed_load(settings: Settings, db: Path, storage: str, seconds: float) -> l
         text=True,
     )
     try:
+        assert writer.stdout is not None and writer.stderr is not None  # both piped
         if writer.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the writer did not start: {writer.stderr.read()[-2000:]}")
         seen: list[tuple[float, float, int]] = []  # (started, ended, highest id seen)
@@ -216,6 +217,7 @@ def _mixed_load(settings: Settings, db: Path, storage: str, seconds: float) -> l
             text=True,
         )
         try:
+            assert server.stdout is not None and server.stderr is not None  # both piped
             found = re.search(r"grpc://[0-9.]+:[0-9]+", server.stdout.readline())
             if found is None:
                 raise RuntimeError(f"rh flight did not start: {server.stderr.read()[-2000:]}")
