@@ -17,6 +17,7 @@ from rhei_lake.capture.sqlite_schema import quote_ident
 from rhei_lake.errors import SchemaChangedError, SchemaError
 from tests.support.mirror_check import MirrorCheck, lake_rows, sqlite_rows
 from tests.support.oracle import oltp_oracle
+from tests.support.sqlite_file_watch import connections_to
 from tests.support.waiting import wait_for
 
 DDL = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)"
@@ -447,14 +448,14 @@ def test_writes_racing_the_follow_are_captured_or_reconciled_exactly_once(tmp_pa
 
 
 def test_a_sync_with_no_schema_change_reads_only_the_schema_cookie(tmp_path):
-    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage="memory://") as lake:
+    db = tmp_path / "app.db"
+    with connections_to(db) as connections, rhei_lake.open(oltp_path=str(db), storage="memory://") as lake:
         seed(lake, rows=1)
         lake.sync_now()  # the first sync after registering judges the tables once
-        statements: list[str] = []
-        lake.sync_engine.source._conn.set_trace_callback(statements.append)
         lake.execute("UPDATE t SET name = 'x' WHERE id = 1")
-        lake.sync_now()
-        lake.sync_engine.source._conn.set_trace_callback(None)
+        lake.sync_engine.wait_idle(10)  # the first sync's upkeep is not this sync's work
+        with connections.statements() as statements:
+            assert lake.sync_now().events == 1
         assert sum("schema_version" in s for s in statements) == 1
         assert not [s for s in statements if "sqlite_master" in s or "table_xinfo" in s or "_rhei_schema" in s]
 
