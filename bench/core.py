@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from rhei_lake.lake import Lake
     from rhei_lake.sync.trigger_sync import TriggerSync
+    from tests.support.moto_server import MotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ class Settings:
         return quick if self.quick else full
 
     @property
-    def moto(self):
+    def moto(self) -> MotoServer:
         """A moto S3 server subprocess, started on first use."""
         if self._moto is None:
             sys.path.insert(0, str(ROOT))

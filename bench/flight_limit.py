@@ -35,7 +35,9 @@ class BareFlightServer(flight.FlightServerBase):
     def location(self) -> str:
         return f"grpc://127.0.0.1:{self.port}"
 
-    def get_flight_info(self, context, descriptor):
+    def get_flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
         df = self._ctx.sql(descriptor.command.decode())
         schema = df.schema()
         token = secrets.token_bytes(16)
@@ -43,7 +45,7 @@ class BareFlightServer(flight.FlightServerBase):
             self._pending[token] = (df, schema)
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(token, [])], -1, -1)
 
-    def do_get(self, context, ticket):
+    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.GeneratorStream:
         with self._lock:
             df, schema = self._pending.pop(ticket.ticket)
         return flight.GeneratorStream(schema, (b.to_pyarrow() for b in df.execute_stream()), options=self._options)

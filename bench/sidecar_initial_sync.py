@@ -19,10 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rhei_lake  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
 
 DDL = {
     "sqlite": "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL, qty INTEGER, "
@@ -56,7 +60,7 @@ def _fill_sqlite(path: str, rows: int) -> str:
     return f"sqlite://{path}"
 
 
-def fill_postgres(server, rows: int) -> str:
+def fill_postgres(server: PostgresServer, rows: int) -> str:
     """A fresh database on ``server`` with ``rows`` orders; its URL."""
     db = server.create_database()
     with server.connect(db) as conn:

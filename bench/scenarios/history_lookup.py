@@ -56,12 +56,16 @@ def _rounds(db: Path, storage: str, rows: int, seed: int) -> tuple[float, list[f
     return first, later, rows + ROUNDS * (rows // 1000)
 
 
-def _pruning(reader, key: int) -> str:
+def _pruning(reader: rhei_lake.Lake, key: int) -> str:
     """Row groups of the history's files whose statistics admit ``id = key`` (what the scan reads), of all."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    files = reader.storage.table_store("orders", "history")._table().file_uris()
+    from rhei_lake.storage.delta import DeltaTableStore
+
+    store = reader.storage.table_store("orders", "history")
+    assert isinstance(store, DeltaTableStore)  # the one store a lake's history is kept in
+    files = store._table().file_uris()
     fragments = list(ds.dataset(files, format="parquet").get_fragments())
     total = sum(f.metadata.num_row_groups for f in fragments)
     kept = sum(len(f.split_by_row_group(pc.field("id") == key)) for f in fragments)

@@ -11,10 +11,15 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import rhei_lake
 from bench.core import Result, Settings, timer
 from bench.data import create_orders
+
+if TYPE_CHECKING:
+    from datafusion import SessionContext
 
 QUERIES = {
     "GROUP BY on t": "SELECT status, count(*) AS n, sum(total) AS s FROM {t} GROUP BY status ORDER BY status",
@@ -24,7 +29,7 @@ QUERIES = {
 }
 
 
-def _median(fn, repeat: int) -> float:
+def _median(fn: Callable[[], object], repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):
@@ -34,7 +39,7 @@ def _median(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def _plain_context(lake: rhei_lake.Lake, settings: Settings):
+def _plain_context(lake: rhei_lake.Lake, settings: Settings) -> SessionContext:
     """A DataFusion session over plain Delta tables holding the same rows as ``orders`` and ``orders_history``."""
     from datafusion import SessionContext
     from deltalake import DeltaTable, write_deltalake

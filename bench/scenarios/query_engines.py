@@ -14,11 +14,17 @@ from __future__ import annotations
 import random
 import shutil
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rhei_lake
 from bench.core import Result, Settings
 from bench.data import create_orders
 from bench.scenarios.query import _median, updated_orders
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 QUERIES = {
     "GROUP BY on t": "SELECT status, count(*) AS n, sum(total) AS s FROM {t} GROUP BY status ORDER BY status",
@@ -30,7 +36,7 @@ QUERIES = {
 }
 
 
-def _bare_duckdb(lake_dir):
+def _bare_duckdb(lake_dir: Path) -> duckdb.DuckDBPyConnection:
     """DuckDB with the delta extension over the lake's own Delta tables: ``t``, ``t_history`` and ``t_changes``
     as DuckDB reads them once everything is folded (the outside views' SQL)."""
     import duckdb
@@ -49,10 +55,10 @@ def _bare_duckdb(lake_dir):
     return con
 
 
-def _rounded(table) -> list[str]:
+def _rounded(table: pa.Table) -> list[str]:
     """Rows to compare across engines: a float sum depends on the order of its terms."""
 
-    def value(v):
+    def value(v: object) -> object:
         if isinstance(v, float):
             return float(f"{v:.9g}")
         return v.timestamp() if isinstance(v, datetime) else v  # the zone: DuckDB says Etc/UTC

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rhei_lake
 from bench.core import Result, Settings
 
+if TYPE_CHECKING:
+    from tests.support.s3_latency_proxy import LatencyProxy
+
 TABLES = 10
 
 
-def _measure(proxy, fn: Callable[[], Any]) -> tuple[int, float, Any]:
+def _measure(proxy: LatencyProxy, fn: Callable[[], Any]) -> tuple[int, float, Any]:
     proxy.reset()
     started = time.perf_counter()
     result = fn()
@@ -28,7 +31,9 @@ def _measure(proxy, fn: Callable[[], Any]) -> tuple[int, float, Any]:
     return proxy.requests()["total"], seconds, result
 
 
-def _build(settings: Settings, url: str, options: dict[str, str], tables: int, syncs: int, segments: int):
+def _build(
+    settings: Settings, url: str, options: dict[str, str], tables: int, syncs: int, segments: int
+) -> rhei_lake.Lake:
     """A writer on a lake of ``tables`` tables; t0 gets ``syncs`` flushed syncs and ``segments`` unflushed ones."""
     db = settings.workdir / f"s3req-{tables}-{syncs}-{segments}.db"
     db.unlink(missing_ok=True)
@@ -86,7 +91,15 @@ def run(settings: Settings) -> list[Result]:
     return results
 
 
-def _reader_operations(proxy, url, options, writer, tables: int, history: str, at: str) -> list[Result]:
+def _reader_operations(
+    proxy: LatencyProxy,
+    url: str,
+    options: dict[str, str],
+    writer: rhei_lake.Lake,
+    tables: int,
+    history: str,
+    at: str,
+) -> list[Result]:
     results = []
     requests, seconds, reader = _measure(
         proxy, lambda: rhei_lake.open(storage=url, storage_options=options, refresh_interval=0.5)

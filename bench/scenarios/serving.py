@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.flight as flight
 
@@ -37,6 +38,10 @@ import rhei_lake
 from bench.core import ROOT, Result, Settings, percentile
 from bench.data import create_orders
 from bench.flight_limit import BareFlightServer, fetch, flight_sql_command, queries_per_second
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from datafusion import SessionContext
 
 QUERIES = {
     "full scan": "SELECT * FROM orders",
@@ -69,7 +74,7 @@ def _build(settings: Settings, name: str, rows: int) -> tuple[Path, str]:
     return db, str(storage)
 
 
-def _memtable(rows):
+def _memtable(rows: pa.Table) -> SessionContext:
     from datafusion import SessionContext
 
     ctx = SessionContext()

@@ -31,14 +31,17 @@ def _db(path: Path, captured: bool, ddl: str = DDL) -> sqlite3.Connection:
     return conn
 
 
-def _rows(start: int, count: int, unique: bool = False):
+_Row = tuple[int, str, float, int, str]
+
+
+def _rows(start: int, count: int, unique: bool = False) -> list[_Row]:
     def placed(i: int) -> str:
         return f"2026-11-23 10:00:00.{i:06d}" if unique else "2026-11-23 10:00:00"
 
     return [(i, f"customer {i % 997}", i * 0.25, i % 50, placed(i)) for i in range(start, start + count)]
 
 
-def _time_inserts(conn: sqlite3.Connection, rows, batched: bool) -> float:
+def _time_inserts(conn: sqlite3.Connection, rows: list[_Row], batched: bool) -> float:
     with timer() as elapsed:
         if batched:
             conn.execute("BEGIN")
