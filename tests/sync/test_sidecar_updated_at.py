@@ -58,11 +58,11 @@ def spellings(draw, instant: int, unit: str, numbers: bool, fraction_digits: int
     date = f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
     sep = draw(st.sampled_from(["T", " "]))
     clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
-    if local.second == 0 and local.microsecond == 0 and draw(st.booleans()):
-        clock = clock[:5]
     digits = f"{local.microsecond:06d}".rstrip("0")
     length = draw(st.integers(len(digits), fraction_digits))
     fraction = "." + digits.ljust(length, "0") if length else ""
+    if local.second == 0 and not fraction and draw(st.booleans()):
+        clock = clock[:5]  # HH:MM takes no fraction: a fraction belongs to the seconds
     if zone == "naive":
         suffix = ""
     elif zone == "Z":
