@@ -480,6 +480,23 @@ class Changelog:
         table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
         return table.sort_by(SEQ)
 
+    def read_after(self, feed: FeedSnapshot, seq: int, *, max_bytes: int) -> pa.Table | None:
+        """The events after ``seq`` of what ``feed`` registered, in ``_rhei_seq`` order, read without a scan.
+
+        The table's files holding any are each fetched whole in one request
+        (:meth:`TableStore.rows_above`), the rest comes from ``feed``'s tail in
+        memory. ``None`` when the store reads no cheaper than a scan, or its
+        loaded snapshot is no longer the one ``feed`` registered.
+        """
+        if feed.tail is None:
+            return None
+        read = self.store.rows_above(SEQ, seq, max_bytes=max_bytes)
+        if read is None or read[0] != feed.version:
+            return None
+        stored = conform(read[1], feed.tail.schema, self.store.uri)
+        tail = _after(feed.tail, max(seq, feed.stored))
+        return (pa.concat_tables([stored, tail]) if tail.num_rows else stored).sort_by(SEQ)
+
     def feed_key(self) -> tuple[int, int, int]:
         """``(version, stored, watermark)`` that :meth:`register` would record now (no I/O)."""
         with self._lock:

@@ -711,6 +711,44 @@ class DeltaTableStore:
 
         return self._commit(_pack)
 
+    def rows_above(self, column: str, above: int, *, max_bytes: int) -> tuple[int, pa.Table] | None:
+        """See :meth:`TableStore.rows_above`: on S3, one GET a file through the blob store.
+
+        A scan through delta-rs's file handler reads a small file's footer (the
+        whole file) and then its columns again: two requests a file, one after
+        the other. Locally a read costs no request, and the scan is kept.
+        """
+        import pyarrow.compute as pc
+
+        log = self._log
+        if not self.remote or log is None:
+            return None
+
+        def _plan(dt: DeltaTable) -> tuple[int, pa.Schema, list[DataFile] | None]:
+            return dt.version(), pa.schema(dt.schema().to_arrow()), _files_above(dt, column, above)
+
+        # A version's files never change: read outside the lock, so polls and commits need not wait for it.
+        version, schema, files = self._call(_plan)
+        if files is None or sum(f.size for f in files) > max_bytes:
+            return None
+
+        def fetch(path: str) -> bytes:
+            data = log.read_data(path)
+            if data is None:
+                raise _FileGone(path)
+            return data
+
+        try:
+            tables = self._rewriter.read_whole(files, schema, fetch=fetch)
+        except _FileGone:
+            return None
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise translate_storage_error(exc, where=self.uri) from exc
+        rows = pa.concat_tables(tables) if tables else schema.empty_table()
+        return version, rows.filter(pc.greater(rows.column(column), above))
+
     def _rewrite_view_typed(self) -> None:
         """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
 
@@ -820,6 +858,34 @@ class DeltaTableStore:
 
     def checkpoint(self) -> None:
         self._commit(lambda dt: dt.create_checkpoint())
+
+
+class _FileGone(Exception):
+    """A data file the snapshot names is not in the store (vacuumed since)."""
+
+
+def _files_above(dt: DeltaTable, column: str, above: int) -> list[DataFile] | None:
+    """The files of ``dt``'s snapshot holding a row with ``column > above``, by their statistics (``None``: unknown)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    names = actions.column_names
+    if actions.num_rows == 0:
+        return []
+    if f"max.{column}" not in names:
+        return None
+    counts = actions.column("num_records").to_pylist() if "num_records" in names else [None] * actions.num_rows
+    files = []
+    for path, size, rows, high in zip(
+        actions.column("path").to_pylist(),
+        actions.column("size_bytes").to_pylist(),
+        counts,
+        actions.column(f"max.{column}").to_pylist(),
+        strict=True,
+    ):
+        if high is None and rows != 0:
+            return None
+        if high is not None and high > above:
+            files.append(DataFile(path, int(size), rows))
+    return files
 
 
 def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int, max_bytes: int) -> list[DataFile]:
