@@ -96,7 +96,12 @@ class Changelog:
         with self._lock:
             started = _clocks()
             before = self._state() if self._loaded else None
-            self.store.poll()
+            if before is None and self.tail is not None:
+                # The first load: the table is loaded now if it was not, and _load_tail asks for its next
+                # commit after reading the chain; asking before too fetched the same log entry twice.
+                self.store.exists()
+            else:
+                self.store.poll()
             stored = self.store.app_version(SYNCED_APP_ID) or 0
             segments: list[Segment] = []
             if self.tail is not None:

@@ -122,3 +122,26 @@ def test_the_first_query_fetches_each_change_file_once(proxied_lake, tmp_path):
             assert reader.query("SELECT * FROM a ORDER BY id").equals(expected)
             assert reader.query("SELECT * FROM a_changes ORDER BY _rhei_seq").equals(changes)
 
+
+def test_an_open_asks_for_each_tables_next_log_entry_once(proxied_lake, tmp_path):
+    """Loading a table's changelog asked for the log entry after the loaded version before reading the tail
+    chain and again after it (the first ask right after delta-rs had loaded the table): now only after."""
+    url, options, proxy = proxied_lake
+    with rhei_lake.open(
+        oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options, tail_flush_segments=10_000
+    ) as writer:
+        for name in ("a", "b"):
+            writer.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY)")
+            writer.execute(f"INSERT INTO {name} VALUES (1)")
+            writer.register_table(name)
+        for i in range(3):
+            writer.execute("INSERT INTO a VALUES (?)", (10 + i,))
+            writer.sync_now()
+            writer.flush()
+        writer.execute("INSERT INTO a VALUES (20)")
+        writer.sync_now()  # a segment past the table
+    paths = _counted(proxy, lambda: rhei_lake.open(storage=url, storage_options=options).close())
+    for name in ("a", "b"):
+        entries = _by_object(paths, f"/{name}/changes/_delta_log/")
+        missing = max(p for p in entries if p.endswith(".json"))  # the entry after the newest: not there
+        assert entries[missing] == 1, entries
