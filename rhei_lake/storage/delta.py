@@ -143,6 +143,17 @@ each of those commits two or three times).
 """
 
 
+_ENTRIES_KEPT = 2 * CHECKPOINT_INTERVAL
+"""Log entries a store keeps once read (the newest): its walks and polls ask for the same ones."""
+
+
+class _Unseen:
+    """No log entry looked at says (the answer is the checkpoint's, or older)."""
+
+
+_UNSEEN = _Unseen()
+
+
 class DeltaTableStore:
     """A :class:`~rhei_lake.storage.base.TableStore` backed by one Delta table.
 
@@ -172,6 +183,7 @@ class DeltaTableStore:
         self._txns: dict[str, int | None] = {}
         self._dataset: tuple[int, Any] | None = None  # (version, the dataset register() scans at it)
         self._commit_at: tuple[int, float | None] | None = None  # (version, its commit time)
+        self._entries: dict[int, bytes] = {}  # log entries read through self._log, by version
         self._rewriter = FileRewriter(uri, self._options)
         self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
@@ -263,8 +275,38 @@ class DeltaTableStore:
         if self._txns_at != version:
             self._txns_at, self._txns = version, {}
         if app_id not in self._txns:
-            self._txns[app_id] = dt.transaction_version(app_id)
+            found = self._walk_transactions(version, app_id)
+            self._txns[app_id] = dt.transaction_version(app_id) if isinstance(found, _Unseen) else found
         return self._txns[app_id]
+
+    def _walk_transactions(self, version: int, app_id: str) -> int | None | _Unseen:
+        """``app_id``'s version from the newest log entries that record it, read one at a time from ``version``
+        down (delta-rs replays every commit since the checkpoint, each a request on S3, though its load has
+        just read them); :data:`_UNSEEN` when none of the newest :data:`CHECKPOINT_INTERVAL` entries does."""
+        if self._log is None:
+            return _UNSEEN
+        for at in range(version, max(-1, version - CHECKPOINT_INTERVAL), -1):
+            entry = self._entry(at)
+            if entry is None:  # cleaned up
+                return _UNSEEN
+            transactions = commit_transactions(entry)
+            if app_id in transactions:
+                return transactions[app_id]
+            if at == 0:
+                return None  # the whole log read: no such transaction
+        return _UNSEEN
+
+    def _entry(self, version: int) -> bytes | None:
+        """The log entry of commit ``version`` (``None``: not there), kept once read: entries never change."""
+        assert self._log is not None
+        entry = self._entries.get(version)
+        if entry is None:
+            entry = self._log.read(commit_file(version))
+            if entry is not None:
+                self._entries[version] = entry
+                while len(self._entries) > _ENTRIES_KEPT:
+                    del self._entries[min(self._entries)]
+        return entry
 
     def _committed(self, dt: DeltaTable, before: int, txn: AppTransaction | None) -> None:
         """After this object's own commit: keep the loaded snapshot and the app-version cache right."""
@@ -302,7 +344,7 @@ class DeltaTableStore:
         down (delta-rs's ``history()`` reads every entry it returns first: one request each on S3)."""
         assert self._log is not None
         for at in range(version, max(-1, version - HISTORY_SEARCHED), -1):
-            entry = self._log.read(commit_file(at))
+            entry = self._entry(at)
             if entry is None:  # cleaned up: older ones are gone too
                 return None
             info = commit_info(entry)
@@ -344,7 +386,7 @@ class DeltaTableStore:
                 self.refresh()
                 return self._dt.version() != before
             try:
-                entry = self._log.read(commit_file(before + 1))
+                entry = self._entry(before + 1)
                 if entry is None:
                     return False
                 self._dt.update_incremental()
@@ -353,7 +395,7 @@ class DeltaTableStore:
                 if self._txns_at == before:
                     for version in range(before + 1, after + 1):
                         if version > before + 1:
-                            entry = self._log.read(commit_file(version))
+                            entry = self._entry(version)
                         if entry is None:  # cleaned up already: replay when next asked
                             self._txns_at, self._txns = -1, {}
                             break

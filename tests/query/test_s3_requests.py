@@ -145,3 +145,26 @@ def test_an_open_asks_for_each_tables_next_log_entry_once(proxied_lake, tmp_path
         entries = _by_object(paths, f"/{name}/changes/_delta_log/")
         missing = max(p for p in entries if p.endswith(".json"))  # the entry after the newest: not there
         assert entries[missing] == 1, entries
+
+
+def test_an_open_reads_a_tables_watermark_from_its_newest_log_entry(proxied_lake, tmp_path):
+    """The synced watermark (an app transaction) was asked of delta-rs, which replays every log entry since
+    the checkpoint from the store although its load of the table has just read them: now the newest
+    entries are read one at a time until one records it, usually the newest. Counted against what
+    delta-rs's own load of the table reads."""
+    from deltalake import DeltaTable
+
+    url, options, proxy = proxied_lake
+    with rhei_lake.open(oltp_path=str(tmp_path / "app.db"), storage=url, storage_options=options) as writer:
+        writer.execute("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+        writer.register_table("a")
+        for i in range(14):  # a checkpoint at 10, then entries past it
+            writer.execute("INSERT INTO a VALUES (?)", (i,))
+            writer.sync_now()
+            writer.flush()
+    load = _by_object(_counted(proxy, lambda: DeltaTable(f"{url}/a/changes", storage_options=options)), ".json")
+    newest = max(load)
+    assert len(load) >= 3, load
+    opened = _by_object(_counted(proxy, lambda: rhei_lake.open(storage=url, storage_options=options).close()), ".json")
+    for entry, reads in load.items():
+        assert opened[entry] <= reads + (entry == newest), (entry, opened, load)
