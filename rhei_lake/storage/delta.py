@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
@@ -42,7 +42,7 @@ from rhei_lake.storage.base import (
 from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
-from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan
+from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan, has_view_types
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -530,7 +530,7 @@ class DeltaTableStore:
                     held = rows
                 yield from arrange(pa.concat_tables([held, evaluator.inserts()])).to_batches()
 
-            adds = self._rewriter.stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
+            adds = self._stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
             result = MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
             if not adds and not touched and txn is None and not metadata:
                 return result
@@ -712,12 +712,18 @@ class DeltaTableStore:
         adds = []
         for files in bins:
             rows = layout.sort(pa.concat_tables([table for _, table in self._rewriter.read(files, schema)]))
-            adds += self._rewriter.stage(
-                dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout)
-            )
+            adds += self._stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout))
         removed = [f for files in bins for f in files]
         self._swap_files(dt, adds, removed)
         return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
+
+    def _stage(self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema, **kw: Any) -> list[Any]:
+        """:meth:`FileRewriter.stage`, noting the files written as plain-typed when ``schema`` is (no read to check)."""
+        fetch = self._log.read_data if self.remote and self._log is not None else None
+        adds = self._rewriter.stage(dt, batches, schema, fetch=fetch, **kw)
+        if not has_view_types(schema):
+            self._view_types.known_plain(add.path for add in adds)
+        return adds
 
     def _swap_files(self, dt: DeltaTable, adds: list[Any], removed: list[DataFile]) -> None:
         """One commit swapping ``removed`` for ``adds`` with the rows unchanged (a bin-pack)."""
@@ -745,7 +751,7 @@ class DeltaTableStore:
             # On S3 one GET a file through the blob store (delta-rs's file handler asks for its size first).
             fetch = self._log.read_data if self.remote and self._log is not None else None
             rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=fetch)).sort_by(order_by)
-            adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
+            adds = self._stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._swap_files(dt, adds, small)
             self._committed(dt, before, None)
@@ -811,14 +817,17 @@ class DeltaTableStore:
     def _rewrite_view_typed_files(self) -> None:
         dt = self._table()  # _committed may have loaded the table afresh
         files = {f.path: f for f in data_files(dt)}
-        doomed = [files[p] for p in self._view_types.view_typed(files)]
+        fetch = self._log.read_data if self.remote and self._log is not None else None
+        doomed = [
+            files[p] for p in self._view_types.view_typed(((f.path, f.size) for f in files.values()), fetch=fetch)
+        ]
         if not doomed:
             return
         check_rewritable(dt, self.uri)
         before = dt.version()
         schema = pa.schema(dt.schema().to_arrow())
         batches = (b for _, table in self._rewriter.read(doomed, schema) for b in table.to_batches())
-        adds = self._rewriter.stage(dt, batches, schema)
+        adds = self._stage(dt, batches, schema)
         self._rewriter.commit(
             dt,
             adds,
