@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -143,6 +144,12 @@ each of those commits two or three times).
 """
 
 
+_NEXT_ENTRY_TRUSTED = 3600.0
+"""Seconds a version known to be the newest lets a missing next log entry prove that it still is.
+
+delta-rs deletes log entries only past the table's log retention (30 days by default), so
+an entry written after that moment is still there."""
+
 _ENTRIES_KEPT = 2 * CHECKPOINT_INTERVAL
 """Log entries a store keeps once read (the newest): its walks and polls ask for the same ones."""
 
@@ -184,6 +191,7 @@ class DeltaTableStore:
         self._dataset: tuple[int, Any] | None = None  # (version, the dataset register() scans at it)
         self._commit_at: tuple[int, float | None] | None = None  # (version, its commit time)
         self._entries: dict[int, bytes] = {}  # log entries read through self._log, by version
+        self._newest_at = float("-inf")  # (monotonic) when the loaded version was last known to be the newest
         self._rewriter = FileRewriter(uri, self._options)
         self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
@@ -196,6 +204,7 @@ class DeltaTableStore:
                 if self._dt is None:
                     try:
                         self._dt = DeltaTable(self.uri, storage_options=self._options or None)
+                        self._newest_at = time.monotonic()
                     except Exception as exc:
                         raise_storage(exc, where=self.uri)
         return self._dt
@@ -312,6 +321,7 @@ class DeltaTableStore:
         """After this object's own commit: keep the loaded snapshot and the app-version cache right."""
         after = dt.version()
         if after == before + 1:
+            self._newest_at = time.monotonic()  # the entry after `before` was free: none newer existed
             if self._txns_at == before:
                 self._txns_at = after
                 if txn is not None:
@@ -327,6 +337,7 @@ class DeltaTableStore:
         from deltalake import DeltaTable
 
         self._dt = DeltaTable(self.uri, storage_options=self._options or None)
+        self._newest_at = time.monotonic()
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
@@ -372,8 +383,15 @@ class DeltaTableStore:
             if self._dt is None:
                 self._table()
                 return
+            if self._log is not None and time.monotonic() - self._newest_at < _NEXT_ENTRY_TRUSTED:
+                # Versions are consecutive, and entries are cleaned up only weeks after they were written:
+                # when the entry after a version known newest within the hour is not there, none newer is
+                # (one request; delta-rs's update lists the log and reads _last_checkpoint again).
+                self.poll()
+                return
             try:
                 self._dt.update_incremental()
+                self._newest_at = time.monotonic()
             except Exception as exc:
                 raise_storage(exc, where=self.uri)
 
@@ -390,6 +408,7 @@ class DeltaTableStore:
                 if entry is None:
                     return False
                 self._dt.update_incremental()
+                self._newest_at = time.monotonic()
                 after = self._dt.version()
                 # The app transactions move with the commits just read: no replay of the whole log.
                 if self._txns_at == before:
