@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 UNFOLDED_IN_MEMORY = 200_000
 """Up to this many pending events, a table's unfolded events are held in memory by its views."""
 
+UNFOLDED_READ_BYTES = 64 * 1024 * 1024
+"""Up to this many (compressed) bytes of change-feed files, the events a state takes from the store are read
+file by file, each whole in one request (a scan on S3 asks for each file's footer, then for its columns)."""
+
 _DERIVED_ATTEMPTS = 5
 
 
@@ -165,9 +169,9 @@ class TableState:
                 # A compaction folded events these rows never saw, and may have expired them from the feed
                 # (changelog retention): they cannot be applied, so t is computed anew when a query names it.
                 self.rows = None
-            events = None if first else self._events_after(ctx, feed, self.applied)
+            events = None if first else self._events_after(ctx, table.changelog, feed, self.applied)
             self.feed = feed
-            self._bring_unfolded(ctx, events)
+            self._bring_unfolded(ctx, table.changelog, events)
             if self.rows is not None and events is not None and events.num_rows:
                 self.rows = apply_events(self.rows, events, self.spec)
             self.applied = feed.watermark
@@ -206,15 +210,22 @@ class TableState:
                 return True
         raise CommitConflictError(f"{store.uri}: the table kept moving while it was registered; retry")
 
-    def _events_after(self, ctx, feed: FeedSnapshot, seq: int) -> pa.Table:
+    def _events_after(self, ctx, changelog: Changelog, feed: FeedSnapshot, seq: int) -> pa.Table:
         """The feed's events after ``seq``, from its tail in memory when it holds them all."""
         events = feed.events_after(seq)
         if events is None:
-            events = ctx.sql(f"SELECT * FROM {q(self.changes_src)} WHERE {q(SEQ)} > {int(seq)} ORDER BY {q(SEQ)}")
-            events = events.to_arrow_table()
+            events = self._read_after(ctx, changelog, feed, seq)
         return _without_view_types(events)
 
-    def _bring_unfolded(self, ctx, events: pa.Table | None) -> None:
+    def _read_after(self, ctx, changelog: Changelog, feed: FeedSnapshot, seq: int) -> pa.Table:
+        """The events ``feed`` registered after ``seq``: read file by file where that is cheaper, else scanned."""
+        events = changelog.read_after(feed, seq, max_bytes=UNFOLDED_READ_BYTES)
+        if events is None:
+            scan = ctx.sql(f"SELECT * FROM {q(self.changes_src)} WHERE {q(SEQ)} > {int(seq)} ORDER BY {q(SEQ)}")
+            events = scan.to_arrow_table()
+        return events
+
+    def _bring_unfolded(self, ctx, changelog: Changelog, events: pa.Table | None) -> None:
         """Keep the events past the folded watermark in memory (while they are few), and registered."""
         assert self.feed is not None
         pending = self.feed.watermark - self.folded  # an upper bound: sequence numbers span tables
@@ -234,8 +245,7 @@ class TableState:
             )
             self.unfolded = _after(held, self.folded)
         else:
-            scan = ctx.sql(f"SELECT * FROM {q(self.changes_src)} WHERE {q(SEQ)} > {int(self.folded)} ORDER BY {q(SEQ)}")
-            self.unfolded = _without_view_types(scan.to_arrow_table())
+            self.unfolded = _without_view_types(self._read_after(ctx, changelog, self.feed, self.folded))
         if self.unfolded is not before:
             register_arrow(ctx, f"{self.base}__unfolded", self.unfolded)
             self.moves += 1

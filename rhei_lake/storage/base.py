@@ -251,6 +251,17 @@ class TableStore(Protocol):
         """
         ...
 
+    def rows_above(self, column: str, above: int, *, max_bytes: int) -> tuple[int, pa.Table] | None:
+        """The loaded snapshot's version and its rows with ``column > above``, each file holding any read whole once.
+
+        The files are chosen by their statistics and fetched concurrently, one
+        request each, where a scan would ask for each file's footer and then its
+        columns. ``None`` when they add up to more than ``max_bytes``, a file's
+        statistics do not say, a file is gone (a scan then says so), or on a tier
+        where a scan makes no requests; then nothing is read.
+        """
+        ...
+
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         """Delete files no longer referenced and older than ``retention``."""
         ...

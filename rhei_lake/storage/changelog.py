@@ -96,7 +96,12 @@ class Changelog:
         with self._lock:
             started = _clocks()
             before = self._state() if self._loaded else None
-            self.store.poll()
+            if before is None and self.tail is not None:
+                # The first load: the table is loaded now if it was not, and _load_tail asks for its next
+                # commit after reading the chain; asking before too fetched the same log entry twice.
+                self.store.exists()
+            else:
+                self.store.poll()
             stored = self.store.app_version(SYNCED_APP_ID) or 0
             segments: list[Segment] = []
             if self.tail is not None:
@@ -479,6 +484,23 @@ class Changelog:
             tail = self.tail_table(stored.schema)
         table = pa.concat_tables([stored, tail]) if tail.num_rows else stored
         return table.sort_by(SEQ)
+
+    def read_after(self, feed: FeedSnapshot, seq: int, *, max_bytes: int) -> pa.Table | None:
+        """The events after ``seq`` of what ``feed`` registered, in ``_rhei_seq`` order, read without a scan.
+
+        The table's files holding any are each fetched whole in one request
+        (:meth:`TableStore.rows_above`), the rest comes from ``feed``'s tail in
+        memory. ``None`` when the store reads no cheaper than a scan, or its
+        loaded snapshot is no longer the one ``feed`` registered.
+        """
+        if feed.tail is None:
+            return None
+        read = self.store.rows_above(SEQ, seq, max_bytes=max_bytes)
+        if read is None or read[0] != feed.version:
+            return None
+        stored = conform(read[1], feed.tail.schema, self.store.uri)
+        tail = _after(feed.tail, max(seq, feed.stored))
+        return (pa.concat_tables([stored, tail]) if tail.num_rows else stored).sort_by(SEQ)
 
     def feed_key(self) -> tuple[int, int, int]:
         """``(version, stored, watermark)`` that :meth:`register` would record now (no I/O)."""

@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
@@ -42,7 +43,7 @@ from rhei_lake.storage.base import (
 from rhei_lake.storage.local_durability import newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
-from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan
+from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan, has_view_types
 
 if TYPE_CHECKING:
     from datafusion import SessionContext
@@ -143,6 +144,23 @@ each of those commits two or three times).
 """
 
 
+_NEXT_ENTRY_TRUSTED = 3600.0
+"""Seconds a version known to be the newest lets a missing next log entry prove that it still is.
+
+delta-rs deletes log entries only past the table's log retention (30 days by default), so
+an entry written after that moment is still there."""
+
+_ENTRIES_KEPT = 2 * CHECKPOINT_INTERVAL
+"""Log entries a store keeps once read (the newest): its walks and polls ask for the same ones."""
+
+
+class _Unseen:
+    """No log entry looked at says (the answer is the checkpoint's, or older)."""
+
+
+_UNSEEN = _Unseen()
+
+
 class DeltaTableStore:
     """A :class:`~rhei_lake.storage.base.TableStore` backed by one Delta table.
 
@@ -172,6 +190,8 @@ class DeltaTableStore:
         self._txns: dict[str, int | None] = {}
         self._dataset: tuple[int, Any] | None = None  # (version, the dataset register() scans at it)
         self._commit_at: tuple[int, float | None] | None = None  # (version, its commit time)
+        self._entries: dict[int, bytes] = {}  # log entries read through self._log, by version
+        self._newest_at = float("-inf")  # (monotonic) when the loaded version was last known to be the newest
         self._rewriter = FileRewriter(uri, self._options)
         self._view_types = ViewTypeScan(self._rewriter.filesystem)
 
@@ -184,6 +204,7 @@ class DeltaTableStore:
                 if self._dt is None:
                     try:
                         self._dt = DeltaTable(self.uri, storage_options=self._options or None)
+                        self._newest_at = time.monotonic()
                     except Exception as exc:
                         raise_storage(exc, where=self.uri)
         return self._dt
@@ -263,13 +284,44 @@ class DeltaTableStore:
         if self._txns_at != version:
             self._txns_at, self._txns = version, {}
         if app_id not in self._txns:
-            self._txns[app_id] = dt.transaction_version(app_id)
+            found = self._walk_transactions(version, app_id)
+            self._txns[app_id] = dt.transaction_version(app_id) if isinstance(found, _Unseen) else found
         return self._txns[app_id]
+
+    def _walk_transactions(self, version: int, app_id: str) -> int | None | _Unseen:
+        """``app_id``'s version from the newest log entries that record it, read one at a time from ``version``
+        down (delta-rs replays every commit since the checkpoint, each a request on S3, though its load has
+        just read them); :data:`_UNSEEN` when none of the newest :data:`CHECKPOINT_INTERVAL` entries does."""
+        if self._log is None:
+            return _UNSEEN
+        for at in range(version, max(-1, version - CHECKPOINT_INTERVAL), -1):
+            entry = self._entry(at)
+            if entry is None:  # cleaned up
+                return _UNSEEN
+            transactions = commit_transactions(entry)
+            if app_id in transactions:
+                return transactions[app_id]
+            if at == 0:
+                return None  # the whole log read: no such transaction
+        return _UNSEEN
+
+    def _entry(self, version: int) -> bytes | None:
+        """The log entry of commit ``version`` (``None``: not there), kept once read: entries never change."""
+        assert self._log is not None
+        entry = self._entries.get(version)
+        if entry is None:
+            entry = self._log.read(commit_file(version))
+            if entry is not None:
+                self._entries[version] = entry
+                while len(self._entries) > _ENTRIES_KEPT:
+                    del self._entries[min(self._entries)]
+        return entry
 
     def _committed(self, dt: DeltaTable, before: int, txn: AppTransaction | None) -> None:
         """After this object's own commit: keep the loaded snapshot and the app-version cache right."""
         after = dt.version()
         if after == before + 1:
+            self._newest_at = time.monotonic()  # the entry after `before` was free: none newer existed
             if self._txns_at == before:
                 self._txns_at = after
                 if txn is not None:
@@ -285,6 +337,7 @@ class DeltaTableStore:
         from deltalake import DeltaTable
 
         self._dt = DeltaTable(self.uri, storage_options=self._options or None)
+        self._newest_at = time.monotonic()
 
     def last_commit_metadata(self, key: str) -> str | None:
         def _find(dt: DeltaTable) -> str | None:
@@ -302,7 +355,7 @@ class DeltaTableStore:
         down (delta-rs's ``history()`` reads every entry it returns first: one request each on S3)."""
         assert self._log is not None
         for at in range(version, max(-1, version - HISTORY_SEARCHED), -1):
-            entry = self._log.read(commit_file(at))
+            entry = self._entry(at)
             if entry is None:  # cleaned up: older ones are gone too
                 return None
             info = commit_info(entry)
@@ -330,8 +383,15 @@ class DeltaTableStore:
             if self._dt is None:
                 self._table()
                 return
+            if self._log is not None and time.monotonic() - self._newest_at < _NEXT_ENTRY_TRUSTED:
+                # Versions are consecutive, and entries are cleaned up only weeks after they were written:
+                # when the entry after a version known newest within the hour is not there, none newer is
+                # (one request; delta-rs's update lists the log and reads _last_checkpoint again).
+                self.poll()
+                return
             try:
                 self._dt.update_incremental()
+                self._newest_at = time.monotonic()
             except Exception as exc:
                 raise_storage(exc, where=self.uri)
 
@@ -344,16 +404,17 @@ class DeltaTableStore:
                 self.refresh()
                 return self._dt.version() != before
             try:
-                entry = self._log.read(commit_file(before + 1))
+                entry = self._entry(before + 1)
                 if entry is None:
                     return False
                 self._dt.update_incremental()
+                self._newest_at = time.monotonic()
                 after = self._dt.version()
                 # The app transactions move with the commits just read: no replay of the whole log.
                 if self._txns_at == before:
                     for version in range(before + 1, after + 1):
                         if version > before + 1:
-                            entry = self._log.read(commit_file(version))
+                            entry = self._entry(version)
                         if entry is None:  # cleaned up already: replay when next asked
                             self._txns_at, self._txns = -1, {}
                             break
@@ -488,7 +549,7 @@ class DeltaTableStore:
                     held = rows
                 yield from arrange(pa.concat_tables([held, evaluator.inserts()])).to_batches()
 
-            adds = self._rewriter.stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
+            adds = self._stage(dt, merged(), schema, writer_properties=_writer_properties(schema, layout))
             result = MergeResult(inserted=evaluator.inserted, updated=evaluator.updated, deleted=evaluator.deleted)
             if not adds and not touched and txn is None and not metadata:
                 return result
@@ -670,12 +731,18 @@ class DeltaTableStore:
         adds = []
         for files in bins:
             rows = layout.sort(pa.concat_tables([table for _, table in self._rewriter.read(files, schema)]))
-            adds += self._rewriter.stage(
-                dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout)
-            )
+            adds += self._stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema, layout))
         removed = [f for files in bins for f in files]
         self._swap_files(dt, adds, removed)
         return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
+
+    def _stage(self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema, **kw: Any) -> list[Any]:
+        """:meth:`FileRewriter.stage`, noting the files written as plain-typed when ``schema`` is (no read to check)."""
+        fetch = self._log.read_data if self.remote and self._log is not None else None
+        adds = self._rewriter.stage(dt, batches, schema, fetch=fetch, **kw)
+        if not has_view_types(schema):
+            self._view_types.known_plain(add.path for add in adds)
+        return adds
 
     def _swap_files(self, dt: DeltaTable, adds: list[Any], removed: list[DataFile]) -> None:
         """One commit swapping ``removed`` for ``adds`` with the rows unchanged (a bin-pack)."""
@@ -703,13 +770,51 @@ class DeltaTableStore:
             # On S3 one GET a file through the blob store (delta-rs's file handler asks for its size first).
             fetch = self._log.read_data if self.remote and self._log is not None else None
             rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=fetch)).sort_by(order_by)
-            adds = self._rewriter.stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
+            adds = self._stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._swap_files(dt, adds, small)
             self._committed(dt, before, None)
             return PackedFiles(before + 1, rows.filter(pc.greater(rows.column(order_by), above)))
 
         return self._commit(_pack)
+
+    def rows_above(self, column: str, above: int, *, max_bytes: int) -> tuple[int, pa.Table] | None:
+        """See :meth:`TableStore.rows_above`: on S3, one GET a file through the blob store.
+
+        A scan through delta-rs's file handler reads a small file's footer (the
+        whole file) and then its columns again: two requests a file, one after
+        the other. Locally a read costs no request, and the scan is kept.
+        """
+        import pyarrow.compute as pc
+
+        log = self._log
+        if not self.remote or log is None:
+            return None
+
+        def _plan(dt: DeltaTable) -> tuple[int, pa.Schema, list[DataFile] | None]:
+            return dt.version(), pa.schema(dt.schema().to_arrow()), _files_above(dt, column, above)
+
+        # A version's files never change: read outside the lock, so polls and commits need not wait for it.
+        version, schema, files = self._call(_plan)
+        if files is None or sum(f.size for f in files) > max_bytes:
+            return None
+
+        def fetch(path: str) -> bytes:
+            data = log.read_data(path)
+            if data is None:
+                raise _FileGone(path)
+            return data
+
+        try:
+            tables = self._rewriter.read_whole(files, schema, fetch=fetch)
+        except _FileGone:
+            return None
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise translate_storage_error(exc, where=self.uri) from exc
+        rows = pa.concat_tables(tables) if tables else schema.empty_table()
+        return version, rows.filter(pc.greater(rows.column(column), above))
 
     def _rewrite_view_typed(self) -> None:
         """Rewrite with plain types the files that carry view types (:mod:`~rhei_lake.storage.plain_types`).
@@ -731,14 +836,17 @@ class DeltaTableStore:
     def _rewrite_view_typed_files(self) -> None:
         dt = self._table()  # _committed may have loaded the table afresh
         files = {f.path: f for f in data_files(dt)}
-        doomed = [files[p] for p in self._view_types.view_typed(files)]
+        fetch = self._log.read_data if self.remote and self._log is not None else None
+        doomed = [
+            files[p] for p in self._view_types.view_typed(((f.path, f.size) for f in files.values()), fetch=fetch)
+        ]
         if not doomed:
             return
         check_rewritable(dt, self.uri)
         before = dt.version()
         schema = pa.schema(dt.schema().to_arrow())
         batches = (b for _, table in self._rewriter.read(doomed, schema) for b in table.to_batches())
-        adds = self._rewriter.stage(dt, batches, schema)
+        adds = self._stage(dt, batches, schema)
         self._rewriter.commit(
             dt,
             adds,
@@ -820,6 +928,34 @@ class DeltaTableStore:
 
     def checkpoint(self) -> None:
         self._commit(lambda dt: dt.create_checkpoint())
+
+
+class _FileGone(Exception):
+    """A data file the snapshot names is not in the store (vacuumed since)."""
+
+
+def _files_above(dt: DeltaTable, column: str, above: int) -> list[DataFile] | None:
+    """The files of ``dt``'s snapshot holding a row with ``column > above``, by their statistics (``None``: unknown)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    names = actions.column_names
+    if actions.num_rows == 0:
+        return []
+    if f"max.{column}" not in names:
+        return None
+    counts = actions.column("num_records").to_pylist() if "num_records" in names else [None] * actions.num_rows
+    files = []
+    for path, size, rows, high in zip(
+        actions.column("path").to_pylist(),
+        actions.column("size_bytes").to_pylist(),
+        counts,
+        actions.column(f"max.{column}").to_pylist(),
+        strict=True,
+    ):
+        if high is None and rows != 0:
+            return None
+        if high is not None and high > above:
+            files.append(DataFile(path, int(size), rows))
+    return files
 
 
 def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int, max_bytes: int) -> list[DataFile]:

@@ -183,11 +183,18 @@ class FileRewriter:
 
     # -- staging -----------------------------------------------------------
     def stage(
-        self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema, *, writer_properties: Any = None
+        self,
+        dt: DeltaTable,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        *,
+        writer_properties: Any = None,
+        fetch: Callable[[str], bytes | None] | None = None,
     ) -> list[Any]:
         """Write ``batches`` as new data files inside the table; their ``AddAction`` s (nothing committed).
 
         An exception raised while ``batches`` is iterated is raised as it was.
+        ``fetch`` (see :meth:`read_whole`) reads the staging log in one request.
         """
         from deltalake import PostCommitHookProperties, write_deltalake
 
@@ -218,17 +225,20 @@ class FileRewriter:
             if failure:
                 raise failure[0] from None
             raise
-        return self._adds_of_staging(directory)
+        return self._adds_of_staging(directory, fetch)
 
-    def _adds_of_staging(self, directory: str) -> list[Any]:
+    def _adds_of_staging(self, directory: str, fetch: Callable[[str], bytes | None] | None) -> list[Any]:
         from deltalake.transaction import AddAction
 
         fs = self.filesystem()
         log = f"{directory}/{_LOG_DIR}/{0:020d}.json"
-        with fs.open_input_stream(log) as handle:
-            # Lines end at b"\n" only: str.splitlines() also splits at U+2028, \x1c and the like,
-            # which a string in a file's min/max statistics may hold unescaped.
-            lines = handle.read().split(b"\n")
+        entry = fetch(log) if fetch is not None else None
+        if entry is None:
+            with fs.open_input_stream(log) as handle:
+                entry = handle.read()
+        # Lines end at b"\n" only: str.splitlines() also splits at U+2028, \x1c and the like,
+        # which a string in a file's min/max statistics may hold unescaped.
+        lines = entry.split(b"\n")
         adds = []
         for line in lines:
             action = json.loads(line) if line.strip() else {}

@@ -269,6 +269,9 @@ class MemoryTableStore:
     ) -> PackedFiles | None:
         return None  # rows held in memory: nothing to fetch, so nothing to save
 
+    def rows_above(self, column: str, above: int, *, max_bytes: int) -> tuple[int, pa.Table] | None:
+        return None  # rows held in memory: a scan fetches nothing
+
     def vacuum(self, *, retention: timedelta, dry_run: bool = False) -> MaintenanceResult:
         self._require()
         return MaintenanceResult()

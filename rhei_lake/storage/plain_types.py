@@ -33,26 +33,56 @@ def _is_view(data_type: pa.DataType) -> bool:
     return any(_is_view(data_type.field(i).type) for i in range(data_type.num_fields))
 
 
+SMALL_FILE_BYTES = 1024 * 1024
+"""Files up to this size are fetched whole to read their schema (one request; the file handler makes two)."""
+
+_SCAN_CONCURRENCY = 16
+
+
 class ViewTypeScan:
     """Finds the data files of one Delta table whose embedded Arrow schema has view types.
 
-    Files are immutable, so a file once seen to be plain is never read again.
+    Files are immutable, so a file once seen to be plain is never read again,
+    nor is one this process wrote itself with plain types (:meth:`known_plain`).
     """
 
     def __init__(self, filesystem: Callable[[], Any]) -> None:
         self._filesystem = filesystem
         self._plain: set[str] = set()
 
-    def view_typed(self, paths: Iterable[str]) -> list[str]:
-        """Those of ``paths`` (relative to the table) whose embedded Arrow schema has view types."""
+    def known_plain(self, paths: Iterable[str]) -> None:
+        """Note files written with plain types: they are never read to find out."""
+        self._plain.update(paths)
+
+    def view_typed(
+        self, files: Iterable[tuple[str, int]], *, fetch: Callable[[str], bytes | None] | None = None
+    ) -> list[str]:
+        """The paths of ``files`` (path relative to the table, size) whose embedded Arrow schema has view types.
+
+        ``fetch`` (a path to the file's bytes in one request, ``None`` when missing)
+        reads the small ones whole, where the file handler asks for the size first;
+        the files are read concurrently.
+        """
         import pyarrow.parquet as pq
 
-        found = []
-        for path in paths:
-            if path in self._plain:
-                continue
+        def schema_of(path: str, size: int) -> pa.Schema:
+            if fetch is not None and size <= SMALL_FILE_BYTES and "%" not in path:
+                data = fetch(path)
+                if data is not None and len(data) == size:
+                    return pq.read_schema(pa.BufferReader(data))
             with self._filesystem().open_input_file(path) as handle:
-                schema = pq.read_schema(handle)
+                return pq.read_schema(handle)
+
+        unseen = [(path, size) for path, size in files if path not in self._plain]
+        if len(unseen) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(unseen), _SCAN_CONCURRENCY)) as pool:
+                schemas = list(pool.map(lambda file: schema_of(*file), unseen))
+        else:
+            schemas = [schema_of(*file) for file in unseen]
+        found = []
+        for (path, _), schema in zip(unseen, schemas, strict=True):
             if has_view_types(schema):
                 found.append(path)
             else:

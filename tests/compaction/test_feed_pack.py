@@ -71,6 +71,35 @@ def test_compact_fetches_each_change_file_once_in_one_request(proxied_lake, tmp_
             assert_same_state(lake, oltp_oracle(lake), "t")
 
 
+def test_compact_reads_back_no_file_it_wrote_but_to_check_a_folds_schema_once(proxied_lake, tmp_path):
+    """The files a compaction writes are checked for view types before its bin-pack: the pack's staged file
+    (written by rhei_lake with plain types) is not read at all, the fold's files (delta-rs's append) with one
+    GET each, and the staging log the pack reads its add actions from with one GET: no HEAD of any of them
+    (each was a HEAD and a GET before)."""
+    url, options, proxy = proxied_lake
+    with _open(tmp_path, url, options) as lake:
+        _syncs(lake, FLUSHED, UNFLUSHED)
+        proxy.reset()
+
+        lake.compact(vacuum_retention=0)
+
+        paths = [p.split("?", 1)[0] for p in proxy.requests()["paths"]]
+        written = {p.split(" ", 1)[1] for p in paths if p.startswith("PUT ") and "/t/" in p}
+        data = {p for p in written if p.endswith(".parquet") and "/_delta_log/" not in p}
+        staged = {p for p in data if "/rhei-rewrite-" in p}
+        folded = {p for p in data if "/t/history/" in p}
+        staging_log = {
+            p for p in written if "/rhei-rewrite-" in p and p.endswith("/_delta_log/00000000000000000000.json")
+        }
+        assert staged and folded and staging_log, written
+        checked = staged | folded | staging_log  # (delta-rs's own log and checkpoints aside)
+        reads = Counter(p for p in paths if p.split(" ", 1)[0] in ("GET", "HEAD") and p.split(" ", 1)[1] in checked)
+        assert not [p for p in reads if p.startswith("HEAD ")], reads
+        assert not [p for p in reads if p.split(" ", 1)[1] in staged], reads
+        assert all(reads[f"GET {p}"] == 1 for p in folded), reads
+        assert_same_state(lake, oltp_oracle(lake), "t")
+
+
 def test_a_pack_that_loses_to_another_commit_folds_from_the_store(tmp_path):
     """Another writer bin-packs the same files between the pack's read and its commit: the pack gives up.
 

@@ -19,3 +19,6 @@ def second_lake_storage(storage) -> LakeStorage:
     """Another handle on the same lake, as a second process would have."""
     url, options = storage
     return open_storage(parse_storage_url(url, options))
+
+
+from tests.query.conftest import proxied_lake  # noqa: E402,F401 - the same proxied S3 lake for the stores' counts

@@ -43,7 +43,11 @@ class LatencyProxy(ProxyProcess):
         self._call("reset")
 
     def requests(self) -> dict:
-        """``{"total": n, "by_method": {...}, "paths": ["GET /bucket/key", ...]}`` since the last reset."""
+        """``{"total": n, "by_method": {...}, "paths": ["GET /bucket/key", ...], "ranges": [...]}`` since the last reset.
+
+        ``ranges[i]`` is the ``Range`` header of request ``paths[i]`` (``None`` without one): which part
+        of an object a GET asked for, to tell a second fetch of the same bytes from a read of another part.
+        """
         return self._call("stats")
 
 
@@ -56,11 +60,13 @@ class _State:
         self.lock = threading.Lock()
         self.by_method: Counter[str] = Counter()
         self.paths: list[str] = []
+        self.ranges: list[str | None] = []
 
-    def count(self, method: str, path: str) -> None:
+    def count(self, method: str, path: str, byte_range: str | None) -> None:
         with self.lock:
             self.by_method[method] += 1
             self.paths.append(f"{method} {path}")
+            self.ranges.append(byte_range)
 
     def control(self, verb: str, payload: dict) -> dict:
         with self.lock:
@@ -69,7 +75,13 @@ class _State:
             elif verb == "reset":
                 self.by_method.clear()
                 self.paths.clear()
-            return {"total": sum(self.by_method.values()), "by_method": dict(self.by_method), "paths": self.paths}
+                self.ranges.clear()
+            return {
+                "total": sum(self.by_method.values()),
+                "by_method": dict(self.by_method),
+                "paths": self.paths,
+                "ranges": self.ranges,
+            }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
-        self.state.count(self.command, self.path)
+        self.state.count(self.command, self.path, self.headers.get("Range"))
         if self.state.delay:
             time.sleep(self.state.delay)
         status, reason, headers, data = self._forward(body)
