@@ -46,7 +46,10 @@ class PollPlan:
     select: dict[str, str]  # column -> the expression it is selected with
     placeholder: Callable[[str], str]  # column -> a parameter placeholder typed like the column
     byte_order: Callable[[str], str]  # column -> an ORDER BY term sorting like Python compares its values
-    quote: Callable[[str], str] = q  # identifier quoting of the dialect
+    quote: Callable[[str], str] = q  # identifier quoting of the dialect (for SQL shown to the user)
+    # column -> how the read's SQL names it: SQLite's is qualified by the table, so that a column dropped
+    # or renamed since the plan stops the read instead of reading as a string literal (its quoted name)
+    refer: Callable[[str], str] = q
     literal: Callable[[Any], str] = sql_literal  # a value as an SQL literal of the dialect
     # column -> (expression, placeholder) the cursor compares and orders it by, where not the
     # column itself (a PostgreSQL text updated_at is compared as the instant it spells)
@@ -57,7 +60,7 @@ class PollPlan:
         return self.spec.primary_key
 
     def _term(self, column: str) -> str:
-        return self.order_terms[column][0] if column in self.order_terms else self.quote(column)
+        return self.order_terms[column][0] if column in self.order_terms else self.refer(column)
 
     def _param(self, column: str) -> str:
         return self.order_terms[column][1] if column in self.order_terms else self.placeholder(column)
@@ -105,9 +108,9 @@ class PollPlan:
         """The current rows of ``count`` keys (parameters: the keys' values, flattened)."""
         if len(self.key) == 1:
             ph = self.placeholder(self.key[0])
-            column = self.quote(self.key[0])
+            column = self.refer(self.key[0])
             return f"SELECT {self._columns()} FROM {self.relation} WHERE {column} IN ({', '.join([ph] * count)})"
-        cols = ", ".join(self.quote(k) for k in self.key)
+        cols = ", ".join(self.refer(k) for k in self.key)
         one = "(" + ", ".join(self.placeholder(k) for k in self.key) + ")"
         return f"SELECT {self._columns()} FROM {self.relation} WHERE ({cols}) IN (VALUES {', '.join([one] * count)})"
 

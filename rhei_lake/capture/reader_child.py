@@ -12,7 +12,7 @@ stream and then an ``K``/``E`` trailer frame (``K`` carries the rows sent and
 the seconds spent reading SQLite and sending batches, which overlap: SQLite
 steps the next batch while this one is sent).
 
-Commands: ``{"op": "open", "path": ..., "readonly": bool}``, ``{"op": "begin"}``
+Commands: ``{"op": "open", "path": ..., "readonly": bool, "busy_timeout_ms": n}``, ``{"op": "begin"}``
 (a read transaction: the next query pins its snapshot), ``{"op": "query",
 "sql": ..., "params": [...], "batch_rows": n}``, ``{"op": "rollback"}``,
 ``{"op": "close"}``.
@@ -124,6 +124,21 @@ def _read_ahead(reader: pa.RecordBatchReader) -> Iterator[tuple[pa.RecordBatch, 
         thread.join()
 
 
+def _busy_timeout(conn: AdbcConnection, ms: int) -> None:
+    """Wait up to ``ms`` for a lock another connection holds (a rollback-journal writer committing),
+    as the parent's sqlite3 connections do, instead of failing at once."""
+    import adbc_driver_manager
+    import pyarrow as pa
+
+    stmt = adbc_driver_manager.AdbcStatement(conn)
+    try:
+        stmt.set_sql_query(f"PRAGMA busy_timeout = {max(ms, 0)}")
+        handle, _ = stmt.execute_query()
+        pa.RecordBatchReader._import_from_c(handle.address).read_all()
+    finally:
+        stmt.close()
+
+
 def serve(commands, out: BinaryIO) -> None:
     # The driver manager's low-level API, not its DB-API layer: that one imports
     # pyarrow.dataset and pyarrow.compute, a third of this process's start-up.
@@ -145,6 +160,7 @@ def serve(commands, out: BinaryIO) -> None:
                     uri = f"file:{uri}?mode=ro"
                 database = adbc_driver_sqlite.connect(uri)
                 conn = adbc_driver_manager.AdbcConnection(database)
+                _busy_timeout(conn, int(cmd.get("busy_timeout_ms", 0)))
                 _frame(out, b"K", {})
             elif op == "begin":
                 _opened(conn).set_autocommit(False)

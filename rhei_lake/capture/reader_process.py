@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rhei_lake._shared.sqlite_db import BUSY_TIMEOUT_MS, translate_sqlite_error
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.errors import SourceError
 
@@ -76,6 +77,12 @@ def stop_child(proc: subprocess.Popen[bytes]) -> None:
                 pass
 
 
+def reader_error(path: str, payload: dict[str, Any]) -> SourceError:
+    """The error the child reported, classified as the same SQLite error from a ``sqlite3`` connection is
+    (a lock held past the busy timeout: transient; a table or column gone: SchemaError)."""
+    return translate_sqlite_error(RuntimeError(f"{payload.get('message')} ({payload.get('type')})"), path)
+
+
 class ReaderProcess:
     """A child process reading one SQLite database into Arrow with ADBC.
 
@@ -92,7 +99,7 @@ class ReaderProcess:
         self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
         self._proc = process if process is not None else start_reader_child()
         try:
-            self._call({"op": "open", "path": path, "readonly": readonly})
+            self._call({"op": "open", "path": path, "readonly": readonly, "busy_timeout_ms": BUSY_TIMEOUT_MS})
         except BaseException:
             stop_child(self._proc)  # a database it cannot open: no child left waiting for a parent
             raise
@@ -117,7 +124,7 @@ class ReaderProcess:
         (length,) = struct.unpack(">I", self._read_exact(4))
         payload = json.loads(self._read_exact(length))
         if kind == b"E":
-            raise SourceError(f"{self.path}: {payload.get('message')} ({payload.get('type')})")
+            raise reader_error(self.path, payload)
         return payload
 
     def _call(self, command: dict[str, Any]) -> dict[str, Any]:

@@ -42,9 +42,9 @@ from rhei_lake.errors import SourceError
 from rhei_lake.phase_times import PhaseTimes
 
 
-def soft_deleted_sql(column: str) -> str:
+def soft_deleted_sql(table: str, column: str) -> str:
     """1 where a soft-delete value marks its row deleted, else 0 (the rule of ``polled_events.is_deleted``)."""
-    x = quote_ident(column)
+    x = f"{quote_ident(table)}.{quote_ident(column)}"  # qualified: a column gone is an error, not a literal
     return f"CASE WHEN {x} IS NULL THEN 0 WHEN typeof({x}) IN ('integer', 'real') AND {x} = 0 THEN 0 ELSE 1 END"
 
 
@@ -64,7 +64,7 @@ class SqliteFirstRead:
         self.times = times if times is not None else PhaseTimes()
         self._sql_order_only = sql_order_only  # text sorted by a declared collation: ask SQLite for the cursor
         deleted_at = plan.table.deleted_at
-        self._flag = soft_deleted_sql(deleted_at) if deleted_at else None
+        self._flag = soft_deleted_sql(plan.spec.name, deleted_at) if deleted_at else None
         with self.times.measure("reader start"):
             reader.begin()  # the first query pins the snapshot every later one reads
             counted = reader.query(f"SELECT count(*) FROM {quote_ident(plan.spec.name)}").read_all()

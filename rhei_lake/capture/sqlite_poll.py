@@ -52,7 +52,13 @@ class SqlitePolledSource:
 
     def _error(self, exc: sqlite3.Error, plan: PollPlan | None = None) -> SourceError:
         where = f"{self.path}" + (f", table {plan.spec.name!r}" if plan else "")
-        return translate_sqlite_error(exc, where)
+        error = translate_sqlite_error(exc, where)
+        if plan is not None and "no such column" in str(exc).lower():
+            error = SchemaError(
+                f"{error}: a column the lake reads was dropped or renamed since it opened; a polled table's "
+                "columns are fixed when it is first synced, so reopening says what differs"
+            )
+        return error
 
     def describe(self, table: PolledTable) -> PollPlan:
         with self._lock:
@@ -78,13 +84,21 @@ class SqlitePolledSource:
                 raise self._error(exc) from exc
         spec = replace(spec, options=polled_spec_options(table, self.location))
         check_polled_columns(spec, table, self.path)
+        relation = quote_ident(spec.name)
+
+        def refer(column: str) -> str:
+            # Qualified: SQLite reads a double-quoted name it cannot resolve (a column dropped or renamed
+            # since this plan) as a string literal; a qualified one that names no column is an error.
+            return f"{relation}.{quote_ident(column)}"
+
         return PollPlan(
             spec=spec,
             table=table,
-            relation=quote_ident(spec.name),
-            select={c: quote_ident(c) for c in spec.column_names},
+            relation=relation,
+            select={c: refer(c) for c in spec.column_names},
             placeholder=lambda _column: "?",
-            byte_order=lambda column: f"{quote_ident(column)} COLLATE BINARY",
+            byte_order=lambda column: f"{refer(column)} COLLATE BINARY",
+            refer=refer,
         )
 
     def _stream(self, plan: PollPlan, sql: str, params: tuple[Any, ...], batch_rows: int) -> Iterator[list[tuple]]:
@@ -111,7 +125,7 @@ class SqlitePolledSource:
             if cursor is not None and unordered_since is not None:
                 query = unordered_sql(
                     plan.relation,
-                    quote_ident(plan.table.updated_at),
+                    plan.refer(plan.table.updated_at),
                     [plan.select[k] for k in plan.key],
                     cursor.updated_at,
                     unordered_since,

@@ -239,13 +239,15 @@ def snapshot_sql(
     ``extra`` adds ``(expression, witness)`` columns before the user columns
     (say, a flag computed per row).
     """
-    typed = TypedSelect(spec, tuple(quote_ident(c.name) for c in spec.columns), leading=len(extra), strict=strict)
+    table = quote_ident(spec.name)
+    # Qualified: a column the spec names that the table no longer has is an error, not a string literal.
+    columns = tuple(f"{table}.{quote_ident(c.name)}" for c in spec.columns)
+    typed = TypedSelect(spec, columns, leading=len(extra), strict=strict)
     exprs, witnesses = typed.select_list()
     extra_exprs = "".join(f"{expr}, " for expr, _ in extra)
     extra_witnesses = "".join(f"{witness}, " for _, witness in extra)
     sql = (
-        f"SELECT {extra_witnesses}{', '.join(witnesses)} UNION ALL "
-        f"SELECT {extra_exprs}{', '.join(exprs)} FROM {quote_ident(spec.name)}"
+        f"SELECT {extra_witnesses}{', '.join(witnesses)} UNION ALL SELECT {extra_exprs}{', '.join(exprs)} FROM {table}"
     )
     return sql, typed
 

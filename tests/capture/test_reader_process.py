@@ -7,12 +7,13 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from rhei_lake.capture import reader_child
-from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
-from rhei_lake.errors import SourceError
+from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available, reader_error
+from rhei_lake.errors import SchemaError, SourceError, SourceUnavailableError
 
 pytestmark = pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
 
@@ -89,3 +90,34 @@ def test_commands_before_open_are_protocol_errors():
         (b"E", no_database),
         (b"E", {"type": "ProtocolError", "message": "unknown op 'sing'"}),
     ]
+
+
+def test_a_read_waits_for_a_writer_holding_the_database_like_the_lakes_own_connections(tmp_path):
+    """In rollback-journal mode a committing writer locks readers out for a moment: the reader waits it out
+    (busy timeout), as sqlite3 connections of the lake do, instead of failing at once with a terminal error."""
+    path = str(tmp_path / "journal.db")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    with ReaderProcess(path, readonly=True) as reader:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("INSERT INTO t VALUES (2)")
+        commit = threading.Timer(0.3, conn.execute, ("COMMIT",))
+        commit.start()
+        try:
+            reader.begin()
+            assert reader.query("SELECT count(*) AS n FROM t").read_all().to_pylist() == [{"n": 2}]
+        finally:
+            commit.join()
+    conn.close()
+
+
+def test_the_readers_sqlite_errors_are_classified_as_the_lakes_own(db):
+    """A table gone is a SchemaError, a lock held past the timeout transient, as from a sqlite3 connection."""
+    path, _ = db
+    with ReaderProcess(str(path), readonly=True) as reader:
+        with pytest.raises(SchemaError, match="no such table"):
+            reader.query("SELECT * FROM missing").read_all()
+    locked = reader_error(str(path), {"message": "[SQLite] Failed to prepare query: database is locked"})
+    assert isinstance(locked, SourceUnavailableError) and locked.transient

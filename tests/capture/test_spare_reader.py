@@ -20,7 +20,7 @@ from rhei_lake import faults
 from rhei_lake.capture import reader_process
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.spare_reader import SpareReader
-from rhei_lake.errors import SourceError
+from rhei_lake.errors import SchemaError, SourceError
 
 pytestmark = pytest.mark.skipif(not fast_reader_available(), reason="needs adbc_driver_sqlite")
 
@@ -302,4 +302,19 @@ def test_an_open_that_fails_after_starting_a_spare_leaves_no_reader(tmp_path):
     ]
     with pytest.raises(rhei_lake.RheiError):
         rhei_lake.open(source=f"sqlite:///{db}", storage=str(tmp_path / "lake"), tables=tables, columnar_min_rows=100)
+    assert not _readers()
+
+
+@pytest.mark.parametrize("min_rows", [100, 0], ids=["through the spare", "row poll"])
+def test_a_table_dropped_between_the_open_and_the_first_sync_stops_it_with_a_schema_error(tmp_path, min_rows):
+    """With or without a spare the first sync names the table gone with a SchemaError (through the spare
+    it was a plain SourceError carrying ADBC's message)."""
+    db = _database(tmp_path / "app.db")
+    with _sidecar(db, str(tmp_path / "lake"), min_rows=min_rows) as lake:
+        assert len(_readers()) == (1 if min_rows else 0)
+        conn = sqlite3.connect(db)
+        conn.execute("DROP TABLE items")
+        conn.close()
+        with pytest.raises(SchemaError, match="no such table: items"):
+            lake.sync_now()
     assert not _readers()

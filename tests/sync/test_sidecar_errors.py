@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import date, timedelta
 
 import pytest
@@ -242,3 +243,35 @@ def test_a_postgres_lock_held_by_a_migration_is_transient(postgres, tmp_path):
     finally:
         migration.close()
         source.close()
+
+
+@pytest.mark.parametrize("change", ["DROP COLUMN name", "RENAME COLUMN name TO title", "DROP COLUMN deleted_at"])
+@pytest.mark.parametrize("read", ["row poll", "first read", "first read, columnar"])
+def test_a_sqlite_column_gone_since_the_open_stops_the_sync_instead_of_reading_its_name(tmp_path, change, read):
+    """SQLite reads a double-quoted name it cannot resolve as a string literal: a column dropped or renamed
+    after the lake described the table must stop the read (SchemaError), not put the column's name (or, for
+    ``deleted_at``, a soft delete of every row) in the lake."""
+    if read == "first read, columnar":
+        pytest.importorskip("adbc_driver_sqlite")
+    db = str(tmp_path / "app.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, updated_at TEXT NOT NULL, deleted_at TEXT)"
+    )
+    conn.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?, NULL)",
+        [(i, f"n{i}", i / 3, f"2026-01-01T00:00:0{i}Z") for i in range(5)],
+    )
+    table = items_table(hard_deletes=True)
+    options = {"columnar_min_rows": 1 if read == "first read, columnar" else 0, "hard_delete_interval": 0}
+    with rhei_lake.open(source=f"sqlite://{db}", storage=str(tmp_path / "lake"), tables=[table], **options) as lake:
+        if read == "row poll":
+            lake.sync_now()
+        before = lake.query("SELECT * FROM items ORDER BY id").to_pylist()
+        conn.execute(f"ALTER TABLE items {change}")
+        conn.execute("UPDATE items SET updated_at = '2026-01-02T00:00:00Z' WHERE id = 2")
+        with pytest.raises(SchemaError, match="no such column"):
+            lake.sync_now()
+        assert lake.query("SELECT * FROM items ORDER BY id").to_pylist() == before
+    conn.close()

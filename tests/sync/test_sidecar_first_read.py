@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 
 import pyarrow as pa
 import pytest
@@ -505,3 +506,43 @@ def test_a_transient_source_error_inside_the_first_read_stays_transient(tmp_path
         lake.sync_now()
         assert lake.query("SELECT count(*) FROM items").column(0)[0].as_py() == 50
     source.close()
+
+
+def test_a_first_read_meeting_a_committing_writer_of_a_rollback_journal_database_waits_for_it(tmp_path, monkeypatch):
+    """In rollback-journal mode a writer's commit locks readers out for a moment; the first read that meets
+    it waits, as the row poll's connections do, and reads the table as SQLite has it after the commit (it
+    used to fail at once with a terminal SourceError, stopping the sync loop for good)."""
+    from rhei_lake.capture.reader_process import ReaderProcess
+
+    path = str(tmp_path / "journal.db")
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, qty INTEGER, "
+        "updated_at TEXT NOT NULL, deleted_at TEXT)"
+    )
+    writer.executemany(
+        "INSERT INTO items VALUES (?, 'n', 0.1, 1, '2026-01-01 00:00:00', NULL)", [(i,) for i in range(50)]
+    )
+    begin = ReaderProcess.begin
+    commits: list[threading.Timer] = []
+
+    def begin_while_a_writer_commits(self):
+        if not commits:
+            writer.execute("BEGIN EXCLUSIVE")
+            writer.execute("INSERT INTO items VALUES (50, 'late', 0.3, 2, '2026-01-01 00:00:01', NULL)")
+            commits.append(threading.Timer(0.3, writer.execute, ("COMMIT",)))
+            commits[0].start()
+        begin(self)
+
+    monkeypatch.setattr(ReaderProcess, "begin", begin_while_a_writer_commits)
+    try:
+        with _open(f"sqlite://{path}", str(tmp_path / "lake"), COLUMNAR) as lake:
+            assert lake.sync_now().events == 51
+            got = lake.query("SELECT id, name, price, qty, updated_at FROM items ORDER BY id").to_pylist()
+            want = writer.execute("SELECT id, name, price, qty, updated_at FROM items ORDER BY id").fetchall()
+            assert [tuple(row.values()) for row in got] == want
+    finally:
+        for commit in commits:
+            commit.join()
+        writer.close()
