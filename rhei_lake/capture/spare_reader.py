@@ -70,8 +70,11 @@ class SpareReader:
         if proc is not None:
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
+                    # The raw file, once: a buffered close would first flush the parent's unsent bytes
+                    # into the spare's stdin, and a bare os.close left the pipe object to close the
+                    # same descriptor number again when freed.
                     try:
-                        os.close(pipe.fileno())
+                        getattr(pipe, "raw", pipe).close()
                     except OSError:
                         pass
             proc.returncode = 0  # not this process's child: never waited for or signalled from here
