@@ -12,6 +12,16 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def column_of(table: str, column: str) -> str:
+    """``"table"."column"``: how SQLite reads must name a column of a table they mirror.
+
+    SQLite reads a double-quoted name that resolves to no column as a string
+    literal, so a bare ``"column"`` dropped or renamed since the lake described
+    the table would read as its own name in every row; a qualified one is an error.
+    """
+    return f"{quote_ident(table)}.{quote_ident(column)}"
+
+
 def quote_literal(value: str) -> str:
     """Quote a string literal: ``'it''s'``."""
     if "\x00" in value:

@@ -27,7 +27,7 @@ from typing import Any
 
 from rhei_lake.capture import cdc_log
 from rhei_lake.capture.events import FREE_KEY, key_collision
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.types import (
     ValueMismatch,
     canonical_stored,
@@ -78,8 +78,8 @@ def _canonical(spec: TableSpec, key: tuple) -> list[Any]:
 
 def _holds(conn: sqlite3.Connection, spec: TableSpec, stored: Sequence[Any]) -> bool:
     """Whether SQLite's table holds a row whose key columns store exactly ``stored`` (same class, same bytes)."""
-    names = ", ".join(quote_ident(k) for k in spec.primary_key)
-    where = " AND ".join(f"{quote_ident(k)} = ?" for k in spec.primary_key)
+    names = ", ".join(column_of(spec.name, k) for k in spec.primary_key)
+    where = " AND ".join(f"{column_of(spec.name, k)} = ?" for k in spec.primary_key)
     rows = conn.execute(f"SELECT {names} FROM {quote_ident(spec.name)} WHERE {where}", tuple(stored)).fetchall()
     return any(all(same_stored(a, b) for a, b in zip(row, stored)) for row in rows)
 

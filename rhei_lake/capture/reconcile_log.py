@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from rhei_lake.capture.events import convert_columns
 from rhei_lake.capture.reader_process import ReaderProcess
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
 from rhei_lake.catalog import OP, SEQ, TIMESTAMP_TYPE, TableSpec, int_range
 from rhei_lake.errors import SourceError
@@ -45,7 +45,7 @@ class PendingEvents:
 
 def table_rows(conn: sqlite3.Connection, spec: TableSpec, batch_rows: int = 50_000) -> pa.Table:
     """Every row of ``spec``'s table, converted to its Arrow schema (a value that does not fit raises)."""
-    columns = ", ".join(quote_ident(c) for c in spec.column_names)
+    columns = ", ".join(column_of(spec.name, c) for c in spec.column_names)
     cursor = conn.execute(f"SELECT {columns} FROM {quote_ident(spec.name)}")
     parts = []
     while rows := cursor.fetchmany(batch_rows):

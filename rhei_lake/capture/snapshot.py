@@ -24,7 +24,7 @@ from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_d
 from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.typed_select import (
     Misfit,
     NeedsDiagnosis,
@@ -99,7 +99,7 @@ class RowSnapshot(SnapshotRun):
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         spec = self.spec
-        cols = ", ".join(quote_ident(c.name) for c in spec.columns)
+        cols = ", ".join(column_of(spec.name, c.name) for c in spec.columns)
         next_seq = self.registration.snapshot_from + 1
         cursor = self._conn.execute(f"SELECT {cols} FROM {quote_ident(spec.name)}")
         while True:

@@ -36,7 +36,7 @@ from rhei_lake.capture.prefetch import prefetched
 from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
 from rhei_lake.capture.spare_reader import SpareReader
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
-from rhei_lake.capture.sqlite_schema import has_rows, quote_ident
+from rhei_lake.capture.sqlite_schema import column_of, has_rows, quote_ident
 from rhei_lake.capture.typed_select import NeedsDiagnosis, after_witness, convert, is_misfit_error, snapshot_sql
 from rhei_lake.errors import SourceError
 from rhei_lake.phase_times import PhaseTimes
@@ -44,7 +44,7 @@ from rhei_lake.phase_times import PhaseTimes
 
 def soft_deleted_sql(table: str, column: str) -> str:
     """1 where a soft-delete value marks its row deleted, else 0 (the rule of ``polled_events.is_deleted``)."""
-    x = f"{quote_ident(table)}.{quote_ident(column)}"  # qualified: a column gone is an error, not a literal
+    x = column_of(table, column)
     return f"CASE WHEN {x} IS NULL THEN 0 WHEN typeof({x}) IN ('integer', 'real') AND {x} = 0 THEN 0 ELSE 1 END"
 
 

@@ -26,7 +26,7 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.sqlite_db import connect, translate_sqlite_error
 from rhei_lake.capture.spare_reader import SpareReader
 from rhei_lake.capture.sqlite_first_read import SqliteFirstRead, open_first_read, wants_first_read
-from rhei_lake.capture.sqlite_schema import canonical_table_name, quote_ident, read_table_spec
+from rhei_lake.capture.sqlite_schema import canonical_table_name, column_of, quote_ident, read_table_spec
 from rhei_lake.capture.updated_at_order import unordered_sql
 from rhei_lake.errors import SchemaError, SourceError
 
@@ -87,9 +87,7 @@ class SqlitePolledSource:
         relation = quote_ident(spec.name)
 
         def refer(column: str) -> str:
-            # Qualified: SQLite reads a double-quoted name it cannot resolve (a column dropped or renamed
-            # since this plan) as a string literal; a qualified one that names no column is an error.
-            return f"{relation}.{quote_ident(column)}"
+            return column_of(spec.name, column)
 
         return PollPlan(
             spec=spec,

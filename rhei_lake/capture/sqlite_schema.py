@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 
+from rhei_lake._shared.identifiers import column_of as column_of
 from rhei_lake._shared.identifiers import quote_ident as quote_ident
 from rhei_lake._shared.identifiers import quote_literal as quote_literal
 from rhei_lake.capture.types import make_column

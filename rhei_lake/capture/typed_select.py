@@ -38,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rhei_lake.capture.sqlite_schema import quote_ident
+from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.triggers import TS_MICROS
 from rhei_lake.capture.types import (
     NUMBER_PATTERN,
@@ -240,8 +240,7 @@ def snapshot_sql(
     (say, a flag computed per row).
     """
     table = quote_ident(spec.name)
-    # Qualified: a column the spec names that the table no longer has is an error, not a string literal.
-    columns = tuple(f"{table}.{quote_ident(c.name)}" for c in spec.columns)
+    columns = tuple(column_of(spec.name, c.name) for c in spec.columns)
     typed = TypedSelect(spec, columns, leading=len(extra), strict=strict)
     exprs, witnesses = typed.select_list()
     extra_exprs = "".join(f"{expr}, " for expr, _ in extra)
