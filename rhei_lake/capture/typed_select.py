@@ -137,6 +137,17 @@ def _parts(x: str, kind: str, strict: bool) -> list[tuple[str, str]]:
     return [(f"CASE WHEN typeof({x}) = 'blob' THEN {x} END", "x''")]
 
 
+# Storage classes by comparison, not typeof(): SQLite orders NULL < numbers < text < blobs, and a
+# comparison is a VDBE opcode where typeof() is a function call and NOT IN a list lookup (1M narrow
+# rows: checking one TEXT column cost the reader ~0.07 s of CPU with typeof(), ~0.02 s so). The
+# unary + takes the column's affinity off (a TEXT one would turn a stored number into text before
+# comparing); COLLATE BINARY keeps a declared collation (maybe one only the application
+# registers) from deciding a comparison with the empty text.
+_NUMBER = "+{x} < '' COLLATE BINARY"  # an integer or a real
+_BLOB = "+{x} >= x'' COLLATE BINARY"
+_NOT_BLOB = "+{x} < x'' COLLATE BINARY"  # a number or text
+
+
 def _misfit(x: str, kind: str, *, null_key: bool, canonical_key: str | None) -> str:
     """SQL that is true when stored value ``x`` does not fit its declared kind.
 
@@ -149,11 +160,11 @@ def _misfit(x: str, kind: str, *, null_key: bool, canonical_key: str | None) -> 
         "int": f"typeof({x}) NOT IN ('integer', 'null')",
         "real": f"typeof({x}) NOT IN ('real', 'integer', 'null') OR (typeof({x}) = 'integer' "
         f"AND ({x} > {_MAX_EXACT} OR {x} < -{_MAX_EXACT}))",
-        "text": f"typeof({x}) NOT IN ('text', 'null')",
-        "blob": f"typeof({x}) NOT IN ('blob', 'null')",
+        "text": f"{_NUMBER.format(x=x)} OR {_BLOB.format(x=x)}",
+        "blob": _NOT_BLOB.format(x=x),
         "bool": f"typeof({x}) NOT IN ('integer', 'null') OR {x} NOT IN (0, 1)",
-        "date": f"typeof({x}) NOT IN ('text', 'null') OR (typeof({x}) = 'text' AND length({x}) <> 10)",
-        "split": f"typeof({x}) = 'blob'",
+        "date": f"{_NUMBER.format(x=x)} OR {_BLOB.format(x=x)} OR length({x}) <> 10",
+        "split": _BLOB.format(x=x),
     }[kind]
     if kind == "real" and canonical_key in ("NUMERIC", "INTEGER"):
         # SQLite stores a whole REAL there as an INTEGER: one that stayed REAL is another spelling
