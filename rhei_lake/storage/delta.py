@@ -62,19 +62,19 @@ def _writer_properties(schema: pa.Schema, layout: Layout | None = None) -> Any:
     Sequence numbers rise by one from row to row: with the default dictionary
     encoding a million of them cost ~30 ms and 4 MB (the dictionary overflows,
     then plain); delta-encoded, ~13 ms and 27 KB. Every Parquet reader reads it.
-    With a ``layout``, also its row groups (delta-rs's default is 1M rows a group),
-    compressed with Snappy as delta-rs's writer does by default (naming the row
-    group size alone, it was seen to write the columns uncompressed).
+    With a ``layout``, also its row groups (delta-rs's default is 1M rows a group).
+    Compressed with Snappy, as delta-rs's writer does by default: any
+    ``WriterProperties`` that does not name a codec writes every column
+    uncompressed (~1.7x the bytes of 1M narrow change rows, for ~0.03 s of CPU saved).
     """
     from deltalake import ColumnProperties, WriterProperties
 
     delta = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
     columns = {name: delta for name in (SEQ, TS) if name in schema.names}
-    if layout is not None:
-        return WriterProperties(
-            max_row_group_size=layout.row_group_rows, compression="SNAPPY", column_properties=columns or None
-        )
-    return WriterProperties(column_properties=columns) if columns else None
+    if layout is None and not columns:
+        return None  # delta-rs's defaults
+    rows = layout.row_group_rows if layout is not None else None
+    return WriterProperties(max_row_group_size=rows, compression="SNAPPY", column_properties=columns or None)
 
 
 def preload() -> None:
