@@ -934,8 +934,9 @@ class _FileGone(Exception):
     """A data file the snapshot names is not in the store (vacuumed since)."""
 
 
-def _files_above(dt: DeltaTable, column: str, above: int) -> list[DataFile] | None:
-    """The files of ``dt``'s snapshot holding a row with ``column > above``, by their statistics (``None``: unknown)."""
+def _files_with_max(dt: DeltaTable, column: str) -> list[tuple[DataFile, Any]] | None:
+    """Each file of ``dt``'s snapshot with its ``add`` action's maximum of ``column`` (``None`` for an empty
+    file); ``None`` when the statistics do not say for a file holding rows."""
     actions = pa.table(dt.get_add_actions(flatten=True))
     names = actions.column_names
     if actions.num_rows == 0:
@@ -953,9 +954,16 @@ def _files_above(dt: DeltaTable, column: str, above: int) -> list[DataFile] | No
     ):
         if high is None and rows != 0:
             return None
-        if high is not None and high > above:
-            files.append(DataFile(path, int(size), rows))
+        files.append((DataFile(path, int(size), rows), high))
     return files
+
+
+def _files_above(dt: DeltaTable, column: str, above: int) -> list[DataFile] | None:
+    """The files of ``dt``'s snapshot holding a row with ``column > above``, by their statistics (``None``: unknown)."""
+    files = _files_with_max(dt, column)
+    if files is None:
+        return None
+    return [f for f, high in files if high is not None and high > above]
 
 
 def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int, max_bytes: int) -> list[DataFile]:
@@ -966,29 +974,19 @@ def _small_files_above(dt: DeltaTable, target_size: int, column: str, above: int
     small files join while the total stays within ``max_bytes``. A file whose
     statistics do not say makes it ``[]``.
     """
-    actions = pa.table(dt.get_add_actions(flatten=True))
-    names = actions.column_names
-    if actions.num_rows == 0 or f"max.{column}" not in names:
+    files = _files_with_max(dt, column)
+    if not files:
         return []
-    counts = actions.column("num_records").to_pylist() if "num_records" in names else [None] * actions.num_rows
     needed: list[DataFile] = []
     optional: list[DataFile] = []
-    for path, size, rows, high in zip(
-        actions.column("path").to_pylist(),
-        actions.column("size_bytes").to_pylist(),
-        counts,
-        actions.column(f"max.{column}").to_pylist(),
-        strict=True,
-    ):
-        if high is None and rows != 0:
-            return []
-        small = int(size) < target_size
+    for f, high in files:
+        small = f.size < target_size
         if high is not None and high > above:
             if not small:
                 return []
-            needed.append(DataFile(path, int(size), rows))
+            needed.append(f)
         elif small:
-            optional.append(DataFile(path, int(size), rows))
+            optional.append(f)
     total = sum(f.size for f in needed)
     if total > max_bytes:
         return []
