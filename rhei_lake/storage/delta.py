@@ -736,10 +736,15 @@ class DeltaTableStore:
         self._swap_files(dt, adds, removed)
         return MaintenanceResult(files_added=len(adds), files_removed=len(removed))
 
+    @property
+    def _fetch(self) -> Callable[[str], bytes | None] | None:
+        """On S3, a file of the table in one GET through the blob store (delta-rs's file handler asks for its
+        size first); ``None`` where reading through the file handler costs no request."""
+        return self._log.read_data if self.remote and self._log is not None else None
+
     def _stage(self, dt: DeltaTable, batches: Iterable[pa.RecordBatch], schema: pa.Schema, **kw: Any) -> list[Any]:
         """:meth:`FileRewriter.stage`, noting the files written as plain-typed when ``schema`` is (no read to check)."""
-        fetch = self._log.read_data if self.remote and self._log is not None else None
-        adds = self._rewriter.stage(dt, batches, schema, fetch=fetch, **kw)
+        adds = self._rewriter.stage(dt, batches, schema, fetch=self._fetch, **kw)
         if not has_view_types(schema):
             self._view_types.known_plain(add.path for add in adds)
         return adds
@@ -767,9 +772,7 @@ class DeltaTableStore:
             check_rewritable(dt, self.uri)
             before = dt.version()
             schema = pa.schema(dt.schema().to_arrow())
-            # On S3 one GET a file through the blob store (delta-rs's file handler asks for its size first).
-            fetch = self._log.read_data if self.remote and self._log is not None else None
-            rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=fetch)).sort_by(order_by)
+            rows = pa.concat_tables(self._rewriter.read_whole(small, schema, fetch=self._fetch)).sort_by(order_by)
             adds = self._stage(dt, rows.to_batches(), schema, writer_properties=_writer_properties(schema))
             before_commit()
             self._swap_files(dt, adds, small)
@@ -836,9 +839,8 @@ class DeltaTableStore:
     def _rewrite_view_typed_files(self) -> None:
         dt = self._table()  # _committed may have loaded the table afresh
         files = {f.path: f for f in data_files(dt)}
-        fetch = self._log.read_data if self.remote and self._log is not None else None
         doomed = [
-            files[p] for p in self._view_types.view_typed(((f.path, f.size) for f in files.values()), fetch=fetch)
+            files[p] for p in self._view_types.view_typed(((f.path, f.size) for f in files.values()), fetch=self._fetch)
         ]
         if not doomed:
             return
