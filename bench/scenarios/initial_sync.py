@@ -10,8 +10,8 @@ one ``write_deltalake`` of the rows:
   both are done. A pipeline of the two can at best match it, since its
   stages also hand rows over. Both jobs run on this machine's two cores at
   once, sharing its caches and memory bandwidth; on these machines that
-  makes each 1.0-1.3x slower than alone (measured), so the ideal
-  max(read, write) of the two measured alone is reported beside it.
+  made each up to 1.3x slower than alone (docs/performance.md), so the
+  ideal max(read, write) of the two measured alone is reported beside it.
 
 Targets: >= 0.9x the sequential limit and >= 0.7x the pipelined one at 1M
 rows (PostgreSQL: >= 0.8x the sequential one); ``orders`` at 1M and 10M rows
