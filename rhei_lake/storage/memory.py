@@ -154,6 +154,8 @@ class MemoryTableStore:
     ) -> None:
         schema = self._require()
         if isinstance(data, pa.RecordBatchReader):
+            with self._lock:
+                self._check_txn(txn)  # a stream refused by its watermark is not read (its source not started)
             data = data.read_all()
         if data.schema != schema:
             data = _cast(data, schema, self.uri)

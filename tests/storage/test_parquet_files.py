@@ -110,3 +110,23 @@ def test_unique_columns_are_those_whose_sampled_values_nearly_all_differ():
     )
     assert unique_columns(batch) == ("id", "amount", "blob")
     assert unique_columns(batch.slice(0, 10)) == ()  # too few rows to tell
+
+
+def test_a_key_among_100k_keeps_its_dictionary():
+    """A foreign key or an email among ~100K values looks nearly unique in a few thousand rows, but its
+    dictionary fits its page and halves its bytes: only the wider sample tells it from a unique column."""
+    import random
+
+    from rhei_lake.storage.delta import unique_columns
+
+    rng = random.Random(7)
+    n = 50_000
+    batch = pa.record_batch(
+        {
+            "customer_id": pa.array([rng.randrange(100_000) for _ in range(n)], pa.int64()),
+            "email": pa.array([f"user{rng.randrange(100_000)}@example.com" for _ in range(n)]),
+            "order_id": pa.array(range(n), pa.int64()),
+        }
+    )
+    assert unique_columns(batch.slice(0, 4096)) == ("customer_id", "email", "order_id")  # the first look alone
+    assert unique_columns(batch) == ("order_id",)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from datafusion import SessionContext
 
-from rhei_lake.errors import CommitConflictError, TableNotFoundError
+from rhei_lake.errors import CommitConflictError, RheiError, SourceError, TableNotFoundError
 from rhei_lake.storage.base import AppTransaction, Merge
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string()), ("x", pa.float64())])
@@ -191,3 +191,35 @@ def test_min_value_comes_from_file_statistics_and_never_exceeds_the_true_minimum
     # Delta statistics keep timestamps to the millisecond, truncated: a bound, never above the true minimum.
     assert found <= oldest and (oldest - found).total_seconds() < 0.001
     assert store.min_value("id") == 0
+
+
+def test_a_stream_refused_by_its_watermark_is_not_read(lake_storage):
+    """A snapshot's stream starts its source (a reader process, a thread reading ahead) when first
+    pulled: a commit refused before anything is written must not pull it."""
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+    store.append(rows((1, "a", 0.1)), txn=AppTransaction("w", 5))
+    pulled = []
+
+    def batches():
+        pulled.append(True)
+        yield from rows((2, "b", 0.2)).to_batches()
+
+    with pytest.raises(CommitConflictError):
+        store.append(pa.RecordBatchReader.from_batches(SCHEMA, batches()), txn=AppTransaction("w", 5))
+    assert not pulled
+    assert store.to_arrow().column("id").to_pylist() == [1]
+
+
+def test_a_stream_failing_at_its_first_batch_commits_nothing(lake_storage):
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+
+    def batches():
+        raise SourceError("the source went away")
+        yield  # a generator
+
+    with pytest.raises(RheiError, match="the source went away"):
+        store.append(pa.RecordBatchReader.from_batches(SCHEMA, batches()), txn=AppTransaction("w", 1))
+    assert store.app_version("w") is None
+    assert store.to_arrow().num_rows == 0
