@@ -29,6 +29,8 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +76,28 @@ class _Phases:
         self.logger.setLevel(self.level)
 
 
-def measure_limit(source: str, table: str, lake: str) -> dict:
-    """One ADBC read of ``table`` (SQLite path or PostgreSQL URL), then one ``write_deltalake`` of it."""
-    from deltalake import write_deltalake
-
+@contextmanager
+def _adbc_cursor(source: str) -> Iterator[Any]:
+    """An ADBC cursor on ``source`` (SQLite path or PostgreSQL URL), reading SQLite 64Ki rows a batch."""
     if source.startswith("postgresql://"):
         import adbc_driver_postgresql.dbapi as adbc
     else:
         import adbc_driver_sqlite.dbapi as adbc
 
-    shutil.rmtree(lake, ignore_errors=True)
-    cpu = _cpu_seconds()
-    started = time.perf_counter()
     with adbc.connect(source) as conn, conn.cursor() as cur:
         if not source.startswith("postgresql://"):
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+        yield cur
+
+
+def measure_limit(source: str, table: str, lake: str) -> dict:
+    """One ADBC read of ``table`` (SQLite path or PostgreSQL URL), then one ``write_deltalake`` of it."""
+    from deltalake import write_deltalake
+
+    shutil.rmtree(lake, ignore_errors=True)
+    cpu = _cpu_seconds()
+    started = time.perf_counter()
+    with _adbc_cursor(source) as cur:
         cur.execute(f"SELECT * FROM {table}")
         rows = cur.fetch_arrow_table()
     read = time.perf_counter() - started
@@ -102,23 +111,18 @@ def measure_limit(source: str, table: str, lake: str) -> dict:
     }
 
 
-_OVERLAPPED_READER = """
-import sys, time
-source, table = sys.argv[1], sys.argv[2]
-if source.startswith("postgresql://"):
-    import adbc_driver_postgresql.dbapi as adbc
-else:
-    import adbc_driver_sqlite.dbapi as adbc
-with adbc.connect(source) as conn, conn.cursor() as cur:
-    if not source.startswith("postgresql://"):
-        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
-    print("ready", flush=True)
-    sys.stdin.readline()
-    started = time.perf_counter()
-    cur.execute(f"SELECT * FROM {table}")
-    rows = cur.fetch_arrow_table()
-    print(time.perf_counter() - started, rows.num_rows, flush=True)
-"""
+def read_on_signal(source: str, table: str) -> None:
+    """The overlapped limit's reader: connect, say ``ready``, read ``table`` at the next input line, then
+    print the read's seconds and rows."""
+    import sys
+
+    with _adbc_cursor(source) as cur:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.perf_counter()
+        cur.execute(f"SELECT * FROM {table}")
+        rows = cur.fetch_arrow_table()
+        print(time.perf_counter() - started, rows.num_rows, flush=True)
 
 
 def measure_overlapped(source: str, table: str, lake: str) -> dict:
@@ -132,17 +136,18 @@ def measure_overlapped(source: str, table: str, lake: str) -> dict:
 
     from deltalake import write_deltalake
 
-    if source.startswith("postgresql://"):
-        import adbc_driver_postgresql.dbapi as adbc
-    else:
-        import adbc_driver_sqlite.dbapi as adbc
-
-    with adbc.connect(source) as conn, conn.cursor() as cur:
+    with _adbc_cursor(source) as cur:
         cur.execute(f"SELECT * FROM {table}")
         rows = cur.fetch_arrow_table()
     shutil.rmtree(lake, ignore_errors=True)
     reader = subprocess.Popen(
-        [sys.executable, "-c", _OVERLAPPED_READER, source, table],
+        [
+            sys.executable,
+            "-c",
+            f"from {_MODULE} import read_on_signal; read_on_signal(*__import__('sys').argv[1:])",
+            source,
+            table,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
