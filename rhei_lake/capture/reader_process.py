@@ -77,6 +77,16 @@ def stop_child(proc: subprocess.Popen[bytes]) -> None:
                 pass
 
 
+def open_command(path: str, *, readonly: bool) -> dict[str, Any]:
+    """The command that opens ``path`` in a reader child (its first)."""
+    return {"op": "open", "path": path, "readonly": readonly, "busy_timeout_ms": BUSY_TIMEOUT_MS}
+
+
+def encoded(command: dict[str, Any]) -> bytes:
+    """``command`` as the child reads it: one line of JSON."""
+    return json.dumps(command).encode() + b"\n"
+
+
 def reader_error(path: str, payload: dict[str, Any]) -> SourceError:
     """The error the child reported, classified as the same SQLite error from a ``sqlite3`` connection is
     (a lock held past the busy timeout: transient; a table or column gone: SchemaError)."""
@@ -92,14 +102,27 @@ class ReaderProcess:
     pin a read snapshot for later queries.
     """
 
-    def __init__(self, path: str, *, readonly: bool = False, process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        readonly: bool = False,
+        process: subprocess.Popen[bytes] | None = None,
+        opening: bool = False,
+    ) -> None:
+        """``opening``: ``process`` was already sent :func:`open_command` for ``path`` (a spare, see
+        :mod:`rhei_lake.capture.spare_reader`); only its reply is awaited."""
         self.path = path
         self._lock = threading.Lock()
         self._in_transaction = False
         self.last_query_times: dict[str, float] = {}  # the child's seconds on its last finished query
         self._proc = process if process is not None else start_reader_child()
         try:
-            self._call({"op": "open", "path": path, "readonly": readonly, "busy_timeout_ms": BUSY_TIMEOUT_MS})
+            if process is not None and opening:
+                with self._lock:
+                    self._frame_after(self._read_exact(1))
+            else:
+                self._call(open_command(path, readonly=readonly))
         except BaseException:
             stop_child(self._proc)  # a database it cannot open: no child left waiting for a parent
             raise
@@ -107,7 +130,7 @@ class ReaderProcess:
     def _send(self, command: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(json.dumps(command).encode() + b"\n")
+            self._proc.stdin.write(encoded(command))
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise SourceError(f"the SQLite reader process for {self.path} died ({exc})") from exc

@@ -2,18 +2,23 @@
 
 A first read of a big table (a sidecar's first sync, a trigger-mode snapshot
 retaken at open) waits for the reader process (:mod:`rhei_lake.capture.reader_process`)
-to start: a Python process importing pyarrow and ADBC, ~0.06-0.1 s on a quiet
+to start: a Python process importing pyarrow and ADBC, ~0.04-0.1 s on a quiet
 machine, several times that on a loaded one. A lake that knows at open that it
 will read such a table starts a :class:`SpareReader` then; the read takes its
 process, which by then has done most or all of that work while the lake opened
 its Delta tables.
 
-A spare holds no database open (it is told which one when taken) and is
-stopped, never left behind: by :meth:`SpareReader.close` (the lake's close,
-which kills it: an idle child holds nothing), by its parent's death (its stdin
-closes, and a reader child ends at the end of its input), and in a process
-forked from its parent, which drops its copy of the spare's pipes (its parent
-keeps the spare) instead of taking or stopping a child it does not own.
+A spare started for a database (``path``) opens it as soon as it has started,
+so the read that takes it waits for neither. It opens it in autocommit and pins
+nothing: the read sees the database as it is when the read begins, and the
+application's writes and checkpoints do not wait for an idle spare.
+
+A spare is stopped, never left behind: by :meth:`SpareReader.close` (the
+lake's close, which kills it: an idle child holds no lock or transaction), by
+its parent's death (its stdin closes, and a reader child ends at the end of
+its input), and in a process forked from its parent, which drops its copy of
+the spare's pipes (its parent keeps the spare) instead of taking or stopping a
+child it does not own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import subprocess
 import threading
 import weakref
 
-from rhei_lake.capture.reader_process import start_reader_child, stop_child
+from rhei_lake.capture.reader_process import ReaderProcess, encoded, open_command, start_reader_child, stop_child
 
 _spares: weakref.WeakSet[SpareReader] = weakref.WeakSet()
 
@@ -31,11 +36,37 @@ _spares: weakref.WeakSet[SpareReader] = weakref.WeakSet()
 class SpareReader:
     """One reader child started now, for a later :class:`~rhei_lake.capture.reader_process.ReaderProcess`."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None, *, readonly: bool = False) -> None:
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = start_reader_child()
+        self._opening: tuple[str, bool] | None = None
+        if path is not None:
+            self._send_open(path, readonly)
         _spares.add(self)
+
+    def _send_open(self, path: str, readonly: bool) -> None:
+        """Have the child open ``path`` as soon as it has started; its reply waits for the taker."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        try:
+            proc.stdin.write(encoded(open_command(path, readonly=readonly)))
+            proc.stdin.flush()
+            self._opening = (path, readonly)
+        except OSError:  # it died already: take() finds it dead and the read starts its own
+            pass
+
+    def reader(self, path: str, *, readonly: bool = False) -> ReaderProcess:
+        """A :class:`ReaderProcess` on ``path``: this spare's child if it can be taken, else a new one.
+
+        A child opening another database (or the same one otherwise) is stopped, not reused.
+        """
+        opening = self._opening
+        proc = self.take()
+        if proc is not None and opening is not None and opening != (path, readonly):
+            stop_child(proc)
+            proc = None
+        return ReaderProcess(path, readonly=readonly, process=proc, opening=proc is not None and opening is not None)
 
     @property
     def pid(self) -> int | None:

@@ -137,7 +137,7 @@ def open_first_read(
     times = PhaseTimes()
     sql_order_only = declares_collation(conn, plan.spec.name)
     with times.measure("reader start"):
-        reader = ReaderProcess(path, readonly=True, process=spare.take() if spare is not None else None)
+        reader = spare.reader(path, readonly=True) if spare is not None else ReaderProcess(path, readonly=True)
     try:
         return SqliteFirstRead(reader, plan, sql_order_only=sql_order_only, times=times)
     except BaseException:

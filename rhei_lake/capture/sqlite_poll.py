@@ -161,7 +161,7 @@ class SqlitePolledSource:
                 return
             try:
                 if wants_first_read(self._conn, plan, min_rows) and lake_holds_none():
-                    self._spare = (plan.spec.name, SpareReader())
+                    self._spare = (plan.spec.name, SpareReader(self.path, readonly=True))
             except (sqlite3.Error, SourceError):
                 pass
 

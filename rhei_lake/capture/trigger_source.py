@@ -237,7 +237,7 @@ class TriggerSource:
         try:
             if not self._wants_columnar(table):
                 return None
-            return ReaderProcess(self.path, process=spare.take() if spare is not None else None)
+            return spare.reader(self.path) if spare is not None else ReaderProcess(self.path)
         finally:
             if spare is not None:
                 spare.close()  # not taken: stopped here
@@ -252,7 +252,7 @@ class TriggerSource:
                 return
             try:
                 if self._wants_columnar(table):
-                    self._spare = (table, SpareReader())
+                    self._spare = (table, SpareReader(self.path))
             except (SchemaError, SourceError, sqlite3.Error):
                 pass
 

@@ -229,6 +229,29 @@ def test_a_trigger_lake_with_nothing_to_snapshot_starts_no_reader(tmp_path, monk
     assert len(started) == 1 and not _readers()
 
 
+def test_a_spare_opened_on_one_database_is_not_used_for_another(tmp_path):
+    one, other = _database(tmp_path / "one.db"), _database(tmp_path / "other.db", rows=7)
+    spare = SpareReader(one)
+    pid = spare.pid
+    with spare.reader(other, readonly=True) as reader:
+        assert reader._proc.pid != pid
+        assert reader.query("SELECT count(*) FROM items").read_all().column(0)[0].as_py() == 7
+    assert _gone(pid, timeout=0.5)
+    spare = SpareReader(one, readonly=True)
+    pid = spare.pid
+    with spare.reader(one, readonly=True) as reader:  # the same database, opened ahead: its reply awaited
+        assert reader._proc.pid == pid
+        assert reader.query("SELECT count(*) FROM items").read_all().column(0)[0].as_py() == ROWS
+
+
+def test_a_spare_that_cannot_open_its_database_fails_the_read_that_takes_it_with_a_source_error(tmp_path):
+    spare = SpareReader(str(tmp_path / "nope" / "x.db"), readonly=True)
+    pid = spare.pid
+    with pytest.raises(SourceError):
+        spare.reader(str(tmp_path / "nope" / "x.db"), readonly=True)
+    assert _gone(pid, timeout=0.5)
+
+
 def test_a_trigger_lake_opening_with_a_snapshot_to_retake_starts_its_reader_ahead(tmp_path, monkeypatch):
     db = _database(tmp_path / "app.db")
     storage = str(tmp_path / "lake")
@@ -244,8 +267,8 @@ def test_a_trigger_lake_opening_with_a_snapshot_to_retake_starts_its_reader_ahea
     spares: list[int] = []
     real = SpareReader.__init__
 
-    def noting(self) -> None:
-        real(self)
+    def noting(self, *args, **kwargs) -> None:
+        real(self, *args, **kwargs)
         spares.append(self.pid)
 
     monkeypatch.setattr(SpareReader, "__init__", noting)
@@ -322,4 +345,28 @@ def test_a_table_dropped_between_the_open_and_the_first_sync_stops_it_with_a_sch
         conn.close()
         with pytest.raises(SchemaError, match="no such table: items"):
             lake.sync_now()
+    assert not _readers()
+
+
+def test_an_idle_spare_holding_its_database_open_lets_the_application_write_and_checkpoint(tmp_path):
+    """A sidecar's spare opens the database at the lake's open: meanwhile another connection writes and
+    truncates the WAL without waiting (busy timeout 0), and the first sync reads what SQLite then holds."""
+    db = _database(tmp_path / "app.db")
+    setup = sqlite3.connect(db)
+    setup.execute("PRAGMA journal_mode = WAL")
+    setup.close()
+    with _sidecar(db, str(tmp_path / "lake")) as lake:
+        assert len(_readers()) == 1
+        time.sleep(0.5)  # started, and its database opened
+        app = sqlite3.connect(db, timeout=0)
+        app.execute("DELETE FROM items WHERE id % 3 = 0")
+        app.execute("INSERT INTO items VALUES (1000, 'late', 0.1 + 0.2, 9001)")
+        app.commit()
+        assert app.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0), "the spare held the WAL"
+        expected = app.execute("SELECT id, name, amount, updated_at FROM items ORDER BY id").fetchall()
+        app.close()
+        assert lake.sync_now().events == len(expected)
+        got = lake.query("SELECT id, name, amount, updated_at FROM items ORDER BY id").to_pylist()
+        assert [tuple(r.values()) for r in got] == expected
+        assert [struct.pack("<d", r["amount"]) for r in got] == [struct.pack("<d", e[2]) for e in expected]
     assert not _readers()
