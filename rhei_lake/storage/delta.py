@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -41,7 +42,7 @@ from rhei_lake.storage.base import (
     PackedFiles,
     TableStats,
 )
-from rhei_lake.storage.local_durability import newest_version, sync_commits
+from rhei_lake.storage.local_durability import EarlyWriteback, newest_version, sync_commits
 from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
 from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan, has_view_types
@@ -583,13 +584,15 @@ class DeltaTableStore:
             rows, stream = data, None
             if isinstance(rows, pa.RecordBatchReader):  # its first batch read only now that it will be written
                 rows, stream = _laid_out_stream(rows)
-            write_deltalake(
-                dt,
-                rows,
-                mode="append",
-                commit_properties=self._commit_properties(txn, metadata),
-                writer_properties=_writer_properties(rows.schema, self.layout, stream),
-            )
+            # A stream may be big: locally, its data goes to disk while it is written, not all at the commit.
+            with EarlyWriteback(self.uri) if stream is not None and not self.remote else nullcontext():
+                write_deltalake(
+                    dt,
+                    rows,
+                    mode="append",
+                    commit_properties=self._commit_properties(txn, metadata),
+                    writer_properties=_writer_properties(rows.schema, self.layout, stream),
+                )
             self._committed(dt, before, txn)
 
         self._commit(_append)

@@ -7,12 +7,17 @@ replaces (the hot-path segments a flush folds in, the CDC log rows a snapshot
 covers) only after the commit returned, so on the local tier each commit is
 made durable before it is reported: its data files, its log entry, any
 checkpoint, and the directories that name them.
+
+A long write (a snapshot streamed into a table) also flushes its data files
+while it still writes them (:class:`EarlyWriteback`), so that its commit's
+fsync waits for the last pages written, not for all of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from urllib.parse import unquote
 
 LOG_DIR = "_delta_log"
@@ -74,3 +79,65 @@ def fsync_path(path: str) -> str:
     finally:
         os.close(fd)
     return path
+
+
+class EarlyWriteback:
+    """While a long local write runs, flush the data files it writes to disk as they grow.
+
+    delta-rs writes a streamed append's data file row group by row group and
+    the commit is fsynced after it returns (:func:`sync_commits`): hundreds of
+    megabytes written, then all of them flushed at once, after the last row is
+    read. A background thread here fdatasyncs each file in ``table_dir`` that
+    grew since its last look (new ones included, under a staging name too),
+    every ``interval`` seconds, so the disk writes alongside the stream. Only
+    a head start: :func:`sync_commits` still syncs every file of the commit,
+    and this thread never raises (a file renamed or removed under it is
+    passed over).
+    """
+
+    def __init__(self, table_dir: str, *, interval: float = 0.05) -> None:
+        self.table_dir = table_dir
+        self.interval = interval
+        self._sizes: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> EarlyWriteback:
+        self._sizes = self._files()  # what was there before the write is not its to flush
+        self._thread = threading.Thread(target=self._run, name="rhei-early-writeback", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _files(self) -> dict[str, int]:
+        sizes = {}
+        try:
+            with os.scandir(self.table_dir) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            pass
+        return sizes
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name, size in self._files().items():
+                if self._sizes.get(name) == size:
+                    continue
+                try:
+                    fd = os.open(os.path.join(self.table_dir, name), os.O_RDONLY)
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    continue
+                self._sizes[name] = size
