@@ -81,6 +81,11 @@ def fsync_path(path: str) -> str:
     return path
 
 
+def _flush_data(fd: int) -> None:
+    """The file's data on disk: fdatasync where there is one (not macOS), else fsync."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 class EarlyWriteback:
     """While a long local write runs, flush the data files it writes to disk as they grow.
 
@@ -135,7 +140,7 @@ class EarlyWriteback:
                 try:
                     fd = os.open(os.path.join(self.table_dir, name), os.O_RDONLY)
                     try:
-                        os.fdatasync(fd)
+                        _flush_data(fd)
                     finally:
                         os.close(fd)
                 except OSError:
