@@ -8,9 +8,9 @@ covers) only after the commit returned, so on the local tier each commit is
 made durable before it is reported: its data files, its log entry, any
 checkpoint, and the directories that name them.
 
-A long write (a snapshot streamed into a table) also flushes its data files
-while it still writes them (:class:`EarlyWriteback`), so that its commit's
-fsync waits for the last pages written, not for all of them.
+A long write (a snapshot streamed into a table) also flushes each of its data
+files while it writes the next (:class:`EarlyWriteback`), so that its commit's
+fsync waits for the last file, not for all of them.
 """
 
 from __future__ import annotations
@@ -89,15 +89,16 @@ def _flush_data(fd: int) -> None:
 class EarlyWriteback:
     """While a long local write runs, flush the data files it writes to disk as they grow.
 
-    delta-rs writes a streamed append's data file row group by row group and
-    the commit is fsynced after it returns (:func:`sync_commits`): hundreds of
-    megabytes written, then all of them flushed at once, after the last row is
-    read. A background thread here fdatasyncs each file in ``table_dir`` that
-    grew since its last look (new ones included, under a staging name too),
-    every ``interval`` seconds, so the disk writes alongside the stream. Only
-    a head start: :func:`sync_commits` still syncs every file of the commit,
-    and this thread never raises (a file renamed or removed under it is
-    passed over).
+    delta-rs writes a streamed append as data files of ~100 MB (its target
+    file size), each once it is complete, and the commit is fsynced after the
+    write returns (:func:`sync_commits`): hundreds of megabytes written, then
+    all of them flushed at once, after the last row is read. A background
+    thread here fdatasyncs each file in ``table_dir`` that is new or grew
+    since its last look (under a staging name too), every ``interval``
+    seconds, so each finished file goes to disk while the next is encoded.
+    Only a head start: :func:`sync_commits` still syncs every file of the
+    commit, and this thread never raises (a file renamed or removed under it
+    is passed over).
     """
 
     def __init__(self, table_dir: str, *, interval: float = 0.05) -> None:
