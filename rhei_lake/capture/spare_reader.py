@@ -41,6 +41,7 @@ class SpareReader:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = start_reader_child()
         self._opening: tuple[str, bool] | None = None
+        self._file: tuple[int, int] | None = None  # the database file the child opens (device, inode)
         if path is not None:
             self._send_open(path, readonly)
         _spares.add(self)
@@ -49,6 +50,7 @@ class SpareReader:
         """Have the child open ``path`` as soon as it has started; its reply waits for the taker."""
         proc = self._proc
         assert proc is not None and proc.stdin is not None
+        self._file = _identity(path)  # before the open: a file replaced since, whenever, is seen at take
         try:
             proc.stdin.write(encoded(open_command(path, readonly=readonly)))
             proc.stdin.flush()
@@ -59,11 +61,12 @@ class SpareReader:
     def reader(self, path: str, *, readonly: bool = False) -> ReaderProcess:
         """A :class:`ReaderProcess` on ``path``: this spare's child if it can be taken, else a new one.
 
-        A child opening another database (or the same one otherwise) is stopped, not reused.
+        A child opening another database (or the same one otherwise), or a file since replaced at
+        ``path`` (a restore renamed over it: the child holds the old one open), is stopped, not reused.
         """
         opening = self._opening
         proc = self.take()
-        if proc is not None and opening is not None and opening != (path, readonly):
+        if proc is not None and opening is not None and (opening != (path, readonly) or self._file != _identity(path)):
             stop_child(proc)
             proc = None
         return ReaderProcess(path, readonly=readonly, process=proc, opening=proc is not None and opening is not None)
@@ -109,6 +112,14 @@ class SpareReader:
                     except OSError:
                         pass
             proc.returncode = 0  # not this process's child: never waited for or signalled from here
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _after_fork_in_child() -> None:

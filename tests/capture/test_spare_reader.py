@@ -370,3 +370,16 @@ def test_an_idle_spare_holding_its_database_open_lets_the_application_write_and_
         assert [tuple(r.values()) for r in got] == expected
         assert [struct.pack("<d", r["amount"]) for r in got] == [struct.pack("<d", e[2]) for e in expected]
     assert not _readers()
+
+
+def test_a_database_file_replaced_after_the_spare_opened_it_is_read_anew(tmp_path):
+    """A restore renames another file over the database after the lake's open: the first sync reads
+    the file at the path, not the one the spare opened (which would bring back rows the database no
+    longer has)."""
+    db = _database(tmp_path / "app.db")
+    with _sidecar(db, str(tmp_path / "lake")) as lake:
+        time.sleep(0.5)  # started, and its database opened
+        os.replace(_database(tmp_path / "restored.db", rows=200), db)
+        lake.sync_now()
+        assert lake.query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 200}]
+    assert not _readers()
