@@ -8,16 +8,19 @@ covers) only after the commit returned, so on the local tier each commit is
 made durable before it is reported: its data files, its log entry, any
 checkpoint, and the directories that name them.
 
-A long write (a snapshot streamed into a table) also flushes each of its data
-files while it writes the next (:class:`EarlyWriteback`), so that its commit's
-fsync waits for the last file, not for all of them.
+A long write (a snapshot streamed into a table) also starts writing each of its
+data files to disk while it writes the next (:class:`EarlyWriteback`), so that
+its commit's fsync waits for the last file, not for all of them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import sys
 import threading
+from collections.abc import Callable
 from urllib.parse import unquote
 
 LOG_DIR = "_delta_log"
@@ -81,49 +84,88 @@ def fsync_path(path: str) -> str:
     return path
 
 
-def _flush_data(fd: int) -> None:
-    """The file's data on disk: fdatasync where there is one (not macOS), else fsync."""
-    getattr(os, "fdatasync", os.fsync)(fd)
+def _writeback_starter() -> Callable[[int], None] | None:
+    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing a file's dirty pages
+    back, without waiting and without taking an error from the fsync that follows; ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int) -> None:
+        if call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return start
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_start_writeback = _writeback_starter()
 
 
 class EarlyWriteback:
-    """While a long local write runs, flush the data files it writes to disk as they grow.
+    """While a long local write runs, start writing the new data files to disk as they appear.
 
     delta-rs writes a streamed append as data files of ~100 MB (its target
     file size), each once it is complete, and the commit is fsynced after the
     write returns (:func:`sync_commits`): hundreds of megabytes written, then
     all of them flushed at once, after the last row is read. A background
-    thread here fdatasyncs each file in ``table_dir`` that is new or grew
-    since its last look (under a staging name too), every ``interval``
-    seconds, so each finished file goes to disk while the next is encoded.
-    Only a head start: :func:`sync_commits` still syncs every file of the
-    commit, and this thread never raises (a file renamed or removed under it
-    is passed over).
+    thread here starts the writeback of each file in ``table_dir`` that is new
+    since the write began (under a staging name too) and grew since its last
+    look, every ``interval`` seconds, so each finished file goes to disk while
+    the next is encoded. Only a head start, on Linux only:
+
+    * it waits for nothing and collects no error: Linux reports a failed
+      writeback (EIO, ENOSPC) once, to the first fsync that asks, so a flush
+      here that took the error would let the commit's own fsync succeed
+      although the pages never reached the disk. :func:`sync_commits` still
+      fsyncs every file of the commit, waits for the writes started here and
+      reports their errors;
+    * an error starting a writeback is raised when the write ends (a file
+      renamed or removed under it is passed over).
     """
 
     def __init__(self, table_dir: str, *, interval: float = 0.05) -> None:
         self.table_dir = table_dir
         self.interval = interval
+        self._before: set[str] = set()
         self._sizes: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: OSError | None = None  # the first error starting a writeback met
 
     def __enter__(self) -> EarlyWriteback:
-        self._sizes = self._files()  # what was there before the write is not its to flush
+        if _start_writeback is None:
+            return self
+        try:
+            self._before = set(os.listdir(self.table_dir))  # files there before the write are not its own
+        except OSError:
+            self._before = set()
         self._thread = threading.Thread(target=self._run, name="rhei-early-writeback", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.error is not None and exc_type is None:
+            raise self.error
 
-    def _files(self) -> dict[str, int]:
+    def _new_files(self) -> dict[str, int]:
+        """The files written since the write began, with their sizes (one stat per new file only)."""
         sizes = {}
         try:
             with os.scandir(self.table_dir) as entries:
                 for entry in entries:
+                    if entry.name in self._before:
+                        continue
                     try:
                         if entry.is_file(follow_symlinks=False):
                             sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
@@ -134,16 +176,21 @@ class EarlyWriteback:
         return sizes
 
     def _run(self) -> None:
+        assert _start_writeback is not None
         while not self._stop.wait(self.interval):
-            for name, size in self._files().items():
+            for name, size in self._new_files().items():
                 if self._sizes.get(name) == size:
                     continue
                 try:
                     fd = os.open(os.path.join(self.table_dir, name), os.O_RDONLY)
-                    try:
-                        _flush_data(fd)
-                    finally:
-                        os.close(fd)
-                except OSError:
+                except OSError:  # renamed or removed since the scan
                     continue
+                try:
+                    _start_writeback(fd)
+                except OSError as exc:
+                    if self.error is None:
+                        self.error = exc
+                    continue
+                finally:
+                    os.close(fd)
                 self._sizes[name] = size
