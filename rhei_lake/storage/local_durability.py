@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable
 from urllib.parse import unquote
 
 LOG_DIR = "_delta_log"
+
+log = logging.getLogger(__name__)
 
 
 def newest_version(table_dir: str) -> int:
@@ -86,7 +90,8 @@ def fsync_path(path: str) -> str:
 
 def _writeback_starter() -> Callable[[int], None] | None:
     """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing a file's dirty pages
-    back, without waiting and without taking an error from the fsync that follows; ``None`` elsewhere."""
+    back (it may block while the device's queue is full, not for the writes to complete), leaving any
+    error they meet to the fsync that follows; ``None`` elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -110,35 +115,33 @@ _start_writeback = _writeback_starter()
 
 
 class EarlyWriteback:
-    """While a long local write runs, start writing the new data files to disk as they appear.
+    """While a long local write runs, start writing its new data files to disk as they appear.
 
     delta-rs writes a streamed append as data files of ~100 MB (its target
     file size), each once it is complete, and the commit is fsynced after the
     write returns (:func:`sync_commits`): hundreds of megabytes written, then
     all of them flushed at once, after the last row is read. A background
-    thread here starts the writeback of each file in ``table_dir`` that is new
-    since the write began (under a staging name too) and grew since its last
-    look, every ``interval`` seconds, so each finished file goes to disk while
-    the next is encoded. Only a head start, on Linux only:
+    thread here starts the writeback of each file new since the write began
+    (under a staging name too) whenever it grew, looking every ``interval``
+    seconds, so each finished file goes to disk while the next is encoded.
+    Only a head start, on Linux only; :func:`sync_commits` stays the judge:
 
-    * it waits for nothing and collects no error: Linux reports a failed
-      writeback (EIO, ENOSPC) once, to the first fsync that asks, so a flush
-      here that took the error would let the commit's own fsync succeed
-      although the pages never reached the disk. :func:`sync_commits` still
-      fsyncs every file of the commit, waits for the writes started here and
-      reports their errors;
-    * an error starting a writeback is raised when the write ends (a file
-      renamed or removed under it is passed over).
+    * it does not wait for the writes it starts, and takes no error from
+      them: Linux reports a failed writeback (EIO, ENOSPC) once, to the first
+      fsync that asks, so a flush here that took it would let the commit's own
+      fsync succeed over pages that never reached the disk;
+    * where starting a writeback fails (a sandbox without the call, say), it
+      stops starting them; the write goes on and its commit is fsynced as any.
     """
 
     def __init__(self, table_dir: str, *, interval: float = 0.05) -> None:
         self.table_dir = table_dir
         self.interval = interval
         self._before: set[str] = set()
-        self._sizes: dict[str, int] = {}
+        self._new: dict[str, int] = {}  # file written since the write began -> its size at its last writeback
+        self._listed_at: int | None = None  # the directory's mtime when it was last listed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: OSError | None = None  # the first error starting a writeback met
 
     def __enter__(self) -> EarlyWriteback:
         if _start_writeback is None:
@@ -151,46 +154,49 @@ class EarlyWriteback:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.error is not None and exc_type is None:
-            raise self.error
 
-    def _new_files(self) -> dict[str, int]:
-        """The files written since the write began, with their sizes (one stat per new file only)."""
-        sizes = {}
+    def _look_for_new_files(self) -> None:
+        """List the directory again only when an entry was added, renamed or removed since the last look
+        (a big table's thousands of files are not read every tick)."""
         try:
-            with os.scandir(self.table_dir) as entries:
-                for entry in entries:
-                    if entry.name in self._before:
-                        continue
-                    try:
-                        if entry.is_file(follow_symlinks=False):
-                            sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
+            changed = os.stat(self.table_dir).st_mtime_ns
         except OSError:
-            pass
-        return sizes
+            return
+        if changed == self._listed_at:
+            return
+        self._listed_at = changed
+        try:
+            names = set(os.listdir(self.table_dir)) - self._before
+        except OSError:
+            return
+        self._new = {name: self._new.get(name, -1) for name in names}
 
     def _run(self) -> None:
-        assert _start_writeback is not None
         while not self._stop.wait(self.interval):
-            for name, size in self._new_files().items():
-                if self._sizes.get(name) == size:
+            self._look_for_new_files()
+            for name, written in list(self._new.items()):
+                path = os.path.join(self.table_dir, name)
+                try:
+                    found = os.stat(path)
+                    size = found.st_size
+                    if size == written or not stat.S_ISREG(found.st_mode):
+                        continue
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError:  # renamed or removed since: the next listing drops it
                     continue
                 try:
-                    fd = os.open(os.path.join(self.table_dir, name), os.O_RDONLY)
-                except OSError:  # renamed or removed since the scan
-                    continue
-                try:
+                    assert _start_writeback is not None
                     _start_writeback(fd)
+                    self._new[name] = size
                 except OSError as exc:
-                    if self.error is None:
-                        self.error = exc
-                    continue
+                    log.debug("early writeback of %s stopped: %s", self.table_dir, exc)
+                    return
                 finally:
-                    os.close(fd)
-                self._sizes[name] = size
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass

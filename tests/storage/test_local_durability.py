@@ -12,7 +12,6 @@ import time
 import pyarrow as pa
 import pytest
 
-from rhei_lake.errors import StorageError
 from rhei_lake.storage import local_durability
 from rhei_lake.storage.base import AppTransaction
 from rhei_lake.storage.lake_storage import open_storage
@@ -39,14 +38,20 @@ def _recording_writebacks(monkeypatch, started: list[str], *, before=None) -> No
     monkeypatch.setattr(local_durability, "_start_writeback", recording)
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def test_early_writeback_starts_writing_new_files_as_they_grow_and_only_those(tmp_path, monkeypatch):
     started: list[str] = []
     _recording_writebacks(monkeypatch, started)
     before = tmp_path / "part-old.parquet"
     before.write_bytes(b"x" * 4096)
     growing, gone = tmp_path / "part-new.parquet#1", tmp_path / "part-gone.parquet"
+    fds = _open_fds()
     with EarlyWriteback(str(tmp_path), interval=0.01) as writeback:
         gone.write_bytes(b"y")
+        (tmp_path / "subdir").mkdir()  # not a file: passed over
         with growing.open("wb") as out:
             for _ in range(5):
                 out.write(b"z" * 65536)
@@ -56,28 +61,69 @@ def test_early_writeback_starts_writing_new_files_as_they_grow_and_only_those(tm
             out.write(b"x")
         time.sleep(0.05)
         gone.unlink()  # removed under it: passed over, never raised
+        time.sleep(0.05)
         assert str(growing) in started, "a growing file was not written back while it was written"
         assert started.count(str(growing)) >= 2, "the file's later growth was not written back"
         assert writeback._thread is not None and writeback._thread.is_alive()
     assert str(before) not in started, "a file there before the write was written back"
+    assert str(tmp_path / "subdir") not in started
     assert not any(t.name == "rhei-early-writeback" for t in threading.enumerate()), "its thread outlived it"
+    assert _open_fds() == fds, "file descriptors left open"
 
 
-def test_an_error_starting_a_writeback_fails_the_write_and_is_not_taken_from_the_fsync(tmp_path, monkeypatch):
-    """sync_file_range waits for nothing and collects no error (a flush that took a failed writeback's
-    error, reported once, would let the commit's fsync succeed over pages that never reached the disk);
-    an error it returns itself ends the write with that error."""
+def test_the_writeback_is_linuxs_sync_file_range_and_nothing_that_waits_or_takes_errors(tmp_path, monkeypatch):
+    """sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) neither waits for the writes nor marks their
+    errors seen; fsync or fdatasync here would take a failed writeback's error (reported once) from the
+    commit's fsync, which would then succeed over pages that never reached the disk."""
+    calls: list[tuple] = []
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
+    class FakeLibc:
+        def __init__(self, *args, **kwargs) -> None:
+            self.sync_file_range = self
 
-    monkeypatch.setattr(local_durability, "_start_writeback", failing)
-    with pytest.raises(OSError, match="Input/output error"):
+        def __call__(self, *args):
+            calls.append(args)
+            return 0
+
+    monkeypatch.setattr(local_durability.ctypes, "CDLL", FakeLibc)
+    local_durability._writeback_starter()(7)
+    assert calls == [(7, 0, 0, 2)]
+    monkeypatch.undo()
+
+    def forbidden(fd: int) -> None:
+        raise AssertionError("the early writeback waited for the disk")
+
+    monkeypatch.setattr(os, "fsync", forbidden)
+    monkeypatch.setattr(os, "fdatasync", forbidden)
+    started: list[str] = []
+    _recording_writebacks(monkeypatch, started)  # the real call, recorded
+    with EarlyWriteback(str(tmp_path), interval=0.01):
+        (tmp_path / "part-new.parquet").write_bytes(b"z" * (1 << 20))
+        time.sleep(0.1)
+    assert started == [str(tmp_path / "part-new.parquet")]
+
+
+def test_a_writeback_that_cannot_start_stops_the_early_writeback_and_fails_nothing(tmp_path, monkeypatch):
+    """Where the call is refused (a sandbox's seccomp: ENOSYS, EPERM) the write goes on, its commit
+    fsynced as any: the head start is given up, not the write."""
+    tried: list[int] = []
+
+    def refused(fd: int) -> None:
+        tried.append(fd)
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(local_durability, "_start_writeback", refused)
+    fds = _open_fds()
+    with EarlyWriteback(str(tmp_path), interval=0.01):
+        for n in range(3):
+            (tmp_path / f"part-{n}.parquet").write_bytes(b"z" * 4096)
+            time.sleep(0.05)
+    assert len(tried) == 1, "it kept trying after the call was refused"
+    assert _open_fds() == fds
+    with pytest.raises(ValueError, match="the write's own"):  # the write's own error passes through
         with EarlyWriteback(str(tmp_path), interval=0.01):
-            (tmp_path / "part-new.parquet").write_bytes(b"z" * 4096)
-            time.sleep(0.1)
-    with pytest.raises(ValueError, match="the write's own"):  # the write's own error is the one raised
-        with EarlyWriteback(str(tmp_path / "again"), interval=0.01):
+            (tmp_path / "part-9.parquet").write_bytes(b"z" * 4096)
+            time.sleep(0.05)
             raise ValueError("the write's own")
 
 
@@ -132,17 +178,24 @@ def test_a_streamed_append_writes_its_data_files_back_before_the_commit_and_fsyn
     assert sorted(ids) == list(range(BATCHES * BATCH_ROWS))
 
 
-def test_a_failed_writeback_start_during_a_streamed_append_fails_the_append(tmp_path, monkeypatch):
-    """The disk's error reaches the caller as the storage error it is, and no thread is left behind."""
+def test_a_streamed_append_where_the_writeback_cannot_start_commits_and_fsyncs_as_any(tmp_path, monkeypatch):
     store = open_storage(parse_storage_url(str(tmp_path / "lake"), {})).table_store("t", "changes")
     store.create(SCHEMA, properties={})
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def refused(fd: int) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(local_durability, "_start_writeback", failing)
-    with pytest.raises(StorageError):
-        store.append(pa.RecordBatchReader.from_batches(SCHEMA, _batches()), txn=AppTransaction("w", 1))
-    # delta-rs wrote the log entry before the error could be raised, as when the commit's own fsync fails:
-    # the append is not reported durable, and the writer's retry finds its app transaction landed.
+    monkeypatch.setattr(local_durability, "_start_writeback", refused)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(_path(fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store.append(pa.RecordBatchReader.from_batches(SCHEMA, _batches()), txn=AppTransaction("w", 1))
+    data_files = {os.path.join(store.uri, name) for name in os.listdir(store.uri) if name.endswith(".parquet")}
+    assert data_files and data_files <= set(synced)
+    assert sorted(store.to_arrow().column("id").to_pylist()) == list(range(BATCHES * BATCH_ROWS))
     assert not any(t.name == "rhei-early-writeback" for t in threading.enumerate())
