@@ -8,26 +8,20 @@ covers) only after the commit returned, so on the local tier each commit is
 made durable before it is reported: its data files, its log entry, any
 checkpoint, and the directories that name them.
 
-A long write (a snapshot streamed into a table) also starts writing each of its
-data files to disk while it writes the next (:class:`EarlyWriteback`), so that
-its commit's fsync waits for the last file, not for all of them.
+A long write (a snapshot streamed into a table) also flushes each of its data
+files while it writes the next (:class:`EarlyWriteback`), so that its commit's
+fsync waits for the last file, not for all of them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import logging
 import os
 import stat
-import sys
 import threading
-from collections.abc import Callable
 from urllib.parse import unquote
 
 LOG_DIR = "_delta_log"
-
-log = logging.getLogger(__name__)
 
 
 def newest_version(table_dir: str) -> int:
@@ -88,64 +82,42 @@ def fsync_path(path: str) -> str:
     return path
 
 
-def _writeback_starter() -> Callable[[int], None] | None:
-    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing a file's dirty pages
-    back (it may block while the device's queue is full, not for the writes to complete), leaving any
-    error they meet to the fsync that follows; ``None`` elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-
-    def start(fd: int) -> None:
-        if call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return start
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-_start_writeback = _writeback_starter()
+def _flush_data(fd: int) -> None:
+    """The file's data on disk: fdatasync where there is one (not macOS), else fsync."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 class EarlyWriteback:
-    """While a long local write runs, start writing its new data files to disk as they appear.
+    """While a long local write runs, flush its new data files to disk as they appear.
 
     delta-rs writes a streamed append as data files of ~100 MB (its target
     file size), each once it is complete, and the commit is fsynced after the
     write returns (:func:`sync_commits`): hundreds of megabytes written, then
     all of them flushed at once, after the last row is read. A background
-    thread here starts the writeback of each file new since the write began
-    (under a staging name too) whenever it grew, looking every ``interval``
-    seconds, so each finished file goes to disk while the next is encoded.
-    Only a head start, on Linux only; :func:`sync_commits` stays the judge:
+    thread here fdatasyncs each file new since the write began (under a
+    staging name too) whenever it grew, looking every ``interval`` seconds, so
+    each finished file reaches the disk while the next is encoded. Starting
+    the writeback without waiting (Linux's ``sync_file_range``) is not enough:
+    on a virtual disk the expensive part is the cache flush only a sync asks
+    for. :func:`sync_commits` still fsyncs every file of the commit.
 
-    * it does not wait for the writes it starts, and takes no error from
-      them: Linux reports a failed writeback (EIO, ENOSPC) once, to the first
-      fsync that asks, so a flush here that took it would let the commit's own
-      fsync succeed over pages that never reached the disk;
-    * where starting a writeback fails (a sandbox without the call, say), it
-      stops starting them; the write goes on and its commit is fsynced as any.
+    An error a flush here reports (EIO, ENOSPC) is raised when the write ends,
+    unless the write raised its own: Linux reports a failed writeback once, to
+    the first sync that asks, so the commit's fsync on a descriptor opened
+    later would succeed over pages that never reached the disk.
     """
 
     def __init__(self, table_dir: str, *, interval: float = 0.05) -> None:
         self.table_dir = table_dir
         self.interval = interval
         self._before: set[str] = set()
-        self._new: dict[str, int] = {}  # file written since the write began -> its size at its last writeback
+        self._new: dict[str, int] = {}  # file written since the write began -> its size at its last flush
         self._listed_at: int | None = None  # the directory's mtime when it was last listed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: OSError | None = None  # the first error a flush reported
 
     def __enter__(self) -> EarlyWriteback:
-        if _start_writeback is None:
-            return self
         try:
             self._before = set(os.listdir(self.table_dir))  # files there before the write are not its own
         except OSError:
@@ -154,10 +126,12 @@ class EarlyWriteback:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.error is not None and exc_type is None:
+            raise self.error
 
     def _look_for_new_files(self) -> None:
         """List the directory again only when an entry was added, renamed or removed since the last look
@@ -176,24 +150,22 @@ class EarlyWriteback:
         self._new = {name: self._new.get(name, -1) for name in names}
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.interval) and self.error is None:
             self._look_for_new_files()
-            for name, written in list(self._new.items()):
+            for name, flushed in list(self._new.items()):
                 path = os.path.join(self.table_dir, name)
                 try:
                     found = os.stat(path)
-                    size = found.st_size
-                    if size == written or not stat.S_ISREG(found.st_mode):
+                    if found.st_size == flushed or not stat.S_ISREG(found.st_mode):
                         continue
                     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
                 except OSError:  # renamed or removed since: the next listing drops it
                     continue
                 try:
-                    assert _start_writeback is not None
-                    _start_writeback(fd)
-                    self._new[name] = size
+                    _flush_data(fd)
+                    self._new[name] = found.st_size
                 except OSError as exc:
-                    log.debug("early writeback of %s stopped: %s", self.table_dir, exc)
+                    self.error = exc
                     return
                 finally:
                     try:
