@@ -196,6 +196,19 @@ FOUND: dict[str, Program] = {
     "foreign_add_column-alter": Program(
         frozenset({"foreign_add_column"}), ("mig",), {"mig": [(1, "x", 1)]}, ADD_AND_WRITE
     ),
+    # a column added from another connection, then a refused registration of another table followed
+    # before any sync: the instant after that registration is one the lake cannot know the column at
+    # (the checker once held it to; found by the long run)
+    "foreign_add_column-registration-before-the-sync": Program(
+        frozenset({"foreign_add_column", "datetime_keys"}),
+        ("mig", "stamps"),
+        {"mig": [(1, None, None)], "stamps": [("2026-01-01T10:00:00", None)]},
+        (
+            ("sql", "app", "ALTER TABLE mig ADD COLUMN y1 INTEGER DEFAULT 7", ()),
+            ("register_again", "stamps", "types="),
+            ("sync",),
+        ),
+    ),
     # create, copy, drop, rename through execute_batch (Alembic batch mode), then a write
     "rebuild-execute-batch": Program(
         frozenset({"rebuild"}),

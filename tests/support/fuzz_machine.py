@@ -527,7 +527,7 @@ class LakeFuzz(RuleBasedStateMachine):
             self.fail(f"{call}, the way on the lake named, raised {type(exc).__name__}: {exc}")
         self.say(call)
         type(self).stats.registrations_followed += 1
-        self.record.record(self.step_no, call)
+        self.record.record(self.step_no, call, blind=frozenset(self.blind))  # a registration syncs no other table
         self.adopt(table, len(self.record.moments) - 1)
 
     def flush(self, data: st.DataObject) -> None:
@@ -570,7 +570,7 @@ class LakeFuzz(RuleBasedStateMachine):
         for table in [t for t in sorted(self.waiting) if t in listed]:
             self.say(f"the open took {table!r}'s snapshot: the lake mirrors it now")
             type(self).stats.registrations_opened += 1
-            self.record.record(self.step_no, self.listing[-1])
+            self.record.record(self.step_no, self.listing[-1], blind=frozenset(self.blind))
             self.adopt(table, len(self.record.moments) - 1)
 
     def crash(self, data: st.DataObject) -> None:
@@ -984,7 +984,7 @@ class LakeFuzz(RuleBasedStateMachine):
                     self.txn = None
                     self.txn_ended(committed=False)
                     if self.record is not None and self.record.changed():
-                        self.record.record(self.step_no, "rollback at the end")
+                        self.record.record(self.step_no, "rollback at the end", blind=frozenset(self.blind))
                 self.step_no += 1
                 self.sync_and_check(final=True)
         finally:
