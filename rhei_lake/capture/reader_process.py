@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
+import io
+import marshal
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,13 @@ import pyarrow as pa
 
 from rhei_lake._shared.sqlite_db import BUSY_TIMEOUT_MS, translate_sqlite_error
 from rhei_lake.capture.prefetch import prefetched
+from rhei_lake.capture.reader_child import ALIGN
 from rhei_lake.errors import SourceError
 
 
 def fast_reader_available() -> bool:
     """Whether the ADBC SQLite driver is installed (otherwise rhei_lake reads with sqlite3)."""
-    try:
-        import adbc_driver_sqlite  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _driver_library() is not None
 
 
 _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
@@ -35,21 +33,36 @@ _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
 @functools.cache
 def _child_command() -> list[str]:
     """How to start the child: a plain script (``-P``: its folder not on ``sys.path``), not part of
-    the package (importing rhei_lake would triple its start-up), and without the site module
-    (``-S``; a third of the rest) when the folders of the packages it imports are known."""
-    folders = []
-    for name in ("pyarrow", "adbc_driver_manager", "adbc_driver_sqlite"):
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.submodule_search_locations:
-            return [sys.executable, "-P", str(_CHILD_SCRIPT)]
-        folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
-        if folder not in folders:
-            folders.append(folder)
-    return [sys.executable, "-P", "-S", str(_CHILD_SCRIPT), *folders]
+    the package (importing rhei_lake would triple its start-up), without the site module (``-S``:
+    it imports only the standard library), given the SQLite driver's shared library."""
+    library = _driver_library()
+    if library is None:
+        raise SourceError("the ADBC SQLite driver is not installed (pip install adbc-driver-sqlite)")
+    return [sys.executable, "-P", "-S", str(_CHILD_SCRIPT), library]
+
+
+@functools.cache
+def _driver_library() -> str | None:
+    """The ADBC SQLite driver's shared library (the child calls its functions directly), found
+    without importing the driver's package (that imports ADBC's driver manager: ~15-40 ms), or
+    ``None`` when the driver is not installed."""
+    spec = importlib.util.find_spec("adbc_driver_sqlite")
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        for name in ("libadbc_driver_sqlite.so", "libadbc_driver_sqlite.dylib"):
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+    try:  # installed without the library beside it (a system package): it knows where it went
+        import adbc_driver_sqlite
+
+        return str(adbc_driver_sqlite._driver_path())
+    except Exception:
+        return None
 
 
 def start_reader_child() -> subprocess.Popen[bytes]:
-    """A reader child, started: it imports pyarrow and ADBC, then waits for its first command.
+    """A reader child, started: it loads the SQLite driver, then waits for its first command.
 
     It ends when its stdin closes (its parent closed it, or died) or when killed.
     """
@@ -83,14 +96,57 @@ def open_command(path: str, *, readonly: bool) -> dict[str, Any]:
 
 
 def encoded(command: dict[str, Any]) -> bytes:
-    """``command`` as the child reads it: one line of JSON."""
-    return json.dumps(command).encode() + b"\n"
+    """``command`` as the child reads it: its length (4 bytes, big-endian), then itself, marshalled."""
+    data = marshal.dumps(command)
+    return struct.pack(">I", len(data)) + data
 
 
 def reader_error(path: str, payload: dict[str, Any]) -> SourceError:
     """The error the child reported, classified as the same SQLite error from a ``sqlite3`` connection is
     (a lock held past the busy timeout: transient; a table or column gone: SchemaError)."""
     return translate_sqlite_error(RuntimeError(f"{payload.get('message')} ({payload.get('type')})"), path)
+
+
+_TYPES = {"n": pa.null(), "l": pa.int64(), "g": pa.float64(), "u": pa.string(), "z": pa.binary()}
+_TYPES |= {"U": pa.large_string(), "Z": pa.large_binary()}
+
+
+def result_schema(header: dict[str, Any]) -> pa.Schema:
+    """The schema of a query's result, from the child's column frame."""
+    return pa.schema(
+        pa.field(name, _TYPES[fmt], nullable)
+        for name, fmt, nullable in zip(header["names"], header["formats"], header["nullable"], strict=True)
+    )
+
+
+def _padded(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def body_size(header: dict[str, Any]) -> int:
+    """The bytes of a batch's buffers as the child sends them (each padded to :data:`ALIGN`)."""
+    return sum(_padded(size) for _, sizes in header["columns"] for size in sizes)
+
+
+def received_batch(schema: pa.Schema, header: dict[str, Any], body: pa.Buffer) -> pa.RecordBatch:
+    """A batch from its ``B`` frame and its buffers (slices of ``body``, not copies)."""
+    rows, arrays, at = header["rows"], [], 0
+    for field, (null_count, sizes) in zip(schema, header["columns"], strict=True):
+        buffers: list[pa.Buffer | None] = []
+        for size in sizes:
+            buffers.append(body.slice(at, size) if size else None)
+            at += _padded(size)
+        if pa.types.is_null(field.type):
+            arrays.append(pa.nulls(rows))
+            continue
+        if buffers[1] is None:  # an empty column's values (or offsets): a buffer still
+            buffers[1] = pa.py_buffer(b"")
+        if len(buffers) == 3 and buffers[2] is None:
+            buffers[2] = pa.py_buffer(b"")
+        arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=null_count))
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    batch.validate()
+    return batch
 
 
 class ReaderProcess:
@@ -145,7 +201,7 @@ class ReaderProcess:
 
     def _frame_after(self, kind: bytes) -> dict[str, Any]:
         (length,) = struct.unpack(">I", self._read_exact(4))
-        payload = json.loads(self._read_exact(length))
+        payload = marshal.loads(self._read_exact(length))
         if kind == b"E":
             raise reader_error(self.path, payload)
         return payload
@@ -165,48 +221,45 @@ class ReaderProcess:
         self._call({"op": "rollback"})
         self._in_transaction = False
 
-    def query(
-        self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536, prefetch: int = 0
-    ) -> pa.RecordBatchReader:
+    def query(self, sql: str, *, batch_rows: int = 65_536, prefetch: int = 0) -> pa.RecordBatchReader:
         """Run ``sql`` in the child; its rows stream back as Arrow record batches.
 
         With ``prefetch`` > 0 a thread reads up to that many batches ahead, so
         the child keeps reading while the consumer (say, a Delta writer) works.
         An error raised by the child mid-stream is raised at the end of the stream.
         """
-        reader = self._start(sql, params, batch_rows)
-        batches = self._prefetched(reader, prefetch) if prefetch > 0 else self._stream(reader)
-        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+        schema = self._start(sql, batch_rows)
+        batches = self._prefetched(schema, prefetch) if prefetch > 0 else self._stream(schema)
+        return pa.RecordBatchReader.from_batches(schema, batches)
 
-    def batches(
-        self, sql: str, params: Sequence[Any] = (), *, batch_rows: int = 65_536
-    ) -> Generator[pa.RecordBatch, None, None]:
+    def batches(self, sql: str, *, batch_rows: int = 65_536) -> Generator[pa.RecordBatch, None, None]:
         """:meth:`query` as a generator: closing it mid-way (``close()``) stops the child's stream at once.
 
         A RecordBatchReader's own ``close()`` does not let go of the stream: one
         abandoned by an exception lives on with the exception's traceback,
         holding this reader until it is collected.
         """
-        return self._stream(self._start(sql, params, batch_rows))
+        return self._stream(self._start(sql, batch_rows))
 
-    def _start(self, sql: str, params: Sequence[Any], batch_rows: int) -> pa.RecordBatchReader:
-        """Send a query; its stream holds the protocol (``_lock``) until it ends or is abandoned."""
+    def _start(self, sql: str, batch_rows: int) -> pa.Schema:
+        """Send a query and read its columns; its stream holds the protocol (``_lock``) until it ends
+        or is abandoned."""
         self._lock.acquire()
         try:
-            self._send({"op": "query", "sql": sql, "params": list(params), "batch_rows": batch_rows})
+            self._send({"op": "query", "sql": sql, "batch_rows": batch_rows})
             kind = self._read_exact(1)
             if kind != b"S":
                 self._frame_after(kind)
                 raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
-            return pa.ipc.open_stream(self._proc.stdout)
+            return result_schema(self._frame_after(self._read_exact(1)))
         except BaseException:
             self._lock.release()
             raise
 
-    def _stream(self, reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:
+    def _stream(self, schema: pa.Schema) -> Generator[pa.RecordBatch, None, None]:
         finished = False
         try:
-            yield from self._read(reader)
+            yield from self._read(schema)
             finished = True
             self._finished(self._frame_after(self._read_exact(1)))
         finally:
@@ -214,9 +267,9 @@ class ReaderProcess:
                 self.abort()
             self._lock.release()
 
-    def _prefetched(self, reader: pa.RecordBatchReader, depth: int) -> Iterator[pa.RecordBatch]:
+    def _prefetched(self, schema: pa.Schema, depth: int) -> Iterator[pa.RecordBatch]:
         def batches() -> Iterator[pa.RecordBatch]:
-            yield from self._read(reader)
+            yield from self._read(schema)
             self._finished(self._frame_after(self._read_exact(1)))
 
         # An error the child reported leaves the protocol intact; an abandoned stream does not.
@@ -229,19 +282,31 @@ class ReaderProcess:
         """Stop the child at once (a stream abandoned mid-way: the pipe holds unread data)."""
         self._proc.kill()
 
-    def _read(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-        """The batches of the child's IPC stream; a stream cut short (the child died) is a SourceError."""
+    def _read(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """The batches of the child's stream, until its end marker; a stream cut short (the child
+        died) is a SourceError."""
         while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
+            kind = self._read_exact(1)
+            if kind == b".":
                 return
-            except (OSError, pa.ArrowInvalid) as exc:
+            if kind != b"B":
+                raise SourceError(f"{self.path}: unexpected frame {kind!r} in the reader process's stream")
+            header = self._frame_after(kind)
+            yield received_batch(schema, header, self._read_body(body_size(header)))
+
+    def _read_body(self, size: int) -> pa.Buffer:
+        """``size`` bytes of the pipe, into memory aligned as Arrow aligns its own."""
+        stdout = self._proc.stdout
+        assert isinstance(stdout, io.BufferedReader)
+        body = pa.allocate_buffer(size)
+        view, got = memoryview(body), 0
+        while got < size:
+            n = stdout.readinto(view[got:])
+            if not n:
                 code = self._proc.poll()
-                raise SourceError(
-                    f"the SQLite reader process for {self.path} stopped mid-stream (exit code {code})"
-                ) from exc
-            yield batch
+                raise SourceError(f"the SQLite reader process for {self.path} stopped mid-stream (exit code {code})")
+            got += n
+        return body
 
     def _finished(self, trailer: dict[str, Any]) -> None:
         self.last_query_times = {

@@ -791,10 +791,10 @@ def _count_rows(conn: sqlite3.Connection, table: str) -> int:
 
 def _columnar_events(reader: ReaderProcess, spec: TableSpec, after: int, through: int, limit: int) -> pa.Table | None:
     """``spec``'s events in ``(after, through]`` read columnar, or ``None`` if they need the row path."""
-    sql, typed = log_sql(spec, LOG_TABLE)
+    sql, typed = log_sql(spec, LOG_TABLE, after, through)
     parts = []
     try:
-        for raw in after_witness(reader.query(sql, (spec.name, after, through), batch_rows=min(limit, 65_536))):
+        for raw in after_witness(reader.query(sql, batch_rows=min(limit, 65_536))):
             arrays, _ = convert(typed, raw)
             ts = raw.column(2).cast(pa.int64()).cast(TIMESTAMP_TYPE)
             parts.append(pa.Table.from_arrays([*arrays, raw.column(0), raw.column(1), ts], schema=spec.changes_schema))

@@ -38,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rhei_lake._shared.identifiers import quote_literal
 from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.triggers import TS_MICROS
 from rhei_lake.capture.types import (
@@ -53,7 +54,6 @@ from rhei_lake.capture.types import (
 )
 from rhei_lake.catalog import TIMESTAMP_TYPE, TableSpec
 
-LOG_WHERE = "WHERE tbl = ? AND seq > ? AND seq <= ? AND op <> 'S' ORDER BY 1"
 
 _MAX_EXACT = 9007199254740992
 _MIN_US = -62_135_596_800_000_000
@@ -262,13 +262,16 @@ def snapshot_sql(
     return sql, typed
 
 
-def log_sql(spec: TableSpec, log_table: str, *, strict: bool = False) -> tuple[str, TypedSelect]:
-    """A typed read of ``spec``'s events in the CDC log (params: table, after, through)."""
+def log_sql(
+    spec: TableSpec, log_table: str, after: int, through: int, *, strict: bool = False
+) -> tuple[str, TypedSelect]:
+    """A typed read of ``spec``'s events in the CDC log with sequence numbers in ``(after, through]``."""
     typed = TypedSelect(spec, tuple(f"c{i}" for i in range(len(spec.columns))), leading=3, strict=strict)
     exprs, witnesses = typed.select_list()
+    where = f"WHERE tbl = {quote_literal(spec.name)} AND seq > {int(after)} AND seq <= {int(through)} AND op <> 'S'"
     sql = (
         f"SELECT -1, '', 0, {', '.join(witnesses)} UNION ALL "
-        f"SELECT seq, op, {TS_MICROS}, {', '.join(exprs)} FROM {log_table} {LOG_WHERE}"
+        f"SELECT seq, op, {TS_MICROS}, {', '.join(exprs)} FROM {log_table} {where} ORDER BY 1"
     )
     return sql, typed
 

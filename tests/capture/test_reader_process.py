@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import sqlite3
 import struct
 import subprocess
-import sys
 import threading
 
 import pytest
 
-from rhei_lake.capture import reader_child
-from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available, reader_error
+from rhei_lake.capture.reader_process import (
+    ReaderProcess,
+    _child_command,
+    encoded,
+    fast_reader_available,
+    reader_error,
+)
 from rhei_lake.errors import SchemaError, SourceError, SourceUnavailableError
 
 pytestmark = pytest.mark.skipif(not fast_reader_available(), reason="adbc-driver-sqlite is not installed")
@@ -45,7 +49,7 @@ def test_sql_errors_leave_the_process_usable(db):
     with ReaderProcess(str(path)) as reader:
         with pytest.raises(SourceError, match="no such table"):
             reader.query("SELECT * FROM missing").read_all()
-        rows = reader.query("SELECT id FROM t WHERE id < ?", (3,), batch_rows=2, prefetch=2).read_all()
+        rows = reader.query("SELECT id FROM t WHERE id < 3", batch_rows=2, prefetch=2).read_all()
         assert rows.column(0).to_pylist() == [0, 1, 2]
 
 
@@ -69,7 +73,7 @@ def _frames(data: bytes) -> list[tuple[bytes, dict]]:
     frames, at = [], 0
     while at < len(data):
         (length,) = struct.unpack(">I", data[at + 1 : at + 5])
-        frames.append((data[at : at + 1], json.loads(data[at + 5 : at + 5 + length])))
+        frames.append((data[at : at + 1], marshal.loads(data[at + 5 : at + 5 + length])))
         at += 5 + length
     return frames
 
@@ -78,10 +82,8 @@ def test_commands_before_open_are_protocol_errors():
     # A query on no connection used to crash the process (SIGSEGV inside ADBC), a begin to answer
     # with an AttributeError.
     ops = ("begin", "query", "rollback", "sing", "close")
-    commands = "".join(json.dumps({"op": op, "sql": "SELECT 1"}) + "\n" for op in ops).encode()
-    child = subprocess.run(
-        [sys.executable, "-P", reader_child.__file__], input=commands, capture_output=True, timeout=60
-    )
+    commands = b"".join(encoded({"op": op, "sql": "SELECT 1"}) for op in ops)
+    child = subprocess.run(_child_command(), input=commands, capture_output=True, timeout=60)
     assert child.returncode == 0
     no_database = {"type": "ProtocolError", "message": "no database is open: send an open command first"}
     assert _frames(child.stdout) == [
