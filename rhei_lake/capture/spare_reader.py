@@ -2,7 +2,7 @@
 
 A first read of a big table (a sidecar's first sync, a trigger-mode snapshot
 retaken at open) waits for the reader process (:mod:`rhei_lake.capture.reader_process`)
-to start: a Python process importing pyarrow and ADBC, ~0.04-0.1 s on a quiet
+to start: a Python process loading the ADBC SQLite driver, ~15 ms on a quiet
 machine, several times that on a loaded one. A lake that knows at open that it
 will read such a table starts a :class:`SpareReader` then; the read takes its
 process, which by then has done most or all of that work while the lake opened
