@@ -29,6 +29,12 @@ def fast_reader_available() -> bool:
 
 _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
 
+# Rows per batch of a table read whole into a writer (a snapshot, a first sync), at most: the
+# writer starts on the first batch as soon as SQLite has stepped through it, and after the
+# last one only that batch is left to write. 1M narrow rows took ~10% less time than in
+# batches of 50,000 (docs/performance.md), and no shape took more.
+STREAM_BATCH_ROWS = 16_384
+
 
 @functools.cache
 def _child_command() -> list[str]:

@@ -23,7 +23,7 @@ from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.prefetch import prefetched
-from rhei_lake.capture.reader_process import ReaderProcess
+from rhei_lake.capture.reader_process import STREAM_BATCH_ROWS, ReaderProcess
 from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.typed_select import (
     Misfit,
@@ -143,7 +143,8 @@ class ColumnarSnapshot(SnapshotRun):
         schema = spec.changes_schema
         bookkeeping = InsertColumns(self.ts_micros)
         try:
-            stream = self._reader.batches(sql, batch_rows=batch_rows)  # a misfit in its first batch stops it here
+            # a misfit in its first batch stops it here
+            stream = self._reader.batches(sql, batch_rows=min(batch_rows, STREAM_BATCH_ROWS))
         except SourceError as exc:
             if not is_misfit_error(exc):
                 raise

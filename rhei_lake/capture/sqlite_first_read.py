@@ -33,7 +33,7 @@ from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.prefetch import prefetched
-from rhei_lake.capture.reader_process import ReaderProcess, fast_reader_available
+from rhei_lake.capture.reader_process import STREAM_BATCH_ROWS, ReaderProcess, fast_reader_available
 from rhei_lake.capture.spare_reader import SpareReader
 from rhei_lake.capture.sqlite_order import GreatestRow, declares_collation
 from rhei_lake.capture.sqlite_schema import column_of, has_rows, quote_ident
@@ -88,7 +88,8 @@ class SqliteFirstRead:
         sql, typed = snapshot_sql(spec, extra=[(self._flag, "0")] if self._flag else ())
         greatest = GreatestRow(typed, (self.plan.table.updated_at, *self.plan.key))
         try:
-            stream = self._reader.batches(sql, batch_rows=batch_rows)  # a misfit in its first batch stops it here
+            # a misfit in its first batch stops it here
+            stream = self._reader.batches(sql, batch_rows=min(batch_rows, STREAM_BATCH_ROWS))
         except SourceError as exc:
             if is_misfit_error(exc):
                 raise NeedsDiagnosis from exc
