@@ -21,7 +21,8 @@ where kind is ``K`` (ok) or ``E`` (error), except ``query``, which answers ``S``
 an ``H`` frame of the result's columns (``{"names": [...], "formats": [...],
 "nullable": [...]}``, formats as the C data interface spells them), then each
 batch as a ``B`` frame (``{"rows": n, "columns": [[null_count, [buffer sizes]],
-...]}``) followed by its buffers, each padded to :data:`ALIGN` bytes, then ``.``
+...], "align": ALIGN}``) followed by its buffers, each padded to :data:`ALIGN` bytes
+(the parent does not import this module: ctypes may be missing there), then ``.``
 (the end) and a ``K``/``E`` trailer frame (``K`` carries the rows sent and the
 seconds spent reading SQLite and sending batches, which overlap: SQLite steps
 the next batch while this one is sent). A validity buffer is sent only when the
@@ -337,7 +338,7 @@ def _send_batch(out: BinaryIO, array: _Array, formats: list[str]) -> None:
         buffers = _buffers(column, fmt)
         columns.append([column.null_count, [size for _, size in buffers]])
         parts.extend(buffers)
-    _frame(out, b"B", {"rows": array.length, "columns": columns})
+    _frame(out, b"B", {"rows": array.length, "columns": columns, "align": ALIGN})
     for address, size in parts:
         if size:
             out.write((ctypes.c_char * size).from_address(address) if address else bytes(size))

@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from rhei_lake._shared.sqlite_db import BUSY_TIMEOUT_MS, translate_sqlite_error
 from rhei_lake.capture.prefetch import prefetched
-from rhei_lake.capture.reader_child import ALIGN
 from rhei_lake.errors import SourceError
 
 
 def fast_reader_available() -> bool:
-    """Whether the ADBC SQLite driver is installed (otherwise rhei_lake reads with sqlite3)."""
-    return _driver_library() is not None
+    """Whether the ADBC SQLite driver is installed and this Python has ctypes, which the reader
+    child calls it through (otherwise rhei_lake reads with sqlite3)."""
+    return _driver_library() is not None and importlib.util.find_spec("_ctypes") is not None
 
 
 _CHILD_SCRIPT = Path(__file__).with_name("reader_child.py")
@@ -125,13 +125,13 @@ def result_schema(header: dict[str, Any]) -> pa.Schema:
     )
 
 
-def _padded(size: int) -> int:
-    return -(-size // ALIGN) * ALIGN
+def _padded(size: int, align: int) -> int:
+    return -(-size // align) * align
 
 
 def body_size(header: dict[str, Any]) -> int:
-    """The bytes of a batch's buffers as the child sends them (each padded to :data:`ALIGN`)."""
-    return sum(_padded(size) for _, sizes in header["columns"] for size in sizes)
+    """The bytes of a batch's buffers as the child sends them (each padded to ``header["align"]``)."""
+    return sum(_padded(size, header["align"]) for _, sizes in header["columns"] for size in sizes)
 
 
 def received_batch(schema: pa.Schema, header: dict[str, Any], body: pa.Buffer) -> pa.RecordBatch:
@@ -141,7 +141,7 @@ def received_batch(schema: pa.Schema, header: dict[str, Any], body: pa.Buffer) -
         buffers: list[pa.Buffer | None] = []
         for size in sizes:
             buffers.append(body.slice(at, size) if size else None)
-            at += _padded(size)
+            at += _padded(size, header["align"])
         if pa.types.is_null(field.type):
             arrays.append(pa.nulls(rows))
             continue

@@ -123,3 +123,12 @@ def test_the_readers_sqlite_errors_are_classified_as_the_lakes_own(db):
             reader.query("SELECT * FROM missing").read_all()
     locked = reader_error(str(path), {"message": "[SQLite] Failed to prepare query: database is locked"})
     assert isinstance(locked, SourceUnavailableError) and locked.transient
+
+
+def test_without_ctypes_the_lake_reads_through_sqlite3(monkeypatch):
+    # The child calls the driver through ctypes, which some Python builds lack: then no fast reader.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "_ctypes" else real(name, *a))
+    assert not fast_reader_available()
