@@ -29,7 +29,7 @@ the next batch while this one is sent). A validity buffer is sent only when the
 column has nulls (else its size is 0); a string or binary column sends its
 offsets and its bytes.
 
-Commands: ``{"op": "open", "path": ..., "readonly": bool, "busy_timeout_ms": n}``, ``{"op": "begin"}``
+Commands: ``{"op": "open", "uri": ..., "busy_timeout_ms": n}`` (a SQLite URI filename), ``{"op": "begin"}``
 (a read transaction: the next query pins its snapshot), ``{"op": "query",
 "sql": ..., "batch_rows": n}``, ``{"op": "rollback"}``, ``{"op": "close"}``.
 """
@@ -191,7 +191,7 @@ def _stream_error(stream: _Stream, code: int) -> AdbcFailure:
 class Connection:
     """One ADBC connection on one SQLite database (and its database handle)."""
 
-    def __init__(self, driver: Driver, uri: str, busy_timeout_ms: int) -> None:
+    def __init__(self, driver: Driver, uri: bytes, busy_timeout_ms: int) -> None:
         self.driver = driver
         self.database: _Handle | None = None
         self.connection: _Handle | None = None
@@ -199,7 +199,7 @@ class Connection:
             database = _Handle()
             driver.call("AdbcDatabaseNew", byref(database))
             self.database = database
-            driver.call("AdbcDatabaseSetOption", byref(database), b"uri", os.fsencode(uri))
+            driver.call("AdbcDatabaseSetOption", byref(database), b"uri", uri)
             driver.call("AdbcDatabaseInit", byref(database))
             connection = _Handle()
             driver.call("AdbcConnectionNew", byref(connection))
@@ -276,6 +276,7 @@ def _arrays(stream: _Stream) -> Iterator[_Array]:
         array = _Array()
         code = stream.get_next(byref(stream), byref(array))
         if code:
+            _release(array)  # the driver may have started filling it
             raise _stream_error(stream, code)
         if not array.release:  # the end of the stream
             return
@@ -311,39 +312,59 @@ def _columns(stream: _Stream) -> dict[str, list[Any]]:
             schema.release(byref(schema))
 
 
-def _buffers(column: _Array, fmt: str) -> list[tuple[int, int]]:
-    """``(address, size)`` of each buffer ``column`` (an array of format ``fmt``) sends; address 0: zeros."""
+def _buffers(column: _Array, fmt: str, name: str) -> list[tuple[int | None, int]]:
+    """``(address, size)`` of each buffer ``column`` (an array of format ``fmt``) sends; address
+    ``None``: that many zero bytes."""
     if column.offset:
         raise AdbcFailure(f"the SQLite driver returned an array with offset {column.offset}, unsupported here")
     length, buffers = column.length, column.buffers
     if fmt == "n":
         return []
-    validity = (buffers[0] or 0, (length + 7) // 8) if column.null_count and buffers[0] else (0, 0)
+    validity: tuple[int | None, int] = (
+        (buffers[0], (length + 7) // 8) if column.null_count and buffers[0] else (None, 0)
+    )
     if fmt in _FIXED:
-        return [validity, (buffers[1] or 0, length * _FIXED[fmt])]
+        if length and not buffers[1]:
+            raise AdbcFailure(f"the SQLite driver returned column {name!r} without its values")
+        return [validity, (buffers[1], length * _FIXED[fmt])]
     width = _VARIABLE[fmt]
-    offsets = buffers[1] or 0
-    if not offsets:  # only an empty array may leave its offsets out: send one zero offset
-        return [validity, (0, width), (0, 0)]
-    end = (c_int32 if width == 4 else c_int64).from_address(offsets + width * length).value
-    return [validity, (offsets, width * (length + 1)), (buffers[2] or 0, end)]
+    offsets = buffers[1]
+    if not offsets:
+        if length:
+            raise AdbcFailure(f"the SQLite driver returned column {name!r} without its offsets")
+        return [validity, (None, width), (None, 0)]  # an empty array may leave them out: one zero offset
+    kind = c_int32 if width == 4 else c_int64
+    start, end = kind.from_address(offsets).value, kind.from_address(offsets + width * length).value
+    if end < start:  # the driver's 32-bit offsets wrapped (a wrap back past zero the parent's check finds)
+        raise AdbcFailure(
+            f"column {name!r} holds more than 2 GiB of text or bytes in one batch of {length} rows, more "
+            "than an Arrow string column can; lower the lake's batch_size"
+        )
+    if end and not buffers[2]:
+        raise AdbcFailure(f"the SQLite driver returned column {name!r} without its bytes")
+    return [validity, (offsets, width * (length + 1)), (buffers[2], end)]
 
 
-def _send_batch(out: BinaryIO, array: _Array, formats: list[str]) -> None:
+def _send_batch(out: BinaryIO, array: _Array, names: list[str], formats: list[str]) -> None:
     if array.offset or array.n_children != len(formats):
         raise AdbcFailure("the SQLite driver returned a batch that does not match its schema")
     columns, parts = [], []
-    for i, fmt in enumerate(formats):
+    for i, (name, fmt) in enumerate(zip(names, formats)):
         column = array.children[i].contents
-        buffers = _buffers(column, fmt)
+        buffers = _buffers(column, fmt, name)
         columns.append([column.null_count, [size for _, size in buffers]])
         parts.extend(buffers)
     _frame(out, b"B", {"rows": array.length, "columns": columns, "align": ALIGN})
-    for address, size in parts:
-        if size:
-            out.write((ctypes.c_char * size).from_address(address) if address else bytes(size))
-            if size % ALIGN:
-                out.write(bytes(ALIGN - size % ALIGN))
+    try:
+        for address, size in parts:
+            if size:
+                out.write((ctypes.c_char * size).from_address(address) if address is not None else bytes(size))
+                if size % ALIGN:
+                    out.write(bytes(ALIGN - size % ALIGN))
+    except BaseException:
+        # Part of a body is on the pipe and no frame can follow it: end here, and the parent reads a
+        # stream cut short (its error names this process's exit).
+        os._exit(1)
 
 
 def _frame(out: BinaryIO, kind: bytes, payload: dict[str, Any]) -> None:
@@ -355,7 +376,7 @@ def _query(conn: Connection, cmd: dict[str, Any], out: BinaryIO) -> None:
     started = time.perf_counter()
     with conn.execute(cmd["sql"], int(cmd.get("batch_rows", 65536))) as stream:
         columns = _columns(stream)
-        formats = columns["formats"]
+        names, formats = columns["names"], columns["formats"]
         out.write(b"S")
         _frame(out, b"H", columns)
         rows = 0
@@ -366,7 +387,7 @@ def _query(conn: Connection, cmd: dict[str, Any], out: BinaryIO) -> None:
                 try:
                     read += seconds
                     done = time.perf_counter()
-                    _send_batch(out, array, formats)
+                    _send_batch(out, array, names, formats)
                     sent += time.perf_counter() - done
                     rows += array.length
                 finally:
@@ -455,10 +476,7 @@ def serve(driver: Driver, commands: BinaryIO, out: BinaryIO) -> None:
                 if op == "open":
                     if conn is not None:
                         raise ProtocolError("a database is open already")
-                    uri = cmd["path"]
-                    if cmd.get("readonly"):
-                        uri = f"file:{uri}?mode=ro"
-                    conn = Connection(driver, uri, int(cmd.get("busy_timeout_ms", 0)))
+                    conn = Connection(driver, cmd["uri"], int(cmd.get("busy_timeout_ms", 0)))
                     _frame(out, b"K", {})
                 elif op == "begin":
                     _opened(conn).set_autocommit(False)

@@ -6,10 +6,12 @@ import functools
 import importlib.util
 import io
 import marshal
+import os
 import struct
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,15 @@ def stop_child(proc: subprocess.Popen[bytes]) -> None:
 
 def open_command(path: str, *, readonly: bool) -> dict[str, Any]:
     """The command that opens ``path`` in a reader child (its first)."""
-    return {"op": "open", "path": path, "readonly": readonly, "busy_timeout_ms": BUSY_TIMEOUT_MS}
+    return {"op": "open", "uri": sqlite_uri(path, readonly=readonly), "busy_timeout_ms": BUSY_TIMEOUT_MS}
+
+
+def sqlite_uri(path: str, *, readonly: bool) -> bytes:
+    """``path`` as a SQLite URI filename, escaped: a ``?``, ``#`` or ``%`` in it is part of the name
+    (written into ``file:{path}?mode=ro`` as it was, they opened another file, read-write)."""
+    quoted = urllib.parse.quote(os.fsencode(path))
+    uri = ("file://" if quoted.startswith("/") else "file:") + quoted  # file:///abs: no authority
+    return (uri + ("?mode=ro" if readonly else "")).encode()
 
 
 def encoded(command: dict[str, Any]) -> bytes:
@@ -115,6 +125,8 @@ def reader_error(path: str, payload: dict[str, Any]) -> SourceError:
 
 _TYPES = {"n": pa.null(), "l": pa.int64(), "g": pa.float64(), "u": pa.string(), "z": pa.binary()}
 _TYPES |= {"U": pa.large_string(), "Z": pa.large_binary()}
+_BYTES = {pa.string(): pa.binary(), pa.binary(): pa.binary(), pa.large_string(): pa.large_binary()}
+_BYTES[pa.large_binary()] = pa.large_binary()
 
 
 def result_schema(header: dict[str, Any]) -> pa.Schema:
@@ -131,7 +143,13 @@ def _padded(size: int, align: int) -> int:
 
 def body_size(header: dict[str, Any]) -> int:
     """The bytes of a batch's buffers as the child sends them (each padded to ``header["align"]``)."""
-    return sum(_padded(size, header["align"]) for _, sizes in header["columns"] for size in sizes)
+    align = header["align"]
+    if align < 64 or align % 64:  # Arrow's alignment, which Rust readers (delta-rs) rely on
+        raise ValueError(f"buffers aligned to {align} bytes")
+    sizes = [size for _, column in header["columns"] for size in column]
+    if any(size < 0 for size in sizes):
+        raise ValueError(f"a buffer of negative size in {header['columns']}")
+    return sum(_padded(size, align) for size in sizes)
 
 
 def received_batch(schema: pa.Schema, header: dict[str, Any], body: pa.Buffer) -> pa.RecordBatch:
@@ -149,7 +167,10 @@ def received_batch(schema: pa.Schema, header: dict[str, Any], body: pa.Buffer) -
             buffers[1] = pa.py_buffer(b"")
         if len(buffers) == 3 and buffers[2] is None:
             buffers[2] = pa.py_buffer(b"")
-        arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=null_count))
+        array = pa.Array.from_buffers(field.type, rows, buffers, null_count=null_count)
+        if len(buffers) == 3:  # offsets in order and within the bytes (not the text's UTF-8: kept as stored)
+            array.view(_BYTES[field.type]).validate(full=True)
+        arrays.append(array)
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
     batch.validate()
     return batch
@@ -254,10 +275,12 @@ class ReaderProcess:
         try:
             self._send({"op": "query", "sql": sql, "batch_rows": batch_rows})
             kind = self._read_exact(1)
-            if kind != b"S":
-                self._frame_after(kind)
-                raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
-            return result_schema(self._frame_after(self._read_exact(1)))
+            if kind == b"S":
+                return result_schema(self._frame_after(self._read_exact(1)))
+            if kind in (b"E", b"K"):
+                self._frame_after(kind)  # raises the child's error
+            self.abort()  # the protocol is lost
+            raise SourceError(f"{self.path}: unexpected reply {kind!r} from the reader process")
         except BaseException:
             self._lock.release()
             raise
@@ -295,10 +318,20 @@ class ReaderProcess:
             kind = self._read_exact(1)
             if kind == b".":
                 return
-            if kind != b"B":
-                raise SourceError(f"{self.path}: unexpected frame {kind!r} in the reader process's stream")
-            header = self._frame_after(kind)
-            yield received_batch(schema, header, self._read_body(body_size(header)))
+            try:
+                if kind != b"B":
+                    raise ValueError(f"unexpected frame {kind!r}")
+                header = self._frame_after(kind)
+                batch = received_batch(schema, header, self._read_body(body_size(header)))
+            except (ValueError, KeyError, TypeError, IndexError, pa.ArrowException) as exc:
+                self.abort()  # whatever follows on the pipe cannot be read
+                raise SourceError(
+                    f"the SQLite reader process for {self.path} sent a batch that does not hold together ({exc})"
+                ) from exc
+            except BaseException:
+                self.abort()
+                raise
+            yield batch
 
     def _read_body(self, size: int) -> pa.Buffer:
         """``size`` bytes of the pipe, into memory aligned as Arrow aligns its own."""
