@@ -106,6 +106,8 @@ def open_command(path: str, *, readonly: bool) -> dict[str, Any]:
 def sqlite_uri(path: str, *, readonly: bool) -> bytes:
     """``path`` as a SQLite URI filename, escaped: a ``?``, ``#`` or ``%`` in it is part of the name
     (written into ``file:{path}?mode=ro`` as it was, they opened another file, read-write)."""
+    if path in ("", ":memory:"):  # SQLite's names for a private temporary and an in-memory database
+        return path.encode()
     quoted = urllib.parse.quote(os.fsencode(path))
     uri = ("file://" if quoted.startswith("/") else "file:") + quoted  # file:///abs: no authority
     return (uri + ("?mode=ro" if readonly else "")).encode()

@@ -121,3 +121,4 @@ def test_uris_name_absolute_and_relative_paths():
     assert sqlite_uri("/data/a?b.db", readonly=True) == b"file:///data/a%3Fb.db?mode=ro"
     assert sqlite_uri("//srv/x.db", readonly=False) == b"file:////srv/x.db"
     assert sqlite_uri("rel/x.db", readonly=False) == b"file:rel/x.db"
+    assert sqlite_uri(":memory:", readonly=False) == b":memory:"
