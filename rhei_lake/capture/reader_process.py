@@ -52,8 +52,8 @@ def _child_command() -> list[str]:
 @functools.cache
 def _driver_library() -> str | None:
     """The ADBC SQLite driver's shared library (the child calls its functions directly), found
-    without importing the driver's package (that imports ADBC's driver manager: ~15-40 ms), or
-    ``None`` when the driver is not installed."""
+    without importing the driver's package (it imports ADBC's driver manager, which nothing here
+    uses), or ``None`` when the driver is not installed."""
     spec = importlib.util.find_spec("adbc_driver_sqlite")
     if spec is None:
         return None
