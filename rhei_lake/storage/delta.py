@@ -162,6 +162,28 @@ def _laid_out_stream(reader: pa.RecordBatchReader) -> tuple[pa.RecordBatchReader
     return pa.RecordBatchReader.from_batches(reader.schema, iter(())), None
 
 
+class _StreamFailed(Exception):
+    """The stream an append was writing raised: its own error, not the store's (delta-rs wraps it
+    into an Arrow error whose text reads like a damaged file)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _recorded(reader: pa.RecordBatchReader, raised: list[BaseException]) -> pa.RecordBatchReader:
+    """``reader``, noting in ``raised`` what it raises (as it raises it)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
 def preload() -> None:
     """Import deltalake now (~40 ms of CPU the first time): from a thread, while waiting for something else."""
     import deltalake  # noqa: F401
@@ -519,6 +541,8 @@ class DeltaTableStore:
         with self._lock:
             try:
                 return fn(dt)
+            except _StreamFailed as failed:
+                raise failed.error from None
             except Exception as exc:
                 raise translate_storage_error(exc, where=self.uri) from exc
 
@@ -582,17 +606,23 @@ class DeltaTableStore:
             faults.point("delta.before_commit")
             before = dt.version()
             rows, stream = data, None
-            if isinstance(rows, pa.RecordBatchReader):  # its first batch read only now that it will be written
-                rows, stream = _laid_out_stream(rows)
-            # A stream may be big: locally, its data goes to disk while it is written, not all at the commit.
-            with EarlyWriteback(self.uri) if stream is not None and not self.remote else nullcontext():
-                write_deltalake(
-                    dt,
-                    rows,
-                    mode="append",
-                    commit_properties=self._commit_properties(txn, metadata),
-                    writer_properties=_writer_properties(rows.schema, self.layout, stream),
-                )
+            raised: list[BaseException] = []
+            try:
+                if isinstance(rows, pa.RecordBatchReader):  # its first batch read only now that it will be written
+                    rows, stream = _laid_out_stream(_recorded(rows, raised))
+                # A stream may be big: locally, its data goes to disk while it is written, not all at the commit.
+                with EarlyWriteback(self.uri) if stream is not None and not self.remote else nullcontext():
+                    write_deltalake(
+                        dt,
+                        rows,
+                        mode="append",
+                        commit_properties=self._commit_properties(txn, metadata),
+                        writer_properties=_writer_properties(rows.schema, self.layout, stream),
+                    )
+            except Exception as exc:
+                if raised:  # the stream's own error (a SourceError, an interrupt), whatever delta-rs made of it
+                    raise _StreamFailed(raised[0]) from exc
+                raise
             self._committed(dt, before, txn)
 
         self._commit(_append)

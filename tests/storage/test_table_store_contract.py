@@ -211,6 +211,24 @@ def test_a_stream_refused_by_its_watermark_is_not_read(lake_storage):
     assert store.to_arrow().column("id").to_pylist() == [1]
 
 
+@pytest.mark.parametrize("error", [SourceError("the source went away"), ValueError("bad row"), KeyboardInterrupt()])
+def test_a_stream_failing_part_way_raises_its_own_error_and_commits_nothing(lake_storage, error):
+    # delta-rs wraps what the stream raised into an Arrow error that read like a damaged file
+    # (CorruptStorageError): the caller must see the stream's own error, an interrupt as an interrupt.
+    store = lake_storage.table_store("t", "changes")
+    store.create(SCHEMA, properties={})
+
+    def batches():
+        yield from rows((1, "a", 0.1)).to_batches()
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        store.append(pa.RecordBatchReader.from_batches(SCHEMA, batches()), txn=AppTransaction("w", 1))
+    assert raised.value is error
+    assert store.app_version("w") is None
+    assert store.to_arrow().num_rows == 0
+
+
 def test_a_stream_failing_at_its_first_batch_commits_nothing(lake_storage):
     store = lake_storage.table_store("t", "changes")
     store.create(SCHEMA, properties={})
