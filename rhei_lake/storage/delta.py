@@ -43,7 +43,7 @@ from rhei_lake.storage.base import (
     TableStats,
 )
 from rhei_lake.storage.local_durability import EarlyWriteback, newest_version, sync_commits
-from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files
+from rhei_lake.storage.delta_rewrite import DataFile, FileRewriter, check_rewritable, data_files, recorded
 from rhei_lake.storage.merging import FILE_ID, MergeEvaluator
 from rhei_lake.storage.plain_types import PLAIN_TYPES_KEY, ViewTypeScan, has_view_types
 
@@ -169,19 +169,6 @@ class _StreamFailed(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _recorded(reader: pa.RecordBatchReader, raised: list[BaseException]) -> pa.RecordBatchReader:
-    """``reader``, noting in ``raised`` what it raises (as it raises it)."""
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from reader
-        except BaseException as exc:
-            raised.append(exc)
-            raise
-
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def preload() -> None:
@@ -609,7 +596,7 @@ class DeltaTableStore:
             raised: list[BaseException] = []
             try:
                 if isinstance(rows, pa.RecordBatchReader):  # its first batch read only now that it will be written
-                    rows, stream = _laid_out_stream(_recorded(rows, raised))
+                    rows, stream = _laid_out_stream(recorded(rows.schema, rows, raised))
                 # A stream may be big: locally, its data goes to disk while it is written, not all at the commit.
                 with EarlyWriteback(self.uri) if stream is not None and not self.remote else nullcontext():
                     write_deltalake(

@@ -82,6 +82,20 @@ def data_files(dt: DeltaTable) -> list[DataFile]:
     ]
 
 
+def recorded(schema: pa.Schema, batches: Iterable[pa.RecordBatch], raised: list[BaseException]) -> pa.RecordBatchReader:
+    """``batches`` as a reader for delta-rs, noting in ``raised`` what iterating them raises, as it
+    raises it: delta-rs hands back an error of its own, an Arrow error quoting the text."""
+
+    def guarded() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    return pa.RecordBatchReader.from_batches(schema, guarded())
+
+
 def check_rewritable(dt: DeltaTable, where: str) -> None:
     """Refuse tables whose files a plain read and rewrite would get wrong (rhei_lake creates none)."""
     protocol = dt.protocol()
@@ -199,20 +213,12 @@ class FileRewriter:
         from deltalake import PostCommitHookProperties, write_deltalake
 
         failure: list[BaseException] = []
-
-        def guarded() -> Iterator[pa.RecordBatch]:
-            try:
-                yield from batches
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-
         directory = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         config = dt.metadata().configuration
         try:
             write_deltalake(
                 f"{self.uri}/{directory}",
-                pa.RecordBatchReader.from_batches(schema, guarded()),
+                recorded(schema, batches, failure),
                 mode="error",
                 writer_properties=writer_properties,
                 configuration={k: config[k] for k in _COPIED_PROPERTIES if k in config} or None,
