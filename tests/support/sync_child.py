@@ -54,7 +54,9 @@ class StateLog:
         done: dict[int, float] = {}
         if not self.path.exists():
             return pending, done
-        for line in self.path.read_text().splitlines():
+        # Whole lines only: the child may be writing the last one (a long state is written in
+        # several pieces, and a read can land between them).
+        for line in self.path.read_text().split("\n")[:-1]:
             kind, number, rest = line.split(" ", 2)
             if kind == "pending":
                 pending[int(number)] = [tuple(row) for row in json.loads(rest)]
