@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from rhei_lake.capture.reader_process import (
+    PIPE_BYTES,
     ReaderProcess,
     _child_command,
     encoded,
@@ -132,3 +133,16 @@ def test_without_ctypes_the_lake_reads_through_sqlite3(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "_ctypes" else real(name, *a))
     assert not fast_reader_available()
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_the_childs_batches_cross_a_wide_pipe(db):
+    import fcntl
+    from pathlib import Path
+
+    path, _ = db
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < PIPE_BYTES:
+        pytest.skip("this system allows narrower pipes only")
+    with ReaderProcess(str(path)) as reader:
+        assert fcntl.fcntl(reader._proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+        assert reader.query("SELECT count(*) AS n FROM t").read_all().to_pylist() == [{"n": 1000}]
