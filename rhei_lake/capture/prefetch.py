@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -24,60 +24,77 @@ class _Raised:
         self.error = error
 
 
-def prefetched(items: Iterable[T], depth: int, *, name: str, abandon: Callable[[], None] | None = None) -> Iterator[T]:
-    """``items``, produced by a thread up to ``depth`` ahead.
+class Prefetch(Generic[T]):
+    """``items``, produced by a thread started now, up to ``depth`` ahead of :meth:`items`.
 
     What the producer raises is raised to the consumer where it occurred in
-    the stream. A consumer that stops early (closes the iterator, or raises
-    into it) stops the producer: the producer closes ``items`` in its own
-    thread after the item at hand; ``abandon`` (say, killing a reader process)
-    runs first, to unblock a producer waiting for input that will not come.
-    Either way the producer has stopped when this iterator is closed.
+    the stream. A consumer that stops early (closes :meth:`items`, or raises
+    into it) or never starts (:meth:`close`) stops the producer: the producer
+    closes ``items`` in its own thread after the item at hand; ``abandon``
+    (say, killing a reader process) runs first, to unblock a producer waiting
+    for input that will not come. Either way the producer has stopped when
+    :meth:`close` returns.
     """
-    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def put(item: Any) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterable[T], depth: int, *, name: str, abandon: Callable[[], None] | None = None) -> None:
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._abandon = abandon
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
             try:
-                out.put(item, timeout=0.1)
+                self._out.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self, items: Iterable[T]) -> None:
         iterator = iter(items)
         try:
             for item in iterator:
-                if not put(item):
+                if not self._put(item):
                     return
-            put(_END)
+            self._put(_END)
         except BaseException as exc:  # handed to the consumer
-            put(_Raised(exc))
+            self._put(_Raised(exc))
         finally:
             close = getattr(iterator, "close", None)
-            if close is not None and stop.is_set():
+            if close is not None and self._stop.is_set():
                 try:
                     close()
                 except Exception:  # the consumer is gone; nothing to report to
                     pass
 
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
-    finished = False
-    try:
-        while True:
-            item = out.get()
-            if item is _END:
-                finished = True
-                return
-            if isinstance(item, _Raised):
-                finished = True
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        if not finished and abandon is not None:
+    def items(self) -> Iterator[T]:
+        """The items, in order; closing this iterator stops the producer (:meth:`close`)."""
+        try:
+            while True:
+                item = self._out.get()
+                if item is _END:
+                    self._finished = True
+                    return
+                if isinstance(item, _Raised):
+                    self._finished = True
+                    raise item.error
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the producer (after ``abandon``, unless the stream was read to its end) and wait for it."""
+        self._stop.set()
+        if not self._finished and self._abandon is not None:
+            abandon, self._abandon = self._abandon, None
             abandon()
-        thread.join()
+        self._thread.join()
+
+
+def prefetched(items: Iterable[T], depth: int, *, name: str, abandon: Callable[[], None] | None = None) -> Iterator[T]:
+    """``items``, produced by a thread (started at the first ``next``) up to ``depth`` ahead: a
+    :class:`Prefetch` read to its end or closed."""
+    yield from Prefetch(items, depth, name=name, abandon=abandon).items()

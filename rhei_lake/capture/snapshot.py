@@ -22,7 +22,7 @@ from rhei_lake import faults
 from rhei_lake.capture.cdc_log import Registration
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.insert_columns import InsertColumns
-from rhei_lake.capture.prefetch import prefetched
+from rhei_lake.capture.prefetch import Prefetch
 from rhei_lake.capture.reader_process import STREAM_BATCH_ROWS, ReaderProcess
 from rhei_lake.capture.sqlite_schema import column_of, quote_ident
 from rhei_lake.capture.typed_select import (
@@ -81,10 +81,15 @@ class SnapshotRun:
             self.error = exc
             raise
 
+    def start(self, batch_rows: int) -> None:
+        """Begin reading now, ahead of :meth:`reader` (called with the same ``batch_rows``), while the
+        lake makes the snapshot's Delta table ready. A reader that reads only when pulled ignores it."""
+
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Stop reading (what was read ahead is dropped) and release the snapshot's reader."""
         raise NotImplementedError
 
 
@@ -126,14 +131,21 @@ class ColumnarSnapshot(SnapshotRun):
     ) -> None:
         super().__init__(registration, ts_micros, times)
         self._reader = reader
+        self._ahead: tuple[Prefetch[pa.RecordBatch], PhaseTimes] | None = None
+
+    def start(self, batch_rows: int) -> None:
+        # Read and convert in a thread of its own, two batches ahead of the Delta writer (and the
+        # reader process's pipe ahead of that): from now, while the changelog is created.
+        if self._ahead is None:
+            produced = PhaseTimes()
+            converted = self._converted(batch_rows, produced)
+            self._ahead = Prefetch(converted, 2, name="rhei-snapshot-read", abandon=self._reader.abort), produced
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        # Read and convert in a thread of its own, two batches ahead of the Delta writer.
-        produced = PhaseTimes()
-        converted = prefetched(
-            self._converted(batch_rows, produced), 2, name="rhei-snapshot-read", abandon=self._reader.abort
-        )
-        yield from self.times.timed("waiting for rows", converted)
+        self.start(batch_rows)
+        assert self._ahead is not None
+        ahead, produced = self._ahead
+        yield from self.times.timed("waiting for rows", ahead.items())
         self.times.merge(produced, elsewhere=True)
 
     def _converted(self, batch_rows: int, times: PhaseTimes) -> Iterator[pa.RecordBatch]:
@@ -186,6 +198,8 @@ class ColumnarSnapshot(SnapshotRun):
         return SourceError(f"snapshot of {self.spec.name!r}: the fast read saw a misfit the strict read did not")
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[0].close()  # a read started and never (or not wholly) consumed: stopped first
         self._reader.close()
 
 

@@ -218,6 +218,7 @@ class TriggerSync:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
+                run.start(self.config.batch_size)  # the rows stream in while the changelog is made ready
                 with run.times.measure("changelog"):
                     held = held_events(self.storage, run.spec.name, self.config)
                     if not held:

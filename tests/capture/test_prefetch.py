@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rhei_lake.capture.prefetch import prefetched
+from rhei_lake.capture.prefetch import Prefetch, prefetched
 
 
 def test_every_item_arrives_once_in_order_with_a_slow_consumer():
@@ -71,3 +71,54 @@ def test_a_finished_stream_is_not_abandoned():
     abandoned = []
     assert list(prefetched(iter([1, 2]), 1, name="t", abandon=lambda: abandoned.append(True))) == [1, 2]
     assert abandoned == []
+
+
+def test_a_started_prefetch_reads_ahead_before_it_is_consumed():
+    produced = threading.Event()
+
+    def items():
+        yield 1
+        produced.set()
+        yield 2
+
+    ahead = Prefetch(items(), 2, name="t")
+    assert produced.wait(5), "nothing was read before the consumer came"
+    assert list(ahead.items()) == [1, 2]
+
+
+def test_a_started_prefetch_closed_unread_abandons_and_stops_its_producer():
+    closed = threading.Event()
+    abandoned = []
+
+    def items():
+        try:
+            for i in range(10_000):
+                yield i
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    ahead = Prefetch(items(), 2, name="t", abandon=lambda: abandoned.append(True))
+    time.sleep(0.05)  # the producer has filled the queue and waits
+    ahead.close()
+    ahead.close()  # a second close (the consumer's iterator, collected later) does nothing more
+    assert closed.is_set(), "the source was not closed"
+    assert abandoned == [True]
+    assert threading.active_count() == before, "the producer thread is still running"
+
+
+def test_a_producer_blocked_on_input_is_unblocked_by_abandon():
+    release = threading.Event()
+
+    def items():
+        yield 1
+        release.wait(30)  # a read from a process that sends nothing more
+        yield 2
+
+    ahead = Prefetch(items(), 2, name="t", abandon=release.set)
+    stream = ahead.items()
+    assert next(stream) == 1
+    started = time.monotonic()
+    stream.close()
+    assert time.monotonic() - started < 5
+    assert not ahead._thread.is_alive()
