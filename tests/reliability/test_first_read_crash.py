@@ -39,7 +39,9 @@ def _database(path: Path) -> Path:
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, amount REAL, updated_at INTEGER NOT NULL)")
     conn.execute(
         f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) "
-        "INSERT INTO items SELECT i, 'item ' || i, random() / 7.0, 1700000000 + i FROM n"
+        # ~250 bytes a row, ~3 MB in all: more than the reader's pipe (1 MiB) and the batches in flight hold,
+        # so a reader killed a few batches in is still sending
+        "INSERT INTO items SELECT i, 'item ' || i || ' ' || hex(randomblob(120)), random() / 7.0, 1700000000 + i FROM n"
     )
     conn.close()
     return path
