@@ -58,7 +58,8 @@ POINTS: dict[str, str] = {
     "snapshot.before_start": "a registered table's changelog exists (maybe empty); its snapshot has not started",
     "first_read.batch_converted": (
         "a big table's first read (a columnar snapshot, a sidecar's first sync) converted a batch in its reader "
-        "thread; the Delta writer may be writing earlier ones, nothing is committed"
+        "thread; the Delta writer may be writing earlier ones, nothing is committed (a snapshot's changelog may "
+        "not exist yet: its read starts while the changelog is made)"
     ),
     "first_sync.after_events_before_cursor": (
         "sidecar: a table's first columnar read is committed as events; the cursor it ended on is not yet"

@@ -19,6 +19,10 @@ T = TypeVar("T")
 _END = object()
 
 
+class StreamClosed(Exception):
+    """A :class:`Prefetch` stream was read after it was closed, before its end."""
+
+
 class _Raised:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -40,6 +44,7 @@ class Prefetch(Generic[T]):
         self._out: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._abandon = abandon
+        self._closing = threading.Lock()
         self._finished = False
         self._thread = threading.Thread(target=self._produce, args=(items,), name=name, daemon=True)
         self._thread.start()
@@ -71,10 +76,22 @@ class Prefetch(Generic[T]):
                     pass
 
     def items(self) -> Iterator[T]:
-        """The items, in order; closing this iterator stops the producer (:meth:`close`)."""
+        """The items, in order; closing this iterator stops the producer (:meth:`close`).
+
+        A stream closed before its end (by :meth:`close`, from any thread) raises
+        :class:`StreamClosed` here rather than end as if it were complete.
+        """
         try:
             while True:
-                item = self._out.get()
+                try:
+                    item = self._out.get(timeout=0.1)
+                except queue.Empty:
+                    if not self._stop.is_set() and self._thread.is_alive():
+                        continue
+                    try:  # what the producer put just before it stopped
+                        item = self._out.get_nowait()
+                    except queue.Empty:
+                        raise StreamClosed("the stream was closed before its end") from None
                 if item is _END:
                     self._finished = True
                     return
@@ -88,8 +105,9 @@ class Prefetch(Generic[T]):
     def close(self) -> None:
         """Stop the producer (after ``abandon``, unless the stream was read to its end) and wait for it."""
         self._stop.set()
-        if not self._finished and self._abandon is not None:
+        with self._closing:  # abandon runs once, whichever thread closes first
             abandon, self._abandon = self._abandon, None
+        if abandon is not None and not self._finished:
             abandon()
         self._thread.join()
 

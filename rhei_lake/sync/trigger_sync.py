@@ -237,6 +237,7 @@ class TriggerSync:
                 faults.point("snapshot.before_start")
                 self._snapshot(run, progress)
             except BaseException as exc:
+                run.close()  # its read started before the changelog was made: stopped even if _snapshot never ran
                 self._wait(run.spec.name, exc)
                 raise
             self.waiting.pop(run.spec.name, None)
@@ -293,14 +294,13 @@ class TriggerSync:
 
     def _snapshot(self, run: SnapshotRun, progress: ProgressCallback | None) -> int:
         table = run.spec.name
-        changelog = self.changelogs[table]
-        total = run.expected_rows
-        batch_rows = self.config.batch_size
-        reader = run.reader(batch_rows)
-        if progress is not None:
-            reader = _reporting(reader, lambda done: progress(table, done, total))
         times = run.times
         try:
+            changelog = self.changelogs[table]
+            total = run.expected_rows
+            reader = run.reader(self.config.batch_size)
+            if progress is not None:
+                reader = _reporting(reader, lambda done: progress(table, done, total))
             with times.around("delta write"):
                 changelog.commit_stream(reader, watermark=run.watermark)
         except BaseException as exc:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 
 import rhei_lake
+from rhei_lake import faults
 from rhei_lake.capture.reader_process import fast_reader_available
 from tests.support.oracle import assert_same_state
 from tests.support.workload import SCHEMA, Workload
@@ -103,51 +103,69 @@ def test_misfits_are_reported_exactly_and_nothing_is_committed(tmp_path, ddl, ba
         assert lake.query("SELECT id FROM t ORDER BY id").column(0).to_pylist() == ids
 
 
-def _child_processes() -> set[int]:
-    """The live (not zombie) processes whose parent is this one."""
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def _readers() -> list[psutil.Process]:
+    """This process's live children running the reader script."""
+    found = []
+    for process in psutil.Process().children():
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            children.add(int(stat.parent.name))
-    return children
+            if process.status() != psutil.STATUS_ZOMBIE and any("reader_child" in part for part in process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc")
-def test_the_snapshot_streams_while_its_changelog_is_made_and_stops_when_that_fails(tmp_path, monkeypatch):
+def _snapshot_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "rhei-snapshot-read"]
+
+
+def _big_table(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)")
+    with conn:
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO {name} VALUES (?, ?)", ((i, "x" * 50) for i in range(200_000)))
+
+
+@pytest.mark.parametrize("failing", ["changelog", "before the snapshot", "interrupted before the snapshot"])
+def test_the_snapshot_streams_while_its_changelog_is_made_and_stops_when_the_registration_fails(
+    tmp_path, monkeypatch, failing
+):
     from rhei_lake.sync import trigger_sync
 
     db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    with conn:
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, "x" * 50) for i in range(200_000)))
+    _big_table(conn, "t")
     seen = []
     opened = trigger_sync.open_changelog
 
     def open_changelog(*args, **kwargs):
-        seen.append([t.name for t in threading.enumerate() if t.name == "rhei-snapshot-read"])
-        if len(seen) == 2:  # the second registration: its changelog cannot be made
+        seen.append(_snapshot_threads())
+        if failing == "changelog" and len(seen) == 2:  # the second registration: its changelog cannot be made
             time.sleep(0.3)  # by now the snapshot's reader is as far ahead as it may go, waiting
             raise OSError("no space left on device")
         return opened(*args, **kwargs)
 
+    def interrupt(_point: str) -> None:
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(trigger_sync, "open_changelog", open_changelog)
-    before = _child_processes()
     with rhei_lake.open(oltp_path=db, storage=url, columnar_min_rows=1, batch_size=1000) as lake:
         lake.register_table("t")
         assert seen == [["rhei-snapshot-read"]], "the snapshot did not start reading before its changelog was made"
         assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 200_000}]
-        conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT)")
-        conn.execute("INSERT INTO u SELECT * FROM t")
-        with pytest.raises(OSError, match="no space"):
-            lake.register_table("u")
-        assert [t.name for t in threading.enumerate() if t.name == "rhei-snapshot-read"] == []
-        assert _child_processes() == before, "the snapshot's reader process outlived its failed registration"
+        _big_table(conn, "u")
+        if failing == "changelog":
+            with pytest.raises(OSError, match="no space"):
+                lake.register_table("u")
+        elif failing == "before the snapshot":
+            with faults.armed("snapshot.before_start", "enospc"), pytest.raises(OSError):
+                lake.register_table("u")
+        else:
+            with faults.armed("snapshot.before_start", interrupt), pytest.raises(KeyboardInterrupt):
+                lake.register_table("u")
+        assert _snapshot_threads() == []
+        assert _readers() == [], "the snapshot's reader process outlived its failed registration"
         monkeypatch.setattr(trigger_sync, "open_changelog", opened)
         lake.register_table("u")  # retried: nothing of the failed attempt is in the way
         assert lake.query("SELECT count(*) AS n FROM u").to_pylist() == [{"n": 200_000}]

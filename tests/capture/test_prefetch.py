@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rhei_lake.capture.prefetch import Prefetch, prefetched
+from rhei_lake.capture.prefetch import Prefetch, StreamClosed, prefetched
 
 
 def test_every_item_arrives_once_in_order_with_a_slow_consumer():
@@ -122,3 +122,46 @@ def test_a_producer_blocked_on_input_is_unblocked_by_abandon():
     stream.close()
     assert time.monotonic() - started < 5
     assert not ahead._thread.is_alive()
+
+
+def test_a_stream_closed_from_another_thread_ends_its_consumer_with_an_error_not_as_complete():
+    release = threading.Event()
+
+    def items():
+        yield 1
+        release.wait(30)  # the next item is slow to come (a read from a process)
+        yield 2
+
+    ahead = Prefetch(items(), 2, name="t", abandon=release.set)
+    stream = ahead.items()
+    assert next(stream) == 1
+    threading.Timer(0.2, ahead.close).start()
+    started = time.monotonic()
+    with pytest.raises(StreamClosed):
+        next(stream)
+    assert time.monotonic() - started < 5
+
+
+def test_a_closed_stream_read_again_raises():
+    ahead = Prefetch(iter(range(100)), 1, name="t")
+    ahead.close()
+    with pytest.raises(StreamClosed):
+        list(ahead.items())
+
+
+def test_what_was_produced_before_a_finished_producer_stopped_is_still_read():
+    ahead = Prefetch(iter([1, 2]), 3, name="t")
+    ahead._thread.join()  # the producer is done: its items and the end wait in the queue
+    assert list(ahead.items()) == [1, 2]
+
+
+def test_abandon_runs_once_when_two_threads_close():
+    for _ in range(50):
+        calls = []
+        ahead = Prefetch(iter(range(10_000)), 1, name="t", abandon=lambda calls=calls: calls.append(1))
+        closers = [threading.Thread(target=ahead.close) for _ in range(2)]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+        assert calls == [1]

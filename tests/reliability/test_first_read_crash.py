@@ -76,7 +76,7 @@ def _assert_exactly_once(lake: rhei_lake.Lake, db: Path) -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        "first_read.batch_converted=kill@3",  # early: the writer has little or nothing yet
+        "first_read.batch_converted=kill@3",  # early: the writer has little or nothing (a snapshot: maybe no changelog)
         "first_read.batch_converted=kill@20",  # late: the writer is deep into its file
         # any moment of the Delta write, while batches come in slowly
         "delta.before_commit=kill~300, first_read.batch_converted=sleep~25*0",
