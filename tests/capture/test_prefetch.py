@@ -47,7 +47,8 @@ def test_the_producers_error_comes_after_the_items_before_it():
     assert got == [1, 2]
 
 
-def test_a_consumer_that_stops_early_stops_and_closes_the_producer():
+@pytest.mark.parametrize("stop", ["consumer closes after one item", "closed unread, twice"])
+def test_a_stream_stopped_early_abandons_and_closes_its_producer(stop):
     closed = threading.Event()
     abandoned = []
 
@@ -59,9 +60,15 @@ def test_a_consumer_that_stops_early_stops_and_closes_the_producer():
             closed.set()
 
     before = threading.active_count()
-    stream = prefetched(items(), 2, name="t", abandon=lambda: abandoned.append(True))
-    assert next(stream) == 0
-    stream.close()
+    if stop == "consumer closes after one item":
+        stream = prefetched(items(), 2, name="t", abandon=lambda: abandoned.append(True))
+        assert next(stream) == 0
+        stream.close()
+    else:
+        ahead = Prefetch(items(), 2, name="t", abandon=lambda: abandoned.append(True))
+        time.sleep(0.05)  # the producer has filled the queue and waits
+        ahead.close()
+        ahead.close()  # a second close (the consumer's iterator, collected later) does nothing more
     assert closed.is_set(), "the source was not closed"
     assert abandoned == [True]
     assert threading.active_count() == before, "the producer thread is still running"
@@ -84,27 +91,6 @@ def test_a_started_prefetch_reads_ahead_before_it_is_consumed():
     ahead = Prefetch(items(), 2, name="t")
     assert produced.wait(5), "nothing was read before the consumer came"
     assert list(ahead.items()) == [1, 2]
-
-
-def test_a_started_prefetch_closed_unread_abandons_and_stops_its_producer():
-    closed = threading.Event()
-    abandoned = []
-
-    def items():
-        try:
-            for i in range(10_000):
-                yield i
-        finally:
-            closed.set()
-
-    before = threading.active_count()
-    ahead = Prefetch(items(), 2, name="t", abandon=lambda: abandoned.append(True))
-    time.sleep(0.05)  # the producer has filled the queue and waits
-    ahead.close()
-    ahead.close()  # a second close (the consumer's iterator, collected later) does nothing more
-    assert closed.is_set(), "the source was not closed"
-    assert abandoned == [True]
-    assert threading.active_count() == before, "the producer thread is still running"
 
 
 def test_a_producer_blocked_on_input_is_unblocked_by_abandon():
