@@ -36,13 +36,12 @@ Commands: ``{"op": "open", "uri": ..., "busy_timeout_ms": n}`` (a SQLite URI fil
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import marshal
 import os
-import queue
 import struct
 import sys
-import threading
 import time
 from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_uint8, c_void_p
 
@@ -400,16 +399,44 @@ def _query(conn: Connection, cmd: dict[str, Any], out: BinaryIO) -> None:
         _frame(out, b"K", {"rows": rows, "read_seconds": read, "send_seconds": sent})
 
 
+class _Handover:
+    """One item at a time from a producer thread to its consumer, on ``_thread``'s locks: ``queue`` and
+    ``threading`` import ``collections`` and ``functools``, ~3.5 ms of this process's start, which the
+    parent waits for."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._full = _thread.allocate_lock()  # free while an item waits
+        self._full.acquire()
+        self._empty = _thread.allocate_lock()  # free while none does
+
+    def put(self, item: Any) -> None:
+        """Hand ``item`` over once the one before it is taken."""
+        self._empty.acquire()
+        self._item = item
+        self._full.release()
+
+    def take(self, timeout: float = -1) -> tuple[bool, Any]:
+        """``(True, item)``, or ``(False, None)`` if none came within ``timeout`` seconds (-1: wait)."""
+        if not self._full.acquire(True, timeout):
+            return False, None
+        item, self._item = self._item, None
+        self._empty.release()
+        return True, item
+
+
 def _read_ahead(stream: _Stream) -> Iterator[tuple[_Array, float]]:
     """``(array, seconds SQLite took for it)``: SQLite steps the next batch (in a thread; ctypes lets go
     of the GIL) while this one is written to the pipe. At most one batch waits."""
-    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
+    ready = _Handover()
+    stopped: list[bool] = []
+    running = _thread.allocate_lock()  # held by the producer until it returns
+    running.acquire()
 
     def produce() -> None:
-        arrays = _arrays(stream)
         try:
-            while not stop.is_set():
+            arrays = _arrays(stream)
+            while not stopped:
                 started = time.perf_counter()
                 array = next(arrays, None)
                 if array is None:
@@ -418,31 +445,28 @@ def _read_ahead(stream: _Stream) -> Iterator[tuple[_Array, float]]:
                 ready.put((array, time.perf_counter() - started))
         except BaseException as exc:
             ready.put(exc)
+        finally:
+            running.release()
 
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
+    _thread.start_new_thread(produce, ())
     try:
         while True:
-            item = ready.get()
+            _, item = ready.take()
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting to put, then let it finish its batch
-            try:
-                item = ready.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if isinstance(item, tuple):
+        stopped.append(True)
+        finished = False
+        while True:  # unblock a producer waiting to hand a batch over, then let it finish its batch
+            finished = finished or running.acquire(False)
+            taken, item = ready.take(0 if finished else 0.05)
+            if taken and isinstance(item, tuple):
                 _release(item[0])
-        thread.join()
-        while not ready.empty():  # a batch put just before the producer saw the stop
-            item = ready.get()
-            if isinstance(item, tuple):
-                _release(item[0])
+            if finished and not taken:
+                break
 
 
 def _opened(conn: Connection | None) -> Connection:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -122,3 +127,112 @@ def test_uris_name_absolute_and_relative_paths():
     assert sqlite_uri("//srv/x.db", readonly=False) == b"file:////srv/x.db"
     assert sqlite_uri("rel/x.db", readonly=False) == b"file:rel/x.db"
     assert sqlite_uri(":memory:", readonly=False) == b":memory:"
+
+
+def _counted_stream(count: int, *, fail_at: int | None = None) -> tuple[_Stream, list[int], list[int], list[object]]:
+    """A driver stream of ``count`` arrays (lengths 0, 1, ...; a step error at ``fail_at``): the stream,
+    the lengths of the arrays made, those of the arrays released, and what keeps the callbacks alive."""
+    made: list[int] = []
+    released: list[int] = []
+    release_type = _Array._fields_[8][1]
+    get_next_type = _Stream._fields_[1][1]
+    last_error_type = _Stream._fields_[2][1]
+    message = ctypes.create_string_buffer(b"disk I/O error")
+
+    @release_type
+    def release(array):
+        released.append(array.contents.length)
+        array.contents.release = release_type()
+
+    @get_next_type
+    def get_next(stream, array):
+        if len(made) == fail_at:
+            return 5
+        if len(made) < count:
+            array.contents.length = len(made)
+            array.contents.release = release
+            made.append(len(made))
+        return 0  # no release callback: the end
+
+    @last_error_type
+    def last_error(stream):
+        return ctypes.addressof(message)
+
+    return (
+        _Stream(get_next=get_next, get_last_error=last_error),
+        made,
+        released,
+        [release, get_next, last_error, message],
+    )
+
+
+def _closed_within(generator, seconds: float = 10.0) -> bool:
+    done = threading.Event()
+
+    def close() -> None:
+        generator.close()
+        done.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_the_read_ahead_hands_every_array_over_in_order():
+    stream, made, released, _keep = _counted_stream(5)
+    got = []
+    for array, seconds in reader_child._read_ahead(stream):
+        got.append(array.length)
+        assert seconds >= 0
+        reader_child._release(array)  # the consumer's part, as _query does after sending
+    assert got == made == [0, 1, 2, 3, 4]
+    assert released == made
+
+
+def test_a_read_ahead_stopped_early_releases_what_it_made_and_ends_its_thread():
+    stream, made, released, _keep = _counted_stream(50)
+    arrays = reader_child._read_ahead(stream)
+    first, _ = next(arrays)
+    reader_child._release(first)
+    time.sleep(0.1)  # the producer has made the next ones by now, and waits to hand one over
+    assert _closed_within(arrays), "stopping the read-ahead waited forever"
+    assert len(made) >= 2
+    assert sorted(released) == made, "an array the read-ahead made was never released"
+
+
+def test_a_step_error_reaches_the_consumer_after_the_arrays_before_it():
+    stream, made, released, _keep = _counted_stream(5, fail_at=3)
+    got = []
+    with pytest.raises(AdbcFailure, match="disk I/O error"):
+        for array, _ in reader_child._read_ahead(stream):
+            got.append(array.length)
+            reader_child._release(array)
+    assert got == [0, 1, 2]
+    assert released == [0, 1, 2]
+
+
+def test_the_handover_waits_for_its_one_item_and_times_out_without_one():
+    handover = reader_child._Handover()
+    assert handover.take(0) == (False, None)
+    assert handover.take(0.01) == (False, None)
+    handover.put("a")
+    second = threading.Thread(target=handover.put, args=("b",))
+    second.start()
+    second.join(0.1)
+    assert second.is_alive(), "a second item was handed over before the first was taken"
+    assert handover.take() == (True, "a")
+    second.join(5)
+    assert handover.take(5) == (True, "b")
+
+
+def test_the_child_starts_without_threading_or_queue():
+    """The parent waits for the child's start: ``threading`` and ``queue`` (through ``collections``
+    and ``functools``) cost ~3.5 ms of it, and the child's module imports neither."""
+    script = str(Path(reader_child.__file__))  # loaded as the child loads it: its folder not on sys.path
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('reader_child', {script!r}); "
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+        "print(sorted(m for m in ('threading', 'queue', 'typing') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-P", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
