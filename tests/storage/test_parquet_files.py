@@ -81,15 +81,18 @@ def test_a_streamed_snapshot_writes_row_groups_of_bounded_size_and_unique_column
     assert dictionary_encoded("_rhei_op") == {True}
 
 
-def test_row_groups_hold_about_32_mib_of_a_streams_rows_within_bounds():
-    from rhei_lake.storage.delta import stream_row_group_rows
+def test_row_groups_hold_about_8_mib_of_a_streams_rows_within_bounds():
+    from rhei_lake.storage.delta import STREAM_ROW_GROUP_BYTES, stream_row_group_rows
 
     def batch(width: int, n: int = 1000) -> pa.RecordBatch:
         return pa.record_batch({"id": pa.array(range(n), pa.int64()), "s": pa.array(["x" * width] * n)})
 
-    assert stream_row_group_rows(batch(1)) == 1 << 20  # ~17 bytes a row: delta-rs's default cap
-    assert stream_row_group_rows(batch(200)) == (32 << 20) // 212
+    assert STREAM_ROW_GROUP_BYTES == 8 << 20
+    assert stream_row_group_rows(batch(1)) == (8 << 20) // 13  # 8 + 4 + 1 bytes a row
+    assert stream_row_group_rows(batch(60)) == (8 << 20) // 72
     assert stream_row_group_rows(batch(2000)) == 65_536  # the floor
+    tiny = pa.record_batch({"flag": pa.array([1] * 1000, pa.int8())})
+    assert stream_row_group_rows(tiny) == 1 << 20  # a byte a row: delta-rs's default cap
     assert stream_row_group_rows(batch(10, n=0)) == 1 << 20
 
 
