@@ -123,16 +123,35 @@ def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)", (key, value))
 
 
-def reserve_snapshot(conn: sqlite3.Connection, table: str, rows: int) -> tuple[int, int, int]:
-    """Reserve sequence numbers for ``rows`` existing rows; returns (from, to, ts_micros)."""
-    start = max_seq(conn)
-    marker = start + rows + 1
+@dataclass(frozen=True)
+class SnapshotClock:
+    """Where a snapshot's rows go in the log, fixed before they are counted (inside the write transaction
+    that reserves them): numbered from ``after + 1``, stamped ``ts_micros`` (``julian`` as the log stores it)."""
+
+    after: int
+    julian: float
+    ts_micros: int
+
+
+def snapshot_clock(conn: sqlite3.Connection) -> SnapshotClock:
+    """The log's last sequence number and SQLite's clock, now (inside the caller's write transaction)."""
+    julian, micros = conn.execute(f"SELECT ts, {TS_MICROS} FROM (SELECT {NOW} AS ts)").fetchone()
+    return SnapshotClock(max_seq(conn), julian, micros)
+
+
+def reserve_snapshot(
+    conn: sqlite3.Connection, table: str, rows: int, clock: SnapshotClock | None = None
+) -> tuple[int, int, int]:
+    """Reserve sequence numbers for ``rows`` existing rows, after ``clock`` (taken now if not given, in the
+    same write transaction); returns (from, to, ts_micros)."""
+    if clock is None:
+        clock = snapshot_clock(conn)
+    marker = clock.after + rows + 1
     conn.execute(
-        f"INSERT INTO {LOG_TABLE} (seq, tbl, op, ts) VALUES (?, ?, ?, {NOW})",
-        (marker, table, OP_SNAPSHOT_MARKER),
+        f"INSERT INTO {LOG_TABLE} (seq, tbl, op, ts) VALUES (?, ?, ?, ?)",
+        (marker, table, OP_SNAPSHOT_MARKER, clock.julian),
     )
-    ts = conn.execute(f"SELECT {TS_MICROS} FROM {LOG_TABLE} WHERE seq = ?", (marker,)).fetchone()[0]
-    return start, marker, ts
+    return clock.after, marker, clock.ts_micros
 
 
 def read_registry(conn: sqlite3.Connection) -> dict[str, Registration]:

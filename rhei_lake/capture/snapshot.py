@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from rhei_lake import faults
-from rhei_lake.capture.cdc_log import Registration
+from rhei_lake.capture.cdc_log import Registration, SnapshotClock
 from rhei_lake.capture.events import ORIGIN_SNAPSHOT, events_from_rows, misfit_detail, type_mismatch
 from rhei_lake.capture.insert_columns import InsertColumns
 from rhei_lake.capture.prefetch import Prefetch
@@ -40,18 +40,38 @@ from rhei_lake.phase_times import PhaseTimes
 
 
 class SnapshotRun:
-    """Common bookkeeping of a snapshot being streamed into the lake."""
+    """Common bookkeeping of a snapshot being streamed into the lake.
 
-    def __init__(self, registration: Registration, ts_micros: int, times: PhaseTimes | None = None) -> None:
-        self.registration = registration
-        self.ts_micros = ts_micros
+    A run is made inside the write transaction that registers its table, once its
+    reader is pinned and before its rows are counted; that transaction then
+    reserves their sequence numbers (:meth:`reserved`). A columnar run may read
+    meanwhile: where its rows go (``clock``) is fixed before the count.
+    """
+
+    def __init__(self, spec: TableSpec, clock: SnapshotClock, times: PhaseTimes | None = None) -> None:
+        self.spec = spec
+        self.clock = clock
         self.error: BaseException | None = None
         self.rows_read = 0
         self.times = times if times is not None else PhaseTimes()
+        self._registration: Registration | None = None
 
     @property
-    def spec(self) -> TableSpec:
-        return self.registration.spec
+    def registration(self) -> Registration:
+        """The registration that reserved the snapshot's sequence numbers."""
+        if self._registration is None:
+            raise RuntimeError(f"snapshot of {self.spec.name!r}: its sequence numbers are not reserved yet")
+        return self._registration
+
+    def reserved(self, registration: Registration) -> None:
+        """The registering transaction reserved the snapshot's sequence numbers: ``registration``'s."""
+        if registration.snapshot_from != self.clock.after or registration.spec != self.spec:
+            raise ValueError(f"snapshot of {self.spec.name!r}: reserved numbers after another origin or spec")
+        self._registration = registration
+
+    @property
+    def ts_micros(self) -> int:
+        return self.clock.ts_micros
 
     @property
     def expected_rows(self) -> int:
@@ -82,8 +102,9 @@ class SnapshotRun:
             raise
 
     def start(self, batch_rows: int) -> None:
-        """Begin reading now, ahead of :meth:`reader` (called with the same ``batch_rows``), while the
-        lake makes the snapshot's Delta table ready. A reader that reads only when pulled ignores it."""
+        """Begin reading now, ahead of :meth:`reader` (called with the same ``batch_rows``): while the
+        registration counts the rows and the lake makes the snapshot's Delta table ready. A reader that
+        reads only when pulled ignores it."""
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -97,15 +118,15 @@ class RowSnapshot(SnapshotRun):
     """A snapshot read row by row through ``sqlite3``."""
 
     def __init__(
-        self, conn: sqlite3.Connection, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+        self, conn: sqlite3.Connection, spec: TableSpec, clock: SnapshotClock, times: PhaseTimes | None = None
     ) -> None:
-        super().__init__(registration, ts_micros, times)
+        super().__init__(spec, clock, times)
         self._conn = conn
 
     def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         spec = self.spec
         cols = ", ".join(column_of(spec.name, c.name) for c in spec.columns)
-        next_seq = self.registration.snapshot_from + 1
+        next_seq = self.clock.after + 1
         cursor = self._conn.execute(f"SELECT {cols} FROM {quote_ident(spec.name)}")
         while True:
             rows = cursor.fetchmany(batch_rows)
@@ -127,15 +148,16 @@ class ColumnarSnapshot(SnapshotRun):
     """A snapshot read as Arrow by the ADBC reader process, whose read transaction is pinned."""
 
     def __init__(
-        self, reader: ReaderProcess, registration: Registration, ts_micros: int, times: PhaseTimes | None = None
+        self, reader: ReaderProcess, spec: TableSpec, clock: SnapshotClock, times: PhaseTimes | None = None
     ) -> None:
-        super().__init__(registration, ts_micros, times)
+        super().__init__(spec, clock, times)
         self._reader = reader
         self._ahead: tuple[Prefetch[pa.RecordBatch], PhaseTimes] | None = None
 
     def start(self, batch_rows: int) -> None:
         # Read and convert in a thread of its own, two batches ahead of the Delta writer (and the
-        # reader process's pipe ahead of that): from now, while the changelog is created.
+        # reader process's pipe ahead of that): from now, while the rows are counted and the changelog
+        # is created.
         if self._ahead is None:
             produced = PhaseTimes()
             converted = self._converted(batch_rows, produced)
@@ -151,7 +173,7 @@ class ColumnarSnapshot(SnapshotRun):
     def _converted(self, batch_rows: int, times: PhaseTimes) -> Iterator[pa.RecordBatch]:
         spec = self.spec
         sql, typed = snapshot_sql(spec)
-        next_seq = self.registration.snapshot_from + 1
+        next_seq = self.clock.after + 1
         schema = spec.changes_schema
         bookkeeping = InsertColumns(self.ts_micros)
         try:
@@ -173,6 +195,9 @@ class ColumnarSnapshot(SnapshotRun):
                 yield pa.RecordBatch.from_arrays([*arrays, *extra], schema=schema)
             for phase, seconds in self._reader.last_query_times.items():
                 times.add(f"reader process: {phase}", seconds)
+            # Every row is read: the pinned snapshot (which holds back WAL checkpoints) and the process
+            # go now, while the writer finishes, not after its commit.
+            self._reader.close()
         except NeedsDiagnosis:
             try:
                 for _ in stream:  # drain: the reader's transaction stays pinned for the diagnosis

@@ -129,11 +129,14 @@ class TriggerSource:
             self._registrations = cdc_log.read_registry(self._conn)
             self._slots = cdc_log.log_slots(self._conn)
 
-    def register(self, name: str, *, types: Mapping[str, str] | None = None) -> SnapshotRun | None:
+    def register(
+        self, name: str, *, types: Mapping[str, str] | None = None, batch_rows: int = 65_536
+    ) -> SnapshotRun | None:
         """Install triggers for ``name`` and reserve its snapshot.
 
         Returns the snapshot to stream into the lake, or ``None`` when the table
-        is already registered with the same schema.
+        is already registered with the same schema. A big table's snapshot is
+        already reading (batches of ``batch_rows`` at most, for its ``reader``).
         """
         with self._lock:
             reader = None
@@ -159,7 +162,7 @@ class TriggerSource:
                 if current is not None:  # its snapshot never landed: registered again with other types
                     drop_triggers(self._conn, spec.name)
                     cdc_log.delete_table_events(self._conn, spec.name)
-                return self._begin_snapshot(spec, reader, times)
+                return self._begin_snapshot(spec, reader, times, batch_rows)
             except BaseException as exc:
                 self._rollback()
                 if reader is not None:
@@ -197,7 +200,7 @@ class TriggerSource:
             "storage, stays readable with rhei_lake.open(storage=...))"
         )
 
-    def restart_snapshot(self, table: str) -> SnapshotRun:
+    def restart_snapshot(self, table: str, *, batch_rows: int = 65_536) -> SnapshotRun:
         """Take a fresh snapshot of a registered table (its lake copy is missing or never landed).
 
         The snapshot takes the table as SQLite declares it now, with the ``types=`` it was registered
@@ -213,7 +216,7 @@ class TriggerSource:
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = self._as_it_is(self._registrations[table].spec)
                 cdc_log.delete_table_events(self._conn, table)
-                return self._begin_snapshot(spec, reader, times)
+                return self._begin_snapshot(spec, reader, times, batch_rows)
             except BaseException as exc:
                 self._rollback()
                 if reader is not None:
@@ -229,24 +232,21 @@ class TriggerSource:
 
     def _columnar_reader(self, table: str) -> ReaderProcess | None:
         """A reader process for a big table's snapshot, started before any lock is taken
-        (by :meth:`prepare_snapshot` when it was told ahead)."""
-        spare = None
+        (by :meth:`prepare_snapshot` when it was told ahead: the table was found big then)."""
         if self._spare is not None and self._spare[0] == table:
-            spare = self._spare[1]
-            self._spare = None
-        try:
-            if not self._wants_columnar(table):
-                return None
-            return spare.reader(self.path) if spare is not None else ReaderProcess(self.path)
-        finally:
-            if spare is not None:
+            spare, self._spare = self._spare[1], None
+            try:
+                return spare.reader(self.path)
+            finally:
                 spare.close()  # not taken: stopped here
+        return ReaderProcess(self.path) if self._wants_columnar(table) else None
 
     def prepare_snapshot(self, table: str) -> None:
-        """``table``'s snapshot is about to be taken anew: start its reader process now, when it will
-        have one, so that it overlaps the rest of the lake's open (one table at a time). Only a head
-        start: what fails here (a table gone, a busy database, no process to spare) is left to the
-        snapshot, which meets it again and reports it."""
+        """``table``'s snapshot is about to be taken: start its reader process now, when it will have
+        one, so that its start overlaps other work (the rest of the lake's open; deltalake's import
+        before a registration). One table at a time; :meth:`release_spare` stops one not taken. Only a
+        head start: what fails here (a table gone, a busy database, no process to spare) is left to
+        the snapshot, which meets it again and reports it."""
         with self._lock:
             if self._spare is not None:
                 return
@@ -263,44 +263,57 @@ class TriggerSource:
                 self._spare[1].close()
                 self._spare = None
 
-    def _begin_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes) -> SnapshotRun:
+    def _begin_snapshot(
+        self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes, batch_rows: int
+    ) -> SnapshotRun:
         """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
         with times.around("registration"):
-            return self._registered_snapshot(spec, columnar, times)
+            return self._registered_snapshot(spec, columnar, times, batch_rows)
 
-    def _registered_snapshot(self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes) -> SnapshotRun:
+    def _registered_snapshot(
+        self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes, batch_rows: int
+    ) -> SnapshotRun:
         self._slots = cdc_log.ensure_slots(self._conn, len(spec.columns))
         install_triggers(self._conn, spec)
         schema_watch.record(self._conn, spec.name)
-        rows = _count_rows(self._conn, spec.name)
-        snap_from, snap_to, ts = cdc_log.reserve_snapshot(self._conn, spec.name, rows)
-        registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
-        cdc_log.write_registration(self._conn, registration)
-        # The reader's first read pins its WAL snapshot: the state just before our
-        # commit, which (we hold the write lock) equals the state at the commit.
-        pin = f"SELECT 1 FROM {quote_ident(spec.name)} NOT INDEXED LIMIT 1"
-        run: SnapshotRun
-        if columnar is not None:
-            with times.measure("reader start"):
-                columnar.begin()
-                columnar.query(pin).read_all()
-            run = ColumnarSnapshot(columnar, registration, ts, times)
-        else:
-            reader = connect(self.path)
-            try:
-                reader.execute("BEGIN")
-                reader.execute(pin).fetchall()
-            except BaseException:
-                reader.close()
-                raise
-            run = RowSnapshot(reader, registration, ts, times)
+        clock = cdc_log.snapshot_clock(self._conn)
+        run = self._pinned_run(spec, clock, columnar, times)
         try:
+            # A columnar run reads from here on, while its rows are counted here: its reader's
+            # snapshot and this count see the same rows (this transaction holds the write lock).
+            run.start(batch_rows)
+            rows = _count_rows(self._conn, spec.name)
+            snap_from, snap_to, _ = cdc_log.reserve_snapshot(self._conn, spec.name, rows, clock)
+            registration = Registration(spec, STATE_SNAPSHOT, snap_from, snap_to, 0)
+            cdc_log.write_registration(self._conn, registration)
+            run.reserved(registration)
             self._conn.execute("COMMIT")
         except BaseException:
             run.close()
             raise
         self._registrations[spec.name] = registration
         return run
+
+    def _pinned_run(
+        self, spec: TableSpec, clock: cdc_log.SnapshotClock, columnar: ReaderProcess | None, times: PhaseTimes
+    ) -> SnapshotRun:
+        """The snapshot's run, its reader's read transaction pinned: the reader's first read pins its WAL
+        snapshot, the state just before the registering commit, which (the caller holds the write lock)
+        equals the state at the commit."""
+        pin = f"SELECT 1 FROM {quote_ident(spec.name)} NOT INDEXED LIMIT 1"
+        if columnar is not None:
+            with times.measure("reader start"):
+                columnar.begin()
+                columnar.query(pin).read_all()
+            return ColumnarSnapshot(columnar, spec, clock, times)
+        reader = connect(self.path)
+        try:
+            reader.execute("BEGIN")
+            reader.execute(pin).fetchall()
+        except BaseException:
+            reader.close()
+            raise
+        return RowSnapshot(reader, spec, clock, times)
 
     def mark_ready(self, table: str, synced_seq: int) -> None:
         with self._lock:

@@ -174,7 +174,8 @@ class _StreamFailed(Exception):
 
 
 def preload() -> None:
-    """Import deltalake now (~40 ms of CPU the first time): from a thread, while waiting for something else."""
+    """Import deltalake now (~10-40 ms of CPU the first time), while waiting for something else (a
+    reader process's start)."""
     import deltalake  # noqa: F401
 
 

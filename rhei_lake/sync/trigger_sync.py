@@ -193,7 +193,7 @@ class TriggerSync:
     def _restarted(self, table: str, spec: TableSpec) -> SnapshotRun:
         """``table``'s snapshot taken anew, its empty changelog given the spec the snapshot takes: the
         table as SQLite declares it now, which may differ from ``spec`` (changed while no lake held a copy)."""
-        run = self.source.restart_snapshot(table)
+        run = self.source.restart_snapshot(table, batch_rows=self.config.batch_size)
         if run.spec != spec:
             try:
                 reset_unsynced(self.storage, run.spec, self.config)
@@ -209,17 +209,23 @@ class TriggerSync:
     ) -> TableSpec:
         """Capture ``name`` from now on and commit its existing rows once."""
         with self._lock:
-            if self.storage.durable:  # the snapshot's Delta write imports deltalake: meanwhile, not after
-                threading.Thread(target=delta.preload, name="rhei-preload", daemon=True).start()
-            run = self.source.register(name, types=types)
+            if self.storage.durable and not self._mirrored(name):
+                # The snapshot's Delta write needs deltalake: imported while a big table's reader process
+                # starts (~12 ms either), not while the snapshot reads (it would hold the GIL the
+                # read's hand-over needs).
+                self.source.prepare_snapshot(name)
+                delta.preload()
+            try:
+                run = self.source.register(name, types=types, batch_rows=self.config.batch_size)
+            finally:
+                self.source.release_spare()  # not taken: the table was registered already, or it failed
             if run is None:
                 canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
                 if canonical not in self.changelogs or not self.source.registrations()[canonical].ready:
                     self._attach(canonical, progress)  # also retries a snapshot that failed earlier
                 return self.source.registrations()[canonical].spec
             try:
-                run.start(self.config.batch_size)  # the rows stream in while the changelog is made ready
-                with run.times.measure("changelog"):
+                with run.times.measure("changelog"):  # the rows stream in meanwhile
                     held = held_events(self.storage, run.spec.name, self.config)
                     if not held:
                         reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
@@ -242,6 +248,11 @@ class TriggerSync:
                 raise
             self.waiting.pop(run.spec.name, None)
             return run.spec
+
+    def _mirrored(self, name: str) -> bool:
+        """Whether ``name`` (in any case) is registered and its snapshot committed: registering it again
+        takes no snapshot."""
+        return any(n.lower() == name.lower() and r.ready for n, r in self.source.registrations().items())
 
     def _history_kept(self, table: str, held: int, types: Mapping[str, str] | None) -> SchemaError:
         """A table registered again (any types) whose history from an earlier registration the lake keeps:

@@ -12,6 +12,7 @@ import pytest
 import rhei_lake
 from rhei_lake import faults
 from rhei_lake.capture.reader_process import fast_reader_available
+from rhei_lake.errors import RheiError
 from tests.support.oracle import assert_same_state
 from tests.support.workload import SCHEMA, Workload
 
@@ -126,10 +127,11 @@ def _big_table(conn: sqlite3.Connection, name: str) -> None:
         conn.executemany(f"INSERT INTO {name} VALUES (?, ?)", ((i, "x" * 50) for i in range(200_000)))
 
 
-@pytest.mark.parametrize("failing", ["changelog", "before the snapshot", "interrupted before the snapshot"])
+@pytest.mark.parametrize("failing", ["changelog", "counting", "before the snapshot", "interrupted before the snapshot"])
 def test_the_snapshot_streams_while_its_changelog_is_made_and_stops_when_the_registration_fails(
     tmp_path, monkeypatch, failing
 ):
+    from rhei_lake.capture import trigger_source
     from rhei_lake.sync import trigger_sync
 
     db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
@@ -158,6 +160,15 @@ def test_the_snapshot_streams_while_its_changelog_is_made_and_stops_when_the_reg
         if failing == "changelog":
             with pytest.raises(OSError, match="no space"):
                 lake.register_table("u")
+        elif failing == "counting":  # the read has begun when the registering transaction counts the rows
+
+            def count_fails(connection, table):
+                time.sleep(0.3)
+                raise sqlite3.OperationalError("disk I/O error")
+
+            with monkeypatch.context() as patched, pytest.raises(RheiError, match="disk I/O error"):
+                patched.setattr(trigger_source, "_count_rows", count_fails)
+                lake.register_table("u")
         elif failing == "before the snapshot":
             with faults.armed("snapshot.before_start", "enospc"), pytest.raises(OSError):
                 lake.register_table("u")
@@ -169,3 +180,101 @@ def test_the_snapshot_streams_while_its_changelog_is_made_and_stops_when_the_reg
         monkeypatch.setattr(trigger_sync, "open_changelog", opened)
         lake.register_table("u")  # retried: nothing of the failed attempt is in the way
         assert lake.query("SELECT count(*) AS n FROM u").to_pylist() == [{"n": 200_000}]
+
+
+def test_the_snapshot_reads_while_its_rows_are_counted_and_the_count_agrees_with_concurrent_writers(
+    tmp_path, monkeypatch
+):
+    """The read starts once the reader is pinned, before the registering transaction counts the rows;
+    both see the rows as they are under its write lock, whatever other connections commit around it."""
+    from rhei_lake.capture import trigger_source
+
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    conn = sqlite3.connect(db, isolation_level=None)
+    _big_table(conn, "t")
+    reading_at_count = []
+    counted = trigger_source._count_rows
+
+    def count_rows(connection, table):
+        reading_at_count.append(_snapshot_threads())
+        return counted(connection, table)
+
+    monkeypatch.setattr(trigger_source, "_count_rows", count_rows)
+    stop = threading.Event()
+
+    def write() -> None:  # another connection, committing all along
+        other = sqlite3.connect(db, isolation_level=None, timeout=30)
+        n = 1_000_000
+        while not stop.is_set():
+            other.execute("INSERT INTO t VALUES (?, 'w')", (n,))
+            other.execute("UPDATE t SET v = 'u' WHERE id = ?", (n % 200_000,))
+            n += 1
+        other.close()
+
+    writer = threading.Thread(target=write)
+    with rhei_lake.open(oltp_path=db, storage=url, columnar_min_rows=1, batch_size=1000) as lake:
+        writer.start()
+        try:
+            time.sleep(0.05)
+            lake.register_table("t")
+            time.sleep(0.05)
+        finally:
+            stop.set()
+            writer.join()
+        assert reading_at_count == [["rhei-snapshot-read"]], "the rows were counted before the read began"
+        lake.sync_now()
+        assert_same_state(lake, conn, "t")
+
+
+def test_the_reader_lets_go_of_the_database_once_every_row_is_read(tmp_path, monkeypatch):
+    """Not after the Delta commit: the pinned read transaction holds back WAL checkpoints."""
+    from rhei_lake.storage.changelog import Changelog
+
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    conn = sqlite3.connect(db, isolation_level=None)
+    _big_table(conn, "t")
+    seen = []
+    bridge = Changelog._bridge
+
+    def bridged(self, start, end):  # the snapshot's commit is done, commit_stream not yet returned
+        busy, _, _ = sqlite3.connect(db, isolation_level=None).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        seen.append((len(_readers()), busy))
+        return bridge(self, start, end)
+
+    monkeypatch.setattr(Changelog, "_bridge", bridged)
+    with rhei_lake.open(oltp_path=db, storage=url, columnar_min_rows=1, batch_size=1000) as lake:
+        lake.register_table("t")
+        assert seen == [(0, 0)], "the snapshot's reader still pinned the database when its commit was done"
+        assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 200_000}]
+
+
+def test_a_registration_starts_its_reader_before_importing_deltalake_and_none_when_registered(tmp_path, monkeypatch):
+    from rhei_lake.capture import reader_process, spare_reader
+    from rhei_lake.storage import delta
+
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    conn = sqlite3.connect(db, isolation_level=None)
+    _big_table(conn, "t")
+    started = []
+    at_import = []
+    start = reader_process.start_reader_child
+    preload = delta.preload
+
+    def counting():
+        started.append(True)
+        return start()
+
+    def importing():
+        at_import.append(len(_readers()))
+        preload()
+
+    monkeypatch.setattr(reader_process, "start_reader_child", counting)
+    monkeypatch.setattr(spare_reader, "start_reader_child", counting)
+    monkeypatch.setattr(delta, "preload", importing)
+    with rhei_lake.open(oltp_path=db, storage=url, columnar_min_rows=1, batch_size=1000) as lake:
+        lake.register_table("t")
+        assert at_import == [1], "deltalake was not imported while the reader process started"
+        assert len(started) == 1
+        lake.register_table("T")  # registered already: no snapshot, no reader process, no import
+        assert len(started) == 1 and at_import == [1]
+        assert _readers() == []
