@@ -140,6 +140,7 @@ class TriggerSource:
         """
         with self._lock:
             reader = None
+            run: SnapshotRun | None = None
             times = PhaseTimes()
             try:
                 pending = self._registrations.get(canonical_table_name(self._conn, name))
@@ -162,14 +163,22 @@ class TriggerSource:
                 if current is not None:  # its snapshot never landed: registered again with other types
                     drop_triggers(self._conn, spec.name)
                     cdc_log.delete_table_events(self._conn, spec.name)
-                return self._begin_snapshot(spec, reader, times, batch_rows)
+                run = self._begin_snapshot(spec, reader, times, batch_rows)
+                return run
             except BaseException as exc:
-                self._rollback()
-                if reader is not None:
-                    reader.close()
+                self._failed(run, reader)
                 if isinstance(exc, sqlite3.Error):
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
+
+    def _failed(self, run: SnapshotRun | None, reader: ReaderProcess | None) -> None:
+        """A registration (or a snapshot taken anew) failed: undo its transaction if it is open, and stop
+        its run, reading already if it got that far (an interrupt after the commit), else its reader."""
+        self._rollback()
+        if run is not None:
+            run.close()
+        elif reader is not None:
+            reader.close()
 
     def _as_it_is(self, spec: TableSpec) -> TableSpec:
         """``spec``'s table as SQLite declares it now, with the ``types=`` it was registered with."""
@@ -212,15 +221,15 @@ class TriggerSource:
             times = PhaseTimes()
             with times.measure("reader start"):
                 reader = self._columnar_reader(table)
+            run: SnapshotRun | None = None
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 spec = self._as_it_is(self._registrations[table].spec)
                 cdc_log.delete_table_events(self._conn, table)
-                return self._begin_snapshot(spec, reader, times, batch_rows)
+                run = self._begin_snapshot(spec, reader, times, batch_rows)
+                return run
             except BaseException as exc:
-                self._rollback()
-                if reader is not None:
-                    reader.close()
+                self._failed(run, reader)
                 if isinstance(exc, sqlite3.Error):
                     raise translate_sqlite_error(exc, self.path) from exc
                 raise
@@ -266,9 +275,19 @@ class TriggerSource:
     def _begin_snapshot(
         self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes, batch_rows: int
     ) -> SnapshotRun:
-        """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit."""
-        with times.around("registration"):
-            return self._registered_snapshot(spec, columnar, times, batch_rows)
+        """Inside an IMMEDIATE transaction: triggers + reservation + registry, pin a reader, commit.
+
+        The run (a columnar one reads from the pin on) is closed if anything fails before it is returned.
+        """
+        run: SnapshotRun | None = None
+        try:
+            with times.around("registration"):
+                run = self._registered_snapshot(spec, columnar, times, batch_rows)
+            return run
+        except BaseException:
+            if run is not None:
+                run.close()
+            raise
 
     def _registered_snapshot(
         self, spec: TableSpec, columnar: ReaderProcess | None, times: PhaseTimes, batch_rows: int

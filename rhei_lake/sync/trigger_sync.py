@@ -209,42 +209,44 @@ class TriggerSync:
     ) -> TableSpec:
         """Capture ``name`` from now on and commit its existing rows once."""
         with self._lock:
-            if self.storage.durable and not self._mirrored(name):
-                # The snapshot's Delta write needs deltalake: imported while a big table's reader process
-                # starts (~12 ms either), not while the snapshot reads (it would hold the GIL the
-                # read's hand-over needs).
-                self.source.prepare_snapshot(name)
-                delta.preload()
+            run: SnapshotRun | None = None
             try:
-                run = self.source.register(name, types=types, batch_rows=self.config.batch_size)
-            finally:
-                self.source.release_spare()  # not taken: the table was registered already, or it failed
-            if run is None:
-                canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
-                if canonical not in self.changelogs or not self.source.registrations()[canonical].ready:
-                    self._attach(canonical, progress)  # also retries a snapshot that failed earlier
-                return self.source.registrations()[canonical].spec
-            try:
+                try:
+                    if self.storage.durable and not self._mirrored(name):
+                        # The snapshot's Delta write needs deltalake: imported while a big table's reader
+                        # process starts (~12 ms either), not while the snapshot reads (it would hold the
+                        # GIL the read's hand-over needs).
+                        self.source.prepare_snapshot(name)
+                        delta.preload()
+                    run = self.source.register(name, types=types, batch_rows=self.config.batch_size)
+                finally:
+                    self.source.release_spare()  # not taken: the table was registered already, or it failed
+                if run is None:
+                    canonical = next(n for n in self.source.registrations() if n.lower() == name.lower())
+                    if canonical not in self.changelogs or not self.source.registrations()[canonical].ready:
+                        self._attach(canonical, progress)  # also retries a snapshot that failed earlier
+                    return self.source.registrations()[canonical].spec
                 with run.times.measure("changelog"):  # the rows stream in meanwhile
                     held = held_events(self.storage, run.spec.name, self.config)
                     if not held:
                         reset_unsynced(self.storage, run.spec, self.config)  # an earlier attempt with other types
                         changelog, _ = open_changelog(self.storage, run.spec, self.config)
+                if held:
+                    run.close()
+                    self.source.unregister(run.spec.name)
+                    raise self._history_kept(run.spec.name, held, types)
+                self.changelogs[run.spec.name] = changelog
+                self._lake_specs[run.spec.name] = run.spec
+                try:
+                    faults.point("snapshot.before_start")
+                    self._snapshot(run, progress)
+                except BaseException as exc:
+                    run.close()
+                    self._wait(run.spec.name, exc)
+                    raise
             except BaseException:
-                run.close()
-                raise
-            if held:
-                run.close()
-                self.source.unregister(run.spec.name)
-                raise self._history_kept(run.spec.name, held, types)
-            self.changelogs[run.spec.name] = changelog
-            self._lake_specs[run.spec.name] = run.spec
-            try:
-                faults.point("snapshot.before_start")
-                self._snapshot(run, progress)
-            except BaseException as exc:
-                run.close()  # its read started before the changelog was made: stopped even if _snapshot never ran
-                self._wait(run.spec.name, exc)
+                if run is not None:
+                    run.close()  # its read began in the registration: stopped whatever failed after it
                 raise
             self.waiting.pop(run.spec.name, None)
             return run.spec

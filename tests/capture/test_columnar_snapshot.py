@@ -278,3 +278,34 @@ def test_a_registration_starts_its_reader_before_importing_deltalake_and_none_wh
         lake.register_table("T")  # registered already: no snapshot, no reader process, no import
         assert len(started) == 1 and at_import == [1]
         assert _readers() == []
+
+
+@pytest.mark.parametrize("interrupted", ["importing deltalake", "after the registration commits"])
+def test_an_interrupted_registration_leaves_no_reader_or_read_behind(tmp_path, monkeypatch, interrupted):
+    from rhei_lake.phase_times import PhaseTimes
+    from rhei_lake.storage import delta
+
+    db, url = str(tmp_path / "app.db"), str(tmp_path / "lake")
+    conn = sqlite3.connect(db, isolation_level=None)
+    _big_table(conn, "t")
+    add = PhaseTimes.add
+
+    def preload() -> None:
+        raise KeyboardInterrupt
+
+    def add_interrupted(self, phase, seconds, **kwargs):
+        if phase == "registration":  # the end of `with times.around("registration")`: committed, not returned
+            raise KeyboardInterrupt
+        return add(self, phase, seconds, **kwargs)
+
+    with rhei_lake.open(oltp_path=db, storage=url, columnar_min_rows=1, batch_size=1000) as lake:
+        with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+            if interrupted == "importing deltalake":
+                patched.setattr(delta, "preload", preload)
+            else:
+                patched.setattr(PhaseTimes, "add", add_interrupted)
+            lake.register_table("t")
+        time.sleep(0.3)  # a read left running would have started by now
+        assert _readers() == [] and _snapshot_threads() == []
+        lake.register_table("t")  # retried: the snapshot (taken anew if its registration committed) lands once
+        assert lake.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 200_000}]

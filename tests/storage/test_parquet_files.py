@@ -90,7 +90,8 @@ def test_row_groups_hold_about_8_mib_of_a_streams_rows_within_bounds():
     assert STREAM_ROW_GROUP_BYTES == 8 << 20
     assert stream_row_group_rows(batch(1)) == (8 << 20) // 13  # 8 + 4 + 1 bytes a row
     assert stream_row_group_rows(batch(60)) == (8 << 20) // 72
-    assert stream_row_group_rows(batch(2000)) == 65_536  # the floor
+    assert stream_row_group_rows(batch(200)) == 65_536  # the floor, from 128 bytes a row
+    assert stream_row_group_rows(batch(2000)) == 65_536
     tiny = pa.record_batch({"flag": pa.array([1] * 1000, pa.int8())})
     assert stream_row_group_rows(tiny) == 1 << 20  # a byte a row: delta-rs's default cap
     assert stream_row_group_rows(batch(10, n=0)) == 1 << 20
