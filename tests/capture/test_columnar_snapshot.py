@@ -209,6 +209,8 @@ def test_the_snapshot_reads_while_its_rows_are_counted_and_the_count_agrees_with
             other.execute("INSERT INTO t VALUES (?, 'w')", (n,))
             other.execute("UPDATE t SET v = 'u' WHERE id = ?", (n % 200_000,))
             n += 1
+            time.sleep(0.001)  # a moment between commits: SQLite's locks are not fair, and a writer with
+            # none starves the registration's BEGIN IMMEDIATE past its busy timeout on a loaded machine
         other.close()
 
     writer = threading.Thread(target=write)
