@@ -241,7 +241,6 @@ class TriggerSync:
                     faults.point("snapshot.before_start")
                     self._snapshot(run, progress)
                 except BaseException as exc:
-                    run.close()
                     self._wait(run.spec.name, exc)
                     raise
             except BaseException:
