@@ -17,7 +17,7 @@ back to the row poll, which names it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -25,13 +25,19 @@ import pyarrow.compute as pc
 
 from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
-from rhei_lake.capture.prefetch import prefetched
+from rhei_lake.capture.prefetch import Prefetch
 from rhei_lake.capture.polled_source import PollPlan
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
 from rhei_lake.errors import SourceError, SourceUnavailableError
 from rhei_lake.phase_times import PhaseTimes
+
+
+# COPY data per batch. The driver's default, 16 MiB (~200K rows of a narrow table), kept the
+# write waiting ~70 ms for the first batch and alone for the last one; 4 MiB batches also
+# parse with ~20% less CPU (they stay in cache).
+BATCH_BYTES = 4 << 20
 
 
 def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.Array]) -> bool:
@@ -79,37 +85,64 @@ def soft_deleted(column: pa.ChunkedArray) -> pa.ChunkedArray:
 class PostgresFirstRead:
     """One REPEATABLE READ snapshot of a polled PostgreSQL table, streamed as declared-type Arrow.
 
-    ``rows`` counts the snapshot; ``cursor`` is its greatest ``(updated_at, key)``
-    (``None`` for an empty table), read alongside the rows and known once
-    :meth:`batches` is exhausted. ``times`` says where the read's time went.
+    ``big`` says whether the snapshot holds at least the ``min_rows`` it was
+    opened with (found by reading that many rows at most). :meth:`start`
+    counts the snapshot and reads its cursor in a thread while the ADBC
+    connection opens and the rows stream: ``rows`` waits for the count;
+    ``cursor`` is the snapshot's greatest ``(updated_at, key)`` (``None`` for an
+    empty table), known once :meth:`batches` is exhausted. ``times`` says where
+    the read's time went.
     """
 
-    def __init__(self, psycopg_conn: Any, plan: PollPlan) -> None:
-        """Pin a snapshot on ``psycopg_conn`` (a dedicated connection, closed with this read) and count it."""
+    def __init__(
+        self, psycopg_conn: Any, plan: PollPlan, min_rows: int, translate: Callable[[BaseException, str], SourceError]
+    ) -> None:
+        """Pin a snapshot on ``psycopg_conn`` (a dedicated connection, closed with this read); ``translate``
+        maps a psycopg error of the count or the cursor's query to a SourceError (given where it happened)."""
         import psycopg
 
         self.plan = plan
         self._pg = psycopg_conn
+        self._translate = translate
         self._adbc_database: Any = None
         self._adbc: Any = None
         self.cursor: PollCursor | None = None
-        self._cursor_thread: threading.Thread | None = None
-        self._cursor_error: BaseException | None = None
+        self._rows: int | None = None
+        self._counted = threading.Event()
+        self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_error: BaseException | None = None
+        self._read_statement: Any = None
+        self._prefetch: Prefetch[tuple[pa.Table, pa.ChunkedArray | None]] | None = None
+        self._produced = PhaseTimes()  # the COPY thread's phases, merged into times at the end
         self.times = PhaseTimes()
         try:
-            with self.times.measure("row count"):
+            with self.times.measure("snapshot"):
                 self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # read-only already
                 with self._pg.cursor() as cur:
                     cur.execute("SELECT pg_export_snapshot()", ())
                     (self._snapshot,) = cur.fetchone()
-                    cur.execute(f"SELECT count(*) FROM {plan.relation}", ())
-                    self.rows = int(cur.fetchone()[0])
+                    # The count and the cursor's scan run beside the read on this machine's cores:
+                    # parallel workers would only take cores from the read and the write.
+                    cur.execute("SET LOCAL max_parallel_workers_per_gather = 0", ())
+                    cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {plan.relation} LIMIT %s) AS head", (min_rows,))
+                    self.big = int(cur.fetchone()[0]) >= min_rows
         except BaseException:
             self.close()
             raise
 
+    @property
+    def rows(self) -> int:
+        """The rows in the snapshot: what the batches must add up to (waits for the count)."""
+        if self._snapshot_thread is not None:
+            self._counted.wait()
+        if self._rows is None:
+            self._await_snapshot()  # raises what stopped the count
+            raise RuntimeError("a first read counts its rows once started")
+        return self._rows
+
     def start(self, url: str) -> None:
-        """Read the cursor and open the ADBC connection on the same snapshot."""
+        """Count the snapshot and read its cursor in a thread; open the ADBC connection on the same
+        snapshot and start streaming its rows (:meth:`batches`)."""
         try:
             with self.times.measure("reader start"):
                 self._start(url)
@@ -123,10 +156,13 @@ class PostgresFirstRead:
         import adbc_driver_manager
         import adbc_driver_postgresql
 
-        # The cursor's query (a scan, without an index on updated_at) runs on the server while ADBC reads.
-        self._cursor_thread = threading.Thread(target=self._read_cursor, name="rhei-first-read-cursor", daemon=True)
-        self._cursor_thread.start()
-        self._adbc_database = adbc_driver_postgresql.connect(url)
+        # The count and the cursor's query (scans, without an index on updated_at) run on the server
+        # while the driver loads and connects, then while ADBC reads.
+        self._snapshot_thread = threading.Thread(
+            target=self._read_snapshot_facts, name="rhei-first-read-count", daemon=True
+        )
+        self._snapshot_thread.start()
+        self._adbc_database = adbc_driver_postgresql.connect(url)  # loads the driver and the server's types
         self._adbc = adbc_driver_manager.AdbcConnection(self._adbc_database)
         self._adbc.set_autocommit(False)  # a transaction, begun now
         for sql in (
@@ -139,6 +175,7 @@ class PostgresFirstRead:
                 statement.execute_update()
             finally:
                 statement.close()
+        self._begin_read()
 
     def _statement(self, sql: str) -> Any:
         import adbc_driver_manager
@@ -147,44 +184,69 @@ class PostgresFirstRead:
         statement.set_sql_query(sql)
         return statement
 
-    def _read_cursor(self) -> None:
+    def _read_snapshot_facts(self) -> None:
+        import psycopg
+
         try:
+            faults.point("first_read.before_count")
+            with self._pg.cursor() as cur:
+                cur.execute(f"SELECT count(*) FROM {self.plan.relation}", ())
+                self._rows = int(cur.fetchone()[0])
+            self._counted.set()
             with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
                 cur.execute(self.plan.last_row_sql(), ())
                 last = cur.fetchone()
             self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
-        except BaseException as exc:  # raised where the cursor is needed
-            self._cursor_error = exc
+        except psycopg.Error as exc:  # raised where the count or the cursor is needed
+            self._snapshot_error = self._translate(exc, f"counting the rows of table {self.plan.spec.name!r}")
+        except BaseException as exc:
+            self._snapshot_error = exc
+        finally:
+            self._counted.set()
 
-    def _await_cursor(self) -> None:
-        if self._cursor_thread is not None:
-            self._cursor_thread.join()
-            self._cursor_thread = None
-        if self._cursor_error is not None:
-            raise self._cursor_error
+    def _await_snapshot(self) -> None:
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join()
+            self._snapshot_thread = None
+        if self._snapshot_error is not None:
+            raise self._snapshot_error
 
-    def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
-        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
-
-        Batches are as large as the driver reads them (16 MB of COPY data), whatever ``batch_rows`` says;
-        they are read and cast in a thread of their own, two batches ahead of the caller.
-        """
+    def _begin_read(self) -> None:
+        """Start the COPY now, in a thread of its own that reads and casts two batches ahead of :meth:`batches`."""
         spec = self.plan.spec
         # ADBC's PostgreSQL driver reads a psycopg-style "%%" in a quoted name literally.
         select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
-        produced = PhaseTimes()
-        statement = self._statement(sql)
+        self._read_statement = statement = self._statement(sql)
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
+        self._prefetch = Prefetch(
+            self._converted(statement, self._produced), 2, name="rhei-first-read", abandon=statement.cancel
+        )
+
+    def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+        """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
+
+        Batches are as large as the driver reads them (``BATCH_BYTES`` of COPY data), whatever
+        ``batch_rows`` says; :meth:`start` began reading them.
+        """
+        if self._prefetch is None:
+            raise RuntimeError("a first read streams its rows once, after start()")
         try:
-            converted = prefetched(
-                self._converted(statement, produced), 2, name="rhei-first-read", abandon=statement.cancel
-            )
-            yield from self.times.timed("waiting for rows", converted)
+            yield from self.times.timed("waiting for rows", self._prefetch.items())
         finally:
-            statement.close()
-        self.times.merge(produced, elsewhere=True)
+            self._end_read()
+        self.times.merge(self._produced, elsewhere=True)
         with self.times.measure("cursor read"):
-            self._await_cursor()
+            self._await_snapshot()
+
+    def _end_read(self) -> None:
+        """Stop the COPY's thread (cancelling the query unless it ended) and close its statement."""
+        prefetch, self._prefetch = self._prefetch, None
+        statement, self._read_statement = self._read_statement, None
+        if prefetch is not None:
+            prefetch.close()
+        if statement is not None:
+            statement.close()
 
     def _converted(self, statement: Any, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         with times.measure("typed read"):
@@ -216,12 +278,14 @@ class PostgresFirstRead:
             yield table, flags
 
     def close(self) -> None:
-        if self._cursor_thread is not None:  # the read stopped early: the cursor's query may still run
+        self._end_read()
+        if self._snapshot_thread is not None:  # the read stopped early: the count or the cursor's query may still run
             try:
                 self._pg.cancel()
             except Exception:  # closing anyway
                 pass
-            self._cursor_thread.join()
+            self._snapshot_thread.join()
+            self._snapshot_thread = None
         for conn in (self._adbc, self._pg):
             if conn is None:
                 continue
