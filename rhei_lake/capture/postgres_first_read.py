@@ -12,12 +12,18 @@ Each column is cast to its declared Arrow type (:mod:`rhei_lake.capture.postgres
 a value the cast refuses ends the read with
 :class:`~rhei_lake.capture.typed_select.NeedsDiagnosis`, and the caller falls
 back to the row poll, which names it.
+
+The snapshot's connection holds the table from its size check until the read
+ends, so a schema change (ALTER TABLE) arriving meanwhile queues behind it,
+and the COPY's own lock would queue behind that: the COPY gives up a lock
+wait after ``LOCK_TIMEOUT_MS`` (a transient error; the next sync reads the
+table again) rather than wait for ever in a cycle PostgreSQL cannot see.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +33,8 @@ from rhei_lake import faults
 from rhei_lake.capture.poll_cursor import PollCursor
 from rhei_lake.capture.prefetch import Prefetch
 from rhei_lake.capture.polled_source import PollPlan
+from rhei_lake.capture.postgres_db import translate_adbc_error, translate_postgres_error
+from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
@@ -38,6 +46,7 @@ from rhei_lake.phase_times import PhaseTimes
 # write waiting ~70 ms for the first batch and alone for the last one; 4 MiB batches also
 # parse with ~20% less CPU (they stay in cache).
 BATCH_BYTES = 4 << 20
+LOCK_TIMEOUT_MS = 1000
 
 
 def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.Array]) -> bool:
@@ -94,21 +103,19 @@ class PostgresFirstRead:
     the read's time went.
     """
 
-    def __init__(
-        self, psycopg_conn: Any, plan: PollPlan, min_rows: int, translate: Callable[[BaseException, str], SourceError]
-    ) -> None:
-        """Pin a snapshot on ``psycopg_conn`` (a dedicated connection, closed with this read); ``translate``
-        maps a psycopg error of the count or the cursor's query to a SourceError (given where it happened)."""
+    def __init__(self, psycopg_conn: Any, plan: PollPlan, min_rows: int, location: SourceLocation) -> None:
+        """Pin a snapshot on ``psycopg_conn`` (a dedicated connection to ``location``, closed with this read)."""
         import psycopg
 
         self.plan = plan
         self._pg = psycopg_conn
-        self._translate = translate
+        self._location = location
         self._adbc_database: Any = None
         self._adbc: Any = None
         self.cursor: PollCursor | None = None
         self._rows: int | None = None
         self._counted = threading.Event()
+        self._closing = threading.Event()  # the thread starts no query once set
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_error: BaseException | None = None
         self._read_statement: Any = None
@@ -121,8 +128,10 @@ class PostgresFirstRead:
                 with self._pg.cursor() as cur:
                     cur.execute("SELECT pg_export_snapshot()", ())
                     (self._snapshot,) = cur.fetchone()
-                    # The count and the cursor's scan run beside the read on this machine's cores:
-                    # parallel workers would only take cores from the read and the write.
+                    # The count and the last row's scan run beside the read: on a server sharing the
+                    # sidecar's cores, parallel workers took them from the read and the write (a 1M-row
+                    # first sync on 2 cores: ~38 ms slower with them). The count, which the write waits
+                    # for, is then ~1.6x slower on an idle server.
                     cur.execute("SET LOCAL max_parallel_workers_per_gather = 0", ())
                     cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {plan.relation} LIMIT %s) AS head", (min_rows,))
                     self.big = int(cur.fetchone()[0]) >= min_rows
@@ -133,8 +142,9 @@ class PostgresFirstRead:
     @property
     def rows(self) -> int:
         """The rows in the snapshot: what the batches must add up to (waits for the count)."""
-        if self._snapshot_thread is not None:
-            self._counted.wait()
+        if self._snapshot_thread is not None and not self._counted.is_set():
+            with self.times.measure("waiting for the count"):
+                self._counted.wait()
         if self._rows is None:
             self._await_snapshot()  # raises what stopped the count
             raise RuntimeError("a first read counts its rows once started")
@@ -158,10 +168,9 @@ class PostgresFirstRead:
 
         # The count and the cursor's query (scans, without an index on updated_at) run on the server
         # while the driver loads and connects, then while ADBC reads.
-        self._snapshot_thread = threading.Thread(
-            target=self._read_snapshot_facts, name="rhei-first-read-count", daemon=True
-        )
-        self._snapshot_thread.start()
+        counting = threading.Thread(target=self._read_snapshot_facts, name="rhei-first-read-count", daemon=True)
+        counting.start()
+        self._snapshot_thread = counting
         self._adbc_database = adbc_driver_postgresql.connect(url)  # loads the driver and the server's types
         self._adbc = adbc_driver_manager.AdbcConnection(self._adbc_database)
         self._adbc.set_autocommit(False)  # a transaction, begun now
@@ -169,6 +178,11 @@ class PostgresFirstRead:
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
             f"SET TRANSACTION SNAPSHOT '{self._snapshot}'",
             "SET TRANSACTION READ ONLY",
+            # The snapshot's connection holds the table (ACCESS SHARE) from its size check on: a lock this
+            # one waits for is one queued behind that, e.g. an ALTER TABLE, which waits for this read to
+            # end. Nothing in PostgreSQL breaks that cycle (the other connection is idle, not waiting):
+            # give way after a moment instead of waiting for ever.
+            f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'",
         ):
             statement = self._statement(sql)
             try:
@@ -187,18 +201,24 @@ class PostgresFirstRead:
     def _read_snapshot_facts(self) -> None:
         import psycopg
 
+        where = f"counting the rows of table {self.plan.spec.name!r}"
         try:
             faults.point("first_read.before_count")
+            if self._closing.is_set():
+                return
             with self._pg.cursor() as cur:
                 cur.execute(f"SELECT count(*) FROM {self.plan.relation}", ())
                 self._rows = int(cur.fetchone()[0])
             self._counted.set()
+            where = f"reading the last row of table {self.plan.spec.name!r}"
+            if self._closing.is_set():
+                return
             with self._pg.cursor(binary=True) as cur:  # as the row poll reads: the cursor's values are its values
                 cur.execute(self.plan.last_row_sql(), ())
                 last = cur.fetchone()
             self.cursor = PollCursor(last[0], tuple(last[1:])) if last is not None else None
         except psycopg.Error as exc:  # raised where the count or the cursor is needed
-            self._snapshot_error = self._translate(exc, f"counting the rows of table {self.plan.spec.name!r}")
+            self._snapshot_error = translate_postgres_error(exc, self._location, where=where)
         except BaseException as exc:
             self._snapshot_error = exc
         finally:
@@ -241,16 +261,22 @@ class PostgresFirstRead:
 
     def _end_read(self) -> None:
         """Stop the COPY's thread (cancelling the query unless it ended) and close its statement."""
-        prefetch, self._prefetch = self._prefetch, None
-        statement, self._read_statement = self._read_statement, None
-        if prefetch is not None:
-            prefetch.close()
-        if statement is not None:
-            statement.close()
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        if self._read_statement is not None:
+            self._read_statement.close()
+            self._read_statement = None
 
     def _converted(self, statement: Any, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
+        import adbc_driver_manager
+
         with times.measure("typed read"):
-            handle, _ = statement.execute_query()
+            try:
+                handle, _ = statement.execute_query()
+            except adbc_driver_manager.Error as exc:
+                where = f"reading table {self.plan.spec.name!r}"
+                raise translate_adbc_error(exc, self._location, where=where) from None
             stream = pa.RecordBatchReader._import_from_c(handle.address)
         # The stream lives in the statement's memory: it is released here, in the thread that reads it,
         # before the statement is closed, whether the read ends, fails or is stopped.
@@ -279,13 +305,15 @@ class PostgresFirstRead:
 
     def close(self) -> None:
         self._end_read()
-        if self._snapshot_thread is not None:  # the read stopped early: the count or the cursor's query may still run
-            try:
+        self._closing.set()
+        counting = self._snapshot_thread
+        while counting is not None and counting.is_alive():  # the read stopped early: its count or cursor's query
+            try:  # may run (a cancel sent before a query starts is lost: sent until the thread ends)
                 self._pg.cancel()
             except Exception:  # closing anyway
                 pass
-            self._snapshot_thread.join()
-            self._snapshot_thread = None
+            counting.join(0.05)
+        self._snapshot_thread = None
         for conn in (self._adbc, self._pg):
             if conn is None:
                 continue

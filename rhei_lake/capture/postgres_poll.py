@@ -245,7 +245,7 @@ class PostgresPolledSource:
 
         conn = connect(self.location)
         try:
-            first = PostgresFirstRead(conn, plan, min_rows, self._error)  # closes conn if it fails
+            first = PostgresFirstRead(conn, plan, min_rows, self.location)  # closes conn if it fails
             if not first.big:
                 first.close()
                 return None

@@ -612,6 +612,174 @@ def test_a_postgres_first_read_whose_snapshot_connection_is_ended_before_its_cou
     source.close()
 
 
+@pytest.mark.timeout(60)  # without the read giving way, it waits for ever
+def test_a_schema_change_queued_during_a_postgres_first_read_is_let_through_and_the_next_sync_reads_it(
+    postgres, tmp_path, caplog, monkeypatch
+):
+    """An ALTER TABLE queues behind the first read's snapshot connection (which holds the table from its
+    size check) before the COPY asks for the table: the COPY would wait behind the ALTER, which waits for
+    the read to end, and nothing in PostgreSQL breaks that cycle. The read gives way (transient), the
+    ALTER runs, and the next sync commits every row once."""
+    import time
+
+    import adbc_driver_postgresql
+    import psycopg
+
+    from rhei_lake.errors import SourceUnavailableError
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 5000) g"
+    )
+    altered: list[float] = []
+
+    def migrate() -> None:
+        with psycopg.connect(source.url, autocommit=True) as conn:
+            started = time.monotonic()
+            conn.execute("ALTER TABLE items ADD COLUMN note text DEFAULT 'x'")
+            altered.append(time.monotonic() - started)
+
+    real_connect = adbc_driver_postgresql.connect
+
+    def connect_once_the_alter_waits(url: str):
+        threading.Thread(target=migrate, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not source.query(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'ALTER%%' AND wait_event_type = 'Lock'"
+        ):
+            assert time.monotonic() < deadline, "the ALTER never queued"
+            time.sleep(0.005)
+        return real_connect(url)
+
+    monkeypatch.setattr(adbc_driver_postgresql, "connect", connect_once_the_alter_waits)
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match="the read gave way") as raised:
+            lake.sync_now()
+        assert raised.value.transient
+        assert time.monotonic() - started < 8
+        deadline = time.monotonic() + 10
+        while not altered:
+            assert time.monotonic() < deadline, "the ALTER still waits once the read gave way"
+            time.sleep(0.01)
+        monkeypatch.setattr(adbc_driver_postgresql, "connect", real_connect)
+        lake.sync_now()
+        assert _used_columnar(caplog)
+        ids = lake.query("SELECT id FROM items_changes").column(0).to_pylist()
+        assert sorted(ids) == list(range(1, 5001))
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [("57P01", True), ("08006", True), ("55P03", True), ("42501", False), ("XX000", False), (None, False)],
+)
+def test_an_error_of_a_postgres_first_reads_copy_is_rhei_lakes_own(
+    postgres, tmp_path, monkeypatch, sqlstate, transient
+):
+    """The COPY's query fails as it is prepared (the server going away, a lock given up, a permission, an
+    internal error): the sync raises a rhei_lake SourceError, transient where retrying may help, never the
+    driver's own error, and nothing of the password; no thread of the read is left."""
+    import adbc_driver_manager
+
+    from rhei_lake.errors import SourceError
+    from tests.support.postgres import PASSWORD
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 3000) g"
+    )
+
+    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
+
+    class RefusingStatement:
+        """The driver's statement, whose query fails as it is prepared."""
+
+        def __init__(self, statement) -> None:
+            self._statement = statement
+
+        def __getattr__(self, name: str):
+            return getattr(self._statement, name)
+
+        def execute_query(self):
+            raise adbc_driver_manager.ProgrammingError(
+                f"Failed to prepare query ({source.url})", status_code=6, sqlstate=sqlstate
+            )
+
+    real_statement = PostgresFirstRead._statement
+
+    def statement(self, sql: str):
+        made = real_statement(self, sql)
+        return RefusingStatement(made) if sql.startswith("SELECT") else made
+
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        monkeypatch.setattr(PostgresFirstRead, "_statement", statement)
+        with pytest.raises(SourceError) as raised:
+            lake.sync_now()
+        assert raised.value.transient == transient, raised.value
+        assert PASSWORD not in str(raised.value)
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        monkeypatch.undo()
+        lake.sync_now()
+        assert sorted(lake.query("SELECT id FROM items_changes").column(0).to_pylist()) == list(range(1, 3001))
+    source.close()
+
+
+def test_a_postgres_first_read_closed_before_its_count_starts_runs_no_count(postgres, tmp_path, monkeypatch):
+    """The ADBC connection cannot be made while the thread that counts the rows has not sent its
+    query yet: a cancel then would be lost, and the count and the last row's scan would run to their
+    end before the row poll takes over. The read closes without running either."""
+    import time
+
+    import adbc_driver_postgresql
+
+    from rhei_lake.capture.polled_source import open_polled_source
+    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
+    from rhei_lake.capture.source_url import parse_source_url
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 2000) g"
+    )
+
+    def refuse(url: str):
+        raise RuntimeError("no connection for the driver")
+
+    closed: list[PostgresFirstRead] = []
+    real_close = PostgresFirstRead.close
+
+    def close(self) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(adbc_driver_postgresql, "connect", refuse)
+    monkeypatch.setattr(PostgresFirstRead, "close", close)
+    polled = open_polled_source(parse_source_url(source.url))
+    try:
+        plan = polled.describe(items_table())
+        with faults.armed("first_read.before_count", lambda _point: time.sleep(0.3)):
+            assert polled.first_read(plan, 1) is None  # the row poll takes over
+        (first,) = closed
+        assert first._rows is None and first.cursor is None, "the count or the last row's scan ran"
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+    finally:
+        polled.close()
+    source.close()
+
+
 @pytest.mark.parametrize("storage", ["local", "memory"])
 def test_a_transient_source_error_inside_the_first_read_stays_transient(tmp_path, monkeypatch, storage):
     """The source goes away while the columnar read streams into the Delta writer: the error the
