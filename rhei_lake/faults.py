@@ -61,6 +61,10 @@ POINTS: dict[str, str] = {
         "thread; the Delta writer may be writing earlier ones, nothing is committed (a snapshot's changelog may "
         "not exist yet: its read starts while the changelog is made)"
     ),
+    "first_read.before_count": (
+        "a PostgreSQL table's first read pinned its snapshot; the thread that counts its rows and reads its last "
+        "row is about to count them, while the ADBC connection opens and the rows stream"
+    ),
     "first_sync.after_events_before_cursor": (
         "sidecar: a table's first columnar read is committed as events; the cursor it ended on is not yet"
     ),

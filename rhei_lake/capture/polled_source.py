@@ -174,7 +174,11 @@ def polled_spec_options(table: PolledTable, location: SourceLocation) -> dict[st
 class FirstRead(Protocol):
     """A whole table read at once for its first sync: one snapshot, declared-type Arrow, any row order."""
 
-    rows: int  # rows in the snapshot: what the batches must add up to
+    @property
+    def rows(self) -> int:
+        """Rows in the snapshot: what the batches must add up to (it may wait for a count still running)."""
+        ...
+
     cursor: PollCursor | None  # its greatest (updated_at, key); set once batches() is exhausted at the latest
     times: PhaseTimes  # where the read's time went
 

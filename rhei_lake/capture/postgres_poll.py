@@ -245,8 +245,8 @@ class PostgresPolledSource:
 
         conn = connect(self.location)
         try:
-            first = PostgresFirstRead(conn, plan)  # closes conn if it fails
-            if first.rows < min_rows:
+            first = PostgresFirstRead(conn, plan, min_rows, self.location)  # closes conn if it fails
+            if not first.big:
                 first.close()
                 return None
             first.start(self.location.url)

@@ -440,7 +440,7 @@ def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_
 
     source = postgres_source(postgres, postgres.create_database())
     source.execute(ITEMS_DDL["postgresql"])
-    # ~40 MB of COPY data: the driver reads it in several batches of 16 MB.
+    # ~40 MB of COPY data: the driver reads it in several batches (BATCH_BYTES each).
     source.execute(
         "INSERT INTO items SELECT g, repeat('x', 300) || g, g * 0.25, g, "
         "timestamptz '2026-01-01' + g * interval '1 ms', NULL FROM generate_series(1, 120000) g"
@@ -470,6 +470,313 @@ def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_
         seqs = lake.query("SELECT _rhei_seq FROM items_changes").column(0).to_pylist()
         assert len(seqs) == len(set(seqs)) == 120000
     assert _used_columnar(caplog)
+    source.close()
+
+
+@pytest.mark.parametrize(("rows", "columnar"), [(499, False), (500, True), (501, True)])
+def test_a_postgres_table_is_read_whole_from_columnar_min_rows_rows(postgres, tmp_path, caplog, rows, columnar):
+    """The size check reads at most ``columnar_min_rows`` rows; the boundary is where it says."""
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        f"FROM generate_series(1, {rows}) g"
+    )
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), 500) as lake:
+        assert lake.sync_now().events == rows
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+    assert _used_columnar(caplog) == columnar
+    source.close()
+
+
+def test_a_postgres_first_read_is_one_snapshot_while_another_connection_writes(postgres, tmp_path, caplog):
+    """Another connection inserts, updates and soft-deletes rows all through a first read whose rows are
+    counted, and whose last row is read, in a thread beside the COPY: the first sync commits one
+    snapshot (its events as many as the rows it counted, or it fails), the next sync the rest, and
+    the lake equals PostgreSQL."""
+    import time
+
+    import psycopg
+
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 60000) g"
+    )
+    stop = threading.Event()
+    writes = [0]
+
+    def write() -> None:
+        with psycopg.connect(source.url, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                stamp = f"2027-01-01 00:00:00+00'::timestamptz + interval '{n} ms"
+                if n % 3 == 0:
+                    conn.execute(f"INSERT INTO items VALUES ({100000 + n}, 'new', 0.5, {n}, '{stamp}', NULL)")
+                elif n % 3 == 1:
+                    conn.execute(
+                        f"UPDATE items SET qty = qty + 1, updated_at = '{stamp}' WHERE id = {n * 7919 % 60000 + 1}"
+                    )
+                else:
+                    conn.execute(
+                        f"UPDATE items SET deleted_at = '{stamp}', updated_at = '{stamp}' WHERE id = {n * 104729 % 60000 + 1}"
+                    )
+                writes[0] = n
+                time.sleep(0.0005)
+
+    writer = threading.Thread(target=write)
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        writer.start()
+        try:
+            while writes[0] < 20:
+                time.sleep(0.005)
+            before = writes[0]
+            with faults.armed("first_read.batch_converted", lambda _point: time.sleep(0.05), times=0):
+                lake.sync_now()
+            assert writes[0] > before + 20, "nothing was written while the first read ran"
+        finally:
+            stop.set()
+            writer.join()
+        assert _used_columnar(caplog)
+        lake.sync_now()
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+        seqs = lake.query("SELECT _rhei_seq FROM items_changes").column(0).to_pylist()
+        assert len(seqs) == len(set(seqs))
+    source.close()
+
+
+@pytest.mark.parametrize("copying", [False, True])
+def test_a_postgres_first_read_whose_snapshot_connection_is_ended_before_its_count(postgres, tmp_path, caplog, copying):
+    """The server ends the connection holding the snapshot just before it counts the rows, beside the
+    ADBC connection's start. Before the COPY took the snapshot up, the first read is unavailable and
+    the row poll reads the table; once the COPY runs, the sync fails with a transient
+    SourceUnavailableError (not psycopg's own error), commits nothing, leaves no thread of the read,
+    and the next sync commits every row once. Either way the lake ends equal to PostgreSQL."""
+    import time
+
+    from rhei_lake.capture.postgres_db import APPLICATION_NAME
+    from rhei_lake.errors import SourceUnavailableError
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, repeat('x', 300) || g, g * 0.25, g, "
+        "timestamptz '2026-01-01' + g * interval '1 ms', NULL FROM generate_series(1, 60000) g"
+    )
+    activity = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    killed: list[int] = []
+
+    def end_the_snapshot_holder(_point: str) -> None:
+        deadline = time.monotonic() + 10
+        while copying and not source.query(f"SELECT 1 {activity} AND query LIKE 'COPY%%' AND state = 'active'"):
+            assert time.monotonic() < deadline, "the COPY never started"
+            time.sleep(0.002)
+        rows = source.query(
+            f"SELECT pg_terminate_backend(pid) {activity} AND application_name = '{APPLICATION_NAME}' "
+            "AND state = 'idle in transaction'"
+        )
+        killed.extend(1 for (ok,) in rows if ok)
+
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        with faults.armed("first_read.before_count", end_the_snapshot_holder):
+            if copying:
+                with pytest.raises(SourceUnavailableError) as raised:
+                    lake.sync_now()
+                assert raised.value.transient
+                assert lake.query("SELECT count(*) AS n FROM items_changes").column(0)[0].as_py() == 0
+            else:
+                assert lake.sync_now().events == 60000
+        assert killed == [1], "not exactly the snapshot's connection was ended"
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        assert _used_columnar(caplog) is False
+        if copying:
+            lake.sync_now()
+            assert _used_columnar(caplog)
+        ids = lake.query("SELECT id FROM items_changes").column(0).to_pylist()
+        assert sorted(ids) == list(range(1, 60001))
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+    source.close()
+
+
+@pytest.mark.timeout(60)  # without the read giving way, it waits for ever
+def test_a_schema_change_queued_during_a_postgres_first_read_is_let_through_and_the_next_sync_reads_it(
+    postgres, tmp_path, caplog, monkeypatch
+):
+    """An ALTER TABLE queues behind the first read's snapshot connection (which holds the table from its
+    size check) before the COPY asks for the table: the COPY would wait behind the ALTER, which waits for
+    the read to end, and nothing in PostgreSQL breaks that cycle. The read gives way (transient), the
+    ALTER runs, and the next sync commits every row once."""
+    import time
+
+    import adbc_driver_postgresql
+    import psycopg
+
+    from rhei_lake.errors import SourceUnavailableError
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 5000) g"
+    )
+    altered: list[float] = []
+
+    def migrate() -> None:
+        with psycopg.connect(source.url, autocommit=True) as conn:
+            started = time.monotonic()
+            conn.execute("ALTER TABLE items ADD COLUMN note text DEFAULT 'x'")
+            altered.append(time.monotonic() - started)
+
+    real_connect = adbc_driver_postgresql.connect
+
+    def connect_once_the_alter_waits(url: str):
+        threading.Thread(target=migrate, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not source.query(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'ALTER%%' AND wait_event_type = 'Lock'"
+        ):
+            assert time.monotonic() < deadline, "the ALTER never queued"
+            time.sleep(0.005)
+        return real_connect(url)
+
+    monkeypatch.setattr(adbc_driver_postgresql, "connect", connect_once_the_alter_waits)
+    caplog.set_level(logging.INFO, logger="rhei_lake")
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match="the read gave way") as raised:
+            lake.sync_now()
+        assert raised.value.transient
+        assert time.monotonic() - started < 8
+        deadline = time.monotonic() + 10
+        while not altered:
+            assert time.monotonic() < deadline, "the ALTER still waits once the read gave way"
+            time.sleep(0.01)
+        monkeypatch.setattr(adbc_driver_postgresql, "connect", real_connect)
+        lake.sync_now()
+        assert _used_columnar(caplog)
+        ids = lake.query("SELECT id FROM items_changes").column(0).to_pylist()
+        assert sorted(ids) == list(range(1, 5001))
+        current = {r["id"]: tuple(r.values()) for r in lake.query(f"SELECT {COLUMNS} FROM items").to_pylist()}
+        assert current == source.live_items()
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [("57P01", True), ("08006", True), ("55P03", True), ("42501", False), ("XX000", False), (None, False)],
+)
+def test_an_error_of_a_postgres_first_reads_copy_is_rhei_lakes_own(
+    postgres, tmp_path, monkeypatch, sqlstate, transient
+):
+    """The COPY's query fails as it is prepared (the server going away, a lock given up, a permission, an
+    internal error): the sync raises a rhei_lake SourceError, transient where retrying may help, never the
+    driver's own error, and nothing of the password; no thread of the read is left."""
+    import adbc_driver_manager
+
+    from rhei_lake.errors import SourceError
+    from tests.support.postgres import PASSWORD
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 3000) g"
+    )
+
+    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
+
+    class RefusingStatement:
+        """The driver's statement, whose query fails as it is prepared."""
+
+        def __init__(self, statement) -> None:
+            self._statement = statement
+
+        def __getattr__(self, name: str):
+            return getattr(self._statement, name)
+
+        def execute_query(self):
+            raise adbc_driver_manager.ProgrammingError(
+                f"Failed to prepare query ({source.url})", status_code=6, sqlstate=sqlstate
+            )
+
+    real_statement = PostgresFirstRead._statement
+
+    def statement(self, sql: str):
+        made = real_statement(self, sql)
+        return RefusingStatement(made) if sql.startswith("SELECT") else made
+
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        monkeypatch.setattr(PostgresFirstRead, "_statement", statement)
+        with pytest.raises(SourceError) as raised:
+            lake.sync_now()
+        assert raised.value.transient == transient, raised.value
+        assert PASSWORD not in str(raised.value)
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        monkeypatch.undo()
+        lake.sync_now()
+        assert sorted(lake.query("SELECT id FROM items_changes").column(0).to_pylist()) == list(range(1, 3001))
+    source.close()
+
+
+def test_a_postgres_first_read_closed_before_its_count_starts_runs_no_count(postgres, tmp_path, monkeypatch):
+    """The ADBC connection cannot be made while the thread that counts the rows has not sent its
+    query yet: a cancel then would be lost, and the count and the last row's scan would run to their
+    end before the row poll takes over. The read closes without running either."""
+    import time
+
+    import adbc_driver_postgresql
+
+    from rhei_lake.capture.polled_source import open_polled_source
+    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
+    from rhei_lake.capture.source_url import parse_source_url
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        "FROM generate_series(1, 2000) g"
+    )
+
+    def refuse(url: str):
+        raise RuntimeError("no connection for the driver")
+
+    closed: list[PostgresFirstRead] = []
+    real_close = PostgresFirstRead.close
+
+    def close(self) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(adbc_driver_postgresql, "connect", refuse)
+    monkeypatch.setattr(PostgresFirstRead, "close", close)
+    polled = open_polled_source(parse_source_url(source.url))
+    try:
+        plan = polled.describe(items_table())
+        with faults.armed("first_read.before_count", lambda _point: time.sleep(0.3)):
+            assert polled.first_read(plan, 1) is None  # the row poll takes over
+        (first,) = closed
+        assert first._rows is None and first.cursor is None, "the count or the last row's scan ran"
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+    finally:
+        polled.close()
     source.close()
 
 
