@@ -1,4 +1,4 @@
-"""The columnar SQLite reader process (``python -P -S reader_child.py DRIVER``).
+"""The columnar SQLite reader process (``python -P -S -c RUN reader_child.py DRIVER``: run from its cached bytecode).
 
 ADBC reads SQLite into Arrow an order of magnitude faster than the ``sqlite3``
 module, but it links its own copy of SQLite; two copies in one process can

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from rhei_lake.capture.reader_process import (
+    _RUN_SCRIPT,
     PIPE_BYTES,
     ReaderProcess,
     _child_command,
@@ -93,6 +94,33 @@ def test_commands_before_open_are_protocol_errors():
         (b"E", no_database),
         (b"E", {"type": "ProtocolError", "message": "unknown op 'sing'"}),
     ]
+
+
+def test_the_child_runs_from_its_cached_bytecode_and_sees_the_arguments_a_script_would(tmp_path):
+    """A script named on the command line is compiled at every start; the child is run through the
+    importer's loader instead, which keeps its bytecode in ``__pycache__``. Shown by a cached file
+    whose bytecode says something else than its source (same size and time: the loader trusts it)."""
+    import importlib.util
+    import os
+    import py_compile
+    import sys
+
+    script, other = tmp_path / "child.py", tmp_path / "other.py"
+    body = "import sys; print(__name__, sys.argv[1:], sys.path[0] == {!r}, {!r})"
+    script.write_text(body.format(str(tmp_path), "source"))
+    other.write_text(body.format(str(tmp_path), "cached"))
+    os.utime(other, (1_700_000_000, 1_700_000_000))
+    os.utime(script, (1_700_000_000, 1_700_000_000))
+    py_compile.compile(str(other), cfile=importlib.util.cache_from_source(str(script)), doraise=True)
+
+    def run() -> str:
+        command = [sys.executable, "-P", "-S", "-c", _RUN_SCRIPT, str(script), "driver.so"]
+        return subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+
+    assert run() == "__main__ ['driver.so'] False cached"
+    os.utime(script, (1_700_000_001, 1_700_000_001))  # the source changed: read, not the stale bytecode
+    assert run() == "__main__ ['driver.so'] False source"
+    assert _child_command()[1:4] == ["-P", "-S", "-c"]
 
 
 def test_a_read_waits_for_a_writer_holding_the_database_like_the_lakes_own_connections(tmp_path):
