@@ -47,6 +47,7 @@ from rhei_lake.phase_times import PhaseTimes
 # parse with ~20% less CPU (they stay in cache).
 BATCH_BYTES = 4 << 20
 LOCK_TIMEOUT_MS = 1000
+PREFETCH_BATCHES = 4
 
 
 def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.Array]) -> bool:
@@ -232,22 +233,27 @@ class PostgresFirstRead:
             raise self._snapshot_error
 
     def _begin_read(self) -> None:
-        """Start the COPY now, in a thread of its own that reads and casts two batches ahead of :meth:`batches`."""
+        """Start the COPY now, in a thread of its own that reads and casts ``PREFETCH_BATCHES`` ahead of :meth:`batches`."""
         spec = self.plan.spec
         # ADBC's PostgreSQL driver reads a psycopg-style "%%" in a quoted name literally.
         select = ", ".join(self.plan.select[c].replace("%%", "%") for c in spec.column_names)
         sql = f"SELECT {select} FROM {self.plan.relation.replace('%%', '%')}"
         self._read_statement = statement = self._statement(sql)
         statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
+        # Four batches (~16 MiB of COPY data) ahead: the write starts once the rows are counted, and until
+        # then the COPY reads on (two ahead: ~22 ms slower, 1M rows on 2 cores).
         self._prefetch = Prefetch(
-            self._converted(statement, self._produced), 2, name="rhei-first-read", abandon=statement.cancel
+            self._converted(statement, self._produced),
+            PREFETCH_BATCHES,
+            name="rhei-first-read",
+            abandon=statement.cancel,
         )
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
         """``(user columns, soft-deleted flags or None)`` per batch; NeedsDiagnosis when a value will not cast.
 
         Batches are as large as the driver reads them (``BATCH_BYTES`` of COPY data), whatever
-        ``batch_rows`` says; :meth:`start` began reading them.
+        ``batch_rows`` says; :meth:`start` began reading them, ``PREFETCH_BATCHES`` ahead of the caller.
         """
         if self._prefetch is None:
             raise RuntimeError("a first read streams its rows once, after start()")
