@@ -305,26 +305,35 @@ class PollingSync:
                         raise NeedsDiagnosis
                     built_events += built.num_rows
                     done += columns.num_rows
-                    if done > first.rows:
+                    if done > counted:
                         raise SourceError(f"the first read of {table.name!r} read more rows than it counted; retry")
                     yield from built.to_batches()
                     if tick is not None:
                         tick(done)
-                if done != first.rows:
-                    raise SourceError(
-                        f"the first read of {table.name!r} read {done} of the {first.rows} rows it counted"
-                    )
+                if done != counted:
+                    raise SourceError(f"the first read of {table.name!r} read {done} of the {counted} rows it counted")
             except Exception as exc:
                 raised.append(exc)
                 raise
 
         try:
-            if first.rows == 0:
+            try:
+                counted = first.rows
+            except SourceError as exc:
+                # The count failed (a statement timeout on the whole table, say) where the read may not
+                # have: the row poll reads in small steps, and raises what it meets itself.
+                log.warning(
+                    "table %r: the columnar first read could not count the table (%s); reading row by row",
+                    table.name,
+                    exc,
+                )
+                return None
+            if counted == 0:
                 return None
             reader = pa.RecordBatchReader.from_batches(table.plan.spec.changes_schema, events())
             try:
                 with times.around("delta write"):
-                    changelog.commit_stream(reader, watermark=base + first.rows)
+                    changelog.commit_stream(reader, watermark=base + counted)
             except Exception as exc:
                 if raised and isinstance(raised[0], NeedsDiagnosis):
                     log.info("table %r: a value needs the row-by-row read; switching to it", table.name)
@@ -336,7 +345,7 @@ class PollingSync:
             first.close()
         faults.point("first_sync.after_events_before_cursor")
         with times.measure("cursor commit"):
-            table.commit(table.plan.spec.changes_schema.empty_table(), base=base + first.rows, cursor=first.cursor)
+            table.commit(table.plan.spec.changes_schema.empty_table(), base=base + counted, cursor=first.cursor)
         log.info(
             "table %r: first sync of %d rows committed in one read (%s)",
             table.name,
