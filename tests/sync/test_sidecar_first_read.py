@@ -317,6 +317,19 @@ def _pg_row(rng: random.Random, i: int) -> tuple:
     )
 
 
+def _pg_items(postgres, rows: int, name: str = "'n' || g"):
+    """A PostgreSQL source whose ``items`` hold ``rows`` rows (ids 1..rows, ``name`` an SQL expression of g)."""
+    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
+
+    source = postgres_source(postgres, postgres.create_database())
+    source.execute(ITEMS_DDL["postgresql"])
+    source.execute(
+        f"INSERT INTO items SELECT g, {name}, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
+        f"FROM generate_series(1, {rows}) g"
+    )
+    return source
+
+
 def test_postgres_types_read_columnar_equal_the_row_poll(postgres, tmp_path, caplog):
     """Every PostgreSQL type rhei_lake maps, NULLs included, through both reads: the same events and cursor."""
     from tests.support.sidecar_source import postgres_source
@@ -436,15 +449,9 @@ def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_
     import threading
 
     from rhei_lake.errors import SourceUnavailableError
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
     # ~40 MB of COPY data: the driver reads it in several batches (BATCH_BYTES each).
-    source.execute(
-        "INSERT INTO items SELECT g, repeat('x', 300) || g, g * 0.25, g, "
-        "timestamptz '2026-01-01' + g * interval '1 ms', NULL FROM generate_series(1, 120000) g"
-    )
+    source = _pg_items(postgres, 120000, "repeat('x', 300) || g")
     killed: list[int] = []
 
     def kill_the_copy(_point: str) -> None:
@@ -476,14 +483,8 @@ def test_a_postgres_first_read_whose_connection_is_killed_mid_read_is_transient_
 @pytest.mark.parametrize(("rows", "columnar"), [(499, False), (500, True), (501, True)])
 def test_a_postgres_table_is_read_whole_from_columnar_min_rows_rows(postgres, tmp_path, caplog, rows, columnar):
     """The size check reads at most ``columnar_min_rows`` rows; the boundary is where it says."""
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
-        f"FROM generate_series(1, {rows}) g"
-    )
+    source = _pg_items(postgres, rows)
     caplog.set_level(logging.INFO, logger="rhei_lake")
     with _open(source.url, str(tmp_path / "lake"), 500) as lake:
         assert lake.sync_now().events == rows
@@ -502,14 +503,7 @@ def test_a_postgres_first_read_is_one_snapshot_while_another_connection_writes(p
 
     import psycopg
 
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
-
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
-        "FROM generate_series(1, 60000) g"
-    )
+    source = _pg_items(postgres, 60000)
     stop = threading.Event()
     writes = [0]
 
@@ -568,14 +562,8 @@ def test_a_postgres_first_read_whose_count_fails_hands_the_table_to_the_row_poll
 
     from rhei_lake.capture.postgres_db import APPLICATION_NAME
     from tests.support.postgres import PASSWORD
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, repeat('x', 300) || g, g * 0.25, g, "
-        "timestamptz '2026-01-01' + g * interval '1 ms', NULL FROM generate_series(1, 60000) g"
-    )
+    source = _pg_items(postgres, 60000, "repeat('x', 300) || g")
     activity = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     killed: list[int] = []
 
@@ -627,14 +615,8 @@ def test_a_schema_change_queued_during_a_postgres_first_read_is_let_through_and_
     import psycopg
 
     from rhei_lake.errors import SourceUnavailableError
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
-        "FROM generate_series(1, 5000) g"
-    )
+    source = _pg_items(postgres, 5000)
     altered: list[float] = []
 
     def migrate() -> None:
@@ -691,14 +673,8 @@ def test_an_error_of_a_postgres_first_reads_copy_is_rhei_lakes_own(
 
     from rhei_lake.errors import SourceError
     from tests.support.postgres import PASSWORD
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
-        "FROM generate_series(1, 3000) g"
-    )
+    source = _pg_items(postgres, 3000)
 
     from rhei_lake.capture.postgres_first_read import PostgresFirstRead
 
@@ -747,14 +723,8 @@ def test_a_postgres_first_read_closed_before_its_count_starts_runs_no_count(post
     from rhei_lake.capture.polled_source import open_polled_source
     from rhei_lake.capture.postgres_first_read import PostgresFirstRead
     from rhei_lake.capture.source_url import parse_source_url
-    from tests.support.sidecar_source import ITEMS_DDL, postgres_source
 
-    source = postgres_source(postgres, postgres.create_database())
-    source.execute(ITEMS_DDL["postgresql"])
-    source.execute(
-        "INSERT INTO items SELECT g, 'n' || g, g * 0.25, g, timestamptz '2026-01-01' + g * interval '1 ms', NULL "
-        "FROM generate_series(1, 2000) g"
-    )
+    source = _pg_items(postgres, 2000)
 
     def refuse(url: str):
         raise RuntimeError("no connection for the driver")
