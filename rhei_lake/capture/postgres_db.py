@@ -94,26 +94,26 @@ def translate_postgres_error(exc: BaseException, location: SourceLocation, *, wh
 
 
 # SQLSTATEs after which the same read may succeed later: a lost or refused connection (class 08), the
-# server shutting down or starting (57P0x), too few resources (class 53), a serialization failure or
-# deadlock (40001, 40P01).
-_TRANSIENT_SQLSTATES = ("08", "57P", "53", "40001", "40P01")
-LOCK_NOT_AVAILABLE = "55P03"
+# server shutting down or starting (57P0x), a statement or lock timeout (57014, 55P03), too few
+# resources (class 53), a serialization failure or deadlock (40001, 40P01).
+_TRANSIENT_SQLSTATES = ("08", "57P", "57014", "55P03", "53", "40001", "40P01")
+# The same, as libpq words them in an error the driver's stream reports without its SQLSTATE.
+_TRANSIENT_MARKERS = (*_UNAVAILABLE_MARKERS, "due to lock timeout", "due to statement timeout", "deadlock detected")
 
 
 def translate_adbc_error(exc: BaseException, location: SourceLocation, *, where: str = "") -> SourceError:
-    """Map an error of ADBC's PostgreSQL driver to a rhei_lake SourceError (password masked), by its
-    SQLSTATE where the driver gives one."""
+    """Map an error of ADBC's PostgreSQL driver (or of its Arrow stream: an OSError is a lost
+    connection) to a rhei_lake SourceError, password masked, by its SQLSTATE where the driver gives one."""
     text = _clean(str(exc) or type(exc).__name__, location)
     prefix = f"{location.masked}{': ' + where if where else ''}"
     sqlstate = str(getattr(exc, "sqlstate", None) or "")
-    if sqlstate == LOCK_NOT_AVAILABLE:
-        return SourceUnavailableError(
-            f"{prefix}: another session waits to lock the table (a schema change, say) behind this read's own "
-            f"lock; the read gave way to it and the next sync reads the table again ({text})"
-        )
     if sqlstate == "42501":
         return SourceError(f"{prefix}: permission denied, grant SELECT to the sidecar's role ({text})")
-    if sqlstate.startswith(_TRANSIENT_SQLSTATES) or any(m in text.lower() for m in _UNAVAILABLE_MARKERS):
+    if (
+        isinstance(exc, OSError)
+        or sqlstate.startswith(_TRANSIENT_SQLSTATES)
+        or any(m in text.lower() for m in _TRANSIENT_MARKERS)
+    ):
         return SourceUnavailableError(f"{prefix}: {text}")
     return SourceError(f"{prefix}: {text}")
 

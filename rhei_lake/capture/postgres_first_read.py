@@ -23,7 +23,7 @@ table again) rather than wait for ever in a cycle PostgreSQL cannot see.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -38,7 +38,6 @@ from rhei_lake.capture.source_url import SourceLocation
 from rhei_lake.capture.typed_select import NeedsDiagnosis
 from rhei_lake.capture.types import key_misfit
 from rhei_lake.catalog import TableSpec
-from rhei_lake.errors import SourceError, SourceUnavailableError
 from rhei_lake.phase_times import PhaseTimes
 
 
@@ -59,18 +58,25 @@ def _key_spelt_otherwise(spec: TableSpec, raw: pa.RecordBatch, arrays: list[pa.A
     return False
 
 
-def _read_from_server(stream: pa.RecordBatchReader, table: str) -> Iterator[pa.RecordBatch]:
-    """``stream``'s batches; the driver's failure as a SourceError (a lost connection: SourceUnavailableError)."""
+def _read_from_server(stream: pa.RecordBatchReader, table: str, location: SourceLocation) -> Iterator[pa.RecordBatch]:
+    """``stream``'s batches; the driver's failure as a SourceError (a lost connection, a lock or statement
+    timeout: SourceUnavailableError)."""
     while True:
         try:
             batch = stream.read_next_batch()
         except StopIteration:
             return
-        except OSError as exc:  # the low-level API's errors arrive as pyarrow's: libpq's I/O (a lost connection)
-            raise SourceUnavailableError(f"reading table {table!r} from PostgreSQL failed: {exc}") from None
-        except pa.ArrowException as exc:
-            raise SourceError(f"reading table {table!r} from PostgreSQL failed: {exc}") from None
+        except (OSError, pa.ArrowException) as exc:  # the low-level API's errors arrive as pyarrow's
+            raise translate_adbc_error(exc, location, where=f"reading table {table!r}") from None
         yield batch
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    """Run a step of closing a read that may fail (the server gone: no cancel reaches it) and close the rest anyway."""
+    try:
+        step()
+    except Exception:
+        pass
 
 
 def adbc_postgres_available() -> bool:
@@ -246,7 +252,7 @@ class PostgresFirstRead:
             self._converted(statement, self._produced),
             PREFETCH_BATCHES,
             name="rhei-first-read",
-            abandon=statement.cancel,
+            abandon=lambda: _quietly(statement.cancel),
         )
 
     def batches(self, batch_rows: int) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
@@ -271,7 +277,7 @@ class PostgresFirstRead:
             self._prefetch.close()
             self._prefetch = None
         if self._read_statement is not None:
-            self._read_statement.close()
+            _quietly(self._read_statement.close)
             self._read_statement = None
 
     def _converted(self, statement: Any, times: PhaseTimes) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
@@ -287,7 +293,7 @@ class PostgresFirstRead:
         # The stream lives in the statement's memory: it is released here, in the thread that reads it,
         # before the statement is closed, whether the read ends, fails or is stopped.
         with stream:
-            yield from self._cast(_read_from_server(stream, self.plan.spec.name), times)
+            yield from self._cast(_read_from_server(stream, self.plan.spec.name, self._location), times)
 
     def _cast(
         self, stream: Iterator[pa.RecordBatch], times: PhaseTimes
@@ -313,26 +319,15 @@ class PostgresFirstRead:
         self._end_read()
         self._closing.set()
         counting = self._snapshot_thread
-        while counting is not None and counting.is_alive():  # the read stopped early: its count or cursor's query
-            try:  # may run (a cancel sent before a query starts is lost: sent until the thread ends)
-                self._pg.cancel()
-            except Exception:  # closing anyway
-                pass
+        # The read stopped early: its count or cursor's query may run (a cancel sent before a query
+        # starts is lost: sent until the thread ends).
+        while counting is not None and counting.is_alive():
+            _quietly(self._pg.cancel)
             counting.join(0.05)
         self._snapshot_thread = None
         for conn in (self._adbc, self._pg):
-            if conn is None:
-                continue
-            try:
-                conn.rollback()
-            except Exception:  # closing anyway
-                pass
-            try:
-                conn.close()
-            except Exception:
-                pass
+            if conn is not None:
+                _quietly(conn.rollback)
+                _quietly(conn.close)
         if self._adbc_database is not None:
-            try:
-                self._adbc_database.close()
-            except Exception:
-                pass
+            _quietly(self._adbc_database.close)

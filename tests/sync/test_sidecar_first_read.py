@@ -330,6 +330,27 @@ def _pg_items(postgres, rows: int, name: str = "'n' || g"):
     return source
 
 
+def _break_the_copys_statement(monkeypatch, **methods) -> None:
+    """Make the first read's COPY statement (its SELECT) call ``methods`` (e.g. ``cancel=...``) instead of the
+    driver's own; the rest of it stays the driver's."""
+    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
+
+    class Broken:
+        def __init__(self, statement) -> None:
+            self._statement = statement
+
+        def __getattr__(self, name: str):
+            return methods[name] if name in methods else getattr(self._statement, name)
+
+    real_statement = PostgresFirstRead._statement
+
+    def statement(self, sql: str):
+        made = real_statement(self, sql)
+        return Broken(made) if sql.startswith("SELECT") else made
+
+    monkeypatch.setattr(PostgresFirstRead, "_statement", statement)
+
+
 def test_postgres_types_read_columnar_equal_the_row_poll(postgres, tmp_path, caplog):
     """Every PostgreSQL type rhei_lake maps, NULLs included, through both reads: the same events and cursor."""
     from tests.support.sidecar_source import postgres_source
@@ -601,6 +622,86 @@ def test_a_postgres_first_read_whose_count_fails_hands_the_table_to_the_row_poll
     source.close()
 
 
+def test_a_lock_the_copy_waits_for_mid_read_is_transient_and_the_next_sync_reads_the_table(postgres, tmp_path):
+    """A view whose column calls a function reading another table, which a job holds exclusively for a
+    while: the COPY gives up waiting for it after a second (neither the size check nor the count calls the
+    function, so the read holds no lock on that table). The sync fails transiently (the loop retries, it
+    does not stop), and once the job is done the next sync reads every row."""
+    import time
+
+    import psycopg
+
+    from rhei_lake.errors import SourceUnavailableError
+
+    source = _pg_items(postgres, 3000)
+    source.execute("CREATE TABLE lookup (id int PRIMARY KEY, label text)")
+    source.execute("INSERT INTO lookup VALUES (0, 'even'), (1, 'odd')")
+    source.execute(
+        "CREATE FUNCTION label_of(i bigint) RETURNS text LANGUAGE plpgsql STABLE AS "
+        "$$ BEGIN RETURN (SELECT label FROM lookup WHERE id = (i %% 2)::int); END $$"
+    )
+    source.execute("CREATE VIEW labelled AS SELECT items.*, label_of(items.id) AS label FROM items")
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lookup() -> None:
+        with psycopg.connect(source.url) as conn:
+            conn.execute("LOCK TABLE lookup IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_lookup)
+    holder.start()
+    table = rhei_lake.PolledTable("labelled", primary_key=["id"], updated_at="updated_at", deleted_at="deleted_at")
+    try:
+        assert held.wait(10)
+        with _open(source.url, str(tmp_path / "lake"), COLUMNAR, table) as lake:
+            started = time.monotonic()
+            with pytest.raises(SourceUnavailableError, match="lock timeout") as raised:
+                lake.sync_now()
+            assert raised.value.transient
+            assert time.monotonic() - started < 8
+            release.set()
+            holder.join()
+            lake.sync_now()
+            rows = lake.query("SELECT id, label FROM labelled").to_pylist()
+            assert sorted(r["id"] for r in rows) == list(range(1, 3001))
+            assert {r["label"] for r in rows} == {"even", "odd"}
+    finally:
+        release.set()
+        holder.join()
+    source.close()
+
+
+def test_a_first_read_closed_while_the_server_refuses_its_cancel_still_ends_its_threads(
+    postgres, tmp_path, monkeypatch
+):
+    """The count fails while the COPY streams, so the read is closed early, and the COPY's cancel cannot
+    reach the server (as when it went away): the close goes on (no driver error escapes, no thread or
+    connection is left) and the row poll reads the table."""
+    import adbc_driver_manager
+    import psycopg
+
+    source = _pg_items(postgres, 3000)
+
+    def refused() -> None:
+        raise adbc_driver_manager.OperationalError("PQcancel() -- connect() failed", status_code=1)
+
+    def fail_the_count(_point: str) -> None:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    _break_the_copys_statement(monkeypatch, cancel=refused)
+    with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
+        with faults.armed("first_read.before_count", fail_the_count):
+            assert lake.sync_now().events == 3000
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("rhei-first-read")]
+        assert not readers, f"threads of the read outlived it: {readers}"
+        assert source.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state LIKE 'idle in transaction%%'"
+        ) == [(0,)]
+    source.close()
+
+
 @pytest.mark.timeout(60)  # without the read giving way, it waits for ever
 def test_a_schema_change_queued_during_a_postgres_first_read_is_let_through_and_the_next_sync_reads_it(
     postgres, tmp_path, caplog, monkeypatch
@@ -641,7 +742,7 @@ def test_a_schema_change_queued_during_a_postgres_first_read_is_let_through_and_
     caplog.set_level(logging.INFO, logger="rhei_lake")
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
         started = time.monotonic()
-        with pytest.raises(SourceUnavailableError, match="the read gave way") as raised:
+        with pytest.raises(SourceUnavailableError, match="lock timeout") as raised:
             lake.sync_now()
         assert raised.value.transient
         assert time.monotonic() - started < 8
@@ -676,30 +777,13 @@ def test_an_error_of_a_postgres_first_reads_copy_is_rhei_lakes_own(
 
     source = _pg_items(postgres, 3000)
 
-    from rhei_lake.capture.postgres_first_read import PostgresFirstRead
-
-    class RefusingStatement:
-        """The driver's statement, whose query fails as it is prepared."""
-
-        def __init__(self, statement) -> None:
-            self._statement = statement
-
-        def __getattr__(self, name: str):
-            return getattr(self._statement, name)
-
-        def execute_query(self):
-            raise adbc_driver_manager.ProgrammingError(
-                f"Failed to prepare query ({source.url})", status_code=6, sqlstate=sqlstate
-            )
-
-    real_statement = PostgresFirstRead._statement
-
-    def statement(self, sql: str):
-        made = real_statement(self, sql)
-        return RefusingStatement(made) if sql.startswith("SELECT") else made
+    def refused():
+        raise adbc_driver_manager.ProgrammingError(
+            f"Failed to prepare query ({source.url})", status_code=6, sqlstate=sqlstate
+        )
 
     with _open(source.url, str(tmp_path / "lake"), COLUMNAR) as lake:
-        monkeypatch.setattr(PostgresFirstRead, "_statement", statement)
+        _break_the_copys_statement(monkeypatch, execute_query=refused)
         with pytest.raises(SourceError) as raised:
             lake.sync_now()
         assert raised.value.transient == transient, raised.value
